@@ -1,0 +1,124 @@
+// Bodies and query strings of the coordinator's HTTP API (`/v1`), and the shapes it returns.
+import { z } from "zod";
+import { adapterNames, adapterSpecs } from "./adapter-specs.ts";
+import { agentName, id, labels, selector } from "./fields.ts";
+import { agentModes } from "./messages.ts";
+import { jobStates, workOrderStates } from "./states.ts";
+
+export const roles = ["admin", "ci", "agent"] as const;
+export type Role = (typeof roles)[number];
+
+export const workOrderCreate = z
+  .strictObject({
+    adapter: z.enum(adapterNames).default("exec"),
+    spec: z.unknown(),
+    selector: selector.default([]),
+    /** Work-order mode: only the agent with this name may run it. */
+    agent: agentName.optional(),
+    labels: labels.default({}),
+    priority: z.int().min(-1000).max(1000).default(0),
+    timeoutSeconds: z.int().min(1).max(7 * 24 * 3600).optional(),
+    maxAttempts: z.int().min(1).max(100).default(1),
+    idempotencyKey: z.string().min(1).max(256).optional(),
+    metadata: z.record(z.string().max(256), z.json()).default({}),
+  })
+  .transform((body, ctx) => {
+    const spec = adapterSpecs[body.adapter].safeParse(body.spec);
+    if (spec.success) return { ...body, spec: spec.data };
+    for (const issue of spec.error.issues) ctx.addIssue({ ...issue, path: ["spec", ...issue.path] } as never);
+    return z.NEVER;
+  });
+export type WorkOrderCreate = z.infer<typeof workOrderCreate>;
+
+const listPaging = {
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  /** Return rows with ids below this one (the `nextCursor` of the previous page). */
+  before: id.optional(),
+};
+
+export const workOrderQuery = z.strictObject({
+  state: z.enum(workOrderStates).optional(),
+  /** A selector over the work orders' own labels, as `kubectl get -l`. */
+  labels: selector.optional(),
+  /** Work orders whose selector is exactly this one (after normalisation): one queue. */
+  selector: selector.optional(),
+  agent: agentName.optional(),
+  ...listPaging,
+});
+
+export const jobQuery = z.strictObject({
+  workOrder: id.optional(),
+  agent: agentName.optional(),
+  state: z.enum(jobStates).optional(),
+  ...listPaging,
+});
+
+export const logQuery = z.strictObject({
+  /** Byte offset into the log to start from. */
+  offset: z.coerce.number().int().min(0).default(0),
+  follow: z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1").default(false),
+});
+
+export const tokenCreate = z.strictObject({
+  name: z.string().min(1).max(128),
+  role: z.enum(roles),
+});
+
+export type JobView = {
+  id: string;
+  workOrderId: string;
+  attempt: number;
+  agent: string;
+  state: (typeof jobStates)[number];
+  exitCode: number | null;
+  error: string | null;
+  status: string | null;
+  externalId: string | null;
+  externalUrl: string | null;
+  logBytes: number;
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+};
+
+export type WorkOrderView = {
+  id: string;
+  state: (typeof workOrderStates)[number];
+  adapter: string;
+  spec: unknown;
+  selector: string;
+  agent: string | null;
+  labels: Record<string, string>;
+  priority: number;
+  timeoutSeconds: number | null;
+  maxAttempts: number;
+  attempts: number;
+  idempotencyKey: string | null;
+  metadata: Record<string, unknown>;
+  createdAt: string;
+  updatedAt: string;
+  latestJob: JobView | null;
+};
+
+export type WorkOrderEventView = {
+  at: string;
+  jobId: string | null;
+  from: string | null;
+  to: string;
+  reason: string | null;
+};
+
+export type AgentView = {
+  id: string;
+  name: string;
+  labels: Record<string, string>;
+  capacity: number;
+  mode: (typeof agentModes)[number];
+  version: string;
+  connected: boolean;
+  lastSeenAt: string;
+};
+
+export type TokenView = { id: string; name: string; role: Role; createdAt: string };
+
+export type ApiError = { error: { code: string; message: string; field?: string } };

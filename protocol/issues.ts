@@ -1,0 +1,13 @@
+// Turns a zod failure into the one error shape both sides show: a message naming the field.
+import type { z } from "zod";
+
+export type FieldError = { message: string; field?: string };
+
+export function describeIssues(error: z.ZodError): FieldError {
+  const issue = error.issues[0];
+  if (!issue) return { message: "invalid input" };
+  const path = issue.code === "unrecognized_keys" ? [...issue.path, issue.keys[0]!] : issue.path;
+  const field = path.map(String).join(".");
+  const message = issue.code === "unrecognized_keys" ? "unknown field" : issue.message;
+  return field ? { message: `${field}: ${message}`, field } : { message };
+}

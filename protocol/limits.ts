@@ -1,0 +1,15 @@
+// Bounds shared by both sides of the wire: what one side may send, the other enforces.
+
+/** Bumped on any incompatible change to the WebSocket messages; sent in the agent's hello. */
+export const PROTOCOL_VERSION = 1;
+
+/** Largest WebSocket frame either side accepts. */
+export const MAX_MESSAGE_BYTES = 1024 * 1024;
+
+/** Largest log chunk an agent sends in one message (bytes of UTF-8). */
+export const MAX_LOG_CHUNK_BYTES = 256 * 1024;
+
+/** Largest HTTP request body the coordinator reads. */
+export const MAX_BODY_BYTES = 1024 * 1024;
+
+export const MAX_CAPACITY = 1000;

@@ -1,0 +1,95 @@
+// Every WebSocket message between agent and coordinator. Job-scoped messages from the agent carry
+// a per-job sequence number: the coordinator applies each once, in order, and acknowledges it, so
+// an agent may resend anything unacknowledged after a reconnect.
+import { z } from "zod";
+import { adapterNames } from "./adapter-specs.ts";
+import { agentName, id, labels } from "./fields.ts";
+import { MAX_CAPACITY, MAX_LOG_CHUNK_BYTES } from "./limits.ts";
+import { outcomes } from "./states.ts";
+
+export const agentModes = ["queue", "work-order"] as const;
+export type AgentMode = (typeof agentModes)[number];
+
+const jobScoped = { jobId: id, seq: z.int().min(1) };
+const externalRef = { externalId: z.string().min(1).max(512).optional(), externalUrl: z.url().max(2048).optional() };
+
+export const hello = z.strictObject({
+  type: z.literal("hello"),
+  protocol: z.int(),
+  token: z.string().min(1).max(512),
+  name: agentName,
+  labels,
+  capacity: z.int().min(1).max(MAX_CAPACITY),
+  version: z.string().min(1).max(64),
+  mode: z.enum(agentModes).default("queue"),
+});
+
+/** Adds `slots` free slots to the agent's open claim; the coordinator fills it as work arrives. */
+export const claim = z.strictObject({ type: z.literal("claim"), slots: z.int().min(1).max(MAX_CAPACITY) });
+
+export const heartbeat = z.strictObject({ type: z.literal("heartbeat") });
+
+export const jobStarted = z.strictObject({ type: z.literal("job.started"), ...jobScoped, ...externalRef });
+
+export const jobStatus = z.strictObject({
+  type: z.literal("job.status"),
+  ...jobScoped,
+  status: z.string().min(1).max(1024),
+  ...externalRef,
+});
+
+/** `data` is bounded in UTF-8 bytes by the agent; the string bound here is the same in code units. */
+export const jobLog = z.strictObject({ type: z.literal("job.log"), ...jobScoped, data: z.string().min(1).max(MAX_LOG_CHUNK_BYTES) });
+
+export const jobFinished = z.strictObject({
+  type: z.literal("job.finished"),
+  ...jobScoped,
+  outcome: z.enum(outcomes),
+  exitCode: z.int().nullable().default(null),
+  error: z.string().max(4096).optional(),
+});
+
+export const agentMessage = z.discriminatedUnion("type", [
+  hello,
+  claim,
+  heartbeat,
+  jobStarted,
+  jobStatus,
+  jobLog,
+  jobFinished,
+]);
+export type AgentMessage = z.infer<typeof agentMessage>;
+export type JobMessage = Extract<AgentMessage, { jobId: string }>;
+export type JobMessageBody = JobMessage extends infer M ? (M extends JobMessage ? Omit<M, "seq"> : never) : never;
+
+export const assignment = z.strictObject({
+  jobId: id,
+  workOrderId: id,
+  attempt: z.int().min(1),
+  adapter: z.enum(adapterNames),
+  spec: z.unknown(),
+  timeoutSeconds: z.int().positive().nullable(),
+});
+export type Assignment = z.infer<typeof assignment>;
+
+export const coordinatorMessage = z.discriminatedUnion("type", [
+  z.strictObject({
+    type: z.literal("welcome"),
+    agentId: id,
+    heartbeatSeconds: z.number().positive(),
+    /** The highest sequence number the coordinator holds for each of this agent's open jobs. */
+    jobs: z.array(z.strictObject({ jobId: id, seq: z.int().min(0) })),
+  }),
+  z.strictObject({ type: z.literal("assign"), job: assignment }),
+  z.strictObject({ type: z.literal("cancel"), jobId: id, reason: z.string().max(1024) }),
+  z.strictObject({ type: z.literal("ack"), jobId: id, seq: z.int().min(0) }),
+  z.strictObject({
+    type: z.literal("error"),
+    code: z.string(),
+    message: z.string(),
+    /** Set when the error concerns one job message. */
+    jobId: id.optional(),
+    fatal: z.boolean().default(false),
+  }),
+]);
+export type CoordinatorMessage = z.infer<typeof coordinatorMessage>;

@@ -1,0 +1,231 @@
+// The label-selector language (Kubernetes syntax): `os=linux,arch in (amd64,arm64),!gpu`.
+// Parsed once into a canonical form that both the agent-side matcher and the coordinator's SQL use.
+
+/** One requirement; `=`/`==` parse to `in` with one value, `!=` to `notin` with one value. */
+export type Requirement =
+  | { key: string; op: "exists" | "notexists" }
+  | { key: string; op: "in" | "notin"; values: string[] };
+
+/** Requirements ANDed together, sorted and de-duplicated; empty matches every label set. */
+export type Selector = Requirement[];
+
+export type Labels = Record<string, string>;
+
+export const MAX_SELECTOR_LENGTH = 4096;
+export const MAX_LABELS = 64;
+
+export class SelectorError extends Error {
+  constructor(
+    readonly reason: string,
+    readonly position: number,
+  ) {
+    super(`${reason} at position ${position}`);
+    this.name = "SelectorError";
+  }
+}
+
+const NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const PREFIX = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+const VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+
+export function isLabelKey(key: string): boolean {
+  const slash = key.indexOf("/");
+  if (slash === -1) return NAME.test(key);
+  return PREFIX.test(key.slice(0, slash)) && NAME.test(key.slice(slash + 1));
+}
+
+export function isLabelValue(value: string): boolean {
+  return VALUE.test(value);
+}
+
+type Token = { kind: "word" | "op"; text: string; at: number };
+
+const WORD_CHAR = /[A-Za-z0-9_.\-/]/;
+const OPERATORS = ["!=", "==", "=", "!", "(", ")", ","];
+
+function tokenize(input: string): Token[] {
+  const tokens: Token[] = [];
+  let i = 0;
+  while (i < input.length) {
+    const ch = input[i]!;
+    if (ch === " " || ch === "\t") {
+      i++;
+      continue;
+    }
+    if (WORD_CHAR.test(ch)) {
+      const start = i;
+      while (i < input.length && WORD_CHAR.test(input[i]!)) i++;
+      tokens.push({ kind: "word", text: input.slice(start, i), at: start });
+      continue;
+    }
+    const op = OPERATORS.find((o) => input.startsWith(o, i));
+    if (!op) throw new SelectorError(`unexpected character '${ch}'`, i);
+    tokens.push({ kind: "op", text: op, at: i });
+    i += op.length;
+  }
+  return tokens;
+}
+
+class Parser {
+  private i = 0;
+  constructor(
+    private readonly tokens: Token[],
+    private readonly end: number,
+  ) {}
+
+  private peek(): Token | undefined {
+    return this.tokens[this.i];
+  }
+
+  private next(expected: string): Token {
+    const token = this.tokens[this.i++];
+    if (!token) throw new SelectorError(`expected ${expected} but the selector ended`, this.end);
+    return token;
+  }
+
+  private fail(token: Token, expected: string): never {
+    throw new SelectorError(`expected ${expected}, found '${token.text}'`, token.at);
+  }
+
+  private atBoundary(): boolean {
+    const token = this.peek();
+    return !token || (token.kind === "op" && token.text === ",");
+  }
+
+  private key(): string {
+    const token = this.next("a label key");
+    if (token.kind !== "word") this.fail(token, "a label key");
+    if (!isLabelKey(token.text)) throw new SelectorError(`invalid label key '${token.text}'`, token.at);
+    return token.text;
+  }
+
+  private value(): string {
+    if (this.atBoundary()) return "";
+    const token = this.next("a label value");
+    if (token.kind !== "word") this.fail(token, "a label value");
+    if (!isLabelValue(token.text)) throw new SelectorError(`invalid label value '${token.text}'`, token.at);
+    return token.text;
+  }
+
+  private set(): string[] {
+    const open = this.next("'('");
+    if (open.text !== "(") this.fail(open, "'('");
+    const values: string[] = [];
+    for (;;) {
+      const token = this.next("a label value");
+      if (token.kind !== "word") this.fail(token, "a label value");
+      if (!isLabelValue(token.text)) throw new SelectorError(`invalid label value '${token.text}'`, token.at);
+      values.push(token.text);
+      const sep = this.next("',' or ')'");
+      if (sep.text === ")") return values;
+      if (sep.text !== ",") this.fail(sep, "',' or ')'");
+    }
+  }
+
+  private requirement(): Requirement {
+    const first = this.peek();
+    if (first?.text === "!") {
+      this.i++;
+      return { key: this.key(), op: "notexists" };
+    }
+    const key = this.key();
+    if (this.atBoundary()) return { key, op: "exists" };
+    const op = this.next("an operator");
+    switch (op.text) {
+      case "=":
+      case "==":
+        return { key, op: "in", values: [this.value()] };
+      case "!=":
+        return { key, op: "notin", values: [this.value()] };
+      case "in":
+      case "notin":
+        if (op.kind === "word") return { key, op: op.text, values: this.set() };
+    }
+    this.fail(op, "'=', '==', '!=', 'in' or 'notin'");
+  }
+
+  parse(): Selector {
+    const requirements: Requirement[] = [];
+    if (!this.peek()) return requirements;
+    for (;;) {
+      requirements.push(this.requirement());
+      const sep = this.peek();
+      if (!sep) return requirements;
+      if (sep.text !== ",") this.fail(sep, "',' or the end of the selector");
+      this.i++;
+    }
+  }
+}
+
+function canonical(requirements: Requirement[]): Selector {
+  const normalized = requirements.map((r): Requirement =>
+    r.op === "in" || r.op === "notin" ? { ...r, values: [...new Set(r.values)].sort() } : r,
+  );
+  const byText = new Map(normalized.map((r) => [formatRequirement(r), r]));
+  return [...byText.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, r]) => r);
+}
+
+/** Parses a selector; throws SelectorError naming the position of the first error. */
+export function parseSelector(input: string): Selector {
+  if (input.length > MAX_SELECTOR_LENGTH) {
+    throw new SelectorError(`selector longer than ${MAX_SELECTOR_LENGTH} characters`, MAX_SELECTOR_LENGTH);
+  }
+  return canonical(new Parser(tokenize(input), input.length).parse());
+}
+
+function formatRequirement(r: Requirement): string {
+  switch (r.op) {
+    case "exists":
+      return r.key;
+    case "notexists":
+      return `!${r.key}`;
+    case "in":
+      return r.values.length === 1 ? `${r.key}=${r.values[0]}` : `${r.key} in (${r.values.join(",")})`;
+    case "notin":
+      return r.values.length === 1 ? `${r.key}!=${r.values[0]}` : `${r.key} notin (${r.values.join(",")})`;
+  }
+}
+
+/** The canonical text of a selector: equal selectors format identically. */
+export function formatSelector(selector: Selector): string {
+  return selector.map(formatRequirement).join(",");
+}
+
+function matchesRequirement(r: Requirement, labels: Labels): boolean {
+  const has = Object.hasOwn(labels, r.key);
+  switch (r.op) {
+    case "exists":
+      return has;
+    case "notexists":
+      return !has;
+    case "in":
+      return has && r.values.includes(labels[r.key]!);
+    case "notin":
+      return !has || !r.values.includes(labels[r.key]!);
+  }
+}
+
+export function matchesSelector(selector: Selector, labels: Labels): boolean {
+  return selector.every((r) => matchesRequirement(r, labels));
+}
+
+/** Parses agent labels, `os=linux,arch=amd64,gpu` (a bare key has the empty value). */
+export function parseLabels(input: string): Labels {
+  const labels: Labels = {};
+  let at = 0;
+  for (const part of input.split(",")) {
+    const trimmed = part.trim();
+    if (trimmed !== "" || input.trim() !== "") {
+      const eq = trimmed.indexOf("=");
+      const key = eq === -1 ? trimmed : trimmed.slice(0, eq);
+      const value = eq === -1 ? "" : trimmed.slice(eq + 1);
+      if (!isLabelKey(key)) throw new SelectorError(`invalid label key '${key}'`, at);
+      if (!isLabelValue(value)) throw new SelectorError(`invalid label value '${value}'`, at + eq + 1);
+      if (Object.hasOwn(labels, key)) throw new SelectorError(`duplicate label key '${key}'`, at);
+      labels[key] = value;
+    }
+    at += part.length + 1;
+  }
+  if (Object.keys(labels).length > MAX_LABELS) throw new SelectorError(`more than ${MAX_LABELS} labels`, 0);
+  return labels;
+}
