@@ -3,8 +3,10 @@
 
 /** One requirement; `=`/`==` parse to `in` with one value, `!=` to `notin` with one value. */
 export type Requirement =
-  | { key: string; op: "exists" | "notexists" }
-  | { key: string; op: "in" | "notin"; values: string[] };
+  | { key: string; op: "exists" }
+  | { key: string; op: "notexists" }
+  | { key: string; op: "in"; values: string[] }
+  | { key: string; op: "notin"; values: string[] };
 
 /** Requirements ANDed together, sorted and de-duplicated; empty matches every label set. */
 export type Selector = Requirement[];
@@ -139,7 +141,7 @@ class Parser {
         return { key, op: "notin", values: [this.value()] };
       case "in":
       case "notin":
-        if (op.kind === "word") return { key, op: op.text, values: this.set() };
+        if (op.kind === "word") return { key, op: op.text, values: this.set() } as Requirement;
     }
     this.fail(op, "'=', '==', '!=', 'in' or 'notin'");
   }
@@ -216,12 +218,13 @@ export function parseLabels(input: string): Labels {
   for (const part of input.split(",")) {
     const trimmed = part.trim();
     if (trimmed !== "" || input.trim() !== "") {
+      const start = at + part.length - part.trimStart().length;
       const eq = trimmed.indexOf("=");
       const key = eq === -1 ? trimmed : trimmed.slice(0, eq);
       const value = eq === -1 ? "" : trimmed.slice(eq + 1);
-      if (!isLabelKey(key)) throw new SelectorError(`invalid label key '${key}'`, at);
-      if (!isLabelValue(value)) throw new SelectorError(`invalid label value '${value}'`, at + eq + 1);
-      if (Object.hasOwn(labels, key)) throw new SelectorError(`duplicate label key '${key}'`, at);
+      if (!isLabelKey(key)) throw new SelectorError(`invalid label key '${key}'`, start);
+      if (!isLabelValue(value)) throw new SelectorError(`invalid label value '${value}'`, start + eq + 1);
+      if (Object.hasOwn(labels, key)) throw new SelectorError(`duplicate label key '${key}'`, start);
       labels[key] = value;
     }
     at += part.length + 1;

@@ -1,0 +1,31 @@
+// The coordinator's one door to Postgres: a raw query function for the hot-path SQL modules,
+// transactions, and a drizzle instance for the composable list queries. Two drivers sit behind
+// it: PGlite (embedded, the default) and postgres-js (a real server, when a URL is given).
+import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import type * as schema from "./schema.ts";
+
+export type Queryable = {
+  query<Row = Record<string, unknown>>(text: string, params?: unknown[]): Promise<Row[]>;
+};
+
+export type Orm = PgDatabase<PgQueryResultHKT, typeof schema>;
+
+export interface Database extends Queryable {
+  readonly kind: "pglite" | "postgres";
+  readonly orm: Orm;
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export type DatabaseConfig =
+  | { kind: "postgres"; url: string; poolSize?: number }
+  /** `dataDir` is a directory, or `:memory:` for a database that lives as long as the process. */
+  | { kind: "pglite"; dataDir: string };
+
+export async function openDatabase(config: DatabaseConfig): Promise<Database> {
+  const db =
+    config.kind === "postgres"
+      ? await (await import("./postgres.ts")).openPostgres(config.url, config.poolSize)
+      : await (await import("./pglite.ts")).openPglite(config.dataDir);
+  return db;
+}

@@ -1,0 +1,38 @@
+import { drizzle } from "drizzle-orm/postgres-js";
+import { migrate } from "drizzle-orm/postgres-js/migrator";
+import postgres from "postgres";
+import type { Database, Orm, Queryable } from "./database.ts";
+import { MIGRATION_LOCK, migrationsFolder } from "./migrations.ts";
+import * as schema from "./schema.ts";
+
+type Client = postgres.Sql | postgres.TransactionSql;
+
+function queryable(client: Client): Queryable {
+  return {
+    async query<Row>(text: string, params: unknown[] = []) {
+      return (await client.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true })) as Row[];
+    },
+  };
+}
+
+async function migrateLocked(url: string): Promise<void> {
+  const client = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    await client`select pg_advisory_lock(${MIGRATION_LOCK})`;
+    await migrate(drizzle({ client }), { migrationsFolder });
+  } finally {
+    await client.end();
+  }
+}
+
+export async function openPostgres(url: string, poolSize = 10): Promise<Database> {
+  await migrateLocked(url);
+  const client = postgres(url, { max: poolSize, onnotice: () => {} });
+  return {
+    kind: "postgres",
+    orm: drizzle({ client, schema }) as unknown as Orm,
+    ...queryable(client),
+    transaction: (fn) => client.begin((tx) => fn(queryable(tx))) as never,
+    close: () => client.end({ timeout: 5 }),
+  };
+}

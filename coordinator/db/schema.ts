@@ -1,0 +1,154 @@
+// The coordinator's tables. Migrations in ./migrations are generated from this file
+// (`npm run db:generate`) and applied at start.
+import { sql } from "drizzle-orm";
+import {
+  check,
+  customType,
+  index,
+  integer,
+  jsonb,
+  pgEnum,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+  uniqueIndex,
+} from "drizzle-orm/pg-core";
+import { agentModes } from "../../protocol/messages.ts";
+import { roles } from "../../protocol/api.ts";
+import type { Labels, Selector } from "../../protocol/selector.ts";
+import { jobStates, workOrderStates } from "../../protocol/states.ts";
+
+/** A bigint carried as a decimal string, the same on PGlite and postgres-js. */
+const bigintText = customType<{ data: string; driverData: string | number }>({
+  dataType: () => "bigint",
+  fromDriver: (value) => String(value),
+});
+
+const bigserialText = customType<{ data: string; driverData: string | number }>({
+  dataType: () => "bigserial",
+  fromDriver: (value) => String(value),
+});
+
+const id = () =>
+  bigserialText("id")
+    .primaryKey()
+    .$defaultFn(() => sql`DEFAULT`);
+const at = (name: string) => timestamp(name, { withTimezone: true, mode: "date" });
+const createdAt = () => at("created_at").notNull().defaultNow();
+
+export const workOrderState = pgEnum("work_order_state", workOrderStates);
+export const jobState = pgEnum("job_state", jobStates);
+export const agentMode = pgEnum("agent_mode", agentModes);
+export const role = pgEnum("role", roles);
+
+export const agents = pgTable("agents", {
+  id: id(),
+  name: text("name").notNull().unique(),
+  labels: jsonb("labels").$type<Labels>().notNull(),
+  capacity: integer("capacity").notNull(),
+  mode: agentMode("mode").notNull(),
+  version: text("version").notNull(),
+  /** The coordinator session holding the agent's socket; null while it is disconnected. */
+  sessionId: text("session_id"),
+  lastSeenAt: at("last_seen_at").notNull().defaultNow(),
+  createdAt: createdAt(),
+});
+
+export const workOrders = pgTable(
+  "work_orders",
+  {
+    id: id(),
+    state: workOrderState("state").notNull().default("pending"),
+    adapter: text("adapter").notNull(),
+    spec: jsonb("spec").notNull(),
+    selector: jsonb("selector").$type<Selector>().notNull(),
+    selectorText: text("selector_text").notNull(),
+    targetAgent: text("target_agent"),
+    labels: jsonb("labels").$type<Labels>().notNull(),
+    priority: integer("priority").notNull().default(0),
+    timeoutSeconds: integer("timeout_seconds"),
+    maxAttempts: integer("max_attempts").notNull().default(1),
+    attempts: integer("attempts").notNull().default(0),
+    idempotencyKey: text("idempotency_key").unique(),
+    metadata: jsonb("metadata").$type<Record<string, unknown>>().notNull(),
+    latestJobId: bigintText("latest_job_id"),
+    createdAt: createdAt(),
+    updatedAt: at("updated_at").notNull().defaultNow(),
+  },
+  (t) => [
+    index("work_orders_pending").on(t.priority.desc(), t.id).where(sql`state = 'pending'`),
+    index("work_orders_state").on(t.state, t.id),
+    check("work_orders_attempts", sql`${t.attempts} <= ${t.maxAttempts}`),
+  ],
+);
+
+export const jobs = pgTable(
+  "jobs",
+  {
+    id: id(),
+    workOrderId: bigintText("work_order_id")
+      .notNull()
+      .references(() => workOrders.id, { onDelete: "cascade" }),
+    attempt: integer("attempt").notNull(),
+    agentId: bigintText("agent_id")
+      .notNull()
+      .references(() => agents.id),
+    state: jobState("state").notNull().default("claimed"),
+    /** The highest sequence number applied from the agent; repeats at or below it are ignored. */
+    seq: integer("seq").notNull().default(0),
+    exitCode: integer("exit_code"),
+    error: text("error"),
+    status: text("status"),
+    externalId: text("external_id"),
+    externalUrl: text("external_url"),
+    logBytes: bigintText("log_bytes").notNull().default("0"),
+    cancelReason: text("cancel_reason"),
+    createdAt: createdAt(),
+    startedAt: at("started_at"),
+    finishedAt: at("finished_at"),
+  },
+  (t) => [
+    uniqueIndex("jobs_work_order_attempt").on(t.workOrderId, t.attempt),
+    index("jobs_agent_active").on(t.agentId).where(sql`state in ('claimed', 'running')`),
+  ],
+);
+
+export const jobLogs = pgTable(
+  "job_logs",
+  {
+    jobId: bigintText("job_id")
+      .notNull()
+      .references(() => jobs.id, { onDelete: "cascade" }),
+    /** Byte offset of this chunk in the job's whole log. */
+    offset: bigintText("offset").notNull(),
+    data: text("data").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.jobId, t.offset] })],
+);
+
+export const workOrderEvents = pgTable(
+  "work_order_events",
+  {
+    id: id(),
+    workOrderId: bigintText("work_order_id")
+      .notNull()
+      .references(() => workOrders.id, { onDelete: "cascade" }),
+    jobId: bigintText("job_id"),
+    fromState: workOrderState("from_state"),
+    toState: workOrderState("to_state").notNull(),
+    reason: text("reason"),
+    at: createdAt(),
+  },
+  (t) => [index("work_order_events_work_order").on(t.workOrderId, t.id)],
+);
+
+export const tokens = pgTable("tokens", {
+  id: id(),
+  name: text("name").notNull(),
+  role: role("role").notNull(),
+  /** SHA-256 of the token's secret part; the secret itself is never stored. */
+  hash: text("hash").notNull(),
+  createdAt: createdAt(),
+  revokedAt: at("revoked_at"),
+});

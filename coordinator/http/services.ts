@@ -1,0 +1,6 @@
+import type { TokenVerifier } from "../auth/tokens.ts";
+import type { Bus } from "../bus.ts";
+import type { Database } from "../db/database.ts";
+
+/** What the HTTP routes work with. */
+export type Services = { db: Database; bus: Bus; verifier: TokenVerifier };

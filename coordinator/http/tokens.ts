@@ -1,0 +1,23 @@
+import { Hono } from "hono";
+import { tokenCreate as tokenCreateBody } from "../../protocol/api.ts";
+import { tokenCreate, tokenList, tokenRevoke } from "../auth/tokens.ts";
+import { allow, type AuthEnv } from "./auth.ts";
+import { ApiError } from "./errors.ts";
+import type { Services } from "./services.ts";
+import { body, idParam } from "./validate.ts";
+
+export function tokenRoutes({ db }: Services) {
+  return new Hono<AuthEnv>()
+    .use(allow("admin"))
+    .post("/", async (c) => {
+      const { name, role } = await body(c, tokenCreateBody);
+      const { token, view } = await tokenCreate(db, name, role);
+      return c.json({ ...view, token }, 201);
+    })
+    .get("/", async (c) => c.json({ items: await tokenList(db) }))
+    .delete("/:id", async (c) => {
+      const id = idParam(c);
+      if (!(await tokenRevoke(db, id))) throw ApiError.notFound("token", id);
+      return c.body(null, 204);
+    });
+}

@@ -1,0 +1,69 @@
+import { Hono } from "hono";
+import { z } from "zod";
+import { logQuery, workOrderCreate, workOrderQuery } from "../../protocol/api.ts";
+import { workOrderCancel } from "../sql/work-order-cancel.ts";
+import { workOrderInsert } from "../sql/work-order-insert.ts";
+import { workOrderEvents, workOrderGet, workOrderList } from "../sql/work-order-read.ts";
+import { workOrderView } from "../sql/views.ts";
+import { allow, type AuthEnv } from "./auth.ts";
+import { ApiError } from "./errors.ts";
+import { logResponse } from "./log-response.ts";
+import type { Services } from "./services.ts";
+import { body, idParam, query } from "./validate.ts";
+
+const cancelBody = z.strictObject({ reason: z.string().min(1).max(1024).default("cancelled by request") });
+
+export function workOrderRoutes(services: Services) {
+  const { db, bus } = services;
+  const found = async (id: string) => {
+    const row = await workOrderGet(db, id);
+    if (!row) throw ApiError.notFound("work order", id);
+    return row;
+  };
+
+  return new Hono<AuthEnv>()
+    .use(allow("ci"))
+    .post("/", async (c) => {
+      const order = await body(c, workOrderCreate);
+      const { row, created } = await workOrderInsert(db, order);
+      if (created) bus.emit("enqueued", [{ id: row.id, selector: row.selector, targetAgent: row.target_agent }]);
+      return c.json(workOrderView(row), created ? 201 : 200);
+    })
+    .get("/", async (c) => {
+      const filter = query(c, workOrderQuery);
+      const rows = await workOrderList(db, filter);
+      const next = rows.length === filter.limit ? rows.at(-1)!.id : null;
+      return c.json({ items: rows.map(workOrderView), next });
+    })
+    .get("/:id", async (c) => {
+      const row = await found(idParam(c));
+      const events = await workOrderEvents(db, row.id);
+      return c.json({
+        ...workOrderView(row),
+        events: events.map((e) => ({
+          at: e.at.toISOString(),
+          jobId: e.job_id,
+          from: e.from_state,
+          to: e.to_state,
+          reason: e.reason,
+        })),
+      });
+    })
+    .post("/:id/cancel", async (c) => {
+      const id = idParam(c);
+      const { reason } = await body(c, cancelBody, {});
+      const outcome = await workOrderCancel(db, id, reason);
+      if (outcome.kind === "requested") bus.emit("cancel", outcome);
+      const row = await found(id);
+      if (outcome.kind === "not_active") {
+        throw new ApiError(409, "conflict", `work order ${id} has already ended (${row.state})`);
+      }
+      bus.emit("changed", id);
+      return c.json(workOrderView(row), outcome.kind === "cancelled" ? 200 : 202);
+    })
+    .get("/:id/log", async (c) => {
+      const { offset, follow } = query(c, logQuery);
+      const row = await found(idParam(c));
+      return logResponse(c, services, { workOrderId: row.id }, offset, follow);
+    });
+}

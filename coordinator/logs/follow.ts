@@ -1,0 +1,107 @@
+// Reads a log from an offset to its current end and, when following, on until the job ends. Woken
+// by the bus whenever the work order changes; reads the state before the chunks, so when it sees a
+// job ended it also sees every chunk the agent sent before saying so.
+import { isTerminal, type WorkOrderState } from "../../protocol/states.ts";
+import type { Bus } from "../bus.ts";
+import type { Queryable } from "../db/database.ts";
+import { logRead } from "../sql/log-read.ts";
+
+export type LogEvent =
+  | { type: "job"; jobId: string; attempt: number }
+  | { type: "log"; jobId: string; offset: number; data: string }
+  | { type: "end"; state: WorkOrderState; exitCode: number | null };
+
+export type FollowTarget =
+  /** One job's log. */
+  | { workOrderId: string; jobId: string }
+  /** The log of whichever job of the work order is the latest, across retries. */
+  | { workOrderId: string; jobId?: undefined };
+
+type Snapshot = { state: WorkOrderState; jobId: string | null; attempt: number | null; exitCode: number | null };
+
+const SNAPSHOT = `
+SELECT CASE WHEN $2::bigint IS NULL THEN wo.state::text ELSE j.state::text END AS state,
+  j.id::text AS "jobId", j.attempt, j.exit_code AS "exitCode"
+FROM work_orders wo LEFT JOIN jobs j ON j.id = coalesce($2::bigint, wo.latest_job_id)
+WHERE wo.id = $1`;
+
+class Wake {
+  private pending = false;
+  private resolve?: () => void;
+  readonly stop: () => void;
+
+  constructor(bus: Bus, workOrderId: string, signal: AbortSignal) {
+    const unsubscribe = bus.on("changed", (id) => id === workOrderId && this.fire());
+    const onAbort = () => this.fire();
+    signal.addEventListener("abort", onAbort, { once: true });
+    this.stop = () => {
+      unsubscribe();
+      signal.removeEventListener("abort", onAbort);
+    };
+  }
+
+  private fire(): void {
+    this.pending = true;
+    this.resolve?.();
+  }
+
+  reset(): void {
+    this.pending = false;
+  }
+
+  wait(): Promise<void> {
+    if (this.pending) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.resolve = resolve;
+    });
+  }
+}
+
+async function* drain(db: Queryable, jobId: string, from: number): AsyncGenerator<LogEvent & { type: "log" }> {
+  let offset = from;
+  for (;;) {
+    const slices = await logRead(db, jobId, offset);
+    for (const slice of slices) {
+      yield { type: "log", jobId, ...slice };
+      offset = slice.offset + Buffer.byteLength(slice.data);
+    }
+    if (slices.length === 0) return;
+  }
+}
+
+export async function* followLog(
+  db: Queryable,
+  bus: Bus,
+  target: FollowTarget,
+  options: { offset: number; follow: boolean; signal: AbortSignal },
+): AsyncGenerator<LogEvent> {
+  const wake = new Wake(bus, target.workOrderId, options.signal);
+  let jobId: string | null = null;
+  let offset = options.offset;
+  try {
+    while (!options.signal.aborted) {
+      wake.reset();
+      const [now] = await db.query<Snapshot>(SNAPSHOT, [target.workOrderId, target.jobId ?? null]);
+      if (!now) return;
+      if (now.jobId !== null && now.jobId !== jobId) {
+        if (jobId !== null) offset = 0;
+        jobId = now.jobId;
+        yield { type: "job", jobId, attempt: now.attempt! };
+      }
+      if (jobId !== null) {
+        for await (const event of drain(db, jobId, offset)) {
+          offset = event.offset + Buffer.byteLength(event.data);
+          yield event;
+        }
+      }
+      if (isTerminal(now.state)) {
+        yield { type: "end", state: now.state, exitCode: now.exitCode };
+        return;
+      }
+      if (!options.follow) return;
+      await wake.wait();
+    }
+  } finally {
+    wake.stop();
+  }
+}

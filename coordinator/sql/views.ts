@@ -1,0 +1,79 @@
+// Rows as the SQL returns them, and their mapping to the API's views.
+import type { JobView, WorkOrderView } from "../../protocol/api.ts";
+import type { Labels, Selector } from "../../protocol/selector.ts";
+import type { JobState, WorkOrderState } from "../../protocol/states.ts";
+
+export type WorkOrderRow = {
+  id: string;
+  state: WorkOrderState;
+  adapter: string;
+  spec: unknown;
+  selector: Selector;
+  selector_text: string;
+  target_agent: string | null;
+  labels: Labels;
+  priority: number;
+  timeout_seconds: number | null;
+  max_attempts: number;
+  attempts: number;
+  idempotency_key: string | null;
+  metadata: Record<string, unknown>;
+  created_at: Date;
+  updated_at: Date;
+  latest_job: JobJson | null;
+};
+
+/** A job as `JOB_JSON` builds it: the view, with timestamps still in Postgres' text form. */
+type JobJson = Omit<JobView, "createdAt" | "startedAt" | "finishedAt"> & {
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+};
+
+/** One job (alias `j`, its agent `a`) as a jsonb object in the shape of JobView. */
+export const JOB_JSON = `jsonb_build_object(
+  'id', j.id::text, 'workOrderId', j.work_order_id::text, 'attempt', j.attempt, 'agent', a.name,
+  'state', j.state, 'exitCode', j.exit_code, 'error', j.error, 'status', j.status,
+  'externalId', j.external_id, 'externalUrl', j.external_url, 'logBytes', j.log_bytes,
+  'createdAt', j.created_at, 'startedAt', j.started_at, 'finishedAt', j.finished_at)`;
+
+/** Work order columns (alias `wo`) with its latest job, for `WorkOrderRow`. */
+export const WORK_ORDER_COLUMNS = `wo.id, wo.state, wo.adapter, wo.spec, wo.selector, wo.selector_text,
+  wo.target_agent, wo.labels, wo.priority, wo.timeout_seconds, wo.max_attempts, wo.attempts,
+  wo.idempotency_key, wo.metadata, wo.created_at, wo.updated_at,
+  (SELECT ${JOB_JSON} FROM jobs j JOIN agents a ON a.id = j.agent_id WHERE j.id = wo.latest_job_id) AS latest_job`;
+
+const iso = (at: string | Date) => new Date(at).toISOString();
+const isoOrNull = (at: string | null) => (at === null ? null : iso(at));
+
+export function jobView(job: JobJson): JobView {
+  return {
+    ...job,
+    state: job.state as JobState,
+    logBytes: Number(job.logBytes),
+    createdAt: iso(job.createdAt),
+    startedAt: isoOrNull(job.startedAt),
+    finishedAt: isoOrNull(job.finishedAt),
+  };
+}
+
+export function workOrderView(row: WorkOrderRow): WorkOrderView {
+  return {
+    id: row.id,
+    state: row.state,
+    adapter: row.adapter,
+    spec: row.spec,
+    selector: row.selector_text,
+    agent: row.target_agent,
+    labels: row.labels,
+    priority: row.priority,
+    timeoutSeconds: row.timeout_seconds,
+    maxAttempts: row.max_attempts,
+    attempts: row.attempts,
+    idempotencyKey: row.idempotency_key,
+    metadata: row.metadata,
+    createdAt: iso(row.created_at),
+    updatedAt: iso(row.updated_at),
+    latestJob: row.latest_job && jobView(row.latest_job),
+  };
+}

@@ -1,0 +1,82 @@
+// All agent sockets of this coordinator process: accepts upgrades on /v1/agent, keeps one session
+// per agent (a reconnecting agent replaces its stale socket), routes cancels to the socket that
+// holds the job, closes silent agents and records who was seen, in one statement per interval.
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage, Server } from "node:http";
+import type { Duplex } from "node:stream";
+import { WebSocketServer } from "ws";
+import { MAX_MESSAGE_BYTES } from "../../protocol/limits.ts";
+import { agentsSeen } from "../sql/agent-session.ts";
+import { AgentSession, CloseCode, type SessionContext } from "./session.ts";
+
+export const AGENT_PATH = "/v1/agent";
+
+export class Hub {
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
+  private readonly agents = new Map<string, AgentSession>();
+  private readonly sessions = new Set<AgentSession>();
+  private readonly replica = randomUUID().slice(0, 8);
+  private counter = 0;
+  private readonly timer: NodeJS.Timeout;
+  private lastFlush = Date.now();
+  private readonly unsubscribe: () => void;
+
+  constructor(private readonly ctx: Omit<SessionContext, "register">) {
+    this.timer = setInterval(() => void this.tick(), ctx.heartbeatSeconds * 1000);
+    this.unsubscribe = ctx.bus.on("cancel", ({ jobId, agentId, reason }) =>
+      this.agents.get(agentId)?.send({ type: "cancel", jobId, reason }),
+    );
+  }
+
+  attach(server: Server): void {
+    server.on("upgrade", (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (new URL(request.url ?? "/", "http://x").pathname !== AGENT_PATH) {
+        socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n");
+        return;
+      }
+      this.wss.handleUpgrade(request, socket, head, (ws) => this.accept(ws));
+    });
+  }
+
+  get size(): number {
+    return this.agents.size;
+  }
+
+  private accept(ws: import("ws").WebSocket): void {
+    const session = new AgentSession(`${this.replica}-${++this.counter}`, ws, {
+      ...this.ctx,
+      register: (s) => this.register(s),
+    });
+    this.sessions.add(session);
+    ws.on("close", () => this.sessions.delete(session));
+  }
+
+  private register(session: AgentSession): () => void {
+    const agentId = session.agentId!;
+    this.agents.get(agentId)?.close(CloseCode.replaced, "replaced by a newer connection");
+    this.agents.set(agentId, session);
+    return () => {
+      if (this.agents.get(agentId) === session) this.agents.delete(agentId);
+    };
+  }
+
+  private async tick(): Promise<void> {
+    const now = Date.now();
+    const silentBefore = now - this.ctx.heartbeatSeconds * 3000;
+    const seen: string[] = [];
+    for (const session of this.sessions) {
+      if (session.lastSeen < silentBefore) session.close(CloseCode.silent, "no heartbeat");
+      else if (session.agentId && session.lastSeen >= this.lastFlush) seen.push(session.agentId);
+    }
+    this.lastFlush = now;
+    if (seen.length === 0) return;
+    await agentsSeen(this.ctx.db, seen).catch((error) => this.ctx.log("last-seen not recorded", { error: String(error) }));
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.unsubscribe();
+    for (const session of this.sessions) session.close(CloseCode.shutdown, "coordinator shutting down");
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+  }
+}

@@ -1,0 +1,187 @@
+// One agent's WebSocket connection: hello and authentication, then claims, heartbeats and job
+// messages. Job messages are applied one at a time, in order, and each is acknowledged by sequence
+// number. A flooding agent is slowed by pausing its socket (TCP back-pressure), never by dropping.
+import type WebSocket from "ws";
+import { describeIssues } from "../../protocol/issues.ts";
+import { PROTOCOL_VERSION } from "../../protocol/limits.ts";
+import {
+  type AgentMessage,
+  agentMessage,
+  type Assignment,
+  type CoordinatorMessage,
+  type JobMessage,
+} from "../../protocol/messages.ts";
+import type { TokenVerifier } from "../auth/tokens.ts";
+import type { Bus } from "../bus.ts";
+import type { Database } from "../db/database.ts";
+import type { Claimer, Dispatcher } from "../dispatch/dispatcher.ts";
+import { agentActiveJobs, agentConnect, agentDisconnect } from "../sql/agent-session.ts";
+import { jobApply } from "../sql/job-apply.ts";
+import type { Claimant } from "../sql/work-order-claim.ts";
+import { TokenBucket } from "./rate.ts";
+
+export type SessionContext = {
+  db: Database;
+  bus: Bus;
+  verifier: TokenVerifier;
+  dispatcher: Dispatcher;
+  heartbeatSeconds: number;
+  /** Called once the agent is known; returns a function that forgets it. */
+  register(session: AgentSession): () => void;
+  log(event: string, fields: Record<string, unknown>): void;
+};
+
+const HELLO_TIMEOUT_MS = 10_000;
+/** Job messages waiting to be applied before the socket is paused. */
+const MAX_QUEUED = 256;
+
+export const CloseCode = { protocol: 4000, unauthenticated: 4001, replaced: 4002, silent: 4003, shutdown: 4004 } as const;
+
+export class AgentSession implements Claimer {
+  claimant!: Claimant;
+  lastSeen = Date.now();
+  private unregister?: () => void;
+  private queue: Promise<void> = Promise.resolve();
+  private queued = 0;
+  private pausedUntil = 0;
+  private readonly bucket: TokenBucket;
+  private readonly helloTimer: NodeJS.Timeout;
+
+  constructor(
+    readonly sessionId: string,
+    private readonly socket: WebSocket,
+    private readonly ctx: SessionContext,
+  ) {
+    this.bucket = new TokenBucket(1000, 2000);
+    this.helloTimer = setTimeout(() => this.close(CloseCode.protocol, "no hello"), HELLO_TIMEOUT_MS);
+    socket.on("message", (data, isBinary) => this.receive(data as Buffer, isBinary));
+    socket.on("close", () => this.closed());
+    socket.on("error", (error) => ctx.log("agent socket error", { session: sessionId, error: error.message }));
+  }
+
+  get agentId(): string | undefined {
+    return this.claimant?.agentId;
+  }
+
+  send(message: CoordinatorMessage): void {
+    if (this.socket.readyState === this.socket.OPEN) this.socket.send(JSON.stringify(message));
+  }
+
+  assign(jobs: Assignment[]): void {
+    for (const job of jobs) this.send({ type: "assign", job });
+  }
+
+  close(code: number, reason: string): void {
+    this.socket.close(code, reason);
+  }
+
+  private error(code: string, message: string, extra: { jobId?: string; fatal?: boolean } = {}): void {
+    this.ctx.log("agent message rejected", { session: this.sessionId, agent: this.claimant?.name, code, message });
+    this.send({ type: "error", code, message, fatal: false, ...extra });
+  }
+
+  private receive(data: Buffer, isBinary: boolean): void {
+    this.throttle();
+    let parsed: unknown;
+    try {
+      if (isBinary) throw new Error("binary frames are not part of the protocol");
+      parsed = JSON.parse(data.toString("utf8"));
+    } catch (error) {
+      return this.error("invalid_json", `message is not JSON text: ${(error as Error).message}`);
+    }
+    const result = agentMessage.safeParse(parsed);
+    if (!result.success) return this.error("invalid_message", describeIssues(result.error).message);
+    this.dispatch(result.data);
+  }
+
+  private throttle(): void {
+    const wait = Math.max(this.bucket.take(), this.queued >= MAX_QUEUED ? 50 : 0);
+    if (wait === 0 || this.pausedUntil > Date.now()) return;
+    this.pausedUntil = Date.now() + wait;
+    this.socket.pause();
+    setTimeout(() => this.socket.resume(), wait).unref();
+  }
+
+  private dispatch(message: AgentMessage): void {
+    this.lastSeen = Date.now();
+    if (message.type === "hello") return void this.enqueue(() => this.hello(message));
+    if (!this.claimant) return this.error("no_hello", "send hello first");
+    switch (message.type) {
+      case "claim":
+        return void this.enqueue(async () => this.ctx.dispatcher.claim(this, message.slots));
+      case "heartbeat":
+        return;
+      default:
+        return void this.enqueue(() => this.jobMessage(message));
+    }
+  }
+
+  private enqueue(work: () => Promise<void>): Promise<void> {
+    this.queued++;
+    this.queue = this.queue
+      .then(work)
+      .catch((error) => {
+        this.ctx.log("agent message failed", { session: this.sessionId, error: String(error) });
+        this.send({ type: "error", code: "internal", message: "the coordinator could not apply a message", fatal: false });
+      })
+      .finally(() => this.queued--);
+    return this.queue;
+  }
+
+  private async hello(message: Extract<AgentMessage, { type: "hello" }>): Promise<void> {
+    if (this.claimant) return this.error("duplicate_hello", "hello was already received");
+    clearTimeout(this.helloTimer);
+    if (message.protocol !== PROTOCOL_VERSION) {
+      this.error("protocol_version", `this coordinator speaks protocol ${PROTOCOL_VERSION}, not ${message.protocol}`, { fatal: true });
+      return this.close(CloseCode.protocol, "protocol version");
+    }
+    const principal = await this.ctx.verifier.verify(message.token);
+    if (!principal || (principal.role !== "agent" && principal.role !== "admin")) {
+      this.error("unauthenticated", "the token is not a valid agent token", { fatal: true });
+      return this.close(CloseCode.unauthenticated, "unauthenticated");
+    }
+    const { name, labels, capacity, mode, version } = message;
+    const agentId = await agentConnect(this.ctx.db, { name, labels, capacity, mode, version }, this.sessionId);
+    this.claimant = { agentId, name, labels, queueMode: mode === "queue" };
+    this.unregister = this.ctx.register(this);
+    const jobs = await agentActiveJobs(this.ctx.db, agentId);
+    this.send({
+      type: "welcome",
+      agentId,
+      heartbeatSeconds: this.ctx.heartbeatSeconds,
+      jobs: jobs.map(({ jobId, seq }) => ({ jobId, seq })),
+    });
+    for (const job of jobs) if (job.cancelReason) this.send({ type: "cancel", jobId: job.jobId, reason: job.cancelReason });
+    this.ctx.log("agent connected", { agent: name, session: this.sessionId, capacity, mode, labels });
+  }
+
+  private async jobMessage(message: JobMessage): Promise<void> {
+    const result = await jobApply(this.ctx.db, this.claimant.agentId, message);
+    const { jobId, seq } = message;
+    switch (result.kind) {
+      case "applied":
+        this.send({ type: "ack", jobId, seq });
+        return this.ctx.bus.emit("changed", result.workOrderId);
+      case "duplicate":
+        return this.send({ type: "ack", jobId, seq });
+      case "rejected":
+        this.send({ type: "ack", jobId, seq });
+        return this.error("illegal_transition", result.reason, { jobId });
+      case "gap":
+        return this.error("sequence_gap", `job ${jobId}: expected seq ${result.expected}, got ${seq}`, { jobId });
+      case "unknown":
+        return this.error("unknown_job", `job ${jobId} is not assigned to this agent`, { jobId });
+    }
+  }
+
+  private closed(): void {
+    clearTimeout(this.helloTimer);
+    if (!this.claimant) return;
+    this.ctx.dispatcher.remove(this);
+    this.unregister?.();
+    void agentDisconnect(this.ctx.db, this.claimant.agentId, this.sessionId).catch((error) =>
+      this.ctx.log("agent disconnect not recorded", { agent: this.claimant.name, error: String(error) }),
+    );
+    this.ctx.log("agent disconnected", { agent: this.claimant.name, session: this.sessionId });
+  }
+}
