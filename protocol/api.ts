@@ -121,4 +121,10 @@ export type AgentView = {
 
 export type TokenView = { id: string; name: string; role: Role; createdAt: string };
 
+/** The server-sent events of a followed log. */
+export type LogEvent =
+  | { type: "job"; jobId: string; attempt: number }
+  | { type: "log"; jobId: string; offset: number; data: string }
+  | { type: "end"; state: (typeof workOrderStates)[number]; exitCode: number | null };
+
 export type ApiError = { error: { code: string; message: string; field?: string } };

@@ -27,6 +27,9 @@ export const hello = z.strictObject({
 /** Adds `slots` free slots to the agent's open claim; the coordinator fills it as work arrives. */
 export const claim = z.strictObject({ type: z.literal("claim"), slots: z.int().min(1).max(MAX_CAPACITY) });
 
+/** Withdraws the agent's open claim: it is shutting down and takes no more work. */
+export const drain = z.strictObject({ type: z.literal("drain") });
+
 export const heartbeat = z.strictObject({ type: z.literal("heartbeat") });
 
 export const jobStarted = z.strictObject({ type: z.literal("job.started"), ...jobScoped, ...externalRef });
@@ -52,6 +55,7 @@ export const jobFinished = z.strictObject({
 export const agentMessage = z.discriminatedUnion("type", [
   hello,
   claim,
+  drain,
   heartbeat,
   jobStarted,
   jobStatus,
@@ -60,7 +64,6 @@ export const agentMessage = z.discriminatedUnion("type", [
 ]);
 export type AgentMessage = z.infer<typeof agentMessage>;
 export type JobMessage = Extract<AgentMessage, { jobId: string }>;
-export type JobMessageBody = JobMessage extends infer M ? (M extends JobMessage ? Omit<M, "seq"> : never) : never;
 
 export const assignment = z.strictObject({
   jobId: id,

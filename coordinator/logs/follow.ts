@@ -1,15 +1,11 @@
 // Reads a log from an offset to its current end and, when following, on until the job ends. Woken
 // by the bus whenever the work order changes; reads the state before the chunks, so when it sees a
 // job ended it also sees every chunk the agent sent before saying so.
+import type { LogEvent } from "../../protocol/api.ts";
 import { isTerminal, type WorkOrderState } from "../../protocol/states.ts";
 import type { Bus } from "../bus.ts";
 import type { Queryable } from "../db/database.ts";
 import { logRead } from "../sql/log-read.ts";
-
-export type LogEvent =
-  | { type: "job"; jobId: string; attempt: number }
-  | { type: "log"; jobId: string; offset: number; data: string }
-  | { type: "end"; state: WorkOrderState; exitCode: number | null };
 
 export type FollowTarget =
   /** One job's log. */

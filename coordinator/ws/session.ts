@@ -109,6 +109,8 @@ export class AgentSession implements Claimer {
     switch (message.type) {
       case "claim":
         return void this.enqueue(async () => this.ctx.dispatcher.claim(this, message.slots));
+      case "drain":
+        return void this.enqueue(async () => this.ctx.dispatcher.remove(this));
       case "heartbeat":
         return;
       default:

@@ -35,6 +35,7 @@ const agentMessages = {
     mode: "work-order",
   },
   claim: { type: "claim", slots: 2 },
+  drain: { type: "drain" },
   heartbeat: { type: "heartbeat" },
   "job.started": { type: "job.started", jobId: "12", seq: 1, externalId: "run-7", externalUrl: "https://ci.example.com/7" },
   "job.status": { type: "job.status", jobId: "12", seq: 2, status: "compiling" },

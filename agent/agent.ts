@@ -1,0 +1,173 @@
+// The agent: connects, declares its labels and capacity, claims work when it has free slots, runs
+// each job through its adapter and streams what happens back. On a lost connection it redials and
+// resends whatever the coordinator has not acknowledged; on drain it stops claiming and finishes.
+import type { Logger } from "pino";
+import { PROTOCOL_VERSION } from "../protocol/limits.ts";
+import type { AgentMode, Assignment, CoordinatorMessage } from "../protocol/messages.ts";
+import type { Labels } from "../protocol/selector.ts";
+import { Connection } from "./connection.ts";
+import { JobRunner } from "./job-runner.ts";
+import { Outbox } from "./outbox.ts";
+
+export type AgentOptions = {
+  /** ws://host:port/v1/agent */
+  url: string;
+  token: string;
+  name: string;
+  labels: Labels;
+  capacity: number;
+  mode: AgentMode;
+  version: string;
+  cancelGraceMs: number;
+  logger: Logger;
+};
+
+/** Close codes after which redialling cannot help. */
+const FATAL_CLOSE = new Map([
+  [4000, "the coordinator refused the protocol"],
+  [4001, "the coordinator refused the token"],
+  [4002, "another agent connected with the same name"],
+]);
+
+export class AgentFailed extends Error {}
+
+export class Agent {
+  private readonly runners = new Map<string, JobRunner>();
+  private readonly connection: Connection;
+  private readonly outbox: Outbox;
+  private readonly log: Logger;
+  private draining = false;
+  private welcomed = false;
+  private fail!: (error: AgentFailed) => void;
+  /** Rejects when the agent cannot go on (bad token, duplicate name); resolves after `stop`. */
+  readonly stopped: Promise<void>;
+  private finish!: () => void;
+
+  constructor(private readonly options: AgentOptions) {
+    this.log = options.logger.child({ agent: options.name });
+    this.outbox = new Outbox((message) => this.connection.send(message));
+    this.connection = new Connection(options.url, {
+      open: () => this.hello(),
+      message: (message) => this.receive(message),
+      close: (code, reason) => this.disconnected(code, reason),
+      warn: (message, fields) => this.log.warn(fields ?? {}, message),
+    });
+    this.stopped = new Promise((resolve, reject) => {
+      this.finish = resolve;
+      this.fail = reject;
+    });
+  }
+
+  start(): void {
+    this.connection.start();
+  }
+
+  get running(): number {
+    return this.runners.size;
+  }
+
+  /**
+   * Stops claiming, lets running jobs finish for up to `timeoutMs`, cancels what is left, waits
+   * (briefly) for the coordinator to acknowledge every report, then disconnects.
+   */
+  async stop(timeoutMs: number): Promise<void> {
+    if (!this.draining) {
+      this.draining = true;
+      this.connection.send({ type: "drain" });
+      this.log.info({ running: this.runners.size, timeoutMs }, "draining");
+    }
+    const jobs = Promise.all([...this.runners.values()].map((r) => r.done));
+    if (!(await within(jobs, timeoutMs))) {
+      this.log.warn({ running: this.runners.size }, "drain timed out; cancelling the jobs left");
+      for (const runner of this.runners.values()) runner.cancel();
+      await jobs;
+    }
+    await within(this.outbox.settled(), 5_000);
+    await this.connection.stop();
+    this.finish();
+  }
+
+  private hello(): void {
+    const { token, name, labels, capacity, mode, version } = this.options;
+    this.welcomed = false;
+    this.connection.send({ type: "hello", protocol: PROTOCOL_VERSION, token, name, labels, capacity, mode, version });
+  }
+
+  private receive(message: CoordinatorMessage): void {
+    switch (message.type) {
+      case "welcome":
+        return this.welcome(message);
+      case "assign":
+        return this.assign(message.job);
+      case "cancel":
+        this.log.info({ job: message.jobId, reason: message.reason }, "cancel requested");
+        return this.runners.get(message.jobId)?.cancel();
+      case "ack":
+        return this.outbox.ack(message.jobId, message.seq);
+      case "error":
+        this.log.warn({ code: message.code, job: message.jobId }, message.message);
+        if (message.code === "sequence_gap" && message.jobId) this.outbox.resend(message.jobId);
+    }
+  }
+
+  private welcome(message: Extract<CoordinatorMessage, { type: "welcome" }>): void {
+    this.welcomed = true;
+    this.connection.established(message.heartbeatSeconds);
+    for (const { jobId, seq } of message.jobs) {
+      if (this.outbox.has(jobId)) this.outbox.ack(jobId, seq);
+      else if (!this.runners.has(jobId)) this.disown(jobId, seq);
+    }
+    this.outbox.resend();
+    this.log.info({ agentId: message.agentId, running: this.runners.size }, "connected");
+    if (this.draining) this.connection.send({ type: "drain" });
+    else this.claim(this.options.capacity - this.runners.size);
+  }
+
+  /** The coordinator thinks we hold a job we do not (we restarted): say it failed, not silently. */
+  private disown(jobId: string, seq: number): void {
+    this.outbox.open(jobId, seq);
+    this.outbox.push({
+      type: "job.finished",
+      jobId,
+      outcome: "failed",
+      exitCode: null,
+      error: "the agent no longer holds this job (it restarted, or never received it)",
+    });
+  }
+
+  private claim(slots: number): void {
+    if (slots > 0 && this.welcomed && !this.draining) this.connection.send({ type: "claim", slots });
+  }
+
+  private assign(job: Assignment): void {
+    if (this.runners.has(job.jobId)) return;
+    this.log.info({ job: job.jobId, workOrder: job.workOrderId, attempt: job.attempt }, "job assigned");
+    this.outbox.open(job.jobId);
+    const runner = new JobRunner(job, (body) => this.outbox.push(body), this.options.cancelGraceMs);
+    this.runners.set(job.jobId, runner);
+    void runner.done.then((ending) => {
+      this.runners.delete(job.jobId);
+      this.log.info({ job: job.jobId, ...ending }, "job finished");
+      this.claim(1);
+    });
+  }
+
+  private disconnected(code: number, reason: string): void {
+    this.welcomed = false;
+    const fatal = FATAL_CLOSE.get(code);
+    if (!fatal) return;
+    this.log.error({ code, reason }, fatal);
+    void this.connection.stop();
+    this.fail(new AgentFailed(`${fatal}: ${reason}`));
+  }
+}
+
+async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([promise.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,94 @@
+// The agent's WebSocket to the coordinator: dials, redials with backoff and jitter after any
+// loss, and pings so that a silent coordinator is noticed. It knows the wire, not the jobs.
+import WebSocket from "ws";
+import { MAX_MESSAGE_BYTES } from "../protocol/limits.ts";
+import { type AgentMessage, type CoordinatorMessage, coordinatorMessage } from "../protocol/messages.ts";
+import { Backoff } from "./backoff.ts";
+
+export type ConnectionEvents = {
+  open(): void;
+  message(message: CoordinatorMessage): void;
+  /** The socket closed; `code` is the coordinator's close code, if it sent one. */
+  close(code: number, reason: string): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+};
+
+export class Connection {
+  private socket?: WebSocket;
+  private stopped = false;
+  private readonly backoff = new Backoff();
+  private redial?: NodeJS.Timeout;
+  private pinger?: NodeJS.Timeout;
+
+  constructor(
+    private readonly url: string,
+    private readonly events: ConnectionEvents,
+  ) {}
+
+  start(): void {
+    this.dial();
+  }
+
+  get open(): boolean {
+    return this.socket?.readyState === WebSocket.OPEN;
+  }
+
+  send(message: AgentMessage): void {
+    if (this.open) this.socket!.send(JSON.stringify(message));
+  }
+
+  /** The coordinator accepted us: later losses start their backoff afresh. */
+  established(heartbeatSeconds: number): void {
+    this.backoff.reset();
+    clearInterval(this.pinger);
+    let alive = true;
+    this.socket?.on("pong", () => (alive = true));
+    this.pinger = setInterval(() => {
+      if (!alive) return this.socket?.terminate();
+      alive = false;
+      this.socket?.ping();
+      this.send({ type: "heartbeat" });
+    }, heartbeatSeconds * 1000);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.redial);
+    clearInterval(this.pinger);
+    const socket = this.socket;
+    if (!socket || socket.readyState === WebSocket.CLOSED) return;
+    const closed = new Promise((resolve) => socket.once("close", resolve));
+    socket.close(1000, "agent stopping");
+    const timer = setTimeout(() => socket.terminate(), 2_000);
+    await closed;
+    clearTimeout(timer);
+  }
+
+  private dial(): void {
+    const socket = new WebSocket(this.url, { maxPayload: MAX_MESSAGE_BYTES, handshakeTimeout: 10_000 });
+    this.socket = socket;
+    socket.on("open", () => this.events.open());
+    socket.on("message", (data) => this.receive(data.toString()));
+    socket.on("error", (error) => this.events.warn("connection error", { error: error.message }));
+    socket.on("close", (code, reason) => {
+      clearInterval(this.pinger);
+      this.events.close(code, reason.toString());
+      if (this.stopped) return;
+      const delay = this.backoff.next();
+      this.events.warn("disconnected; redialling", { code, delayMs: Math.round(delay) });
+      this.redial = setTimeout(() => this.dial(), delay);
+    });
+  }
+
+  private receive(text: string): void {
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      return this.events.warn("coordinator sent a message that is not JSON");
+    }
+    const parsed = coordinatorMessage.safeParse(json);
+    if (!parsed.success) return this.events.warn("coordinator sent an unknown message", { type: (json as { type?: unknown })?.type });
+    this.events.message(parsed.data);
+  }
+}

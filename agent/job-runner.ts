@@ -1,0 +1,82 @@
+// Runs one assigned job through its adapter and reports it: started, log chunks, finished. A
+// cancel (or the run timeout) stops the run through the adapter; the outcome says which it was.
+import { AdapterError, type Run, type RunResult } from "../adapters/adapter.ts";
+import { adapterFor } from "../adapters/registry.ts";
+import { describeIssues } from "../protocol/issues.ts";
+import type { Assignment } from "../protocol/messages.ts";
+import type { Outcome } from "../protocol/states.ts";
+import { LogBatcher } from "./log-batcher.ts";
+import type { JobMessageBody } from "./outbox.ts";
+
+export type Ending = { outcome: Outcome; exitCode: number | null; error?: string };
+
+export class JobRunner {
+  readonly done: Promise<Ending>;
+  private run?: Run;
+  private stopReason?: "cancelled" | "timed_out";
+
+  constructor(
+    private readonly job: Assignment,
+    private readonly report: (body: JobMessageBody) => void,
+    private readonly cancelGraceMs: number,
+  ) {
+    this.done = this.execute();
+  }
+
+  /** Stops the run; it ends `cancelled` unless it ended on its own first. */
+  cancel(): void {
+    this.stop("cancelled");
+  }
+
+  private stop(reason: "cancelled" | "timed_out"): void {
+    if (this.stopReason) return;
+    this.stopReason = reason;
+    void this.run?.cancel(this.cancelGraceMs);
+  }
+
+  private async execute(): Promise<Ending> {
+    const { jobId } = this.job;
+    const logs = new LogBatcher((data) => this.report({ type: "job.log", jobId, data }));
+    const ending = await this.attempt(logs).catch(
+      (error): Ending => ({ outcome: "failed", exitCode: null, error: infrastructureError(error) }),
+    );
+    logs.flush();
+    this.report({ type: "job.finished", jobId, ...ending });
+    return ending;
+  }
+
+  private async attempt(logs: LogBatcher): Promise<Ending> {
+    const { jobId, workOrderId, attempt, timeoutSeconds } = this.job;
+    const adapter = adapterFor(this.job.adapter);
+    const spec = adapter.spec.safeParse(this.job.spec);
+    if (!spec.success) return { outcome: "failed", exitCode: null, error: `invalid spec: ${describeIssues(spec.error).message}` };
+    if (this.stopReason) return { outcome: this.stopReason, exitCode: null };
+    this.run = await adapter.start({
+      jobId,
+      workOrderId,
+      attempt,
+      spec: spec.data,
+      log: (text) => logs.append(text),
+      status: (status) => this.report({ type: "job.status", jobId, status }),
+    });
+    this.report({ type: "job.started", jobId, externalId: this.run.externalId, externalUrl: this.run.externalUrl });
+    if (this.stopReason) void this.run.cancel(this.cancelGraceMs);
+    const timer = timeoutSeconds === null ? undefined : setTimeout(() => this.stop("timed_out"), timeoutSeconds * 1000);
+    try {
+      return this.ending(await this.run.result);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private ending(result: RunResult): Ending {
+    const { exitCode, error } = result;
+    if (result.outcome === "cancelled" && this.stopReason) return { outcome: this.stopReason, exitCode, error };
+    return { outcome: result.outcome, exitCode, ...(error ? { error } : {}) };
+  }
+}
+
+function infrastructureError(error: unknown): string {
+  if (error instanceof AdapterError) return error.message;
+  return `the agent could not run the job: ${error instanceof Error ? error.message : String(error)}`;
+}

@@ -1,0 +1,167 @@
+// `jobfleet coordinator`, `jobfleet agent` and `jobfleet start` (both in one process, for a try-out).
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { arch, availableParallelism, hostname, platform } from "node:os";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import { Agent } from "../../agent/agent.ts";
+import { tokenCreate, tokenList, tokenRevokeNamed, TokenVerifier } from "../../coordinator/auth/tokens.ts";
+import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
+import type { DatabaseConfig } from "../../coordinator/db/database.ts";
+import pkg from "../../package.json" with { type: "json" };
+import { agentModes, type AgentMode } from "../../protocol/messages.ts";
+import { type Labels, parseLabels, SelectorError } from "../../protocol/selector.ts";
+import { CliError } from "../errors.ts";
+import { logger } from "../logger.ts";
+import { CI_TOKEN_FILE, dataDir, DEFAULT_URL, type Flags, integer, required, setting } from "../settings.ts";
+
+const GOARCH: Record<string, string> = { x64: "amd64", arm64: "arm64", arm: "arm", ia32: "386" };
+
+/** os and arch as Kubernetes names them, unless the given labels say otherwise. */
+export function agentLabels(text: string | undefined): Labels {
+  let given: Labels;
+  try {
+    given = parseLabels(text ?? "");
+  } catch (error) {
+    if (error instanceof SelectorError) throw CliError.usage(`--labels: ${error.message}`);
+    throw error;
+  }
+  return { os: platform(), arch: GOARCH[arch()] ?? arch(), ...given };
+}
+
+function database(flags: Flags): DatabaseConfig {
+  const url = setting(flags, "database-url") ?? process.env.DATABASE_URL;
+  return url ? { kind: "postgres", url } : { kind: "pglite", dataDir: dataDir(flags) };
+}
+
+function listen(flags: Flags): { host: string; port: number } {
+  const text = setting(flags, "listen") ?? new URL(DEFAULT_URL).host;
+  const match = /^(.*):(\d+)$/.exec(text);
+  if (!match || Number(match[2]) > 65_535) throw CliError.usage(`--listen takes HOST:PORT, not '${text}'`);
+  return { host: match[1]!.replace(/^\[|\]$/g, ""), port: Number(match[2]) };
+}
+
+async function coordinatorFrom(flags: Flags, log: Logger): Promise<Coordinator> {
+  const config = database(flags);
+  if (config.kind === "pglite") mkdirSync(config.dataDir, { recursive: true });
+  return startCoordinator({
+    database: config,
+    ...listen(flags),
+    heartbeatSeconds: integer(flags, "heartbeat-seconds", 10, 1, 300),
+    logger: log,
+  });
+}
+
+/** Resolves on the first SIGINT or SIGTERM; a second one calls `again`. */
+function signalled(again: () => void): Promise<string> {
+  return new Promise((resolve) => {
+    const first = (signal: string) => {
+      process.off("SIGINT", first).off("SIGTERM", first);
+      process.once("SIGINT", again).once("SIGTERM", again);
+      resolve(signal);
+    };
+    process.on("SIGINT", first).on("SIGTERM", first);
+  });
+}
+
+export async function coordinator(flags: Flags): Promise<number> {
+  const log = logger(flags, "coordinator");
+  const c = await coordinatorFrom(flags, log);
+  if ((await tokenList(c.db)).length === 0) {
+    const { token } = await tokenCreate(c.db, "bootstrap", "admin");
+    process.stderr.write(`\nNo tokens existed, so an admin token was made. It is shown once:\n\n  ${token}\n\n`);
+  }
+  await signalled(() => process.exit(1));
+  log.info("shutting down");
+  await c.stop();
+  return 0;
+}
+
+function agentUrl(text: string): string {
+  const url = new URL(text);
+  if (url.protocol === "http:" || url.protocol === "https:") url.protocol = url.protocol === "http:" ? "ws:" : "wss:";
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") throw CliError.usage(`--url must be a ws(s) or http(s) URL, not '${text}'`);
+  if (url.pathname === "/") url.pathname = "/v1/agent";
+  return url.toString();
+}
+
+function agentOptions(flags: Flags, log: Logger, url: string, token: string) {
+  const mode = setting(flags, "mode") ?? "queue";
+  if (!agentModes.includes(mode as AgentMode)) throw CliError.usage(`--mode is one of ${agentModes.join(", ")}, not '${mode}'`);
+  return {
+    url,
+    token,
+    name: setting(flags, "name") ?? hostname(),
+    labels: agentLabels(setting(flags, "labels")),
+    capacity: integer(flags, "capacity", 1, 1, 1000),
+    mode: mode as AgentMode,
+    version: pkg.version,
+    cancelGraceMs: integer(flags, "cancel-grace", 10, 0, 3600) * 1000,
+    logger: log,
+  };
+}
+
+/** Runs an agent until a signal drains it (a second signal cancels what still runs). */
+async function runAgent(agent: Agent, drainSeconds: number): Promise<void> {
+  agent.start();
+  const signal = signalled(() => void agent.stop(0));
+  await Promise.race([agent.stopped, signal.then(() => agent.stop(drainSeconds * 1000))]);
+}
+
+export async function agent(flags: Flags): Promise<number> {
+  const log = logger(flags, "agent");
+  let url: string;
+  try {
+    url = agentUrl(required(flags, "url"));
+  } catch (error) {
+    if (error instanceof TypeError) throw CliError.usage(`--url is not a URL: ${setting(flags, "url")}`);
+    throw error;
+  }
+  const options = agentOptions(flags, log, url, required(flags, "token"));
+  await runAgent(new Agent(options), integer(flags, "drain-timeout", 60, 0, 86_400));
+  return 0;
+}
+
+/** The CI token left for this checkout's CLI, still valid or made anew. */
+async function localCiToken(c: Coordinator, dir: string): Promise<string> {
+  const file = join(dir, CI_TOKEN_FILE);
+  try {
+    const token = readFileSync(file, "utf8").trim();
+    if (await new TokenVerifier(c.db).verify(token)) return token;
+  } catch {
+    // No token yet: make one.
+  }
+  const { token } = await tokenCreate(c.db, "local-ci", "ci");
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(file, `${token}\n`, { mode: 0o600 });
+  return token;
+}
+
+export async function start(flags: Flags): Promise<number> {
+  const log = logger(flags, "jobfleet");
+  const c = await coordinatorFrom(flags, log);
+  const dir = dataDir(flags);
+  const ciToken = await localCiToken(c, dir);
+  await tokenRevokeNamed(c.db, "local-agent");
+  const { token: agentToken } = await tokenCreate(c.db, "local-agent", "agent");
+  const options = agentOptions({ name: "local", capacity: String(availableParallelism()), ...flags }, log, c.agentUrl, agentToken);
+  const local = new Agent(options);
+  const labels = Object.entries(options.labels).map(([k, v]) => (v ? `${k}=${v}` : k)).join(",");
+  const db = c.db.kind === "pglite" ? `embedded database in ${dir}` : "Postgres";
+  process.stderr.write(`
+jobfleet is running
+  coordinator  ${c.url}  (${db})
+  agent        ${options.name}  labels ${labels}, capacity ${options.capacity}
+  CI token     ${ciToken}
+               (saved in ${join(dir, CI_TOKEN_FILE)}, where the CLI in this directory finds it)
+
+Run a job, from another terminal in this directory:
+  npx jobfleet run --selector 'os=linux' -- sh -c 'echo hello; exit 3'
+
+From anywhere else:
+  export JOBFLEET_URL=${c.url} JOBFLEET_TOKEN=${ciToken}
+
+`);
+  await runAgent(local, integer(flags, "drain-timeout", 60, 0, 86_400));
+  await c.stop();
+  return 0;
+}

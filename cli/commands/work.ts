@@ -1,0 +1,140 @@
+// `jobfleet enqueue` and `jobfleet run`: build a work order from flags and a command line, enqueue
+// it, and (run) follow its log live and exit as the job did.
+import type { ParseArgsConfig } from "node:util";
+import type { LogEvent, WorkOrderView } from "../../protocol/api.ts";
+import type { WorkOrderState } from "../../protocol/states.ts";
+import { Client } from "../client.ts";
+import { CliError } from "../errors.ts";
+import { endpoint, type Flags } from "../settings.ts";
+
+export const workOrderOptions = {
+  selector: { type: "string", short: "s" },
+  agent: { type: "string" },
+  label: { type: "string", short: "l", multiple: true },
+  priority: { type: "string" },
+  timeout: { type: "string" },
+  "max-attempts": { type: "string" },
+  "idempotency-key": { type: "string" },
+  env: { type: "string", short: "e", multiple: true },
+  cwd: { type: "string" },
+  script: { type: "string" },
+  shell: { type: "string" },
+  metadata: { type: "string", multiple: true },
+  adapter: { type: "string" },
+  spec: { type: "string" },
+  json: { type: "boolean" },
+  url: { type: "string" },
+  token: { type: "string" },
+} satisfies ParseArgsConfig["options"];
+
+/** Exit codes of `run` for endings that have no exit code of the job's own. */
+export const RUN_EXIT = { timed_out: 124, failed: 125, cancelled: 130 } as const;
+
+function pairs(values: string[] | undefined, flag: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of values ?? []) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw CliError.usage(`--${flag} takes KEY=VALUE, not '${pair}'`);
+    out[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return out;
+}
+
+const DURATION = /^(\d+)(s|m|h)?$/;
+
+function seconds(text: string | undefined, flag: string): number | undefined {
+  if (text === undefined) return undefined;
+  const match = DURATION.exec(text);
+  if (!match) throw CliError.usage(`--${flag} takes a duration like 90, 90s, 15m or 2h, not '${text}'`);
+  return Number(match[1]) * { s: 1, m: 60, h: 3600 }[(match[2] ?? "s") as "s" | "m" | "h"];
+}
+
+function number(text: string | undefined, flag: string): number | undefined {
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (!Number.isInteger(value)) throw CliError.usage(`--${flag} takes a whole number, not '${text}'`);
+  return value;
+}
+
+function spec(flags: Flags, command: string[]): unknown {
+  if (typeof flags.spec === "string") {
+    if (command.length > 0 || flags.script) throw CliError.usage("give --spec, or a command, not both");
+    try {
+      return JSON.parse(flags.spec);
+    } catch {
+      throw CliError.usage("--spec must be JSON");
+    }
+  }
+  const env = pairs(flags.env as string[] | undefined, "env");
+  const cwd = flags.cwd as string | undefined;
+  if (typeof flags.script === "string") {
+    if (command.length > 0) throw CliError.usage("give --script, or a command after --, not both");
+    return { script: flags.script, shell: flags.shell, env, cwd };
+  }
+  if (command.length === 0) throw CliError.usage("give the command to run after --, or --script");
+  return { command, env, cwd };
+}
+
+/** The work-order body the flags describe; the coordinator validates it (and names what is wrong). */
+export function workOrderBody(flags: Flags, command: string[]): Record<string, unknown> {
+  return {
+    adapter: flags.adapter,
+    spec: spec(flags, command),
+    selector: flags.selector,
+    agent: flags.agent,
+    labels: pairs(flags.label as string[] | undefined, "label"),
+    priority: number(flags.priority as string | undefined, "priority"),
+    timeoutSeconds: seconds(flags.timeout as string | undefined, "timeout"),
+    maxAttempts: number(flags["max-attempts"] as string | undefined, "max-attempts"),
+    idempotencyKey: flags["idempotency-key"],
+    metadata: pairs(flags.metadata as string[] | undefined, "metadata"),
+  };
+}
+
+export async function enqueue(flags: Flags, command: string[]): Promise<number> {
+  const { url, token } = endpoint(flags);
+  const order = await new Client(url, token).request<WorkOrderView>("POST", "/v1/work-orders", workOrderBody(flags, command));
+  process.stdout.write(flags.json ? `${JSON.stringify(order, null, 2)}\n` : `${order.id}\n`);
+  return 0;
+}
+
+export function exitCodeOf(state: WorkOrderState, exitCode: number | null): number {
+  if (state === "succeeded") return 0;
+  if (state === "failed") return exitCode ?? RUN_EXIT.failed;
+  if (state === "timed_out" || state === "cancelled") return RUN_EXIT[state];
+  throw new CliError(`the work order is still ${state}`);
+}
+
+export async function run(flags: Flags, command: string[]): Promise<number> {
+  const { url, token } = endpoint(flags);
+  const client = new Client(url, token);
+  const order = await client.request<WorkOrderView>("POST", "/v1/work-orders", workOrderBody(flags, command));
+  process.stderr.write(`jobfleet: work order ${order.id} enqueued (selector '${order.selector}')\n`);
+  const cancel = () => {
+    process.stderr.write(`jobfleet: cancelling work order ${order.id} (interrupt again to stop waiting)\n`);
+    process.once("SIGINT", () => process.exit(RUN_EXIT.cancelled));
+    void client.request("POST", `/v1/work-orders/${order.id}/cancel`, { reason: "interrupted at the CLI" }).catch(() => {});
+  };
+  process.once("SIGINT", cancel);
+  process.once("SIGTERM", cancel);
+  try {
+    return await follow(client, order.id);
+  } finally {
+    process.off("SIGINT", cancel);
+    process.off("SIGTERM", cancel);
+  }
+}
+
+/** Streams a work order's log to stdout until it ends; returns the exit code for its ending. */
+export async function follow(client: Client, workOrderId: string, path = `/v1/work-orders/${workOrderId}/log?follow=true`): Promise<number> {
+  for await (const { event, data } of client.events(path)) {
+    const message = JSON.parse(data) as LogEvent;
+    if (event === "log" && message.type === "log") process.stdout.write(message.data);
+    else if (event === "job" && message.type === "job") process.stderr.write(`jobfleet: job ${message.jobId} (attempt ${message.attempt})\n`);
+    else if (event === "end" && message.type === "end") {
+      process.stderr.write(`jobfleet: work order ${workOrderId} ${message.state}${message.exitCode === null ? "" : ` (exit ${message.exitCode})`}\n`);
+      return exitCodeOf(message.state, message.exitCode);
+    }
+  }
+  throw new CliError(`the log stream of work order ${workOrderId} ended before the work order did`);
+}

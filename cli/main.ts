@@ -1,0 +1,123 @@
+// The one `jobfleet` command: every subcommand is declared here, each a plain async function that
+// returns its exit code; one catch turns errors into a message and an exit code.
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { CliError } from "./errors.ts";
+import { agents, jobs, tokens, workOrders } from "./commands/inspect.ts";
+import { agent, coordinator, start } from "./commands/servers.ts";
+import { enqueue, run, workOrderOptions } from "./commands/work.ts";
+import type { Flags } from "./settings.ts";
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+const client = { url: { type: "string" }, token: { type: "string" }, json: { type: "boolean" } } satisfies Options;
+const server = {
+  listen: { type: "string" },
+  "data-dir": { type: "string" },
+  "database-url": { type: "string" },
+  "heartbeat-seconds": { type: "string" },
+  "log-level": { type: "string" },
+} satisfies Options;
+const agentFlags = {
+  name: { type: "string" },
+  labels: { type: "string" },
+  capacity: { type: "string" },
+  mode: { type: "string" },
+  "cancel-grace": { type: "string" },
+  "drain-timeout": { type: "string" },
+} satisfies Options;
+
+type Command = { options: Options; run: (flags: Flags, args: string[]) => Promise<number> };
+
+const commands: Record<string, Command> = {
+  start: { options: { ...server, ...agentFlags }, run: start },
+  coordinator: { options: server, run: coordinator },
+  agent: { options: { ...agentFlags, url: { type: "string" }, token: { type: "string" }, "log-level": { type: "string" } }, run: agent },
+  run: { options: workOrderOptions, run },
+  enqueue: { options: workOrderOptions, run: enqueue },
+};
+
+const HELP = `jobfleet: a pull-based job runner fleet
+
+Usage:
+  jobfleet start                      coordinator on the embedded database + one local agent
+  jobfleet coordinator                run the coordinator        [--listen HOST:PORT] [--data-dir DIR] [--database-url URL]
+  jobfleet agent --url URL --token T  run an agent               [--name N] [--labels K=V,...] [--capacity N]
+                                                                 [--mode queue|work-order] [--drain-timeout S] [--cancel-grace S]
+  jobfleet run [flags] -- CMD ARGS…   enqueue, follow the log, exit as the job did
+  jobfleet enqueue [flags] -- CMD…    enqueue and print the work order's id  [--json]
+  jobfleet work-orders list|show|logs|cancel [ID]   [--state S] [--labels SEL] [--selector SEL] [--follow] [--json]
+  jobfleet jobs list|show|logs|cancel [ID]          [--work-order ID] [--agent NAME] [--state S] [--follow] [--json]
+  jobfleet agents list [--json]
+  jobfleet tokens create --name N --role admin|ci|agent | list | revoke ID
+
+Work-order flags (run, enqueue):
+  -s, --selector SEL        agent labels to match, e.g. 'os=linux,arch in (amd64,arm64),!gpu'
+      --agent NAME          address one agent by name (work-order mode)
+  -l, --label K=V           a label of the work order itself (repeatable)
+      --priority N          higher runs first (-1000..1000, default 0)
+      --timeout D           run timeout: 90, 90s, 15m, 2h
+      --max-attempts N      attempts allowed (default 1)
+      --idempotency-key K   enqueue once per key; repeats return the first work order
+  -e, --env K=V             environment of the job (repeatable)
+      --cwd DIR             working directory of the job
+      --script TEXT         run TEXT with --shell (default /bin/sh) instead of a command
+      --metadata K=V        free-form metadata (repeatable)
+      --adapter NAME --spec JSON   another adapter and its spec
+
+Settings come from flags, then JOBFLEET_<FLAG> (JOBFLEET_URL, JOBFLEET_TOKEN, JOBFLEET_DATA_DIR, …),
+then defaults; DATABASE_URL selects Postgres. Without a token, the CLI uses the one 'jobfleet start'
+saved in .jobfleet/ci-token.
+
+Exit codes of run: the job's own exit code; 124 timed out; 125 failed without an exit code;
+130 cancelled. Of every command: 1 for an error, 2 for a usage error.
+`;
+
+function parse(options: Options, argv: string[]): { flags: Flags; args: string[] } {
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    return { flags: values as Flags, args: positionals };
+  } catch (error) {
+    throw CliError.usage((error as Error).message);
+  }
+}
+
+const inspect: Record<string, (action: string, flags: Flags, args: string[]) => Promise<number>> = {
+  "work-orders": workOrders,
+  jobs,
+  agents: (action, flags) => agents(action, flags),
+  tokens,
+};
+
+const inspectOptions: Record<string, Options> = {
+  "work-orders": { ...client, follow: { type: "boolean", short: "f" }, state: { type: "string" }, labels: { type: "string" }, selector: { type: "string" }, agent: { type: "string" }, limit: { type: "string" }, before: { type: "string" } },
+  jobs: { ...client, follow: { type: "boolean", short: "f" }, "work-order": { type: "string" }, agent: { type: "string" }, state: { type: "string" }, limit: { type: "string" }, before: { type: "string" } },
+  agents: client,
+  tokens: { ...client, name: { type: "string" }, role: { type: "string" } },
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "help" || name === "--help" || name === "-h") {
+    process.stdout.write(HELP);
+    return name ? 0 : 2;
+  }
+  const resource = inspect[name];
+  if (resource) {
+    const [action, ...more] = rest;
+    if (!action) throw CliError.usage(`'${name}' needs an action`);
+    const { flags, args } = parse(inspectOptions[name]!, more);
+    return resource(action, flags, args);
+  }
+  const command = commands[name];
+  if (!command) throw CliError.usage(`unknown command '${name}'`);
+  const { flags, args } = parse(command.options, rest);
+  return command.run(flags, args);
+}
+
+try {
+  process.exitCode = await main(process.argv.slice(2));
+} catch (error) {
+  if (!(error instanceof CliError)) throw error;
+  process.stderr.write(`jobfleet: ${error.message}\n`);
+  process.exitCode = error.exitCode;
+}

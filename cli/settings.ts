@@ -1,0 +1,58 @@
+// Settings: a flag wins over its environment variable, which wins over the default. Every setting
+// has one name: `--data-dir` is JOBFLEET_DATA_DIR.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { CliError } from "./errors.ts";
+
+export type Flags = Record<string, string | boolean | string[] | undefined>;
+
+export function envName(flag: string): string {
+  return `JOBFLEET_${flag.toUpperCase().replaceAll("-", "_")}`;
+}
+
+export function setting(flags: Flags, name: string): string | undefined {
+  const value = flags[name];
+  if (typeof value === "string") return value;
+  return process.env[envName(name)] || undefined;
+}
+
+export function required(flags: Flags, name: string): string {
+  const value = setting(flags, name);
+  if (value === undefined) throw CliError.usage(`--${name} (or ${envName(name)}) is required`);
+  return value;
+}
+
+export function integer(flags: Flags, name: string, fallback: number, min = 1, max = 1_000_000): number {
+  const text = setting(flags, name);
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw CliError.usage(`--${name} must be a whole number from ${min} to ${max}, not '${text}'`);
+  }
+  return value;
+}
+
+export const DEFAULT_URL = "http://127.0.0.1:7700";
+export const DEFAULT_DATA_DIR = ".jobfleet";
+/** Where `jobfleet start` leaves a CI token for the CLI of the same checkout. */
+export const CI_TOKEN_FILE = "ci-token";
+
+export function dataDir(flags: Flags): string {
+  return setting(flags, "data-dir") ?? DEFAULT_DATA_DIR;
+}
+
+/** The coordinator's URL and a token: flags, then JOBFLEET_URL / JOBFLEET_TOKEN, then `jobfleet start`'s. */
+export function endpoint(flags: Flags): { url: string; token: string } {
+  const url = (setting(flags, "url") ?? DEFAULT_URL).replace(/\/+$/, "");
+  const token = setting(flags, "token") ?? localToken(flags);
+  if (!token) throw CliError.usage("no token: pass --token or set JOBFLEET_TOKEN (jobfleet start prints one)");
+  return { url, token };
+}
+
+function localToken(flags: Flags): string | undefined {
+  try {
+    return readFileSync(join(dataDir(flags), CI_TOKEN_FILE), "utf8").trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}

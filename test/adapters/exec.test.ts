@@ -1,0 +1,251 @@
+import { chmod, mkdtemp, readdir, readFile, realpath, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { execAdapter } from "../../adapters/exec.ts";
+import type { Adapter, Run } from "../../adapters/adapter.ts";
+import { adapterContract, startRun } from "./contract.ts";
+
+adapterContract("exec", () => ({
+  invalid: { command: ["true"], script: "true" },
+  succeeds: { spec: { script: "echo one; echo two; echo three" }, lines: ["one", "two", "three"] },
+  fails: { command: ["false"] },
+  longRun: { command: ["sleep", "1000"] },
+  graceMs: 2000,
+}));
+
+const exec = execAdapter as Adapter<unknown>;
+
+// A failed assertion must not leave a `sleep 1000` behind.
+const runs: Run[] = [];
+afterEach(async () => {
+  await Promise.all(runs.splice(0).map((run) => run.cancel(0).then(() => run.result)));
+});
+
+async function start(spec: unknown, onLog?: (text: string) => void) {
+  const started = await startRun(exec, spec, onLog);
+  runs.push(started.run);
+  return started;
+}
+
+async function run(spec: unknown) {
+  const { run, output } = await start(spec);
+  const result = await run.result;
+  return { ...result, output: output() };
+}
+
+/** Starts `spec` and resolves once its output contains `marker`, with the output so far. */
+async function startUntil(spec: unknown, marker: string) {
+  let seen = "";
+  let markerSeen!: (text: string) => void;
+  const ready = new Promise<string>((resolve) => (markerSeen = resolve));
+  const started = await start(spec, (text) => {
+    seen += text;
+    if (seen.includes(marker)) markerSeen(seen);
+  });
+  return { ...started, ready };
+}
+
+/** Processes in group `pgid` that are still alive (zombies are dead, merely not yet reaped). */
+async function liveMembers(pgid: number): Promise<number[]> {
+  const live: number[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
+    // Fields after the parenthesised command name: state, ppid, pgrp, …
+    const [state, , pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (Number(pgrp) === pgid && state !== "Z") live.push(Number(entry));
+  }
+  return live;
+}
+
+/** A killed process closes its pipes a moment before it turns zombie, so its group may outlive `result` briefly. */
+async function expectGroupGone(pgid: number): Promise<void> {
+  await vi.waitFor(async () => expect(await liveMembers(pgid)).toEqual([]));
+}
+
+describe("exec adapter", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await realpath(await mkdtemp(join(tmpdir(), "jobfleet-exec-")));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("passes argv verbatim, without a shell", async () => {
+    const args = ["a b", "it's", '"quoted"', "$HOME", "*", "", "back\\slash"];
+    const result = await run({ command: ["printf", "[%s]", ...args] });
+    expect(result).toMatchObject({ outcome: "succeeded", exitCode: 0 });
+    expect(result.output).toBe(args.map((arg) => `[${arg}]`).join(""));
+  });
+
+  it("runs a script with the shell it names", async () => {
+    const result = await run({ script: 'echo "$0 ${BASH_VERSION:+is bash}"', shell: "/bin/bash" });
+    expect(result.output).toBe("/bin/bash is bash\n");
+  });
+
+  it("runs a script with /bin/sh by default", async () => {
+    expect((await run({ script: 'echo "$0"' })).output).toBe("/bin/sh\n");
+  });
+
+  it("passes stdout and stderr both", async () => {
+    const result = await run({ script: "echo out; echo err >&2" });
+    expect(result.output.split("\n").sort()).toEqual(["", "err", "out"]);
+  });
+
+  describe("environment", () => {
+    beforeAll(() => {
+      process.env.JOBFLEET_TOKEN = "secret-token";
+      process.env.EXEC_TEST_INHERITED = "inherited";
+    });
+    afterAll(() => {
+      delete process.env.JOBFLEET_TOKEN;
+      delete process.env.EXEC_TEST_INHERITED;
+    });
+
+    it("inherits the agent's environment without its JOBFLEET_ settings", async () => {
+      const result = await run({ script: 'echo "${JOBFLEET_TOKEN-unset} $EXEC_TEST_INHERITED"' });
+      expect(result.output).toBe("unset inherited\n");
+    });
+
+    it("names the job", async () => {
+      const result = await run({ script: 'echo "$JOBFLEET_JOB_ID $JOBFLEET_WORK_ORDER_ID $JOBFLEET_ATTEMPT"' });
+      expect(result.output).toBe("job-1 wo-1 1\n");
+    });
+
+    it("adds the spec's env, which wins", async () => {
+      const result = await run({
+        script: 'echo "$GREETING|$EXEC_TEST_INHERITED|$JOBFLEET_ATTEMPT"',
+        env: { GREETING: "hello world", EXEC_TEST_INHERITED: "overridden", JOBFLEET_ATTEMPT: "7" },
+      });
+      expect(result.output).toBe("hello world|overridden|7\n");
+    });
+  });
+
+  it("runs in the spec's cwd", async () => {
+    expect((await run({ command: ["pwd", "-P"], cwd: dir })).output).toBe(`${dir}\n`);
+  });
+
+  it("runs in the agent's cwd by default", async () => {
+    expect((await run({ command: ["pwd", "-P"] })).output).toBe(`${await realpath(process.cwd())}\n`);
+  });
+
+  it("fails with the process's exit code", async () => {
+    expect(await run({ script: "exit 3" })).toMatchObject({ outcome: "failed", exitCode: 3 });
+  });
+
+  it("fails, naming the signal, when the process is killed", async () => {
+    const result = await run({ script: "kill -KILL $$" });
+    expect(result).toMatchObject({ outcome: "failed", exitCode: null });
+    expect(result.error).toContain("SIGKILL");
+  });
+
+  it("fails with a clear message when the command does not exist", async () => {
+    const result = await run({ command: ["jobfleet-no-such-command", "arg"] });
+    expect(result).toMatchObject({ outcome: "failed", exitCode: null });
+    expect(result.error).toBe("command not found: jobfleet-no-such-command");
+  });
+
+  it("fails with a clear message when the command is not executable", async () => {
+    const file = join(dir, "not-executable");
+    await writeFile(file, "#!/bin/sh\n");
+    await chmod(file, 0o644);
+    const result = await run({ command: [file] });
+    expect(result).toMatchObject({ outcome: "failed", exitCode: null, error: `permission denied: ${file}` });
+  });
+
+  it("fails with a clear message when the cwd does not exist", async () => {
+    const cwd = join(dir, "missing");
+    const result = await run({ command: ["true"], cwd });
+    expect(result).toMatchObject({ outcome: "failed", exitCode: null });
+    expect(result.error).toContain(cwd);
+    expect(result.error).not.toContain("command not found");
+  });
+
+  it("delivers large output complete and in order", async () => {
+    const result = await run({ command: ["seq", "1", "800000"] });
+    const expected = Array.from({ length: 800_000 }, (_, i) => `${i + 1}\n`).join("");
+    expect(result.output.length).toBeGreaterThan(5_000_000);
+    expect(result.output === expected).toBe(true);
+  });
+
+  it("keeps a multi-byte character whole when it arrives split across chunks", async () => {
+    // The pause makes the three bytes of € reach the agent in two reads.
+    const result = await run({ script: String.raw`printf '\342\202'; sleep 0.2; printf '\254\n'` });
+    expect(result.output).toBe("€\n");
+  });
+
+  it("keeps multi-byte characters whole across pipe-sized chunks", async () => {
+    const result = await run({ script: "yes 'ä€😀' | head -n 50000" });
+    expect(result.output).toBe("ä€😀\n".repeat(50_000));
+  });
+
+  it("settles when the process exits, killing what it left running in the background", async () => {
+    const result = await run({ script: "sleep 1000 & echo $$" });
+    expect(result.outcome).toBe("succeeded");
+    await expectGroupGone(Number(result.output));
+  });
+
+  it("cancel kills the whole process group", async () => {
+    const { run, ready } = await startUntil({ script: "sleep 1000 & sleep 1000 & echo $$; wait" }, "\n");
+    const pgid = Number(await ready);
+    expect((await liveMembers(pgid)).length).toBe(3);
+    await run.cancel(5000);
+    expect((await run.result).outcome).toBe("cancelled");
+    await expectGroupGone(pgid);
+  });
+
+  it("cancel sends SIGTERM to the whole group, so a job can clean up after its children", async () => {
+    // The trap waits for its child, which only ends this soon if it got the SIGTERM too. The child says
+    // "ready" once it is its own program: signalled earlier, it could die of the parent's trap instead.
+    const script = "trap 'wait; echo cleaned up; exit 5' TERM; sh -c 'echo ready; exec sleep 1000' & wait";
+    const { run, ready, output } = await startUntil({ script }, "ready");
+    await ready;
+    await run.cancel(3000);
+    expect(await run.result).toEqual({ outcome: "cancelled", exitCode: 5 });
+    expect(output()).toBe("ready\ncleaned up\n");
+  });
+
+  it("cancel SIGKILLs a process that ignores SIGTERM once the grace is over", async () => {
+    const graceMs = 200;
+    const { run, ready } = await startUntil({ script: "trap '' TERM; echo $$; sleep 1000 & wait" }, "\n");
+    const pgid = Number(await ready);
+    const cancelledAt = performance.now();
+    await run.cancel(graceMs);
+    expect(await run.result).toEqual({ outcome: "cancelled", exitCode: null });
+    // It took SIGKILL, which only comes after the grace.
+    expect(performance.now() - cancelledAt).toBeGreaterThanOrEqual(graceMs - 20);
+    await expectGroupGone(pgid);
+  });
+
+  it("cancel resolves once the signal is sent, not when the process has gone", async () => {
+    const { run, ready } = await startUntil({ script: "trap '' TERM; echo ready; sleep 1000 & wait" }, "ready");
+    await ready;
+    let settled = false;
+    void run.result.then(() => (settled = true));
+    await run.cancel(300);
+    expect(settled).toBe(false);
+    expect((await run.result).outcome).toBe("cancelled");
+  });
+
+  it("cancel after the run ended does nothing", async () => {
+    const { run } = await start({ command: ["true"] });
+    expect((await run.result).outcome).toBe("succeeded");
+    await run.cancel(100);
+    expect((await run.result).outcome).toBe("succeeded");
+  });
+
+  it("cancel of a run that never started leaves it failed", async () => {
+    const { run } = await start({ command: ["jobfleet-no-such-command"] });
+    await run.cancel(100);
+    expect((await run.result).outcome).toBe("failed");
+  });
+
+  it("has no external id or url", async () => {
+    const { run } = await start({ command: ["true"] });
+    await run.result;
+    expect(run.externalId).toBeUndefined();
+    expect(run.externalUrl).toBeUndefined();
+  });
+});
