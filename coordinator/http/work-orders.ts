@@ -4,7 +4,7 @@ import { logQuery, workOrderCreate, workOrderQuery } from "../../protocol/api.ts
 import { workOrderCancel } from "../sql/work-order-cancel.ts";
 import { workOrderInsert } from "../sql/work-order-insert.ts";
 import { workOrderEvents, workOrderGet, workOrderList } from "../sql/work-order-read.ts";
-import { workOrderView } from "../sql/views.ts";
+import { iso, workOrderView } from "../sql/views.ts";
 import { allow, type AuthEnv } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 import { logResponse } from "./log-response.ts";
@@ -41,7 +41,7 @@ export function workOrderRoutes(services: Services) {
       return c.json({
         ...workOrderView(row),
         events: events.map((e) => ({
-          at: e.at.toISOString(),
+          at: iso(e.at),
           jobId: e.job_id,
           from: e.from_state,
           to: e.to_state,

@@ -23,7 +23,7 @@ UPDATE jobs SET seq = $2, log_bytes = log_bytes + octet_length($4) WHERE id = $1
 const UPDATE = `
 WITH j AS (
   UPDATE jobs SET seq = $2, state = $3::text::job_state,
-    started_at = CASE WHEN $3 = 'running' THEN now() ELSE started_at END,
+    started_at = CASE WHEN $3 = 'running' THEN coalesce(started_at, now()) ELSE started_at END,
     finished_at = CASE WHEN $4 THEN now() ELSE finished_at END,
     status = coalesce($5, status), external_id = coalesce($6, external_id),
     external_url = coalesce($7, external_url), exit_code = coalesce($8, exit_code), error = coalesce($9, error)
@@ -81,7 +81,9 @@ async function apply(tx: Queryable, job: LockedJob, msg: JobMessage): Promise<Ap
     return applied;
   }
   const change = changeOf(msg, job.state);
-  if (change.to !== job.state && !canTransition(job.state, change.to)) {
+  // job.started and job.finished always move the job, so a repeat (say a second job.finished with
+  // the same outcome) is illegal too; only job.status leaves the state as it is.
+  if (msg.type !== "job.status" && !canTransition(job.state, change.to)) {
     await tx.query(`UPDATE jobs SET seq = $2 WHERE id = $1`, [msg.jobId, msg.seq]);
     return { kind: "rejected", reason: `job ${msg.jobId} is ${job.state}; ${msg.type} would make it ${change.to}` };
   }

@@ -18,8 +18,8 @@ export type WorkOrderRow = {
   attempts: number;
   idempotency_key: string | null;
   metadata: Record<string, unknown>;
-  created_at: Date;
-  updated_at: Date;
+  created_at: Date | string;
+  updated_at: Date | string;
   latest_job: JobJson | null;
 };
 
@@ -43,7 +43,8 @@ export const WORK_ORDER_COLUMNS = `wo.id, wo.state, wo.adapter, wo.spec, wo.sele
   wo.idempotency_key, wo.metadata, wo.created_at, wo.updated_at,
   (SELECT ${JOB_JSON} FROM jobs j JOIN agents a ON a.id = j.agent_id WHERE j.id = wo.latest_job_id) AS latest_job`;
 
-const iso = (at: string | Date) => new Date(at).toISOString();
+/** drizzle makes the shared postgres-js client return timestamps as text; PGlite returns Dates. */
+export const iso = (at: string | Date) => new Date(at).toISOString();
 const isoOrNull = (at: string | null) => (at === null ? null : iso(at));
 
 export function jobView(job: JobJson): JobView {

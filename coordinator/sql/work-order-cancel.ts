@@ -3,10 +3,12 @@
 import { sourcesOf } from "../../protocol/states.ts";
 import type { Queryable } from "../db/database.ts";
 
+if (!sourcesOf("cancelled").includes("pending")) throw new Error("cancel assumes pending -> cancelled");
+
 const CANCEL_PENDING = `
 WITH wo AS (
   UPDATE work_orders SET state = 'cancelled', updated_at = now()
-  WHERE id = $1 AND state = ANY($3::work_order_state[]) AND latest_job_id IS NULL
+  WHERE id = $1 AND state = 'pending'
   RETURNING id, state
 ), event AS (
   INSERT INTO work_order_events (work_order_id, from_state, to_state, reason)
@@ -26,8 +28,7 @@ export type CancelOutcome =
   | { kind: "not_active" };
 
 export async function workOrderCancel(db: Queryable, id: string, reason: string): Promise<CancelOutcome> {
-  const pending = sourcesOf("cancelled").filter((s) => s === "pending");
-  const [cancelled] = await db.query(CANCEL_PENDING, [id, reason, pending]);
+  const [cancelled] = await db.query(CANCEL_PENDING, [id, reason]);
   if (cancelled) return { kind: "cancelled" };
   const [job] = await db.query<{ jobId: string; agentId: string; reason: string }>(MARK_JOB, [id, reason]);
   return job ? { kind: "requested", ...job } : { kind: "not_active" };

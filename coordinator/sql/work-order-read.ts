@@ -31,7 +31,7 @@ export async function workOrderList(db: Queryable, filter: z.output<typeof workO
   );
 }
 
-export type EventRow = { at: Date; job_id: string | null; from_state: string | null; to_state: string; reason: string | null };
+export type EventRow = { at: Date | string; job_id: string | null; from_state: string | null; to_state: string; reason: string | null };
 
 export async function workOrderEvents(db: Queryable, id: string): Promise<EventRow[]> {
   return db.query<EventRow>(

@@ -14,9 +14,9 @@ adapterContract("exec", () => ({
   graceMs: 2000,
 }));
 
-const exec = execAdapter as Adapter<unknown>;
+const exec: Adapter<unknown> = execAdapter;
 
-// A failed assertion must not leave a `sleep 1000` behind.
+// A failed assertion must not leave a `sleep 1000` behind (a run already cancelled keeps its own grace).
 const runs: Run[] = [];
 afterEach(async () => {
   await Promise.all(runs.splice(0).map((run) => run.cancel(0).then(() => run.result)));

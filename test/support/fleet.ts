@@ -1,0 +1,119 @@
+// A coordinator and agents as separate processes on loopback, with an admin token and a CI client.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { LogEvent, WorkOrderView } from "../../protocol/api.ts";
+import type { WorkOrderState } from "../../protocol/states.ts";
+import { createPostgresDatabase, dropPostgresDatabase, type Kind } from "./databases.ts";
+import { jobfleet, type JobfleetProcess } from "./processes.ts";
+
+export type Ended = { state: WorkOrderState; exitCode: number | null; log: string; jobs: string[] };
+
+export class Api {
+  constructor(
+    readonly url: string,
+    readonly token: string,
+  ) {}
+
+  async call<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+    const response = await fetch(`${this.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${this.token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await response.text();
+    return { status: response.status, body: (text && response.headers.get("content-type")?.includes("json") ? JSON.parse(text) : text) as T };
+  }
+
+  async enqueue(body: Record<string, unknown>): Promise<WorkOrderView> {
+    const { status, body: order } = await this.call<WorkOrderView>("POST", "/v1/work-orders", body);
+    if (status !== 201) throw new Error(`enqueue failed: ${status} ${JSON.stringify(order)}`);
+    return order;
+  }
+
+  async get(id: string): Promise<WorkOrderView> {
+    return (await this.call<WorkOrderView>("GET", `/v1/work-orders/${id}`)).body;
+  }
+
+  /** Follows a work order's log until it ends (or `until` matches the log so far). */
+  async follow(id: string, until?: RegExp): Promise<Ended> {
+    const abort = new AbortController();
+    const response = await fetch(`${this.url}/v1/work-orders/${id}/log?follow=true`, {
+      headers: { authorization: `Bearer ${this.token}` },
+      signal: abort.signal,
+    });
+    const decoder = new TextDecoder();
+    let buffer = "";
+    const ended: Ended = { state: "pending", exitCode: null, log: "", jobs: [] };
+    const read = async (): Promise<boolean> => {
+      for await (const chunk of response.body!) {
+        buffer += decoder.decode(chunk, { stream: true });
+        let end: number;
+        while ((end = buffer.indexOf("\n\n")) !== -1) {
+          const data = buffer.slice(0, end).split("\n").find((l) => l.startsWith("data: "));
+          buffer = buffer.slice(end + 2);
+          if (!data) continue;
+          const event = JSON.parse(data.slice(6)) as LogEvent;
+          if (event.type === "job") ended.jobs.push(event.jobId);
+          if (event.type === "log") ended.log += event.data;
+          if (event.type === "end") {
+            ended.state = event.state;
+            ended.exitCode = event.exitCode;
+            return true;
+          }
+          if (until?.test(ended.log)) return true;
+        }
+      }
+      return false;
+    };
+    const done = await read().finally(() => abort.abort());
+    if (!done) throw new Error(`log stream of ${id} ended early`);
+    if (ended.state === "pending") ended.state = (await this.get(id)).state;
+    return ended;
+  }
+}
+
+export type Fleet = {
+  coordinator: JobfleetProcess;
+  url: string;
+  admin: Api;
+  ci: Api;
+  agents: Map<string, JobfleetProcess>;
+  startAgent(name: string, flags: string[]): Promise<JobfleetProcess>;
+  stop(): Promise<void>;
+};
+
+export async function startFleet(kind: Kind): Promise<Fleet> {
+  const dir = mkdtempSync(join(tmpdir(), "jobfleet-e2e-"));
+  const pg = kind === "postgres" ? await createPostgresDatabase() : undefined;
+  const coordinator = jobfleet(["coordinator", "--listen", "127.0.0.1:0", "--data-dir", join(dir, "db"), "--heartbeat-seconds", "2"], {
+    DATABASE_URL: pg?.toString(),
+  });
+  const [, url] = (await coordinator.waitFor(/"url":"(http:\/\/[^"]+)"/)) as [string, string];
+  const [, adminToken] = (await coordinator.waitFor(/^\s+(jft_\S+)$/m)) as [string, string];
+  const admin = new Api(url, adminToken);
+  const token = async (name: string, role: string) =>
+    (await admin.call<{ token: string }>("POST", "/v1/tokens", { name, role })).body.token;
+  const ci = new Api(url, await token("e2e-ci", "ci"));
+  const agentToken = await token("e2e-agents", "agent");
+  const agents = new Map<string, JobfleetProcess>();
+  return {
+    coordinator,
+    url,
+    admin,
+    ci,
+    agents,
+    async startAgent(name, flags) {
+      const agent = jobfleet(["agent", "--url", url, "--token", agentToken, "--name", name, "--cancel-grace", "2", ...flags]);
+      agents.set(name, agent);
+      await agent.waitForLog("connected");
+      return agent;
+    },
+    async stop() {
+      await Promise.all([...agents.values()].map((a) => a.stop("SIGKILL")));
+      await coordinator.stop();
+      if (pg) await dropPostgresDatabase(pg);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
