@@ -55,8 +55,9 @@ export class Client {
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (error) {
-      const cause = (error as { cause?: { code?: string } }).cause?.code ?? (error as Error).message;
-      throw new CliError(`cannot reach the coordinator at ${this.url} (${cause})`);
+      const { cause } = error as { cause?: { code?: string; message?: string } };
+      const reason = cause?.code ?? cause?.message ?? (error as Error).message;
+      throw new CliError(`cannot reach the coordinator at ${this.url} (${reason})`);
     }
     if (response.ok) return response;
     const failure = (await response.json().catch(() => undefined)) as ApiError | undefined;

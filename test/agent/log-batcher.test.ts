@@ -1,0 +1,33 @@
+import fc from "fast-check";
+import { expect, test, vi } from "vitest";
+import { LogBatcher, splitUtf8 } from "../../agent/log-batcher.ts";
+
+test("splitUtf8 never cuts a character and keeps every piece within the limit", () => {
+  fc.assert(
+    fc.property(fc.string({ unit: "grapheme", maxLength: 300 }), fc.integer({ min: 4, max: 64 }), (text, max) => {
+      const pieces = splitUtf8(text, max);
+      expect(pieces.join("")).toBe(text);
+      for (const piece of pieces) expect(Buffer.byteLength(piece)).toBeLessThanOrEqual(max);
+    }),
+  );
+});
+
+test("output is sent in one message per delay, or as soon as the size limit is reached", () => {
+  vi.useFakeTimers();
+  try {
+    const sent: string[] = [];
+    const batcher = new LogBatcher((data) => sent.push(data), 50, 10);
+    batcher.append("abc");
+    batcher.append("def");
+    expect(sent).toEqual([]);
+    vi.advanceTimersByTime(50);
+    expect(sent).toEqual(["abcdef"]);
+    batcher.append("0123456789-");
+    expect(sent).toEqual(["abcdef", "0123456789-"]);
+    batcher.append("tail");
+    batcher.flush();
+    expect(sent.at(-1)).toBe("tail");
+  } finally {
+    vi.useRealTimers();
+  }
+});

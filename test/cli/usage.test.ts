@@ -1,0 +1,47 @@
+// The CLI's answers to bad input: a message on stderr naming the problem, and a non-zero exit.
+import { createServer } from "node:net";
+import { expect, test } from "vitest";
+import { jobfleet } from "../support/processes.ts";
+
+const cases: [string[], RegExp][] = [
+  [["frobnicate"], /unknown command 'frobnicate'/],
+  [["run", "--bogus", "--", "true"], /Unknown option '--bogus'/],
+  [["run", "--token", "t"], /give the command to run after --, or --script/],
+  [["run", "--token", "t", "--script", "x", "--", "true"], /--script, or a command after --, not both/],
+  [["run", "--token", "t", "--timeout", "soon", "--", "true"], /--timeout takes a duration/],
+  [["run", "--token", "t", "--env", "NOEQUALS", "--", "true"], /--env takes KEY=VALUE/],
+  [["enqueue", "--token", "t", "--priority", "high", "--", "true"], /--priority takes a whole number/],
+  [["agent", "--token", "t"], /--url \(or JOBFLEET_URL\) is required/],
+  [["agent", "--url", "ws://127.0.0.1:1", "--token", "t", "--labels", "os=li nux"], /--labels: invalid label value/],
+  [["agent", "--url", "ws://127.0.0.1:1", "--token", "t", "--capacity", "0"], /--capacity must be a whole number from 1/],
+  [["agent", "--url", "ftp://x", "--token", "t"], /--url must be a ws\(s\) or http\(s\) URL/],
+  [["work-orders", "show", "abc", "--token", "t"], /'abc' is not a work order id/],
+  [["jobs"], /'jobs' needs an action/],
+];
+
+test.each(cases)("jobfleet %j exits 2 with a usage message", async (args, message) => {
+  const exit = await jobfleet(args, { JOBFLEET_DATA_DIR: "/nonexistent" }).exited;
+  expect(exit.stderr).toMatch(message);
+  expect(exit.code).toBe(2);
+});
+
+async function closedPort(): Promise<number> {
+  const server = createServer().listen(0, "127.0.0.1");
+  await new Promise((resolve) => server.once("listening", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+test("an unreachable coordinator is a clear error with exit 1", async () => {
+  const url = `http://127.0.0.1:${await closedPort()}`;
+  const exit = await jobfleet(["work-orders", "list", "--url", url, "--token", "t"]).exited;
+  expect(exit.stderr).toContain(`cannot reach the coordinator at ${url} (ECONNREFUSED)`);
+  expect(exit.code).toBe(1);
+});
+
+test("without any token the CLI says where one comes from", async () => {
+  const exit = await jobfleet(["work-orders", "list"], { JOBFLEET_DATA_DIR: "/nonexistent" }).exited;
+  expect(exit.stderr).toMatch(/no token: pass --token or set JOBFLEET_TOKEN/);
+  expect(exit.code).toBe(2);
+});

@@ -1,0 +1,195 @@
+// The agent WebSocket endpoint, spoken to by a raw client: bad frames get error frames (never a
+// crash), hello is authenticated and versioned, and job messages apply once, in sequence.
+import { pino } from "pino";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import WebSocket from "ws";
+import { tokenCreate } from "../../coordinator/auth/tokens.ts";
+import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
+import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION } from "../../protocol/limits.ts";
+import type { CoordinatorMessage } from "../../protocol/messages.ts";
+
+let coordinator: Coordinator;
+let agentToken: string;
+let ciToken: string;
+
+beforeAll(async () => {
+  coordinator = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, logger: pino({ level: "silent" }) });
+  agentToken = (await tokenCreate(coordinator.db, "agents", "agent")).token;
+  ciToken = (await tokenCreate(coordinator.db, "ci", "ci")).token;
+});
+
+afterAll(async () => coordinator?.stop());
+
+class Peer {
+  readonly socket: WebSocket;
+  private readonly inbox: CoordinatorMessage[] = [];
+  private waiter?: () => void;
+  readonly closed: Promise<{ code: number; reason: string }>;
+
+  constructor() {
+    this.socket = new WebSocket(coordinator.agentUrl);
+    this.socket.on("message", (data) => {
+      this.inbox.push(JSON.parse(data.toString()));
+      this.waiter?.();
+    });
+    this.closed = new Promise((resolve) => this.socket.on("close", (code, reason) => resolve({ code, reason: reason.toString() })));
+  }
+
+  async open(): Promise<this> {
+    if (this.socket.readyState !== WebSocket.OPEN) await new Promise((resolve) => this.socket.once("open", resolve));
+    return this;
+  }
+
+  send(message: unknown): void {
+    this.socket.send(typeof message === "string" ? message : JSON.stringify(message));
+  }
+
+  /** The next message of this type, skipping others. */
+  async next<T extends CoordinatorMessage["type"]>(type: T): Promise<Extract<CoordinatorMessage, { type: T }>> {
+    for (;;) {
+      const index = this.inbox.findIndex((m) => m.type === type);
+      if (index !== -1) return this.inbox.splice(index, 1)[0] as Extract<CoordinatorMessage, { type: T }>;
+      await new Promise<void>((resolve) => (this.waiter = resolve));
+    }
+  }
+
+  async hello(name: string, extra: Record<string, unknown> = {}) {
+    await this.open();
+    this.send({ type: "hello", protocol: PROTOCOL_VERSION, token: agentToken, name, labels: { os: "linux" }, capacity: 2, version: "test", ...extra });
+  }
+}
+
+async function enqueue(body: Record<string, unknown>): Promise<{ id: string }> {
+  const response = await fetch(`${coordinator.url}/v1/work-orders`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${ciToken}`, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  return (await response.json()) as { id: string };
+}
+
+async function healthy(): Promise<boolean> {
+  return (await fetch(`${coordinator.url}/healthz`)).ok;
+}
+
+describe("bad frames", () => {
+  test("non-JSON, unknown and malformed messages get error frames and the socket stays open", async () => {
+    const peer = await new Peer().open();
+    peer.send("not json");
+    expect(await peer.next("error")).toMatchObject({ code: "invalid_json", fatal: false });
+    peer.send({ type: "launch-missiles" });
+    expect(await peer.next("error")).toMatchObject({ code: "invalid_message" });
+    peer.send({ type: "claim", slots: "two" });
+    expect((await peer.next("error")).message).toMatch(/^slots: /);
+    peer.send({ type: "claim", slots: 1 });
+    expect(await peer.next("error")).toMatchObject({ code: "no_hello" });
+    peer.socket.send(Buffer.from([1, 2, 3]), { binary: true });
+    expect(await peer.next("error")).toMatchObject({ code: "invalid_json" });
+    expect(peer.socket.readyState).toBe(WebSocket.OPEN);
+    peer.socket.close();
+  });
+
+  test("a frame over the size limit closes that socket only", async () => {
+    const peer = await new Peer().open();
+    peer.send("x".repeat(MAX_MESSAGE_BYTES + 1));
+    expect((await peer.closed).code).toBe(1009);
+    expect(await healthy()).toBe(true);
+  });
+});
+
+describe("hello", () => {
+  test("a bad token is refused with a fatal error and close code 4001", async () => {
+    const peer = new Peer();
+    await peer.hello("intruder", { token: "jft_1_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA" });
+    expect(await peer.next("error")).toMatchObject({ code: "unauthenticated", fatal: true });
+    expect((await peer.closed).code).toBe(4001);
+  });
+
+  test("a CI token cannot connect as an agent", async () => {
+    const peer = new Peer();
+    await peer.hello("ci-pretender", { token: ciToken });
+    expect((await peer.closed).code).toBe(4001);
+  });
+
+  test("another protocol version is refused with close code 4000", async () => {
+    const peer = new Peer();
+    await peer.hello("future", { protocol: PROTOCOL_VERSION + 1 });
+    expect((await peer.next("error")).message).toMatch(/protocol/);
+    expect((await peer.closed).code).toBe(4000);
+  });
+
+  test("a second connection under the same name replaces the first", async () => {
+    const first = new Peer();
+    await first.hello("twin");
+    await first.next("welcome");
+    const second = new Peer();
+    await second.hello("twin");
+    await second.next("welcome");
+    expect((await first.closed).code).toBe(4002);
+    second.socket.close();
+  });
+});
+
+describe("job messages", () => {
+  test("apply once each, in sequence: repeats are acknowledged and ignored, gaps refused", async () => {
+    const peer = new Peer();
+    await peer.hello("sequencer", { labels: { pool: "seq" } });
+    await peer.next("welcome");
+    const order = await enqueue({ spec: { command: ["true"] }, selector: "pool=seq" });
+    peer.send({ type: "claim", slots: 1 });
+    const { job } = await peer.next("assign");
+    expect(job).toMatchObject({ workOrderId: order.id, attempt: 1, adapter: "exec" });
+    const { jobId } = job;
+
+    peer.send({ type: "job.started", jobId, seq: 1 });
+    expect(await peer.next("ack")).toEqual({ type: "ack", jobId, seq: 1 });
+    peer.send({ type: "job.log", jobId, seq: 2, data: "one\n" });
+    peer.send({ type: "job.log", jobId, seq: 2, data: "one\n" });
+    expect(await peer.next("ack")).toEqual({ type: "ack", jobId, seq: 2 });
+    expect(await peer.next("ack")).toEqual({ type: "ack", jobId, seq: 2 });
+    peer.send({ type: "job.log", jobId, seq: 4, data: "three\n" });
+    expect(await peer.next("error")).toMatchObject({ code: "sequence_gap", jobId });
+    peer.send({ type: "job.log", jobId, seq: 3, data: "two\n" });
+    peer.send({ type: "job.finished", jobId, seq: 4, outcome: "succeeded", exitCode: 0 });
+    expect(await peer.next("ack")).toMatchObject({ seq: 3 });
+    expect(await peer.next("ack")).toMatchObject({ seq: 4 });
+    peer.send({ type: "job.finished", jobId, seq: 5, outcome: "failed", exitCode: 1 });
+    expect(await peer.next("error")).toMatchObject({ code: "illegal_transition", jobId });
+
+    const log = await fetch(`${coordinator.url}/v1/jobs/${jobId}/log`, { headers: { authorization: `Bearer ${ciToken}` } });
+    expect(await log.text()).toBe("one\ntwo\n");
+    const view = await fetch(`${coordinator.url}/v1/work-orders/${order.id}`, { headers: { authorization: `Bearer ${ciToken}` } });
+    expect(await view.json()).toMatchObject({ state: "succeeded", latestJob: { exitCode: 0, state: "succeeded" } });
+    peer.socket.close();
+  });
+
+  test("a job message for another agent's job is refused", async () => {
+    const peer = new Peer();
+    await peer.hello("stranger");
+    await peer.next("welcome");
+    peer.send({ type: "job.started", jobId: "999999", seq: 1 });
+    expect(await peer.next("error")).toMatchObject({ code: "unknown_job", jobId: "999999" });
+    peer.socket.close();
+  });
+
+  test("an agent that reconnects is told the sequence the coordinator holds for its open jobs", async () => {
+    const first = new Peer();
+    await first.hello("returner", { labels: { pool: "return" } });
+    await first.next("welcome");
+    await enqueue({ spec: { command: ["true"] }, selector: "pool=return" });
+    first.send({ type: "claim", slots: 1 });
+    const { job } = await first.next("assign");
+    first.send({ type: "job.started", jobId: job.jobId, seq: 1 });
+    await first.next("ack");
+    first.socket.close();
+    await first.closed;
+    const second = new Peer();
+    await second.hello("returner", { labels: { pool: "return" } });
+    expect((await second.next("welcome")).jobs).toEqual([{ jobId: job.jobId, seq: 1 }]);
+    second.socket.close();
+  });
+});
+
+test("after every bad frame above, the coordinator still serves", async () => {
+  expect(await healthy()).toBe(true);
+});
