@@ -2,11 +2,11 @@
 // sequence number must be the next one (a repeat is acknowledged and ignored), and any state
 // change must be one the protocol's state machine allows.
 import type { JobMessage } from "../../protocol/messages.ts";
-import { canTransition, isTerminal, type JobState, type Outcome } from "../../protocol/states.ts";
+import { canTransition, isTerminal, type JobState } from "../../protocol/states.ts";
 import type { Database, Queryable } from "../db/database.ts";
 
 export type Applied =
-  | { kind: "applied"; workOrderId: string; ended?: Outcome }
+  | { kind: "applied"; workOrderId: string }
   | { kind: "duplicate" }
   | { kind: "gap"; expected: number }
   | { kind: "unknown" }
@@ -82,13 +82,14 @@ async function apply(tx: Queryable, job: LockedJob, msg: JobMessage): Promise<Ap
   }
   const change = changeOf(msg, job.state);
   // job.started and job.finished always move the job, so a repeat (say a second job.finished with
-  // the same outcome) is illegal too; only job.status leaves the state as it is.
-  if (msg.type !== "job.status" && !canTransition(job.state, change.to)) {
+  // the same outcome) is illegal too; job.status leaves the state as it is, but only while it runs.
+  const legal = msg.type === "job.status" ? !isTerminal(job.state) : canTransition(job.state, change.to);
+  if (!legal) {
     await tx.query(`UPDATE jobs SET seq = $2 WHERE id = $1`, [msg.jobId, msg.seq]);
     return { kind: "rejected", reason: `job ${msg.jobId} is ${job.state}; ${msg.type} would make it ${change.to}` };
   }
   await update(tx, msg, job.state, change);
-  return isTerminal(change.to) ? { ...applied, ended: change.to } : applied;
+  return applied;
 }
 
 export async function jobApply(db: Database, agentId: string, msg: JobMessage): Promise<Applied> {

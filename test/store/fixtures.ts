@@ -1,0 +1,72 @@
+// Shared set-up for the store suites: a fresh database per suite, agents, and work orders built
+// through the API's own schema so they look exactly like what the HTTP layer would enqueue.
+import { afterAll, beforeAll } from "vitest";
+import type { Database, Queryable } from "../../coordinator/db/database.ts";
+import { agentConnect } from "../../coordinator/sql/agent-session.ts";
+import type { Claimant } from "../../coordinator/sql/work-order-claim.ts";
+import { workOrderCancel } from "../../coordinator/sql/work-order-cancel.ts";
+import { type WorkOrderCreate, workOrderCreate } from "../../protocol/api.ts";
+import type { AgentMode } from "../../protocol/messages.ts";
+import type { Labels } from "../../protocol/selector.ts";
+import { freshDatabase, type Kind } from "../support/databases.ts";
+
+/** Opens a fresh database before the suite's tests and drops it after; the getter returns it. */
+export function useDatabase(kind: Kind, poolSize?: number): () => Database {
+  let db: Database | undefined;
+  beforeAll(async () => {
+    db = await freshDatabase(kind, poolSize);
+  }, 60_000);
+  afterAll(async () => {
+    await db?.close();
+  }, 60_000);
+  return () => {
+    if (!db) throw new Error("the database is not open");
+    return db;
+  };
+}
+
+/** A work order as `POST /v1/work-orders` would receive it (selector in text form). */
+export function order(body: Record<string, unknown> = {}): WorkOrderCreate {
+  return workOrderCreate.parse({ spec: { command: ["true"] }, ...body });
+}
+
+export async function connectAgent(
+  db: Queryable,
+  name: string,
+  labels: Labels = {},
+  mode: AgentMode = "queue",
+): Promise<Claimant> {
+  const agentId = await agentConnect(db, { name, labels, capacity: 100, mode, version: "test" }, `session-${name}`);
+  return { agentId, name, labels, queueMode: mode === "queue" };
+}
+
+/** Cancels every pending work order, so a test starts with an empty queue. */
+export async function cancelAllPending(db: Queryable): Promise<void> {
+  const rows = await db.query<{ id: string }>(`SELECT id::text AS id FROM work_orders WHERE state = 'pending'`);
+  for (const { id } of rows) {
+    const outcome = await workOrderCancel(db, id, "test reset");
+    if (outcome.kind !== "cancelled") throw new Error(`could not reset work order ${id}: ${outcome.kind}`);
+  }
+}
+
+/** A small seeded PRNG (mulberry32), so a failing concurrent run can be replayed. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export type EventRow = { from_state: string | null; to_state: string; job_id: string | null; reason: string | null };
+
+export async function eventsOf(db: Queryable, workOrderId: string): Promise<EventRow[]> {
+  return db.query<EventRow>(
+    `SELECT from_state::text AS from_state, to_state::text AS to_state, job_id::text AS job_id, reason
+     FROM work_order_events WHERE work_order_id = $1 ORDER BY id`,
+    [workOrderId],
+  );
+}
