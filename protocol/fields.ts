@@ -2,8 +2,14 @@
 import { z } from "zod";
 import { isLabelKey, isLabelValue, MAX_LABELS, parseSelector, SelectorError, type Selector } from "./selector.ts";
 
+/** The largest Postgres bigint; a 19-digit id above it would fail in the database, not here. */
+const MAX_ID = 9_223_372_036_854_775_807n;
+
 /** Row ids are Postgres bigints, carried as decimal strings so no client loses precision. */
-export const id = z.string().regex(/^[1-9][0-9]{0,18}$/, "expected a numeric id");
+export const id = z
+  .string()
+  .regex(/^[1-9][0-9]{0,18}$/, "expected a numeric id")
+  .refine((s) => !/^[0-9]+$/.test(s) || BigInt(s) <= MAX_ID, "expected a numeric id");
 
 export const agentName = z
   .string()

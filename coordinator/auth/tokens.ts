@@ -3,6 +3,7 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { and, asc, eq, isNull } from "drizzle-orm";
 import type { Role, TokenView } from "../../protocol/api.ts";
+import { id as rowId } from "../../protocol/fields.ts";
 import type { Database } from "../db/database.ts";
 import { tokens } from "../db/schema.ts";
 
@@ -45,9 +46,12 @@ export async function tokenRevokeNamed(db: Database, name: string): Promise<void
     .where(and(eq(tokens.name, name), isNull(tokens.revokedAt)));
 }
 
-type Cached = { row: typeof tokens.$inferSelect | undefined; until: number };
+type Cached = { row: typeof tokens.$inferSelect; until: number };
 
-/** Checks presented tokens; a row is cached for `ttlMs`, so a revocation takes that long to bite. */
+/**
+ * Checks presented tokens; a found row is cached for `ttlMs`, so a revocation takes that long to
+ * bite. An unknown id is not cached: a token made a moment ago works at once.
+ */
 export class TokenVerifier {
   private readonly cache = new Map<string, Cached>();
 
@@ -58,17 +62,18 @@ export class TokenVerifier {
 
   async verify(token: string): Promise<Principal | undefined> {
     const match = FORMAT.exec(token);
-    if (!match) return undefined;
+    if (!match || !rowId.safeParse(match[1]).success) return undefined;
     const row = await this.row(match[1]!);
     if (!row || row.revokedAt) return undefined;
     const ok = timingSafeEqual(digest(match[2]!), Buffer.from(row.hash, "hex"));
     return ok ? { tokenId: row.id, name: row.name, role: row.role } : undefined;
   }
 
-  private async row(id: string): Promise<Cached["row"]> {
+  private async row(id: string): Promise<Cached["row"] | undefined> {
     const cached = this.cache.get(id);
     if (cached && cached.until > Date.now()) return cached.row;
     const [row] = await this.db.orm.select().from(tokens).where(eq(tokens.id, id));
+    if (!row) return undefined;
     if (this.cache.size > 10_000) this.cache.clear();
     this.cache.set(id, { row, until: Date.now() + this.ttlMs });
     return row;

@@ -8,9 +8,10 @@ export type AuthEnv = { Variables: { principal: Principal } };
 
 export function authenticate(verifier: TokenVerifier): MiddlewareHandler<AuthEnv> {
   return async (c, next) => {
-    const header = c.req.header("authorization");
-    const token = header?.startsWith("Bearer ") ? header.slice(7).trim() : undefined;
-    if (!token) throw new ApiError(401, "unauthenticated", "send a token: Authorization: Bearer <token>");
+    const [scheme, token] = c.req.header("authorization")?.trim().split(/\s+/) ?? [];
+    if (scheme?.toLowerCase() !== "bearer" || !token) {
+      throw new ApiError(401, "unauthenticated", "send a token: Authorization: Bearer <token>");
+    }
     const principal = await verifier.verify(token);
     if (!principal) throw new ApiError(401, "unauthenticated", "the token is not valid");
     c.set("principal", principal);

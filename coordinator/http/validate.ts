@@ -7,7 +7,7 @@ import { ApiError } from "./errors.ts";
 export async function body<S extends z.ZodType>(c: Context, schema: S, orElse?: unknown): Promise<z.output<S>> {
   const text = await c.req.text();
   if (text === "" && orElse !== undefined) return schema.parse(orElse);
-  if (!c.req.header("content-type")?.startsWith("application/json")) {
+  if (!c.req.header("content-type")?.toLowerCase().startsWith("application/json")) {
     throw new ApiError(415, "unsupported_media_type", "send the body as application/json");
   }
   let json: unknown;

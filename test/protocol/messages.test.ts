@@ -89,7 +89,8 @@ describe("agent messages", () => {
     expect(agentMessage.safeParse({ ...hello, name: `a${x(127)}`, token: x(512), version: x(64) }).success).toBe(true);
     expect(agentMessage.safeParse({ ...claim, slots: MAX_CAPACITY }).success).toBe(true);
     expect(agentMessage.safeParse({ ...agentMessages["job.log"], data: x(MAX_LOG_CHUNK_BYTES) }).success).toBe(true);
-    expect(agentMessage.safeParse({ ...agentMessages["job.started"], jobId: "9".repeat(19) }).success).toBe(true);
+    expect(agentMessage.safeParse({ ...agentMessages["job.started"], jobId: "9223372036854775807" }).success).toBe(true);
+    expect(agentMessage.safeParse({ ...agentMessages["job.started"], jobId: "9223372036854775808" }).success).toBe(false);
   });
 
   it.each<[string, unknown, string]>([

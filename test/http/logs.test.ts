@@ -1,0 +1,295 @@
+// Logs over HTTP: plain text from an offset, and followed as server-sent events until the job ends.
+// Jobs are set up directly through the SQL modules an agent session uses.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { JobView, LogEvent, WorkOrderView } from "../../protocol/api.ts";
+import type { JobMessage } from "../../protocol/messages.ts";
+import { agentConnect } from "../../coordinator/sql/agent-session.ts";
+import { jobApply } from "../../coordinator/sql/job-apply.ts";
+import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
+import { EventReader, execOrder, expectError, type Harness, parseEvents, startHarness } from "./harness.ts";
+
+let h: Harness;
+
+beforeAll(async () => {
+  h = await startHarness();
+});
+
+afterAll(async () => {
+  await h?.close();
+});
+
+afterEach(() => {
+  expect(h.unexpected.splice(0)).toEqual([]);
+});
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+type Job = {
+  workOrderId: string;
+  jobId: string;
+  agentId: string;
+  /** Applies the next message of this job as its agent would send it. */
+  send(msg: DistributiveOmit<JobMessage, "jobId" | "seq">): Promise<void>;
+  /** Appends a log chunk. */
+  log(data: string): Promise<void>;
+};
+
+let agents = 0;
+
+/** A work order enqueued over HTTP for its own agent, and claimed by that agent: one claimed job. */
+async function claimedJob(): Promise<Job> {
+  const name = `log-agent-${++agents}`;
+  const agentId = await agentConnect(
+    h.services.db,
+    { name, labels: {}, capacity: 1, mode: "work-order", version: "test" },
+    `session-${name}`,
+  );
+  const response = await h.request("/v1/work-orders", { token: h.tokens.ci, json: execOrder({ agent: name }) });
+  expect(response.status).toBe(201);
+  const { id: workOrderId } = (await response.json()) as WorkOrderView;
+  const assignments = await workOrderClaim(h.services.db, { agentId, name, labels: {}, queueMode: false }, 1);
+  expect(assignments.map((a) => a.workOrderId)).toEqual([workOrderId]);
+  const jobId = String(assignments[0]!.jobId);
+  let seq = 0;
+  const send: Job["send"] = async (msg) => {
+    const applied = await jobApply(h.services.db, agentId, { ...msg, jobId, seq: ++seq } as JobMessage);
+    expect(applied).toMatchObject({ kind: "applied", workOrderId });
+  };
+  return { workOrderId, jobId, agentId, send, log: (data) => send({ type: "job.log", data }) };
+}
+
+const CHUNKS = ["line 1\n", "ünïcödé 2\n", "line 3\n"];
+const WHOLE = CHUNKS.join("");
+
+/** A job that ran, logged CHUNKS and succeeded. */
+async function endedJob(): Promise<Job> {
+  const job = await claimedJob();
+  await job.send({ type: "job.started" });
+  for (const chunk of CHUNKS) await job.log(chunk);
+  await job.send({ type: "job.finished", outcome: "succeeded", exitCode: 0 });
+  return job;
+}
+
+async function text(path: string): Promise<string> {
+  const response = await h.request(path, { token: h.tokens.ci });
+  expect(response.status).toBe(200);
+  expect(response.headers.get("content-type")).toMatch(/^text\/plain/);
+  return response.text();
+}
+
+const logEvents = (events: { event: string; data: string }[]) =>
+  events.map((e) => ({ event: e.event, data: JSON.parse(e.data) as LogEvent }));
+
+describe("plain logs", () => {
+  it("a work order with no job yet has an empty log", async () => {
+    const response = await h.request("/v1/work-orders", { token: h.tokens.ci, json: execOrder() });
+    const { id } = (await response.json()) as WorkOrderView;
+    expect(await text(`/v1/work-orders/${id}/log`)).toBe("");
+    expect(await text(`/v1/work-orders/${id}/log?follow=false`)).toBe("");
+  });
+
+  it("GET /v1/jobs/:id/log returns the whole log; ?offset=N (bytes) the rest", async () => {
+    const job = await endedJob();
+    expect(await text(`/v1/jobs/${job.jobId}/log`)).toBe(WHOLE);
+    const firstTwo = Buffer.byteLength(CHUNKS[0]! + CHUNKS[1]!);
+    expect(await text(`/v1/jobs/${job.jobId}/log?offset=${firstTwo}`)).toBe(CHUNKS[2]);
+    expect(await text(`/v1/jobs/${job.jobId}/log?offset=3`)).toBe(WHOLE.slice(3));
+    expect(await text(`/v1/jobs/${job.jobId}/log?offset=${Buffer.byteLength(WHOLE)}`)).toBe("");
+    expect(await text(`/v1/jobs/${job.jobId}/log?offset=${Buffer.byteLength(WHOLE) + 100}`)).toBe("");
+  });
+
+  it("GET /v1/work-orders/:id/log returns the log of its latest job", async () => {
+    const job = await endedJob();
+    expect(await text(`/v1/work-orders/${job.workOrderId}/log`)).toBe(WHOLE);
+    expect(await text(`/v1/work-orders/${job.workOrderId}/log?offset=7`)).toBe(WHOLE.slice(7));
+  });
+
+  it("a running job's log so far, without waiting for more", async () => {
+    const job = await claimedJob();
+    await job.send({ type: "job.started" });
+    await job.log("so far\n");
+    expect(await text(`/v1/jobs/${job.jobId}/log`)).toBe("so far\n");
+  });
+
+  it("GET /v1/jobs/:id shows the job", async () => {
+    const job = await endedJob();
+    const response = await h.request(`/v1/jobs/${job.jobId}`, { token: h.tokens.ci });
+    expect(response.status).toBe(200);
+    const view = (await response.json()) as JobView;
+    expect(view).toMatchObject({
+      id: job.jobId,
+      workOrderId: job.workOrderId,
+      attempt: 1,
+      state: "succeeded",
+      exitCode: 0,
+      logBytes: Buffer.byteLength(WHOLE),
+    });
+    const { items } = (await (await h.request(`/v1/jobs?workOrder=${job.workOrderId}`)).json()) as { items: JobView[] };
+    expect(items.map((j) => j.id)).toEqual([job.jobId]);
+  });
+});
+
+describe("followed logs", () => {
+  it("an ended job's log is job, log…, end, and then the stream closes", async () => {
+    const job = await endedJob();
+    const response = await h.request(`/v1/jobs/${job.jobId}/log?follow=true`, { token: h.tokens.ci });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    const events = logEvents(parseEvents(await response.text()));
+
+    expect(events[0]).toEqual({ event: "job", data: { type: "job", jobId: job.jobId, attempt: 1 } });
+    expect(events.at(-1)).toEqual({ event: "end", data: { type: "end", state: "succeeded", exitCode: 0 } });
+    const logs = events.slice(1, -1);
+    expect(logs.every((e) => e.event === "log" && e.data.type === "log" && e.data.jobId === job.jobId)).toBe(true);
+    expect(logs.map((e) => (e.data as { data: string }).data).join("")).toBe(WHOLE);
+    expect(logs.map((e) => (e.data as { offset: number }).offset)).toEqual([
+      0,
+      Buffer.byteLength(CHUNKS[0]!),
+      Buffer.byteLength(CHUNKS[0]! + CHUNKS[1]!),
+    ]);
+  });
+
+  it("follows from an offset, and through the work order route", async () => {
+    const job = await endedJob();
+    const response = await h.request(`/v1/work-orders/${job.workOrderId}/log?follow=1&offset=${Buffer.byteLength(CHUNKS[0]!)}`, {
+      token: h.tokens.ci,
+    });
+    expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    const events = logEvents(parseEvents(await response.text()));
+    expect(events.map((e) => e.event)).toEqual(["job", "log", "log", "end"]);
+    expect(events.filter((e) => e.data.type === "log").map((e) => (e.data as { data: string }).data).join("")).toBe(
+      CHUNKS[1]! + CHUNKS[2]!,
+    );
+  });
+
+  it("a cancelled work order that never ran ends at once", async () => {
+    const { id } = (await (await h.request("/v1/work-orders", { json: execOrder() })).json()) as WorkOrderView;
+    expect((await h.request(`/v1/work-orders/${id}/cancel`, { method: "POST" })).status).toBe(200);
+    const events = logEvents(parseEvents(await (await h.request(`/v1/work-orders/${id}/log?follow=true`)).text()));
+    expect(events).toEqual([{ event: "end", data: { type: "end", state: "cancelled", exitCode: null } }]);
+  });
+
+  it("a running job's follower receives what is appended after it started, then the end", async () => {
+    const job = await claimedJob();
+    await job.send({ type: "job.started" });
+    await job.log("before\n");
+
+    const response = await h.request(`/v1/jobs/${job.jobId}/log?follow=true`, { token: h.tokens.ci });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    const reader = new EventReader(response.body!);
+    const next = async () => {
+      const event = await reader.next();
+      expect(event).toBeDefined();
+      return { event: event!.event, data: JSON.parse(event!.data) as LogEvent };
+    };
+    try {
+      expect(await next()).toEqual({ event: "job", data: { type: "job", jobId: job.jobId, attempt: 1 } });
+      expect(await next()).toEqual({ event: "log", data: { type: "log", jobId: job.jobId, offset: 0, data: "before\n" } });
+
+      // The follower has sent everything there was; now the agent sends more.
+      await job.log("after\n");
+      h.services.bus.emit("changed", job.workOrderId);
+      expect(await next()).toEqual({ event: "log", data: { type: "log", jobId: job.jobId, offset: 7, data: "after\n" } });
+
+      // A change to another work order wakes nobody here; the job's own end does.
+      h.services.bus.emit("changed", "999999999");
+      await job.log("last\n");
+      await job.send({ type: "job.finished", outcome: "failed", exitCode: 2, error: "exit status 2" });
+      h.services.bus.emit("changed", job.workOrderId);
+      expect(await next()).toEqual({ event: "log", data: { type: "log", jobId: job.jobId, offset: 13, data: "last\n" } });
+      expect(await next()).toEqual({ event: "end", data: { type: "end", state: "failed", exitCode: 2 } });
+      expect(await reader.next()).toBeUndefined();
+    } finally {
+      await reader.cancel();
+    }
+  });
+
+  it("a work order's follower sees its job start: job, log, end", async () => {
+    const response = await h.request("/v1/work-orders", { token: h.tokens.ci, json: execOrder({ agent: "late-agent" }) });
+    const { id: workOrderId } = (await response.json()) as WorkOrderView;
+
+    const follow = await h.request(`/v1/work-orders/${workOrderId}/log?follow=true`, { token: h.tokens.ci });
+    expect(follow.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    const reader = new EventReader(follow.body!);
+    try {
+      const agentId = await agentConnect(
+        h.services.db,
+        { name: "late-agent", labels: {}, capacity: 1, mode: "work-order", version: "test" },
+        "session-late",
+      );
+      const [assignment] = await workOrderClaim(h.services.db, { agentId, name: "late-agent", labels: {}, queueMode: false }, 1);
+      const jobId = String(assignment!.jobId);
+      h.services.bus.emit("changed", workOrderId);
+      expect(await reader.next()).toEqual({ event: "job", data: JSON.stringify({ type: "job", jobId, attempt: 1 }) });
+
+      let seq = 0;
+      const send = (msg: DistributiveOmit<JobMessage, "jobId" | "seq">) =>
+        jobApply(h.services.db, agentId, { ...msg, jobId, seq: ++seq } as JobMessage);
+      await send({ type: "job.started" });
+      await send({ type: "job.log", data: "hi\n" });
+      h.services.bus.emit("changed", workOrderId);
+      const log = await reader.next();
+      expect(JSON.parse(log!.data)).toEqual({ type: "log", jobId, offset: 0, data: "hi\n" });
+
+      await send({ type: "job.finished", outcome: "succeeded", exitCode: 0 });
+      h.services.bus.emit("changed", workOrderId);
+      expect(JSON.parse((await reader.next())!.data)).toEqual({ type: "end", state: "succeeded", exitCode: 0 });
+      expect(await reader.next()).toBeUndefined();
+    } finally {
+      await reader.cancel();
+    }
+  });
+
+  it("a follower that hangs up stops following: it lets go of the bus", async () => {
+    const job = await claimedJob();
+    await job.send({ type: "job.started" });
+    const bus = h.services.bus;
+    const on = bus.on.bind(bus);
+    let released!: () => void;
+    const letGo = new Promise<void>((resolve) => (released = resolve));
+    bus.on = ((event, listener) => {
+      const off = on(event, listener);
+      return () => {
+        off();
+        if (event === "changed") released();
+      };
+    }) as typeof bus.on;
+    try {
+      const response = await h.request(`/v1/jobs/${job.jobId}/log?follow=true`, { token: h.tokens.ci });
+      const reader = new EventReader(response.body!);
+      expect((await reader.next())?.event).toBe("job");
+      await reader.cancel();
+      await letGo;
+    } finally {
+      delete (bus as { on?: unknown }).on;
+    }
+    expect(bus.on).toBe(Object.getPrototypeOf(bus).on);
+    await job.log("nobody listens\n");
+    h.services.bus.emit("changed", job.workOrderId);
+    expect(await text(`/v1/jobs/${job.jobId}/log`)).toBe("nobody listens\n");
+  });
+});
+
+describe("cancelling a job in progress", () => {
+  it("is 202: the job is marked and its agent is asked to stop it", async () => {
+    const job = await claimedJob();
+    await job.send({ type: "job.started" });
+    const requests: unknown[] = [];
+    const unsubscribe = h.services.bus.on("cancel", (request) => requests.push(request));
+    try {
+      const response = await h.request(`/v1/work-orders/${job.workOrderId}/cancel`, {
+        token: h.tokens.ci,
+        json: { reason: "stop it" },
+      });
+      expect(response.status).toBe(202);
+      expect(((await response.json()) as WorkOrderView).state).toBe("running");
+      expect(requests).toEqual([expect.objectContaining({ jobId: job.jobId, agentId: job.agentId, reason: "stop it" })]);
+    } finally {
+      unsubscribe();
+    }
+    await job.send({ type: "job.finished", outcome: "cancelled", exitCode: null });
+    const again = await h.request(`/v1/work-orders/${job.workOrderId}/cancel`, { method: "POST" });
+    await expectError(again, 409, "conflict");
+  });
+});

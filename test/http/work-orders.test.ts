@@ -1,0 +1,391 @@
+// Work orders over HTTP: enqueue, read, list, cancel, and every way a request can be wrong.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { WorkOrderEventView, WorkOrderView } from "../../protocol/api.ts";
+import { MAX_BODY_BYTES } from "../../protocol/limits.ts";
+import { execOrder, expectError, type Harness, startHarness } from "./harness.ts";
+
+let h: Harness;
+
+beforeAll(async () => {
+  h = await startHarness();
+});
+
+afterAll(async () => {
+  await h?.close();
+});
+
+afterEach(() => {
+  expect(h.unexpected.splice(0)).toEqual([]);
+});
+
+type Detail = WorkOrderView & { events: WorkOrderEventView[] };
+type Page = { items: WorkOrderView[]; next: string | null };
+
+async function enqueue(extra: Record<string, unknown> = {}): Promise<WorkOrderView> {
+  const response = await h.request("/v1/work-orders", { token: h.tokens.ci, json: execOrder(extra) });
+  expect(response.status).toBe(201);
+  return (await response.json()) as WorkOrderView;
+}
+
+async function list(params: Record<string, string>): Promise<Page> {
+  const response = await h.request(`/v1/work-orders?${new URLSearchParams(params)}`, { token: h.tokens.ci });
+  expect(response.status).toBe(200);
+  return (await response.json()) as Page;
+}
+
+describe("enqueue", () => {
+  it("POST /v1/work-orders returns 201 and the view, with the selector in canonical form", async () => {
+    const response = await h.request("/v1/work-orders", {
+      token: h.tokens.ci,
+      json: {
+        adapter: "exec",
+        spec: { command: ["make", "test"], env: { CI: "1" } },
+        selector: "arch in (arm64,amd64),os=linux",
+        labels: { repo: "jobfleet", branch: "main" },
+        priority: 10,
+        timeoutSeconds: 600,
+        maxAttempts: 3,
+        metadata: { commit: "abc123", pr: 7 },
+      },
+    });
+    expect(response.status).toBe(201);
+    expect(response.headers.get("content-type")).toMatch(/^application\/json/);
+    const view = (await response.json()) as WorkOrderView;
+    expect(view).toEqual({
+      id: expect.stringMatching(/^[1-9][0-9]*$/),
+      state: "pending",
+      adapter: "exec",
+      spec: { command: ["make", "test"], env: { CI: "1" } },
+      selector: "arch in (amd64,arm64),os=linux",
+      agent: null,
+      labels: { repo: "jobfleet", branch: "main" },
+      priority: 10,
+      timeoutSeconds: 600,
+      maxAttempts: 3,
+      attempts: 0,
+      idempotencyKey: null,
+      metadata: { commit: "abc123", pr: 7 },
+      createdAt: expect.any(String),
+      updatedAt: expect.any(String),
+      latestJob: null,
+    });
+    expect(new Date(view.createdAt).toISOString()).toBe(view.createdAt);
+  });
+
+  it("fills in the defaults", async () => {
+    const view = await enqueue();
+    expect(view).toMatchObject({
+      adapter: "exec",
+      spec: { command: ["echo", "hello"], env: {} },
+      selector: "",
+      agent: null,
+      labels: {},
+      priority: 0,
+      timeoutSeconds: null,
+      maxAttempts: 1,
+      metadata: {},
+    });
+  });
+
+  it("the same idempotencyKey returns 200 and the same work order", async () => {
+    const first = await h.request("/v1/work-orders", { token: h.tokens.ci, json: execOrder({ idempotencyKey: "build-42" }) });
+    expect(first.status).toBe(201);
+    const created = (await first.json()) as WorkOrderView;
+    expect(created.idempotencyKey).toBe("build-42");
+
+    const again = await h.request("/v1/work-orders", { token: h.tokens.ci, json: execOrder({ idempotencyKey: "build-42" }) });
+    expect(again.status).toBe(200);
+    const repeated = (await again.json()) as WorkOrderView;
+    expect(repeated.id).toBe(created.id);
+    expect(repeated).toEqual(created);
+
+    const { events } = (await (await h.request(`/v1/work-orders/${created.id}`)).json()) as Detail;
+    expect(events).toHaveLength(1);
+  });
+
+  it("GET /v1/work-orders/:id returns the view with its events", async () => {
+    const created = await enqueue({ labels: { kind: "detail" } });
+    const response = await h.request(`/v1/work-orders/${created.id}`, { token: h.tokens.ci });
+    expect(response.status).toBe(200);
+    const detail = (await response.json()) as Detail;
+    expect(detail).toEqual({ ...created, events: [expect.any(Object)] });
+    expect(detail.events).toEqual([{ at: expect.any(String), jobId: null, from: null, to: "pending", reason: null }]);
+    expect(new Date(detail.events[0]!.at).toISOString()).toBe(detail.events[0]!.at);
+  });
+});
+
+describe("list", () => {
+  let web1: WorkOrderView;
+  let web2: WorkOrderView;
+  let db1: WorkOrderView;
+  let targeted: WorkOrderView;
+
+  beforeAll(async () => {
+    web1 = await enqueue({ labels: { suite: "list", team: "web" }, selector: "os=linux" });
+    web2 = await enqueue({ labels: { suite: "list", team: "web", tier: "1" }, selector: "arch in (arm64,amd64),os=linux" });
+    db1 = await enqueue({ labels: { suite: "list", team: "db" }, selector: "os=linux,arch=amd64" });
+    targeted = await enqueue({ labels: { suite: "list", team: "ops" }, agent: "builder-1" });
+  });
+
+  const ids = (page: Page) => page.items.map((w) => w.id);
+
+  it("lists newest first", async () => {
+    expect(ids(await list({ labels: "suite=list" }))).toEqual([targeted.id, db1.id, web2.id, web1.id]);
+  });
+
+  it("filters by the work orders' own labels with a selector", async () => {
+    expect(ids(await list({ labels: "suite=list,team=web" }))).toEqual([web2.id, web1.id]);
+    expect(ids(await list({ labels: "suite=list,team in (db,ops)" }))).toEqual([targeted.id, db1.id]);
+    expect(ids(await list({ labels: "suite=list,tier" }))).toEqual([web2.id]);
+    expect(ids(await list({ labels: "suite=list,!tier,team!=ops" }))).toEqual([db1.id, web1.id]);
+    expect(ids(await list({ labels: "suite=nothing-has-this" }))).toEqual([]);
+  });
+
+  it("filters by exact selector (one queue), after normalisation", async () => {
+    expect(ids(await list({ labels: "suite=list", selector: "os=linux" }))).toEqual([web1.id]);
+    expect(ids(await list({ labels: "suite=list", selector: "os==linux, arch in (amd64, arm64)" }))).toEqual([web2.id]);
+    expect(ids(await list({ labels: "suite=list", selector: "arch=amd64,os=linux" }))).toEqual([db1.id]);
+    expect(ids(await list({ labels: "suite=list", selector: "" }))).toEqual([targeted.id]);
+  });
+
+  it("filters by target agent", async () => {
+    const page = await list({ agent: "builder-1" });
+    expect(ids(page)).toEqual([targeted.id]);
+    expect(page.items[0]!.agent).toBe("builder-1");
+    expect(ids(await list({ agent: "builder-2" }))).toEqual([]);
+  });
+
+  it("filters by state", async () => {
+    const cancelled = await h.request(`/v1/work-orders/${db1.id}/cancel`, { method: "POST", token: h.tokens.ci });
+    expect(cancelled.status).toBe(200);
+    expect(ids(await list({ labels: "suite=list", state: "cancelled" }))).toEqual([db1.id]);
+    expect(ids(await list({ labels: "suite=list", state: "pending" }))).toEqual([targeted.id, web2.id, web1.id]);
+    expect(ids(await list({ labels: "suite=list", state: "running" }))).toEqual([]);
+  });
+
+  it("pages with limit, next and before", async () => {
+    const created: string[] = [];
+    for (let i = 0; i < 5; i++) created.push((await enqueue({ labels: { suite: "paging", n: String(i) } })).id);
+    const newestFirst = [...created].reverse();
+
+    const seen: string[] = [];
+    const pages: number[] = [];
+    let before: string | null = null;
+    for (let guard = 0; guard < 10; guard++) {
+      const page: Page = await list({ labels: "suite=paging", limit: "2", ...(before ? { before } : {}) });
+      pages.push(page.items.length);
+      seen.push(...ids(page));
+      if (page.next === null) break;
+      expect(page.next).toBe(page.items.at(-1)!.id);
+      before = page.next;
+    }
+    expect(pages).toEqual([2, 2, 1]);
+    expect(seen).toEqual(newestFirst);
+  });
+});
+
+describe("bad input", () => {
+  const post = (init: { body?: string; json?: unknown; headers?: Record<string, string> }) =>
+    h.request("/v1/work-orders", { method: "POST", token: h.tokens.ci, ...init });
+
+  it("malformed JSON is 400 invalid_json", async () => {
+    const error = await expectError(
+      await post({ body: '{"spec": {', headers: { "content-type": "application/json" } }),
+      400,
+      "invalid_json",
+    );
+    expect(error.message).toMatch(/JSON/);
+  });
+
+  it.each([
+    ["text/plain", { "content-type": "text/plain" }],
+    ["form data", { "content-type": "application/x-www-form-urlencoded" }],
+    ["no content type", {}],
+  ])("a body sent as %s is 415", async (_, headers) => {
+    await expectError(await post({ body: JSON.stringify(execOrder()), headers }), 415, "unsupported_media_type");
+  });
+
+  it("the media type is matched in any case", async () => {
+    const response = await post({ body: JSON.stringify(execOrder()), headers: { "content-type": "Application/JSON; charset=utf-8" } });
+    expect(response.status).toBe(201);
+  });
+
+  it.each<[string, unknown, string]>([
+    ["an unknown top-level field", execOrder({ bogus: 1 }), "bogus"],
+    ["an unknown field inside spec", { spec: { command: ["true"], bogus: 1 } }, "spec.bogus"],
+    ["a string priority", execOrder({ priority: "high" }), "priority"],
+    ["a fractional priority", execOrder({ priority: 1.5 }), "priority"],
+    ["a priority over 1000", execOrder({ priority: 5000 }), "priority"],
+    ["a priority under -1000", execOrder({ priority: -5000 }), "priority"],
+    ["maxAttempts 0", execOrder({ maxAttempts: 0 }), "maxAttempts"],
+    ["maxAttempts 101", execOrder({ maxAttempts: 101 }), "maxAttempts"],
+    ["timeoutSeconds 0", execOrder({ timeoutSeconds: 0 }), "timeoutSeconds"],
+    ["an unknown adapter", execOrder({ adapter: "docker" }), "adapter"],
+    ["a spec without command or script", { spec: {} }, "spec.command"],
+    ["a spec with both command and script", { spec: { command: ["true"], script: "true" } }, "spec.command"],
+    ["a string command", { spec: { command: "echo hi" } }, "spec.command"],
+    ["an empty command", { spec: { command: [] } }, "spec.command"],
+    ["shell without script", { spec: { command: ["true"], shell: "bash" } }, "spec.shell"],
+    ["a bad environment variable name", { spec: { command: ["true"], env: { "1BAD": "x" } } }, "spec.env.1BAD"],
+    ["a bad target agent name", execOrder({ agent: "-nope" }), "agent"],
+    ["a non-string label value", execOrder({ labels: { team: 7 } }), "labels.team"],
+    ["an empty idempotencyKey", execOrder({ idempotencyKey: "" }), "idempotencyKey"],
+    ["a non-string selector", execOrder({ selector: ["os=linux"] }), "selector"],
+  ])("%s is 400 naming the field", async (_, json, field) => {
+    const error = await expectError(await post({ json }), 400, "invalid_request", field);
+    expect(error.message.startsWith(`${field}: `)).toBe(true);
+  });
+
+  it("a work order without a spec is 400 naming spec", async () => {
+    await expectError(await post({ json: {} }), 400, "invalid_request", "spec");
+  });
+
+  it.each([["[]"], ["null"], ['"text"'], ["42"]])("a body that is not an object (%s) is 400", async (body) => {
+    await expectError(await post({ body, headers: { "content-type": "application/json" } }), 400, "invalid_request");
+  });
+
+  it("a bad selector is 400 naming the field and the position", async () => {
+    const error = await expectError(await post({ json: execOrder({ selector: "os in (linux" }) }), 400, "invalid_request", "selector");
+    expect(error.message).toContain("position");
+    const other = await expectError(await post({ json: execOrder({ selector: "os=linux,,arch" }) }), 400, "invalid_request", "selector");
+    expect(other.message).toContain("position");
+  });
+
+  it("a body over 1 MiB is 413", async () => {
+    const huge = JSON.stringify(execOrder({ metadata: { blob: "x".repeat(MAX_BODY_BYTES) } }));
+    const error = await expectError(await post({ body: huge, headers: { "content-type": "application/json" } }), 413, "payload_too_large");
+    expect(error.message).toContain(String(MAX_BODY_BYTES));
+  });
+
+  it("a body over 1 MiB is 413 when its Content-Length says so too", async () => {
+    const huge = JSON.stringify(execOrder({ metadata: { blob: "x".repeat(MAX_BODY_BYTES) } }));
+    const headers = { "content-type": "application/json", "content-length": String(Buffer.byteLength(huge)) };
+    await expectError(await post({ body: huge, headers }), 413, "payload_too_large");
+  });
+
+  it("a body of exactly the limit is read", async () => {
+    const base = JSON.stringify(execOrder({ metadata: { blob: "" } }));
+    const body = JSON.stringify(execOrder({ metadata: { blob: "x".repeat(MAX_BODY_BYTES - base.length) } }));
+    expect(Buffer.byteLength(body)).toBe(MAX_BODY_BYTES);
+    const response = await post({ body, headers: { "content-type": "application/json" } });
+    expect(response.status).toBe(201);
+  });
+
+  it("a bad id in the path is 400 naming it; an unknown id is 404", async () => {
+    await expectError(await h.request("/v1/work-orders/abc"), 400, "invalid_request", "id");
+    await expectError(await h.request("/v1/work-orders/0"), 400, "invalid_request", "id");
+    await expectError(await h.request("/v1/work-orders/-1"), 400, "invalid_request", "id");
+    await expectError(await h.request("/v1/work-orders/12345678901234567890"), 400, "invalid_request", "id");
+    // 19 digits but above the largest bigint: refused here, not by the database (was a 500).
+    await expectError(await h.request("/v1/work-orders/9223372036854775808"), 400, "invalid_request", "id");
+    await expectError(await h.request("/v1/jobs/9999999999999999999/log"), 400, "invalid_request", "id");
+    await expectError(await h.request("/v1/tokens/9999999999999999999", { method: "DELETE" }), 400, "invalid_request", "id");
+    await expectError(await h.request("/v1/work-orders/9223372036854775807"), 404, "not_found");
+    await expectError(await h.request("/v1/work-orders/abc/cancel", { method: "POST" }), 400, "invalid_request", "id");
+    await expectError(await h.request("/v1/work-orders/abc/log"), 400, "invalid_request", "id");
+    await expectError(await h.request("/v1/jobs/abc"), 400, "invalid_request", "id");
+    await expectError(await h.request("/v1/work-orders/999999999"), 404, "not_found");
+    await expectError(await h.request("/v1/work-orders/999999999/log"), 404, "not_found");
+    await expectError(await h.request("/v1/jobs/999999999"), 404, "not_found");
+    await expectError(await h.request("/v1/jobs/999999999/log"), 404, "not_found");
+  });
+
+  it.each([
+    ["state=bogus", "state"],
+    ["limit=0", "limit"],
+    ["limit=501", "limit"],
+    ["limit=ten", "limit"],
+    ["before=abc", "before"],
+    ["before=9999999999999999999", "before"],
+    ["agent=-x", "agent"],
+    ["selector=os%20in%20(linux", "selector"],
+    ["labels=a%3D%3D%3D", "labels"],
+    ["bogus=1", "bogus"],
+  ])("a bad work order query (%s) is 400 naming the field", async (query, field) => {
+    await expectError(await h.request(`/v1/work-orders?${query}`), 400, "invalid_request", field);
+  });
+
+  it.each([
+    ["state=pending", "state"],
+    ["workOrder=x", "workOrder"],
+    ["limit=0", "limit"],
+  ])("a bad job query (%s) is 400 naming the field", async (query, field) => {
+    await expectError(await h.request(`/v1/jobs?${query}`), 400, "invalid_request", field);
+  });
+
+  it.each([
+    ["offset=-1", "offset"],
+    ["follow=yes", "follow"],
+    ["tail=1", "tail"],
+  ])("a bad log query (%s) is 400 naming the field", async (query, field) => {
+    const { id } = await enqueue();
+    await expectError(await h.request(`/v1/work-orders/${id}/log?${query}`), 400, "invalid_request", field);
+  });
+
+  it("an unknown route is a JSON 404", async () => {
+    await expectError(await h.request("/v1/work-orders/1/retry", { method: "POST" }), 404, "not_found");
+    await expectError(await h.request("/v2/work-orders"), 404, "not_found");
+  });
+
+  it("after all of that, the coordinator still serves a valid request", async () => {
+    const created = await enqueue({ labels: { suite: "after-bad-input" } });
+    expect(created.state).toBe("pending");
+    expect((await list({ labels: "suite=after-bad-input" })).items.map((w) => w.id)).toEqual([created.id]);
+    expect((await h.request("/healthz", { token: null })).status).toBe(200);
+  });
+});
+
+describe("cancel", () => {
+  it("cancels a pending work order: 200, state cancelled, event recorded; again is 409", async () => {
+    const { id } = await enqueue();
+    const response = await h.request(`/v1/work-orders/${id}/cancel`, { method: "POST", token: h.tokens.ci });
+    expect(response.status).toBe(200);
+    const view = (await response.json()) as WorkOrderView;
+    expect(view).toMatchObject({ id, state: "cancelled" });
+
+    const { state, events } = (await (await h.request(`/v1/work-orders/${id}`)).json()) as Detail;
+    expect(state).toBe("cancelled");
+    expect(events.map((e) => [e.from, e.to, e.reason])).toEqual([
+      [null, "pending", null],
+      ["pending", "cancelled", "cancelled by request"],
+    ]);
+
+    const again = await h.request(`/v1/work-orders/${id}/cancel`, { method: "POST", token: h.tokens.ci });
+    const error = await expectError(again, 409, "conflict");
+    expect(error.message).toContain("cancelled");
+  });
+
+  it("records the reason given in a JSON body", async () => {
+    const { id } = await enqueue();
+    const response = await h.request(`/v1/work-orders/${id}/cancel`, { token: h.tokens.ci, json: { reason: "superseded by #43" } });
+    expect(response.status).toBe(200);
+    const { events } = (await (await h.request(`/v1/work-orders/${id}`)).json()) as Detail;
+    expect(events.at(-1)).toMatchObject({ from: "pending", to: "cancelled", reason: "superseded by #43" });
+  });
+
+  it("accepts an empty JSON object as the body", async () => {
+    const { id } = await enqueue();
+    const response = await h.request(`/v1/work-orders/${id}/cancel`, { token: h.tokens.ci, json: {} });
+    expect(response.status).toBe(200);
+  });
+
+  it("refuses a bad cancel body and leaves the work order pending", async () => {
+    const { id } = await enqueue();
+    const path = `/v1/work-orders/${id}/cancel`;
+    await expectError(await h.request(path, { json: { reason: "" } }), 400, "invalid_request", "reason");
+    await expectError(await h.request(path, { json: { reason: 5 } }), 400, "invalid_request", "reason");
+    await expectError(await h.request(path, { json: { why: "x" } }), 400, "invalid_request", "why");
+    await expectError(
+      await h.request(path, { body: "{", headers: { "content-type": "application/json" } }),
+      400,
+      "invalid_json",
+    );
+    await expectError(await h.request(path, { body: "reason", headers: { "content-type": "text/plain" } }), 415, "unsupported_media_type");
+    const { state } = (await (await h.request(`/v1/work-orders/${id}`)).json()) as Detail;
+    expect(state).toBe("pending");
+  });
+
+  it("cancelling an unknown work order is 404", async () => {
+    await expectError(await h.request("/v1/work-orders/999999999/cancel", { method: "POST" }), 404, "not_found");
+  });
+});
