@@ -1,24 +1,12 @@
 // The HTTP API's door: bearer tokens, roles, the token routes, health and the agent list.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { AgentView, TokenView } from "../../protocol/api.ts";
 import { tokenCreate, TokenVerifier } from "../../coordinator/auth/tokens.ts";
 import { createApp } from "../../coordinator/http/app.ts";
 import { agentConnect } from "../../coordinator/sql/agent-session.ts";
-import { execOrder, expectError, type Harness, send, startHarness } from "./harness.ts";
+import { execOrder, expectError, send, useHarness } from "./harness.ts";
 
-let h: Harness;
-
-beforeAll(async () => {
-  h = await startHarness();
-});
-
-afterAll(async () => {
-  await h?.close();
-});
-
-afterEach(() => {
-  expect(h.unexpected.splice(0)).toEqual([]);
-});
+const h = useHarness();
 
 /** Asserts a 401 whose body does not echo what was presented. */
 async function expectUnauthenticated(response: Response, presented?: string): Promise<void> {

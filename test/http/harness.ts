@@ -1,6 +1,6 @@
 // An in-process coordinator HTTP API for the tests: a fresh in-memory PGlite, a bus, a token
 // for each role, and a small request helper over `app.request` (no network).
-import { expect } from "vitest";
+import { afterAll, afterEach, beforeAll, expect } from "vitest";
 import type { Role } from "../../protocol/api.ts";
 import { tokenCreate, TokenVerifier } from "../../coordinator/auth/tokens.ts";
 import { Bus } from "../../coordinator/bus.ts";
@@ -26,6 +26,18 @@ export type Harness = {
   request(path: string, options?: RequestOptions): Promise<Response>;
   close(): Promise<void>;
 };
+
+/**
+ * A harness for the whole file: started before its tests, closed after them, and after each test
+ * the check that the app hid no error behind a 500.
+ */
+export function useHarness(): Harness {
+  const h = {} as Harness;
+  beforeAll(async () => void Object.assign(h, await startHarness()));
+  afterAll(async () => h.close?.());
+  afterEach(() => expect(h.unexpected.splice(0)).toEqual([]));
+  return h;
+}
 
 export async function startHarness(): Promise<Harness> {
   const db = await openDatabase({ kind: "pglite", dataDir: ":memory:" });

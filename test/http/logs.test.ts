@@ -1,26 +1,14 @@
 // Logs over HTTP: plain text from an offset, and followed as server-sent events until the job ends.
 // Jobs are set up directly through the SQL modules an agent session uses.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { JobView, LogEvent, WorkOrderView } from "../../protocol/api.ts";
 import type { JobMessage } from "../../protocol/messages.ts";
 import { agentConnect } from "../../coordinator/sql/agent-session.ts";
 import { jobApply } from "../../coordinator/sql/job-apply.ts";
 import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { EventReader, execOrder, expectError, type Harness, parseEvents, startHarness } from "./harness.ts";
+import { EventReader, execOrder, expectError, parseEvents, useHarness } from "./harness.ts";
 
-let h: Harness;
-
-beforeAll(async () => {
-  h = await startHarness();
-});
-
-afterAll(async () => {
-  await h?.close();
-});
-
-afterEach(() => {
-  expect(h.unexpected.splice(0)).toEqual([]);
-});
+const h = useHarness();
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 

@@ -1,22 +1,10 @@
 // Work orders over HTTP: enqueue, read, list, cancel, and every way a request can be wrong.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { WorkOrderEventView, WorkOrderView } from "../../protocol/api.ts";
 import { MAX_BODY_BYTES } from "../../protocol/limits.ts";
-import { execOrder, expectError, type Harness, startHarness } from "./harness.ts";
+import { execOrder, expectError, useHarness } from "./harness.ts";
 
-let h: Harness;
-
-beforeAll(async () => {
-  h = await startHarness();
-});
-
-afterAll(async () => {
-  await h?.close();
-});
-
-afterEach(() => {
-  expect(h.unexpected.splice(0)).toEqual([]);
-});
+const h = useHarness();
 
 type Detail = WorkOrderView & { events: WorkOrderEventView[] };
 type Page = { items: WorkOrderView[]; next: string | null };
