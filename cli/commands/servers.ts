@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { arch, availableParallelism, hostname, platform } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import { Agent } from "../../agent/agent.ts";
+import { Agent, AgentFailed } from "../../agent/agent.ts";
 import { tokenCreate, tokenList, tokenRevokeNamed, TokenVerifier } from "../../coordinator/auth/tokens.ts";
 import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
 import type { DatabaseConfig } from "../../coordinator/db/database.ts";
@@ -104,7 +104,12 @@ function agentOptions(flags: Flags, log: Logger, url: string, token: string) {
 async function runAgent(agent: Agent, drainSeconds: number): Promise<void> {
   agent.start();
   const signal = signalled(() => void agent.stop(0));
-  await Promise.race([agent.stopped, signal.then(() => agent.stop(drainSeconds * 1000))]);
+  try {
+    await Promise.race([agent.stopped, signal.then(() => agent.stop(drainSeconds * 1000))]);
+  } catch (error) {
+    if (error instanceof AgentFailed) throw new CliError(`agent stopped: ${error.message}`);
+    throw error;
+  }
 }
 
 export async function agent(flags: Flags): Promise<number> {

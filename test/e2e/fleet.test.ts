@@ -112,6 +112,13 @@ forEachDatabase("a fleet of real processes", (kind) => {
     expect((await fleet.ci.get(id)).state).toBe("cancelled");
   });
 
+  test("an agent with a bad token stops at once, saying why, with exit 1", async () => {
+    const agent = jobfleet(["agent", "--url", fleet.url, "--token", fleet.ci.token, "--name", "impostor"]);
+    const exit = await agent.exited;
+    expect(exit.code).toBe(1);
+    expect(exit.stderr).toMatch(/jobfleet: agent stopped: the coordinator refused the token/);
+  });
+
   test("a draining agent finishes its running job before it exits", async () => {
     const agent = await fleet.startAgent("drainer", ["--labels", "pool=drain"]);
     const order = await fleet.ci.enqueue({ ...sh("echo started; sleep 1; echo done"), selector: "pool=drain" });
