@@ -123,15 +123,16 @@ export class Agent {
     else this.claim(this.options.capacity - this.runners.size);
   }
 
-  /** The coordinator thinks we hold a job we do not (we restarted): say it failed, not silently. */
+  /** The coordinator thinks we hold a job we do not (we restarted): it is lost, and retried by its policy. */
   private disown(jobId: string, seq: number): void {
     this.outbox.open(jobId, seq);
     this.outbox.push({
       type: "job.finished",
       jobId,
-      outcome: "failed",
+      outcome: "lost",
       exitCode: null,
       error: "the agent no longer holds this job (it restarted, or never received it)",
+      infrastructure: false,
     });
   }
 

@@ -8,7 +8,7 @@ import type { Outcome } from "../protocol/states.ts";
 import { LogBatcher } from "./log-batcher.ts";
 import type { JobMessageBody } from "./outbox.ts";
 
-export type Ending = { outcome: Outcome; exitCode: number | null; error?: string };
+export type Ending = { outcome: Outcome; exitCode: number | null; error?: string; infrastructure: boolean };
 
 export class JobRunner {
   readonly done: Promise<Ending>;
@@ -38,7 +38,7 @@ export class JobRunner {
     const { jobId } = this.job;
     const logs = new LogBatcher((data) => this.report({ type: "job.log", jobId, data }));
     const ending = await this.attempt(logs).catch(
-      (error): Ending => ({ outcome: "failed", exitCode: null, error: infrastructureError(error) }),
+      (error): Ending => ({ outcome: "failed", exitCode: null, error: infrastructureError(error), infrastructure: true }),
     );
     logs.flush();
     this.report({ type: "job.finished", jobId, ...ending });
@@ -49,8 +49,10 @@ export class JobRunner {
     const { jobId, workOrderId, attempt, timeoutSeconds } = this.job;
     const adapter = adapterFor(this.job.adapter);
     const spec = adapter.spec.safeParse(this.job.spec);
-    if (!spec.success) return { outcome: "failed", exitCode: null, error: `invalid spec: ${describeIssues(spec.error).message}` };
-    if (this.stopReason) return { outcome: this.stopReason, exitCode: null };
+    if (!spec.success) {
+      return { outcome: "failed", exitCode: null, error: `invalid spec: ${describeIssues(spec.error).message}`, infrastructure: false };
+    }
+    if (this.stopReason) return { outcome: this.stopReason, exitCode: null, infrastructure: false };
     this.run = await adapter.start({
       jobId,
       workOrderId,
@@ -71,8 +73,9 @@ export class JobRunner {
 
   private ending(result: RunResult): Ending {
     const { exitCode, error } = result;
-    if (result.outcome === "cancelled" && this.stopReason) return { outcome: this.stopReason, exitCode, error };
-    return { outcome: result.outcome, exitCode, ...(error ? { error } : {}) };
+    const ending = { exitCode, infrastructure: false, ...(error ? { error } : {}) };
+    if (result.outcome === "cancelled" && this.stopReason) return { ...ending, outcome: this.stopReason };
+    return { ...ending, outcome: result.outcome };
   }
 }
 

@@ -3,6 +3,7 @@ import { z } from "zod";
 import { adapterNames, adapterSpecs } from "./adapter-specs.ts";
 import { agentName, id, labels, selector } from "./fields.ts";
 import { agentModes } from "./messages.ts";
+import { DEFAULT_RETRY_ON, MAX_RETRY_DELAY_SECONDS, retryableEndings, type RetryableEnding } from "./retry.ts";
 import { jobStates, workOrderStates } from "./states.ts";
 
 export const roles = ["admin", "ci", "agent"] as const;
@@ -19,6 +20,12 @@ export const workOrderCreate = z
     priority: z.int().min(-1000).max(1000).default(0),
     timeoutSeconds: z.int().min(1).max(7 * 24 * 3600).optional(),
     maxAttempts: z.int().min(1).max(100).default(1),
+    /** Which endings of a job start another attempt while attempts are left. */
+    retryOn: z.array(z.enum(retryableEndings)).max(retryableEndings.length).default(DEFAULT_RETRY_ON),
+    /** The first retry waits about this long; each further one twice as long (with jitter). */
+    retryBackoffSeconds: z.int().min(0).max(MAX_RETRY_DELAY_SECONDS).default(10),
+    /** How long the work order may wait to be claimed before it ends `timed_out`. */
+    queueTimeoutSeconds: z.int().min(1).max(30 * 24 * 3600).optional(),
     idempotencyKey: z.string().min(1).max(256).optional(),
     metadata: z.record(z.string().max(256), z.json()).default({}),
   })
@@ -72,6 +79,8 @@ export type JobView = {
   state: (typeof jobStates)[number];
   exitCode: number | null;
   error: string | null;
+  /** The job failed through no fault of its own (the agent or adapter could not run it). */
+  infrastructure: boolean;
   status: string | null;
   externalId: string | null;
   externalUrl: string | null;
@@ -93,6 +102,11 @@ export type WorkOrderView = {
   timeoutSeconds: number | null;
   maxAttempts: number;
   attempts: number;
+  retryOn: RetryableEnding[];
+  retryBackoffSeconds: number;
+  queueTimeoutSeconds: number | null;
+  /** When a pending work order becomes claimable (later than now while it waits to be retried). */
+  runAfter: string;
   idempotencyKey: string | null;
   metadata: Record<string, unknown>;
   createdAt: string;
@@ -125,6 +139,7 @@ export type TokenView = { id: string; name: string; role: Role; createdAt: strin
 export type LogEvent =
   | { type: "job"; jobId: string; attempt: number }
   | { type: "log"; jobId: string; offset: number; data: string }
-  | { type: "end"; state: (typeof workOrderStates)[number]; exitCode: number | null };
+  /** `state` is the work order's, or the job's when one job's log is followed. */
+  | { type: "end"; state: (typeof workOrderStates)[number] | (typeof jobStates)[number]; exitCode: number | null };
 
 export type ApiError = { error: { code: string; message: string; field?: string } };

@@ -50,6 +50,8 @@ export const jobFinished = z.strictObject({
   outcome: z.enum(outcomes),
   exitCode: z.int().nullable().default(null),
   error: z.string().max(4096).optional(),
+  /** The agent or adapter could not run the job (not the job's own failure); retried by default. */
+  infrastructure: z.boolean().optional(),
 });
 
 export const agentMessage = z.discriminatedUnion("type", [

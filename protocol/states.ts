@@ -1,63 +1,80 @@
 // The one state machine of work orders and jobs. No other place decides a transition: the
-// coordinator's SQL asks `sourcesOf(to)` for the states an update may start from.
+// coordinator's SQL asks a machine's `sourcesOf(to)` for the states an update may start from.
 
 /**
- * - pending: enqueued, waiting for an agent whose labels match its selector.
+ * Work orders:
+ * - pending: enqueued (or waiting to be retried), for an agent whose labels match its selector.
  * - claimed: a job was created for it and assigned to an agent, which has not started it yet.
  * - running: the agent's adapter started the run.
- * - succeeded / failed / cancelled / timed_out: ended; a work order's final state is its last job's.
+ * - succeeded / failed / cancelled / timed_out: ended; the final state is that of its last job.
+ * A claimed or running work order goes back to pending when its job ended in a way its retry
+ * policy retries; a pending one may time out in the queue.
  */
-export const workOrderStates = [
-  "pending",
-  "claimed",
-  "running",
-  "succeeded",
-  "failed",
-  "cancelled",
-  "timed_out",
-] as const;
+export const workOrderStates = ["pending", "claimed", "running", "succeeded", "failed", "cancelled", "timed_out"] as const;
 export type WorkOrderState = (typeof workOrderStates)[number];
 
-/** A job is one attempt on one agent, so it is never pending. */
-export const jobStates = ["claimed", "running", "succeeded", "failed", "cancelled", "timed_out"] as const;
+/** How a work order ends. */
+export const endings = ["succeeded", "failed", "cancelled", "timed_out"] as const;
+export type Ending = (typeof endings)[number];
+
+/** Jobs: one attempt on one agent. A job is `lost` when its agent went away and did not come back in time. */
+export const jobStates = ["claimed", "running", "succeeded", "failed", "cancelled", "timed_out", "lost"] as const;
 export type JobState = (typeof jobStates)[number];
 
-export const outcomes = ["succeeded", "failed", "cancelled", "timed_out"] as const;
+/** How a job ends. */
+export const outcomes = ["succeeded", "failed", "cancelled", "timed_out", "lost"] as const;
 export type Outcome = (typeof outcomes)[number];
-
-const transitions: Record<WorkOrderState, readonly WorkOrderState[]> = {
-  pending: ["claimed", "cancelled"],
-  claimed: ["running", ...outcomes],
-  running: outcomes,
-  succeeded: [],
-  failed: [],
-  cancelled: [],
-  timed_out: [],
-};
-
-export function isTerminal(state: WorkOrderState): state is Outcome {
-  return transitions[state].length === 0;
-}
-
-export function canTransition(from: WorkOrderState, to: WorkOrderState): boolean {
-  return transitions[from].includes(to);
-}
-
-/** The states from which `to` may be reached. */
-export function sourcesOf(to: WorkOrderState): WorkOrderState[] {
-  return workOrderStates.filter((from) => canTransition(from, to));
-}
 
 export class IllegalTransition extends Error {
   constructor(
-    readonly from: WorkOrderState,
-    readonly to: WorkOrderState,
+    readonly from: string,
+    readonly to: string,
   ) {
     super(`illegal transition ${from} -> ${to}`);
     this.name = "IllegalTransition";
   }
 }
 
-export function assertTransition(from: WorkOrderState, to: WorkOrderState): void {
-  if (!canTransition(from, to)) throw new IllegalTransition(from, to);
+export class Machine<S extends string> {
+  constructor(
+    readonly states: readonly S[],
+    private readonly transitions: Record<S, readonly S[]>,
+  ) {}
+
+  can(from: S, to: S): boolean {
+    return this.transitions[from].includes(to);
+  }
+
+  isTerminal(state: S): boolean {
+    return this.transitions[state].length === 0;
+  }
+
+  /** The states from which `to` may be reached. */
+  sourcesOf(to: S): S[] {
+    return this.states.filter((from) => this.can(from, to));
+  }
+
+  assert(from: S, to: S): void {
+    if (!this.can(from, to)) throw new IllegalTransition(from, to);
+  }
 }
+
+export const workOrderMachine = new Machine<WorkOrderState>(workOrderStates, {
+  pending: ["claimed", "cancelled", "timed_out"],
+  claimed: ["running", "pending", ...endings],
+  running: ["pending", ...endings],
+  succeeded: [],
+  failed: [],
+  cancelled: [],
+  timed_out: [],
+});
+
+export const jobMachine = new Machine<JobState>(jobStates, {
+  claimed: ["running", ...outcomes],
+  running: outcomes,
+  succeeded: [],
+  failed: [],
+  cancelled: [],
+  timed_out: [],
+  lost: [],
+});

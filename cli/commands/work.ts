@@ -2,7 +2,7 @@
 // it, and (run) follow its log live and exit as the job did.
 import type { ParseArgsConfig } from "node:util";
 import type { LogEvent, WorkOrderView } from "../../protocol/api.ts";
-import type { WorkOrderState } from "../../protocol/states.ts";
+import type { JobState, WorkOrderState } from "../../protocol/states.ts";
 import { Client } from "../client.ts";
 import { CliError } from "../errors.ts";
 import { endpoint, type Flags } from "../settings.ts";
@@ -98,9 +98,10 @@ export async function enqueue(flags: Flags, command: string[]): Promise<number> 
   return 0;
 }
 
-export function exitCodeOf(state: WorkOrderState, exitCode: number | null): number {
+export function exitCodeOf(state: WorkOrderState | JobState, exitCode: number | null): number {
   if (state === "succeeded") return 0;
   if (state === "failed") return exitCode ?? RUN_EXIT.failed;
+  if (state === "lost") return RUN_EXIT.failed;
   if (state === "timed_out" || state === "cancelled") return RUN_EXIT[state];
   throw new CliError(`the work order is still ${state}`);
 }

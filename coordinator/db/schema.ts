@@ -2,6 +2,7 @@
 // (`npm run db:generate`) and applied at start.
 import { sql } from "drizzle-orm";
 import {
+  boolean,
   check,
   customType,
   index,
@@ -16,6 +17,7 @@ import {
 } from "drizzle-orm/pg-core";
 import { agentModes } from "../../protocol/messages.ts";
 import { roles } from "../../protocol/api.ts";
+import type { RetryableEnding } from "../../protocol/retry.ts";
 import type { Labels, Selector } from "../../protocol/selector.ts";
 import { jobStates, workOrderStates } from "../../protocol/states.ts";
 
@@ -51,6 +53,8 @@ export const agents = pgTable("agents", {
   version: text("version").notNull(),
   /** The coordinator session holding the agent's socket; null while it is disconnected. */
   sessionId: text("session_id"),
+  /** Renewed while the agent is connected; once it passes, the agent's open jobs are lost. */
+  leaseExpiresAt: at("lease_expires_at"),
   lastSeenAt: at("last_seen_at").notNull().defaultNow(),
   createdAt: createdAt(),
 });
@@ -70,6 +74,15 @@ export const workOrders = pgTable(
     timeoutSeconds: integer("timeout_seconds"),
     maxAttempts: integer("max_attempts").notNull().default(1),
     attempts: integer("attempts").notNull().default(0),
+    retryOn: text("retry_on")
+      .array()
+      .$type<RetryableEnding[]>()
+      .notNull()
+      .default(sql`'{lost,infrastructure}'`),
+    retryBackoffSeconds: integer("retry_backoff_seconds").notNull().default(10),
+    queueTimeoutSeconds: integer("queue_timeout_seconds"),
+    /** A pending work order is claimable from this time on (later than now while it waits to be retried). */
+    runAfter: at("run_after").notNull().defaultNow(),
     idempotencyKey: text("idempotency_key").unique(),
     metadata: jsonb("metadata").$type<Record<string, unknown>>().notNull(),
     latestJobId: bigintText("latest_job_id"),
@@ -99,6 +112,8 @@ export const jobs = pgTable(
     seq: integer("seq").notNull().default(0),
     exitCode: integer("exit_code"),
     error: text("error"),
+    /** The job failed through no fault of its own: the agent or adapter could not run it. */
+    infrastructure: boolean("infrastructure").notNull().default(false),
     status: text("status"),
     externalId: text("external_id"),
     externalUrl: text("external_url"),

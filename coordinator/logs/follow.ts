@@ -2,7 +2,7 @@
 // by the bus whenever the work order changes; reads the state before the chunks, so when it sees a
 // job ended it also sees every chunk the agent sent before saying so.
 import type { LogEvent } from "../../protocol/api.ts";
-import { isTerminal, type WorkOrderState } from "../../protocol/states.ts";
+import { type JobState, jobMachine, type WorkOrderState, workOrderMachine } from "../../protocol/states.ts";
 import type { Bus } from "../bus.ts";
 import type { Queryable } from "../db/database.ts";
 import { logRead } from "../sql/log-read.ts";
@@ -13,11 +13,16 @@ export type FollowTarget =
   /** The log of whichever job of the work order is the latest, across retries. */
   | { workOrderId: string; jobId?: undefined };
 
-type Snapshot = { state: WorkOrderState; jobId: string | null; attempt: number | null; exitCode: number | null };
+type Snapshot = {
+  orderState: WorkOrderState;
+  jobState: JobState | null;
+  jobId: string | null;
+  attempt: number | null;
+  exitCode: number | null;
+};
 
 const SNAPSHOT = `
-SELECT CASE WHEN $2::bigint IS NULL THEN wo.state::text ELSE j.state::text END AS state,
-  j.id::text AS "jobId", j.attempt, j.exit_code AS "exitCode"
+SELECT wo.state AS "orderState", j.state AS "jobState", j.id::text AS "jobId", j.attempt, j.exit_code AS "exitCode"
 FROM work_orders wo LEFT JOIN jobs j ON j.id = coalesce($2::bigint, wo.latest_job_id)
 WHERE wo.id = $1`;
 
@@ -90,8 +95,9 @@ export async function* followLog(
           yield event;
         }
       }
-      if (isTerminal(now.state)) {
-        yield { type: "end", state: now.state, exitCode: now.exitCode };
+      const ended = target.jobId ? now.jobState !== null && jobMachine.isTerminal(now.jobState) : workOrderMachine.isTerminal(now.orderState);
+      if (ended) {
+        yield { type: "end", state: target.jobId ? now.jobState! : now.orderState, exitCode: now.exitCode };
         return;
       }
       if (!options.follow) return;

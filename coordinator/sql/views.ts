@@ -1,5 +1,6 @@
 // Rows as the SQL returns them, and their mapping to the API's views.
 import type { JobView, WorkOrderView } from "../../protocol/api.ts";
+import type { RetryableEnding } from "../../protocol/retry.ts";
 import type { Labels, Selector } from "../../protocol/selector.ts";
 import type { JobState, WorkOrderState } from "../../protocol/states.ts";
 
@@ -16,6 +17,10 @@ export type WorkOrderRow = {
   timeout_seconds: number | null;
   max_attempts: number;
   attempts: number;
+  retry_on: RetryableEnding[];
+  retry_backoff_seconds: number;
+  queue_timeout_seconds: number | null;
+  run_after: Date | string;
   idempotency_key: string | null;
   metadata: Record<string, unknown>;
   created_at: Date | string;
@@ -33,14 +38,14 @@ type JobJson = Omit<JobView, "createdAt" | "startedAt" | "finishedAt"> & {
 /** One job (alias `j`, its agent `a`) as a jsonb object in the shape of JobView. */
 export const JOB_JSON = `jsonb_build_object(
   'id', j.id::text, 'workOrderId', j.work_order_id::text, 'attempt', j.attempt, 'agent', a.name,
-  'state', j.state, 'exitCode', j.exit_code, 'error', j.error, 'status', j.status,
+  'state', j.state, 'exitCode', j.exit_code, 'error', j.error, 'infrastructure', j.infrastructure, 'status', j.status,
   'externalId', j.external_id, 'externalUrl', j.external_url, 'logBytes', j.log_bytes,
   'createdAt', j.created_at, 'startedAt', j.started_at, 'finishedAt', j.finished_at)`;
 
 /** Work order columns (alias `wo`) with its latest job, for `WorkOrderRow`. */
 export const WORK_ORDER_COLUMNS = `wo.id, wo.state, wo.adapter, wo.spec, wo.selector, wo.selector_text,
   wo.target_agent, wo.labels, wo.priority, wo.timeout_seconds, wo.max_attempts, wo.attempts,
-  wo.idempotency_key, wo.metadata, wo.created_at, wo.updated_at,
+  wo.retry_on, wo.retry_backoff_seconds, wo.queue_timeout_seconds, wo.run_after, wo.idempotency_key, wo.metadata, wo.created_at, wo.updated_at,
   (SELECT ${JOB_JSON} FROM jobs j JOIN agents a ON a.id = j.agent_id WHERE j.id = wo.latest_job_id) AS latest_job`;
 
 /** drizzle makes the shared postgres-js client return timestamps as text; PGlite returns Dates. */
@@ -71,6 +76,10 @@ export function workOrderView(row: WorkOrderRow): WorkOrderView {
     timeoutSeconds: row.timeout_seconds,
     maxAttempts: row.max_attempts,
     attempts: row.attempts,
+    retryOn: row.retry_on,
+    retryBackoffSeconds: row.retry_backoff_seconds,
+    queueTimeoutSeconds: row.queue_timeout_seconds,
+    runAfter: iso(row.run_after),
     idempotencyKey: row.idempotency_key,
     metadata: row.metadata,
     createdAt: iso(row.created_at),

@@ -1,9 +1,9 @@
 // Cancelling: a pending work order is cancelled at once; a claimed or running one has its job
 // marked, and the agent holding it is asked to stop it (it confirms with `cancelled`).
-import { sourcesOf } from "../../protocol/states.ts";
+import { workOrderMachine } from "../../protocol/states.ts";
 import type { Queryable } from "../db/database.ts";
 
-if (!sourcesOf("cancelled").includes("pending")) throw new Error("cancel assumes pending -> cancelled");
+if (!workOrderMachine.can("pending", "cancelled")) throw new Error("cancel assumes pending -> cancelled");
 
 const CANCEL_PENDING = `
 WITH wo AS (

@@ -3,17 +3,17 @@
 // get the same one), creates a job for each and records the transition.
 import type { Assignment } from "../../protocol/messages.ts";
 import type { Labels } from "../../protocol/selector.ts";
-import { sourcesOf } from "../../protocol/states.ts";
+import { workOrderMachine } from "../../protocol/states.ts";
 import type { Queryable } from "../db/database.ts";
 import { storedSelectorMatches } from "./selector-match.ts";
 
-const [FROM] = sourcesOf("claimed");
-if (FROM !== "pending" || sourcesOf("claimed").length !== 1) throw new Error("claim assumes pending -> claimed");
+const [FROM, ...others] = workOrderMachine.sourcesOf("claimed");
+if (FROM !== "pending" || others.length > 0) throw new Error("claim assumes pending -> claimed");
 
 const CLAIM = `
 WITH picked AS (
   SELECT wo.id FROM work_orders wo
-  WHERE wo.state = '${FROM}'
+  WHERE wo.state = '${FROM}' AND wo.run_after <= now()
     AND (wo.target_agent = $3 OR ($4 AND wo.target_agent IS NULL AND ${storedSelectorMatches("wo.selector", "$2::jsonb")}))
   ORDER BY wo.priority DESC, wo.id
   LIMIT $5

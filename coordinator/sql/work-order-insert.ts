@@ -6,8 +6,8 @@ import { WORK_ORDER_COLUMNS, type WorkOrderRow } from "./views.ts";
 const INSERT = `
 WITH wo AS (
   INSERT INTO work_orders (adapter, spec, selector, selector_text, target_agent, labels, priority,
-    timeout_seconds, max_attempts, idempotency_key, metadata)
-  VALUES ($1, $2::jsonb, $3::jsonb, $4, $5, $6::jsonb, $7, $8, $9, $10, $11::jsonb)
+    timeout_seconds, max_attempts, idempotency_key, metadata, retry_on, retry_backoff_seconds, queue_timeout_seconds)
+  VALUES ($1, $2::jsonb, $3::jsonb, $4, $5, $6::jsonb, $7, $8, $9, $10, $11::jsonb, $12::text[], $13, $14)
   ON CONFLICT (idempotency_key) DO NOTHING
   RETURNING *
 ), event AS (
@@ -33,6 +33,9 @@ export async function workOrderInsert(db: Queryable, order: WorkOrderCreate): Pr
     order.maxAttempts,
     order.idempotencyKey ?? null,
     JSON.stringify(order.metadata),
+    order.retryOn,
+    order.retryBackoffSeconds,
+    order.queueTimeoutSeconds ?? null,
   ]);
   if (row) return { row, created: true };
   // The key was taken: by a row visible now, even if committed after this statement began.

@@ -205,6 +205,8 @@ describe("workOrderCreate", () => {
       labels: {},
       priority: 0,
       maxAttempts: 1,
+      retryOn: ["lost", "infrastructure"],
+      retryBackoffSeconds: 10,
       metadata: {},
     });
   });
@@ -219,6 +221,9 @@ describe("workOrderCreate", () => {
       priority: -1000,
       timeoutSeconds: 7 * 24 * 3600,
       maxAttempts: 100,
+      retryOn: ["lost", "timed_out", "failed"],
+      retryBackoffSeconds: 0,
+      queueTimeoutSeconds: 60,
       idempotencyKey: x(256),
       metadata: { commit: "abc", pr: 12, tags: ["a"], nested: { ok: true, none: null } },
     };

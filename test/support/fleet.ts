@@ -3,11 +3,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { LogEvent, WorkOrderView } from "../../protocol/api.ts";
-import type { WorkOrderState } from "../../protocol/states.ts";
+import type { JobState, WorkOrderState } from "../../protocol/states.ts";
 import { createPostgresDatabase, dropPostgresDatabase, type Kind } from "./databases.ts";
 import { jobfleet, type JobfleetProcess } from "./processes.ts";
 
-export type Ended = { state: WorkOrderState; exitCode: number | null; log: string; jobs: string[] };
+export type Ended = { state: WorkOrderState | JobState; exitCode: number | null; log: string; jobs: string[] };
 
 export class Api {
   constructor(

@@ -1,0 +1,91 @@
+// A job's ending moves its work order by the retry policy: back to pending (claimable only after
+// its backoff, as a new attempt with its own job) or to its final state.
+import { expect, it } from "vitest";
+import type { Database } from "../../coordinator/db/database.ts";
+import { jobApply } from "../../coordinator/sql/job-apply.ts";
+import { workOrderCancel } from "../../coordinator/sql/work-order-cancel.ts";
+import { type Claimant, workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
+import { workOrderInsert } from "../../coordinator/sql/work-order-insert.ts";
+import type { JobMessage } from "../../protocol/messages.ts";
+import { forEachDatabase } from "../support/databases.ts";
+import { cancelAllPending, connectAgent, eventsOf, order, useDatabase } from "./fixtures.ts";
+
+type End = Extract<JobMessage, { type: "job.finished" }>;
+
+forEachDatabase("retries", (kind) => {
+  const db = useDatabase(kind);
+  let agent: Claimant;
+
+  async function claimed(body: Record<string, unknown>) {
+    agent ??= await connectAgent(db(), "retrier", { pool: "retry" });
+    await cancelAllPending(db());
+    const { row } = await workOrderInsert(db(), order({ selector: "pool=retry", ...body }));
+    const [job] = await workOrderClaim(db(), agent, 1);
+    expect(job?.workOrderId).toBe(row.id);
+    return job!;
+  }
+
+  const finish = (jobId: string, end: Partial<End>): End => ({ type: "job.finished", jobId, seq: 1, outcome: "failed", exitCode: null, ...end });
+
+  async function orderRow(d: Database, id: string) {
+    const [row] = await d.query<{ state: string; attempts: number; due: boolean; wait: number }>(
+      `SELECT state, attempts, run_after <= now() AS due, extract(epoch FROM run_after - now())::float AS wait
+       FROM work_orders WHERE id = $1`,
+      [id],
+    );
+    return row!;
+  }
+
+  it("a lost job sends its work order back to pending, claimable after the backoff", async () => {
+    const job = await claimed({ maxAttempts: 3, retryBackoffSeconds: 60 });
+    expect(await jobApply(db(), agent.agentId, finish(job.jobId, { outcome: "lost" }))).toMatchObject({ kind: "applied" });
+    const row = await orderRow(db(), job.workOrderId);
+    expect(row).toMatchObject({ state: "pending", attempts: 1, due: false });
+    expect(row.wait).toBeGreaterThan(25);
+    expect(row.wait).toBeLessThanOrEqual(60);
+    expect(await workOrderClaim(db(), agent, 10)).toEqual([]);
+    expect((await eventsOf(db(), job.workOrderId)).at(-1)).toMatchObject({
+      from_state: "claimed",
+      to_state: "pending",
+      job_id: job.jobId,
+      reason: "retry after lost (attempt 1 of 3)",
+    });
+  });
+
+  it("once due, the retry is claimed as attempt 2 with a job of its own", async () => {
+    const job = await claimed({ maxAttempts: 2, retryBackoffSeconds: 0 });
+    await jobApply(db(), agent.agentId, finish(job.jobId, { outcome: "failed", infrastructure: true }));
+    expect(await orderRow(db(), job.workOrderId)).toMatchObject({ state: "pending", due: true });
+    const [again] = await workOrderClaim(db(), agent, 1);
+    expect(again).toMatchObject({ workOrderId: job.workOrderId, attempt: 2 });
+    expect(again!.jobId).not.toBe(job.jobId);
+    await jobApply(db(), agent.agentId, finish(again!.jobId, { outcome: "failed", infrastructure: true }));
+    expect(await orderRow(db(), job.workOrderId)).toMatchObject({ state: "failed", attempts: 2 });
+    expect((await eventsOf(db(), job.workOrderId)).at(-1)).toMatchObject({ to_state: "failed", reason: "infrastructure error" });
+  });
+
+  it("the job's own failure ends the work order unless retryOn asks for it", async () => {
+    const plain = await claimed({ maxAttempts: 5, retryBackoffSeconds: 0 });
+    await jobApply(db(), agent.agentId, finish(plain.jobId, { outcome: "failed", exitCode: 1 }));
+    expect(await orderRow(db(), plain.workOrderId)).toMatchObject({ state: "failed" });
+
+    const asked = await claimed({ maxAttempts: 5, retryBackoffSeconds: 0, retryOn: ["failed"] });
+    await jobApply(db(), agent.agentId, finish(asked.jobId, { outcome: "failed", exitCode: 1 }));
+    expect(await orderRow(db(), asked.workOrderId)).toMatchObject({ state: "pending" });
+  });
+
+  it("a lost job whose cancel was requested ends cancelled, not retried", async () => {
+    const job = await claimed({ maxAttempts: 5 });
+    expect(await workOrderCancel(db(), job.workOrderId, "stop")).toMatchObject({ kind: "requested" });
+    await jobApply(db(), agent.agentId, finish(job.jobId, { outcome: "lost" }));
+    expect(await orderRow(db(), job.workOrderId)).toMatchObject({ state: "cancelled" });
+  });
+
+  it("a lost job with no attempts left fails the work order, saying why", async () => {
+    const job = await claimed({ maxAttempts: 1 });
+    await jobApply(db(), agent.agentId, finish(job.jobId, { outcome: "lost" }));
+    expect(await orderRow(db(), job.workOrderId)).toMatchObject({ state: "failed" });
+    expect((await eventsOf(db(), job.workOrderId)).at(-1)).toMatchObject({ reason: "the agent was lost" });
+  });
+});
+
