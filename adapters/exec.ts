@@ -1,4 +1,5 @@
 // Runs a job as a local process, in its own process group so a cancel reaches everything it started.
+import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { access, constants, stat } from "node:fs/promises";
 import { execa, type Result, type Subprocess } from "execa";
@@ -60,13 +61,31 @@ function forwardOutput(child: Subprocess, log: (text: string) => void): void {
 
 type ProcessGroup = { readonly cancelled: boolean; cancel(graceMs: number): Promise<void> };
 
+/**
+ * Kills the job's process group when the agent dies, however it dies (SIGKILL included), so a job
+ * never outlives the agent that answers for it: a shell in a group of its own waits for the end of
+ * a pipe that only the agent holds. It is killed first when the job exits, so it never signals a
+ * group id that may since have been reused.
+ */
+function watchdog(pgid: number): ChildProcess {
+  const dog = spawn("/bin/sh", ["-c", 'read -r _; kill -KILL "-$1" 2>/dev/null', "jobfleet-watchdog", String(pgid)], {
+    detached: true,
+    stdio: ["pipe", "ignore", "ignore"],
+  });
+  dog.unref();
+  (dog.stdin as unknown as { unref(): void }).unref();
+  return dog;
+}
+
 function processGroup(child: Subprocess): ProcessGroup {
   const pid = child.pid;
+  const dog = pid === undefined ? undefined : watchdog(pid);
   let exited = false;
   let cancelled = false;
   let forceKill: NodeJS.Timeout | undefined;
   child.once("exit", () => {
     exited = true;
+    dog?.kill("SIGKILL");
     clearTimeout(forceKill);
     // Whatever the job left running in its group would hold the output pipes open, and the result with them.
     signalGroup(pid, "SIGKILL");

@@ -38,6 +38,9 @@ export class Agent {
   private readonly log: Logger;
   private draining = false;
   private welcomed = false;
+  /** Set while out of touch: when it fires, the coordinator is about to give our jobs away. */
+  private fence?: NodeJS.Timeout;
+  private leaseSeconds?: number;
   private fail!: (error: AgentFailed) => void;
   /** Rejects when the agent cannot go on (bad token, duplicate name); resolves after `stop`. */
   readonly stopped: Promise<void>;
@@ -83,6 +86,7 @@ export class Agent {
       await jobs;
     }
     await within(this.outbox.settled(), 5_000);
+    clearTimeout(this.fence);
     await this.connection.stop();
     this.finish();
   }
@@ -112,15 +116,37 @@ export class Agent {
 
   private welcome(message: Extract<CoordinatorMessage, { type: "welcome" }>): void {
     this.welcomed = true;
+    clearTimeout(this.fence);
+    this.leaseSeconds = message.leaseSeconds;
     this.connection.established(message.heartbeatSeconds);
     for (const { jobId, seq } of message.jobs) {
       if (this.outbox.has(jobId)) this.outbox.ack(jobId, seq);
       else if (!this.runners.has(jobId)) this.disown(jobId, seq);
     }
+    const ours = new Set(message.jobs.map((j) => j.jobId));
+    for (const [jobId, runner] of this.runners) {
+      if (ours.has(jobId)) continue;
+      this.log.warn({ job: jobId }, "the coordinator gave this job up while we were away; stopping it");
+      runner.cancel();
+    }
     this.outbox.resend();
     this.log.info({ agentId: message.agentId, running: this.runners.size }, "connected");
     if (this.draining) this.connection.send({ type: "drain" });
     else this.claim(this.options.capacity - this.runners.size);
+  }
+
+  /**
+   * Out of touch for half the lease, stop every job: past the lease the coordinator declares them
+   * lost and may run them elsewhere, and two runs of one work order must never overlap.
+   */
+  private armFence(leaseSeconds: number): void {
+    clearTimeout(this.fence);
+    this.fence = setTimeout(() => {
+      if (this.welcomed || this.runners.size === 0) return;
+      this.log.warn({ running: this.runners.size }, "out of touch with the coordinator for half the lease; stopping all jobs");
+      for (const runner of this.runners.values()) runner.cancel();
+    }, leaseSeconds * 500);
+    this.fence.unref();
   }
 
   /** The coordinator thinks we hold a job we do not (we restarted): it is lost, and retried by its policy. */
@@ -154,6 +180,7 @@ export class Agent {
   }
 
   private disconnected(code: number, reason: string): void {
+    if (this.welcomed && this.leaseSeconds !== undefined && this.runners.size > 0) this.armFence(this.leaseSeconds);
     this.welcomed = false;
     const fatal = FATAL_CLOSE.get(code);
     if (!fatal) return;

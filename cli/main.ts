@@ -15,6 +15,7 @@ const server = {
   "data-dir": { type: "string" },
   "database-url": { type: "string" },
   "heartbeat-seconds": { type: "string" },
+  "lease-seconds": { type: "string" },
   "log-level": { type: "string" },
 } satisfies Options;
 const agentFlags = {
@@ -41,6 +42,7 @@ const HELP = `jobfleet: a pull-based job runner fleet
 Usage:
   jobfleet start                      coordinator on the embedded database + one local agent
   jobfleet coordinator                run the coordinator        [--listen HOST:PORT] [--data-dir DIR] [--database-url URL]
+                                                                 [--heartbeat-seconds S] [--lease-seconds S]
   jobfleet agent --url URL --token T  run an agent               [--name N] [--labels K=V,...] [--capacity N]
                                                                  [--mode queue|work-order] [--drain-timeout S] [--cancel-grace S]
   jobfleet run [flags] -- CMD ARGS…   enqueue, follow the log, exit as the job did

@@ -8,6 +8,7 @@ import { TokenVerifier } from "./auth/tokens.ts";
 import { Bus } from "./bus.ts";
 import { type Database, type DatabaseConfig, openDatabase } from "./db/database.ts";
 import { Dispatcher } from "./dispatch/dispatcher.ts";
+import { Reaper } from "./reaper.ts";
 import { createApp } from "./http/app.ts";
 import { AGENT_PATH, Hub } from "./ws/hub.ts";
 
@@ -17,6 +18,8 @@ export type CoordinatorOptions = {
   /** 0 picks a free port. */
   port?: number;
   heartbeatSeconds?: number;
+  /** How long a disconnected agent's jobs stay its own (default 30 s); at least twice the heartbeat. */
+  leaseSeconds?: number;
   logger: Logger;
 };
 
@@ -27,6 +30,7 @@ export type Coordinator = {
   /** ws://host:port/v1/agent */
   agentUrl: string;
   hub: Hub;
+  reaper: Reaper;
   stop(): Promise<void>;
 };
 
@@ -38,14 +42,19 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const onError = (error: unknown) => logger.error({ err: error }, "internal error");
   const dispatcher = new Dispatcher(db, bus, onError);
   const heartbeatSeconds = options.heartbeatSeconds ?? 10;
+  const leaseSeconds = options.leaseSeconds ?? 30;
+  if (leaseSeconds < 2 * heartbeatSeconds) throw new RangeError("the lease must be at least twice the heartbeat interval");
   const hub = new Hub({
     db,
     bus,
     verifier,
     dispatcher,
     heartbeatSeconds,
+    leaseSeconds,
     log: (event, fields) => logger.info(fields, event),
   });
+  const reaper = new Reaper(db, bus, { intervalMs: Math.min(1000, leaseSeconds * 100), leaseSeconds, onError });
+  reaper.start();
   const app = createApp({ db, bus, verifier }, onError);
   const server = await listen(app.fetch, options.host ?? "127.0.0.1", options.port ?? 7700);
   hub.attach(server);
@@ -59,11 +68,12 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       const closed = new Promise((resolve) => server.close(resolve));
       server.closeAllConnections();
       await hub.stop();
+      await reaper.stop();
       dispatcher.stop();
       await closed;
       await db.close();
     })());
-  return { db, url: `http://${host}:${port}`, agentUrl: `ws://${host}:${port}${AGENT_PATH}`, hub, stop };
+  return { db, url: `http://${host}:${port}`, agentUrl: `ws://${host}:${port}${AGENT_PATH}`, hub, reaper, stop };
 }
 
 function listen(fetch: (request: Request) => Response | Promise<Response>, hostname: string, port: number) {

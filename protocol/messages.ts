@@ -82,6 +82,8 @@ export const coordinatorMessage = z.discriminatedUnion("type", [
     type: z.literal("welcome"),
     agentId: id,
     heartbeatSeconds: z.number().positive(),
+    /** How long the agent's jobs stay its own once it is out of touch; after that they are lost. */
+    leaseSeconds: z.number().positive(),
     /** The highest sequence number the coordinator holds for each of this agent's open jobs. */
     jobs: z.array(z.strictObject({ jobId: id, seq: z.int().min(0) })),
   }),

@@ -43,12 +43,12 @@ function listen(flags: Flags): { host: string; port: number } {
 async function coordinatorFrom(flags: Flags, log: Logger): Promise<Coordinator> {
   const config = database(flags);
   if (config.kind === "pglite") mkdirSync(config.dataDir, { recursive: true });
-  return startCoordinator({
-    database: config,
-    ...listen(flags),
-    heartbeatSeconds: integer(flags, "heartbeat-seconds", 10, 1, 300),
-    logger: log,
-  });
+  const heartbeatSeconds = integer(flags, "heartbeat-seconds", 10, 1, 300);
+  const leaseSeconds = integer(flags, "lease-seconds", Math.max(30, 2 * heartbeatSeconds), 2, 86_400);
+  if (leaseSeconds < 2 * heartbeatSeconds) {
+    throw CliError.usage(`--lease-seconds (${leaseSeconds}) must be at least twice --heartbeat-seconds (${heartbeatSeconds})`);
+  }
+  return startCoordinator({ database: config, ...listen(flags), heartbeatSeconds, leaseSeconds, logger: log });
 }
 
 /** Resolves on the first SIGINT or SIGTERM; a second one calls `again`. */

@@ -5,27 +5,36 @@ import type { Queryable } from "../db/database.ts";
 
 export type AgentHello = { name: string; labels: Labels; capacity: number; mode: AgentMode; version: string };
 
-export async function agentConnect(db: Queryable, agent: AgentHello, sessionId: string): Promise<string> {
+/** Registers (or updates) the agent and starts its lease; its open jobs are its own again. */
+export async function agentConnect(db: Queryable, agent: AgentHello, sessionId: string, leaseSeconds = 30): Promise<string> {
   const [row] = await db.query<{ id: string }>(
-    `INSERT INTO agents (name, labels, capacity, mode, version, session_id)
-     VALUES ($1, $2::jsonb, $3, $4, $5, $6)
+    `INSERT INTO agents (name, labels, capacity, mode, version, session_id, lease_expires_at)
+     VALUES ($1, $2::jsonb, $3, $4, $5, $6, now() + make_interval(secs => $7))
      ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity,
-       mode = excluded.mode, version = excluded.version, session_id = excluded.session_id, last_seen_at = now()
+       mode = excluded.mode, version = excluded.version, session_id = excluded.session_id, last_seen_at = now(),
+       lease_expires_at = excluded.lease_expires_at
      RETURNING id::text AS id`,
-    [agent.name, JSON.stringify(agent.labels), agent.capacity, agent.mode, agent.version, sessionId],
+    [agent.name, JSON.stringify(agent.labels), agent.capacity, agent.mode, agent.version, sessionId, leaseSeconds],
   );
   return row!.id;
 }
 
-export async function agentDisconnect(db: Queryable, agentId: string, sessionId: string): Promise<void> {
-  await db.query(`UPDATE agents SET session_id = NULL, last_seen_at = now() WHERE id = $1 AND session_id = $2`, [
-    agentId,
-    sessionId,
-  ]);
+/** The agent's socket closed: its lease runs out after the grace unless it reconnects. */
+export async function agentDisconnect(db: Queryable, agentId: string, sessionId: string, leaseSeconds: number): Promise<void> {
+  await db.query(
+    `UPDATE agents SET session_id = NULL, last_seen_at = now(), lease_expires_at = now() + make_interval(secs => $3)
+     WHERE id = $1 AND session_id = $2`,
+    [agentId, sessionId, leaseSeconds],
+  );
 }
 
-export async function agentsSeen(db: Queryable, agentIds: string[]): Promise<void> {
-  await db.query(`UPDATE agents SET last_seen_at = now() WHERE id = ANY($1::bigint[])`, [agentIds]);
+/** Renews the leases of the agents connected here, and records that they were seen. */
+export async function agentsSeen(db: Queryable, agentIds: string[], leaseSeconds: number): Promise<void> {
+  await db.query(
+    `UPDATE agents SET last_seen_at = now(), lease_expires_at = now() + make_interval(secs => $2)
+     WHERE id = ANY($1::bigint[])`,
+    [agentIds, leaseSeconds],
+  );
 }
 
 export type ActiveJob = { jobId: string; seq: number; cancelReason: string | null };

@@ -18,7 +18,6 @@ export class Hub {
   private readonly replica = randomUUID().slice(0, 8);
   private counter = 0;
   private readonly timer: NodeJS.Timeout;
-  private lastFlush = Date.now();
   private readonly unsubscribe: () => void;
 
   constructor(private readonly ctx: Omit<SessionContext, "register">) {
@@ -60,17 +59,15 @@ export class Hub {
     };
   }
 
+  /** Closes silent sockets and renews the leases of every agent still connected here, in one statement. */
   private async tick(): Promise<void> {
-    const now = Date.now();
-    const silentBefore = now - this.ctx.heartbeatSeconds * 3000;
-    const seen: string[] = [];
-    for (const session of this.sessions) {
-      if (session.lastSeen < silentBefore) session.close(CloseCode.silent, "no heartbeat");
-      else if (session.agentId && session.lastSeen >= this.lastFlush) seen.push(session.agentId);
-    }
-    this.lastFlush = now;
-    if (seen.length === 0) return;
-    await agentsSeen(this.ctx.db, seen).catch((error) => this.ctx.log("last-seen not recorded", { error: String(error) }));
+    const silentBefore = Date.now() - this.ctx.heartbeatSeconds * 3000;
+    for (const session of this.sessions) if (session.lastSeen < silentBefore) session.close(CloseCode.silent, "no heartbeat");
+    const connected = [...this.agents.keys()];
+    if (connected.length === 0) return;
+    await agentsSeen(this.ctx.db, connected, this.ctx.leaseSeconds).catch((error) =>
+      this.ctx.log("leases not renewed", { error: String(error) }),
+    );
   }
 
   async stop(): Promise<void> {

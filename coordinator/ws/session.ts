@@ -26,6 +26,8 @@ export type SessionContext = {
   verifier: TokenVerifier;
   dispatcher: Dispatcher;
   heartbeatSeconds: number;
+  /** How long an agent's jobs stay its own after it disconnects (or stops being heard). */
+  leaseSeconds: number;
   /** Called once the agent is known; returns a function that forgets it. */
   register(session: AgentSession): () => void;
   log(event: string, fields: Record<string, unknown>): void;
@@ -143,7 +145,7 @@ export class AgentSession implements Claimer {
       return this.close(CloseCode.unauthenticated, "unauthenticated");
     }
     const { name, labels, capacity, mode, version } = message;
-    const agentId = await agentConnect(this.ctx.db, { name, labels, capacity, mode, version }, this.sessionId);
+    const agentId = await agentConnect(this.ctx.db, { name, labels, capacity, mode, version }, this.sessionId, this.ctx.leaseSeconds);
     this.claimant = { agentId, name, labels, queueMode: mode === "queue" };
     this.unregister = this.ctx.register(this);
     const jobs = await agentActiveJobs(this.ctx.db, agentId);
@@ -151,6 +153,7 @@ export class AgentSession implements Claimer {
       type: "welcome",
       agentId,
       heartbeatSeconds: this.ctx.heartbeatSeconds,
+      leaseSeconds: this.ctx.leaseSeconds,
       jobs: jobs.map(({ jobId, seq }) => ({ jobId, seq })),
     });
     for (const job of jobs) if (job.cancelReason) this.send({ type: "cancel", jobId: job.jobId, reason: job.cancelReason });
@@ -181,7 +184,7 @@ export class AgentSession implements Claimer {
     if (!this.claimant) return;
     this.ctx.dispatcher.remove(this);
     this.unregister?.();
-    void agentDisconnect(this.ctx.db, this.claimant.agentId, this.sessionId).catch((error) =>
+    void agentDisconnect(this.ctx.db, this.claimant.agentId, this.sessionId, this.ctx.leaseSeconds).catch((error) =>
       this.ctx.log("agent disconnect not recorded", { agent: this.claimant.name, error: String(error) }),
     );
     this.ctx.log("agent disconnected", { agent: this.claimant.name, session: this.sessionId });

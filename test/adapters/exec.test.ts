@@ -1,6 +1,9 @@
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { chmod, mkdtemp, readdir, readFile, realpath, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { execAdapter } from "../../adapters/exec.ts";
 import type { Adapter, Run } from "../../adapters/adapter.ts";
@@ -249,3 +252,25 @@ describe("exec adapter", () => {
     expect(run.externalUrl).toBeUndefined();
   });
 });
+
+describe("when the agent dies", () => {
+  it("its jobs die with it, grandchildren included, even when it is SIGKILLed", async () => {
+    const agent = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./fixtures/run-exec.ts", import.meta.url))], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    const [line] = (await once(agent.stdout!.setEncoding("utf8"), "data")) as [string];
+    const sleeper = Number(line.trim());
+    expect(alive(sleeper)).toBe(true);
+    agent.kill("SIGKILL");
+    await vi.waitFor(() => expect(alive(sleeper)).toBe(false), { timeout: 5000, interval: 20 });
+  });
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -44,7 +44,7 @@ const agentMessages = {
 } satisfies Record<AgentMessage["type"], AgentMessage>;
 
 const coordinatorMessages = {
-  welcome: { type: "welcome", agentId: "3", heartbeatSeconds: 15, jobs: [{ jobId: "12", seq: 0 }] },
+  welcome: { type: "welcome", agentId: "3", heartbeatSeconds: 15, leaseSeconds: 30, jobs: [{ jobId: "12", seq: 0 }] },
   assign: {
     type: "assign",
     job: {

@@ -75,6 +75,8 @@ export class Api {
 
 export type Fleet = {
   coordinator: JobfleetProcess;
+  /** SIGKILLs the coordinator and starts it again on the same port and database. */
+  restartCoordinator(): Promise<void>;
   url: string;
   admin: Api;
   ci: Api;
@@ -83,12 +85,18 @@ export type Fleet = {
   stop(): Promise<void>;
 };
 
-export async function startFleet(kind: Kind): Promise<Fleet> {
+export type FleetOptions = { heartbeatSeconds?: number; leaseSeconds?: number };
+
+export async function startFleet(kind: Kind, options: FleetOptions = {}): Promise<Fleet> {
   const dir = mkdtempSync(join(tmpdir(), "jobfleet-e2e-"));
   const pg = kind === "postgres" ? await createPostgresDatabase() : undefined;
-  const coordinator = jobfleet(["coordinator", "--listen", "127.0.0.1:0", "--data-dir", join(dir, "db"), "--heartbeat-seconds", "2"], {
-    DATABASE_URL: pg?.toString(),
-  });
+  const heartbeat = String(options.heartbeatSeconds ?? 2);
+  const lease = String(options.leaseSeconds ?? 30);
+  const launch = (listen: string) =>
+    jobfleet(["coordinator", "--listen", listen, "--data-dir", join(dir, "db"), "--heartbeat-seconds", heartbeat, "--lease-seconds", lease], {
+      DATABASE_URL: pg?.toString(),
+    });
+  let coordinator = launch("127.0.0.1:0");
   const [, url] = (await coordinator.waitFor(/"url":"(http:\/\/[^"]+)"/)) as [string, string];
   const [, adminToken] = (await coordinator.waitFor(/^\s+(jft_\S+)$/m)) as [string, string];
   const admin = new Api(url, adminToken);
@@ -98,7 +106,14 @@ export async function startFleet(kind: Kind): Promise<Fleet> {
   const agentToken = await token("e2e-agents", "agent");
   const agents = new Map<string, JobfleetProcess>();
   return {
-    coordinator,
+    get coordinator() {
+      return coordinator;
+    },
+    async restartCoordinator() {
+      await coordinator.stop("SIGKILL");
+      coordinator = launch(new URL(url).host);
+      await coordinator.waitFor(/"msg":"coordinator listening"/);
+    },
     url,
     admin,
     ci,

@@ -1,0 +1,86 @@
+// The reaper's statements. Each takes a batch of rows no other coordinator holds (SKIP LOCKED),
+// so any number of coordinators may reap at once without doing anything twice.
+import { jobMachine, workOrderMachine } from "../../protocol/states.ts";
+import type { Enqueued } from "../bus.ts";
+import type { Database } from "../db/database.ts";
+import { jobSettle, SETTLING_COLUMNS, type Settling } from "./job-settle.ts";
+
+const BATCH = 100;
+const active = jobMachine
+  .sourcesOf("lost")
+  .map((s) => `'${s}'`)
+  .join(", ");
+if (!workOrderMachine.can("pending", "timed_out")) throw new Error("queue timeouts assume pending -> timed_out");
+
+export type Reaped = { workOrderId: string; jobId: string; agentId: string };
+
+const LOST = `
+SELECT ${SETTLING_COLUMNS}, j.agent_id::text AS agent_id
+FROM jobs j JOIN work_orders wo ON wo.id = j.work_order_id JOIN agents a ON a.id = j.agent_id
+WHERE j.state IN (${active}) AND a.lease_expires_at < now()
+ORDER BY j.id LIMIT ${BATCH}
+FOR UPDATE OF j, wo SKIP LOCKED`;
+
+const OVERDUE = `
+SELECT ${SETTLING_COLUMNS}, j.agent_id::text AS agent_id
+FROM jobs j JOIN work_orders wo ON wo.id = j.work_order_id
+WHERE j.state = 'running' AND wo.timeout_seconds IS NOT NULL
+  AND j.started_at + make_interval(secs => wo.timeout_seconds + $1) <= now()
+ORDER BY j.id LIMIT ${BATCH}
+FOR UPDATE OF j, wo SKIP LOCKED`;
+
+async function settleAll(db: Database, query: string, params: unknown[], outcome: "lost" | "timed_out", error: string) {
+  return db.transaction(async (tx) => {
+    const rows = await tx.query<Settling & { agent_id: string }>(query, params);
+    for (const row of rows) await jobSettle(tx, row, { outcome, exitCode: null, error, infrastructure: false, seq: null });
+    return rows.map((r): Reaped => ({ workOrderId: r.work_order_id, jobId: r.job_id, agentId: r.agent_id }));
+  });
+}
+
+/** Jobs of agents whose lease ran out: lost, and their work orders retried or ended by their policy. */
+export function reapLost(db: Database): Promise<Reaped[]> {
+  return settleAll(db, LOST, [], "lost", "the agent was lost: it was away longer than its lease");
+}
+
+/**
+ * Running jobs past their run timeout by more than `graceSeconds`: the agent should have stopped
+ * them itself, so it is not answering; they end timed_out and the agent is told to cancel.
+ */
+export function reapOverdue(db: Database, graceSeconds: number): Promise<Reaped[]> {
+  return settleAll(db, OVERDUE, [graceSeconds], "timed_out", "run timeout: the agent did not end the job in time");
+}
+
+const QUEUE_TIMEOUT = `
+WITH due AS (
+  SELECT id FROM work_orders
+  WHERE state = 'pending' AND queue_timeout_seconds IS NOT NULL
+    AND greatest(updated_at, run_after) + make_interval(secs => queue_timeout_seconds) <= now()
+  ORDER BY id LIMIT ${BATCH}
+  FOR UPDATE SKIP LOCKED
+), ended AS (
+  UPDATE work_orders wo SET state = 'timed_out', updated_at = now() FROM due WHERE wo.id = due.id RETURNING wo.id
+), event AS (
+  INSERT INTO work_order_events (work_order_id, from_state, to_state, reason)
+  SELECT id, 'pending', 'timed_out', 'queue timeout: no agent claimed it in time' FROM ended
+)
+SELECT id::text AS id FROM ended`;
+
+/** Pending work orders that waited longer than their queue timeout end timed_out. */
+export async function reapQueueTimeouts(db: Database): Promise<string[]> {
+  return (await db.query<{ id: string }>(QUEUE_TIMEOUT)).map((r) => r.id);
+}
+
+const DUE = `
+SELECT id::text AS id, selector, target_agent AS "targetAgent" FROM work_orders
+WHERE state = 'pending' AND run_after > $1::timestamptz AND run_after <= $2::timestamptz`;
+
+/** Pending work orders that became claimable in (since, until]: retries whose backoff is over. */
+export async function dueRetries(db: Database, since: string, until: string): Promise<Enqueued[]> {
+  return db.query<Enqueued>(DUE, [since, until]);
+}
+
+/** The database's clock, as text so that no precision is lost on the way back in. */
+export async function databaseNow(db: Database): Promise<string> {
+  const [row] = await db.query<{ now: string }>(`SELECT now()::text AS now`);
+  return row!.now;
+}

@@ -1,0 +1,61 @@
+// Faults with real processes: an agent killed mid-job, a coordinator killed and restarted.
+import { afterAll, beforeAll, expect, test } from "vitest";
+import { forEachDatabase } from "../support/databases.ts";
+import { type Fleet, startFleet } from "../support/fleet.ts";
+
+const sh = (script: string) => ({ spec: { command: ["sh", "-c", script] } });
+
+/** A fleet for the describe block it is called in. */
+function useFleet(kind: Parameters<typeof startFleet>[0], options: Parameters<typeof startFleet>[1]): () => Fleet {
+  let fleet: Fleet | undefined;
+  beforeAll(async () => void (fleet = await startFleet(kind, options)), 60_000);
+  afterAll(async () => fleet?.stop());
+  return () => fleet!;
+}
+
+forEachDatabase("a lost agent", (kind) => {
+  const current = useFleet(kind, { heartbeatSeconds: 1, leaseSeconds: 3 });
+
+  test("the job of an agent that dies is lost after the lease and retried on another agent", async () => {
+    const fleet = current();
+    const doomed = await fleet.startAgent("doomed", ["--labels", "pool=lossy"]);
+    const order = await fleet.ci.enqueue({
+      ...sh('echo "attempt $JOBFLEET_ATTEMPT"; [ "$JOBFLEET_ATTEMPT" = 2 ] || sleep 600'),
+      selector: "pool=lossy",
+      maxAttempts: 2,
+      retryBackoffSeconds: 0,
+    });
+    await fleet.ci.follow(order.id, /attempt 1/);
+    await doomed.stop("SIGKILL");
+    await fleet.startAgent("rescuer", ["--labels", "pool=lossy"]);
+    const ended = await fleet.ci.follow(order.id);
+    expect(ended).toMatchObject({ state: "succeeded", log: "attempt 1\nattempt 2\n" });
+    const view = await fleet.ci.get(order.id);
+    expect(view).toMatchObject({ attempts: 2, latestJob: { agent: "rescuer", attempt: 2 } });
+    const jobs = (await fleet.ci.call<{ items: { attempt: number; state: string; agent: string }[] }>("GET", `/v1/jobs?workOrder=${order.id}`)).body.items;
+    expect(jobs.map((j) => [j.attempt, j.state, j.agent])).toEqual([
+      [2, "succeeded", "rescuer"],
+      [1, "lost", "doomed"],
+    ]);
+  });
+});
+
+forEachDatabase("a coordinator restart", (kind) => {
+  // The lease outlasts a restart (PGlite takes a few seconds to open), so the agent keeps its job.
+  const current = useFleet(kind, { heartbeatSeconds: 1, leaseSeconds: 20 });
+
+  test("a coordinator killed and restarted loses nothing: the running job goes on and its log is whole", async () => {
+    const fleet = current();
+    await fleet.startAgent("steady", ["--labels", "pool=steady"]);
+    const order = await fleet.ci.enqueue({
+      ...sh("i=0; while [ $i -lt 40 ]; do i=$((i+1)); echo \"line $i\"; sleep 0.1; done"),
+      selector: "pool=steady",
+    });
+    await fleet.ci.follow(order.id, /line 5\n/);
+    await fleet.restartCoordinator();
+    const ended = await fleet.ci.follow(order.id);
+    expect(ended.state).toBe("succeeded");
+    expect(ended.log).toBe(Array.from({ length: 40 }, (_, i) => `line ${i + 1}\n`).join(""));
+    expect((await fleet.ci.get(order.id)).attempts).toBe(1);
+  });
+});

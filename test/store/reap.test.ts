@@ -1,0 +1,87 @@
+// The reaper's statements on both databases: lost agents, queue timeouts, overdue jobs, due retries.
+import { expect, it } from "vitest";
+import { jobApply } from "../../coordinator/sql/job-apply.ts";
+import { dueRetries, reapLost, reapOverdue, reapQueueTimeouts, databaseNow } from "../../coordinator/sql/reap.ts";
+import { type Claimant, workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
+import { workOrderInsert } from "../../coordinator/sql/work-order-insert.ts";
+import { forEachDatabase } from "../support/databases.ts";
+import { cancelAllPending, connectAgent, eventsOf, order, useDatabase } from "./fixtures.ts";
+
+forEachDatabase("the reaper", (kind) => {
+  const db = useDatabase(kind);
+  let serial = 0;
+
+  async function agentWithJob(body: Record<string, unknown> = {}) {
+    const pool = `reap-${++serial}`;
+    const agent: Claimant = await connectAgent(db(), pool, { pool });
+    await cancelAllPending(db());
+    await workOrderInsert(db(), order({ selector: `pool=${pool}`, ...body }));
+    const [job] = await workOrderClaim(db(), agent, 1);
+    return { agent, job: job! };
+  }
+
+  const expireLease = (agentId: string) =>
+    db().query(`UPDATE agents SET lease_expires_at = now() - interval '1 second' WHERE id = $1`, [agentId]);
+
+  const stateOf = async (table: "jobs" | "work_orders", id: string) =>
+    (await db().query<{ state: string }>(`SELECT state FROM ${table} WHERE id = $1`, [id]))[0]!.state;
+
+  it("leaves the jobs of an agent whose lease holds", async () => {
+    const { job } = await agentWithJob();
+    expect((await reapLost(db())).map((r) => r.jobId)).not.toContain(job.jobId);
+    expect(await stateOf("jobs", job.jobId)).toBe("claimed");
+  });
+
+  it("declares the jobs of an agent past its lease lost, and retries their work orders by policy", async () => {
+    const { agent, job } = await agentWithJob({ maxAttempts: 2, retryBackoffSeconds: 0 });
+    await jobApply(db(), agent.agentId, { type: "job.started", jobId: job.jobId, seq: 1 });
+    await expireLease(agent.agentId);
+    const reaped = await reapLost(db());
+    expect(reaped).toContainEqual({ jobId: job.jobId, workOrderId: job.workOrderId, agentId: agent.agentId });
+    expect(await stateOf("jobs", job.jobId)).toBe("lost");
+    expect(await stateOf("work_orders", job.workOrderId)).toBe("pending");
+    expect((await eventsOf(db(), job.workOrderId)).at(-1)).toMatchObject({ from_state: "running", to_state: "pending" });
+    expect(await reapLost(db())).toEqual([]);
+  });
+
+  it("a late report from the lost agent is refused", async () => {
+    const { agent, job } = await agentWithJob({ maxAttempts: 1 });
+    await expireLease(agent.agentId);
+    await reapLost(db());
+    expect(await stateOf("work_orders", job.workOrderId)).toBe("failed");
+    const late = await jobApply(db(), agent.agentId, { type: "job.finished", jobId: job.jobId, seq: 1, outcome: "succeeded", exitCode: 0 });
+    expect(late).toMatchObject({ kind: "rejected" });
+    expect(await stateOf("work_orders", job.workOrderId)).toBe("failed");
+  });
+
+  it("ends a pending work order that waited past its queue timeout", async () => {
+    await cancelAllPending(db());
+    const { row } = await workOrderInsert(db(), order({ selector: "pool=nobody", queueTimeoutSeconds: 5 }));
+    const { row: patient } = await workOrderInsert(db(), order({ selector: "pool=nobody", queueTimeoutSeconds: 3600 }));
+    expect(await reapQueueTimeouts(db())).not.toContain(row.id);
+    await db().query(`UPDATE work_orders SET updated_at = now() - interval '6 seconds', run_after = now() - interval '6 seconds' WHERE id = $1`, [row.id]);
+    expect(await reapQueueTimeouts(db())).toEqual([row.id]);
+    expect(await stateOf("work_orders", row.id)).toBe("timed_out");
+    expect(await stateOf("work_orders", patient.id)).toBe("pending");
+    expect((await eventsOf(db(), row.id)).at(-1)).toMatchObject({ to_state: "timed_out", reason: expect.stringMatching(/queue timeout/) });
+  });
+
+  it("ends a running job far past its run timeout, naming its agent", async () => {
+    const { agent, job } = await agentWithJob({ timeoutSeconds: 10 });
+    await jobApply(db(), agent.agentId, { type: "job.started", jobId: job.jobId, seq: 1 });
+    expect(await reapOverdue(db(), 30)).toEqual([]);
+    await db().query(`UPDATE jobs SET started_at = now() - interval '41 seconds' WHERE id = $1`, [job.jobId]);
+    expect(await reapOverdue(db(), 30)).toEqual([{ jobId: job.jobId, workOrderId: job.workOrderId, agentId: agent.agentId }]);
+    expect(await stateOf("jobs", job.jobId)).toBe("timed_out");
+    expect(await stateOf("work_orders", job.workOrderId)).toBe("timed_out");
+  });
+
+  it("finds the retries that became due in a window, once", async () => {
+    const { agent, job } = await agentWithJob({ maxAttempts: 2, retryBackoffSeconds: 0 });
+    const before = await databaseNow(db());
+    await jobApply(db(), agent.agentId, { type: "job.finished", jobId: job.jobId, seq: 1, outcome: "lost", exitCode: null });
+    const after = await databaseNow(db());
+    expect((await dueRetries(db(), before, after)).map((o) => o.id)).toEqual([job.workOrderId]);
+    expect(await dueRetries(db(), after, await databaseNow(db()))).toEqual([]);
+  });
+});
