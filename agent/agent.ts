@@ -10,8 +10,8 @@ import { JobRunner } from "./job-runner.ts";
 import { Outbox } from "./outbox.ts";
 
 export type AgentOptions = {
-  /** ws://host:port/v1/agent */
-  url: string;
+  /** ws://host:port/v1/agent of each coordinator; the agent moves to the next when one is lost. */
+  urls: string[];
   token: string;
   name: string;
   labels: Labels;
@@ -49,7 +49,7 @@ export class Agent {
   constructor(private readonly options: AgentOptions) {
     this.log = options.logger.child({ agent: options.name });
     this.outbox = new Outbox((message) => this.connection.send(message));
-    this.connection = new Connection(options.url, {
+    this.connection = new Connection(options.urls, {
       open: () => this.hello(),
       message: (message) => this.receive(message),
       close: (code, reason) => this.disconnected(code, reason),
@@ -81,8 +81,8 @@ export class Agent {
     }
     const jobs = Promise.all([...this.runners.values()].map((r) => r.done));
     if (!(await within(jobs, timeoutMs))) {
-      this.log.warn({ running: this.runners.size }, "drain timed out; cancelling the jobs left");
-      for (const runner of this.runners.values()) runner.cancel();
+      this.log.warn({ running: this.runners.size }, "drain timed out; handing back the jobs left");
+      for (const runner of this.runners.values()) runner.handBack();
       await jobs;
     }
     await within(this.outbox.settled(), 5_000);
@@ -127,7 +127,7 @@ export class Agent {
     for (const [jobId, runner] of this.runners) {
       if (ours.has(jobId)) continue;
       this.log.warn({ job: jobId }, "the coordinator gave this job up while we were away; stopping it");
-      runner.cancel();
+      runner.handBack();
     }
     this.outbox.resend();
     this.log.info({ agentId: message.agentId, running: this.runners.size }, "connected");
@@ -144,7 +144,7 @@ export class Agent {
     this.fence = setTimeout(() => {
       if (this.welcomed || this.runners.size === 0) return;
       this.log.warn({ running: this.runners.size }, "out of touch with the coordinator for half the lease; stopping all jobs");
-      for (const runner of this.runners.values()) runner.cancel();
+      for (const runner of this.runners.values()) runner.handBack();
     }, leaseSeconds * 500);
     this.fence.unref();
   }

@@ -1,5 +1,6 @@
 // The agent's WebSocket to the coordinator: dials, redials with backoff and jitter after any
-// loss, and pings so that a silent coordinator is noticed. It knows the wire, not the jobs.
+// loss (to the next coordinator, when it knows several), and pings so that a silent coordinator
+// is noticed. It knows the wire, not the jobs.
 import WebSocket from "ws";
 import { MAX_MESSAGE_BYTES } from "../protocol/limits.ts";
 import { type AgentMessage, type CoordinatorMessage, coordinatorMessage } from "../protocol/messages.ts";
@@ -19,9 +20,10 @@ export class Connection {
   private readonly backoff = new Backoff();
   private redial?: NodeJS.Timeout;
   private pinger?: NodeJS.Timeout;
+  private next = 0;
 
   constructor(
-    private readonly url: string,
+    private readonly urls: string[],
     private readonly events: ConnectionEvents,
   ) {}
 
@@ -65,7 +67,8 @@ export class Connection {
   }
 
   private dial(): void {
-    const socket = new WebSocket(this.url, { maxPayload: MAX_MESSAGE_BYTES, handshakeTimeout: 10_000 });
+    const url = this.urls[this.next++ % this.urls.length]!;
+    const socket = new WebSocket(url, { maxPayload: MAX_MESSAGE_BYTES, handshakeTimeout: 10_000 });
     this.socket = socket;
     socket.on("open", () => this.events.open());
     socket.on("message", (data) => this.receive(data.toString()));
@@ -75,7 +78,7 @@ export class Connection {
       this.events.close(code, reason.toString());
       if (this.stopped) return;
       const delay = this.backoff.next();
-      this.events.warn("disconnected; redialling", { code, delayMs: Math.round(delay) });
+      this.events.warn("disconnected; redialling", { url, code, delayMs: Math.round(delay) });
       this.redial = setTimeout(() => this.dial(), delay);
     });
   }

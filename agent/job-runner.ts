@@ -13,7 +13,7 @@ export type Ending = { outcome: Outcome; exitCode: number | null; error?: string
 export class JobRunner {
   readonly done: Promise<Ending>;
   private run?: Run;
-  private stopReason?: "cancelled" | "timed_out";
+  private stopReason?: "cancelled" | "timed_out" | "handed_back";
 
   constructor(
     private readonly job: Assignment,
@@ -28,7 +28,15 @@ export class JobRunner {
     this.stop("cancelled");
   }
 
-  private stop(reason: "cancelled" | "timed_out"): void {
+  /**
+   * Stops the run because the agent cannot keep it (shutting down, or out of touch): it ends as an
+   * infrastructure failure, which the work order's policy retries elsewhere by default.
+   */
+  handBack(): void {
+    this.stop("handed_back");
+  }
+
+  private stop(reason: "cancelled" | "timed_out" | "handed_back"): void {
     if (this.stopReason) return;
     this.stopReason = reason;
     void this.run?.cancel(this.cancelGraceMs);
@@ -52,7 +60,7 @@ export class JobRunner {
     if (!spec.success) {
       return { outcome: "failed", exitCode: null, error: `invalid spec: ${describeIssues(spec.error).message}`, infrastructure: false };
     }
-    if (this.stopReason) return { outcome: this.stopReason, exitCode: null, infrastructure: false };
+    if (this.stopReason) return this.stopped(null);
     this.run = await adapter.start({
       jobId,
       workOrderId,
@@ -73,9 +81,15 @@ export class JobRunner {
 
   private ending(result: RunResult): Ending {
     const { exitCode, error } = result;
-    const ending = { exitCode, infrastructure: false, ...(error ? { error } : {}) };
-    if (result.outcome === "cancelled" && this.stopReason) return { ...ending, outcome: this.stopReason };
-    return { ...ending, outcome: result.outcome };
+    if (result.outcome === "cancelled" && this.stopReason) return this.stopped(exitCode);
+    return { outcome: result.outcome, exitCode, infrastructure: false, ...(error ? { error } : {}) };
+  }
+
+  private stopped(exitCode: number | null): Ending {
+    if (this.stopReason === "handed_back") {
+      return { outcome: "failed", exitCode, infrastructure: true, error: "the agent stopped the job: it shut down or lost touch" };
+    }
+    return { outcome: this.stopReason ?? "cancelled", exitCode, infrastructure: false };
   }
 }
 

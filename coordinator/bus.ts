@@ -1,11 +1,12 @@
-// In-process events between the coordinator's parts: HTTP handlers announce, the dispatcher,
-// the agent sessions and the log followers listen.
+// Events between the coordinator's parts: HTTP handlers announce, the dispatcher, the agent
+// sessions and the log followers listen. With several coordinators, a relay carries each event
+// to the others (`publish`), which `deliver` it to their own listeners.
 import { EventEmitter } from "node:events";
 import type { Selector } from "../protocol/selector.ts";
 
 export type Enqueued = { id: string; selector: Selector; targetAgent: string | null };
 
-type Events = {
+export type Events = {
   /** Work orders became claimable. */
   enqueued: [orders: Enqueued[]];
   /** The agent holding a job must stop it. */
@@ -14,15 +15,25 @@ type Events = {
   changed: [workOrderId: string];
 };
 
+export type EventName = keyof Events;
+
 export class Bus {
   private readonly emitter = new EventEmitter().setMaxListeners(0);
+  /** Set by a relay: sends every emitted event to the other coordinators too. */
+  publish?: <K extends EventName>(event: K, args: Events[K]) => void;
 
-  emit<K extends keyof Events>(event: K, ...args: Events[K]): void {
+  emit<K extends EventName>(event: K, ...args: Events[K]): void {
+    this.deliver(event, ...args);
+    this.publish?.(event, args);
+  }
+
+  /** Hands an event to this coordinator's listeners only. */
+  deliver<K extends EventName>(event: K, ...args: Events[K]): void {
     this.emitter.emit(event, ...args);
   }
 
   /** Subscribes; returns the unsubscribe function. */
-  on<K extends keyof Events>(event: K, listener: (...args: Events[K]) => void): () => void {
+  on<K extends EventName>(event: K, listener: (...args: Events[K]) => void): () => void {
     this.emitter.on(event, listener as (...args: unknown[]) => void);
     return () => this.emitter.off(event, listener as (...args: unknown[]) => void);
   }

@@ -9,6 +9,7 @@ import { Bus } from "./bus.ts";
 import { type Database, type DatabaseConfig, openDatabase } from "./db/database.ts";
 import { Dispatcher } from "./dispatch/dispatcher.ts";
 import { Reaper } from "./reaper.ts";
+import { Relay } from "./relay.ts";
 import { createApp } from "./http/app.ts";
 import { AGENT_PATH, Hub } from "./ws/hub.ts";
 
@@ -55,6 +56,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   });
   const reaper = new Reaper(db, bus, { intervalMs: Math.min(1000, leaseSeconds * 100), leaseSeconds, onError });
   reaper.start();
+  const relay = db.listener && new Relay(bus, db.listener, () => dispatcher.sweep(), onError);
+  await relay?.start();
   const app = createApp({ db, bus, verifier }, onError);
   const server = await listen(app.fetch, options.host ?? "127.0.0.1", options.port ?? 7700);
   hub.attach(server);
@@ -69,6 +72,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       server.closeAllConnections();
       await hub.stop();
       await reaper.stop();
+      await relay?.stop();
       dispatcher.stop();
       await closed;
       await db.close();

@@ -84,11 +84,11 @@ function agentUrl(text: string): string {
   return url.toString();
 }
 
-function agentOptions(flags: Flags, log: Logger, url: string, token: string) {
+function agentOptions(flags: Flags, log: Logger, urls: string[], token: string) {
   const mode = setting(flags, "mode") ?? "queue";
   if (!agentModes.includes(mode as AgentMode)) throw CliError.usage(`--mode is one of ${agentModes.join(", ")}, not '${mode}'`);
   return {
-    url,
+    urls,
     token,
     name: setting(flags, "name") ?? hostname(),
     labels: agentLabels(setting(flags, "labels")),
@@ -100,7 +100,7 @@ function agentOptions(flags: Flags, log: Logger, url: string, token: string) {
   };
 }
 
-/** Runs an agent until a signal drains it (a second signal cancels what still runs). */
+/** Runs an agent until a signal drains it (a second signal hands back at once what still runs). */
 async function runAgent(agent: Agent, drainSeconds: number): Promise<void> {
   agent.start();
   const signal = signalled(() => void agent.stop(0));
@@ -114,14 +114,17 @@ async function runAgent(agent: Agent, drainSeconds: number): Promise<void> {
 
 export async function agent(flags: Flags): Promise<number> {
   const log = logger(flags, "agent");
-  let url: string;
-  try {
-    url = agentUrl(required(flags, "url"));
-  } catch (error) {
-    if (error instanceof TypeError) throw CliError.usage(`--url is not a URL: ${setting(flags, "url")}`);
-    throw error;
-  }
-  const options = agentOptions(flags, log, url, required(flags, "token"));
+  const urls = required(flags, "url")
+    .split(",")
+    .map((text) => {
+      try {
+        return agentUrl(text.trim());
+      } catch (error) {
+        if (error instanceof TypeError) throw CliError.usage(`--url is not a URL: ${text}`);
+        throw error;
+      }
+    });
+  const options = agentOptions(flags, log, urls, required(flags, "token"));
   await runAgent(new Agent(options), integer(flags, "drain-timeout", 60, 0, 86_400));
   return 0;
 }
@@ -148,7 +151,7 @@ export async function start(flags: Flags): Promise<number> {
   const ciToken = await localCiToken(c, dir);
   await tokenRevokeNamed(c.db, "local-agent");
   const { token: agentToken } = await tokenCreate(c.db, "local-agent", "agent");
-  const options = agentOptions({ name: "local", capacity: String(availableParallelism()), ...flags }, log, c.agentUrl, agentToken);
+  const options = agentOptions({ name: "local", capacity: String(availableParallelism()), ...flags }, log, [c.agentUrl], agentToken);
   const local = new Agent(options);
   const labels = Object.entries(options.labels).map(([k, v]) => (v ? `${k}=${v}` : k)).join(",");
   const db = c.db.kind === "pglite" ? `embedded database in ${dir}` : "Postgres";

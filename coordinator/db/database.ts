@@ -2,6 +2,7 @@
 // transactions, and a drizzle instance for the composable list queries. Two drivers sit behind
 // it: PGlite (embedded, the default) and postgres-js (a real server, when a URL is given).
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
+import type { Listener } from "../relay.ts";
 import type * as schema from "./schema.ts";
 
 export type Queryable = {
@@ -14,6 +15,8 @@ export interface Database extends Queryable {
   readonly kind: "pglite" | "postgres";
   readonly orm: Orm;
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /** LISTEN/NOTIFY, where other coordinators may share the database (a real server). */
+  readonly listener?: Listener;
   close(): Promise<void>;
 }
 

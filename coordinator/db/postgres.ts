@@ -33,6 +33,15 @@ export async function openPostgres(url: string, poolSize = 10): Promise<Database
     orm: drizzle({ client, schema }) as unknown as Orm,
     ...queryable(client),
     transaction: (fn) => client.begin((tx) => fn(queryable(tx))) as never,
+    listener: {
+      async listen(channel, onPayload, onListen) {
+        const { unlisten } = await client.listen(channel, onPayload, onListen);
+        return unlisten;
+      },
+      async notify(channel, payload) {
+        await client.notify(channel, payload);
+      },
+    },
     close: () => client.end({ timeout: 5 }),
   };
 }

@@ -15,6 +15,8 @@ export interface Claimer {
   assign(jobs: Assignment[]): void;
 }
 
+const RETRY_MS = 1000;
+
 type Claim = { want: number; running: boolean; again: boolean; hints: Enqueued[] };
 
 export class Dispatcher {
@@ -34,6 +36,11 @@ export class Dispatcher {
     claim.want += slots;
     this.claims.set(claimer, claim);
     void this.run(claimer, claim);
+  }
+
+  /** Claims again for every agent with an open claim: after a wake-up may have been missed. */
+  sweep(): void {
+    for (const [claimer, claim] of this.claims) if (claim.want > 0) void this.run(claimer, claim);
   }
 
   remove(claimer: Claimer): void {
@@ -81,6 +88,8 @@ export class Dispatcher {
       } while (claim.again && claim.want > 0 && this.claims.get(claimer) === claim);
     } catch (error) {
       this.onError(error);
+      // The claim stays open; try it again, as no wake-up may come for work already waiting.
+      setTimeout(() => this.claims.get(claimer) === claim && void this.run(claimer, claim), RETRY_MS).unref();
     } finally {
       claim.running = false;
     }

@@ -2,6 +2,7 @@
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { MAX_BODY_BYTES } from "../../protocol/limits.ts";
+import { isUnavailable } from "../db/unavailable.ts";
 import { agentRoutes } from "./agents.ts";
 import { authenticate, type AuthEnv } from "./auth.ts";
 import { ApiError, errorResponse } from "./errors.ts";
@@ -9,6 +10,8 @@ import { jobRoutes } from "./jobs.ts";
 import type { Services } from "./services.ts";
 import { tokenRoutes } from "./tokens.ts";
 import { workOrderRoutes } from "./work-orders.ts";
+
+const RETRY_AFTER_SECONDS = 2;
 
 export function createApp(services: Services, onError: (error: unknown) => void = () => {}) {
   const v1 = new Hono<AuthEnv>()
@@ -35,6 +38,10 @@ export function createApp(services: Services, onError: (error: unknown) => void 
     .notFound((c) => errorResponse(c, new ApiError(404, "not_found", `no route for ${c.req.method} ${c.req.path}`)))
     .onError((error, c) => {
       if (error instanceof ApiError) return errorResponse(c, error);
+      if (isUnavailable(error)) {
+        c.header("Retry-After", String(RETRY_AFTER_SECONDS));
+        return errorResponse(c, new ApiError(503, "unavailable", "the database is unavailable; try again shortly"));
+      }
       onError(error);
       return errorResponse(c, new ApiError(500, "internal", "internal error"));
     });

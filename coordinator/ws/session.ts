@@ -14,6 +14,7 @@ import {
 import type { TokenVerifier } from "../auth/tokens.ts";
 import type { Bus } from "../bus.ts";
 import type { Database } from "../db/database.ts";
+import { isUnavailable } from "../db/unavailable.ts";
 import type { Claimer, Dispatcher } from "../dispatch/dispatcher.ts";
 import { agentActiveJobs, agentConnect, agentDisconnect } from "../sql/agent-session.ts";
 import { jobApply } from "../sql/job-apply.ts";
@@ -37,7 +38,15 @@ const HELLO_TIMEOUT_MS = 10_000;
 /** Job messages waiting to be applied before the socket is paused. */
 const MAX_QUEUED = 256;
 
-export const CloseCode = { protocol: 4000, unauthenticated: 4001, replaced: 4002, silent: 4003, shutdown: 4004 } as const;
+export const CloseCode = {
+  /** The WebSocket code for "try again later": the agent redials and resends what is unacknowledged. */
+  unavailable: 1013,
+  protocol: 4000,
+  unauthenticated: 4001,
+  replaced: 4002,
+  silent: 4003,
+  shutdown: 4004,
+} as const;
 
 export class AgentSession implements Claimer {
   claimant!: Claimant;
@@ -126,6 +135,7 @@ export class AgentSession implements Claimer {
       .then(work)
       .catch((error) => {
         this.ctx.log("agent message failed", { session: this.sessionId, error: String(error) });
+        if (isUnavailable(error)) return this.close(CloseCode.unavailable, "database unavailable; reconnect later");
         this.send({ type: "error", code: "internal", message: "the coordinator could not apply a message", fatal: false });
       })
       .finally(() => this.queued--);

@@ -74,18 +74,26 @@ export class Api {
 }
 
 export type Fleet = {
+  /** The first coordinator. */
   coordinator: JobfleetProcess;
-  /** SIGKILLs the coordinator and starts it again on the same port and database. */
-  restartCoordinator(): Promise<void>;
+  /** Every coordinator (replicas over one Postgres database). */
+  coordinators: JobfleetProcess[];
+  /** SIGKILLs coordinator `i` and starts it again on the same port and database. */
+  restartCoordinator(i?: number): Promise<void>;
+  /** The first coordinator's URL; `urls` has each one's. */
   url: string;
+  urls: string[];
   admin: Api;
   ci: Api;
+  /** A CI client of coordinator `i`. */
+  ciAt(i: number): Api;
   agents: Map<string, JobfleetProcess>;
-  startAgent(name: string, flags: string[]): Promise<JobfleetProcess>;
+  /** Starts an agent dialling the given coordinators (by index; default the first). */
+  startAgent(name: string, flags: string[], coordinators?: number[]): Promise<JobfleetProcess>;
   stop(): Promise<void>;
 };
 
-export type FleetOptions = { heartbeatSeconds?: number; leaseSeconds?: number };
+export type FleetOptions = { heartbeatSeconds?: number; leaseSeconds?: number; replicas?: number };
 
 export async function startFleet(kind: Kind, options: FleetOptions = {}): Promise<Fleet> {
   const dir = mkdtempSync(join(tmpdir(), "jobfleet-e2e-"));
@@ -96,29 +104,38 @@ export async function startFleet(kind: Kind, options: FleetOptions = {}): Promis
     jobfleet(["coordinator", "--listen", listen, "--data-dir", join(dir, "db"), "--heartbeat-seconds", heartbeat, "--lease-seconds", lease], {
       DATABASE_URL: pg?.toString(),
     });
-  let coordinator = launch("127.0.0.1:0");
-  const [, url] = (await coordinator.waitFor(/"url":"(http:\/\/[^"]+)"/)) as [string, string];
-  const [, adminToken] = (await coordinator.waitFor(/^\s+(jft_\S+)$/m)) as [string, string];
-  const admin = new Api(url, adminToken);
+  const coordinators = [launch("127.0.0.1:0")];
+  const listening = async (c: JobfleetProcess) => ((await c.waitFor(/"url":"(http:\/\/[^"]+)"/)) as [string, string])[1];
+  const urls = [await listening(coordinators[0]!)];
+  const [, adminToken] = (await coordinators[0]!.waitFor(/^\s+(jft_\S+)$/m)) as [string, string];
+  for (let i = 1; i < (options.replicas ?? 1); i++) {
+    coordinators.push(launch("127.0.0.1:0"));
+    urls.push(await listening(coordinators[i]!));
+  }
+  const admin = new Api(urls[0]!, adminToken);
   const token = async (name: string, role: string) =>
     (await admin.call<{ token: string }>("POST", "/v1/tokens", { name, role })).body.token;
-  const ci = new Api(url, await token("e2e-ci", "ci"));
+  const ciToken = await token("e2e-ci", "ci");
   const agentToken = await token("e2e-agents", "agent");
   const agents = new Map<string, JobfleetProcess>();
   return {
     get coordinator() {
-      return coordinator;
+      return coordinators[0]!;
     },
-    async restartCoordinator() {
-      await coordinator.stop("SIGKILL");
-      coordinator = launch(new URL(url).host);
-      await coordinator.waitFor(/"msg":"coordinator listening"/);
+    coordinators,
+    async restartCoordinator(i = 0) {
+      await coordinators[i]!.stop("SIGKILL");
+      coordinators[i] = launch(new URL(urls[i]!).host);
+      await coordinators[i]!.waitFor(/"msg":"coordinator listening"/);
     },
-    url,
+    url: urls[0]!,
+    urls,
     admin,
-    ci,
+    ci: new Api(urls[0]!, ciToken),
+    ciAt: (i) => new Api(urls[i]!, ciToken),
     agents,
-    async startAgent(name, flags) {
+    async startAgent(name, flags, at = [0]) {
+      const url = at.map((i) => urls[i]).join(",");
       const agent = jobfleet(["agent", "--url", url, "--token", agentToken, "--name", name, "--cancel-grace", "2", ...flags]);
       agents.set(name, agent);
       await agent.waitForLog("connected");
@@ -126,7 +143,7 @@ export async function startFleet(kind: Kind, options: FleetOptions = {}): Promis
     },
     async stop() {
       await Promise.all([...agents.values()].map((a) => a.stop("SIGKILL")));
-      await coordinator.stop();
+      await Promise.all(coordinators.map((c) => c.stop()));
       if (pg) await dropPostgresDatabase(pg);
       rmSync(dir, { recursive: true, force: true });
     },
