@@ -3,6 +3,7 @@
 // It knows nothing of WebSockets or the coordinator: the agent wires it to the protocol.
 import type { z } from "zod";
 import type { AdapterName } from "../protocol/adapter-specs.ts";
+import type { ExternalRun } from "../protocol/messages.ts";
 
 export type RunContext<Spec> = {
   jobId: string;
@@ -29,6 +30,12 @@ export type Run = {
   result: Promise<RunResult>;
   /** Asks the run to stop, forcefully after `graceMs`; `result` then settles as `cancelled`. */
   cancel(graceMs: number): Promise<void>;
+  /**
+   * For runs that live on without the agent: stop following the run and leave it running, for a
+   * later attempt to adopt; `result` then settles as `cancelled`. Absent where the
+   * run cannot outlive the agent (a local process).
+   */
+  detach?(): Promise<void>;
 };
 
 export interface Adapter<Spec = unknown> {
@@ -36,6 +43,8 @@ export interface Adapter<Spec = unknown> {
   readonly spec: z.ZodType<Spec, unknown>;
   /** Starts the run; rejects with AdapterError when it could not be started at all. */
   start(ctx: RunContext<Spec>): Promise<Run>;
+  /** Follows a run an earlier attempt started (it must not trigger another); for external systems. */
+  adopt?(ctx: RunContext<Spec>, run: ExternalRun): Promise<Run>;
 }
 
 /** A failure to start or follow a run that is the infrastructure's, not the job's. */

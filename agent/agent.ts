@@ -6,7 +6,8 @@ import { PROTOCOL_VERSION } from "../protocol/limits.ts";
 import type { AgentMode, Assignment, CoordinatorMessage } from "../protocol/messages.ts";
 import type { Labels } from "../protocol/selector.ts";
 import { Connection } from "./connection.ts";
-import { JobRunner } from "./job-runner.ts";
+import { adapterFor } from "../adapters/registry.ts";
+import { type AdapterLookup, JobRunner } from "./job-runner.ts";
 import { Outbox } from "./outbox.ts";
 
 export type AgentOptions = {
@@ -20,6 +21,8 @@ export type AgentOptions = {
   version: string;
   cancelGraceMs: number;
   logger: Logger;
+  /** Where jobs find their adapter by name (the built-in ones unless given). */
+  adapters?: AdapterLookup;
 };
 
 /** Close codes after which redialling cannot help. */
@@ -170,7 +173,7 @@ export class Agent {
     if (this.runners.has(job.jobId)) return;
     this.log.info({ job: job.jobId, workOrder: job.workOrderId, attempt: job.attempt }, "job assigned");
     this.outbox.open(job.jobId);
-    const runner = new JobRunner(job, (body) => this.outbox.push(body), this.options.cancelGraceMs);
+    const runner = new JobRunner(job, (body) => this.outbox.push(body), this.options.cancelGraceMs, this.options.adapters ?? adapterFor);
     this.runners.set(job.jobId, runner);
     void runner.done.then((ending) => {
       this.runners.delete(job.jobId);

@@ -1,25 +1,34 @@
 // Runs one assigned job through its adapter and reports it: started, log chunks, finished. A
 // cancel (or the run timeout) stops the run through the adapter; the outcome says which it was.
 import { AdapterError, type Run, type RunResult } from "../adapters/adapter.ts";
-import { adapterFor } from "../adapters/registry.ts";
+import type { Adapter } from "../adapters/adapter.ts";
+import type { AdapterName } from "../protocol/adapter-specs.ts";
 import { describeIssues } from "../protocol/issues.ts";
 import type { Assignment } from "../protocol/messages.ts";
 import type { Outcome } from "../protocol/states.ts";
 import { LogBatcher } from "./log-batcher.ts";
 import type { JobMessageBody } from "./outbox.ts";
 
+export type AdapterLookup = (name: AdapterName) => Adapter<unknown>;
+
 export type Ending = { outcome: Outcome; exitCode: number | null; error?: string; infrastructure: boolean };
 
 export class JobRunner {
   readonly done: Promise<Ending>;
   private run?: Run;
+  private ended = false;
   private stopReason?: "cancelled" | "timed_out" | "handed_back";
+
+  private readonly report: (body: JobMessageBody) => void;
 
   constructor(
     private readonly job: Assignment,
-    private readonly report: (body: JobMessageBody) => void,
+    report: (body: JobMessageBody) => void,
     private readonly cancelGraceMs: number,
+    private readonly adapterFor: AdapterLookup,
   ) {
+    // An adapter that reports after its run ended (it should not) is ignored, not fatal.
+    this.report = (body) => this.ended || report(body);
     this.done = this.execute();
   }
 
@@ -39,7 +48,12 @@ export class JobRunner {
   private stop(reason: "cancelled" | "timed_out" | "handed_back"): void {
     if (this.stopReason) return;
     this.stopReason = reason;
-    void this.run?.cancel(this.cancelGraceMs);
+    if (this.run) void this.halt(this.run);
+  }
+
+  /** A run handed back that can live on without us is only let go, for the next attempt to adopt. */
+  private halt(run: Run): Promise<void> {
+    return this.stopReason === "handed_back" && run.detach ? run.detach() : run.cancel(this.cancelGraceMs);
   }
 
   private async execute(): Promise<Ending> {
@@ -50,27 +64,30 @@ export class JobRunner {
     );
     logs.flush();
     this.report({ type: "job.finished", jobId, ...ending });
+    this.ended = true;
     return ending;
   }
 
   private async attempt(logs: LogBatcher): Promise<Ending> {
     const { jobId, workOrderId, attempt, timeoutSeconds } = this.job;
-    const adapter = adapterFor(this.job.adapter);
+    const adapter = this.adapterFor(this.job.adapter);
     const spec = adapter.spec.safeParse(this.job.spec);
     if (!spec.success) {
       return { outcome: "failed", exitCode: null, error: `invalid spec: ${describeIssues(spec.error).message}`, infrastructure: false };
     }
     if (this.stopReason) return this.stopped(null);
-    this.run = await adapter.start({
+    const ctx = {
       jobId,
       workOrderId,
       attempt,
       spec: spec.data,
-      log: (text) => logs.append(text),
-      status: (status) => this.report({ type: "job.status", jobId, status }),
-    });
+      log: (text: string) => logs.append(text),
+      status: (status: string) => this.report({ type: "job.status", jobId, status }),
+    };
+    const { adopt } = this.job;
+    this.run = adopt && adapter.adopt ? await adapter.adopt(ctx, adopt) : await adapter.start(ctx);
     this.report({ type: "job.started", jobId, externalId: this.run.externalId, externalUrl: this.run.externalUrl });
-    if (this.stopReason) void this.run.cancel(this.cancelGraceMs);
+    if (this.stopReason) void this.halt(this.run);
     const timer = timeoutSeconds === null ? undefined : setTimeout(() => this.stop("timed_out"), timeoutSeconds * 1000);
     try {
       return this.ending(await this.run.result);

@@ -67,6 +67,9 @@ export const agentMessage = z.discriminatedUnion("type", [
 export type AgentMessage = z.infer<typeof agentMessage>;
 export type JobMessage = Extract<AgentMessage, { jobId: string }>;
 
+export const externalRun = z.strictObject({ externalId: z.string().min(1).max(512), externalUrl: z.string().max(2048).nullable() });
+export type ExternalRun = z.infer<typeof externalRun>;
+
 export const assignment = z.strictObject({
   jobId: id,
   workOrderId: id,
@@ -74,6 +77,8 @@ export const assignment = z.strictObject({
   adapter: z.enum(adapterNames),
   spec: z.unknown(),
   timeoutSeconds: z.int().positive().nullable(),
+  /** The run the previous attempt started and lost hold of: follow it rather than start another. */
+  adopt: externalRun.nullable(),
 });
 export type Assignment = z.infer<typeof assignment>;
 

@@ -16,8 +16,10 @@ const CONNECTION_CODES = new Set([
 /** SQLSTATE classes and codes of a server that is going away or not yet accepting work. */
 const SERVER_CODES = /^(08|57P0[1-3]|53300)/;
 
+/** Looks through wrappers (drizzle wraps driver errors, with the original as `cause`). */
 export function isUnavailable(error: unknown): boolean {
-  const code = (error as { code?: unknown } | undefined)?.code;
-  if (typeof code !== "string") return false;
-  return CONNECTION_CODES.has(code) || SERVER_CODES.test(code);
+  for (let e = error as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    if (typeof e.code === "string" && (CONNECTION_CODES.has(e.code) || SERVER_CODES.test(e.code))) return true;
+  }
+  return false;
 }

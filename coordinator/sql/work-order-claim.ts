@@ -1,6 +1,8 @@
 // The claim: one statement picks up to N pending work orders an agent may run, in priority then
 // age order, skipping rows another claim holds (FOR UPDATE SKIP LOCKED, so two agents can never
-// get the same one), creates a job for each and records the transition.
+// get the same one), creates a job for each and records the transition. When the previous attempt
+// started an external run and then lost hold of it (agent lost, or handed back), the assignment
+// says so, and the new attempt adopts that run instead of starting another.
 import type { Assignment } from "../../protocol/messages.ts";
 import type { Labels } from "../../protocol/selector.ts";
 import { workOrderMachine } from "../../protocol/states.ts";
@@ -30,9 +32,12 @@ WITH picked AS (
   INSERT INTO work_order_events (work_order_id, job_id, from_state, to_state)
   SELECT id, latest_job_id, '${FROM}', 'claimed' FROM claimed
 )
-SELECT latest_job_id AS "jobId", id AS "workOrderId", attempts AS attempt, adapter, spec,
-  timeout_seconds AS "timeoutSeconds"
-FROM claimed ORDER BY priority DESC, id`;
+SELECT c.latest_job_id AS "jobId", c.id AS "workOrderId", c.attempts AS attempt, c.adapter, c.spec,
+  c.timeout_seconds AS "timeoutSeconds",
+  CASE WHEN prev.external_id IS NOT NULL AND (prev.state = 'lost' OR prev.infrastructure)
+    THEN jsonb_build_object('externalId', prev.external_id, 'externalUrl', prev.external_url) END AS adopt
+FROM claimed c LEFT JOIN jobs prev ON prev.work_order_id = c.id AND prev.attempt = c.attempts - 1
+ORDER BY c.priority DESC, c.id`;
 
 export type Claimant = {
   agentId: string;

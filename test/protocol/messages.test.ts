@@ -54,6 +54,7 @@ const coordinatorMessages = {
       adapter: "exec",
       spec: { command: ["make", "test"] },
       timeoutSeconds: null,
+      adopt: null,
     },
   },
   cancel: { type: "cancel", jobId: "12", reason: "cancelled by admin" },
