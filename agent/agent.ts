@@ -1,6 +1,8 @@
 // The agent: connects, declares its labels and capacity, claims work when it has free slots, runs
 // each job through its adapter and streams what happens back. On a lost connection it redials and
 // resends whatever the coordinator has not acknowledged; on drain it stops claiming and finishes.
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Logger } from "pino";
 import { PROTOCOL_VERSION } from "../protocol/limits.ts";
 import type { AgentMode, Assignment, CoordinatorMessage } from "../protocol/messages.ts";
@@ -23,6 +25,8 @@ export type AgentOptions = {
   logger: Logger;
   /** Where jobs find their adapter by name (the built-in ones unless given). */
   adapters?: AdapterLookup;
+  /** Unacknowledged messages kept in memory before the rest go to a spill file (default 64 MiB). */
+  outboxMemoryBytes?: number;
 };
 
 /** Close codes after which redialling cannot help. */
@@ -51,7 +55,10 @@ export class Agent {
 
   constructor(private readonly options: AgentOptions) {
     this.log = options.logger.child({ agent: options.name });
-    this.outbox = new Outbox((message) => this.connection.send(message));
+    this.outbox = new Outbox((message) => this.connection.send(message), {
+      memoryBytes: options.outboxMemoryBytes ?? 64 * 1024 * 1024,
+      spillPath: join(tmpdir(), `jobfleet-agent-${process.pid}-${options.name}.spill`),
+    });
     this.connection = new Connection(options.urls, {
       open: () => this.hello(),
       message: (message) => this.receive(message),
@@ -91,6 +98,7 @@ export class Agent {
     await within(this.outbox.settled(), 5_000);
     clearTimeout(this.fence);
     await this.connection.stop();
+    this.outbox.close();
     this.finish();
   }
 
@@ -189,6 +197,7 @@ export class Agent {
     if (!fatal) return;
     this.log.error({ code, reason }, fatal);
     void this.connection.stop();
+    this.outbox.close();
     this.fail(new AgentFailed(`${fatal}: ${reason}`));
   }
 }

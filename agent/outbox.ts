@@ -1,18 +1,33 @@
 // Job messages on their way to the coordinator. Each gets the job's next sequence number and is
 // kept until the coordinator acknowledges it, so everything unacknowledged can be sent again after
-// a reconnect; the coordinator ignores what it already applied.
+// a reconnect; the coordinator ignores what it already applied. Past `memoryBytes` of messages
+// waiting, further ones are kept in a spill file (only their place in it stays in memory), so a
+// long disconnection under heavy output costs disk, not the agent's memory.
+import { closeSync, ftruncateSync, openSync, readSync, rmSync, writeSync } from "node:fs";
 import type { JobMessage } from "../protocol/messages.ts";
 
 type Distribute<T> = T extends unknown ? Omit<T, "seq"> : never;
 export type JobMessageBody = Distribute<JobMessage>;
 
-type Stream = { next: number; unacked: JobMessage[]; finished: boolean };
+type Entry = { seq: number; type: JobMessage["type"] } & (
+  | { message: JobMessage; bytes: number }
+  | { spilled: { position: number; length: number } }
+);
+
+type Stream = { next: number; unacked: Entry[]; finished: boolean };
+
+export type OutboxOptions = { memoryBytes: number; spillPath: string };
 
 export class Outbox {
   private readonly streams = new Map<string, Stream>();
   private readonly waiters = new Set<() => void>();
+  private memory = 0;
+  private spill?: { fd: number; size: number; entries: number };
 
-  constructor(private readonly transmit: (message: JobMessage) => void) {}
+  constructor(
+    private readonly transmit: (message: JobMessage) => void,
+    private readonly options: OutboxOptions,
+  ) {}
 
   /** Starts a job's stream after `seq`, the last number the coordinator holds. */
   open(jobId: string, seq = 0): void {
@@ -23,12 +38,55 @@ export class Outbox {
     return this.streams.has(jobId);
   }
 
+  /** Bytes of waiting messages held in memory (spilled ones not counted). */
+  get memoryBytes(): number {
+    return this.memory;
+  }
+
+  /** Bytes written to the spill file since it was last emptied. */
+  get spilledBytes(): number {
+    return this.spill?.size ?? 0;
+  }
+
   push(body: JobMessageBody): void {
     const stream = this.streams.get(body.jobId);
     if (!stream) throw new Error(`job ${body.jobId} has no open stream`);
     const message = { ...body, seq: stream.next++ } as JobMessage;
-    stream.unacked.push(message);
+    stream.unacked.push(this.keep(message));
     this.transmit(message);
+  }
+
+  private keep(message: JobMessage): Entry {
+    const text = JSON.stringify(message);
+    const bytes = Buffer.byteLength(text);
+    if (this.memory + bytes <= this.options.memoryBytes) {
+      this.memory += bytes;
+      return { seq: message.seq, type: message.type, message, bytes };
+    }
+    this.spill ??= { fd: openSync(this.options.spillPath, "w+", 0o600), size: 0, entries: 0 };
+    const position = this.spill.size;
+    this.spill.size += writeSync(this.spill.fd, text, position);
+    this.spill.entries++;
+    return { seq: message.seq, type: message.type, spilled: { position, length: bytes } };
+  }
+
+  private message(entry: Entry): JobMessage {
+    if ("message" in entry) return entry.message;
+    const buffer = Buffer.alloc(entry.spilled.length);
+    readSync(this.spill!.fd, buffer, 0, entry.spilled.length, entry.spilled.position);
+    return JSON.parse(buffer.toString("utf8")) as JobMessage;
+  }
+
+  private release(entry: Entry): void {
+    if ("message" in entry) {
+      this.memory -= entry.bytes;
+      return;
+    }
+    // Once nothing spilled waits any more, the file starts over.
+    if (--this.spill!.entries === 0) {
+      ftruncateSync(this.spill!.fd, 0);
+      this.spill!.size = 0;
+    }
   }
 
   /** Drops what the coordinator holds; a job's stream closes once its `finished` is held. */
@@ -36,7 +94,9 @@ export class Outbox {
     const stream = this.streams.get(jobId);
     if (!stream) return;
     while (stream.unacked.length > 0 && stream.unacked[0]!.seq <= seq) {
-      if (stream.unacked.shift()!.type === "job.finished") stream.finished = true;
+      const entry = stream.unacked.shift()!;
+      this.release(entry);
+      if (entry.type === "job.finished") stream.finished = true;
     }
     if (!stream.finished || stream.unacked.length > 0) return;
     this.streams.delete(jobId);
@@ -46,7 +106,7 @@ export class Outbox {
   /** Sends every unacknowledged message again, job by job, each job's in order. */
   resend(jobId?: string): void {
     for (const [id, stream] of this.streams) {
-      if (jobId === undefined || id === jobId) for (const message of stream.unacked) this.transmit(message);
+      if (jobId === undefined || id === jobId) for (const entry of stream.unacked) this.transmit(this.message(entry));
     }
   }
 
@@ -54,5 +114,13 @@ export class Outbox {
   settled(): Promise<void> {
     if (this.streams.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.waiters.add(resolve));
+  }
+
+  /** Removes the spill file. */
+  close(): void {
+    if (!this.spill) return;
+    closeSync(this.spill.fd);
+    rmSync(this.options.spillPath, { force: true });
+    this.spill = undefined;
   }
 }

@@ -1,10 +1,18 @@
-import { describe, expect, test } from "vitest";
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, test } from "vitest";
 import { Outbox } from "../../agent/outbox.ts";
 import type { JobMessage } from "../../protocol/messages.ts";
 
-function outbox() {
+const dir = mkdtempSync(join(tmpdir(), "jobfleet-outbox-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+let files = 0;
+
+function outbox(memoryBytes = 1 << 20) {
   const sent: JobMessage[] = [];
-  return { sent, box: new Outbox((m) => sent.push(m)) };
+  const spillPath = join(dir, `spill-${++files}`);
+  return { sent, spillPath, box: new Outbox((m) => sent.push(m), { memoryBytes, spillPath }) };
 }
 
 describe("Outbox", () => {
@@ -50,5 +58,37 @@ describe("Outbox", () => {
 
   test("pushing to a job without a stream is a bug, not a silent drop", () => {
     expect(() => outbox().box.push({ type: "job.started", jobId: "9" })).toThrow(/no open stream/);
+  });
+});
+
+describe("Outbox past its memory budget", () => {
+  test("keeps further messages in a spill file, and resends them whole and in order", () => {
+    const { sent, box, spillPath } = outbox(500);
+    box.open("1");
+    box.open("2");
+    for (let i = 0; i < 50; i++) box.push({ type: "job.log", jobId: String((i % 2) + 1), data: `line ${i} ${"x".repeat(40)}\n` });
+    expect(box.memoryBytes).toBeLessThanOrEqual(500);
+    expect(box.spilledBytes).toBeGreaterThan(1000);
+    expect(statSync(spillPath).size).toBe(box.spilledBytes);
+    const original = sent.splice(0);
+    box.resend();
+    expect(sent).toEqual([...original.filter((m) => m.jobId === "1"), ...original.filter((m) => m.jobId === "2")]);
+  });
+
+  test("empties the spill file once nothing spilled is waiting, and removes it on close", () => {
+    const { box, spillPath } = outbox(200);
+    box.open("1");
+    for (let i = 0; i < 20; i++) box.push({ type: "job.log", jobId: "1", data: `${i} ${"y".repeat(50)}` });
+    box.push({ type: "job.finished", jobId: "1", outcome: "succeeded", exitCode: 0 });
+    expect(box.spilledBytes).toBeGreaterThan(0);
+    box.ack("1", 10);
+    expect(box.spilledBytes).toBeGreaterThan(0);
+    box.ack("1", 21);
+    expect(box.has("1")).toBe(false);
+    expect(box.spilledBytes).toBe(0);
+    expect(box.memoryBytes).toBe(0);
+    expect(statSync(spillPath).size).toBe(0);
+    box.close();
+    expect(existsSync(spillPath)).toBe(false);
   });
 });

@@ -47,4 +47,15 @@ describe.skipIf(!TEST_DATABASE_URL)(`two coordinator replicas${TEST_DATABASE_URL
     const again = await fleet.ciAt(0).enqueue({ ...sh("echo still here"), selector: "side=one" });
     expect(await fleet.ciAt(0).follow(again.id)).toMatchObject({ state: "succeeded", log: "still here\n" });
   });
+
+  test("a replica stopped with SIGTERM exits cleanly, and its agent moves to the other", async () => {
+    await fleet.restartCoordinator(1);
+    await fleet.startAgent("late", ["--labels", "side=two"], [1, 0]);
+    const exit = await fleet.coordinators[1]!.stop("SIGTERM");
+    expect(exit.code).toBe(0);
+    expect(exit.stderr).toMatch(/"msg":"shutting down"/);
+    const order = await fleet.ciAt(0).enqueue({ ...sh("echo moved"), selector: "side=two" });
+    expect(await fleet.ciAt(0).follow(order.id)).toMatchObject({ state: "succeeded", log: "moved\n" });
+    expect((await fleet.ciAt(0).get(order.id)).latestJob?.agent).toBe("late");
+  });
 });

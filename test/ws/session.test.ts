@@ -190,6 +190,32 @@ describe("job messages", () => {
   });
 });
 
+test("a cancel requested while the agent was away is delivered when it reconnects", async () => {
+  const first = new Peer();
+  await first.hello("wanderer", { labels: { pool: "away" } });
+  await first.next("welcome");
+  const order = await enqueue({ spec: { command: ["true"] }, selector: "pool=away" });
+  first.send({ type: "claim", slots: 1 });
+  const { job } = await first.next("assign");
+  first.send({ type: "job.started", jobId: job.jobId, seq: 1 });
+  await first.next("ack");
+  first.socket.close();
+  await first.closed;
+
+  const cancel = await fetch(`${coordinator.url}/v1/work-orders/${order.id}/cancel`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${ciToken}`, "content-type": "application/json" },
+    body: JSON.stringify({ reason: "while you were out" }),
+  });
+  expect(cancel.status).toBe(202);
+
+  const second = new Peer();
+  await second.hello("wanderer", { labels: { pool: "away" } });
+  await second.next("welcome");
+  expect(await second.next("cancel")).toEqual({ type: "cancel", jobId: job.jobId, reason: "while you were out" });
+  second.socket.close();
+});
+
 test("after every bad frame above, the coordinator still serves", async () => {
   expect(await healthy()).toBe(true);
 });
