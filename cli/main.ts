@@ -43,7 +43,7 @@ Usage:
   jobfleet start                      coordinator on the embedded database + one local agent
   jobfleet coordinator                run the coordinator        [--listen HOST:PORT] [--data-dir DIR] [--database-url URL]
                                                                  [--heartbeat-seconds S] [--lease-seconds S]
-  jobfleet agent --url URL --token T  run an agent               [--name N] [--labels K=V,...] [--capacity N]
+  jobfleet agent --url URL[,URL…] --token T   run an agent       [--name N] [--labels K=V,...] [--capacity N]
                                                                  [--mode queue|work-order] [--drain-timeout S] [--cancel-grace S]
   jobfleet run [flags] -- CMD ARGS…   enqueue, follow the log, exit as the job did
   jobfleet enqueue [flags] -- CMD…    enqueue and print the work order's id  [--json]
@@ -59,6 +59,9 @@ Work-order flags (run, enqueue):
       --priority N          higher runs first (-1000..1000, default 0)
       --timeout D           run timeout: 90, 90s, 15m, 2h
       --max-attempts N      attempts allowed (default 1)
+      --retry-on LIST       endings that retry: lost,infrastructure (default), timed_out, failed
+      --retry-backoff D     first retry's wait, doubling (default 10s)
+      --queue-timeout D     end timed_out if no agent claims it within D
       --idempotency-key K   enqueue once per key; repeats return the first work order
   -e, --env K=V             environment of the job (repeatable)
       --cwd DIR             working directory of the job

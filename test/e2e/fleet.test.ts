@@ -99,6 +99,26 @@ forEachDatabase("a fleet of real processes", (kind) => {
     expect(exit.stderr).toMatch(/timed_out/);
   });
 
+  test("retry and queue-timeout flags reach the work order", async () => {
+    const exit = await jobfleet(
+      ["enqueue", "--json", "-s", "arch=riscv64", "--max-attempts", "3", "--retry-on", "lost,failed", "--retry-backoff", "1m", "--queue-timeout", "5m", "--", "true"],
+      { JOBFLEET_URL: fleet.url, JOBFLEET_TOKEN: fleet.ci.token },
+    ).exited;
+    expect(exit.code).toBe(0);
+    const order = JSON.parse(exit.stdout);
+    expect(order).toMatchObject({ maxAttempts: 3, retryOn: ["lost", "failed"], retryBackoffSeconds: 60, queueTimeoutSeconds: 300 });
+    await fleet.ci.call("POST", `/v1/work-orders/${order.id}/cancel`);
+  });
+
+  test("a work order no agent claims within its queue timeout ends timed_out, and run exits 124", async () => {
+    const exit = await jobfleet(["run", "--queue-timeout", "1", "-s", "arch=riscv64", "--", "true"], {
+      JOBFLEET_URL: fleet.url,
+      JOBFLEET_TOKEN: fleet.ci.token,
+    }).exited;
+    expect(exit.code).toBe(124);
+    expect(exit.stderr).toMatch(/timed_out/);
+  });
+
   test("interrupting jobfleet run cancels the work order and exits 130", async () => {
     const run = jobfleet(["run", "-s", "arch=amd64", "--", "sh", "-c", "echo started; sleep 600"], {
       JOBFLEET_URL: fleet.url,
