@@ -197,6 +197,7 @@ forEachDatabase("workOrderClaim", (kind) => {
           adapter: "exec",
           spec: { command: ["true"], env: {} },
           timeoutSeconds: null,
+          adopt: null,
         });
       }
     });
