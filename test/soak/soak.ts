@@ -37,12 +37,40 @@ function random(seed: number): () => number {
   };
 }
 
+// Marks are "<work order> <attempt> start|end <ns>" lines, appended atomically (O_APPEND, short).
+// An attempt killed with its agent leaves no end mark, so the flock is what proves no overlap.
 const JOB = (dir: string, lines: number) => `
+echo "$JOBFLEET_WORK_ORDER_ID $JOBFLEET_ATTEMPT start $(date +%s%N)" >> "${dir}/marks"
 exec 9>"${dir}/$JOBFLEET_WORK_ORDER_ID.lock"
 if ! flock -n 9; then echo "$JOBFLEET_WORK_ORDER_ID attempt $JOBFLEET_ATTEMPT" >> "${dir}/overlaps"; exit 3; fi
 i=0
 while [ $i -lt ${lines} ]; do i=$((i+1)); echo "line $i"; [ $((i % 10)) = 0 ] && sleep 0.3; done
+echo "$JOBFLEET_WORK_ORDER_ID $JOBFLEET_ATTEMPT end $(date +%s%N)" >> "${dir}/marks"
 `;
+
+/** Attempts of one work order whose start and end marks overlap in time. */
+export function overlappingMarks(marks: string): string[] {
+  const spans = new Map<string, { start?: bigint; end?: bigint }>();
+  for (const line of marks.split("\n").filter(Boolean)) {
+    const [order, attempt, kind, at] = line.split(" ") as [string, string, "start" | "end", string];
+    const key = `${order} ${attempt}`;
+    spans.set(key, { ...spans.get(key), [kind]: BigInt(at) });
+  }
+  const byOrder = new Map<string, { attempt: string; start: bigint; end: bigint }[]>();
+  for (const [key, { start, end }] of spans) {
+    if (start === undefined || end === undefined) continue;
+    const [order, attempt] = key.split(" ") as [string, string];
+    byOrder.set(order, [...(byOrder.get(order) ?? []), { attempt, start, end }]);
+  }
+  const found: string[] = [];
+  for (const [order, attempts] of byOrder) {
+    attempts.sort((a, b) => (a.start < b.start ? -1 : 1));
+    for (let i = 1; i < attempts.length; i++) {
+      if (attempts[i]!.start < attempts[i - 1]!.end) found.push(`${order}: attempts ${attempts[i - 1]!.attempt} and ${attempts[i]!.attempt}`);
+    }
+  }
+  return found;
+}
 
 const expectedLog = (lines: number) => Array.from({ length: lines }, (_, i) => `line ${i + 1}\n`).join("");
 
@@ -65,6 +93,7 @@ class Soak {
     this.rand = random(options.seed);
     this.everyKind = new Promise((resolve) => (this.everyKindDone = resolve));
     writeFileSync(join(this.dir, "overlaps"), "");
+    writeFileSync(join(this.dir, "marks"), "");
   }
 
   private log(line: string): void {
@@ -229,7 +258,10 @@ class Soak {
       for (const l of logs) if (l.log !== expected) problems.push(`work order ${l.id}: log of ${l.log.length} characters is not whole and in order`);
       const [jobs] = await db<{ total: number; lost: number }[]>`
         SELECT count(*)::int AS total, count(*) FILTER (WHERE state = 'lost')::int AS lost FROM jobs`;
-      const overlaps = readFileSync(join(this.dir, "overlaps"), "utf8").split("\n").filter(Boolean);
+      const overlaps = [
+        ...readFileSync(join(this.dir, "overlaps"), "utf8").split("\n").filter(Boolean),
+        ...overlappingMarks(readFileSync(join(this.dir, "marks"), "utf8")),
+      ];
       return {
         orders: orders.length,
         succeeded: orders.filter((o) => o.state === "succeeded").length,
