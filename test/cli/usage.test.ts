@@ -1,6 +1,6 @@
 // The CLI's answers to bad input: a message on stderr naming the problem, and a non-zero exit.
-import { createServer } from "node:net";
 import { expect, test } from "vitest";
+import { freePort } from "../support/ports.ts";
 import { jobfleet } from "../support/processes.ts";
 
 const cases: [string[], RegExp][] = [
@@ -25,16 +25,8 @@ test.each(cases)("jobfleet %j exits 2 with a usage message", async (args, messag
   expect(exit.code).toBe(2);
 });
 
-async function closedPort(): Promise<number> {
-  const server = createServer().listen(0, "127.0.0.1");
-  await new Promise((resolve) => server.once("listening", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 test("an unreachable coordinator is a clear error with exit 1", async () => {
-  const url = `http://127.0.0.1:${await closedPort()}`;
+  const url = `http://127.0.0.1:${await freePort()}`;
   const exit = await jobfleet(["work-orders", "list", "--url", url, "--token", "t"]).exited;
   expect(exit.stderr).toContain(`cannot reach the coordinator at ${url} (ECONNREFUSED)`);
   expect(exit.code).toBe(1);

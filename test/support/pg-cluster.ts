@@ -2,22 +2,14 @@
 // in a temp dir, its own port, run as the postgres user; the shared server is never touched.
 import { execFileSync } from "node:child_process";
 import { chownSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort } from "./ports.ts";
 
 const BIN = (() => {
   const versions = readdirSync("/usr/lib/postgresql").sort();
   return join("/usr/lib/postgresql", versions.at(-1)!, "bin");
 })();
-
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, "127.0.0.1");
-  await new Promise((resolve) => server.once("listening", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 function asPostgres(command: string, args: string[]): void {
   execFileSync("runuser", ["-u", "postgres", "--", join(BIN, command), ...args], { stdio: "pipe" });

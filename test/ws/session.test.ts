@@ -68,6 +68,17 @@ async function enqueue(body: Record<string, unknown>): Promise<{ id: string }> {
   return (await response.json()) as { id: string };
 }
 
+/** A peer connected as `name`, holding the job of a work order it just claimed. */
+async function holding(name: string, pool: string) {
+  const peer = new Peer();
+  await peer.hello(name, { labels: { pool } });
+  await peer.next("welcome");
+  const order = await enqueue({ spec: { command: ["true"] }, selector: `pool=${pool}` });
+  peer.send({ type: "claim", slots: 1 });
+  const { job } = await peer.next("assign");
+  return { peer, order, job };
+}
+
 async function healthy(): Promise<boolean> {
   return (await fetch(`${coordinator.url}/healthz`)).ok;
 }
@@ -132,12 +143,7 @@ describe("hello", () => {
 
 describe("job messages", () => {
   test("apply once each, in sequence: repeats are acknowledged and ignored, gaps refused", async () => {
-    const peer = new Peer();
-    await peer.hello("sequencer", { labels: { pool: "seq" } });
-    await peer.next("welcome");
-    const order = await enqueue({ spec: { command: ["true"] }, selector: "pool=seq" });
-    peer.send({ type: "claim", slots: 1 });
-    const { job } = await peer.next("assign");
+    const { peer, order, job } = await holding("sequencer", "seq");
     expect(job).toMatchObject({ workOrderId: order.id, attempt: 1, adapter: "exec" });
     const { jobId } = job;
 
@@ -173,12 +179,7 @@ describe("job messages", () => {
   });
 
   test("an agent that reconnects is told the sequence the coordinator holds for its open jobs", async () => {
-    const first = new Peer();
-    await first.hello("returner", { labels: { pool: "return" } });
-    await first.next("welcome");
-    await enqueue({ spec: { command: ["true"] }, selector: "pool=return" });
-    first.send({ type: "claim", slots: 1 });
-    const { job } = await first.next("assign");
+    const { peer: first, job } = await holding("returner", "return");
     first.send({ type: "job.started", jobId: job.jobId, seq: 1 });
     await first.next("ack");
     first.socket.close();
@@ -191,12 +192,7 @@ describe("job messages", () => {
 });
 
 test("a cancel requested while the agent was away is delivered when it reconnects", async () => {
-  const first = new Peer();
-  await first.hello("wanderer", { labels: { pool: "away" } });
-  await first.next("welcome");
-  const order = await enqueue({ spec: { command: ["true"] }, selector: "pool=away" });
-  first.send({ type: "claim", slots: 1 });
-  const { job } = await first.next("assign");
+  const { peer: first, order, job } = await holding("wanderer", "away");
   first.send({ type: "job.started", jobId: job.jobId, seq: 1 });
   await first.next("ack");
   first.socket.close();
