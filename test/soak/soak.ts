@@ -159,12 +159,19 @@ class Soak {
     }
   }
 
+  /** Enqueues through faults; an idempotency key makes a retried POST (its answer lost) enqueue once. */
   async enqueue(): Promise<void> {
     const spec = { command: ["sh", "-c", JOB(this.dir, this.options.lines)] };
-    const body = { spec, selector: "pool=soak", maxAttempts: 25, retryBackoffSeconds: 0 };
+    const body = (i: number) => ({
+      spec,
+      selector: "pool=soak",
+      maxAttempts: 25,
+      retryBackoffSeconds: 0,
+      idempotencyKey: `soak-${this.options.seed}-${i}`,
+    });
     for (let i = 0; i < this.options.orders; i += 25) {
-      const batch = Math.min(25, this.options.orders - i);
-      await Promise.all(Array.from({ length: batch }, () => this.call("POST", "/v1/work-orders", body)));
+      const batch = Array.from({ length: Math.min(25, this.options.orders - i) }, (_, k) => i + k);
+      await Promise.all(batch.map((n) => this.call("POST", "/v1/work-orders", body(n))));
     }
   }
 
@@ -244,6 +251,7 @@ class Soak {
           (SELECT count(*)::int FROM work_order_events e WHERE e.work_order_id = wo.id
              AND e.to_state IN ('succeeded', 'failed', 'cancelled', 'timed_out')) AS ends
         FROM work_orders wo ORDER BY wo.id`;
+      if (orders.length !== this.options.orders) problems.push(`${orders.length} work orders for ${this.options.orders} enqueued`);
       for (const o of orders) {
         if (o.state !== "succeeded") problems.push(`work order ${o.id} ended ${o.state}`);
         if (o.ends !== 1) problems.push(`work order ${o.id} ended ${o.ends} times`);
