@@ -37,6 +37,11 @@ export const workOrderCreate = z
   });
 export type WorkOrderCreate = z.infer<typeof workOrderCreate>;
 
+export const MAX_BULK_ORDERS = 10_000;
+
+/** Many work orders in one request (`POST /v1/work-orders/bulk`), enqueued in one statement. */
+export const workOrderBulk = z.strictObject({ workOrders: z.array(workOrderCreate).min(1).max(MAX_BULK_ORDERS) });
+
 const listPaging = {
   limit: z.coerce.number().int().min(1).max(500).default(50),
   /** Return rows with ids below this one (the `nextCursor` of the previous page). */

@@ -12,4 +12,7 @@ export const MAX_LOG_CHUNK_BYTES = 256 * 1024;
 /** Largest HTTP request body the coordinator reads. */
 export const MAX_BODY_BYTES = 1024 * 1024;
 
+/** Largest body of a bulk enqueue (up to 10,000 work orders). */
+export const MAX_BULK_BODY_BYTES = 32 * 1024 * 1024;
+
 export const MAX_CAPACITY = 1000;

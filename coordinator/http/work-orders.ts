@@ -1,8 +1,9 @@
 import { Hono } from "hono";
 import { z } from "zod";
-import { logQuery, workOrderCreate, workOrderQuery } from "../../protocol/api.ts";
+import { logQuery, workOrderBulk, workOrderCreate, workOrderQuery } from "../../protocol/api.ts";
 import { workOrderCancel } from "../sql/work-order-cancel.ts";
 import { workOrderInsert } from "../sql/work-order-insert.ts";
+import { workOrderInsertMany } from "../sql/work-order-insert-many.ts";
 import { workOrderEvents, workOrderGet, workOrderList } from "../sql/work-order-read.ts";
 import { iso, workOrderView } from "../sql/views.ts";
 import { allow, type AuthEnv } from "./auth.ts";
@@ -28,6 +29,12 @@ export function workOrderRoutes(services: Services) {
       const { row, created } = await workOrderInsert(db, order);
       if (created) bus.emit("enqueued", [{ id: row.id, selector: row.selector, targetAgent: row.target_agent }]);
       return c.json(workOrderView(row), created ? 201 : 200);
+    })
+    .post("/bulk", async (c) => {
+      const { workOrders } = await body(c, workOrderBulk);
+      const { ids, created } = await workOrderInsertMany(db, workOrders);
+      if (created.length > 0) bus.emit("enqueued", created);
+      return c.json({ ids, created: created.length }, 201);
     })
     .get("/", async (c) => {
       const filter = query(c, workOrderQuery);

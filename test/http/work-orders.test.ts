@@ -381,3 +381,51 @@ describe("cancel", () => {
     await expectError(await h.request("/v1/work-orders/999999999/cancel", { method: "POST" }), 404, "not_found");
   });
 });
+
+describe("bulk enqueue", () => {
+  const bulk = (workOrders: unknown[]) => h.request("/v1/work-orders/bulk", { method: "POST", token: h.tokens.ci, json: { workOrders } });
+
+  it("enqueues every work order, answering their ids in the order given", async () => {
+    const response = await bulk([
+      execOrder({ priority: 1 }),
+      execOrder({ idempotencyKey: "bulk-a", selector: "os=linux" }),
+      execOrder({ idempotencyKey: "bulk-a" }),
+      execOrder({ priority: 3 }),
+    ]);
+    expect(response.status).toBe(201);
+    const { ids, created } = (await response.json()) as { ids: string[]; created: number };
+    expect(created).toBe(3);
+    expect(ids[2]).toBe(ids[1]);
+    expect(Number(ids[0])).toBeLessThan(Number(ids[1]));
+    expect(Number(ids[1])).toBeLessThan(Number(ids[3]));
+    const views = await Promise.all(ids.map(async (id) => (await (await h.request(`/v1/work-orders/${id}`)).json()) as WorkOrderView));
+    expect(views.map((v) => [v.priority, v.selector, v.state])).toEqual([
+      [1, "", "pending"],
+      [0, "os=linux", "pending"],
+      [0, "os=linux", "pending"],
+      [3, "", "pending"],
+    ]);
+  });
+
+  it("a key enqueued before resolves to the existing work order, and is not created again", async () => {
+    const first = (await (await bulk([execOrder({ idempotencyKey: "bulk-b" })])).json()) as { ids: string[] };
+    const again = (await (await bulk([execOrder(), execOrder({ idempotencyKey: "bulk-b" })])).json()) as { ids: string[]; created: number };
+    expect(again.created).toBe(1);
+    expect(again.ids[1]).toBe(first.ids[0]);
+  });
+
+  it("names the field of a bad work order by its place, and enqueues none of them", async () => {
+    const before = ((await (await h.request("/v1/work-orders?limit=500")).json()) as { items: unknown[] }).items.length;
+    await expectError(await bulk([execOrder(), { spec: { script: "x", command: ["y"] } }]), 400, "invalid_request", "workOrders.1.spec.command");
+    await expectError(await bulk([]), 400, "invalid_request", "workOrders");
+    await expectError(await bulk(Array.from({ length: 10_001 }, () => ({ spec: { command: ["true"] } }))), 400, "invalid_request", "workOrders");
+    const after = ((await (await h.request("/v1/work-orders?limit=500")).json()) as { items: unknown[] }).items.length;
+    expect(after).toBe(before);
+  });
+
+  it("takes 10,000 work orders in one request, over the usual 1 MiB body limit", async () => {
+    const response = await bulk(Array.from({ length: 10_000 }, (_, i) => ({ spec: { command: ["echo", String(i), "x".repeat(100)] } })));
+    expect(response.status).toBe(201);
+    expect(((await response.json()) as { created: number }).created).toBe(10_000);
+  });
+});
