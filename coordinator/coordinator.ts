@@ -6,6 +6,7 @@ import { serve } from "@hono/node-server";
 import type { Logger } from "pino";
 import { TokenVerifier } from "./auth/tokens.ts";
 import { Bus } from "./bus.ts";
+import { Completer } from "./completer.ts";
 import { type Database, type DatabaseConfig, openDatabase } from "./db/database.ts";
 import { Dispatcher } from "./dispatch/dispatcher.ts";
 import { Reaper } from "./reaper.ts";
@@ -42,6 +43,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const verifier = new TokenVerifier(db);
   const onError = (error: unknown) => logger.error({ err: error }, "internal error");
   const dispatcher = new Dispatcher(db, bus, onError);
+  const completer = new Completer(db);
   const heartbeatSeconds = options.heartbeatSeconds ?? 10;
   const leaseSeconds = options.leaseSeconds ?? 30;
   if (leaseSeconds < 2 * heartbeatSeconds) throw new RangeError("the lease must be at least twice the heartbeat interval");
@@ -50,6 +52,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     bus,
     verifier,
     dispatcher,
+    completer,
     heartbeatSeconds,
     leaseSeconds,
     log: (event, fields) => logger.info(fields, event),
@@ -72,6 +75,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       server.closeAllConnections();
       await hub.stop();
       await reaper.stop();
+      await completer.drain();
       await relay?.stop();
       dispatcher.stop();
       await closed;

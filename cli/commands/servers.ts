@@ -72,8 +72,21 @@ export async function coordinator(flags: Flags): Promise<number> {
   }
   await signalled(() => process.exit(1));
   log.info("shutting down");
-  await c.stop();
+  await stopWithin(c, log);
   return 0;
+}
+
+const STOP_DEADLINE_MS = 15_000;
+
+/** Stops the coordinator; one that cannot finish in time (a database call hanging) exits anyway. */
+async function stopWithin(c: Coordinator, log: Logger): Promise<void> {
+  const deadline = setTimeout(() => {
+    log.warn({ deadlineMs: STOP_DEADLINE_MS }, "shutdown took too long; exiting");
+    process.exit(0);
+  }, STOP_DEADLINE_MS);
+  deadline.unref();
+  await c.stop();
+  clearTimeout(deadline);
 }
 
 function agentUrl(text: string): string {
@@ -170,6 +183,6 @@ From anywhere else:
 
 `);
   await runAgent(local, integer(flags, "drain-timeout", 60, 0, 86_400));
-  await c.stop();
+  await stopWithin(c, log);
   return 0;
 }

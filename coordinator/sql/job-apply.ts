@@ -69,18 +69,21 @@ async function apply(tx: Queryable, job: LockedJob, msg: JobMessage): Promise<vo
   }
 }
 
-export async function jobApply(db: Database, agentId: string, msg: JobMessage): Promise<Applied> {
-  return db.transaction(async (tx) => {
-    const [job] = await tx.query<LockedJob>(LOCK, [msg.jobId, agentId]);
-    if (!job) return { kind: "unknown" };
-    if (msg.seq <= job.seq) return { kind: "duplicate" };
-    if (msg.seq > job.seq + 1) return { kind: "gap", expected: job.seq + 1 };
-    const refused = refusal(job, msg);
-    if (refused) {
-      await tx.query(CONSUME, [msg.jobId, msg.seq]);
-      return { kind: "rejected", reason: refused };
-    }
-    await apply(tx, job, msg);
-    return { kind: "applied", workOrderId: job.work_order_id };
-  });
+/** Applies one message inside the caller's transaction (several may share one). */
+export async function jobApplyIn(tx: Queryable, agentId: string, msg: JobMessage): Promise<Applied> {
+  const [job] = await tx.query<LockedJob>(LOCK, [msg.jobId, agentId]);
+  if (!job) return { kind: "unknown" };
+  if (msg.seq <= job.seq) return { kind: "duplicate" };
+  if (msg.seq > job.seq + 1) return { kind: "gap", expected: job.seq + 1 };
+  const refused = refusal(job, msg);
+  if (refused) {
+    await tx.query(CONSUME, [msg.jobId, msg.seq]);
+    return { kind: "rejected", reason: refused };
+  }
+  await apply(tx, job, msg);
+  return { kind: "applied", workOrderId: job.work_order_id };
+}
+
+export function jobApply(db: Database, agentId: string, msg: JobMessage): Promise<Applied> {
+  return db.transaction((tx) => jobApplyIn(tx, agentId, msg));
 }

@@ -17,7 +17,8 @@ import type { Database } from "../db/database.ts";
 import { isUnavailable } from "../db/unavailable.ts";
 import type { Claimer, Dispatcher } from "../dispatch/dispatcher.ts";
 import { agentActiveJobs, agentConnect, agentDisconnect } from "../sql/agent-session.ts";
-import { jobApply } from "../sql/job-apply.ts";
+import type { Completer } from "../completer.ts";
+import type { Applied } from "../sql/job-apply.ts";
 import type { Claimant } from "../sql/work-order-claim.ts";
 import { TokenBucket } from "./rate.ts";
 
@@ -26,6 +27,7 @@ export type SessionContext = {
   bus: Bus;
   verifier: TokenVerifier;
   dispatcher: Dispatcher;
+  completer: Completer;
   heartbeatSeconds: number;
   /** How long an agent's jobs stay its own after it disconnects (or stops being heard). */
   leaseSeconds: number;
@@ -125,7 +127,7 @@ export class AgentSession implements Claimer {
       case "heartbeat":
         return;
       default:
-        return void this.enqueue(() => this.jobMessage(message));
+        return this.jobMessage(message);
     }
   }
 
@@ -133,13 +135,15 @@ export class AgentSession implements Claimer {
     this.queued++;
     this.queue = this.queue
       .then(work)
-      .catch((error) => {
-        this.ctx.log("agent message failed", { session: this.sessionId, error: String(error) });
-        if (isUnavailable(error)) return this.close(CloseCode.unavailable, "database unavailable; reconnect later");
-        this.send({ type: "error", code: "internal", message: "the coordinator could not apply a message", fatal: false });
-      })
+      .catch((error) => this.failed(error))
       .finally(() => this.queued--);
     return this.queue;
+  }
+
+  private failed(error: unknown): void {
+    this.ctx.log("agent message failed", { session: this.sessionId, error: String(error) });
+    if (isUnavailable(error)) return this.close(CloseCode.unavailable, "database unavailable; reconnect later");
+    this.send({ type: "error", code: "internal", message: "the coordinator could not apply a message", fatal: false });
   }
 
   private async hello(message: Extract<AgentMessage, { type: "hello" }>): Promise<void> {
@@ -170,8 +174,17 @@ export class AgentSession implements Claimer {
     this.ctx.log("agent connected", { agent: name, session: this.sessionId, capacity, mode, labels });
   }
 
-  private async jobMessage(message: JobMessage): Promise<void> {
-    const result = await jobApply(this.ctx.db, this.claimant.agentId, message);
+  /** Job messages go to the completer, which batches them; answers come back in order. */
+  private jobMessage(message: JobMessage): void {
+    this.queued++;
+    this.ctx.completer
+      .apply(this.claimant.agentId, message)
+      .then((result) => this.answer(message, result))
+      .catch((error) => this.failed(error))
+      .finally(() => this.queued--);
+  }
+
+  private answer(message: JobMessage, result: Applied): void {
     const { jobId, seq } = message;
     switch (result.kind) {
       case "applied":

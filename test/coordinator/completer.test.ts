@@ -1,0 +1,78 @@
+// The completer batches job messages into shared transactions; these are its promises.
+import { afterAll, beforeAll, expect, test } from "vitest";
+import { Completer } from "../../coordinator/completer.ts";
+import type { Database } from "../../coordinator/db/database.ts";
+import { openDatabase } from "../../coordinator/db/database.ts";
+import { logRead } from "../../coordinator/sql/log-read.ts";
+import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
+import { workOrderInsert } from "../../coordinator/sql/work-order-insert.ts";
+import { connectAgent, order } from "../store/fixtures.ts";
+
+let db: Database;
+
+beforeAll(async () => {
+  db = await openDatabase({ kind: "pglite", dataDir: ":memory:" });
+});
+
+afterAll(async () => db?.close());
+
+async function claimedJobs(pool: string, n: number) {
+  const agent = await connectAgent(db, pool, { pool });
+  for (let i = 0; i < n; i++) await workOrderInsert(db, order({ selector: `pool=${pool}` }));
+  return { agent, jobs: await workOrderClaim(db, agent, n) };
+}
+
+/** Commits so far; statistics reach pg_stat_database lazily, so flush this backend's first. */
+async function commits(): Promise<number> {
+  await db.query(`SELECT pg_stat_force_next_flush()`);
+  await db.query(`SELECT pg_stat_clear_snapshot()`);
+  const [row] = await db.query<{ n: string }>(`SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()`);
+  return Number(row!.n);
+}
+
+test("messages from many jobs share few commits, and each job's messages apply in order", async () => {
+  const { agent, jobs } = await claimedJobs("batch", 20);
+  const completer = new Completer(db, { delayMs: 5, maxBatch: 1000 });
+  const overhead = -(await commits()) + (await commits());
+  const before = await commits();
+  const results = await Promise.all(
+    jobs.flatMap((job) => [
+      completer.apply(agent.agentId, { type: "job.started", jobId: job.jobId, seq: 1 }),
+      ...Array.from({ length: 10 }, (_, i) => completer.apply(agent.agentId, { type: "job.log", jobId: job.jobId, seq: i + 2, data: `line ${i}\n` })),
+      completer.apply(agent.agentId, { type: "job.finished", jobId: job.jobId, seq: 12, outcome: "succeeded", exitCode: 0 }),
+    ]),
+  );
+  expect(results.every((r) => r.kind === "applied")).toBe(true);
+  // All 240 were queued before the first flush: one batch, one commit.
+  expect((await commits()) - before - overhead).toBe(1);
+  for (const job of jobs) {
+    const log = (await logRead(db, job.jobId, 0)).map((s) => s.data).join("");
+    expect(log).toBe(Array.from({ length: 10 }, (_, i) => `line ${i}\n`).join(""));
+  }
+});
+
+test("a message that fails does not hold back the others in its batch", async () => {
+  const { agent, jobs } = await claimedJobs("poison", 2);
+  const completer = new Completer(db, { delayMs: 5, maxBatch: 1000 });
+  const [good, bad, after] = await Promise.allSettled([
+    completer.apply(agent.agentId, { type: "job.log", jobId: jobs[0]!.jobId, seq: 1, data: "fine\n" }),
+    completer.apply(agent.agentId, { type: "job.log", jobId: jobs[1]!.jobId, seq: 1, data: "nul \u0000 is not text to Postgres" }),
+    completer.apply(agent.agentId, { type: "job.log", jobId: jobs[0]!.jobId, seq: 2, data: "still fine\n" }),
+  ]);
+  expect(good).toMatchObject({ status: "fulfilled", value: { kind: "applied" } });
+  expect(bad.status).toBe("rejected");
+  expect(after).toMatchObject({ status: "fulfilled", value: { kind: "applied" } });
+  expect((await logRead(db, jobs[0]!.jobId, 0)).map((s) => s.data).join("")).toBe("fine\nstill fine\n");
+});
+
+test("when the database is gone, every waiting message is refused, none acknowledged: the agent resends them", async () => {
+  const lost = await openDatabase({ kind: "pglite", dataDir: ":memory:" });
+  const agent = await connectAgent(lost, "doomed", { pool: "gone" });
+  await workOrderInsert(lost, order({ selector: "pool=gone" }));
+  const [job] = await workOrderClaim(lost, agent, 1);
+  const completer = new Completer(lost, { delayMs: 20, maxBatch: 1000 });
+  const pending = [1, 2, 3].map((seq) => completer.apply(agent.agentId, { type: "job.log", jobId: job!.jobId, seq, data: `${seq}\n` }));
+  await lost.close();
+  const settled = await Promise.allSettled(pending);
+  expect(settled.map((s) => s.status)).toEqual(["rejected", "rejected", "rejected"]);
+});
