@@ -1,0 +1,158 @@
+// A jobfleet under test: one coordinator process, agents spread over several agent processes, and a
+// CI client for its HTTP API (single and bulk enqueue).
+import type { DatabaseConfig } from "../coordinator/db/database.ts";
+import type { AgentsConfig } from "./agents-process.ts";
+import type { CoordinatorConfig, CoordinatorReady } from "./coordinator-process.ts";
+import { processCpuSeconds } from "./cpu.ts";
+import { Child, now } from "./support.ts";
+
+/** The work order every scenario enqueues: an ordinary exec work order the bench's agents run as a no-op. */
+export const NOOP_ORDER = { spec: { command: ["true"] }, selector: "pool=bench" };
+export const PROBE_ORDER = { spec: { command: ["probe"] }, selector: "pool=bench" };
+export const BULK_SIZE = 10_000;
+
+export class CoordinatorProcess {
+  private constructor(
+    readonly child: Child,
+    readonly ready: CoordinatorReady,
+  ) {}
+
+  static async start(database: DatabaseConfig, options: Omit<CoordinatorConfig, "database"> = {}): Promise<CoordinatorProcess> {
+    const child = new Child("./coordinator-process.ts", { database, ...options } satisfies CoordinatorConfig);
+    return new CoordinatorProcess(child, await child.next<CoordinatorReady>("ready"));
+  }
+
+  get api(): Api {
+    return new Api(this.ready.url, this.ready.ciToken);
+  }
+
+  query<T = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
+    return this.child.request<T[]>({ type: "query", sql, params });
+  }
+
+  usage(): Promise<{ rss: number; cpu: number }> {
+    return this.child.request({ type: "usage" });
+  }
+
+  stop(): Promise<void> {
+    return this.child.stop();
+  }
+}
+
+/** `processes` agent processes of `perProcess` agents each, booted but not yet dialling. */
+export async function startAgents(coordinator: CoordinatorProcess, processes: number, perProcess: number, capacity: number, prefix = "bench"): Promise<AgentFleet> {
+  const children = Array.from(
+    { length: processes },
+    (_, p) =>
+      new Child("./agents-process.ts", {
+        urls: [coordinator.ready.agentUrl],
+        token: coordinator.ready.agentToken,
+        prefix: `${prefix}-${p}`,
+        count: perProcess,
+        capacity,
+      } satisfies AgentsConfig),
+  );
+  await Promise.all(children.map((child) => child.next("ready")));
+  return new AgentFleet(children);
+}
+
+export class AgentFleet {
+  constructor(readonly children: Child[]) {}
+
+  /** Every agent dials now. */
+  go(): void {
+    for (const child of this.children) child.send({ type: "go" });
+  }
+
+  /** Calls `listener(workOrderId, t)` for every probe that starts. */
+  onProbe(listener: (workOrderId: string, t: number) => void): () => void {
+    const offs = this.children.map((child) =>
+      child.on((message) => {
+        if (message.type === "started") listener(String(message.workOrderId), Number(message.t));
+      }),
+    );
+    return () => offs.forEach((off) => off());
+  }
+
+  async rss(): Promise<number> {
+    const all = await Promise.all(this.children.map((child) => child.request<{ rss: number }>({ type: "usage" })));
+    return all.reduce((sum, u) => sum + u.rss, 0);
+  }
+
+  /** CPU seconds of all agent processes so far. */
+  cpu(): number {
+    return this.children.reduce((sum, child) => sum + processCpuSeconds(child.process.pid), 0);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.children.map((child) => child.stop()));
+  }
+}
+
+export class Api {
+  constructor(
+    readonly url: string,
+    readonly token: string,
+  ) {}
+
+  private async post(path: string, body: unknown): Promise<{ status: number; body: any }> {
+    const response = await fetch(`${this.url}${path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${this.token}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    const text = await response.text();
+    return { status: response.status, body: text.startsWith("{") ? JSON.parse(text) : text };
+  }
+
+  /** How many agents are connected (GET /v1/agents). */
+  async connected(): Promise<number> {
+    const response = await fetch(`${this.url}/v1/agents`, { headers: { authorization: `Bearer ${this.token}` } });
+    const { items } = (await response.json()) as { items: { connected: boolean }[] };
+    return items.filter((a) => a.connected).length;
+  }
+
+  /** One work order through POST /v1/work-orders; its id. */
+  async enqueue(order: unknown): Promise<string> {
+    const { status, body } = await this.post("/v1/work-orders", order);
+    if (status !== 201) throw new Error(`enqueue: ${status} ${JSON.stringify(body)}`);
+    return String(body.id);
+  }
+
+  /** Whether the coordinator has POST /v1/work-orders/bulk (it is new). */
+  async hasBulk(): Promise<boolean> {
+    const { status } = await this.post("/v1/work-orders/bulk", { workOrders: [] });
+    return status !== 404;
+  }
+
+  /** Many copies of `order` through POST /v1/work-orders/bulk, `BULK_SIZE` per request, one request at a time. */
+  async enqueueBulk(order: unknown, count: number): Promise<void> {
+    for (let done = 0; done < count; done += BULK_SIZE) {
+      const n = Math.min(BULK_SIZE, count - done);
+      const { status, body } = await this.post("/v1/work-orders/bulk", { workOrders: Array.from({ length: n }, () => order) });
+      if (status !== 201 || body.created !== n) throw new Error(`bulk enqueue: ${status} ${JSON.stringify(body).slice(0, 300)}`);
+    }
+  }
+
+  /** `count` single POSTs from `clients` concurrent clients. */
+  async enqueueConcurrently(order: unknown, count: number, clients: number): Promise<void> {
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: clients }, async () => {
+        while (next < count) {
+          next++;
+          await this.enqueue(order);
+        }
+      }),
+    );
+  }
+
+  /** Bulk when the coordinator has it, else single POSTs from 64 clients; says which. */
+  async enqueueMany(order: unknown, count: number): Promise<{ bulk: boolean; ms: number }> {
+    const bulk = await this.hasBulk();
+    const start = now();
+    if (bulk) await this.enqueueBulk(order, count);
+    else await this.enqueueConcurrently(order, count, 64);
+    return { bulk, ms: now() - start };
+  }
+}

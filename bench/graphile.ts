@@ -1,0 +1,73 @@
+// Scenario 1/2's peer: graphile-worker 0.17.3 works the same number of no-op jobs on the same
+// Postgres server (a fresh database) with the same total concurrency, enqueued in bulk beforehand
+// (addJobs, 10,000 per call). Timed from `go` (the runner starting) until the jobs table is empty.
+import { Logger, makeWorkerUtils, runMigrations } from "graphile-worker";
+import postgres from "postgres";
+import { postgresCpuSeconds, processCpuSeconds } from "./cpu.ts";
+import { BULK_SIZE } from "./fleet.ts";
+import type { GraphileProcessConfig } from "./graphile-process.ts";
+import { Child, commits, createDatabase, dropDatabase, now, sleep } from "./support.ts";
+
+export type GraphileResult = {
+  jobs: number;
+  seconds: number;
+  jobsPerSecond: number;
+  commitsPerJob: number;
+  /** Bulk enqueue through addJobs, jobs/s. */
+  enqueuePerSecond: number;
+  cpuPerThousand: { worker: number; postgres: number };
+};
+
+const logger = new Logger(() => () => {});
+
+export async function graphileThroughput(jobs: number, concurrency: number, tuned: boolean): Promise<GraphileResult> {
+  const url = await createDatabase(tuned ? "gwt" : "gw");
+  let child: Child | undefined;
+  const monitor = postgres(url, { max: 1, fetch_types: false, onnotice: () => {} });
+  let monitorQueries = 0;
+  try {
+    await runMigrations({ connectionString: url, logger });
+    const utils = await makeWorkerUtils({ connectionString: url, logger });
+    const enqueueStart = now();
+    for (let done = 0; done < jobs; done += BULK_SIZE) {
+      const n = Math.min(BULK_SIZE, jobs - done);
+      await utils.addJobs(Array.from({ length: n }, () => ({ identifier: "noop", payload: {} })));
+    }
+    const enqueueMs = now() - enqueueStart;
+    await utils.release();
+
+    child = new Child("./graphile-process.ts", { connectionString: url, concurrency, tuned } satisfies GraphileProcessConfig);
+    await child.next("ready");
+    const before = await commits(url);
+    const cpuBefore = { worker: processCpuSeconds(child.process.pid), postgres: postgresCpuSeconds() };
+
+    const start = now();
+    child.send({ type: "go" });
+    const deadline = Date.now() + Math.max(120_000, jobs * 20);
+    for (;;) {
+      monitorQueries++;
+      const [row] = await monitor.unsafe<{ n: number }[]>(`SELECT count(*)::int AS n FROM graphile_worker._private_jobs`);
+      if (row!.n === 0) break;
+      if (Date.now() > deadline) throw new Error(`graphile: ${row!.n} jobs left after the deadline`);
+      await sleep(50);
+    }
+    const seconds = (now() - start) / 1000;
+    const cpu = { worker: (processCpuSeconds(child.process.pid)) - cpuBefore.worker, postgres: postgresCpuSeconds() - cpuBefore.postgres };
+
+    await child.stop();
+    await monitor.end();
+    const after = await commits(url);
+    return {
+      jobs,
+      seconds,
+      jobsPerSecond: jobs / seconds,
+      commitsPerJob: (after - before - monitorQueries) / jobs,
+      enqueuePerSecond: jobs / (enqueueMs / 1000),
+      cpuPerThousand: { worker: (cpu.worker * 1000) / jobs, postgres: (cpu.postgres * 1000) / jobs },
+    };
+  } finally {
+    await child?.stop();
+    await monitor.end();
+    await dropDatabase(url);
+  }
+}

@@ -1,0 +1,47 @@
+// Scenario 4 on an idle fleet: probe work orders enqueued one at a time (each after the previous
+// one started), timed from just before the POST until the adapter's start is called on an agent.
+// (Under load: jobfleetThroughput with `probeEveryMs`.)
+import { CoordinatorProcess, PROBE_ORDER, startAgents } from "./fleet.ts";
+import type { FleetShape } from "./throughput.ts";
+import { createDatabase, dropDatabase, now, sleep, waitUntil } from "./support.ts";
+
+const WARMUP = 20;
+
+/** Sorted latencies in ms. */
+export async function idleLatency(probes: number, shape: FleetShape): Promise<number[]> {
+  const url = await createDatabase("lat");
+  const coordinator = await CoordinatorProcess.start({ kind: "postgres", url });
+  try {
+    const agents = await startAgents(coordinator, shape.processes, shape.perProcess, shape.capacity, "idle");
+    try {
+      agents.go();
+      const api = coordinator.api;
+      const total = shape.processes * shape.perProcess;
+      await waitUntil(async () => (await api.connected()) === total, 100, 30_000, "every agent to connect");
+      await sleep(500);
+      let waiting: { id?: string; resolve: (t: number) => void } | undefined;
+      const early = new Map<string, number>();
+      agents.onProbe((id, t) => {
+        if (waiting?.id === id) waiting.resolve(t);
+        else early.set(id, t);
+      });
+      const latencies: number[] = [];
+      for (let i = 0; i < WARMUP + probes; i++) {
+        const started = new Promise<number>((resolve) => (waiting = { resolve }));
+        const t = now();
+        const id = await api.enqueue(PROBE_ORDER);
+        // The start may beat the POST's answer.
+        if (early.has(id)) waiting!.resolve(early.get(id)!);
+        else waiting!.id = id;
+        const s = await started;
+        if (i >= WARMUP) latencies.push(s - t);
+      }
+      return latencies.sort((a, b) => a - b);
+    } finally {
+      await agents.stop();
+    }
+  } finally {
+    await coordinator.stop();
+    await dropDatabase(url);
+  }
+}

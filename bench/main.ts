@@ -1,0 +1,128 @@
+// npm run bench [-- --quick] [-- --only throughput,enqueue,latency,embedded]
+// Runs the scenarios in order and prints one table (figures only; nothing is asserted).
+// Every database and child process it starts is dropped or stopped at the end, also on Ctrl-C.
+import { parseArgs } from "node:util";
+import { enqueueScenario } from "./enqueue.ts";
+import { graphileThroughput } from "./graphile.ts";
+import { idleLatency } from "./latency.ts";
+import { type Row, ratio, Table } from "./table.ts";
+import { type FleetShape, jobfleetThroughput } from "./throughput.ts";
+import { dropAll, killAll, percentile } from "./support.ts";
+
+const { values } = parseArgs({
+  options: { quick: { type: "boolean", default: false }, only: { type: "string" } },
+  allowPositionals: false,
+});
+const quick = values.quick!;
+const SCENARIOS = ["throughput", "enqueue", "latency", "embedded"] as const;
+const only = new Set(values.only ? values.only.split(",") : SCENARIOS);
+for (const name of only) if (!(SCENARIOS as readonly string[]).includes(name)) throw new Error(`unknown scenario ${name}; one of ${SCENARIOS.join(", ")}`);
+
+const sizes = quick
+  ? { throughput: 2_000, embedded: 500, singles: 1_000, bulk: 20_000, idleProbes: 100, loadOrders: 1_000 }
+  : { throughput: 50_000, embedded: 10_000, singles: 10_000, bulk: 50_000, idleProbes: 1_000, loadOrders: 20_000 };
+/** 100 agents of capacity 1 over 4 agent processes: total concurrency 100, as graphile-worker's. */
+const FLEET: FleetShape = { processes: 4, perProcess: 25, capacity: 1 };
+const CONCURRENCY = FLEET.processes * FLEET.perProcess * FLEET.capacity;
+
+const table = new Table();
+const latencyRows = (scenario: string, sorted: number[]): Row[] =>
+  ([50, 90, 99] as const).map((p) => ({ scenario: `${scenario} p${p}`, figure: percentile(sorted, p), unit: "ms" }));
+
+async function throughput(): Promise<void> {
+  const n = sizes.throughput;
+  process.stderr.write(`throughput: ${n} no-op jobs, jobfleet (${FLEET.processes}×${FLEET.perProcess} agents, capacity ${FLEET.capacity}) vs graphile-worker (concurrency ${CONCURRENCY})\n`);
+  const jf = await jobfleetThroughput({ kind: "postgres", orders: n, fleet: FLEET });
+  const gDefault = await graphileThroughput(n, CONCURRENCY, false);
+  const gTuned = await graphileThroughput(n, CONCURRENCY, true);
+  table.add({
+    scenario: `1 throughput jobfleet, Postgres, N=${n}`,
+    figure: jf.jobsPerSecond,
+    unit: "jobs/s",
+    ratio: `${ratio(jf.jobsPerSecond, gDefault.jobsPerSecond, "graphile defaults")}; ${ratio(jf.jobsPerSecond, gTuned.jobsPerSecond, "graphile tuned")}`,
+  });
+  table.add({ scenario: `1 throughput graphile-worker defaults, N=${n}`, figure: gDefault.jobsPerSecond, unit: "jobs/s" });
+  table.add({ scenario: `1 throughput graphile-worker tuned, N=${n}`, figure: gTuned.jobsPerSecond, unit: "jobs/s" });
+  table.add({
+    scenario: "2 commits per job, jobfleet",
+    figure: jf.commitsPerJob!,
+    unit: "commits/job",
+    ratio: `${ratio(jf.commitsPerJob!, gDefault.commitsPerJob, "graphile defaults")}; ${ratio(jf.commitsPerJob!, gTuned.commitsPerJob, "graphile tuned")}`,
+  });
+  table.add({ scenario: "2 commits per job, graphile-worker defaults", figure: gDefault.commitsPerJob, unit: "commits/job" });
+  table.add({ scenario: "2 commits per job, graphile-worker tuned", figure: gTuned.commitsPerJob, unit: "commits/job" });
+  table.add({ scenario: "2 CPU per 1k jobs, jobfleet coordinator", figure: jf.cpuPerThousand.coordinator, unit: "CPU s" });
+  table.add({ scenario: "2 CPU per 1k jobs, jobfleet agents (4 processes)", figure: jf.cpuPerThousand.agents, unit: "CPU s" });
+  table.add({
+    scenario: "2 CPU per 1k jobs, Postgres under jobfleet",
+    figure: jf.cpuPerThousand.postgres!,
+    unit: "CPU s",
+    ratio: `${ratio(jf.cpuPerThousand.postgres!, gDefault.cpuPerThousand.postgres, "graphile defaults")}; ${ratio(jf.cpuPerThousand.postgres!, gTuned.cpuPerThousand.postgres, "graphile tuned")}`,
+  });
+  table.add({ scenario: "2 CPU per 1k jobs, graphile-worker process (defaults)", figure: gDefault.cpuPerThousand.worker, unit: "CPU s" });
+  table.add({ scenario: "2 CPU per 1k jobs, graphile-worker process (tuned)", figure: gTuned.cpuPerThousand.worker, unit: "CPU s" });
+  table.add({ scenario: "2 CPU per 1k jobs, Postgres under graphile defaults", figure: gDefault.cpuPerThousand.postgres, unit: "CPU s" });
+  table.add({ scenario: "2 CPU per 1k jobs, Postgres under graphile tuned", figure: gTuned.cpuPerThousand.postgres, unit: "CPU s" });
+  if (jf.unsucceeded > 0) table.note(`throughput: ${jf.unsucceeded} jobfleet work orders did not end succeeded`);
+  if (!jf.enqueue.bulk) table.note("throughput: the coordinator has no bulk endpoint; enqueued with single POSTs");
+  table.note(`throughput: enqueue before the timed phase took ${(jf.enqueue.ms / 1000).toFixed(1)} s for jobfleet (${jf.enqueue.bulk ? "bulk" : "single POSTs"}), graphile addJobs ${(n / gDefault.enqueuePerSecond).toFixed(1)} s`);
+}
+
+async function enqueue(): Promise<void> {
+  process.stderr.write(`enqueue: ${sizes.singles} single POSTs from 64 clients, ${sizes.bulk} in bulk requests of 10,000\n`);
+  const result = await enqueueScenario(sizes.singles, sizes.bulk, 64);
+  table.add({
+    scenario: "3 enqueue single POST, 64 clients",
+    figure: result.singlesPerSecond,
+    unit: "orders/s",
+    ratio: ratio(result.singlesPerSecond, result.graphileSinglesPerSecond, "graphile addJob, 64 clients"),
+  });
+  table.add({ scenario: "3 enqueue graphile addJob, 64 clients (pool 64)", figure: result.graphileSinglesPerSecond, unit: "jobs/s" });
+  if (result.bulkPerSecond !== undefined) {
+    table.add({
+      scenario: "3 enqueue bulk, 10,000 per request",
+      figure: result.bulkPerSecond,
+      unit: "orders/s",
+      ratio: ratio(result.bulkPerSecond, result.graphileBulkPerSecond, "graphile addJobs ×10,000"),
+    });
+    table.add({ scenario: "3 enqueue graphile addJobs, 10,000 per call", figure: result.graphileBulkPerSecond, unit: "jobs/s" });
+  } else table.note("enqueue: the coordinator has no bulk endpoint yet; bulk not measured");
+}
+
+async function latency(): Promise<void> {
+  process.stderr.write(`latency: ${sizes.idleProbes} sequential probes on an idle fleet; probes every 50 ms while ${sizes.loadOrders} no-op jobs are worked\n`);
+  const idle = await idleLatency(sizes.idleProbes, FLEET);
+  for (const row of latencyRows(`4 latency enqueue→start, idle fleet (${sizes.idleProbes} orders)`, idle)) table.add(row);
+  const loaded = await jobfleetThroughput({ kind: "postgres", orders: sizes.loadOrders, fleet: FLEET, probeEveryMs: 50 });
+  for (const row of latencyRows(`4 latency enqueue→start, under load (${loaded.probeLatencies.length} probes, priority 1000)`, loaded.probeLatencies)) table.add(row);
+}
+
+async function embedded(): Promise<void> {
+  const n = sizes.embedded;
+  process.stderr.write(`embedded: ${n} no-op jobs on PGlite\n`);
+  const result = await jobfleetThroughput({ kind: "pglite", orders: n, fleet: FLEET });
+  table.add({ scenario: `8 throughput jobfleet, PGlite in memory, N=${n}`, figure: result.jobsPerSecond, unit: "jobs/s" });
+  table.add({ scenario: "8 CPU per 1k jobs, jobfleet coordinator (PGlite inside)", figure: result.cpuPerThousand.coordinator, unit: "CPU s" });
+  if (result.unsucceeded > 0) table.note(`embedded: ${result.unsucceeded} work orders did not end succeeded`);
+}
+
+const cleanup = async () => {
+  await killAll();
+  await dropAll();
+};
+process.once("SIGINT", () => void cleanup().then(() => process.exit(130)));
+
+const started = Date.now();
+try {
+  if (only.has("throughput")) await throughput();
+  if (only.has("enqueue")) await enqueue();
+  if (only.has("latency")) await latency();
+  if (only.has("embedded")) await embedded();
+} catch (error) {
+  table.note(`stopped by an error: ${error instanceof Error ? error.stack : String(error)}`);
+  process.exitCode = 1;
+} finally {
+  await cleanup();
+}
+table.note(`wall time ${((Date.now() - started) / 1000).toFixed(0)} s`);
+console.log(table.render(quick ? "quick" : "full"));

@@ -1,0 +1,211 @@
+// Shared pieces of the benchmark: throwaway Postgres databases, commit counters, child processes
+// with an IPC channel, clocks and percentiles. Nothing here measures anything by itself.
+import { type ChildProcess, fork } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import postgres from "postgres";
+
+/** A server where the bench may create and drop databases (never touching this one's own data). */
+export const ADMIN_URL = process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Milliseconds on a clock that agrees across processes on one machine (sub-millisecond resolution). */
+export const now = () => performance.timeOrigin + performance.now();
+
+const created = new Set<string>();
+
+/** A fresh, empty database on the admin server; returns its URL. Dropped by `dropDatabase` or `dropAll`. */
+export async function createDatabase(prefix: string): Promise<string> {
+  const name = `jobfleet_bench_${prefix}_${randomBytes(4).toString("hex")}`;
+  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  created.add(name);
+  const url = new URL(ADMIN_URL);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+export async function dropDatabase(url: string): Promise<void> {
+  const name = new URL(url).pathname.slice(1);
+  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  } finally {
+    await admin.end();
+  }
+  created.delete(name);
+}
+
+/** Drops every database this process created and has not dropped yet (on the way out). */
+export async function dropAll(): Promise<void> {
+  for (const name of [...created]) {
+    const url = new URL(ADMIN_URL);
+    url.pathname = `/${name}`;
+    await dropDatabase(url.toString()).catch(() => {});
+  }
+}
+
+/**
+ * `pg_stat_database.xact_commit` of a database, read from the admin database (so the reads are not
+ * counted). Backends publish their counts at most once a second, and at exit: call this once every
+ * client of the database is gone, and it waits until two reads agree.
+ */
+export async function commits(url: string): Promise<number> {
+  const name = new URL(url).pathname.slice(1);
+  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+  try {
+    let last = -1;
+    for (let i = 0; i < 50; i++) {
+      const [row] = await admin<{ n: string }[]>`SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = ${name}`;
+      const n = Number(row?.n ?? 0);
+      if (n === last) return n;
+      last = n;
+      await sleep(150);
+    }
+    return last;
+  } finally {
+    await admin.end();
+  }
+}
+
+/** Polls `check` every `intervalMs` until it answers true; rejects after `timeoutMs`. */
+export async function waitUntil(check: () => Promise<boolean> | boolean, intervalMs: number, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[index]!;
+}
+
+export type Message = { type: string; [key: string]: unknown };
+
+const children = new Set<Child>();
+
+/** A bench child process (a TypeScript entry in bench/) with an IPC channel for JSON messages. */
+export class Child {
+  readonly process: ChildProcess;
+  readonly exited: Promise<number | null>;
+  private readonly listeners = new Set<(message: Message) => void>();
+  private nextId = 0;
+  stderr = "";
+
+  constructor(entry: string, config: unknown) {
+    const file = fileURLToPath(new URL(entry, import.meta.url));
+    this.process = fork(file, [JSON.stringify(config)], {
+      execArgv: ["--import", "tsx"],
+      stdio: ["ignore", "inherit", "pipe", "ipc"],
+      serialization: "advanced",
+    });
+    this.process.stderr!.setEncoding("utf8").on("data", (text: string) => {
+      this.stderr = (this.stderr + text).slice(-20_000);
+    });
+    this.process.on("message", (message: Message) => {
+      for (const listener of this.listeners) listener(message);
+    });
+    this.exited = new Promise((resolve) => this.process.on("exit", (code) => resolve(code)));
+    children.add(this);
+    void this.exited.then(() => children.delete(this));
+  }
+
+  on(listener: (message: Message) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  send(message: Message): void {
+    this.process.send(message);
+  }
+
+  /** The first message of this type; rejects if the child exits first. */
+  next<T extends Message>(type: string, timeoutMs = 60_000): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => fail(new Error(`no ${type} from child within ${timeoutMs} ms\n${this.stderr}`)), timeoutMs);
+      const off = this.on((message) => {
+        if (message.type !== type) return;
+        clearTimeout(timer);
+        off();
+        resolve(message as T);
+      });
+      const fail = (error: Error) => {
+        clearTimeout(timer);
+        off();
+        reject(error);
+      };
+      void this.exited.then((code) => fail(new Error(`child exited (${code}) before ${type}\n${this.stderr}`)));
+    });
+  }
+
+  /** Sends a request carrying an id and waits for the `reply` with that id. */
+  async request<T = unknown>(message: Message, timeoutMs = 60_000): Promise<T> {
+    const id = ++this.nextId;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no reply to ${message.type} within ${timeoutMs} ms`)), timeoutMs);
+      const off = this.on((reply) => {
+        if (reply.type !== "reply" || reply.id !== id) return;
+        clearTimeout(timer);
+        off();
+        if (reply.error) reject(new Error(String(reply.error)));
+        else resolve(reply.value as T);
+      });
+      this.send({ ...message, id });
+    });
+  }
+
+  /** Asks the child to stop (message `stop`), then SIGKILLs it after `graceMs`. */
+  async stop(graceMs = 15_000): Promise<void> {
+    if (this.process.exitCode !== null || this.process.signalCode !== null) return;
+    if (this.process.connected) this.send({ type: "stop" });
+    const timer = setTimeout(() => this.process.kill("SIGKILL"), graceMs);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+/** Kills whatever child is still alive (after an error). */
+export async function killAll(): Promise<void> {
+  await Promise.all([...children].map((child) => child.stop(3_000)));
+}
+
+/** In a child: the JSON config passed by `Child`, and a way to answer requests. */
+export function childConfig<T>(): T {
+  return JSON.parse(process.argv[2] ?? "{}") as T;
+}
+
+export function send(message: Message): void {
+  process.send?.(message);
+}
+
+/** In a child: handles each request `type` with `handler`, answering `reply {id, value | error}`. */
+export function serve(handlers: Record<string, (message: Message) => unknown>): void {
+  process.on("message", (message: Message) => {
+    const handler = handlers[message.type];
+    if (!handler) return;
+    void (async () => {
+      try {
+        const value = await handler(message);
+        if (message.id !== undefined) send({ type: "reply", id: message.id, value });
+      } catch (error) {
+        if (message.id !== undefined) send({ type: "reply", id: message.id, error: error instanceof Error ? error.message : String(error) });
+      }
+    })();
+  });
+  // The parent gone means the bench is over.
+  process.on("disconnect", () => process.exit(0));
+}
+
+/** CPU seconds (user + system) of this process so far. */
+export function cpuSeconds(): number {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1e6;
+}

@@ -1,0 +1,140 @@
+// Scenario 1/2/8 for jobfleet: N no-op work orders enqueued in bulk, then worked by a fleet of
+// agents (several agent processes, real WebSockets on loopback, one coordinator process) until
+// all have ended. Timed from the moment the agents dial until the last work order ended; the
+// database's commits and each party's CPU are read around that working phase only.
+import postgres from "postgres";
+import { CoordinatorProcess, NOOP_ORDER, PROBE_ORDER, startAgents } from "./fleet.ts";
+import { postgresCpuSeconds } from "./cpu.ts";
+import { commits, createDatabase, dropDatabase, now, sleep } from "./support.ts";
+
+export type FleetShape = { processes: number; perProcess: number; capacity: number };
+
+export type ThroughputOptions = {
+  kind: "postgres" | "pglite";
+  orders: number;
+  fleet: FleetShape;
+  /** Also enqueue a high-priority probe every this many ms while the backlog is worked (latency under load). */
+  probeEveryMs?: number;
+};
+
+export type ThroughputResult = {
+  orders: number;
+  seconds: number;
+  jobsPerSecond: number;
+  /** Not ended `succeeded` (should be 0). */
+  unsucceeded: number;
+  enqueue: { bulk: boolean; ms: number };
+  /** Postgres only: commits in the benchmark database during the working phase, per job. */
+  commitsPerJob?: number;
+  /** CPU seconds per 1,000 jobs, by party (Postgres: the whole server). */
+  cpuPerThousand: { coordinator: number; agents: number; postgres?: number };
+  /** Enqueue → adapter start of each probe, ms. */
+  probeLatencies: number[];
+};
+
+const OPEN = `SELECT count(*)::int AS n FROM work_orders WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'timed_out')`;
+const UNSUCCEEDED = `SELECT count(*)::int AS n FROM work_orders WHERE state <> 'succeeded'`;
+
+export async function jobfleetThroughput(options: ThroughputOptions): Promise<ThroughputResult> {
+  const { kind, orders, fleet: shape } = options;
+  const url = kind === "postgres" ? await createDatabase("jf") : undefined;
+  const coordinator = await CoordinatorProcess.start(url ? { kind: "postgres", url } : { kind: "pglite", dataDir: ":memory:" });
+  // Postgres: counted on a connection of our own, each poll one commit, subtracted below.
+  const monitor = url ? postgres(url, { max: 1, fetch_types: false, onnotice: () => {} }) : undefined;
+  let monitorQueries = 0;
+  const count = async (sql: string): Promise<number> => {
+    if (!monitor) return (await coordinator.query<{ n: number }>(sql))[0]!.n;
+    monitorQueries++;
+    return (await monitor.unsafe<{ n: number }[]>(sql))[0]!.n;
+  };
+  try {
+    const enqueue = await coordinator.api.enqueueMany(NOOP_ORDER, orders);
+    const agents = await startAgents(coordinator, shape.processes, shape.perProcess, shape.capacity);
+    try {
+      const probes = probing(coordinator, agents, options.probeEveryMs);
+      const before = url ? await commits(url) : 0;
+      const cpuBefore = { coordinator: (await coordinator.usage()).cpu, agents: agents.cpu(), postgres: url ? postgresCpuSeconds() : 0 };
+
+      const start = now();
+      agents.go();
+      const deadline = Date.now() + Math.max(120_000, orders * 20);
+      for (;;) {
+        const open = await count(OPEN);
+        // Probe while most of the backlog is still there, then let the probes drain too.
+        if (probes.active && open < orders * 0.1) probes.stop();
+        if (open === 0 && !probes.active && (await probes.settled())) break;
+        if (Date.now() > deadline) throw new Error(`throughput: ${open} work orders still open after the deadline`);
+        await sleep(50);
+      }
+      const seconds = (now() - start) / 1000;
+      const jobs = orders + probes.sent;
+      const cpu = { coordinator: (await coordinator.usage()).cpu - cpuBefore.coordinator, agents: agents.cpu() - cpuBefore.agents, postgres: url ? postgresCpuSeconds() - cpuBefore.postgres : 0 };
+      const unsucceeded = await count(UNSUCCEEDED);
+
+      await agents.stop();
+      await coordinator.stop();
+      await monitor?.end();
+      const after = url ? await commits(url) : 0;
+      return {
+        orders: jobs,
+        seconds,
+        jobsPerSecond: jobs / seconds,
+        unsucceeded,
+        enqueue,
+        commitsPerJob: url ? (after - before - monitorQueries - probes.sent) / jobs : undefined,
+        cpuPerThousand: { coordinator: (cpu.coordinator * 1000) / jobs, agents: (cpu.agents * 1000) / jobs, postgres: url ? (cpu.postgres * 1000) / jobs : undefined },
+        probeLatencies: probes.latencies(),
+      };
+    } finally {
+      await agents.stop();
+    }
+  } finally {
+    await coordinator.stop();
+    await monitor?.end();
+    if (url) await dropDatabase(url);
+  }
+}
+
+/**
+ * High-priority probe work orders, one every `everyMs`, each timed from just before its POST until
+ * its adapter starts on some agent. Inactive without `everyMs`.
+ */
+function probing(coordinator: CoordinatorProcess, agents: Awaited<ReturnType<typeof startAgents>>, everyMs?: number) {
+  const enqueuedAt = new Map<string, number>();
+  const startedAt = new Map<string, number>();
+  const off = agents.onProbe((id, t) => startedAt.set(id, t));
+  let active = everyMs !== undefined;
+  let sent = 0;
+  const api = coordinator.api;
+  const loop = (async () => {
+    if (everyMs === undefined) return;
+    await sleep(everyMs);
+    while (active) {
+      const t = now();
+      sent++;
+      const id = await api.enqueue({ ...PROBE_ORDER, priority: 1000 });
+      enqueuedAt.set(id, t);
+      await sleep(Math.max(0, everyMs - (now() - t)));
+    }
+  })();
+  return {
+    get active() {
+      return active;
+    },
+    get sent() {
+      return sent;
+    },
+    stop() {
+      active = false;
+    },
+    /** True once the last POST answered and every probe reported its start. */
+    async settled(): Promise<boolean> {
+      await loop;
+      return startedAt.size >= enqueuedAt.size;
+    },
+    latencies(): number[] {
+      off();
+      return [...enqueuedAt].flatMap(([id, t]) => (startedAt.has(id) ? [startedAt.get(id)! - t] : [])).sort((a, b) => a - b);
+    },
+  };
+}
