@@ -7,7 +7,8 @@ import type { Selector } from "../../protocol/selector.ts";
  * `labelsExpr` (a jsonb object). `values ? x` is jsonb's "array holds the string x".
  */
 export function storedSelectorMatches(selectorColumn: string, labelsExpr: string): string {
-  return `NOT EXISTS (
+  // The empty selector, the commonest, skips the per-row subquery.
+  return `(${selectorColumn} = '[]'::jsonb OR NOT EXISTS (
     SELECT 1 FROM jsonb_array_elements(${selectorColumn}) r
     WHERE NOT CASE r->>'op'
       WHEN 'exists' THEN ${labelsExpr} ? (r->>'key')
@@ -15,7 +16,7 @@ export function storedSelectorMatches(selectorColumn: string, labelsExpr: string
       WHEN 'in' THEN coalesce((r->'values') ? (${labelsExpr}->>(r->>'key')), false)
       WHEN 'notin' THEN NOT coalesce((r->'values') ? (${labelsExpr}->>(r->>'key')), false)
     END
-  )`;
+  ))`;
 }
 
 /** SQL true when `selector`, known now, matches the jsonb labels in `labelsColumn`; adds its params. */
