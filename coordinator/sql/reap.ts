@@ -72,9 +72,13 @@ export async function reapQueueTimeouts(db: Database): Promise<string[]> {
 
 const DUE = `
 SELECT id::text AS id, selector, target_agent AS "targetAgent" FROM work_orders
-WHERE state = 'pending' AND run_after > $1::timestamptz AND run_after <= $2::timestamptz`;
+WHERE state = 'pending' AND run_after >= $1::timestamptz AND run_after <= $2::timestamptz`;
 
-/** Pending work orders that became claimable in (since, until]: retries whose backoff is over. */
+/**
+ * Pending work orders that became claimable in [since, until]: retries whose backoff is over. Both
+ * ends are inclusive because clocks are coarse (PGlite's): one on the boundary is woken twice, which
+ * costs a claim; a half-open window could miss it, leaving it to wait for an unrelated wake-up.
+ */
 export async function dueRetries(db: Database, since: string, until: string): Promise<Enqueued[]> {
   return db.query<Enqueued>(DUE, [since, until]);
 }

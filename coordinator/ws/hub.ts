@@ -11,6 +11,9 @@ import { AgentSession, CloseCode, type SessionContext } from "./session.ts";
 
 export const AGENT_PATH = "/v1/agent";
 
+/** How long agents get to answer the closing handshake at shutdown. */
+const CLOSE_GRACE_MS = 2000;
+
 export class Hub {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
   private readonly agents = new Map<string, AgentSession>();
@@ -70,10 +73,19 @@ export class Hub {
     );
   }
 
+  /**
+   * Closes every agent socket (agents redial another coordinator). A socket whose peer does not
+   * finish the closing handshake in time is cut, so shutdown never waits on a silent agent.
+   */
   async stop(): Promise<void> {
     clearInterval(this.timer);
     this.unsubscribe();
     for (const session of this.sessions) session.close(CloseCode.shutdown, "coordinator shutting down");
-    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+    const closed = new Promise<void>((resolve) => this.wss.close(() => resolve()));
+    const cut = setTimeout(() => {
+      for (const client of this.wss.clients) client.terminate();
+    }, CLOSE_GRACE_MS);
+    await closed;
+    clearTimeout(cut);
   }
 }

@@ -82,6 +82,10 @@ forEachDatabase("the reaper", (kind) => {
     await jobApply(db(), agent.agentId, { type: "job.finished", jobId: job.jobId, seq: 1, outcome: "lost", exitCode: null });
     const after = await databaseNow(db());
     expect((await dueRetries(db(), before, after)).map((o) => o.id)).toEqual([job.workOrderId]);
-    expect(await dueRetries(db(), after, await databaseNow(db()))).toEqual([]);
+    const [row] = await db().query<{ runAfter: string }>(`SELECT run_after::text AS "runAfter" FROM work_orders WHERE id = $1`, [job.workOrderId]);
+    const runAfter = row!.runAfter;
+    expect((await dueRetries(db(), runAfter, runAfter)).map((o) => o.id)).toEqual([job.workOrderId]);
+    const later = await db().query<{ t: string }>(`SELECT ($1::timestamptz + interval '1 microsecond')::text AS t`, [runAfter]);
+    expect(await dueRetries(db(), later[0]!.t, await databaseNow(db()))).toEqual([]);
   });
 });

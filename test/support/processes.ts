@@ -59,9 +59,18 @@ export class JobfleetProcess {
     return this.waitFor(new RegExp(`^${pairs.join("")}[^\\n]*"msg":"${escaped}"`, "m"));
   }
 
+  /** Sends `signal`; a process still alive 20 s later is SIGKILLed, so no suite hangs on one. */
   async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<Exit> {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
-    return this.exited;
+    const escalate = setTimeout(() => {
+      process.stderr.write(`jobfleet ${this.child.pid} ignored ${signal} for 20 s; killing it\n`);
+      this.child.kill("SIGKILL");
+    }, 20_000);
+    try {
+      return await this.exited;
+    } finally {
+      clearTimeout(escalate);
+    }
   }
 }
 
