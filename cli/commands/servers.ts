@@ -72,21 +72,24 @@ export async function coordinator(flags: Flags): Promise<number> {
   }
   await signalled(() => process.exit(1));
   log.info("shutting down");
-  await stopWithin(c, log);
-  return 0;
+  return stopWithin(c, log);
 }
 
 const STOP_DEADLINE_MS = 15_000;
 
-/** Stops the coordinator; one that cannot finish in time (a database call hanging) exits anyway. */
-async function stopWithin(c: Coordinator, log: Logger): Promise<void> {
+/**
+ * Stops the coordinator and ends the process: one that cannot finish in time (a database call
+ * hanging) exits anyway, and so does one whose stop left a handle open (a driver reconnecting).
+ */
+async function stopWithin(c: Coordinator, log: Logger): Promise<never> {
   const deadline = setTimeout(() => {
     log.warn({ deadlineMs: STOP_DEADLINE_MS }, "shutdown took too long; exiting");
     process.exit(0);
   }, STOP_DEADLINE_MS);
-  deadline.unref();
   await c.stop();
   clearTimeout(deadline);
+  log.info("stopped");
+  process.exit(0);
 }
 
 function agentUrl(text: string): string {
@@ -183,6 +186,5 @@ From anywhere else:
 
 `);
   await runAgent(local, integer(flags, "drain-timeout", 60, 0, 86_400));
-  await stopWithin(c, log);
-  return 0;
+  return stopWithin(c, log);
 }

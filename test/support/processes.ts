@@ -63,7 +63,7 @@ export class JobfleetProcess {
   async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<Exit> {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
     const escalate = setTimeout(() => {
-      process.stderr.write(`jobfleet ${this.child.pid} ignored ${signal} for 20 s; killing it\n`);
+      process.stderr.write(`jobfleet ${this.child.spawnargs.slice(2).join(" ")} ignored ${signal} for 20 s; killing it\n`);
       this.child.kill("SIGKILL");
     }, 20_000);
     try {
