@@ -32,13 +32,15 @@ export async function startCluster(): Promise<Cluster> {
     stop: () => asPostgres("pg_ctl", ["-D", data, "-m", "fast", "-w", "stop"]),
     destroy: () => {
       try {
-        cluster.stop();
+        asPostgres("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]);
       } catch {
-        // Already stopped.
+        // Already stopped, or already removed.
       }
       rmSync(dir, { recursive: true, force: true });
     },
   };
   cluster.start();
+  // A daemonised server outlives its test: stop it however the test process ends (short of SIGKILL).
+  process.once("exit", () => cluster.destroy());
   return cluster;
 }
