@@ -75,10 +75,6 @@ export class Agent {
     this.connection.start();
   }
 
-  get running(): number {
-    return this.runners.size;
-  }
-
   /**
    * Stops claiming, lets running jobs finish for up to `timeoutMs`, cancels what is left, waits
    * (briefly) for the coordinator to acknowledge every report, then disconnects.

@@ -31,8 +31,6 @@ export type Coordinator = {
   url: string;
   /** ws://host:port/v1/agent */
   agentUrl: string;
-  hub: Hub;
-  reaper: Reaper;
   stop(): Promise<void>;
 };
 
@@ -81,7 +79,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       await closed;
       await db.close();
     })());
-  return { db, url: `http://${host}:${port}`, agentUrl: `ws://${host}:${port}${AGENT_PATH}`, hub, reaper, stop };
+  return { db, url: `http://${host}:${port}`, agentUrl: `ws://${host}:${port}${AGENT_PATH}`, stop };
 }
 
 function listen(fetch: (request: Request) => Response | Promise<Response>, hostname: string, port: number) {

@@ -29,8 +29,7 @@ export class Reaper {
     await this.running;
   }
 
-  /** One pass; the loop calls it, and tests may too. */
-  async tick(): Promise<void> {
+  private async tick(): Promise<void> {
     const now = await databaseNow(this.db);
     const lost = await reapLost(this.db);
     const overdue = await reapOverdue(this.db, this.options.leaseSeconds);

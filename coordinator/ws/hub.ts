@@ -40,10 +40,6 @@ export class Hub {
     });
   }
 
-  get size(): number {
-    return this.agents.size;
-  }
-
   private accept(ws: import("ws").WebSocket): void {
     const session = new AgentSession(`${this.replica}-${++this.counter}`, ws, {
       ...this.ctx,
