@@ -1,9 +1,23 @@
 // Faults with real processes: an agent killed mid-job, a coordinator killed and restarted.
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { forEachDatabase } from "../support/databases.ts";
-import { type Fleet, startFleet } from "../support/fleet.ts";
+import { type Ended, type Fleet, sh, startFleet } from "../support/fleet.ts";
 
-const sh = (script: string) => ({ spec: { command: ["sh", "-c", script] } });
+/** A work order whose first attempt runs until stopped and whose second succeeds at once. */
+function retriedOnce(fleet: Fleet, pool: string) {
+  return fleet.ci.enqueue({
+    ...sh('echo "attempt $JOBFLEET_ATTEMPT"; [ "$JOBFLEET_ATTEMPT" = 2 ] || sleep 600'),
+    selector: `pool=${pool}`,
+    maxAttempts: 2,
+    retryBackoffSeconds: 0,
+  });
+}
+
+/** It succeeded on attempt 2. The follow shows whichever attempt is latest when it starts, then every later one. */
+function expectRetried(ended: Ended): void {
+  expect(ended.state).toBe("succeeded");
+  expect(ended.log).toMatch(/^(attempt 1\n)?attempt 2\n$/);
+}
 
 /** A fleet for the describe block it is called in. */
 function useFleet(kind: Parameters<typeof startFleet>[0], options: Parameters<typeof startFleet>[1]): () => Fleet {
@@ -19,19 +33,11 @@ forEachDatabase("a lost agent", (kind) => {
   test("the job of an agent that dies is lost after the lease and retried on another agent", async () => {
     const fleet = current();
     const doomed = await fleet.startAgent("doomed", ["--labels", "pool=lossy"]);
-    const order = await fleet.ci.enqueue({
-      ...sh('echo "attempt $JOBFLEET_ATTEMPT"; [ "$JOBFLEET_ATTEMPT" = 2 ] || sleep 600'),
-      selector: "pool=lossy",
-      maxAttempts: 2,
-      retryBackoffSeconds: 0,
-    });
+    const order = await retriedOnce(fleet, "lossy");
     await fleet.ci.follow(order.id, /attempt 1/);
     await doomed.stop("SIGKILL");
     await fleet.startAgent("rescuer", ["--labels", "pool=lossy"]);
-    const ended = await fleet.ci.follow(order.id);
-    // The follow shows whichever attempt is latest when it starts, then every later one.
-    expect(ended.state).toBe("succeeded");
-    expect(ended.log).toMatch(/^(attempt 1\n)?attempt 2\n$/);
+    expectRetried(await fleet.ci.follow(order.id));
     const view = await fleet.ci.get(order.id);
     expect(view).toMatchObject({ attempts: 2, latestJob: { agent: "rescuer", attempt: 2 } });
     const jobs = (await fleet.ci.call<{ items: { attempt: number; state: string; agent: string }[] }>("GET", `/v1/jobs?workOrder=${order.id}`)).body.items;
@@ -48,18 +54,11 @@ forEachDatabase("a draining agent", (kind) => {
   test("whose drain times out hands its job back, and another agent runs it", async () => {
     const fleet = current();
     const leaving = await fleet.startAgent("leaving", ["--labels", "pool=handback", "--drain-timeout", "1"]);
-    const order = await fleet.ci.enqueue({
-      ...sh('echo "attempt $JOBFLEET_ATTEMPT"; [ "$JOBFLEET_ATTEMPT" = 2 ] || sleep 600'),
-      selector: "pool=handback",
-      maxAttempts: 2,
-      retryBackoffSeconds: 0,
-    });
+    const order = await retriedOnce(fleet, "handback");
     await fleet.ci.follow(order.id, /attempt 1/);
     expect((await leaving.stop("SIGTERM")).code).toBe(0);
     await fleet.startAgent("arriving", ["--labels", "pool=handback"]);
-    const ended = await fleet.ci.follow(order.id);
-    expect(ended.state).toBe("succeeded");
-    expect(ended.log).toMatch(/^(attempt 1\n)?attempt 2\n$/);
+    expectRetried(await fleet.ci.follow(order.id));
     const jobs = (await fleet.ci.call<{ items: { attempt: number; state: string; infrastructure: boolean }[] }>("GET", `/v1/jobs?workOrder=${order.id}`)).body.items;
     expect(jobs.map((j) => [j.attempt, j.state, j.infrastructure])).toEqual([
       [2, "succeeded", false],

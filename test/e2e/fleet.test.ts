@@ -2,10 +2,8 @@
 // work enqueued over HTTP and with the CLI, on the embedded database and on Postgres.
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { forEachDatabase } from "../support/databases.ts";
-import { type Fleet, startFleet } from "../support/fleet.ts";
+import { type Fleet, sh, startFleet } from "../support/fleet.ts";
 import { jobfleet } from "../support/processes.ts";
-
-const sh = (script: string) => ({ spec: { command: ["sh", "-c", script] } });
 
 forEachDatabase("a fleet of real processes", (kind) => {
   let fleet: Fleet;

@@ -2,7 +2,7 @@
 // Retry-After, the agent holds its reports, and afterwards nothing is lost. On a throwaway cluster.
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { type Cluster, startCluster } from "../support/pg-cluster.ts";
-import { Api } from "../support/fleet.ts";
+import { adminOf, Api, listening } from "../support/fleet.ts";
 import { jobfleet, type JobfleetProcess } from "../support/processes.ts";
 
 let cluster: Cluster;
@@ -15,12 +15,10 @@ beforeAll(async () => {
   coordinator = jobfleet(["coordinator", "--listen", "127.0.0.1:0", "--heartbeat-seconds", "1", "--lease-seconds", "60"], {
     DATABASE_URL: cluster.url,
   });
-  const [, url] = (await coordinator.waitFor(/"url":"(http:\/\/[^"]+)"/)) as [string, string];
-  const [, adminToken] = (await coordinator.waitFor(/^\s+(jft_\S+)$/m)) as [string, string];
-  const admin = new Api(url, adminToken);
-  const token = async (role: string) => (await admin.call<{ token: string }>("POST", "/v1/tokens", { name: role, role })).body.token;
-  ci = new Api(url, await token("ci"));
-  agent = jobfleet(["agent", "--url", url, "--token", await token("agent"), "--name", "survivor"]);
+  const url = await listening(coordinator);
+  const admin = await adminOf(coordinator, url);
+  ci = new Api(url, await admin.mintToken("ci", "ci"));
+  agent = jobfleet(["agent", "--url", url, "--token", await admin.mintToken("agent", "agent"), "--name", "survivor"]);
   await agent.waitForLog("connected");
 }, 60_000);
 

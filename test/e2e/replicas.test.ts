@@ -2,9 +2,7 @@
 // cross between them, and either one can die.
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { POSTGRES_SKIP_REASON, TEST_DATABASE_URL } from "../support/databases.ts";
-import { type Fleet, startFleet } from "../support/fleet.ts";
-
-const sh = (script: string) => ({ spec: { command: ["sh", "-c", script] } });
+import { type Fleet, sh, startFleet } from "../support/fleet.ts";
 
 describe.skipIf(!TEST_DATABASE_URL)(`two coordinator replicas${TEST_DATABASE_URL ? "" : ` (skipped: ${POSTGRES_SKIP_REASON}; replicas need a shared server)`}`, () => {
   let fleet: Fleet;

@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
-import { Api } from "../support/fleet.ts";
+import { adminOf, Api, listening } from "../support/fleet.ts";
 import { type Cluster, startCluster } from "../support/pg-cluster.ts";
 import { jobfleet, type JobfleetProcess } from "../support/processes.ts";
 
@@ -131,15 +131,12 @@ class Soak {
     this.cluster = await startCluster();
     for (let i = 0; i < 2; i++) {
       const c = this.coordinator("127.0.0.1:0");
-      const [, url] = (await c.waitFor(/"url":"(http:\/\/[^"]+)"/)) as [string, string];
       this.coordinators.push(c);
-      this.ports.push(new URL(url).host);
+      this.ports.push(new URL(await listening(c)).host);
     }
-    const [, adminToken] = (await this.coordinators[0]!.waitFor(/^\s+(jft_\S+)$/m)) as [string, string];
-    const admin = new Api(`http://${this.ports[0]}`, adminToken);
-    const token = async (role: string) => (await admin.call<{ token: string }>("POST", "/v1/tokens", { name: `soak-${role}`, role })).body.token;
-    const ci = await token("ci");
-    this.agentToken = await token("agent");
+    const admin = await adminOf(this.coordinators[0]!, `http://${this.ports[0]}`);
+    const ci = await admin.mintToken("soak-ci", "ci");
+    this.agentToken = await admin.mintToken("soak-agent", "agent");
     this.apis = this.ports.map((p) => new Api(`http://${p}`, ci));
     for (let i = 0; i < this.options.agents; i++) this.agents.push(this.agent(i));
   }
@@ -213,7 +210,7 @@ class Soak {
     await this.coordinators[i]!.stop("SIGKILL");
     await this.pause(300, 1200);
     this.coordinators[i] = this.coordinator(this.ports[i]!);
-    await this.coordinators[i]!.waitFor(/"url":"http/).catch(() => {});
+    await listening(this.coordinators[i]!).catch(() => {});
   }
 
   private async postgresFault(): Promise<void> {

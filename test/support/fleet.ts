@@ -9,6 +9,20 @@ import { jobfleet, type JobfleetProcess } from "./processes.ts";
 
 export type Ended = { state: WorkOrderState | JobState; exitCode: number | null; log: string; jobs: string[] };
 
+/** An exec work order's spec running `script` with sh. */
+export const sh = (script: string) => ({ spec: { command: ["sh", "-c", script] } });
+
+/** A coordinator process's URL, once it listens. */
+export async function listening(coordinator: JobfleetProcess): Promise<string> {
+  return ((await coordinator.waitFor(/"url":"(http:\/\/[^"]+)"/)) as [string, string])[1];
+}
+
+/** A client with the admin token that a coordinator on an empty database prints once. */
+export async function adminOf(coordinator: JobfleetProcess, url: string): Promise<Api> {
+  const [, token] = (await coordinator.waitFor(/^\s+(jft_\S+)$/m)) as [string, string];
+  return new Api(url, token);
+}
+
 export class Api {
   constructor(
     readonly url: string,
@@ -23,6 +37,11 @@ export class Api {
     });
     const text = await response.text();
     return { status: response.status, body: (text && response.headers.get("content-type")?.includes("json") ? JSON.parse(text) : text) as T };
+  }
+
+  /** Makes a token (the caller must be admin). */
+  async mintToken(name: string, role: string): Promise<string> {
+    return (await this.call<{ token: string }>("POST", "/v1/tokens", { name, role })).body.token;
   }
 
   async enqueue(body: Record<string, unknown>): Promise<WorkOrderView> {
@@ -105,18 +124,14 @@ export async function startFleet(kind: Kind, options: FleetOptions = {}): Promis
       DATABASE_URL: pg?.toString(),
     });
   const coordinators = [launch("127.0.0.1:0")];
-  const listening = async (c: JobfleetProcess) => ((await c.waitFor(/"url":"(http:\/\/[^"]+)"/)) as [string, string])[1];
   const urls = [await listening(coordinators[0]!)];
-  const [, adminToken] = (await coordinators[0]!.waitFor(/^\s+(jft_\S+)$/m)) as [string, string];
+  const admin = await adminOf(coordinators[0]!, urls[0]!);
   for (let i = 1; i < (options.replicas ?? 1); i++) {
     coordinators.push(launch("127.0.0.1:0"));
     urls.push(await listening(coordinators[i]!));
   }
-  const admin = new Api(urls[0]!, adminToken);
-  const token = async (name: string, role: string) =>
-    (await admin.call<{ token: string }>("POST", "/v1/tokens", { name, role })).body.token;
-  const ciToken = await token("e2e-ci", "ci");
-  const agentToken = await token("e2e-agents", "agent");
+  const ciToken = await admin.mintToken("e2e-ci", "ci");
+  const agentToken = await admin.mintToken("e2e-agents", "agent");
   const agents = new Map<string, JobfleetProcess>();
   return {
     get coordinator() {
