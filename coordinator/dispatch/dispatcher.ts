@@ -1,26 +1,36 @@
-// Fills agents' open claims. An agent's `claim(n)` adds n slots to its claim and is served at once
-// from the pending pool; what stays open is filled the moment a matching work order is enqueued.
-// A wake-up claims only for agents whose labels match a new work order, one agent per order; if
-// that agent's claim came back full without the order (it took an older or higher-priority one),
-// the order is offered to the next matching agent, so nothing waits while a matching agent idles.
+// Fills agents' open claims. An agent's `claim(n)` adds n slots to its claim, served at once from
+// the pending pool; what stays open is filled the moment a matching work order is enqueued.
+// Agents that share labels and mode form a group, and one claim statement serves every open slot
+// of a group, so a busy fleet of like agents costs one statement per round, not one per agent.
+// A group runs one statement at a time; what opens meanwhile is served by the next round.
+// A wake-up claims only for groups that may run a new work order, one group per order; if that
+// group's claim came back full without the order, the order is offered to the next matching group.
 import type { Assignment } from "../../protocol/messages.ts";
 import { matchesSelector } from "../../protocol/selector.ts";
 import type { Bus, Enqueued } from "../bus.ts";
 import type { Database } from "../db/database.ts";
-import { type Claimant, workOrderClaim } from "../sql/work-order-claim.ts";
+import { type Claimant, type Eligibility, workOrdersClaim } from "../sql/work-order-claim.ts";
 
 export interface Claimer {
   readonly claimant: Claimant;
-  /** Hands the agent its jobs; false when its socket has gone. */
+  /** Hands the agent its jobs (a no-op once its socket has gone). */
   assign(jobs: Assignment[]): void;
 }
 
 const RETRY_MS = 1000;
 
-type Claim = { want: number; running: boolean; again: boolean; hints: Enqueued[] };
+type Group = {
+  key: string;
+  eligibility: Eligibility;
+  /** Open slots per member; members with none stay until they leave. */
+  wants: Map<Claimer, number>;
+  running: boolean;
+  again: boolean;
+  hints: Enqueued[];
+};
 
 export class Dispatcher {
-  private readonly claims = new Map<Claimer, Claim>();
+  private readonly groups = new Map<string, Group>();
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -32,92 +42,125 @@ export class Dispatcher {
   }
 
   claim(claimer: Claimer, slots: number): void {
-    const claim = this.claims.get(claimer) ?? { want: 0, running: false, again: false, hints: [] };
-    claim.want += slots;
-    this.claims.set(claimer, claim);
-    void this.run(claimer, claim);
+    const group = this.groupOf(claimer);
+    group.wants.set(claimer, (group.wants.get(claimer) ?? 0) + slots);
+    void this.run(group);
   }
 
-  /** Claims again for every agent with an open claim: after a wake-up may have been missed. */
+  /** Claims again for every group with open slots: after a wake-up may have been missed. */
   sweep(): void {
-    for (const [claimer, claim] of this.claims) if (claim.want > 0) void this.run(claimer, claim);
+    for (const group of this.groups.values()) if (open(group) > 0) void this.run(group);
   }
 
   remove(claimer: Claimer): void {
-    this.claims.delete(claimer);
+    const key = groupKey(claimer.claimant);
+    const group = this.groups.get(key);
+    if (!group) return;
+    group.wants.delete(claimer);
+    if (group.wants.size === 0) this.groups.delete(key);
   }
 
   stop(): void {
     this.unsubscribe();
-    this.claims.clear();
+    this.groups.clear();
+  }
+
+  private groupOf(claimer: Claimer): Group {
+    const key = groupKey(claimer.claimant);
+    let group = this.groups.get(key);
+    if (!group) {
+      const { labels, queueMode } = claimer.claimant;
+      group = { key, eligibility: { labels, queueMode }, wants: new Map(), running: false, again: false, hints: [] };
+      this.groups.set(key, group);
+    }
+    return group;
   }
 
   private wake(orders: Enqueued[]): void {
-    const budget = new Map<Claimer, number>();
+    const budget = new Map<Group, number>();
     for (const order of orders) {
-      const claimer = this.pick(order, budget);
-      if (!claimer) continue;
-      budget.set(claimer, (budget.get(claimer) ?? 0) + 1);
-      this.claims.get(claimer)!.hints.push(order);
+      const group = this.pick(order, budget);
+      if (!group) continue;
+      budget.set(group, (budget.get(group) ?? 0) + 1);
+      group.hints.push(order);
     }
-    for (const claimer of budget.keys()) void this.run(claimer, this.claims.get(claimer)!);
+    for (const group of budget.keys()) void this.run(group);
   }
 
-  /** A waiting agent that may run the order and has a slot not yet promised in this wake-up. */
-  private pick(order: Enqueued, budget: Map<Claimer, number>): Claimer | undefined {
-    for (const [claimer, claim] of this.claims) {
-      if (claim.want <= (budget.get(claimer) ?? 0) || !mayRun(claimer.claimant, order)) continue;
-      // Rotate so that wake-ups spread over the waiting agents.
-      this.claims.delete(claimer);
-      this.claims.set(claimer, claim);
-      return claimer;
+  /** A group that may run the order and has a slot not yet promised in this wake-up. */
+  private pick(order: Enqueued, budget: Map<Group, number>): Group | undefined {
+    for (const [key, group] of this.groups) {
+      if (open(group) <= (budget.get(group) ?? 0) || !mayRun(group, order)) continue;
+      // Rotate so that wake-ups spread over the waiting groups.
+      this.groups.delete(key);
+      this.groups.set(key, group);
+      return group;
     }
     return undefined;
   }
 
-  private async run(claimer: Claimer, claim: Claim): Promise<void> {
-    if (claim.running) {
-      claim.again = true;
+  private async run(group: Group): Promise<void> {
+    if (group.running) {
+      group.again = true;
       return;
     }
-    claim.running = true;
+    group.running = true;
     try {
       do {
-        claim.again = false;
-        await this.claimOnce(claimer, claim);
-      } while (claim.again && claim.want > 0 && this.claims.get(claimer) === claim);
+        group.again = false;
+        await this.claimOnce(group);
+      } while (group.again && open(group) > 0 && this.isLive(group));
     } catch (error) {
       this.onError(error);
-      // The claim stays open; try it again, as no wake-up may come for work already waiting.
-      setTimeout(() => this.claims.get(claimer) === claim && void this.run(claimer, claim), RETRY_MS).unref();
+      // The slots stay open; try again, as no wake-up may come for work already waiting.
+      setTimeout(() => this.isLive(group) && void this.run(group), RETRY_MS).unref();
     } finally {
-      claim.running = false;
+      group.running = false;
     }
   }
 
-  private async claimOnce(claimer: Claimer, claim: Claim): Promise<void> {
-    const hints = claim.hints.splice(0);
-    if (claim.want === 0) return this.wake(hints);
-    const jobs = await workOrderClaim(this.db, claimer.claimant, claim.want);
-    if (this.claims.get(claimer) !== claim) {
-      // The agent left while we claimed: its jobs stay claimed until it is back or they are reaped.
-      if (jobs.length > 0) claimer.assign(jobs);
-      return;
-    }
-    claim.want -= jobs.length;
-    if (jobs.length > 0) {
+  private async claimOnce(group: Group): Promise<void> {
+    const hints = group.hints.splice(0);
+    const asking = [...group.wants].filter(([, want]) => want > 0);
+    if (asking.length === 0) return this.wake(hints);
+    const members = asking.map(([c, want]) => ({ agentId: c.claimant.agentId, name: c.claimant.name, want }));
+    const claimed = await workOrdersClaim(this.db, group.eligibility, members);
+    const byAgent = new Map(asking.map(([claimer]) => [claimer.claimant.agentId, { claimer, jobs: [] as Assignment[] }]));
+    for (const { agentId, ...job } of claimed) byAgent.get(agentId)!.jobs.push(job);
+    for (const { claimer, jobs } of byAgent.values()) {
+      if (jobs.length === 0) continue;
+      // An agent that left while we claimed keeps its jobs until it is back or they are reaped.
+      const want = group.wants.get(claimer);
+      if (want !== undefined) group.wants.set(claimer, want - jobs.length);
       claimer.assign(jobs);
-      for (const job of jobs) this.bus.emit("changed", job.workOrderId);
     }
-    if (claim.want === 0) {
-      const taken = new Set(jobs.map((j) => j.workOrderId));
+    for (const job of claimed) this.bus.emit("changed", job.workOrderId);
+    if (open(group) === 0) {
+      const taken = new Set(claimed.map((j) => j.workOrderId));
       const missed = hints.filter((order) => !taken.has(order.id));
       if (missed.length > 0) this.wake(missed);
     }
   }
+
+  private isLive(group: Group): boolean {
+    return this.groups.get(group.key) === group;
+  }
 }
 
-function mayRun(agent: Claimant, order: Enqueued): boolean {
-  if (order.targetAgent !== null) return order.targetAgent === agent.name;
-  return agent.queueMode && matchesSelector(order.selector, agent.labels);
+function open(group: Group): number {
+  let sum = 0;
+  for (const want of group.wants.values()) sum += want;
+  return sum;
+}
+
+function groupKey({ labels, queueMode }: Eligibility): string {
+  const sorted = Object.keys(labels)
+    .sort()
+    .map((key) => [key, labels[key]]);
+  return JSON.stringify([queueMode, sorted]);
+}
+
+function mayRun(group: Group, order: Enqueued): boolean {
+  if (order.targetAgent !== null) return [...group.wants.keys()].some((c) => c.claimant.name === order.targetAgent);
+  return group.eligibility.queueMode && matchesSelector(order.selector, group.eligibility.labels);
 }

@@ -1,8 +1,10 @@
-// The claim: one statement picks up to N pending work orders an agent may run, in priority then
-// age order, skipping rows another claim holds (FOR UPDATE SKIP LOCKED, so two agents can never
-// get the same one), creates a job for each and records the transition. When the previous attempt
-// started an external run and then lost hold of it (agent lost, or handed back), the assignment
-// says so, and the new attempt adopts that run instead of starting another.
+// The claim: one statement serves a group of waiting agents that share labels and mode. It picks
+// up to their total open slots of pending work orders they may run, in priority then age order,
+// skipping rows another claim holds (FOR UPDATE SKIP LOCKED, so no two claims get the same one),
+// gives each work order addressed to a member to that member, deals the rest out over the
+// members' free slots in turn, creates a job for each and records the transition. When the
+// previous attempt started an external run and then lost hold of it (agent lost, or handed back),
+// the assignment says so, and the new attempt adopts that run instead of starting another.
 import type { Assignment } from "../../protocol/messages.ts";
 import type { Labels } from "../../protocol/selector.ts";
 import { workOrderMachine } from "../../protocol/states.ts";
@@ -12,41 +14,75 @@ import { storedSelectorMatches } from "./selector-match.ts";
 const [FROM, ...others] = workOrderMachine.sourcesOf("claimed");
 if (FROM !== "pending" || others.length > 0) throw new Error("claim assumes pending -> claimed");
 
+// `NULLS LAST` matches the work_orders_pending index, so the scan stops after LIMIT rows instead
+// of sorting the whole backlog (priority is never null, so the order is the same).
 const CLAIM = `
-WITH picked AS (
-  SELECT wo.id FROM work_orders wo
+WITH member AS (
+  SELECT * FROM jsonb_to_recordset($1::jsonb) AS m(ord int, agent_id bigint, name text, want int)
+), picked AS (
+  SELECT wo.id, wo.target_agent, wo.priority FROM work_orders wo
   WHERE wo.state = '${FROM}' AND wo.run_after <= now()
-    AND (wo.target_agent = $3 OR ($4 AND wo.target_agent IS NULL AND ${storedSelectorMatches("wo.selector", "$2::jsonb")}))
-  ORDER BY wo.priority DESC, wo.id
-  LIMIT $5
+    AND (wo.target_agent IN (SELECT name FROM member)
+      OR ($3 AND wo.target_agent IS NULL AND ${storedSelectorMatches("wo.selector", "$2::jsonb")}))
+  ORDER BY wo.priority DESC NULLS LAST, wo.id
+  LIMIT $4
   FOR UPDATE SKIP LOCKED
+), addressed AS (
+  SELECT p.id, m.agent_id, m.ord, m.want, row_number() OVER (PARTITION BY m.ord ORDER BY p.priority DESC, p.id) AS n
+  FROM picked p JOIN member m ON m.name = p.target_agent
+), kept AS (
+  SELECT id, agent_id, ord FROM addressed WHERE n <= want
+), slot AS (
+  SELECT m.agent_id, row_number() OVER (ORDER BY s.i, m.ord) AS n
+  FROM member m CROSS JOIN LATERAL generate_series(1, m.want - (SELECT count(*) FROM kept k WHERE k.ord = m.ord)::int) AS s(i)
+), queued AS (
+  SELECT p.id, row_number() OVER (ORDER BY p.priority DESC, p.id) AS n FROM picked p WHERE p.target_agent IS NULL
+), assigned AS (
+  SELECT id, agent_id FROM kept
+  UNION ALL
+  SELECT q.id, s.agent_id FROM queued q JOIN slot s ON s.n = q.n
 ), claimed AS (
   UPDATE work_orders wo
   SET state = 'claimed', attempts = wo.attempts + 1, latest_job_id = nextval('jobs_id_seq'), updated_at = now()
-  FROM picked WHERE wo.id = picked.id
-  RETURNING wo.id, wo.attempts, wo.latest_job_id, wo.adapter, wo.spec, wo.timeout_seconds, wo.priority
+  FROM assigned a WHERE wo.id = a.id
+  RETURNING wo.id, wo.attempts, wo.latest_job_id, wo.adapter, wo.spec, wo.timeout_seconds, wo.priority, a.agent_id
 ), job AS (
   INSERT INTO jobs (id, work_order_id, attempt, agent_id)
-  SELECT latest_job_id, id, attempts, $1 FROM claimed
+  SELECT latest_job_id, id, attempts, agent_id FROM claimed
 ), event AS (
   INSERT INTO work_order_events (work_order_id, job_id, from_state, to_state)
   SELECT id, latest_job_id, '${FROM}', 'claimed' FROM claimed
 )
-SELECT c.latest_job_id AS "jobId", c.id AS "workOrderId", c.attempts AS attempt, c.adapter, c.spec,
-  c.timeout_seconds AS "timeoutSeconds",
+SELECT c.agent_id::text AS "agentId", c.latest_job_id AS "jobId", c.id AS "workOrderId", c.attempts AS attempt,
+  c.adapter, c.spec, c.timeout_seconds AS "timeoutSeconds",
   CASE WHEN prev.external_id IS NOT NULL AND (prev.state = 'lost' OR prev.infrastructure)
     THEN jsonb_build_object('externalId', prev.external_id, 'externalUrl', prev.external_url) END AS adopt
 FROM claimed c LEFT JOIN jobs prev ON prev.work_order_id = c.id AND prev.attempt = c.attempts - 1
 ORDER BY c.priority DESC, c.id`;
 
-export type Claimant = {
-  agentId: string;
-  name: string;
+/** What decides which work orders an agent may run. */
+export type Eligibility = {
   labels: Labels;
   /** In work-order mode an agent runs only the work orders addressed to it by name. */
   queueMode: boolean;
 };
 
+export type Claimant = Eligibility & { agentId: string; name: string };
+
+export type Member = { agentId: string; name: string; want: number };
+
+export type GroupAssignment = Assignment & { agentId: string };
+
+/** Claims for agents that share `eligibility`: up to each member's `want` work orders. */
+export async function workOrdersClaim(db: Queryable, eligibility: Eligibility, members: Member[]): Promise<GroupAssignment[]> {
+  const total = members.reduce((sum, m) => sum + m.want, 0);
+  if (total === 0) return [];
+  const rows = members.map((m, ord) => ({ ord, agent_id: m.agentId, name: m.name, want: m.want }));
+  return db.query<GroupAssignment>(CLAIM, [JSON.stringify(rows), JSON.stringify(eligibility.labels), eligibility.queueMode, total]);
+}
+
+/** Claims up to `limit` work orders for one agent. */
 export async function workOrderClaim(db: Queryable, agent: Claimant, limit: number): Promise<Assignment[]> {
-  return db.query<Assignment>(CLAIM, [agent.agentId, JSON.stringify(agent.labels), agent.name, agent.queueMode, limit]);
+  const claimed = await workOrdersClaim(db, agent, [{ agentId: agent.agentId, name: agent.name, want: limit }]);
+  return claimed.map(({ agentId: _, ...assignment }) => assignment);
 }
