@@ -1,5 +1,6 @@
 // Applies agents' job messages in batches: what arrives within a few milliseconds, from any agent,
-// shares one transaction and one commit, in arrival order (so each job's messages stay in order).
+// shares one transaction, two statements and one commit, decided in arrival order (so each job's
+// messages stay in order).
 // A message is answered only after its batch committed, so a crash before then loses nothing: the
 // agent resends whatever was not acknowledged. A batch that fails for any reason but an outage is
 // applied again one message at a time, so one bad message cannot hold the others back.
@@ -45,11 +46,7 @@ export class Completer {
 
   private async applyBatch(batch: Item[]): Promise<void> {
     try {
-      const results = await this.db.transaction(async (tx) => {
-        const applied: Applied[] = [];
-        for (const item of batch) applied.push(await jobApplyIn(tx, item.agentId, item.message));
-        return applied;
-      });
+      const results = await this.db.transaction((tx) => jobApplyIn(tx, batch));
       batch.forEach((item, i) => item.resolve(results[i]!));
     } catch (error) {
       if (isUnavailable(error) || batch.length === 1) return batch.forEach((item) => item.reject(error));

@@ -1,10 +1,13 @@
-// Applies one job-scoped message from an agent, exactly once: the job row (and its work order) is
-// locked, the message's sequence number must be the next one (a repeat is acknowledged and
-// ignored), and any state change must be one the protocol's state machine allows.
+// Applies job-scoped messages from agents, each exactly once. A batch locks every job it touches
+// (with its work order) in one statement, decides each message in arrival order against the jobs'
+// state as the batch leaves it: the sequence number must be the next one (a repeat is acknowledged
+// and ignored), and any state change must be one the protocol's state machine allows; then writes
+// everything it decided in one more statement.
 import type { JobMessage } from "../../protocol/messages.ts";
-import { jobMachine, type JobState, workOrderMachine } from "../../protocol/states.ts";
+import { jobMachine, type JobState, type WorkOrderState, workOrderMachine } from "../../protocol/states.ts";
 import type { Database, Queryable } from "../db/database.ts";
 import { jobSettle, SETTLING_COLUMNS, type Settling } from "./job-settle.ts";
+import { JobWrites } from "./job-writes.ts";
 
 export type Applied =
   | { kind: "applied"; workOrderId: string }
@@ -13,37 +16,17 @@ export type Applied =
   | { kind: "unknown" }
   | { kind: "rejected"; reason: string };
 
-type LockedJob = Settling & { state: JobState; seq: number; log_bytes: string };
+export type Incoming = { agentId: string; message: JobMessage };
 
+type LockedJob = Settling & { agent_id: string; state: JobState; seq: number; log_bytes: string };
+
+// Locked in id order, so two batches that share jobs cannot deadlock.
 const LOCK = `
-SELECT j.state, j.seq, j.log_bytes, ${SETTLING_COLUMNS}
+SELECT j.agent_id::text AS agent_id, j.state, j.seq, j.log_bytes::text AS log_bytes, ${SETTLING_COLUMNS}
 FROM jobs j JOIN work_orders wo ON wo.id = j.work_order_id
-WHERE j.id = $1 AND j.agent_id = $2
+WHERE j.id = ANY($1::bigint[])
+ORDER BY j.id
 FOR UPDATE OF j, wo`;
-
-const APPEND_LOG = `
-WITH chunk AS (INSERT INTO job_logs (job_id, "offset", data) VALUES ($1, $3, $4))
-UPDATE jobs SET seq = $2, log_bytes = log_bytes + octet_length($4) WHERE id = $1`;
-
-const START = `
-WITH j AS (
-  UPDATE jobs SET seq = $2, state = 'running', started_at = now(),
-    external_id = coalesce($3, external_id), external_url = coalesce($4, external_url)
-  WHERE id = $1 RETURNING id, work_order_id
-), wo AS (
-  UPDATE work_orders w SET state = 'running', updated_at = now() FROM j
-  WHERE $5 AND w.id = j.work_order_id
-), event AS (
-  INSERT INTO work_order_events (work_order_id, job_id, from_state, to_state)
-  SELECT j.work_order_id, j.id, $6::text::work_order_state, 'running' FROM j WHERE $5
-)
-SELECT 1`;
-
-const STATUS = `
-UPDATE jobs SET seq = $2, status = $3, external_id = coalesce($4, external_id), external_url = coalesce($5, external_url)
-WHERE id = $1`;
-
-const CONSUME = `UPDATE jobs SET seq = $2 WHERE id = $1`;
 
 function refusal(job: LockedJob, msg: JobMessage): string | undefined {
   const to = msg.type === "job.started" ? "running" : msg.type === "job.finished" ? msg.outcome : undefined;
@@ -51,39 +34,70 @@ function refusal(job: LockedJob, msg: JobMessage): string | undefined {
   return jobMachine.can(job.state, to) ? undefined : `job ${msg.jobId} is ${job.state}; ${msg.type} would make it ${to}`;
 }
 
-async function apply(tx: Queryable, job: LockedJob, msg: JobMessage): Promise<void> {
-  switch (msg.type) {
-    case "job.log":
-      return void (await tx.query(APPEND_LOG, [msg.jobId, msg.seq, job.log_bytes, msg.data]));
-    case "job.status":
-      return void (await tx.query(STATUS, [msg.jobId, msg.seq, msg.status, msg.externalId ?? null, msg.externalUrl ?? null]));
-    case "job.started": {
-      const moves = job.latest && workOrderMachine.can(job.order_state, "running");
-      const params = [msg.jobId, msg.seq, msg.externalId ?? null, msg.externalUrl ?? null, moves, job.order_state];
-      return void (await tx.query(START, params));
+/** The batch's view of the locked rows, kept current as its messages are decided. */
+class Batch {
+  readonly writes = new JobWrites();
+  private readonly jobs: Map<string, LockedJob>;
+  private readonly orderStates = new Map<string, WorkOrderState>();
+
+  constructor(rows: LockedJob[]) {
+    this.jobs = new Map(rows.map((row) => [row.job_id, row]));
+    for (const row of rows) this.orderStates.set(row.work_order_id, row.order_state);
+  }
+
+  decide({ agentId, message: msg }: Incoming): Applied {
+    const locked = this.jobs.get(msg.jobId);
+    if (!locked || locked.agent_id !== agentId) return { kind: "unknown" };
+    const job = { ...locked, order_state: this.orderStates.get(locked.work_order_id)! };
+    if (msg.seq <= job.seq) return { kind: "duplicate" };
+    if (msg.seq > job.seq + 1) return { kind: "gap", expected: job.seq + 1 };
+    locked.seq = msg.seq;
+    const refused = refusal(job, msg);
+    if (refused) {
+      this.writes.job(msg.jobId, { seq: msg.seq });
+      return { kind: "rejected", reason: refused };
     }
-    case "job.finished": {
-      const { outcome, exitCode, seq } = msg;
-      await jobSettle(tx, job, { outcome, exitCode, seq, error: msg.error ?? null, infrastructure: msg.infrastructure ?? false });
+    this.apply(locked, job, msg);
+    return { kind: "applied", workOrderId: job.work_order_id };
+  }
+
+  private apply(locked: LockedJob, job: LockedJob, msg: JobMessage): void {
+    const { jobId, seq } = msg;
+    switch (msg.type) {
+      case "job.log":
+        this.writes.log(jobId, Number(locked.log_bytes), msg.data, seq);
+        locked.log_bytes = String(Number(locked.log_bytes) + Buffer.byteLength(msg.data, "utf8"));
+        return;
+      case "job.status":
+        return this.writes.job(jobId, { seq, status: msg.status, external_id: msg.externalId, external_url: msg.externalUrl });
+      case "job.started":
+        locked.state = "running";
+        this.writes.job(jobId, { seq, state: "running", started: true, external_id: msg.externalId, external_url: msg.externalUrl });
+        if (job.latest && workOrderMachine.can(job.order_state, "running")) {
+          this.writes.order(job.work_order_id, jobId, job.order_state, "running", null, null);
+          this.orderStates.set(job.work_order_id, "running");
+        }
+        return;
+      case "job.finished": {
+        const { outcome, exitCode } = msg;
+        locked.state = outcome;
+        const end = { outcome, exitCode, seq, error: msg.error ?? null, infrastructure: msg.infrastructure ?? false };
+        this.orderStates.set(job.work_order_id, jobSettle(this.writes, job, end));
+      }
     }
   }
 }
 
-/** Applies one message inside the caller's transaction (several may share one). */
-export async function jobApplyIn(tx: Queryable, agentId: string, msg: JobMessage): Promise<Applied> {
-  const [job] = await tx.query<LockedJob>(LOCK, [msg.jobId, agentId]);
-  if (!job) return { kind: "unknown" };
-  if (msg.seq <= job.seq) return { kind: "duplicate" };
-  if (msg.seq > job.seq + 1) return { kind: "gap", expected: job.seq + 1 };
-  const refused = refusal(job, msg);
-  if (refused) {
-    await tx.query(CONSUME, [msg.jobId, msg.seq]);
-    return { kind: "rejected", reason: refused };
-  }
-  await apply(tx, job, msg);
-  return { kind: "applied", workOrderId: job.work_order_id };
+/** Applies messages inside the caller's transaction, in order; one answer per message. */
+export async function jobApplyIn(tx: Queryable, incoming: Incoming[]): Promise<Applied[]> {
+  const ids = [...new Set(incoming.map((i) => i.message.jobId))];
+  const batch = new Batch(await tx.query<LockedJob>(LOCK, [ids]));
+  const applied = incoming.map((item) => batch.decide(item));
+  await batch.writes.flush(tx);
+  return applied;
 }
 
-export function jobApply(db: Database, agentId: string, msg: JobMessage): Promise<Applied> {
-  return db.transaction((tx) => jobApplyIn(tx, agentId, msg));
+export async function jobApply(db: Database, agentId: string, message: JobMessage): Promise<Applied> {
+  const [applied] = await db.transaction((tx) => jobApplyIn(tx, [{ agentId, message }]));
+  return applied!;
 }

@@ -2,7 +2,7 @@
 // job's ending becomes its work order's state, for endings reported by agents and found by the reaper.
 import { type Outcome, type WorkOrderState, workOrderMachine } from "../../protocol/states.ts";
 import { type RetryableEnding, settle } from "../../protocol/retry.ts";
-import type { Queryable } from "../db/database.ts";
+import type { JobWrites } from "./job-writes.ts";
 
 /** A locked job with what its work order needs to decide. */
 export type Settling = {
@@ -24,22 +24,8 @@ export const SETTLING_COLUMNS = `j.id::text AS job_id, j.work_order_id::text AS 
 
 export type JobEnd = { outcome: Outcome; exitCode: number | null; error: string | null; infrastructure: boolean; seq: number | null };
 
-const SETTLE = `
-WITH j AS (
-  UPDATE jobs SET state = $2::text::job_state, seq = coalesce($3, seq), finished_at = now(),
-    exit_code = $4, error = $5, infrastructure = $6
-  WHERE id = $1 RETURNING id, work_order_id
-), wo AS (
-  UPDATE work_orders w SET state = $7::text::work_order_state, updated_at = now(), run_after = now() + make_interval(secs => $8)
-  FROM j WHERE $9 AND w.id = j.work_order_id
-), event AS (
-  INSERT INTO work_order_events (work_order_id, job_id, from_state, to_state, reason)
-  SELECT j.work_order_id, j.id, $10::text::work_order_state, $7::text::work_order_state, $11 FROM j WHERE $9
-)
-SELECT 1`;
-
-/** Settles a job that the caller has locked (with its work order); returns the work order's next state. */
-export async function jobSettle(tx: Queryable, job: Settling, end: JobEnd): Promise<WorkOrderState> {
+/** Records in `writes` the ending of a job the caller has locked; returns its work order's next state. */
+export function jobSettle(writes: JobWrites, job: Settling, end: JobEnd): WorkOrderState {
   const next = settle(end.outcome, end.infrastructure, {
     attempts: job.attempts,
     maxAttempts: job.max_attempts,
@@ -47,20 +33,16 @@ export async function jobSettle(tx: Queryable, job: Settling, end: JobEnd): Prom
     backoffSeconds: job.retry_backoff_seconds,
     cancelRequested: job.cancel_reason !== null,
   });
-  const moves = job.latest && workOrderMachine.can(job.order_state, next.state);
+  writes.job(job.job_id, {
+    state: end.outcome,
+    seq: end.seq ?? undefined,
+    finished: true,
+    exit_code: end.exitCode,
+    error: end.error,
+    infrastructure: end.infrastructure,
+  });
+  if (!job.latest || !workOrderMachine.can(job.order_state, next.state)) return job.order_state;
   const delay = next.state === "pending" ? next.delaySeconds : 0;
-  await tx.query(SETTLE, [
-    job.job_id,
-    end.outcome,
-    end.seq,
-    end.exitCode,
-    end.error,
-    end.infrastructure,
-    next.state,
-    delay,
-    moves,
-    job.order_state,
-    next.reason,
-  ]);
-  return moves ? next.state : job.order_state;
+  writes.order(job.work_order_id, job.job_id, job.order_state, next.state, next.reason, delay);
+  return next.state;
 }

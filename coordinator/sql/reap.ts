@@ -4,6 +4,7 @@ import { jobMachine, workOrderMachine } from "../../protocol/states.ts";
 import type { Enqueued } from "../bus.ts";
 import type { Database } from "../db/database.ts";
 import { jobSettle, SETTLING_COLUMNS, type Settling } from "./job-settle.ts";
+import { JobWrites } from "./job-writes.ts";
 
 const BATCH = 100;
 const active = jobMachine
@@ -32,7 +33,9 @@ FOR UPDATE OF j, wo SKIP LOCKED`;
 async function settleAll(db: Database, query: string, params: unknown[], outcome: "lost" | "timed_out", error: string) {
   return db.transaction(async (tx) => {
     const rows = await tx.query<Settling & { agent_id: string }>(query, params);
-    for (const row of rows) await jobSettle(tx, row, { outcome, exitCode: null, error, infrastructure: false, seq: null });
+    const writes = new JobWrites();
+    for (const row of rows) jobSettle(writes, row, { outcome, exitCode: null, error, infrastructure: false, seq: null });
+    await writes.flush(tx);
     return rows.map((r): Reaped => ({ workOrderId: r.work_order_id, jobId: r.job_id, agentId: r.agent_id }));
   });
 }
