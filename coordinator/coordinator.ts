@@ -11,6 +11,7 @@ import { type Database, type DatabaseConfig, openDatabase } from "./db/database.
 import { Dispatcher } from "./dispatch/dispatcher.ts";
 import { Reaper } from "./reaper.ts";
 import { Relay } from "./relay.ts";
+import { Statistics } from "./statistics.ts";
 import { createApp } from "./http/app.ts";
 import { AGENT_PATH, Hub } from "./ws/hub.ts";
 
@@ -42,6 +43,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const onError = (error: unknown) => logger.error({ err: error }, "internal error");
   const dispatcher = new Dispatcher(db, bus, onError);
   const completer = new Completer(db);
+  const statistics = new Statistics(db, bus, onError);
   const heartbeatSeconds = options.heartbeatSeconds ?? 10;
   const leaseSeconds = options.leaseSeconds ?? 30;
   if (leaseSeconds < 2 * heartbeatSeconds) throw new RangeError("the lease must be at least twice the heartbeat interval");
@@ -76,6 +78,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       await completer.drain();
       await relay?.stop();
       dispatcher.stop();
+      await statistics.stop();
       await closed;
       await db.close();
     })());

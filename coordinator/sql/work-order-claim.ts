@@ -15,7 +15,9 @@ const [FROM, ...others] = workOrderMachine.sourcesOf("claimed");
 if (FROM !== "pending" || others.length > 0) throw new Error("claim assumes pending -> claimed");
 
 // `NULLS LAST` matches the work_orders_pending index, so the scan stops after LIMIT rows instead
-// of sorting the whole backlog (priority is never null, so the order is the same).
+// of sorting the whole backlog (priority is never null, so the order is the same). The update and
+// the adoption lookup go by key (`= ANY(ARRAY(...))`, a correlated subquery): the planner cannot
+// estimate the dealt rows, and a hash join over the whole table would cost more than the claim.
 const CLAIM = `
 WITH member AS (
   SELECT * FROM jsonb_to_recordset($1::jsonb) AS m(ord int, agent_id bigint, name text, want int)
@@ -44,20 +46,21 @@ WITH member AS (
 ), claimed AS (
   UPDATE work_orders wo
   SET state = 'claimed', attempts = wo.attempts + 1, latest_job_id = nextval('jobs_id_seq'), updated_at = now()
-  FROM assigned a WHERE wo.id = a.id
-  RETURNING wo.id, wo.attempts, wo.latest_job_id, wo.adapter, wo.spec, wo.timeout_seconds, wo.priority, a.agent_id
+  WHERE wo.id = ANY(ARRAY(SELECT id FROM assigned))
+  RETURNING wo.id, wo.attempts, wo.latest_job_id, wo.adapter, wo.spec, wo.timeout_seconds, wo.priority
 ), job AS (
   INSERT INTO jobs (id, work_order_id, attempt, agent_id)
-  SELECT latest_job_id, id, attempts, agent_id FROM claimed
+  SELECT c.latest_job_id, c.id, c.attempts, a.agent_id FROM claimed c JOIN assigned a ON a.id = c.id
 ), event AS (
   INSERT INTO work_order_events (work_order_id, job_id, from_state, to_state)
   SELECT id, latest_job_id, '${FROM}', 'claimed' FROM claimed
 )
-SELECT c.agent_id::text AS "agentId", c.latest_job_id AS "jobId", c.id AS "workOrderId", c.attempts AS attempt,
+SELECT a.agent_id::text AS "agentId", c.latest_job_id AS "jobId", c.id AS "workOrderId", c.attempts AS attempt,
   c.adapter, c.spec, c.timeout_seconds AS "timeoutSeconds",
-  CASE WHEN prev.external_id IS NOT NULL AND (prev.state = 'lost' OR prev.infrastructure)
-    THEN jsonb_build_object('externalId', prev.external_id, 'externalUrl', prev.external_url) END AS adopt
-FROM claimed c LEFT JOIN jobs prev ON prev.work_order_id = c.id AND prev.attempt = c.attempts - 1
+  (SELECT jsonb_build_object('externalId', prev.external_id, 'externalUrl', prev.external_url) FROM jobs prev
+   WHERE prev.work_order_id = c.id AND prev.attempt = c.attempts - 1
+     AND prev.external_id IS NOT NULL AND (prev.state = 'lost' OR prev.infrastructure)) AS adopt
+FROM claimed c JOIN assigned a ON a.id = c.id
 ORDER BY c.priority DESC, c.id`;
 
 /** What decides which work orders an agent may run. */

@@ -1,0 +1,48 @@
+// After a burst of enqueues the coordinator refreshes the work-order table's statistics itself,
+// at most once per interval, rather than wait for autovacuum.
+import { afterAll, beforeAll, expect, test } from "vitest";
+import { Bus } from "../../coordinator/bus.ts";
+import { type Database, openDatabase } from "../../coordinator/db/database.ts";
+import { workOrderInsert } from "../../coordinator/sql/work-order-insert.ts";
+import { Statistics } from "../../coordinator/statistics.ts";
+import { order } from "../store/fixtures.ts";
+
+let db: Database;
+
+beforeAll(async () => {
+  db = await openDatabase({ kind: "pglite", dataDir: ":memory:" });
+});
+
+afterAll(async () => db?.close());
+
+/** The planner's row count for work_orders: -1 until the table is first analyzed. */
+async function plannerRows(): Promise<number> {
+  const [row] = await db.query<{ n: number }>(`SELECT reltuples::int AS n FROM pg_class WHERE relname = 'work_orders'`);
+  return row!.n;
+}
+
+async function burst(bus: Bus, n: number): Promise<void> {
+  const orders = [];
+  for (let i = 0; i < n; i++) {
+    const { row } = await workOrderInsert(db, order());
+    orders.push({ id: row.id, selector: row.selector, targetAgent: row.target_agent });
+  }
+  bus.emit("enqueued", orders);
+}
+
+test("enqueues below the threshold leave the statistics alone; reaching it refreshes them once per interval", async () => {
+  const bus = new Bus();
+  const fail = (error: unknown) => expect.unreachable(String(error));
+  const statistics = new Statistics(db, bus, fail, { threshold: 10, minIntervalMs: 60_000 });
+  await burst(bus, 9);
+  await statistics.stop();
+  expect(await plannerRows()).toBe(-1);
+
+  const again = new Statistics(db, bus, fail, { threshold: 10, minIntervalMs: 60_000 });
+  await burst(bus, 10);
+  await new Promise((r) => setImmediate(r));
+  await burst(bus, 15);
+  await again.stop();
+  // Analyzed after the first ten (19 rows by then), not after the next fifteen: the interval holds.
+  expect(await plannerRows()).toBe(19);
+});
