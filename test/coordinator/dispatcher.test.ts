@@ -52,14 +52,13 @@ async function until(done: () => boolean): Promise<void> {
   expect(done()).toBe(true);
 }
 
-test("twenty like agents claiming at once are served by two statements, one job each", async () => {
+test("twenty like agents claiming in one turn of the event loop are served by one statement, one job each", async () => {
   const fleet = await agents("like", 20, { pool: "p" });
   for (let i = 0; i < 30; i++) await workOrderInsert(db, order({ selector: "pool=p" }));
   const dispatcher = new Dispatcher(counting, new Bus(), (e) => expect.unreachable(String(e)));
-  // The first claim starts a statement at once; the other nineteen wait for its round to end.
   for (const agent of fleet) dispatcher.claim(agent, 1);
   await until(() => fleet.every((a) => a.jobs.length === 1));
-  expect(claims).toBe(2);
+  expect(claims).toBe(1);
   const ids = fleet.map((a) => a.jobs[0]!.workOrderId);
   expect(new Set(ids).size).toBe(20);
   dispatcher.stop();
@@ -102,5 +101,52 @@ test("an agent never gets more than it asked for, however much is waiting", asyn
   expect([one!.jobs.length, two!.jobs.length]).toEqual([3, 3]);
   const [left] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM work_orders WHERE state = 'pending'`);
   expect(left!.n).toBe(4);
+  dispatcher.stop();
+});
+
+/** The database with claim statements slowed, failed, and counted while in flight. */
+function slowed(delayMs: number, failFirst: number) {
+  let inFlight = 0;
+  let failures = failFirst;
+  const stats = { maxInFlight: 0 };
+  const wrapped = {
+    ...db,
+    query: async (text: string, params?: unknown[]) => {
+      if (!text.includes("FOR UPDATE SKIP LOCKED")) return db.query(text, params);
+      if (failures-- > 0) throw new Error("connection reset");
+      stats.maxInFlight = Math.max(stats.maxInFlight, ++inFlight);
+      await new Promise((r) => setTimeout(r, delayMs));
+      return db.query(text, params).finally(() => inFlight--);
+    },
+  } as Database;
+  return { db: wrapped, stats };
+}
+
+test("slots that open while a round waits are claimed by another round in flight, each within its want", async () => {
+  const fleet = await agents("rounds", 4, { pool: "r" });
+  for (let i = 0; i < 12; i++) await workOrderInsert(db, order({ selector: "pool=r" }));
+  const { db: slow, stats } = slowed(100, 0);
+  const dispatcher = new Dispatcher(slow, new Bus(), (e) => expect.unreachable(String(e)));
+  for (const [i, agent] of fleet.entries()) {
+    dispatcher.claim(agent, i + 1);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await until(() => fleet.every((a, i) => a.jobs.length === i + 1));
+  expect(stats.maxInFlight).toBeGreaterThan(1);
+  await new Promise((r) => setTimeout(r, 150));
+  expect(fleet.map((a) => a.jobs.length)).toEqual([1, 2, 3, 4]);
+  expect(new Set(fleet.flatMap((a) => a.jobs.map((j) => j.workOrderId))).size).toBe(10);
+  dispatcher.stop();
+});
+
+test("a claim statement that fails leaves the slots open and is tried again", async () => {
+  const [agent] = await agents("retry", 1, { pool: "f" });
+  await workOrderInsert(db, order({ selector: "pool=f" }));
+  const { db: failing } = slowed(0, 1);
+  const errors: unknown[] = [];
+  const dispatcher = new Dispatcher(failing, new Bus(), (e) => errors.push(e));
+  dispatcher.claim(agent!, 1);
+  await until(() => agent!.jobs.length === 1);
+  expect(errors).toHaveLength(1);
   dispatcher.stop();
 });
