@@ -46,6 +46,8 @@ export function pack(from: string, events: Wire[]): string[] {
 export class Relay {
   readonly id = randomUUID();
   private pending: Wire[] = [];
+  /** Work orders with a `changed` event already pending: one per flush says as much as many. */
+  private changed = new Set<string>();
   private timer?: NodeJS.Timeout;
   private unlisten?: () => Promise<void>;
   private first = true;
@@ -60,6 +62,11 @@ export class Relay {
   async start(): Promise<void> {
     this.unlisten = await this.db.listen(CHANNEL, (payload) => this.receive(payload), () => this.listening());
     this.bus.publish = (event, args) => {
+      if (event === "changed") {
+        const id = (args as Events["changed"])[0];
+        if (this.changed.has(id)) return;
+        this.changed.add(id);
+      }
       this.pending.push([event, args as unknown[]]);
       this.timer ??= setTimeout(() => this.flush(), GATHER_MS);
     };
@@ -81,6 +88,7 @@ export class Relay {
     this.timer = undefined;
     const events = this.pending;
     this.pending = [];
+    this.changed.clear();
     for (const payload of pack(this.id, events)) await this.db.notify(CHANNEL, payload).catch(this.onError);
   }
 

@@ -1,5 +1,8 @@
-import { expect, test } from "vitest";
-import { pack } from "../../coordinator/relay.ts";
+import { describe, expect, test, vi } from "vitest";
+import { Bus } from "../../coordinator/bus.ts";
+import { openDatabase } from "../../coordinator/db/database.ts";
+import { pack, Relay } from "../../coordinator/relay.ts";
+import { createPostgresDatabase, dropPostgresDatabase, TEST_DATABASE_URL } from "../support/databases.ts";
 import { parseSelector } from "../../protocol/selector.ts";
 
 test("events are packed into as few notifications as fit under Postgres' 8000-byte limit, none lost", () => {
@@ -16,4 +19,28 @@ test("events are packed into as few notifications as fit under Postgres' 8000-by
 
 test("nothing to send makes no notification", () => {
   expect(pack("me", [])).toEqual([]);
+});
+
+describe.skipIf(!TEST_DATABASE_URL)("relay over a real Postgres LISTEN/NOTIFY", () => {
+  test("repeated changes of one work order within a gathering window reach the other coordinator once", async () => {
+    const url = await createPostgresDatabase();
+    const [a, b] = [await openDatabase({ kind: "postgres", url: url.toString() }), await openDatabase({ kind: "postgres", url: url.toString() })];
+    const [busA, busB] = [new Bus(), new Bus()];
+    const fail = (error: unknown) => expect.unreachable(String(error));
+    const relays = [new Relay(busA, a.listener!, () => {}, fail), new Relay(busB, b.listener!, () => {}, fail)];
+    try {
+      for (const relay of relays) await relay.start();
+      const seen: string[] = [];
+      busB.on("changed", (id) => seen.push(id));
+      for (const id of ["7", "7", "8", "7", "8"]) busA.emit("changed", id);
+      await vi.waitFor(() => expect(seen).toEqual(["7", "8"]), { timeout: 5_000 });
+      busA.emit("changed", "7");
+      await vi.waitFor(() => expect(seen).toEqual(["7", "8", "7"]), { timeout: 5_000 });
+    } finally {
+      for (const relay of relays) await relay.stop();
+      await a.close();
+      await b.close();
+      await dropPostgresDatabase(url);
+    }
+  });
 });
