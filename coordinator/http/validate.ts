@@ -16,9 +16,26 @@ export async function body<S extends z.ZodType>(c: Context, schema: S, orElse?: 
   } catch (error) {
     throw new ApiError(400, "invalid_json", `body is not valid JSON: ${(error as Error).message}`);
   }
+  const nul = nulAt(json);
+  if (nul !== undefined) {
+    const where = nul.join(".");
+    throw new ApiError(400, "invalid_request", `${where || "body"}: text may not contain the NUL character (\\u0000)`, where || undefined);
+  }
   const parsed = schema.safeParse(json);
   if (!parsed.success) throw ApiError.invalid(parsed.error);
   return parsed.data;
+}
+
+/** The path of the first string (value or key) holding a NUL, which Postgres cannot store. */
+function nulAt(value: unknown, path: string[] = []): string[] | undefined {
+  if (typeof value === "string") return value.includes("\0") ? path : undefined;
+  if (typeof value !== "object" || value === null) return undefined;
+  for (const [key, inner] of Object.entries(value)) {
+    if (key.includes("\0")) return [...path, key];
+    const found = nulAt(inner, [...path, key]);
+    if (found) return found;
+  }
+  return undefined;
 }
 
 export function query<S extends z.ZodType>(c: Context, schema: S): z.output<S> {

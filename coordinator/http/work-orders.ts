@@ -1,9 +1,9 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { logQuery, workOrderBulk, workOrderCreate, workOrderQuery } from "../../protocol/api.ts";
+import { Enqueuer } from "../enqueuer.ts";
 import { workOrderCancel } from "../sql/work-order-cancel.ts";
-import { workOrderInsert } from "../sql/work-order-insert.ts";
-import { workOrderInsertMany } from "../sql/work-order-insert-many.ts";
+import { workOrderInsertMany } from "../sql/work-order-insert.ts";
 import { workOrderEvents, workOrderGet, workOrderList } from "../sql/work-order-read.ts";
 import { iso, workOrderView } from "../sql/views.ts";
 import { allow, type AuthEnv } from "./auth.ts";
@@ -16,6 +16,7 @@ const cancelBody = z.strictObject({ reason: z.string().min(1).max(1024).default(
 
 export function workOrderRoutes(services: Services) {
   const { db, bus } = services;
+  const enqueuer = new Enqueuer(db);
   const found = async (id: string) => {
     const row = await workOrderGet(db, id);
     if (!row) throw ApiError.notFound("work order", id);
@@ -26,7 +27,7 @@ export function workOrderRoutes(services: Services) {
     .use(allow("ci"))
     .post("/", async (c) => {
       const order = await body(c, workOrderCreate);
-      const { row, created } = await workOrderInsert(db, order);
+      const { row, created } = await enqueuer.enqueue(order);
       if (created) bus.emit("enqueued", [{ id: row.id, selector: row.selector, targetAgent: row.target_agent }]);
       return c.json(workOrderView(row), created ? 201 : 200);
     })

@@ -65,8 +65,7 @@ class Batch {
     const { jobId, seq } = msg;
     switch (msg.type) {
       case "job.log":
-        this.writes.log(jobId, Number(locked.log_bytes), msg.data, seq);
-        locked.log_bytes = String(Number(locked.log_bytes) + Buffer.byteLength(msg.data, "utf8"));
+        locked.log_bytes = String(Number(locked.log_bytes) + this.writes.log(jobId, Number(locked.log_bytes), msg.data, seq));
         return;
       case "job.status":
         return this.writes.job(jobId, { seq, status: msg.status, external_id: msg.externalId, external_url: msg.externalUrl });

@@ -56,6 +56,9 @@ SELECT x.work_order_id, x.job_id, x.from_state::work_order_state, x.to_state::wo
 FROM jsonb_to_recordset($4::jsonb) AS x(ord int, work_order_id bigint, job_id bigint, from_state text, to_state text, reason text)
 ORDER BY x.ord`;
 
+/** Postgres text cannot hold NUL; what a job prints may, so it is kept as U+FFFD instead of refused. */
+const storable = (text: string) => (text.includes("\0") ? text.replaceAll("\0", "\uFFFD") : text);
+
 export class JobWrites {
   private readonly logs: { job_id: string; offset: string; data: string }[] = [];
   private readonly jobs = new Map<string, JobChange>();
@@ -68,11 +71,15 @@ export class JobWrites {
     for (const [key, value] of Object.entries(fields)) if (value !== undefined) (change as Record<string, unknown>)[key] = value;
   }
 
-  log(jobId: string, offset: number, data: string, seq: number): void {
-    this.logs.push({ job_id: jobId, offset: String(offset), data });
+  /** Appends a log chunk at `offset`; returns its length in bytes as stored. */
+  log(jobId: string, offset: number, data: string, seq: number): number {
+    const text = storable(data);
+    const bytes = Buffer.byteLength(text, "utf8");
+    this.logs.push({ job_id: jobId, offset: String(offset), data: text });
     const change = this.changeOf(jobId);
-    change.log_added += Buffer.byteLength(data, "utf8");
+    change.log_added += bytes;
     change.seq = seq;
+    return bytes;
   }
 
   /** Moves the work order and records the move; `delay` (seconds) sets when it may be claimed next. */
@@ -84,7 +91,7 @@ export class JobWrites {
 
   async flush(tx: Queryable): Promise<void> {
     if (this.jobs.size === 0 && this.orders.size === 0) return;
-    const json = (rows: unknown[]) => JSON.stringify(rows);
+    const json = (rows: unknown[]) => JSON.stringify(rows, (_, value) => (typeof value === "string" ? storable(value) : value));
     await tx.query(WRITE, [json(this.logs), json([...this.jobs.values()]), json([...this.orders.values()]), json(this.events)]);
   }
 

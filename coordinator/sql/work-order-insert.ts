@@ -1,45 +1,98 @@
+// Work orders in one statement: the rows travel as one jsonb array, are inserted in the order
+// given (ids ascend with it), and repeats of an idempotency key resolve to the existing row.
+// Bulk enqueues answer with ids; single enqueues, gathered by the Enqueuer, with whole rows.
 import type { WorkOrderCreate } from "../../protocol/api.ts";
 import { formatSelector } from "../../protocol/selector.ts";
 import type { Queryable } from "../db/database.ts";
+import type { Enqueued } from "../bus.ts";
 import { WORK_ORDER_COLUMNS, type WorkOrderRow } from "./views.ts";
 
-const INSERT = `
-WITH wo AS (
-  INSERT INTO work_orders (adapter, spec, selector, selector_text, target_agent, labels, priority,
-    timeout_seconds, max_attempts, idempotency_key, metadata, retry_on, retry_backoff_seconds, queue_timeout_seconds)
-  VALUES ($1, $2::jsonb, $3::jsonb, $4, $5, $6::jsonb, $7, $8, $9, $10, $11::jsonb, $12::text[], $13, $14)
+const insert = (returning: string) => `
+WITH input AS (
+  SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(ord int, adapter text, spec jsonb, selector jsonb,
+    selector_text text, target_agent text, labels jsonb, priority int, timeout_seconds int, max_attempts int,
+    idempotency_key text, metadata jsonb, retry_on text[], retry_backoff_seconds int, queue_timeout_seconds int)
+), wo AS (
+  INSERT INTO work_orders (adapter, spec, selector, selector_text, target_agent, labels, priority, timeout_seconds,
+    max_attempts, idempotency_key, metadata, retry_on, retry_backoff_seconds, queue_timeout_seconds)
+  SELECT adapter, spec, selector, selector_text, target_agent, labels, priority, timeout_seconds,
+    max_attempts, idempotency_key, metadata, retry_on, retry_backoff_seconds, queue_timeout_seconds
+  FROM input ORDER BY ord
   ON CONFLICT (idempotency_key) DO NOTHING
   RETURNING *
 ), event AS (
-  INSERT INTO work_order_events (work_order_id, to_state) SELECT id, state FROM wo
+  INSERT INTO work_order_events (work_order_id, to_state) SELECT id, 'pending' FROM wo
 )
-SELECT ${WORK_ORDER_COLUMNS} FROM wo`;
+SELECT ${returning} FROM wo ORDER BY wo.id`;
 
-const BY_KEY = `SELECT ${WORK_ORDER_COLUMNS} FROM work_orders wo WHERE wo.idempotency_key = $1`;
+const BRIEF = `wo.id::text AS id, wo.idempotency_key, wo.selector, wo.target_agent`;
+const INSERT_BRIEF = insert(BRIEF);
+const INSERT_ROWS = insert(WORK_ORDER_COLUMNS);
+
+const byKeys = (columns: string) => `SELECT ${columns} FROM work_orders wo WHERE wo.idempotency_key = ANY($1::text[])`;
+const BRIEF_BY_KEYS = byKeys(BRIEF);
+const ROWS_BY_KEYS = byKeys(WORK_ORDER_COLUMNS);
+
+type Brief = Pick<WorkOrderRow, "id" | "idempotency_key" | "selector" | "target_agent">;
+
+function input(order: WorkOrderCreate, ord: number) {
+  return {
+    ord,
+    adapter: order.adapter,
+    spec: order.spec,
+    selector: order.selector,
+    selector_text: formatSelector(order.selector),
+    target_agent: order.agent ?? null,
+    labels: order.labels,
+    priority: order.priority,
+    timeout_seconds: order.timeoutSeconds ?? null,
+    max_attempts: order.maxAttempts,
+    idempotency_key: order.idempotencyKey ?? null,
+    metadata: order.metadata,
+    retry_on: order.retryOn,
+    retry_backoff_seconds: order.retryBackoffSeconds,
+    queue_timeout_seconds: order.queueTimeoutSeconds ?? null,
+  };
+}
+
+/** Each order's row (created now, or found under its key) and whether this call created it. */
+async function insertAll<Row extends Brief>(db: Queryable, orders: WorkOrderCreate[], sql: string, bySql: string) {
+  const created = await db.query<Row>(sql, [JSON.stringify(orders.map(input))]);
+  const byKey = new Map(created.filter((c) => c.idempotency_key !== null).map((c) => [c.idempotency_key!, c]));
+  const taken = [...new Set(orders.flatMap((o) => (o.idempotencyKey !== undefined && !byKey.has(o.idempotencyKey) ? [o.idempotencyKey] : [])))];
+  const found = taken.length > 0 ? await db.query<Row>(bySql, [taken]) : [];
+  const existing = new Map(found.map((row) => [row.idempotency_key!, row]));
+  if (existing.size < taken.length) throw new Error("a work order vanished while its idempotency key was looked up");
+  const unkeyed = created.filter((c) => c.idempotency_key === null);
+  const fresh = new Set(created);
+  return orders.map((o) => {
+    // A key repeated within the call: the first occurrence created the row, the rest find it.
+    const row = o.idempotencyKey === undefined ? unkeyed.shift()! : (byKey.get(o.idempotencyKey) ?? existing.get(o.idempotencyKey)!);
+    const isNew = fresh.delete(row);
+    return { row, created: isNew };
+  });
+}
+
+export type InsertedMany = { ids: string[]; created: Enqueued[] };
+
+/** Inserts the work orders; `ids` answers each one in the order given (an existing one for a repeated key). */
+export async function workOrderInsertMany(db: Queryable, orders: WorkOrderCreate[]): Promise<InsertedMany> {
+  const results = await insertAll<Brief>(db, orders, INSERT_BRIEF, BRIEF_BY_KEYS);
+  return {
+    ids: results.map((r) => r.row.id),
+    created: results.filter((r) => r.created).map(({ row }) => ({ id: row.id, selector: row.selector, targetAgent: row.target_agent })),
+  };
+}
 
 export type Inserted = { row: WorkOrderRow; created: boolean };
 
+/** Inserts the work orders, answering each with its whole row. */
+export function workOrderInsertRows(db: Queryable, orders: WorkOrderCreate[]): Promise<Inserted[]> {
+  return insertAll<WorkOrderRow>(db, orders, INSERT_ROWS, ROWS_BY_KEYS);
+}
+
 /** Inserts a work order, or returns the one already enqueued under the same idempotency key. */
 export async function workOrderInsert(db: Queryable, order: WorkOrderCreate): Promise<Inserted> {
-  const [row] = await db.query<WorkOrderRow>(INSERT, [
-    order.adapter,
-    JSON.stringify(order.spec),
-    JSON.stringify(order.selector),
-    formatSelector(order.selector),
-    order.agent ?? null,
-    JSON.stringify(order.labels),
-    order.priority,
-    order.timeoutSeconds ?? null,
-    order.maxAttempts,
-    order.idempotencyKey ?? null,
-    JSON.stringify(order.metadata),
-    order.retryOn,
-    order.retryBackoffSeconds,
-    order.queueTimeoutSeconds ?? null,
-  ]);
-  if (row) return { row, created: true };
-  // The key was taken: by a row visible now, even if committed after this statement began.
-  const [existing] = await db.query<WorkOrderRow>(BY_KEY, [order.idempotencyKey]);
-  if (!existing) throw new Error(`work order with idempotency key ${order.idempotencyKey} vanished`);
-  return { row: existing, created: false };
+  const [inserted] = await workOrderInsertRows(db, [order]);
+  return inserted!;
 }

@@ -53,16 +53,33 @@ test("messages from many jobs share few commits, and each job's messages apply i
 
 test("a message that fails does not hold back the others in its batch", async () => {
   const { agent, jobs } = await claimedJobs("poison", 2);
+  // A chunk already stored where the next one belongs: the batch's write fails on the log's key.
+  await db.query(`INSERT INTO job_logs (job_id, "offset", data) VALUES ($1, 0, 'squatter')`, [jobs[1]!.jobId]);
   const completer = new Completer(db, { delayMs: 5, maxBatch: 1000 });
   const [good, bad, after] = await Promise.allSettled([
     completer.apply(agent.agentId, { type: "job.log", jobId: jobs[0]!.jobId, seq: 1, data: "fine\n" }),
-    completer.apply(agent.agentId, { type: "job.log", jobId: jobs[1]!.jobId, seq: 1, data: "nul \u0000 is not text to Postgres" }),
+    completer.apply(agent.agentId, { type: "job.log", jobId: jobs[1]!.jobId, seq: 1, data: "collides\n" }),
     completer.apply(agent.agentId, { type: "job.log", jobId: jobs[0]!.jobId, seq: 2, data: "still fine\n" }),
   ]);
   expect(good).toMatchObject({ status: "fulfilled", value: { kind: "applied" } });
   expect(bad.status).toBe("rejected");
   expect(after).toMatchObject({ status: "fulfilled", value: { kind: "applied" } });
   expect((await logRead(db, jobs[0]!.jobId, 0)).map((s) => s.data).join("")).toBe("fine\nstill fine\n");
+});
+
+test("output holding NUL characters is stored with U+FFFD in their place, and the offsets follow what is stored", async () => {
+  const { agent, jobs } = await claimedJobs("nul", 1);
+  const completer = new Completer(db, { delayMs: 5, maxBatch: 1000 });
+  const jobId = jobs[0]!.jobId;
+  const results = await Promise.all([
+    completer.apply(agent.agentId, { type: "job.log", jobId, seq: 1, data: "a\u0000b\n" }),
+    completer.apply(agent.agentId, { type: "job.status", jobId, seq: 2, status: "step\u0000" }),
+    completer.apply(agent.agentId, { type: "job.log", jobId, seq: 3, data: "next\n" }),
+  ]);
+  expect(results.map((r) => r.kind)).toEqual(["applied", "applied", "applied"]);
+  const chunks = await logRead(db, jobId, 0);
+  expect(chunks.map((c) => c.data).join("")).toBe("a\uFFFDb\nnext\n");
+  expect(chunks.map((c) => String(c.offset))).toEqual(["0", String(Buffer.byteLength("a\uFFFDb\n"))]);
 });
 
 test("when the database is gone, every waiting message is refused, none acknowledged: the agent resends them", async () => {

@@ -223,6 +223,9 @@ describe("bad input", () => {
     ["a non-string label value", execOrder({ labels: { team: 7 } }), "labels.team"],
     ["an empty idempotencyKey", execOrder({ idempotencyKey: "" }), "idempotencyKey"],
     ["a non-string selector", execOrder({ selector: ["os=linux"] }), "selector"],
+    ["a NUL character in metadata", execOrder({ metadata: { note: "a\u0000b" } }), "metadata.note"],
+    ["a NUL character in a metadata key", execOrder({ metadata: { "k\u0000": 1 } }), "metadata.k\u0000"],
+    ["a NUL character in an argument", { spec: { command: ["echo", "\u0000"] } }, "spec.command.1"],
   ])("%s is 400 naming the field", async (_, json, field) => {
     const error = await expectError(await post({ json }), 400, "invalid_request", field);
     expect(error.message.startsWith(`${field}: `)).toBe(true);

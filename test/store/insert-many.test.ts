@@ -1,6 +1,6 @@
 // Bulk insertion on both databases: one statement, ids in the order given, keys resolved once.
 import { expect, it } from "vitest";
-import { workOrderInsertMany } from "../../coordinator/sql/work-order-insert-many.ts";
+import { workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
 import { forEachDatabase } from "../support/databases.ts";
 import { eventsOf, order, useDatabase } from "./fixtures.ts";
 

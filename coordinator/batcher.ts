@@ -1,0 +1,60 @@
+// Gathers work items from many callers into batches that share one transaction and one commit.
+// Batches run one after another, never side by side; what arrives while one runs forms the next.
+// A batch that fails for any reason but an outage is run again one item at a time, so one bad
+// item cannot hold the others back. Each caller's promise settles only after its batch committed.
+import { isUnavailable } from "./db/unavailable.ts";
+
+type Item<In, Out> = { input: In; resolve(output: Out): void; reject(error: unknown): void };
+
+export type BatcherOptions = {
+  /** How long the first item waits for others; 0 runs a batch as soon as the event loop turns. */
+  delayMs: number;
+  maxBatch: number;
+};
+
+export class Batcher<In, Out> {
+  private queue: Item<In, Out>[] = [];
+  private timer?: NodeJS.Timeout | NodeJS.Immediate;
+  private flushing = false;
+
+  constructor(
+    private readonly runBatch: (inputs: In[]) => Promise<Out[]>,
+    private readonly options: BatcherOptions,
+  ) {}
+
+  submit(input: In): Promise<Out> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ input, resolve, reject });
+      if (this.queue.length >= this.options.maxBatch) void this.flush();
+      else this.timer ??= this.options.delayMs === 0 ? setImmediate(() => void this.flush()) : setTimeout(() => void this.flush(), this.options.delayMs);
+    });
+  }
+
+  private async flush(): Promise<void> {
+    clearTimeout(this.timer as NodeJS.Timeout);
+    clearImmediate(this.timer as NodeJS.Immediate);
+    this.timer = undefined;
+    if (this.flushing || this.queue.length === 0) return;
+    this.flushing = true;
+    try {
+      while (this.queue.length > 0) await this.run(this.queue.splice(0, this.options.maxBatch));
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  private async run(batch: Item<In, Out>[]): Promise<void> {
+    try {
+      const outputs = await this.runBatch(batch.map((item) => item.input));
+      batch.forEach((item, i) => item.resolve(outputs[i]!));
+    } catch (error) {
+      if (isUnavailable(error) || batch.length === 1) return batch.forEach((item) => item.reject(error));
+      for (const item of batch) await this.runBatch([item.input]).then(([output]) => item.resolve(output!), item.reject);
+    }
+  }
+
+  /** Waits for what is queued to be done. */
+  async drain(): Promise<void> {
+    while (this.queue.length > 0 || this.flushing) await this.flush().then(() => new Promise((r) => setImmediate(r)));
+  }
+}

@@ -1,0 +1,50 @@
+// Single enqueues from concurrent clients share statements and commits, and still answer each
+// client with its own row; one bad order in a batch fails alone.
+import { afterAll, beforeAll, expect, test } from "vitest";
+import { type Database, openDatabase } from "../../coordinator/db/database.ts";
+import { Enqueuer } from "../../coordinator/enqueuer.ts";
+import { order } from "../store/fixtures.ts";
+
+let db: Database;
+
+beforeAll(async () => {
+  db = await openDatabase({ kind: "pglite", dataDir: ":memory:" });
+});
+
+afterAll(async () => db?.close());
+
+async function commits(): Promise<number> {
+  await db.query(`SELECT pg_stat_force_next_flush()`);
+  await db.query(`SELECT pg_stat_clear_snapshot()`);
+  const [row] = await db.query<{ n: string }>(`SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()`);
+  return Number(row!.n);
+}
+
+test("fifty concurrent enqueues share a commit and each gets its own work order back", async () => {
+  const enqueuer = new Enqueuer(db);
+  const overhead = -(await commits()) + (await commits());
+  const before = await commits();
+  const results = await Promise.all(Array.from({ length: 50 }, (_, i) => enqueuer.enqueue(order({ metadata: { i } }))));
+  const used = (await commits()) - before - overhead;
+  expect(used).toBeLessThanOrEqual(2);
+  expect(results.every((r) => r.created && r.row.state === "pending")).toBe(true);
+  expect(results.map((r) => r.row.metadata)).toEqual(Array.from({ length: 50 }, (_, i) => ({ i })));
+  expect(new Set(results.map((r) => r.row.id)).size).toBe(50);
+});
+
+test("one idempotency key sent ten times at once creates one work order; the others find it", async () => {
+  const enqueuer = new Enqueuer(db);
+  const results = await Promise.all(Array.from({ length: 10 }, () => enqueuer.enqueue(order({ idempotencyKey: "same-key" }))));
+  expect(results.filter((r) => r.created)).toHaveLength(1);
+  expect(new Set(results.map((r) => r.row.id)).size).toBe(1);
+  const [count] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM work_orders WHERE idempotency_key = 'same-key'`);
+  expect(count!.n).toBe(1);
+});
+
+test("an order the database refuses fails alone; the rest of its batch is enqueued", async () => {
+  const enqueuer = new Enqueuer(db);
+  // jsonb cannot hold a NUL character, so this one order fails inside the shared statement.
+  const bad = order({ metadata: { note: "nul \u0000 here" } });
+  const settled = await Promise.allSettled([order({ metadata: { n: 1 } }), bad, order({ metadata: { n: 2 } })].map((o) => enqueuer.enqueue(o)));
+  expect(settled.map((s) => s.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+});
