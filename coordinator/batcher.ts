@@ -4,28 +4,34 @@
 // item cannot hold the others back. Each caller's promise settles only after its batch committed.
 import { isUnavailable } from "./db/unavailable.ts";
 
-type Item<In, Out> = { input: In; resolve(output: Out): void; reject(error: unknown): void };
+type Item<In, Out> = { input: In; weight: number; resolve(output: Out): void; reject(error: unknown): void };
 
-export type BatcherOptions = {
+export type BatcherOptions<In> = {
   /** How long the first item waits for others; 0 runs a batch as soon as the event loop turns. */
   delayMs: number;
   maxBatch: number;
+  /** A batch closes once its items weigh this much (a heavier item still goes, alone). */
+  maxWeight?: number;
+  weigh?: (input: In) => number;
 };
 
 export class Batcher<In, Out> {
   private queue: Item<In, Out>[] = [];
+  private queuedWeight = 0;
   private timer?: NodeJS.Timeout | NodeJS.Immediate;
   private flushing = false;
 
   constructor(
     private readonly runBatch: (inputs: In[]) => Promise<Out[]>,
-    private readonly options: BatcherOptions,
+    private readonly options: BatcherOptions<In>,
   ) {}
 
   submit(input: In): Promise<Out> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ input, resolve, reject });
-      if (this.queue.length >= this.options.maxBatch) void this.flush();
+      const weight = this.options.weigh?.(input) ?? 0;
+      this.queue.push({ input, weight, resolve, reject });
+      this.queuedWeight += weight;
+      if (this.queue.length >= this.options.maxBatch || this.queuedWeight >= (this.options.maxWeight ?? Infinity)) void this.flush();
       else this.timer ??= this.options.delayMs === 0 ? setImmediate(() => void this.flush()) : setTimeout(() => void this.flush(), this.options.delayMs);
     });
   }
@@ -37,10 +43,20 @@ export class Batcher<In, Out> {
     if (this.flushing || this.queue.length === 0) return;
     this.flushing = true;
     try {
-      while (this.queue.length > 0) await this.run(this.queue.splice(0, this.options.maxBatch));
+      while (this.queue.length > 0) await this.run(this.take());
     } finally {
       this.flushing = false;
     }
+  }
+
+  /** The next batch: up to maxBatch items, closed at the first that brings it to maxWeight. */
+  private take(): Item<In, Out>[] {
+    const limit = this.options.maxWeight ?? Infinity;
+    let count = 0;
+    let weight = 0;
+    while (count < this.queue.length && count < this.options.maxBatch && weight < limit) weight += this.queue[count++]!.weight;
+    this.queuedWeight -= weight;
+    return this.queue.splice(0, count);
   }
 
   private async run(batch: Item<In, Out>[]): Promise<void> {

@@ -1,25 +1,36 @@
-// Applies agents' job messages in batches: what arrives within a few milliseconds, from any agent,
-// shares one transaction, two statements and one commit, decided in arrival order (so each job's
-// messages stay in order). A message is answered only after its batch committed, so a crash
-// before then loses nothing: the agent resends whatever was not acknowledged.
+// Applies agents' job messages in batches: what arrives within a few milliseconds shares one
+// transaction, two statements and one commit, decided in arrival order (so each job's messages
+// stay in order). Agents are split over a few lanes, each running its batches one after another:
+// an agent's messages always take the same lane, so its jobs' order holds, while one lane's commit
+// waits on disk another can be writing. A batch closes at 1 MiB of log text, so a burst of output
+// does not make everyone wait behind one huge write. A message is answered only after its batch
+// committed, so a crash before then loses nothing: the agent resends what was not acknowledged.
 import type { JobMessage } from "../protocol/messages.ts";
 import { Batcher, type BatcherOptions } from "./batcher.ts";
 import type { Database } from "./db/database.ts";
 import { type Applied, type Incoming, jobApplyIn } from "./sql/job-apply.ts";
 
-export class Completer {
-  private readonly batcher: Batcher<Incoming, Applied>;
+const DEFAULTS: BatcherOptions<Incoming> = {
+  delayMs: 2,
+  maxBatch: 500,
+  maxWeight: 1 << 20,
+  weigh: ({ message }) => (message.type === "job.log" ? message.data.length : 0),
+};
 
-  constructor(db: Database, options: BatcherOptions = { delayMs: 2, maxBatch: 500 }) {
-    this.batcher = new Batcher((batch) => db.transaction((tx) => jobApplyIn(tx, batch)), options);
+export class Completer {
+  private readonly lanes: Batcher<Incoming, Applied>[];
+
+  constructor(db: Database, options: Partial<BatcherOptions<Incoming>> = {}, lanes = 2) {
+    const run = (batch: Incoming[]) => db.transaction((tx) => jobApplyIn(tx, batch));
+    this.lanes = Array.from({ length: lanes }, () => new Batcher(run, { ...DEFAULTS, ...options }));
   }
 
   apply(agentId: string, message: JobMessage): Promise<Applied> {
-    return this.batcher.submit({ agentId, message });
+    return this.lanes[Number(BigInt(agentId) % BigInt(this.lanes.length))]!.submit({ agentId, message });
   }
 
   /** Waits for what is queued to be applied. */
-  drain(): Promise<void> {
-    return this.batcher.drain();
+  async drain(): Promise<void> {
+    await Promise.all(this.lanes.map((lane) => lane.drain()));
   }
 }
