@@ -1,10 +1,12 @@
 // Fills agents' open claims. An agent's `claim(n)` adds n slots to its claim, served at once from
 // the pending pool; what stays open is filled the moment a matching work order is enqueued.
-// Agents that share labels and mode form a group, and one claim statement serves every open slot
+// Agents that share labels and mode form a group, and one claim statement serves many open slots
 // of a group, so a busy fleet of like agents costs one statement per round, not one per agent.
 // A round reserves the slots it claims for; slots that open meanwhile go to the next round.
-// A wake-up claims only for groups that may run a new work order, one group per order; if that
-// group's claim came back full without the order, the order is offered to the next matching group.
+// Once a round comes back short, the pool holds nothing more for the group, and until a wake-up
+// says otherwise a round asks only for slots claimed since (a large idle fleet is not asked for
+// again and again). A wake-up claims only for groups that may run a new work order, one group per
+// order; if that group's claim came back full without the order, the next matching group gets it.
 import type { Assignment } from "../../protocol/messages.ts";
 import { matchesSelector } from "../../protocol/selector.ts";
 import type { Bus, Enqueued } from "../bus.ts";
@@ -23,17 +25,31 @@ const RETRY_MS = 1000;
  * one round waits, slots freed meanwhile are claimed by the next instead of queueing behind it.
  */
 const MAX_ROUNDS = 3;
+/** Slots one round asks for at most; the rest of a large group waits for the next round. */
+const MAX_ROUND_SLOTS = 1000;
+
+type Member = {
+  /** Open slots not reserved by a round in flight. */
+  want: number;
+  /** Slots were claimed since the member was last in a round. */
+  fresh: boolean;
+};
 
 type Group = {
   key: string;
   eligibility: Eligibility;
-  /** Open slots per member; members with none stay until they leave. */
-  wants: Map<Claimer, number>;
+  members: Map<Claimer, Member>;
+  /** The members' wants added up. */
+  open: number;
   /** Claim statements in flight for the group. */
   rounds: number;
   scheduled: boolean;
   again: boolean;
   hints: Enqueued[];
+  /** Bumped by every wake-up and sweep: work may have arrived that no round looked for. */
+  generation: number;
+  /** The generation in which a round came back short. */
+  dryAt: number;
 };
 
 export class Dispatcher {
@@ -50,21 +66,26 @@ export class Dispatcher {
 
   claim(claimer: Claimer, slots: number): void {
     const group = this.groupOf(claimer);
-    group.wants.set(claimer, (group.wants.get(claimer) ?? 0) + slots);
+    const member = group.members.get(claimer) ?? { want: 0, fresh: true };
+    member.want += slots;
+    member.fresh = true;
+    group.open += slots;
+    group.members.set(claimer, member);
     this.schedule(group);
   }
 
   /** Claims again for every group with open slots: after a wake-up may have been missed. */
   sweep(): void {
-    for (const group of this.groups.values()) if (open(group) > 0) this.schedule(group);
+    for (const group of this.groups.values()) if (group.open > 0 || group.rounds > 0) this.stale(group);
   }
 
   remove(claimer: Claimer): void {
     const key = groupKey(claimer.claimant);
     const group = this.groups.get(key);
     if (!group) return;
-    group.wants.delete(claimer);
-    if (group.wants.size === 0) this.groups.delete(key);
+    group.open -= group.members.get(claimer)?.want ?? 0;
+    group.members.delete(claimer);
+    if (group.members.size === 0) this.groups.delete(key);
   }
 
   stop(): void {
@@ -77,7 +98,18 @@ export class Dispatcher {
     let group = this.groups.get(key);
     if (!group) {
       const { labels, queueMode } = claimer.claimant;
-      group = { key, eligibility: { labels, queueMode }, wants: new Map(), rounds: 0, scheduled: false, again: false, hints: [] };
+      group = {
+        key,
+        eligibility: { labels, queueMode },
+        members: new Map(),
+        open: 0,
+        rounds: 0,
+        scheduled: false,
+        again: false,
+        hints: [],
+        generation: 0,
+        dryAt: -1,
+      };
       this.groups.set(key, group);
     }
     return group;
@@ -91,19 +123,31 @@ export class Dispatcher {
       budget.set(group, (budget.get(group) ?? 0) + 1);
       group.hints.push(order);
     }
-    for (const group of budget.keys()) this.schedule(group);
+    for (const group of budget.keys()) this.stale(group);
   }
 
   /** A group that may run the order and has a slot not yet promised in this wake-up. */
   private pick(order: Enqueued, budget: Map<Group, number>): Group | undefined {
     for (const [key, group] of this.groups) {
-      if (open(group) <= (budget.get(group) ?? 0) || !mayRun(group, order)) continue;
+      if (group.open <= (budget.get(group) ?? 0)) {
+        // Its slots are all in a round that may have looked before the order was there: look again.
+        if (group.rounds > 0 && mayRun(group, order)) this.stale(group);
+        continue;
+      }
+      if (!mayRun(group, order)) continue;
       // Rotate so that wake-ups spread over the waiting groups.
       this.groups.delete(key);
       this.groups.set(key, group);
       return group;
     }
     return undefined;
+  }
+
+  /** Work may have arrived that the group's rounds so far have not seen. */
+  private stale(group: Group): void {
+    group.generation++;
+    group.again = true;
+    this.schedule(group);
   }
 
   /** Runs a round once the events of this turn of the event loop are in, so they share it. */
@@ -126,7 +170,7 @@ export class Dispatcher {
       do {
         group.again = false;
         await this.round(group);
-      } while (group.again && open(group) > 0 && this.isLive(group));
+      } while (group.again && group.open > 0 && this.isLive(group));
     } catch (error) {
       this.onError(error);
       // The slots stay open; try again, as no wake-up may come for work already waiting.
@@ -136,44 +180,78 @@ export class Dispatcher {
     }
   }
 
-  /** Claims for every open slot of the group; the slots are reserved while the statement runs. */
+  /** The members a round asks for, and how many slots each; reserves those slots. */
+  private reserve(group: Group, hints: Enqueued[]): [Claimer, Member, number][] {
+    const dry = group.dryAt === group.generation;
+    const named = new Set(hints.flatMap((h) => (h.targetAgent === null ? [] : [h.targetAgent])));
+    const asking: [Claimer, Member, number][] = [];
+    let total = 0;
+    for (const [claimer, member] of group.members) {
+      if (member.want === 0) continue;
+      const needed = named.has(claimer.claimant.name) || (!dry && total < MAX_ROUND_SLOTS) || (member.fresh && total < MAX_ROUND_SLOTS);
+      if (!needed) {
+        // Left out for the cap only: another round must ask for it.
+        if (!dry || member.fresh) group.again = true;
+        continue;
+      }
+      asking.push([claimer, member, member.want]);
+      total += member.want;
+    }
+    for (const [claimer, member] of asking) {
+      group.open -= member.want;
+      member.want = 0;
+      member.fresh = false;
+      // Rotate, so that a capped round leaves others for the next.
+      group.members.delete(claimer);
+      group.members.set(claimer, member);
+    }
+    return asking;
+  }
+
   private async round(group: Group): Promise<void> {
     const hints = group.hints.splice(0);
-    const asking = [...group.wants].filter(([, want]) => want > 0);
+    const generation = group.generation;
+    const asking = this.reserve(group, hints);
     if (asking.length === 0) return this.wake(hints);
-    for (const [claimer] of asking) group.wants.set(claimer, 0);
-    let claimed: GroupAssignment[] = [];
+    const members = asking.map(([c, , want]) => ({ agentId: c.claimant.agentId, name: c.claimant.name, want }));
+    let claimed: GroupAssignment[];
     try {
-      const members = asking.map(([c, want]) => ({ agentId: c.claimant.agentId, name: c.claimant.name, want }));
       claimed = await workOrdersClaim(this.db, group.eligibility, members);
-    } finally {
-      const got = new Map<string, Assignment[]>();
-      for (const { agentId, ...job } of claimed) got.set(agentId, [...(got.get(agentId) ?? []), job]);
-      for (const [claimer, want] of asking) {
-        const jobs = got.get(claimer.claimant.agentId) ?? [];
-        // An agent that left while we claimed keeps its jobs until it is back or they are reaped.
-        const left = group.wants.get(claimer);
-        if (left !== undefined) group.wants.set(claimer, left + want - jobs.length);
-        if (jobs.length > 0) claimer.assign(jobs);
-      }
+    } catch (error) {
+      for (const [claimer, member, want] of asking) this.giveBack(group, claimer, member, want, true);
+      throw error;
+    }
+    const got = new Map<string, Assignment[]>();
+    for (const { agentId, ...job } of claimed) got.set(agentId, [...(got.get(agentId) ?? []), job]);
+    for (const [claimer, member, want] of asking) {
+      const jobs = got.get(claimer.claimant.agentId) ?? [];
+      // An agent that left while we claimed keeps its jobs until it is back or they are reaped.
+      this.giveBack(group, claimer, member, want - jobs.length, false);
+      if (jobs.length > 0) claimer.assign(jobs);
     }
     for (const job of claimed) this.bus.emit("changed", job.workOrderId);
-    if (open(group) === 0) {
+    const asked = members.reduce((sum, m) => sum + m.want, 0);
+    // Short: nothing more was there when it looked, unless something was enqueued since. Full: look again.
+    if (claimed.length < asked && group.generation === generation) group.dryAt = generation;
+    else group.again = true;
+    if (group.open === 0) {
       const taken = new Set(claimed.map((j) => j.workOrderId));
       const missed = hints.filter((order) => !taken.has(order.id));
       if (missed.length > 0) this.wake(missed);
     }
   }
 
+  /** Returns reserved slots a round did not fill, unless the member left meanwhile. */
+  private giveBack(group: Group, claimer: Claimer, member: Member, slots: number, fresh: boolean): void {
+    if (group.members.get(claimer) !== member) return;
+    member.want += slots;
+    member.fresh ||= fresh;
+    group.open += slots;
+  }
+
   private isLive(group: Group): boolean {
     return this.groups.get(group.key) === group;
   }
-}
-
-function open(group: Group): number {
-  let sum = 0;
-  for (const want of group.wants.values()) sum += want;
-  return sum;
 }
 
 function groupKey({ labels, queueMode }: Eligibility): string {
@@ -184,6 +262,6 @@ function groupKey({ labels, queueMode }: Eligibility): string {
 }
 
 function mayRun(group: Group, order: Enqueued): boolean {
-  if (order.targetAgent !== null) return [...group.wants.keys()].some((c) => c.claimant.name === order.targetAgent);
+  if (order.targetAgent !== null) return [...group.members.keys()].some((c) => c.claimant.name === order.targetAgent);
   return group.eligibility.queueMode && matchesSelector(order.selector, group.eligibility.labels);
 }

@@ -150,3 +150,91 @@ test("a claim statement that fails leaves the slots open and is tried again", as
   expect(errors).toHaveLength(1);
   dispatcher.stop();
 });
+
+/** The database with every claim statement's member count recorded; `hold` delays the answer. */
+function recording(holdMs = 0) {
+  const rounds: number[] = [];
+  const wrapped = {
+    ...db,
+    query: async (text: string, params?: unknown[]) => {
+      const result = await db.query(text, params);
+      if (text.includes("FOR UPDATE SKIP LOCKED")) {
+        rounds.push((JSON.parse(String(params![0])) as unknown[]).length);
+        if (holdMs > 0) await new Promise((r) => setTimeout(r, holdMs));
+      }
+      return result;
+    },
+  } as Database;
+  return { db: wrapped, rounds };
+}
+
+const enqueue = async (bus: Bus, body: Record<string, unknown>) => {
+  const { row } = await workOrderInsert(db, order(body));
+  bus.emit("enqueued", [{ id: row.id, selector: row.selector, targetAgent: row.target_agent }]);
+  return row.id;
+};
+
+test("agents joining a group that found nothing are each asked for once, not with the whole group again", async () => {
+  const fleet = await agents("storm", 40, { pool: "storm" });
+  const { db: recorded, rounds } = recording();
+  const bus = new Bus();
+  const dispatcher = new Dispatcher(recorded, bus, (e) => expect.unreachable(String(e)));
+  for (const agent of fleet) {
+    dispatcher.claim(agent, 1);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  expect(rounds.reduce((a, b) => a + b, 0)).toBe(40);
+
+  // New work wakes the group: one round asks for everyone waiting, and the order is taken.
+  const id = await enqueue(bus, { selector: "pool=storm" });
+  await until(() => fleet.some((a) => a.jobs.some((j) => j.workOrderId === id)));
+  expect(rounds.at(-1)).toBe(40);
+  dispatcher.stop();
+});
+
+test("work enqueued while a round is in flight, after its scan, is still taken", async () => {
+  const [agent] = await agents("race", 1, { pool: "race" });
+  const { db: held } = recording(150);
+  const bus = new Bus();
+  const dispatcher = new Dispatcher(held, bus, (e) => expect.unreachable(String(e)));
+  dispatcher.claim(agent!, 1);
+  await new Promise((r) => setTimeout(r, 50));
+  const id = await enqueue(bus, { selector: "pool=race" });
+  await until(() => agent!.jobs.some((j) => j.workOrderId === id));
+  dispatcher.stop();
+});
+
+test("work addressed to an agent before it joined a group that found nothing reaches it on its first claim", async () => {
+  const [early, late] = await agents("addr", 2, { pool: "addr" });
+  const bus = new Bus();
+  const dispatcher = new Dispatcher(db, bus, (e) => expect.unreachable(String(e)));
+  dispatcher.claim(early!, 1);
+  await new Promise((r) => setTimeout(r, 50));
+  const id = await enqueue(bus, { agent: late!.claimant.name, selector: "pool=elsewhere" });
+  await new Promise((r) => setTimeout(r, 50));
+  expect(early!.jobs).toEqual([]);
+  dispatcher.claim(late!, 1);
+  await until(() => late!.jobs.some((j) => j.workOrderId === id));
+  dispatcher.stop();
+});
+
+test("a large group is served in rounds of at most a thousand slots, every agent its one job", { timeout: 60_000 }, async () => {
+  const fleet: FakeAgent[] = [];
+  for (let i = 0; i < 1200; i++) fleet.push(new FakeAgent({ agentId: String(i + 1), name: `big-${i}`, labels: { pool: "big" }, queueMode: true }));
+  await db.query(
+    `INSERT INTO agents (id, name, labels, capacity, mode, version) SELECT i, 'big-' || (i - 1), '{"pool":"big"}', 1, 'queue', 'test'
+     FROM generate_series(1, 1200) i ON CONFLICT (id) DO NOTHING`,
+  );
+  await db.query(
+    `INSERT INTO work_orders (adapter, spec, selector, selector_text, labels, metadata)
+     SELECT 'exec', '{"command":["true"]}', '[{"key":"pool","op":"in","values":["big"]}]', 'pool=big', '{}', '{}' FROM generate_series(1, 1500)`,
+  );
+  const { db: recorded, rounds } = recording();
+  const dispatcher = new Dispatcher(recorded, new Bus(), (e) => expect.unreachable(String(e)));
+  for (const agent of fleet) dispatcher.claim(agent, 1);
+  await until(() => fleet.every((a) => a.jobs.length === 1));
+  expect(Math.max(...rounds)).toBeLessThanOrEqual(1000);
+  expect(rounds.reduce((a, b) => a + b, 0)).toBe(1200);
+  dispatcher.stop();
+});
