@@ -49,7 +49,6 @@ export class Connection {
       if (!alive) return this.socket?.terminate();
       alive = false;
       this.socket?.ping();
-      this.send({ type: "heartbeat" });
     }, heartbeatSeconds * 1000);
   }
 

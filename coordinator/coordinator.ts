@@ -2,7 +2,7 @@
 // `start` resolves once it listens; `stop` is idempotent.
 import type { AddressInfo } from "node:net";
 import type { Server } from "node:http";
-import { serve } from "@hono/node-server";
+import { createAdaptorServer } from "@hono/node-server";
 import type { Logger } from "pino";
 import { TokenVerifier } from "./auth/tokens.ts";
 import { Bus } from "./bus.ts";
@@ -85,10 +85,14 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   return { db, url: `http://${host}:${port}`, agentUrl: `ws://${host}:${port}${AGENT_PATH}`, stop };
 }
 
-function listen(fetch: (request: Request) => Response | Promise<Response>, hostname: string, port: number) {
+/** Room for a whole fleet redialling at once: Node's default accept queue (511) drops most of it. */
+const LISTEN_BACKLOG = 4096;
+
+function listen(fetch: (request: Request) => Response | Promise<Response>, host: string, port: number) {
   return new Promise<Server>((resolve, reject) => {
-    const server = serve({ fetch, hostname, port }) as Server;
+    const server = createAdaptorServer({ fetch }) as Server;
     server.once("listening", () => resolve(server));
     server.once("error", reject);
+    server.listen({ host, port, backlog: LISTEN_BACKLOG });
   });
 }

@@ -61,7 +61,8 @@ export class Hub {
   /** Closes silent sockets and renews the leases of every agent still connected here, in one statement. */
   private async tick(): Promise<void> {
     const silentBefore = Date.now() - this.ctx.heartbeatSeconds * 3000;
-    for (const session of this.sessions) if (session.lastSeen < silentBefore) session.close(CloseCode.silent, "no heartbeat");
+    // Only welcomed agents heartbeat; before that, the hello timeout and the database decide.
+    for (const session of this.sessions) if (session.agentId && session.lastSeen < silentBefore) session.close(CloseCode.silent, "no heartbeat");
     const connected = [...this.agents.keys()];
     if (connected.length === 0) return;
     await agentsSeen(this.ctx.db, connected, this.ctx.leaseSeconds).catch((error) =>

@@ -68,6 +68,8 @@ export class AgentSession implements Claimer {
     this.bucket = new TokenBucket(1000, 2000);
     this.helloTimer = setTimeout(() => this.close(CloseCode.protocol, "no hello"), HELLO_TIMEOUT_MS);
     socket.on("message", (data, isBinary) => this.receive(data as Buffer, isBinary));
+    // The agent's WebSocket ping is its heartbeat.
+    socket.on("ping", () => (this.lastSeen = Date.now()));
     socket.on("close", () => this.closed());
     socket.on("error", (error) => ctx.log("agent socket error", { session: sessionId, error: error.message }));
   }
@@ -117,7 +119,11 @@ export class AgentSession implements Claimer {
 
   private dispatch(message: AgentMessage): void {
     this.lastSeen = Date.now();
-    if (message.type === "hello") return void this.enqueue(() => this.hello(message));
+    if (message.type === "hello") {
+      // Received is enough: under a connect storm the answer may wait on the database a while.
+      clearTimeout(this.helloTimer);
+      return void this.enqueue(() => this.hello(message));
+    }
     if (!this.claimant) return this.error("no_hello", "send hello first");
     switch (message.type) {
       case "claim":
@@ -161,6 +167,7 @@ export class AgentSession implements Claimer {
     const { name, labels, capacity, mode, version } = message;
     const agentId = await agentConnect(this.ctx.db, { name, labels, capacity, mode, version }, this.sessionId, this.ctx.leaseSeconds);
     this.claimant = { agentId, name, labels, queueMode: mode === "queue" };
+    this.lastSeen = Date.now();
     this.unregister = this.ctx.register(this);
     const jobs = await agentActiveJobs(this.ctx.db, agentId);
     this.send({

@@ -1,0 +1,47 @@
+// An agent's WebSocket ping is its heartbeat: an agent that pings stays connected, and one that
+// goes quiet after its welcome is closed as silent (4003) after three intervals.
+import { pino } from "pino";
+import { afterAll, beforeAll, expect, test } from "vitest";
+import WebSocket from "ws";
+import { tokenCreate } from "../../coordinator/auth/tokens.ts";
+import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
+import { PROTOCOL_VERSION } from "../../protocol/limits.ts";
+
+let coordinator: Coordinator;
+let token: string;
+
+beforeAll(async () => {
+  coordinator = await startCoordinator({
+    database: { kind: "pglite", dataDir: ":memory:" },
+    port: 0,
+    heartbeatSeconds: 1,
+    leaseSeconds: 2,
+    logger: pino({ level: "silent" }),
+  });
+  token = (await tokenCreate(coordinator.db, "agents", "agent")).token;
+});
+
+afterAll(async () => coordinator?.stop());
+
+async function welcomed(name: string) {
+  const socket = new WebSocket(coordinator.agentUrl);
+  const closed = new Promise<number>((resolve) => socket.on("close", (code) => resolve(code)));
+  await new Promise((resolve) => socket.once("open", resolve));
+  const welcome = new Promise((resolve) => socket.once("message", resolve));
+  socket.send(JSON.stringify({ type: "hello", protocol: PROTOCOL_VERSION, token, name, labels: {}, capacity: 1, version: "test" }));
+  await welcome;
+  return { socket, closed };
+}
+
+test("pings alone keep an agent connected; silence after the welcome closes it with 4003", { timeout: 20_000 }, async () => {
+  const pinging = await welcomed("pinging");
+  const quiet = await welcomed("quiet");
+  const pinger = setInterval(() => pinging.socket.ping(), 400);
+  const code = await quiet.closed;
+  expect(code).toBe(4003);
+  // Well past three intervals of the quiet one's silence, the pinging one is still open.
+  await new Promise((r) => setTimeout(r, 1500));
+  expect(pinging.socket.readyState).toBe(WebSocket.OPEN);
+  clearInterval(pinger);
+  pinging.socket.close();
+});
