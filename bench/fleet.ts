@@ -1,5 +1,5 @@
-// A jobfleet under test: one coordinator process, agents spread over several agent processes, and a
-// CI client for its HTTP API (single and bulk enqueue).
+// A jobfleet under test: one coordinator process (or several on one database), agents spread over
+// several agent processes, and a CI client for its HTTP API (single and bulk enqueue).
 import type { DatabaseConfig } from "../coordinator/db/database.ts";
 import type { AgentsConfig } from "./agents-process.ts";
 import type { CoordinatorConfig, CoordinatorReady } from "./coordinator-process.ts";
@@ -19,7 +19,13 @@ export class CoordinatorProcess {
 
   static async start(database: DatabaseConfig, options: Omit<CoordinatorConfig, "database"> = {}): Promise<CoordinatorProcess> {
     const child = new Child("./coordinator-process.ts", { database, ...options } satisfies CoordinatorConfig);
-    return new CoordinatorProcess(child, await child.next<CoordinatorReady>("ready"));
+    try {
+      return new CoordinatorProcess(child, await child.next<CoordinatorReady>("ready"));
+    } catch (error) {
+      // No ready in time: the caller has nothing to stop, so stop it here.
+      await child.stop(3_000);
+      throw error;
+    }
   }
 
   get api(): Api {
@@ -39,20 +45,36 @@ export class CoordinatorProcess {
   }
 }
 
-/** `processes` agent processes of `perProcess` agents each, booted but not yet dialling. */
-export async function startAgents(coordinator: CoordinatorProcess, processes: number, perProcess: number, capacity: number, prefix = "bench"): Promise<AgentFleet> {
-  const children = Array.from(
-    { length: processes },
-    (_, p) =>
-      new Child("./agents-process.ts", {
-        urls: [coordinator.ready.agentUrl],
-        token: coordinator.ready.agentToken,
-        prefix: `${prefix}-${p}`,
-        count: perProcess,
-        capacity,
-      } satisfies AgentsConfig),
-  );
-  await Promise.all(children.map((child) => child.next("ready")));
+/**
+ * `processes` agent processes of `perProcess` agents each, booted but not yet dialling. With several
+ * coordinators (on one database), agent process p dials coordinator p mod n, and only that one.
+ */
+export async function startAgents(
+  coordinators: CoordinatorProcess | readonly CoordinatorProcess[],
+  processes: number,
+  perProcess: number,
+  capacity: number,
+  prefix = "bench",
+): Promise<AgentFleet> {
+  const list: readonly CoordinatorProcess[] = coordinators instanceof CoordinatorProcess ? [coordinators] : coordinators;
+  if (list.length === 0) throw new RangeError("startAgents: no coordinator");
+  const children = Array.from({ length: processes }, (_, p) => {
+    const coordinator = list[p % list.length]!;
+    return new Child("./agents-process.ts", {
+      urls: [coordinator.ready.agentUrl],
+      token: coordinator.ready.agentToken,
+      prefix: `${prefix}-${p}`,
+      count: perProcess,
+      capacity,
+    } satisfies AgentsConfig);
+  });
+  try {
+    await Promise.all(children.map((child) => child.next("ready")));
+  } catch (error) {
+    // One failed to boot: stop the others too (the caller has no fleet to stop).
+    await Promise.all(children.map((child) => child.stop(3_000)));
+    throw error;
+  }
   return new AgentFleet(children);
 }
 

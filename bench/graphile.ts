@@ -6,13 +6,15 @@ import postgres from "postgres";
 import { postgresCpuSeconds, processCpuSeconds } from "./cpu.ts";
 import { BULK_SIZE } from "./fleet.ts";
 import type { GraphileProcessConfig } from "./graphile-process.ts";
-import { Child, commits, createDatabase, dropDatabase, now, sleep } from "./support.ts";
+import { Child, commits, createDatabase, dropDatabase, now, sleep, walBytes } from "./support.ts";
 
 export type GraphileResult = {
   jobs: number;
   seconds: number;
   jobsPerSecond: number;
   commitsPerJob: number;
+  /** WAL bytes written per job during the working phase. */
+  walPerJob: number;
   /** Bulk enqueue through addJobs, jobs/s. */
   enqueuePerSecond: number;
   cpuPerThousand: { worker: number; postgres: number };
@@ -40,6 +42,7 @@ export async function graphileThroughput(jobs: number, concurrency: number, tune
     await child.next("ready");
     const before = await commits(url);
     const cpuBefore = { worker: processCpuSeconds(child.process.pid), postgres: postgresCpuSeconds() };
+    const walBefore = await walBytes();
 
     const start = now();
     child.send({ type: "go" });
@@ -53,6 +56,7 @@ export async function graphileThroughput(jobs: number, concurrency: number, tune
     }
     const seconds = (now() - start) / 1000;
     const cpu = { worker: (processCpuSeconds(child.process.pid)) - cpuBefore.worker, postgres: postgresCpuSeconds() - cpuBefore.postgres };
+    const wal = (await walBytes()) - walBefore;
 
     await child.stop();
     await monitor.end();
@@ -62,6 +66,7 @@ export async function graphileThroughput(jobs: number, concurrency: number, tune
       seconds,
       jobsPerSecond: jobs / seconds,
       commitsPerJob: (after - before - monitorQueries) / jobs,
+      walPerJob: wal / jobs,
       enqueuePerSecond: jobs / (enqueueMs / 1000),
       cpuPerThousand: { worker: (cpu.worker * 1000) / jobs, postgres: (cpu.postgres * 1000) / jobs },
     };

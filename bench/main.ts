@@ -1,10 +1,13 @@
-// npm run bench [-- --quick] [-- --only throughput,enqueue,latency,embedded]
+// npm run bench [-- --quick] [-- --only throughput,enqueue,latency,fleet,logs,replicas,embedded]
 // Runs the scenarios in order and prints one table (figures only; nothing is asserted).
 // Every database and child process it starts is dropped or stopped at the end, also on Ctrl-C.
 import { parseArgs } from "node:util";
 import { enqueueScenario } from "./enqueue.ts";
 import { graphileThroughput } from "./graphile.ts";
+import { fleetSize } from "./fleet-size.ts";
 import { idleLatency } from "./latency.ts";
+import { logScenario } from "./logs.ts";
+import { replicas } from "./replicas.ts";
 import { type Row, ratio, Table } from "./table.ts";
 import { type FleetShape, jobfleetThroughput } from "./throughput.ts";
 import { dropAll, killAll, percentile } from "./support.ts";
@@ -14,7 +17,7 @@ const { values } = parseArgs({
   allowPositionals: false,
 });
 const quick = values.quick!;
-const SCENARIOS = ["throughput", "enqueue", "latency", "embedded"] as const;
+const SCENARIOS = ["throughput", "enqueue", "latency", "fleet", "logs", "replicas", "embedded"] as const;
 const only = new Set(values.only ? values.only.split(",") : SCENARIOS);
 for (const name of only) if (!(SCENARIOS as readonly string[]).includes(name)) throw new Error(`unknown scenario ${name}; one of ${SCENARIOS.join(", ")}`);
 
@@ -51,6 +54,14 @@ async function throughput(): Promise<void> {
   });
   table.add({ scenario: "2 commits per job, graphile-worker defaults", figure: gDefault.commitsPerJob, unit: "commits/job" });
   table.add({ scenario: "2 commits per job, graphile-worker tuned", figure: gTuned.commitsPerJob, unit: "commits/job" });
+  table.add({
+    scenario: "2 WAL per job, jobfleet",
+    figure: jf.walPerJob!,
+    unit: "bytes/job",
+    ratio: `${ratio(jf.walPerJob!, gDefault.walPerJob, "graphile defaults")}; ${ratio(jf.walPerJob!, gTuned.walPerJob, "graphile tuned")}`,
+  });
+  table.add({ scenario: "2 WAL per job, graphile-worker defaults", figure: gDefault.walPerJob, unit: "bytes/job" });
+  table.add({ scenario: "2 WAL per job, graphile-worker tuned", figure: gTuned.walPerJob, unit: "bytes/job" });
   table.add({ scenario: "2 CPU per 1k jobs, jobfleet coordinator", figure: jf.cpuPerThousand.coordinator, unit: "CPU s" });
   table.add({ scenario: "2 CPU per 1k jobs, jobfleet agents (4 processes)", figure: jf.cpuPerThousand.agents, unit: "CPU s" });
   table.add({
@@ -97,6 +108,23 @@ async function latency(): Promise<void> {
   for (const row of latencyRows(`4 latency enqueue→start, under load (${loaded.probeLatencies.length} probes, priority 1000)`, loaded.probeLatencies)) table.add(row);
 }
 
+async function fleet(): Promise<void> {
+  process.stderr.write("fleet: idle agents on one coordinator, as many as its open-files limit allows\n");
+  for (const row of await fleetSize({ quick, note: (text) => table.note(text) })) table.add(row);
+}
+
+async function logs(): Promise<void> {
+  process.stderr.write("logs: busy agents streaming output, and the delay from a printed line to the API\n");
+  for (const row of await logScenario({ quick, note: (text) => table.note(text) })) table.add(row);
+}
+
+async function replicaScenario(): Promise<void> {
+  process.stderr.write("replicas: the throughput scenario with one coordinator, then two\n");
+  const rows = await replicas({ quick });
+  for (const row of rows) table.add(row);
+  for (const note of rows.notes) table.note(note);
+}
+
 async function embedded(): Promise<void> {
   const n = sizes.embedded;
   process.stderr.write(`embedded: ${n} no-op jobs on PGlite\n`);
@@ -111,12 +139,20 @@ const cleanup = async () => {
   await dropAll();
 };
 process.once("SIGINT", () => void cleanup().then(() => process.exit(130)));
+// graphile-worker's pg pools may still hold an idle connection when its bench database is dropped
+// WITH (FORCE): the server's goodbye (57P01, admin shutdown) is expected then, not a failure.
+process.on("uncaughtException", (error) => {
+  if ((error as { code?: string }).code !== "57P01") throw error;
+});
 
 const started = Date.now();
 try {
   if (only.has("throughput")) await throughput();
   if (only.has("enqueue")) await enqueue();
   if (only.has("latency")) await latency();
+  if (only.has("fleet")) await fleet();
+  if (only.has("logs")) await logs();
+  if (only.has("replicas")) await replicaScenario();
   if (only.has("embedded")) await embedded();
 } catch (error) {
   table.note(`stopped by an error: ${error instanceof Error ? error.stack : String(error)}`);

@@ -73,6 +73,17 @@ export async function commits(url: string): Promise<number> {
   }
 }
 
+/** Bytes of WAL the server has written so far (the whole cluster: run nothing else meanwhile). */
+export async function walBytes(): Promise<number> {
+  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+  try {
+    const [row] = await admin<{ n: string }[]>`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::text AS n`;
+    return Number(row!.n);
+  } finally {
+    await admin.end();
+  }
+}
+
 /** Polls `check` every `intervalMs` until it answers true; rejects after `timeoutMs`. */
 export async function waitUntil(check: () => Promise<boolean> | boolean, intervalMs: number, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -1,11 +1,12 @@
-// Scenario 1/2/8 for jobfleet: N no-op work orders enqueued in bulk, then worked by a fleet of
-// agents (several agent processes, real WebSockets on loopback, one coordinator process) until
-// all have ended. Timed from the moment the agents dial until the last work order ended; the
-// database's commits and each party's CPU are read around that working phase only.
+// Scenario 1/2/7/8 for jobfleet: N no-op work orders enqueued in bulk, then worked by a fleet of
+// agents (several agent processes, real WebSockets on loopback, one coordinator process, or for 7
+// several on the same Postgres database) until all have ended. Timed from the moment the agents
+// dial until the last work order ended; the database's commits and each party's CPU are read
+// around that working phase only.
 import postgres from "postgres";
 import { CoordinatorProcess, NOOP_ORDER, PROBE_ORDER, startAgents } from "./fleet.ts";
 import { postgresCpuSeconds } from "./cpu.ts";
-import { commits, createDatabase, dropDatabase, now, sleep } from "./support.ts";
+import { commits, createDatabase, dropDatabase, now, sleep, walBytes } from "./support.ts";
 
 export type FleetShape = { processes: number; perProcess: number; capacity: number };
 
@@ -15,6 +16,11 @@ export type ThroughputOptions = {
   fleet: FleetShape;
   /** Also enqueue a high-priority probe every this many ms while the backlog is worked (latency under load). */
   probeEveryMs?: number;
+  /**
+   * Coordinator processes on the same database (Postgres only; default 1). Agent process p dials
+   * coordinator p mod n; work is enqueued (and probes sent) through the first; their CPU is summed.
+   */
+  coordinators?: number;
 };
 
 export type ThroughputResult = {
@@ -26,7 +32,9 @@ export type ThroughputResult = {
   enqueue: { bulk: boolean; ms: number };
   /** Postgres only: commits in the benchmark database during the working phase, per job. */
   commitsPerJob?: number;
-  /** CPU seconds per 1,000 jobs, by party (Postgres: the whole server). */
+  /** Postgres only: WAL bytes written per job during the working phase. */
+  walPerJob?: number;
+  /** CPU seconds per 1,000 jobs, by party (Postgres: the whole server; coordinator: all of them). */
   cpuPerThousand: { coordinator: number; agents: number; postgres?: number };
   /** Enqueue → adapter start of each probe, ms. */
   probeLatencies: number[];
@@ -38,8 +46,22 @@ const UNSUCCEEDED = `SELECT count(*)::int AS n FROM work_orders WHERE state <> '
 
 export async function jobfleetThroughput(options: ThroughputOptions): Promise<ThroughputResult> {
   const { kind, orders, fleet: shape } = options;
+  const replicas = options.coordinators ?? 1;
+  if (!Number.isInteger(replicas) || replicas < 1) throw new RangeError(`coordinators: ${replicas}`);
+  if (replicas > 1 && kind !== "postgres") throw new RangeError("several coordinators need a shared Postgres database");
   const url = kind === "postgres" ? await createDatabase("jf") : undefined;
-  const coordinator = await CoordinatorProcess.start(url ? { kind: "postgres", url } : { kind: "pglite", dataDir: ":memory:" });
+  // One at a time, so a failed start leaves only started ones to stop (they would migrate one at a time anyway).
+  const coordinators: CoordinatorProcess[] = [];
+  const stopCoordinators = () => Promise.all(coordinators.map((c) => c.stop()));
+  const coordinatorCpu = async () => (await Promise.all(coordinators.map((c) => c.usage()))).reduce((sum, u) => sum + u.cpu, 0);
+  try {
+    for (let i = 0; i < replicas; i++) coordinators.push(await CoordinatorProcess.start(url ? { kind: "postgres", url } : { kind: "pglite", dataDir: ":memory:" }));
+  } catch (error) {
+    await stopCoordinators();
+    if (url) await dropDatabase(url);
+    throw error;
+  }
+  const coordinator = coordinators[0]!;
   // Postgres: counted on a connection of our own, each poll one commit, subtracted below.
   const monitor = url ? postgres(url, { max: 1, fetch_types: false, onnotice: () => {} }) : undefined;
   let monitorQueries = 0;
@@ -50,11 +72,12 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
   };
   try {
     const enqueue = await coordinator.api.enqueueMany(NOOP_ORDER, orders);
-    const agents = await startAgents(coordinator, shape.processes, shape.perProcess, shape.capacity);
+    const agents = await startAgents(coordinators, shape.processes, shape.perProcess, shape.capacity);
     try {
       const probes = probing(coordinator, agents, options.probeEveryMs);
       const before = url ? await commits(url) : 0;
-      const cpuBefore = { coordinator: (await coordinator.usage()).cpu, agents: agents.cpu(), postgres: url ? postgresCpuSeconds() : 0 };
+      const cpuBefore = { coordinator: await coordinatorCpu(), agents: agents.cpu(), postgres: url ? postgresCpuSeconds() : 0 };
+      const walBefore = url ? await walBytes() : 0;
 
       const start = now();
       agents.go();
@@ -69,11 +92,12 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
       }
       const seconds = (now() - start) / 1000;
       const jobs = orders + probes.sent;
-      const cpu = { coordinator: (await coordinator.usage()).cpu - cpuBefore.coordinator, agents: agents.cpu() - cpuBefore.agents, postgres: url ? postgresCpuSeconds() - cpuBefore.postgres : 0 };
+      const cpu = { coordinator: (await coordinatorCpu()) - cpuBefore.coordinator, agents: agents.cpu() - cpuBefore.agents, postgres: url ? postgresCpuSeconds() - cpuBefore.postgres : 0 };
+      const wal = url ? (await walBytes()) - walBefore : 0;
       const unsucceeded = await count(UNSUCCEEDED);
 
       await agents.stop();
-      await coordinator.stop();
+      await stopCoordinators();
       await monitor?.end();
       const after = url ? await commits(url) : 0;
       return {
@@ -83,6 +107,7 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
         unsucceeded,
         enqueue,
         commitsPerJob: url ? (after - before - monitorQueries - probes.sent) / jobs : undefined,
+        walPerJob: url ? wal / jobs : undefined,
         cpuPerThousand: { coordinator: (cpu.coordinator * 1000) / jobs, agents: (cpu.agents * 1000) / jobs, postgres: url ? (cpu.postgres * 1000) / jobs : undefined },
         probeLatencies: probes.latencies(),
       };
@@ -90,7 +115,7 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
       await agents.stop();
     }
   } finally {
-    await coordinator.stop();
+    await stopCoordinators();
     await monitor?.end();
     if (url) await dropDatabase(url);
   }
