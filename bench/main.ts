@@ -1,6 +1,9 @@
 // npm run bench [-- --quick] [-- --only throughput,enqueue,latency,fleet,logs,replicas,embedded]
 // Runs the scenarios in order and prints one table (figures only; nothing is asserted).
 // Every database and child process it starts is dropped or stopped at the end, also on Ctrl-C.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { enqueueScenario } from "./enqueue.ts";
 import { graphileThroughput } from "./graphile.ts";
@@ -22,7 +25,7 @@ const only = new Set(values.only ? values.only.split(",") : SCENARIOS);
 for (const name of only) if (!(SCENARIOS as readonly string[]).includes(name)) throw new Error(`unknown scenario ${name}; one of ${SCENARIOS.join(", ")}`);
 
 const sizes = quick
-  ? { throughput: 2_000, embedded: 500, singles: 1_000, bulk: 20_000, idleProbes: 100, loadOrders: 1_000 }
+  ? { throughput: 2_000, embedded: 1_000, singles: 1_000, bulk: 20_000, idleProbes: 100, loadOrders: 1_000 }
   : { throughput: 50_000, embedded: 10_000, singles: 10_000, bulk: 50_000, idleProbes: 1_000, loadOrders: 20_000 };
 /** 100 agents of capacity 1 over 4 agent processes: total concurrency 100, as graphile-worker's. */
 const FLEET: FleetShape = { processes: 4, perProcess: 25, capacity: 1 };
@@ -127,11 +130,18 @@ async function replicaScenario(): Promise<void> {
 
 async function embedded(): Promise<void> {
   const n = sizes.embedded;
-  process.stderr.write(`embedded: ${n} no-op jobs on PGlite\n`);
-  const result = await jobfleetThroughput({ kind: "pglite", orders: n, fleet: FLEET });
-  table.add({ scenario: `8 throughput jobfleet, PGlite in memory, N=${n}`, figure: result.jobsPerSecond, unit: "jobs/s" });
-  table.add({ scenario: "8 CPU per 1k jobs, jobfleet coordinator (PGlite inside)", figure: result.cpuPerThousand.coordinator, unit: "CPU s" });
-  if (result.unsucceeded > 0) table.note(`embedded: ${result.unsucceeded} work orders did not end succeeded`);
+  process.stderr.write(`embedded: ${n} no-op jobs on PGlite, in a data directory (what \`jobfleet start\` uses) and in memory\n`);
+  const dir = mkdtempSync(join(tmpdir(), "jobfleet-bench-pglite-"));
+  try {
+    const onDisk = await jobfleetThroughput({ kind: "pglite", dataDir: dir, orders: n, fleet: FLEET });
+    const inMemory = await jobfleetThroughput({ kind: "pglite", orders: n, fleet: FLEET });
+    table.add({ scenario: `8 throughput jobfleet, PGlite in a data directory, N=${n}`, figure: onDisk.jobsPerSecond, unit: "jobs/s" });
+    table.add({ scenario: `8 throughput jobfleet, PGlite in memory, N=${n}`, figure: inMemory.jobsPerSecond, unit: "jobs/s", ratio: ratio(inMemory.jobsPerSecond, onDisk.jobsPerSecond, "on disk") });
+    table.add({ scenario: "8 CPU per 1k jobs, jobfleet coordinator (PGlite inside, on disk)", figure: onDisk.cpuPerThousand.coordinator, unit: "CPU s" });
+    for (const result of [onDisk, inMemory]) if (result.unsucceeded > 0) table.note(`embedded: ${result.unsucceeded} work orders did not end succeeded`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 const cleanup = async () => {

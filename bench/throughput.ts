@@ -12,6 +12,8 @@ export type FleetShape = { processes: number; perProcess: number; capacity: numb
 
 export type ThroughputOptions = {
   kind: "postgres" | "pglite";
+  /** PGlite: its data directory (default `:memory:`). */
+  dataDir?: string;
   orders: number;
   fleet: FleetShape;
   /** Also enqueue a high-priority probe every this many ms while the backlog is worked (latency under load). */
@@ -55,7 +57,7 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
   const stopCoordinators = () => Promise.all(coordinators.map((c) => c.stop()));
   const coordinatorCpu = async () => (await Promise.all(coordinators.map((c) => c.usage()))).reduce((sum, u) => sum + u.cpu, 0);
   try {
-    for (let i = 0; i < replicas; i++) coordinators.push(await CoordinatorProcess.start(url ? { kind: "postgres", url } : { kind: "pglite", dataDir: ":memory:" }));
+    for (let i = 0; i < replicas; i++) coordinators.push(await CoordinatorProcess.start(url ? { kind: "postgres", url } : { kind: "pglite", dataDir: options.dataDir ?? ":memory:" }));
   } catch (error) {
     await stopCoordinators();
     if (url) await dropDatabase(url);
