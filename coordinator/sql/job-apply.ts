@@ -5,7 +5,7 @@
 // everything it decided in one more statement.
 import type { JobMessage } from "../../protocol/messages.ts";
 import { jobMachine, type JobState, type WorkOrderState, workOrderMachine } from "../../protocol/states.ts";
-import type { Database, Queryable } from "../db/database.ts";
+import type { Queryable } from "../db/database.ts";
 import { jobSettle, SETTLING_COLUMNS, type Settling } from "./job-settle.ts";
 import { JobWrites } from "./job-writes.ts";
 
@@ -94,9 +94,4 @@ export async function jobApplyIn(tx: Queryable, incoming: Incoming[]): Promise<A
   const applied = incoming.map((item) => batch.decide(item));
   await batch.writes.flush(tx);
   return applied;
-}
-
-export async function jobApply(db: Database, agentId: string, message: JobMessage): Promise<Applied> {
-  const [applied] = await db.transaction((tx) => jobApplyIn(tx, [{ agentId, message }]));
-  return applied!;
 }

@@ -90,9 +90,3 @@ export type Inserted = { row: WorkOrderRow; created: boolean };
 export function workOrderInsertRows(db: Queryable, orders: WorkOrderCreate[]): Promise<Inserted[]> {
   return insertAll<WorkOrderRow>(db, orders, INSERT_ROWS, ROWS_BY_KEYS);
 }
-
-/** Inserts a work order, or returns the one already enqueued under the same idempotency key. */
-export async function workOrderInsert(db: Queryable, order: WorkOrderCreate): Promise<Inserted> {
-  const [inserted] = await workOrderInsertRows(db, [order]);
-  return inserted!;
-}

@@ -5,8 +5,7 @@ import type { Database } from "../../coordinator/db/database.ts";
 import { openDatabase } from "../../coordinator/db/database.ts";
 import { logRead } from "../../coordinator/sql/log-read.ts";
 import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { workOrderInsert } from "../../coordinator/sql/work-order-insert.ts";
-import { connectAgent, order } from "../store/fixtures.ts";
+import { connectAgent, order, workOrderInsert } from "../store/fixtures.ts";
 
 let db: Database;
 

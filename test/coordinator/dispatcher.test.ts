@@ -5,11 +5,10 @@ import { Bus } from "../../coordinator/bus.ts";
 import type { Database } from "../../coordinator/db/database.ts";
 import { openDatabase } from "../../coordinator/db/database.ts";
 import { type Claimer, Dispatcher } from "../../coordinator/dispatch/dispatcher.ts";
-import { workOrderInsert } from "../../coordinator/sql/work-order-insert.ts";
 import type { Claimant } from "../../coordinator/sql/work-order-claim.ts";
 import type { Assignment } from "../../protocol/messages.ts";
 import type { Labels } from "../../protocol/selector.ts";
-import { cancelAllPending, connectAgent, order } from "../store/fixtures.ts";
+import { cancelAllPending, connectAgent, order, workOrderInsert } from "../store/fixtures.ts";
 
 let db: Database;
 let claims = 0;

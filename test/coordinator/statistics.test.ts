@@ -3,9 +3,8 @@
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { Bus } from "../../coordinator/bus.ts";
 import { type Database, openDatabase } from "../../coordinator/db/database.ts";
-import { workOrderInsert } from "../../coordinator/sql/work-order-insert.ts";
 import { Statistics } from "../../coordinator/statistics.ts";
-import { order } from "../store/fixtures.ts";
+import { order, workOrderInsert } from "../store/fixtures.ts";
 
 let db: Database;
 

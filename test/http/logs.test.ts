@@ -4,9 +4,9 @@ import { describe, expect, it } from "vitest";
 import type { JobView, LogEvent, WorkOrderView } from "../../protocol/api.ts";
 import type { JobMessage } from "../../protocol/messages.ts";
 import { agentConnect } from "../../coordinator/sql/agent-session.ts";
-import { jobApply } from "../../coordinator/sql/job-apply.ts";
 import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
 import { EventReader, execOrder, expectError, parseEvents, useHarness } from "./harness.ts";
+import { jobApply } from "../store/fixtures.ts";
 
 const h = useHarness();
 

@@ -1,10 +1,8 @@
 // The claim hands the next attempt the external run its predecessor lost hold of, and only then.
 import { expect, it } from "vitest";
-import { jobApply } from "../../coordinator/sql/job-apply.ts";
 import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { workOrderInsert } from "../../coordinator/sql/work-order-insert.ts";
 import { forEachDatabase } from "../support/databases.ts";
-import { cancelAllPending, connectAgent, order, useDatabase } from "./fixtures.ts";
+import { cancelAllPending, connectAgent, jobApply, order, useDatabase, workOrderInsert } from "./fixtures.ts";
 
 forEachDatabase("adoption of external runs", (kind) => {
   const db = useDatabase(kind);

@@ -4,9 +4,8 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { workOrderGet } from "../../coordinator/sql/work-order-read.ts";
 import { type GroupAssignment, type Member, workOrdersClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { workOrderInsert } from "../../coordinator/sql/work-order-insert.ts";
 import { forEachDatabase } from "../support/databases.ts";
-import { cancelAllPending, connectAgent, order, seededRandom, useDatabase } from "./fixtures.ts";
+import { cancelAllPending, connectAgent, order, seededRandom, useDatabase, workOrderInsert } from "./fixtures.ts";
 
 const LINUX = { labels: { os: "linux" }, queueMode: true };
 

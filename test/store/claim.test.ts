@@ -4,12 +4,11 @@ import fc from "fast-check";
 import { beforeEach, describe, expect, it } from "vitest";
 import { workOrderGet } from "../../coordinator/sql/work-order-read.ts";
 import { type Claimant, workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { workOrderInsert } from "../../coordinator/sql/work-order-insert.ts";
 import type { Assignment } from "../../protocol/messages.ts";
 import { formatSelector, matchesSelector, parseSelector, type Selector } from "../../protocol/selector.ts";
 import { arbLabels, arbSelector, referenceMatches } from "../protocol/selector-cases.ts";
 import { forEachDatabase } from "../support/databases.ts";
-import { cancelAllPending, connectAgent, eventsOf, order, seededRandom, useDatabase } from "./fixtures.ts";
+import { cancelAllPending, connectAgent, eventsOf, order, seededRandom, useDatabase, workOrderInsert } from "./fixtures.ts";
 
 /** Whether `agent` may run a work order with this selector and target, as the claim must decide. */
 function eligible(agent: Claimant, selector: Selector, target: string | null): boolean {

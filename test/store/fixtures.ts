@@ -4,9 +4,11 @@ import { afterAll, beforeAll } from "vitest";
 import type { Database, Queryable } from "../../coordinator/db/database.ts";
 import { agentConnect } from "../../coordinator/sql/agent-session.ts";
 import type { Claimant } from "../../coordinator/sql/work-order-claim.ts";
+import { type Applied, jobApplyIn } from "../../coordinator/sql/job-apply.ts";
 import { workOrderCancel } from "../../coordinator/sql/work-order-cancel.ts";
+import { type Inserted, workOrderInsertRows } from "../../coordinator/sql/work-order-insert.ts";
 import { type WorkOrderCreate, workOrderCreate } from "../../protocol/api.ts";
-import type { AgentMode } from "../../protocol/messages.ts";
+import type { AgentMode, JobMessage } from "../../protocol/messages.ts";
 import type { Labels } from "../../protocol/selector.ts";
 import { freshDatabase, type Kind } from "../support/databases.ts";
 
@@ -69,4 +71,16 @@ export async function eventsOf(db: Queryable, workOrderId: string): Promise<Even
      FROM work_order_events WHERE work_order_id = $1 ORDER BY id`,
     [workOrderId],
   );
+}
+
+/** Inserts one work order, or finds the one already enqueued under its idempotency key. */
+export async function workOrderInsert(db: Queryable, order: WorkOrderCreate): Promise<Inserted> {
+  const [inserted] = await workOrderInsertRows(db, [order]);
+  return inserted!;
+}
+
+/** Applies one job message in a transaction of its own, as a batch of one. */
+export async function jobApply(db: Database, agentId: string, message: JobMessage): Promise<Applied> {
+  const [applied] = await db.transaction((tx) => jobApplyIn(tx, [{ agentId, message }]));
+  return applied!;
 }

@@ -3,13 +3,12 @@
 // same logs, same work orders and the same event trail, in the same order.
 import { expect, it } from "vitest";
 import type { Database } from "../../coordinator/db/database.ts";
-import { type Applied, jobApply, jobApplyIn } from "../../coordinator/sql/job-apply.ts";
+import { type Applied, jobApplyIn } from "../../coordinator/sql/job-apply.ts";
 import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { workOrderInsert } from "../../coordinator/sql/work-order-insert.ts";
 import type { JobMessage } from "../../protocol/messages.ts";
 import { outcomes } from "../../protocol/states.ts";
 import { forEachDatabase } from "../support/databases.ts";
-import { connectAgent, order, seededRandom, useDatabase } from "./fixtures.ts";
+import { connectAgent, jobApply, order, seededRandom, useDatabase, workOrderInsert } from "./fixtures.ts";
 
 const JOBS = 6;
 type Body = { type: JobMessage["type"]; seq: number } & Record<string, unknown>;

@@ -2,15 +2,13 @@
 // cancelling, and idempotent enqueueing.
 import { describe, expect, it } from "vitest";
 import type { Database } from "../../coordinator/db/database.ts";
-import { jobApply } from "../../coordinator/sql/job-apply.ts";
 import { logRead } from "../../coordinator/sql/log-read.ts";
 import { workOrderCancel } from "../../coordinator/sql/work-order-cancel.ts";
 import { type Claimant, workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { workOrderInsert } from "../../coordinator/sql/work-order-insert.ts";
 import { workOrderGet } from "../../coordinator/sql/work-order-read.ts";
 import type { JobMessage } from "../../protocol/messages.ts";
 import { forEachDatabase } from "../support/databases.ts";
-import { connectAgent, eventsOf, order, useDatabase } from "./fixtures.ts";
+import { connectAgent, eventsOf, jobApply, order, useDatabase, workOrderInsert } from "./fixtures.ts";
 
 type JobRow = {
   state: string;

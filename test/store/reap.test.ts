@@ -1,11 +1,9 @@
 // The reaper's statements on both databases: lost agents, queue timeouts, overdue jobs, due retries.
 import { expect, it } from "vitest";
-import { jobApply } from "../../coordinator/sql/job-apply.ts";
 import { dueRetries, reapLost, reapOverdue, reapQueueTimeouts, databaseNow } from "../../coordinator/sql/reap.ts";
 import { type Claimant, workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { workOrderInsert } from "../../coordinator/sql/work-order-insert.ts";
 import { forEachDatabase } from "../support/databases.ts";
-import { cancelAllPending, connectAgent, eventsOf, order, useDatabase } from "./fixtures.ts";
+import { cancelAllPending, connectAgent, eventsOf, jobApply, order, useDatabase, workOrderInsert } from "./fixtures.ts";
 
 forEachDatabase("the reaper", (kind) => {
   const db = useDatabase(kind);

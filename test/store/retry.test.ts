@@ -2,13 +2,11 @@
 // its backoff, as a new attempt with its own job) or to its final state.
 import { expect, it } from "vitest";
 import type { Database } from "../../coordinator/db/database.ts";
-import { jobApply } from "../../coordinator/sql/job-apply.ts";
 import { workOrderCancel } from "../../coordinator/sql/work-order-cancel.ts";
 import { type Claimant, workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { workOrderInsert } from "../../coordinator/sql/work-order-insert.ts";
 import type { JobMessage } from "../../protocol/messages.ts";
 import { forEachDatabase } from "../support/databases.ts";
-import { cancelAllPending, connectAgent, eventsOf, order, useDatabase } from "./fixtures.ts";
+import { cancelAllPending, connectAgent, eventsOf, jobApply, order, useDatabase, workOrderInsert } from "./fixtures.ts";
 
 type End = Extract<JobMessage, { type: "job.finished" }>;
 
