@@ -83,7 +83,7 @@ export const workOrders = pgTable(
     queueTimeoutSeconds: integer("queue_timeout_seconds"),
     /** A pending work order is claimable from this time on (later than now while it waits to be retried). */
     runAfter: at("run_after").notNull().defaultNow(),
-    idempotencyKey: text("idempotency_key").unique(),
+    idempotencyKey: text("idempotency_key"),
     metadata: jsonb("metadata").$type<Record<string, unknown>>().notNull(),
     latestJobId: bigintText("latest_job_id"),
     createdAt: createdAt(),
@@ -92,6 +92,8 @@ export const workOrders = pgTable(
   (t) => [
     index("work_orders_pending").on(t.priority.desc(), t.id).where(sql`state = 'pending'`),
     index("work_orders_state").on(t.state, t.id),
+    // Partial: most work orders have no key, and an index entry per row version would be written for nothing.
+    uniqueIndex("work_orders_idempotency_key").on(t.idempotencyKey).where(sql`idempotency_key IS NOT NULL`),
     check("work_orders_attempts", sql`${t.attempts} <= ${t.maxAttempts}`),
   ],
 );
@@ -145,7 +147,11 @@ export const jobLogs = pgTable(
 export const workOrderEvents = pgTable(
   "work_order_events",
   {
-    id: id(),
+    // Read only through their work order (the index below): a primary key would be an index
+    // entry per event, three per job, that nothing reads.
+    id: bigserialText("id")
+      .notNull()
+      .$defaultFn(() => sql`DEFAULT`),
     workOrderId: bigintText("work_order_id")
       .notNull()
       .references(() => workOrders.id, { onDelete: "cascade" }),

@@ -18,7 +18,7 @@ WITH input AS (
   SELECT adapter, spec, selector, selector_text, target_agent, labels, priority, timeout_seconds,
     max_attempts, idempotency_key, metadata, retry_on, retry_backoff_seconds, queue_timeout_seconds
   FROM input ORDER BY ord
-  ON CONFLICT (idempotency_key) DO NOTHING
+  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING *
 ), event AS (
   INSERT INTO work_order_events (work_order_id, to_state) SELECT id, 'pending' FROM wo
