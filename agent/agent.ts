@@ -47,6 +47,7 @@ export class Agent {
   private welcomed = false;
   /** Set while out of touch: when it fires, the coordinator is about to give our jobs away. */
   private fence?: NodeJS.Timeout;
+  private watchdog?: NodeJS.Timeout;
   private leaseSeconds?: number;
   private fail!: (error: AgentFailed) => void;
   /** Rejects when the agent cannot go on (bad token, duplicate name); resolves after `stop`. */
@@ -93,6 +94,7 @@ export class Agent {
     }
     await within(this.outbox.settled(), 5_000);
     clearTimeout(this.fence);
+    clearInterval(this.watchdog);
     await this.connection.stop();
     this.outbox.close();
     this.finish();
@@ -125,7 +127,8 @@ export class Agent {
     this.welcomed = true;
     clearTimeout(this.fence);
     this.leaseSeconds = message.leaseSeconds;
-    this.connection.established(message.heartbeatSeconds);
+    this.connection.established(pingInterval(message.heartbeatSeconds, message.leaseSeconds));
+    this.watch(message.leaseSeconds);
     for (const { jobId, seq } of message.jobs) {
       if (this.outbox.has(jobId)) this.outbox.ack(jobId, seq);
       else if (!this.runners.has(jobId)) this.disown(jobId, seq);
@@ -144,7 +147,8 @@ export class Agent {
 
   /**
    * Out of touch for half the lease, stop every job: past the lease the coordinator declares them
-   * lost and may run them elsewhere, and two runs of one work order must never overlap.
+   * lost and may run them elsewhere, and two runs of one work order must never overlap. Counted
+   * from the last word from the coordinator, not from noticing the loss.
    */
   private armFence(leaseSeconds: number): void {
     clearTimeout(this.fence);
@@ -152,8 +156,22 @@ export class Agent {
       if (this.welcomed || this.runners.size === 0) return;
       this.log.warn({ running: this.runners.size }, "out of touch with the coordinator for half the lease; stopping all jobs");
       for (const runner of this.runners.values()) runner.handBack();
-    }, leaseSeconds * 500);
+    }, Math.max(0, leaseSeconds * 500 - this.connection.silentForMs));
     this.fence.unref();
+  }
+
+  /**
+   * A coordinator that vanished without closing the socket (its host died, the network split) is
+   * noticed by silence: past half the lease with jobs running, the socket is cut and the fence falls.
+   */
+  private watch(leaseSeconds: number): void {
+    clearInterval(this.watchdog);
+    this.watchdog = setInterval(() => {
+      if (!this.welcomed || this.runners.size === 0 || this.connection.silentForMs < leaseSeconds * 500) return;
+      this.log.warn({ silentMs: this.connection.silentForMs }, "no word from the coordinator for half the lease; dropping the connection");
+      this.connection.drop();
+    }, Math.min(1000, leaseSeconds * 125));
+    this.watchdog.unref();
   }
 
   /** The coordinator thinks we hold a job we do not (we restarted): it is lost, and retried by its policy. */
@@ -192,6 +210,7 @@ export class Agent {
     const fatal = FATAL_CLOSE.get(code);
     if (!fatal) return;
     this.log.error({ code, reason }, fatal);
+    clearInterval(this.watchdog);
     void this.connection.stop();
     this.outbox.close();
     this.fail(new AgentFailed(`${fatal}: ${reason}`));
@@ -206,4 +225,12 @@ async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Pings every heartbeat, or more often where the lease is short, so that a coordinator answering
+ * in time is never silent for half the lease.
+ */
+function pingInterval(heartbeatSeconds: number, leaseSeconds: number): number {
+  return Math.max(250, Math.min(heartbeatSeconds * 1000, leaseSeconds * 500 - 1000));
 }

@@ -21,6 +21,7 @@ export class Connection {
   private redial?: NodeJS.Timeout;
   private pinger?: NodeJS.Timeout;
   private next = 0;
+  private lastHeard = 0;
 
   constructor(
     private readonly urls: string[],
@@ -31,6 +32,11 @@ export class Connection {
     this.dial();
   }
 
+  /** How long since the coordinator last said anything, a pong included. */
+  get silentForMs(): number {
+    return Date.now() - this.lastHeard;
+  }
+
   get open(): boolean {
     return this.socket?.readyState === WebSocket.OPEN;
   }
@@ -39,17 +45,25 @@ export class Connection {
     if (this.open) this.socket!.send(JSON.stringify(message));
   }
 
-  /** The coordinator accepted us: later losses start their backoff afresh. */
-  established(heartbeatSeconds: number): void {
+  /** The coordinator accepted us: later losses start their backoff afresh. Pings every `pingMs`. */
+  established(pingMs: number): void {
     this.backoff.reset();
     clearInterval(this.pinger);
     let alive = true;
-    this.socket?.on("pong", () => (alive = true));
+    this.socket?.on("pong", () => {
+      alive = true;
+      this.lastHeard = Date.now();
+    });
     this.pinger = setInterval(() => {
       if (!alive) return this.socket?.terminate();
       alive = false;
       this.socket?.ping();
-    }, heartbeatSeconds * 1000);
+    }, pingMs);
+  }
+
+  /** Cuts the socket at once (it redials as after any loss). */
+  drop(): void {
+    this.socket?.terminate();
   }
 
   async stop(): Promise<void> {
@@ -69,8 +83,14 @@ export class Connection {
     const url = this.urls[this.next++ % this.urls.length]!;
     const socket = new WebSocket(url, { maxPayload: MAX_MESSAGE_BYTES, handshakeTimeout: 10_000 });
     this.socket = socket;
-    socket.on("open", () => this.events.open());
-    socket.on("message", (data) => this.receive(data.toString()));
+    socket.on("open", () => {
+      this.lastHeard = Date.now();
+      this.events.open();
+    });
+    socket.on("message", (data) => {
+      this.lastHeard = Date.now();
+      this.receive(data.toString());
+    });
     socket.on("error", (error) => this.events.warn("connection error", { error: error.message }));
     socket.on("close", (code, reason) => {
       clearInterval(this.pinger);

@@ -1,6 +1,10 @@
-// Faults with real processes: an agent killed mid-job, a coordinator killed and restarted.
-import { afterAll, beforeAll, expect, test } from "vitest";
-import { forEachDatabase } from "../support/databases.ts";
+// Faults with real processes: an agent killed mid-job, a coordinator killed and restarted, a
+// coordinator frozen with its sockets open.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { forEachDatabase, TEST_DATABASE_URL } from "../support/databases.ts";
 import { type Ended, type Fleet, sh, startFleet } from "../support/fleet.ts";
 
 /** A work order whose first attempt runs until stopped and whose second succeeds at once. */
@@ -86,3 +90,46 @@ forEachDatabase("a coordinator restart", (kind) => {
     expect((await fleet.ci.get(order.id)).attempts).toBe(1);
   });
 });
+
+describe.skipIf(!TEST_DATABASE_URL)("a coordinator that goes silent without closing its sockets [postgres]", () => {
+  // Two replicas; the agent knows only the first. SIGSTOP freezes it with every socket open, as a
+  // dead host or a network split would: no close, no answer. Its leases stop being renewed, so the
+  // other replica declares the job lost once the lease has passed, and retries it elsewhere.
+  const current = useFleet("postgres", { heartbeatSeconds: 1, leaseSeconds: 3, replicas: 2 });
+
+  test("the agent stops its job before the lease runs out, so the retry never overlaps it", { timeout: 60_000 }, async () => {
+    const fleet = current();
+    const dir = mkdtempSync(join(tmpdir(), "jobfleet-silent-"));
+    try {
+      await fleet.startAgent("stranded", ["--labels", "pool=silent"], [0]);
+      const order = await fleet.ciAt(1).enqueue({
+        // Every 50 ms, each attempt appends the time to its own file; the retry finishes at once.
+        ...sh(`[ "$JOBFLEET_ATTEMPT" = 2 ] && { date +%s%N >> ${dir}/2; exit 0; }; while :; do date +%s%N >> ${dir}/1; sleep 0.05; done`),
+        selector: "pool=silent",
+        maxAttempts: 2,
+        retryBackoffSeconds: 0,
+      });
+      await waitForFile(join(dir, "1"));
+      // Waiting on the other replica, so the retry starts the moment the lease allows it.
+      await fleet.startAgent("rescuer", ["--labels", "pool=silent"], [1]);
+      process.kill(fleet.coordinators[0]!.child.pid!, "SIGSTOP");
+      try {
+        const ended = await fleet.ciAt(1).follow(order.id);
+        expect(ended.state).toBe("succeeded");
+      } finally {
+        process.kill(fleet.coordinators[0]!.child.pid!, "SIGCONT");
+      }
+      const last = (name: string) => readFileSync(join(dir, name), "utf8").trim().split("\n").map(BigInt);
+      const firstEnded = last("1").at(-1)!;
+      const secondStarted = last("2")[0]!;
+      expect(secondStarted > firstEnded).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+async function waitForFile(path: string): Promise<void> {
+  for (let i = 0; i < 200 && !existsSync(path); i++) await new Promise((r) => setTimeout(r, 50));
+  expect(existsSync(path)).toBe(true);
+}
