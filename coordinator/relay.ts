@@ -45,6 +45,7 @@ export function pack(from: string, events: Wire[]): string[] {
 
 export class Relay {
   readonly id = randomUUID();
+  private readonly ownPrefix = `{"from":${JSON.stringify(this.id)},`;
   private pending: Wire[] = [];
   /** Work orders with a `changed` event already pending: one per flush says as much as many. */
   private changed = new Set<string>();
@@ -93,6 +94,8 @@ export class Relay {
   }
 
   private receive(payload: string): void {
+    // Every coordinator hears its own notifications too; those are dropped unparsed.
+    if (payload.startsWith(this.ownPrefix)) return;
     let message: { from: string; events: Wire[] };
     try {
       message = JSON.parse(payload);
