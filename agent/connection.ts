@@ -3,6 +3,7 @@
 // is noticed. It knows the wire, not the jobs.
 import WebSocket from "ws";
 import { MAX_MESSAGE_BYTES } from "../protocol/limits.ts";
+import { TurnCork } from "../protocol/turn-cork.ts";
 import { type AgentMessage, type CoordinatorMessage, coordinatorMessage } from "../protocol/messages.ts";
 import { Backoff } from "./backoff.ts";
 
@@ -22,6 +23,7 @@ export class Connection {
   private pinger?: NodeJS.Timeout;
   private next = 0;
   private lastHeard = 0;
+  private readonly cork = new TurnCork();
 
   constructor(
     private readonly urls: string[],
@@ -42,7 +44,9 @@ export class Connection {
   }
 
   send(message: AgentMessage): void {
-    if (this.open) this.socket!.send(JSON.stringify(message));
+    if (!this.open) return;
+    this.cork.hold(this.socket!);
+    this.socket!.send(JSON.stringify(message));
   }
 
   /** The coordinator accepted us: later losses start their backoff afresh. Pings every `pingMs`. */

@@ -4,6 +4,7 @@
 import type WebSocket from "ws";
 import { describeIssues } from "../../protocol/issues.ts";
 import { PROTOCOL_VERSION } from "../../protocol/limits.ts";
+import { TurnCork } from "../../protocol/turn-cork.ts";
 import {
   type AgentMessage,
   agentMessage,
@@ -59,7 +60,7 @@ export class AgentSession implements Claimer {
   private pausedUntil = 0;
   private readonly bucket: TokenBucket;
   private readonly helloTimer: NodeJS.Timeout;
-  private corked = false;
+  private readonly cork = new TurnCork();
 
   constructor(
     readonly sessionId: string,
@@ -81,24 +82,8 @@ export class AgentSession implements Claimer {
 
   send(message: CoordinatorMessage): void {
     if (this.socket.readyState !== this.socket.OPEN) return;
-    this.cork();
+    this.cork.hold(this.socket);
     this.socket.send(JSON.stringify(message));
-  }
-
-  /**
-   * Holds this turn's frames in the TCP socket and writes them in one system call when it ends
-   * (acknowledgements of one batch, assignments of one claim round): socket writes were the
-   * coordinator's largest cost under load. `_socket` is ws's own handle on the TCP socket.
-   */
-  private cork(): void {
-    const tcp = (this.socket as unknown as { _socket?: import("node:net").Socket })._socket;
-    if (!tcp || this.corked) return;
-    this.corked = true;
-    tcp.cork();
-    process.nextTick(() => {
-      this.corked = false;
-      tcp.uncork();
-    });
   }
 
   assign(jobs: Assignment[]): void {
