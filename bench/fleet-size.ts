@@ -133,6 +133,8 @@ export async function fleetSize(options: FleetSizeOptions): Promise<Row[]> {
     // Before: the coordinator with no agent, after a GC; and its own CPU while idle (reaper, statistics).
     await sleep(1_000);
     const before = await coordinator.memory();
+    // The forced GC's helper threads go on sweeping for a while; let them finish before counting.
+    await sleep(3_000);
     let cpu0 = coordinator.cpu();
     await sleep(windows.baseline * 1000);
     const idleCores = (coordinator.cpu() - cpu0) / windows.baseline;
