@@ -35,6 +35,16 @@ const table = new Table();
 const latencyRows = (scenario: string, sorted: number[]): Row[] =>
   ([50, 90, 99] as const).map((p) => ({ scenario: `${scenario} p${p}`, figure: percentile(sorted, p), unit: "ms" }));
 
+const versusGraphile = (ours: number, defaults: number, tuned: number) =>
+  `${ratio(ours, defaults, "graphile defaults")}; ${ratio(ours, tuned, "graphile tuned")}`;
+
+/** jobfleet's figure, with its ratio to graphile-worker's two runs, then theirs. */
+function againstGraphile(scenario: string, unit: string, ours: number, defaults: number, tuned: number): void {
+  table.add({ scenario: `${scenario}, jobfleet`, figure: ours, unit, ratio: versusGraphile(ours, defaults, tuned) });
+  table.add({ scenario: `${scenario}, graphile-worker defaults`, figure: defaults, unit });
+  table.add({ scenario: `${scenario}, graphile-worker tuned`, figure: tuned, unit });
+}
+
 async function throughput(): Promise<void> {
   const n = sizes.throughput;
   process.stderr.write(`throughput: ${n} no-op jobs, jobfleet (${FLEET.processes}×${FLEET.perProcess} agents, capacity ${FLEET.capacity}) vs graphile-worker (concurrency ${CONCURRENCY})\n`);
@@ -45,33 +55,19 @@ async function throughput(): Promise<void> {
     scenario: `1 throughput jobfleet, Postgres, N=${n}`,
     figure: jf.jobsPerSecond,
     unit: "jobs/s",
-    ratio: `${ratio(jf.jobsPerSecond, gDefault.jobsPerSecond, "graphile defaults")}; ${ratio(jf.jobsPerSecond, gTuned.jobsPerSecond, "graphile tuned")}`,
+    ratio: versusGraphile(jf.jobsPerSecond, gDefault.jobsPerSecond, gTuned.jobsPerSecond),
   });
   table.add({ scenario: `1 throughput graphile-worker defaults, N=${n}`, figure: gDefault.jobsPerSecond, unit: "jobs/s" });
   table.add({ scenario: `1 throughput graphile-worker tuned, N=${n}`, figure: gTuned.jobsPerSecond, unit: "jobs/s" });
-  table.add({
-    scenario: "2 commits per job, jobfleet",
-    figure: jf.commitsPerJob!,
-    unit: "commits/job",
-    ratio: `${ratio(jf.commitsPerJob!, gDefault.commitsPerJob, "graphile defaults")}; ${ratio(jf.commitsPerJob!, gTuned.commitsPerJob, "graphile tuned")}`,
-  });
-  table.add({ scenario: "2 commits per job, graphile-worker defaults", figure: gDefault.commitsPerJob, unit: "commits/job" });
-  table.add({ scenario: "2 commits per job, graphile-worker tuned", figure: gTuned.commitsPerJob, unit: "commits/job" });
-  table.add({
-    scenario: "2 WAL per job, jobfleet",
-    figure: jf.walPerJob!,
-    unit: "bytes/job",
-    ratio: `${ratio(jf.walPerJob!, gDefault.walPerJob, "graphile defaults")}; ${ratio(jf.walPerJob!, gTuned.walPerJob, "graphile tuned")}`,
-  });
-  table.add({ scenario: "2 WAL per job, graphile-worker defaults", figure: gDefault.walPerJob, unit: "bytes/job" });
-  table.add({ scenario: "2 WAL per job, graphile-worker tuned", figure: gTuned.walPerJob, unit: "bytes/job" });
+  againstGraphile("2 commits per job", "commits/job", jf.commitsPerJob!, gDefault.commitsPerJob, gTuned.commitsPerJob);
+  againstGraphile("2 WAL per job", "bytes/job", jf.walPerJob!, gDefault.walPerJob, gTuned.walPerJob);
   table.add({ scenario: "2 CPU per 1k jobs, jobfleet coordinator", figure: jf.cpuPerThousand.coordinator, unit: "CPU s" });
   table.add({ scenario: "2 CPU per 1k jobs, jobfleet agents (4 processes)", figure: jf.cpuPerThousand.agents, unit: "CPU s" });
   table.add({
     scenario: "2 CPU per 1k jobs, Postgres under jobfleet",
     figure: jf.cpuPerThousand.postgres!,
     unit: "CPU s",
-    ratio: `${ratio(jf.cpuPerThousand.postgres!, gDefault.cpuPerThousand.postgres, "graphile defaults")}; ${ratio(jf.cpuPerThousand.postgres!, gTuned.cpuPerThousand.postgres, "graphile tuned")}`,
+    ratio: versusGraphile(jf.cpuPerThousand.postgres!, gDefault.cpuPerThousand.postgres, gTuned.cpuPerThousand.postgres),
   });
   table.add({ scenario: "2 CPU per 1k jobs, graphile-worker process (defaults)", figure: gDefault.cpuPerThousand.worker, unit: "CPU s" });
   table.add({ scenario: "2 CPU per 1k jobs, graphile-worker process (tuned)", figure: gTuned.cpuPerThousand.worker, unit: "CPU s" });

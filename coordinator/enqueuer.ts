@@ -16,8 +16,4 @@ export class Enqueuer {
   enqueue(order: WorkOrderCreate): Promise<Inserted> {
     return this.batcher.submit(order);
   }
-
-  drain(): Promise<void> {
-    return this.batcher.drain();
-  }
 }

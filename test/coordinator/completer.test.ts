@@ -5,7 +5,7 @@ import type { Database } from "../../coordinator/db/database.ts";
 import { openDatabase } from "../../coordinator/db/database.ts";
 import { logRead } from "../../coordinator/sql/log-read.ts";
 import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { connectAgent, order, workOrderInsert } from "../store/fixtures.ts";
+import { commits, connectAgent, order, workOrderInsert } from "../store/fixtures.ts";
 
 let db: Database;
 
@@ -21,19 +21,11 @@ async function claimedJobs(pool: string, n: number) {
   return { agent, jobs: await workOrderClaim(db, agent, n) };
 }
 
-/** Commits so far; statistics reach pg_stat_database lazily, so flush this backend's first. */
-async function commits(): Promise<number> {
-  await db.query(`SELECT pg_stat_force_next_flush()`);
-  await db.query(`SELECT pg_stat_clear_snapshot()`);
-  const [row] = await db.query<{ n: string }>(`SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()`);
-  return Number(row!.n);
-}
-
 test("messages from many jobs share few commits, and each job's messages apply in order", async () => {
   const { agent, jobs } = await claimedJobs("batch", 20);
   const completer = new Completer(db, { delayMs: 5, maxBatch: 1000 });
-  const overhead = -(await commits()) + (await commits());
-  const before = await commits();
+  const overhead = -(await commits(db)) + (await commits(db));
+  const before = await commits(db);
   const results = await Promise.all(
     jobs.flatMap((job) => [
       completer.apply(agent.agentId, { type: "job.started", jobId: job.jobId, seq: 1 }),
@@ -43,7 +35,7 @@ test("messages from many jobs share few commits, and each job's messages apply i
   );
   expect(results.every((r) => r.kind === "applied")).toBe(true);
   // All 240 were queued before the first flush: one batch, one commit.
-  expect((await commits()) - before - overhead).toBe(1);
+  expect((await commits(db)) - before - overhead).toBe(1);
   for (const job of jobs) {
     const log = (await logRead(db, job.jobId, 0)).map((s) => s.data).join("");
     expect(log).toBe(Array.from({ length: 10 }, (_, i) => `line ${i}\n`).join(""));

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { type Database, openDatabase } from "../../coordinator/db/database.ts";
 import { Enqueuer } from "../../coordinator/enqueuer.ts";
-import { order } from "../store/fixtures.ts";
+import { commits, order } from "../store/fixtures.ts";
 
 let db: Database;
 
@@ -13,19 +13,12 @@ beforeAll(async () => {
 
 afterAll(async () => db?.close());
 
-async function commits(): Promise<number> {
-  await db.query(`SELECT pg_stat_force_next_flush()`);
-  await db.query(`SELECT pg_stat_clear_snapshot()`);
-  const [row] = await db.query<{ n: string }>(`SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()`);
-  return Number(row!.n);
-}
-
 test("fifty concurrent enqueues share a commit and each gets its own work order back", async () => {
   const enqueuer = new Enqueuer(db);
-  const overhead = -(await commits()) + (await commits());
-  const before = await commits();
+  const overhead = -(await commits(db)) + (await commits(db));
+  const before = await commits(db);
   const results = await Promise.all(Array.from({ length: 50 }, (_, i) => enqueuer.enqueue(order({ metadata: { i } }))));
-  const used = (await commits()) - before - overhead;
+  const used = (await commits(db)) - before - overhead;
   expect(used).toBeLessThanOrEqual(2);
   expect(results.every((r) => r.created && r.row.state === "pending")).toBe(true);
   expect(results.map((r) => r.row.metadata)).toEqual(Array.from({ length: 50 }, (_, i) => ({ i })));

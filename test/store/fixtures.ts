@@ -84,3 +84,11 @@ export async function jobApply(db: Database, agentId: string, message: JobMessag
   const [applied] = await db.transaction((tx) => jobApplyIn(tx, [{ agentId, message }]));
   return applied!;
 }
+
+/** Commits in this database so far; statistics reach pg_stat_database lazily, so flush this backend's first. */
+export async function commits(db: Queryable): Promise<number> {
+  await db.query(`SELECT pg_stat_force_next_flush()`);
+  await db.query(`SELECT pg_stat_clear_snapshot()`);
+  const [row] = await db.query<{ n: string }>(`SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()`);
+  return Number(row!.n);
+}
