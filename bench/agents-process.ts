@@ -10,9 +10,7 @@
 // it does, and succeeds HOLD_MS later (so the line goes out on the batcher's own clock, not with
 // the job's end).
 import { pino } from "pino";
-import { z } from "zod";
-import type { Adapter } from "../adapters/adapter.ts";
-import { Agent } from "../agent/agent.ts";
+import { benchAgents, succeeded } from "./bench-agents.ts";
 import { childConfig, send, serve, now } from "./support.ts";
 
 export type AgentsConfig = { urls: string[]; token: string; prefix: string; count: number; capacity: number };
@@ -68,17 +66,15 @@ function printWhenReleased(workOrderId: string): Promise<void> {
   });
 }
 
-const noop: Adapter<unknown> = {
-  name: "exec",
-  spec: z.unknown(),
+const agents = benchAgents({
+  ...config,
+  labels: { pool: "bench" },
+  logger,
   start: async (ctx) => {
     ran++;
     const command = (ctx.spec as { command?: unknown[] }).command;
     if (command?.[0] === "probe") send({ type: "started", workOrderId: ctx.workOrderId, t: now() });
-    if (command?.[0] === "log") {
-      const done = printLines(ctx.log, ctx.jobId, Number(command[1]), Number(command[2]));
-      return { result: done.then(() => ({ outcome: "succeeded", exitCode: 0 })), cancel: async () => {} };
-    }
+    if (command?.[0] === "log") return succeeded(printLines(ctx.log, ctx.jobId, Number(command[1]), Number(command[2])));
     if (command?.[0] === "log-probe") {
       const held = printWhenReleased(ctx.workOrderId).then(() => {
         const t = now();
@@ -87,28 +83,11 @@ const noop: Adapter<unknown> = {
         send({ type: "logged", workOrderId: ctx.workOrderId, jobId: ctx.jobId, t, line });
         return new Promise<void>((resolve) => setTimeout(resolve, Number(command[1] ?? 0)));
       });
-      return { result: held.then(() => ({ outcome: "succeeded", exitCode: 0 })), cancel: async () => {} };
+      return succeeded(held);
     }
-    return { result: Promise.resolve({ outcome: "succeeded", exitCode: 0 }), cancel: async () => {} };
+    return succeeded();
   },
-};
-
-const agents = Array.from(
-  { length: config.count },
-  (_, i) =>
-    new Agent({
-      urls: config.urls,
-      token: config.token,
-      name: `${config.prefix}-${i}`,
-      labels: { pool: "bench" },
-      capacity: config.capacity,
-      mode: "queue",
-      version: "bench",
-      cancelGraceMs: 100,
-      logger,
-      adapters: () => noop,
-    }),
-);
+});
 for (const agent of agents) agent.stopped.catch((error) => console.error(`agent failed: ${error}`));
 
 serve({

@@ -13,6 +13,7 @@ import { join } from "node:path";
 import postgres from "postgres";
 import type { CoordinatorConfig, CoordinatorReady } from "./coordinator-process.ts";
 import { processCpuSeconds } from "./cpu.ts";
+import { CoordinatorProcess } from "./fleet.ts";
 import type { IdleAgentsConfig, IdleAgentsStatus } from "./idle-agents-process.ts";
 import { Child, createDatabase, dropDatabase, now, sleep } from "./support.ts";
 import type { Row } from "./table.ts";
@@ -52,19 +53,18 @@ type Memory = { rss: number; heapTotal: number; heapUsed: number; external: numb
 
 /** The coordinator child that can be asked for a full GC (coordinator-gc-process.ts). */
 class Coordinator {
-  private constructor(
-    readonly child: Child,
-    readonly ready: CoordinatorReady,
-  ) {}
+  private constructor(private readonly process: CoordinatorProcess) {}
 
-  static async start(config: CoordinatorConfig): Promise<Coordinator> {
-    const child = new Child("./coordinator-gc-process.ts", config);
-    try {
-      return new Coordinator(child, await child.next<CoordinatorReady>("ready"));
-    } catch (error) {
-      await child.stop(3_000);
-      throw error;
-    }
+  static async start({ database, ...options }: CoordinatorConfig): Promise<Coordinator> {
+    return new Coordinator(await CoordinatorProcess.start(database, options, "./coordinator-gc-process.ts"));
+  }
+
+  get child(): Child {
+    return this.process.child;
+  }
+
+  get ready(): CoordinatorReady {
+    return this.process.ready;
   }
 
   get pid(): number {
@@ -91,7 +91,7 @@ class Coordinator {
   }
 
   stop(): Promise<void> {
-    return this.child.stop();
+    return this.process.stop();
   }
 }
 

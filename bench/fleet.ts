@@ -17,8 +17,13 @@ export class CoordinatorProcess {
     readonly ready: CoordinatorReady,
   ) {}
 
-  static async start(database: DatabaseConfig, options: Omit<CoordinatorConfig, "database"> = {}): Promise<CoordinatorProcess> {
-    const child = new Child("./coordinator-process.ts", { database, ...options } satisfies CoordinatorConfig);
+  /** `entry`: the child to run, coordinator-process.ts or one that answers the same messages and more. */
+  static async start(
+    database: DatabaseConfig,
+    options: Omit<CoordinatorConfig, "database"> = {},
+    entry = "./coordinator-process.ts",
+  ): Promise<CoordinatorProcess> {
+    const child = new Child(entry, { database, ...options } satisfies CoordinatorConfig);
     try {
       return new CoordinatorProcess(child, await child.next<CoordinatorReady>("ready"));
     } catch (error) {

@@ -7,17 +7,10 @@
 // looking inside the agent; `status` answers those counts, the times of the first and last
 // welcome, and this process's RSS.
 import { pino } from "pino";
-import { z } from "zod";
-import type { Adapter } from "../adapters/adapter.ts";
-import { Agent } from "../agent/agent.ts";
+import { type BenchAgentsOptions, benchAgents, succeeded } from "./bench-agents.ts";
 import { childConfig, now, send, serve } from "./support.ts";
 
-export type IdleAgentsConfig = {
-  urls: string[];
-  token: string;
-  prefix: string;
-  count: number;
-  labels: Record<string, string>;
+export type IdleAgentsConfig = Pick<BenchAgentsOptions, "urls" | "token" | "prefix" | "count" | "labels"> & {
   /** At most this many agents dialled and not yet welcomed at a time; all at once when absent or 0. */
   inFlight?: number;
 };
@@ -80,29 +73,8 @@ const logger = pino(
   },
 );
 
-// Never called: no work order matches these agents. Present so that one would not crash them.
-const noop: Adapter<unknown> = {
-  name: "exec",
-  spec: z.unknown(),
-  start: async () => ({ result: Promise.resolve({ outcome: "succeeded", exitCode: 0 }), cancel: async () => {} }),
-};
-
-const agents = Array.from(
-  { length: config.count },
-  (_, i) =>
-    new Agent({
-      urls: config.urls,
-      token: config.token,
-      name: `${config.prefix}-${i}`,
-      labels: config.labels,
-      capacity: 1,
-      mode: "queue",
-      version: "bench",
-      cancelGraceMs: 100,
-      logger,
-      adapters: () => noop,
-    }),
-);
+// The adapter is never called: no work order matches these agents.
+const agents = benchAgents({ ...config, capacity: 1, logger, start: async () => succeeded() });
 for (const agent of agents) agent.stopped.catch(() => {}); // counted through the logger
 
 let stopping = false;
