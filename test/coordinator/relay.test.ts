@@ -1,8 +1,8 @@
-import { describe, expect, test, vi } from "vitest";
+import { expect, test, vi } from "vitest";
 import { Bus } from "../../coordinator/bus.ts";
 import { openDatabase } from "../../coordinator/db/database.ts";
 import { pack, Relay } from "../../coordinator/relay.ts";
-import { createPostgresDatabase, dropPostgresDatabase, TEST_DATABASE_URL } from "../support/databases.ts";
+import { createPostgresDatabase, describePostgres, dropPostgresDatabase } from "../support/databases.ts";
 import { parseSelector } from "../../protocol/selector.ts";
 
 test("events are packed into as few notifications as fit under Postgres' 8000-byte limit, none lost", () => {
@@ -21,7 +21,7 @@ test("nothing to send makes no notification", () => {
   expect(pack("me", [])).toEqual([]);
 });
 
-describe.skipIf(!TEST_DATABASE_URL)("relay over a real Postgres LISTEN/NOTIFY", () => {
+describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
   test("repeated changes of one work order within a gathering window reach the other coordinator once", async () => {
     const url = await createPostgresDatabase();
     const [a, b] = [await openDatabase({ kind: "postgres", url: url.toString() }), await openDatabase({ kind: "postgres", url: url.toString() })];

@@ -3,8 +3,8 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { forEachDatabase, TEST_DATABASE_URL } from "../support/databases.ts";
+import { afterAll, beforeAll, expect, test } from "vitest";
+import { describePostgres, forEachDatabase } from "../support/databases.ts";
 import { type Ended, type Fleet, sh, startFleet } from "../support/fleet.ts";
 
 /** A work order whose first attempt runs until stopped and whose second succeeds at once. */
@@ -91,7 +91,7 @@ forEachDatabase("a coordinator restart", (kind) => {
   });
 });
 
-describe.skipIf(!TEST_DATABASE_URL)("a coordinator that goes silent without closing its sockets [postgres]", () => {
+describePostgres("a coordinator that goes silent without closing its sockets, among replicas [postgres]", () => {
   // Two replicas; the agent knows only the first. SIGSTOP freezes it with every socket open, as a
   // dead host or a network split would: no close, no answer. Its leases stop being renewed, so the
   // other replica declares the job lost once the lease has passed, and retries it elsewhere.

@@ -1,10 +1,10 @@
 // Two coordinator processes over one Postgres serve one fleet: wake-ups, cancels and log follows
 // cross between them, and either one can die.
-import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { POSTGRES_SKIP_REASON, TEST_DATABASE_URL } from "../support/databases.ts";
+import { afterAll, beforeAll, expect, test } from "vitest";
+import { describePostgres } from "../support/databases.ts";
 import { type Fleet, sh, startFleet } from "../support/fleet.ts";
 
-describe.skipIf(!TEST_DATABASE_URL)(`two coordinator replicas${TEST_DATABASE_URL ? "" : ` (skipped: ${POSTGRES_SKIP_REASON}; replicas need a shared server)`}`, () => {
+describePostgres("two coordinator replicas, sharing one Postgres server", () => {
   let fleet: Fleet;
 
   beforeAll(async () => {

@@ -47,8 +47,10 @@ export async function dropPostgresDatabase(url: URL): Promise<void> {
 /** Declares `suite` once per database kind; the Postgres one is skipped, with its reason, without a URL. */
 export function forEachDatabase(title: string, suite: (kind: Kind) => void): void {
   describe(`${title} [pglite]`, () => suite("pglite"));
-  describe.skipIf(!TEST_DATABASE_URL)(
-    `${title} [postgres]${TEST_DATABASE_URL ? "" : ` (skipped: ${POSTGRES_SKIP_REASON})`}`,
-    () => suite("postgres"),
-  );
+  describePostgres(`${title} [postgres]`, () => suite("postgres"));
+}
+
+/** A suite that needs a Postgres server; without one it is skipped, and its title says why. */
+export function describePostgres(title: string, suite: () => void): void {
+  describe.skipIf(!TEST_DATABASE_URL)(`${title}${TEST_DATABASE_URL ? "" : ` (skipped: ${POSTGRES_SKIP_REASON})`}`, suite);
 }
