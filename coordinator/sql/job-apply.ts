@@ -20,11 +20,12 @@ export type Incoming = { agentId: string; message: JobMessage };
 
 type LockedJob = Settling & { agent_id: string; state: JobState; seq: number; log_bytes: string };
 
-// Locked in work order then job order, so two batches in flight cannot deadlock over them.
+// Locked in work order then job order, so two batches in flight cannot deadlock over them. The
+// work orders are named by key too: left to the join, the planner merge-joined the whole table.
 const LOCK = `
 SELECT j.agent_id::text AS agent_id, j.state, j.seq, j.log_bytes::text AS log_bytes, ${SETTLING_COLUMNS}
 FROM jobs j JOIN work_orders wo ON wo.id = j.work_order_id
-WHERE j.id = ANY($1::bigint[])
+WHERE j.id = ANY($1::bigint[]) AND wo.id = ANY(ARRAY(SELECT work_order_id FROM jobs WHERE id = ANY($1::bigint[])))
 ORDER BY j.work_order_id, j.id
 FOR UPDATE OF j, wo`;
 

@@ -1,6 +1,8 @@
 // Changes to jobs, their logs, their work orders and the work orders' event trail, gathered in
 // memory while a batch of job messages (or reaped jobs) is decided, then written in one statement:
-// a batch costs the same round trip whether it holds one message or five hundred.
+// a batch costs the same round trip whether it holds one message or five hundred. The updates
+// find their rows by key (`= ANY(ARRAY(...))`): the planner cannot see how few rows a jsonb
+// recordset holds, and hash-joined it against a scan of the whole table.
 import type { JobState, WorkOrderState } from "../../protocol/states.ts";
 import type { Queryable } from "../db/database.ts";
 
@@ -26,7 +28,12 @@ type Event = { ord: number; work_order_id: string; job_id: string; from_state: W
 export type JobFields = Partial<Omit<JobChange, "id" | "log_added">>;
 
 const WRITE = `
-WITH logs AS (
+WITH job_input AS (
+  SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(id bigint, seq int, state text, status text, external_id text,
+    external_url text, log_added bigint, started boolean, finished boolean, exit_code int, error text, infrastructure boolean)
+), order_input AS (
+  SELECT * FROM jsonb_to_recordset($3::jsonb) AS x(id bigint, state text, delay float8)
+), logs AS (
   INSERT INTO job_logs (job_id, "offset", data)
   SELECT x.job_id, x."offset", x.data FROM jsonb_to_recordset($1::jsonb) AS x(job_id bigint, "offset" bigint, data text)
 ), jobs_changed AS (
@@ -42,14 +49,13 @@ WITH logs AS (
     exit_code = CASE WHEN x.finished THEN x.exit_code ELSE j.exit_code END,
     error = CASE WHEN x.finished THEN x.error ELSE j.error END,
     infrastructure = CASE WHEN x.finished THEN x.infrastructure ELSE j.infrastructure END
-  FROM jsonb_to_recordset($2::jsonb) AS x(id bigint, seq int, state text, status text, external_id text,
-    external_url text, log_added bigint, started boolean, finished boolean, exit_code int, error text, infrastructure boolean)
-  WHERE j.id = x.id
+  FROM job_input x
+  WHERE j.id = ANY(ARRAY(SELECT id FROM job_input)) AND j.id = x.id
 ), orders_changed AS (
   UPDATE work_orders w SET state = x.state::work_order_state, updated_at = now(),
     run_after = CASE WHEN x.delay IS NULL THEN w.run_after ELSE now() + make_interval(secs => x.delay) END
-  FROM jsonb_to_recordset($3::jsonb) AS x(id bigint, state text, delay float8)
-  WHERE w.id = x.id
+  FROM order_input x
+  WHERE w.id = ANY(ARRAY(SELECT id FROM order_input)) AND w.id = x.id
 )
 INSERT INTO work_order_events (work_order_id, job_id, from_state, to_state, reason)
 SELECT x.work_order_id, x.job_id, x.from_state::work_order_state, x.to_state::work_order_state, x.reason

@@ -75,7 +75,7 @@ export async function reapQueueTimeouts(db: Database): Promise<string[]> {
 
 const DUE = `
 SELECT id::text AS id, selector, target_agent AS "targetAgent" FROM work_orders
-WHERE state = 'pending' AND run_after >= $1::timestamptz AND run_after <= $2::timestamptz`;
+WHERE state = 'pending' AND attempts > 0 AND run_after >= $1::timestamptz AND run_after <= $2::timestamptz`;
 
 /**
  * Pending work orders that became claimable in [since, until]: retries whose backoff is over. Both

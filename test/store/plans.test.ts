@@ -1,0 +1,119 @@
+// The hot path's statements must touch only the rows they serve, however long the history grows:
+// a plan that scans work_orders or jobs makes every claim, batch or sweep cost as much as the
+// whole table. Each statement is recorded as the real code sends it, then run again under
+// EXPLAIN ANALYZE in a transaction that is rolled back, and every scan of those tables must have
+// read at most a few batches' worth of rows. Checked on a small history with fresh statistics, where
+// the planner was found to hash-join against whole tables, and on a larger one after ANALYZE.
+import { expect, it } from "vitest";
+import type { Database, Queryable } from "../../coordinator/db/database.ts";
+import { jobApplyIn } from "../../coordinator/sql/job-apply.ts";
+import { databaseNow, dueRetries, reapLost, reapOverdue, reapQueueTimeouts } from "../../coordinator/sql/reap.ts";
+import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
+import { workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
+import { forEachDatabase } from "../support/databases.ts";
+import { connectAgent, order, useDatabase } from "./fixtures.ts";
+
+type Statement = { text: string; params: unknown[] };
+
+const LARGE = ["work_orders", "jobs"];
+/**
+ * What a scan may read: a batch (at most 100 rows), the pending backlog of the young history (150),
+ * or the active jobs (about 200 here); never the history (thousands).
+ */
+const MAX_ROWS_READ = 500;
+
+type PlanNode = {
+  "Node Type": string;
+  "Relation Name"?: string;
+  "Index Name"?: string;
+  "Actual Rows": number;
+  "Actual Loops": number;
+  "Rows Removed by Filter"?: number;
+  "Rows Removed by Index Recheck"?: number;
+  Plans?: PlanNode[];
+};
+
+function recording(db: Database, into: Statement[]): Database {
+  const record = (q: Queryable): Queryable => ({
+    query: (text, params = []) => (into.push({ text, params }), q.query(text, params)),
+  });
+  return { ...record(db), kind: db.kind, orm: db.orm, transaction: (fn) => db.transaction((tx) => fn(record(tx))), close: db.close };
+}
+
+/** Scans of a large table that read more rows than a batch could need. */
+function wideScans(node: PlanNode): string[] {
+  const read = (node["Actual Rows"] + (node["Rows Removed by Filter"] ?? 0) + (node["Rows Removed by Index Recheck"] ?? 0)) * node["Actual Loops"];
+  const own =
+    node["Relation Name"] !== undefined && LARGE.includes(node["Relation Name"]) && read > MAX_ROWS_READ
+      ? [`${node["Node Type"]} on ${node["Relation Name"]}${node["Index Name"] ? ` using ${node["Index Name"]}` : ""} read ${read} rows`]
+      : [];
+  return [...own, ...(node.Plans ?? []).flatMap(wideScans)];
+}
+
+class Rollback extends Error {}
+
+/** The statement's plan as it ran, with its effects rolled back. */
+async function analyzed(db: Database, statement: Statement): Promise<PlanNode> {
+  let plan: PlanNode | undefined;
+  await db
+    .transaction(async (tx) => {
+      const [row] = await tx.query<{ "QUERY PLAN": unknown }>(`EXPLAIN (ANALYZE, FORMAT JSON) ${statement.text}`, statement.params);
+      const json = row!["QUERY PLAN"];
+      plan = ((typeof json === "string" ? JSON.parse(json) : json) as { Plan: PlanNode }[])[0]!.Plan;
+      throw new Rollback();
+    })
+    .catch((error) => {
+      if (!(error instanceof Rollback)) throw error;
+    });
+  return plan!;
+}
+
+forEachDatabase("hot-path query plans", (kind) => {
+  const db = useDatabase(kind);
+
+  it("read only the rows they serve, on a young history and on an analyzed older one", async () => {
+    // Histories like real ones: most jobs finished, a hundred claimed, a backlog pending (small in
+    // the young one, where the claim may fairly read all of it).
+    const agent = await connectAgent(db(), "planner", { pool: "plans" });
+    const message = (jobId: string, seq: number) =>
+      seq === 1
+        ? { agentId: agent.agentId, message: { type: "job.started" as const, jobId, seq } }
+        : { agentId: agent.agentId, message: { type: "job.finished" as const, jobId, seq, outcome: "succeeded" as const, exitCode: 0 } };
+    const grow = async (orders: number, finished: number) => {
+      await workOrderInsertMany(db(), Array.from({ length: orders }, () => order({ selector: "pool=plans" })));
+      for (let claimed = 0; claimed < finished + 100; claimed += 1_000) await workOrderClaim(db(), agent, Math.min(1_000, finished + 100 - claimed));
+      const fresh = await db().query<{ id: string }>(`SELECT id::text AS id FROM jobs WHERE state = 'claimed' ORDER BY id`);
+      const done = fresh.slice(0, finished).map((j) => j.id);
+      for (let i = 0; i < done.length; i += 2_000) {
+        await db().transaction((tx) => jobApplyIn(tx, done.slice(i, i + 2_000).flatMap((id) => [message(id, 1), message(id, 2)])));
+      }
+      return fresh.slice(finished).map((j) => j.id);
+    };
+
+    for (const [orders, finished, analyze] of [
+      [2_150, 2_000, false],
+      [20_000, 18_000, true],
+    ] as const) {
+      const claimed = await grow(orders, finished);
+      if (analyze) await db().query("ANALYZE");
+      const now = await databaseNow(db());
+      const steps: [string, (db: Database) => Promise<unknown>][] = [
+        ["claim", (d) => workOrderClaim(d, agent, 5)],
+        ["job messages", (d) => d.transaction((tx) => jobApplyIn(tx, claimed.slice(0, 10).map((id) => message(id, 1))))],
+        ["lost jobs", reapLost],
+        ["overdue jobs", (d) => reapOverdue(d, 30)],
+        ["queue timeouts", reapQueueTimeouts],
+        ["due retries", (d) => dueRetries(d, now, now)],
+      ];
+      for (const [step, run] of steps) {
+        const statements: Statement[] = [];
+        await run(recording(db(), statements));
+        expect(statements.length, step).toBeGreaterThan(0);
+        for (const statement of statements) {
+          const label = `${step} (${orders} work orders${analyze ? ", analyzed" : ""}): ${statement.text.trim().slice(0, 50)}`;
+          expect(wideScans(await analyzed(db(), statement)), label).toEqual([]);
+        }
+      }
+    }
+  }, 120_000);
+});
