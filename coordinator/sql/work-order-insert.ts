@@ -64,10 +64,11 @@ async function insertAll<Row extends Brief>(db: Queryable, orders: WorkOrderCrea
   const existing = new Map(found.map((row) => [row.idempotency_key!, row]));
   if (existing.size < taken.length) throw new Error("a work order vanished while its idempotency key was looked up");
   const unkeyed = created.filter((c) => c.idempotency_key === null);
+  let nextUnkeyed = 0;
   const fresh = new Set(created);
   return orders.map((o) => {
     // A key repeated within the call: the first occurrence created the row, the rest find it.
-    const row = o.idempotencyKey === undefined ? unkeyed.shift()! : (byKey.get(o.idempotencyKey) ?? existing.get(o.idempotencyKey)!);
+    const row = o.idempotencyKey === undefined ? unkeyed[nextUnkeyed++]! : (byKey.get(o.idempotencyKey) ?? existing.get(o.idempotencyKey)!);
     const isNew = fresh.delete(row);
     return { row, created: isNew };
   });
