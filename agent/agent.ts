@@ -127,7 +127,7 @@ export class Agent {
     this.welcomed = true;
     clearTimeout(this.fence);
     this.leaseSeconds = message.leaseSeconds;
-    this.connection.established(pingInterval(message.heartbeatSeconds, message.leaseSeconds));
+    this.connection.established(beatInterval(message.heartbeatSeconds, message.leaseSeconds), () => this.runners.size > 0);
     this.watch(message.leaseSeconds);
     for (const { jobId, seq } of message.jobs) {
       if (this.outbox.has(jobId)) this.outbox.ack(jobId, seq);
@@ -228,9 +228,9 @@ async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
 }
 
 /**
- * Pings every heartbeat, or more often where the lease is short, so that a coordinator answering
- * in time is never silent for half the lease.
+ * Beats every heartbeat, or more often where the lease is short, so that a coordinator answering
+ * in time is never silent for half the lease while jobs run.
  */
-function pingInterval(heartbeatSeconds: number, leaseSeconds: number): number {
+function beatInterval(heartbeatSeconds: number, leaseSeconds: number): number {
   return Math.max(250, Math.min(heartbeatSeconds * 1000, leaseSeconds * 500 - 1000));
 }

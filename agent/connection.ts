@@ -1,6 +1,6 @@
 // The agent's WebSocket to the coordinator: dials, redials with backoff and jitter after any
-// loss (to the next coordinator, when it knows several), and pings so that a silent coordinator
-// is noticed. It knows the wire, not the jobs.
+// loss (to the next coordinator, when it knows several), and beats so that the coordinator knows
+// it is there and a silent coordinator is noticed. It knows the wire, not the jobs.
 import WebSocket from "ws";
 import { MAX_MESSAGE_BYTES } from "../protocol/limits.ts";
 import { TurnCork } from "../protocol/turn-cork.ts";
@@ -14,6 +14,9 @@ export type ConnectionEvents = {
   close(code: number, reason: string): void;
   warn(message: string, fields?: Record<string, unknown>): void;
 };
+
+/** An idle agent asks for an answer every this many beats. */
+export const IDLE_PINGS = 3;
 
 export class Connection {
   private socket?: WebSocket;
@@ -49,20 +52,29 @@ export class Connection {
     this.socket!.send(JSON.stringify(message));
   }
 
-  /** The coordinator accepted us: later losses start their backoff afresh. Pings every `pingMs`. */
-  established(pingMs: number): void {
+  /**
+   * The coordinator accepted us: later losses start their backoff afresh. Beats every `beatMs`.
+   * A beat the coordinator must answer is a ping; `wantAnswer` says when that is needed (jobs
+   * running: their fence counts from the last word heard), and otherwise every `IDLE_PINGS`th beat
+   * is one, so a vanished coordinator is still noticed. The other beats are unsolicited pongs, the
+   * one-way heartbeat of RFC 6455 (5.5.3): an idle fleet costs the coordinator a read per beat, not
+   * a read and a write. A ping not answered by the next ping cuts the socket.
+   */
+  established(beatMs: number, wantAnswer: () => boolean): void {
     this.backoff.reset();
     clearInterval(this.pinger);
-    let alive = true;
+    let unanswered = false;
+    let beats = 0;
     this.socket?.on("pong", () => {
-      alive = true;
+      unanswered = false;
       this.lastHeard = Date.now();
     });
     this.pinger = setInterval(() => {
-      if (!alive) return this.socket?.terminate();
-      alive = false;
+      if (!wantAnswer() && ++beats % IDLE_PINGS !== 0) return this.socket?.pong();
+      if (unanswered) return this.socket?.terminate();
+      unanswered = true;
       this.socket?.ping();
-    }, pingMs);
+    }, beatMs);
   }
 
   /** Cuts the socket at once (it redials as after any loss). */

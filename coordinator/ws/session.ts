@@ -70,8 +70,10 @@ export class AgentSession implements Claimer {
     this.bucket = new TokenBucket(1000, 2000);
     this.helloTimer = setTimeout(() => this.close(CloseCode.protocol, "no hello"), HELLO_TIMEOUT_MS);
     socket.on("message", (data, isBinary) => this.receive(data as Buffer, isBinary));
-    // The agent's WebSocket ping is its heartbeat.
-    socket.on("ping", () => (this.lastSeen = Date.now()));
+    // The agent's heartbeat is a WebSocket ping (answered by ws), or an unsolicited pong when it needs no answer.
+    const beat = () => (this.lastSeen = Date.now());
+    socket.on("ping", beat);
+    socket.on("pong", beat);
     socket.on("close", () => this.closed());
     socket.on("error", (error) => ctx.log("agent socket error", { session: sessionId, error: error.message }));
   }

@@ -1,5 +1,5 @@
-// An agent's WebSocket ping is its heartbeat: an agent that pings stays connected, and one that
-// goes quiet after its welcome is closed as silent (4003) after three intervals.
+// An agent's heartbeat is a WebSocket ping or an unsolicited pong: an agent that sends either stays
+// connected, and one that goes quiet after its welcome is closed as silent (4003) after three intervals.
 import { pino } from "pino";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import WebSocket from "ws";
@@ -33,15 +33,18 @@ async function welcomed(name: string) {
   return { socket, closed };
 }
 
-test("pings alone keep an agent connected; silence after the welcome closes it with 4003", { timeout: 20_000 }, async () => {
+test("pings or one-way pongs alone keep an agent connected; silence after the welcome closes it with 4003", { timeout: 20_000 }, async () => {
   const pinging = await welcomed("pinging");
+  const ponging = await welcomed("ponging");
   const quiet = await welcomed("quiet");
-  const pinger = setInterval(() => pinging.socket.ping(), 400);
+  const beats = setInterval(() => (pinging.socket.ping(), ponging.socket.pong()), 400);
   const code = await quiet.closed;
   expect(code).toBe(4003);
-  // Well past three intervals of the quiet one's silence, the pinging one is still open.
+  // Well past three intervals of the quiet one's silence, the beating ones are still open.
   await new Promise((r) => setTimeout(r, 1500));
   expect(pinging.socket.readyState).toBe(WebSocket.OPEN);
-  clearInterval(pinger);
+  expect(ponging.socket.readyState).toBe(WebSocket.OPEN);
+  clearInterval(beats);
   pinging.socket.close();
+  ponging.socket.close();
 });

@@ -1,0 +1,73 @@
+// The agent's heartbeat on the wire: an idle agent sends unsolicited pongs (one-way beats) and asks
+// for an answer with a ping every third beat; an agent with jobs running pings every beat; a ping
+// left unanswered until the next one cuts the socket.
+import { afterEach, expect, test } from "vitest";
+import { type AddressInfo, WebSocketServer } from "ws";
+import { Connection, IDLE_PINGS } from "../../agent/connection.ts";
+
+const BEAT_MS = 30;
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+/** A server that records the control frames each agent sends; `answer: false` leaves pings unanswered. */
+async function server(answer: boolean) {
+  const wss = new WebSocketServer({ port: 0, host: "127.0.0.1", autoPong: answer });
+  await new Promise((resolve) => wss.once("listening", resolve));
+  cleanups.push(() => new Promise<void>((resolve) => wss.close(() => resolve())));
+  const frames: ("ping" | "pong")[] = [];
+  const closed = new Promise<void>((resolve) =>
+    wss.on("connection", (socket) => {
+      socket.on("ping", () => frames.push("ping"));
+      socket.on("pong", () => frames.push("pong"));
+      socket.on("close", () => resolve());
+    }),
+  );
+  return { url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`, frames, closed };
+}
+
+function connect(url: string, busy: () => boolean): Promise<Connection> {
+  return new Promise((resolve) => {
+    const connection: Connection = new Connection([url], {
+      open: () => {
+        connection.established(BEAT_MS, busy);
+        resolve(connection);
+      },
+      message: () => {},
+      close: () => {},
+      warn: () => {},
+    });
+    connection.start();
+    cleanups.push(() => connection.stop());
+  });
+}
+
+const until = async (check: () => boolean) => {
+  while (!check()) await new Promise((r) => setTimeout(r, 5));
+};
+
+test("idle, two one-way beats to each ping; busy, a ping every beat", { timeout: 10_000 }, async () => {
+  const { url, frames } = await server(true);
+  let busy = false;
+  await connect(url, () => busy);
+  await until(() => frames.length >= 3 * IDLE_PINGS);
+  busy = true;
+  const idle = frames.slice(0, 3 * IDLE_PINGS);
+  const mark = frames.length;
+  await until(() => frames.length >= mark + 4);
+  expect(idle).toEqual(Array.from({ length: 3 }, () => [...Array(IDLE_PINGS - 1).fill("pong"), "ping"]).flat());
+  expect(frames.slice(mark + 1, mark + 4)).toEqual(["ping", "ping", "ping"]);
+});
+
+test.each([
+  // Idle: two beats, the ping, two more beats, then the next ping is due and finds it unanswered.
+  ["idle", false, 2 * (IDLE_PINGS - 1)],
+  ["busy", true, 0],
+])("%s, a ping unanswered by the next one cuts the socket", { timeout: 10_000 }, async (_, busy, pongs) => {
+  const { url, frames, closed } = await server(false);
+  await connect(url, () => busy);
+  await closed;
+  expect(frames.filter((f) => f === "ping")).toHaveLength(1);
+  expect(frames.filter((f) => f === "pong")).toHaveLength(pongs);
+});
