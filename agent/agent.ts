@@ -38,6 +38,9 @@ const FATAL_CLOSE = new Map([
 
 export class AgentFailed extends Error {}
 
+/** The coordinator's terms, from its welcome. */
+type Lease = { seconds: number; heartbeatSeconds: number };
+
 export class Agent {
   private readonly runners = new Map<string, JobRunner>();
   private readonly connection: Connection;
@@ -48,7 +51,7 @@ export class Agent {
   /** Set while out of touch: when it fires, the coordinator is about to give our jobs away. */
   private fence?: NodeJS.Timeout;
   private watchdog?: NodeJS.Timeout;
-  private leaseSeconds?: number;
+  private lease?: Lease;
   private fail!: (error: AgentFailed) => void;
   /** Rejects when the agent cannot go on (bad token, duplicate name); resolves after `stop`. */
   readonly stopped: Promise<void>;
@@ -126,7 +129,7 @@ export class Agent {
   private welcome(message: Extract<CoordinatorMessage, { type: "welcome" }>): void {
     this.welcomed = true;
     clearTimeout(this.fence);
-    this.leaseSeconds = message.leaseSeconds;
+    this.lease = { seconds: message.leaseSeconds, heartbeatSeconds: message.heartbeatSeconds };
     this.connection.established(beatInterval(message.heartbeatSeconds, message.leaseSeconds), () => this.runners.size > 0);
     this.watch(message.leaseSeconds);
     for (const { jobId, seq } of message.jobs) {
@@ -148,15 +151,18 @@ export class Agent {
   /**
    * Out of touch for half the lease, stop every job: past the lease the coordinator declares them
    * lost and may run them elsewhere, and two runs of one work order must never overlap. Counted
-   * from the last word from the coordinator, not from noticing the loss.
+   * from the last word from the coordinator, not from noticing the loss. Leases are renewed once
+   * per heartbeat, so the last renewal may be a heartbeat older than that word: the lease can run
+   * out a heartbeat short of a full lease after it, and the jobs' cancel grace is cut to end by then.
    */
-  private armFence(leaseSeconds: number): void {
+  private armFence(lease: Lease): void {
     clearTimeout(this.fence);
     this.fence = setTimeout(() => {
       if (this.welcomed || this.runners.size === 0) return;
-      this.log.warn({ running: this.runners.size }, "out of touch with the coordinator for half the lease; stopping all jobs");
-      for (const runner of this.runners.values()) runner.handBack();
-    }, Math.max(0, leaseSeconds * 500 - this.connection.silentForMs));
+      const graceMs = Math.max(0, lease.seconds * 1000 - lease.heartbeatSeconds * 1000 - this.connection.silentForMs);
+      this.log.warn({ running: this.runners.size, graceMs }, "out of touch with the coordinator for half the lease; stopping all jobs");
+      for (const runner of this.runners.values()) runner.handBack(graceMs);
+    }, Math.max(0, lease.seconds * 500 - this.connection.silentForMs));
     this.fence.unref();
   }
 
@@ -205,7 +211,7 @@ export class Agent {
   }
 
   private disconnected(code: number, reason: string): void {
-    if (this.welcomed && this.leaseSeconds !== undefined && this.runners.size > 0) this.armFence(this.leaseSeconds);
+    if (this.welcomed && this.lease !== undefined && this.runners.size > 0) this.armFence(this.lease);
     this.welcomed = false;
     const fatal = FATAL_CLOSE.get(code);
     if (!fatal) return;

@@ -18,6 +18,7 @@ export class JobRunner {
   private run?: Run;
   private ended = false;
   private stopReason?: "cancelled" | "timed_out" | "handed_back";
+  private graceMs: number;
 
   private readonly report: (body: JobMessageBody) => void;
 
@@ -29,6 +30,7 @@ export class JobRunner {
   ) {
     // An adapter that reports after its run ended (it should not) is ignored, not fatal.
     this.report = (body) => this.ended || report(body);
+    this.graceMs = cancelGraceMs;
     this.done = this.execute();
   }
 
@@ -39,21 +41,23 @@ export class JobRunner {
 
   /**
    * Stops the run because the agent cannot keep it (shutting down, or out of touch): it ends as an
-   * infrastructure failure, which the work order's policy retries elsewhere by default.
+   * infrastructure failure, which the work order's policy retries elsewhere by default. `graceMs`
+   * shortens the cancel grace where the run must be gone by a deadline.
    */
-  handBack(): void {
-    this.stop("handed_back");
+  handBack(graceMs = this.cancelGraceMs): void {
+    this.stop("handed_back", Math.min(graceMs, this.cancelGraceMs));
   }
 
-  private stop(reason: "cancelled" | "timed_out" | "handed_back"): void {
+  private stop(reason: "cancelled" | "timed_out" | "handed_back", graceMs = this.cancelGraceMs): void {
     if (this.stopReason) return;
     this.stopReason = reason;
+    this.graceMs = graceMs;
     if (this.run) void this.halt(this.run);
   }
 
   /** A run handed back that can live on without us is only let go, for the next attempt to adopt. */
   private halt(run: Run): Promise<void> {
-    return this.stopReason === "handed_back" && run.detach ? run.detach() : run.cancel(this.cancelGraceMs);
+    return this.stopReason === "handed_back" && run.detach ? run.detach() : run.cancel(this.graceMs);
   }
 
   private async execute(): Promise<Ending> {

@@ -97,21 +97,27 @@ describePostgres("a coordinator that goes silent without closing its sockets, am
   // other replica declares the job lost once the lease has passed, and retries it elsewhere.
   const current = useFleet("postgres", { heartbeatSeconds: 1, leaseSeconds: 3, replicas: 2 });
 
-  test("the agent stops its job before the lease runs out, so the retry never overlaps it", { timeout: 60_000 }, async () => {
+  // The second job ignores SIGTERM and the agent's cancel grace is far longer than the lease: the
+  // grace is cut so that the job is gone before the lease can run out.
+  test.each([
+    ["stops on SIGTERM", "", []],
+    ["ignores SIGTERM, cancel grace 60 s", "trap '' TERM; ", ["--cancel-grace", "60"]],
+  ])("the agent stops its job before the lease runs out, so the retry never overlaps it (job %s)", { timeout: 60_000 }, async (_, trap, flags) => {
     const fleet = current();
     const dir = mkdtempSync(join(tmpdir(), "jobfleet-silent-"));
     try {
-      await fleet.startAgent("stranded", ["--labels", "pool=silent"], [0]);
+      const name = `stranded-${trap ? "stubborn" : "plain"}`;
+      await fleet.startAgent(name, ["--labels", `pool=${name}`, ...flags], [0]);
       const order = await fleet.ciAt(1).enqueue({
         // Every 50 ms, each attempt appends the time to its own file; the retry finishes at once.
-        ...sh(`[ "$JOBFLEET_ATTEMPT" = 2 ] && { date +%s%N >> ${dir}/2; exit 0; }; while :; do date +%s%N >> ${dir}/1; sleep 0.05; done`),
-        selector: "pool=silent",
+        ...sh(`${trap}[ "$JOBFLEET_ATTEMPT" = 2 ] && { date +%s%N >> ${dir}/2; exit 0; }; while :; do date +%s%N >> ${dir}/1; sleep 0.05; done`),
+        selector: `pool=${name}`,
         maxAttempts: 2,
         retryBackoffSeconds: 0,
       });
       await waitForFile(join(dir, "1"));
       // Waiting on the other replica, so the retry starts the moment the lease allows it.
-      await fleet.startAgent("rescuer", ["--labels", "pool=silent"], [1]);
+      await fleet.startAgent(`rescuer-${name}`, ["--labels", `pool=${name}`], [1]);
       process.kill(fleet.coordinators[0]!.child.pid!, "SIGSTOP");
       try {
         const ended = await fleet.ciAt(1).follow(order.id);
@@ -119,7 +125,9 @@ describePostgres("a coordinator that goes silent without closing its sockets, am
       } finally {
         process.kill(fleet.coordinators[0]!.child.pid!, "SIGCONT");
       }
-      const last = (name: string) => readFileSync(join(dir, name), "utf8").trim().split("\n").map(BigInt);
+      // A first attempt still running would write again within 50 ms; give it ten times that.
+      await new Promise((r) => setTimeout(r, 500));
+      const last = (file: string) => readFileSync(join(dir, file), "utf8").trim().split("\n").map(BigInt);
       const firstEnded = last("1").at(-1)!;
       const secondStarted = last("2")[0]!;
       expect(secondStarted > firstEnded).toBe(true);
