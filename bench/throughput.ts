@@ -88,8 +88,13 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
       agents.go();
       const deadline = Date.now() + Math.max(120_000, orders * 20);
       for (;;) {
-        // Probe while most of the backlog is still there, then let the probes drain too.
-        if (probes.active && (await count(OPEN)) < orders * 0.1) probes.stop();
+        // Probe once the fleet is working (its first 1% done: the connect phase is not load),
+        // while most of the backlog is still there; then let the probes drain too.
+        if (probes.active) {
+          const left = await count(OPEN);
+          if (left <= orders * 0.99) probes.start();
+          if (left < orders * 0.1) probes.stop();
+        }
         const open = await count(ANY_OPEN);
         if (open === 0 && !probes.active && (await probes.settled())) break;
         if (Date.now() > deadline) throw new Error(`throughput: work orders still open after the deadline (${await count(OPEN)})`);
@@ -127,8 +132,8 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
 }
 
 /**
- * High-priority probe work orders, one every `everyMs`, each timed from just before its POST until
- * its adapter starts on some agent. Inactive without `everyMs`.
+ * High-priority probe work orders, one every `everyMs` from `start()` on, each timed from just
+ * before its POST until its adapter starts on some agent. Inactive without `everyMs`.
  */
 function probing(coordinator: CoordinatorProcess, agents: Awaited<ReturnType<typeof startAgents>>, everyMs?: number) {
   const enqueuedAt = new Map<string, number>();
@@ -136,10 +141,12 @@ function probing(coordinator: CoordinatorProcess, agents: Awaited<ReturnType<typ
   const off = agents.onProbe((id, t) => startedAt.set(id, t));
   let active = everyMs !== undefined;
   let sent = 0;
+  let begin!: () => void;
+  const begun = new Promise<void>((resolve) => (begin = resolve));
   const api = coordinator.api;
   const loop = (async () => {
     if (everyMs === undefined) return;
-    await sleep(everyMs);
+    await begun;
     while (active) {
       const t = now();
       sent++;
@@ -155,8 +162,12 @@ function probing(coordinator: CoordinatorProcess, agents: Awaited<ReturnType<typ
     get sent() {
       return sent;
     },
+    start() {
+      begin();
+    },
     stop() {
       active = false;
+      begin();
     },
     /** True once the last POST answered and every probe reported its start. */
     async settled(): Promise<boolean> {
