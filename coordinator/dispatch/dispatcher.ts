@@ -54,6 +54,8 @@ type Group = {
 
 export class Dispatcher {
   private readonly groups = new Map<string, Group>();
+  /** The group of each agent by name, for work addressed to one agent (work-order mode). */
+  private readonly named = new Map<string, Group>();
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -71,6 +73,7 @@ export class Dispatcher {
     member.fresh = true;
     group.open += slots;
     group.members.set(claimer, member);
+    this.named.set(claimer.claimant.name, group);
     this.schedule(group);
   }
 
@@ -85,12 +88,16 @@ export class Dispatcher {
     if (!group) return;
     group.open -= group.members.get(claimer)?.want ?? 0;
     group.members.delete(claimer);
+    const { name } = claimer.claimant;
+    // A reconnected agent may already have a newer session, in this group or another.
+    if (this.named.get(name) === group && ![...group.members.keys()].some((c) => c.claimant.name === name)) this.named.delete(name);
     if (group.members.size === 0) this.groups.delete(key);
   }
 
   stop(): void {
     this.unsubscribe();
     this.groups.clear();
+    this.named.clear();
   }
 
   private groupOf(claimer: Claimer): Group {
@@ -128,19 +135,29 @@ export class Dispatcher {
 
   /** A group that may run the order and has a slot not yet promised in this wake-up. */
   private pick(order: Enqueued, budget: Map<Group, number>): Group | undefined {
+    if (order.targetAgent !== null) {
+      const group = this.named.get(order.targetAgent);
+      return group && this.hasRoom(group, budget) ? group : undefined;
+    }
     for (const [key, group] of this.groups) {
-      if (group.open <= (budget.get(group) ?? 0)) {
-        // Its slots are all in a round that may have looked before the order was there: look again.
-        if (group.rounds > 0 && mayRun(group, order)) this.stale(group);
-        continue;
-      }
-      if (!mayRun(group, order)) continue;
+      if (!group.eligibility.queueMode || !matchesSelector(order.selector, group.eligibility.labels)) continue;
+      if (!this.hasRoom(group, budget)) continue;
       // Rotate so that wake-ups spread over the waiting groups.
       this.groups.delete(key);
       this.groups.set(key, group);
       return group;
     }
     return undefined;
+  }
+
+  /**
+   * Whether the group has a slot not yet promised in this wake-up. If not, and its slots are all in
+   * a round that may have looked before the order was there, it is told to look again.
+   */
+  private hasRoom(group: Group, budget: Map<Group, number>): boolean {
+    if (group.open > (budget.get(group) ?? 0)) return true;
+    if (group.rounds > 0) this.stale(group);
+    return false;
   }
 
   /** Work may have arrived that the group's rounds so far have not seen. */
@@ -259,9 +276,4 @@ function groupKey({ labels, queueMode }: Eligibility): string {
     .sort()
     .map((key) => [key, labels[key]]);
   return JSON.stringify([queueMode, sorted]);
-}
-
-function mayRun(group: Group, order: Enqueued): boolean {
-  if (order.targetAgent !== null) return [...group.members.keys()].some((c) => c.claimant.name === order.targetAgent);
-  return group.eligibility.queueMode && matchesSelector(order.selector, group.eligibility.labels);
 }

@@ -225,6 +225,8 @@ test("a large group is served in rounds of at most a thousand slots, every agent
     `INSERT INTO agents (id, name, labels, capacity, mode, version) SELECT i, 'big-' || (i - 1), '{"pool":"big"}', 1, 'queue', 'test'
      FROM generate_series(1, 1200) i ON CONFLICT (id) DO NOTHING`,
   );
+  // Ids given by hand: move the sequence past them, for agents that connect in later tests.
+  await db.query(`SELECT setval('agents_id_seq', (SELECT max(id) FROM agents))`);
   await db.query(
     `INSERT INTO work_orders (adapter, spec, selector, selector_text, labels, metadata)
      SELECT 'exec', '{"command":["true"]}', '[{"key":"pool","op":"in","values":["big"]}]', 'pool=big', '{}', '{}' FROM generate_series(1, 1500)`,
@@ -235,5 +237,23 @@ test("a large group is served in rounds of at most a thousand slots, every agent
   await until(() => fleet.every((a) => a.jobs.length === 1));
   expect(Math.max(...rounds)).toBeLessThanOrEqual(1000);
   expect(rounds.reduce((a, b) => a + b, 0)).toBe(1200);
+  dispatcher.stop();
+});
+
+test("addressed work finds an agent's newest session, even after its older one in another group leaves", async () => {
+  const bus = new Bus();
+  const dispatcher = new Dispatcher(counting, bus, (e) => expect.unreachable(String(e)));
+  const older = new FakeAgent(await connectAgent(db, "moved", { pool: "before" }));
+  dispatcher.claim(older, 1);
+  // Reconnected with other labels: a new session in another group, and only then the old one goes.
+  const newer = new FakeAgent(await connectAgent(db, "moved", { pool: "after" }));
+  dispatcher.claim(newer, 1);
+  await new Promise((r) => setTimeout(r, 50));
+  dispatcher.remove(older);
+  const { row } = await workOrderInsert(db, order({ agent: "moved", selector: "pool=nowhere" }));
+  bus.emit("enqueued", [{ id: row.id, selector: row.selector, targetAgent: row.target_agent }]);
+  await until(() => newer.jobs.length === 1);
+  expect(newer.jobs[0]!.workOrderId).toBe(row.id);
+  expect(older.jobs).toEqual([]);
   dispatcher.stop();
 });
