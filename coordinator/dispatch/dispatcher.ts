@@ -35,6 +35,9 @@ type Member = {
   fresh: boolean;
 };
 
+/** The groups that may run a selector, in the order this wake-up offers them its orders. */
+type Candidates = { groups: Group[]; next: number };
+
 type Group = {
   key: string;
   eligibility: Eligibility;
@@ -124,8 +127,9 @@ export class Dispatcher {
 
   private wake(orders: Enqueued[]): void {
     const budget = new Map<Group, number>();
+    const candidates = new Map<string, Candidates>();
     for (const order of orders) {
-      const group = this.pick(order, budget);
+      const group = this.pick(order, budget, candidates);
       if (!group) continue;
       budget.set(group, (budget.get(group) ?? 0) + 1);
       group.hints.push(order);
@@ -133,18 +137,31 @@ export class Dispatcher {
     for (const group of budget.keys()) this.stale(group);
   }
 
-  /** A group that may run the order and has a slot not yet promised in this wake-up. */
-  private pick(order: Enqueued, budget: Map<Group, number>): Group | undefined {
+  /**
+   * A group that may run the order and has a slot not yet promised in this wake-up. The groups
+   * that may run a selector are found once per wake-up and taken in turn, so a bulk enqueue costs
+   * its orders plus its selectors times the groups, not its orders times the groups.
+   */
+  private pick(order: Enqueued, budget: Map<Group, number>, candidates: Map<string, Candidates>): Group | undefined {
     if (order.targetAgent !== null) {
       const group = this.named.get(order.targetAgent);
       return group && this.hasRoom(group, budget) ? group : undefined;
     }
-    for (const [key, group] of this.groups) {
-      if (!group.eligibility.queueMode || !matchesSelector(order.selector, group.eligibility.labels)) continue;
+    const key = JSON.stringify(order.selector);
+    let turn = candidates.get(key);
+    if (!turn) {
+      const groups = [...this.groups.values()].filter((g) => g.eligibility.queueMode && matchesSelector(order.selector, g.eligibility.labels));
+      turn = { groups, next: 0 };
+      candidates.set(key, turn);
+    }
+    while (turn.next < turn.groups.length) {
+      const group = turn.groups[turn.next++]!;
+      // Without room it is out for the rest of this wake-up; with room it goes to the back of the turn.
       if (!this.hasRoom(group, budget)) continue;
-      // Rotate so that wake-ups spread over the waiting groups.
-      this.groups.delete(key);
-      this.groups.set(key, group);
+      turn.groups.push(group);
+      // Later wake-ups start with other groups.
+      this.groups.delete(group.key);
+      this.groups.set(group.key, group);
       return group;
     }
     return undefined;

@@ -257,3 +257,25 @@ test("addressed work finds an agent's newest session, even after its older one i
   expect(older.jobs).toEqual([]);
   dispatcher.stop();
 });
+
+test("one wake-up spreads its orders over every matching group with room, and only those", async () => {
+  const hosts = await Promise.all(Array.from({ length: 5 }, (_, i) => agents(`host${i}`, 1, { os: "linux", host: `h${i}` })));
+  const [other] = await agents("other", 1, { os: "darwin" });
+  const bus = new Bus();
+  const dispatcher = new Dispatcher(counting, bus, (e) => expect.unreachable(String(e)));
+  for (const [agent] of hosts) dispatcher.claim(agent!, 2);
+  dispatcher.claim(other!, 2);
+  await new Promise((r) => setTimeout(r, 50));
+  const rows = [];
+  for (let i = 0; i < 8; i++) rows.push((await workOrderInsert(db, order({ selector: "os=linux" }))).row);
+  bus.emit(
+    "enqueued",
+    rows.map((row) => ({ id: row.id, selector: row.selector, targetAgent: row.target_agent })),
+  );
+  const linux = hosts.map(([agent]) => agent!);
+  await until(() => linux.reduce((n, a) => n + a.jobs.length, 0) === 8);
+  expect(linux.every((a) => a.jobs.length <= 2)).toBe(true);
+  expect(new Set(linux.flatMap((a) => a.jobs.map((j) => j.workOrderId)))).toEqual(new Set(rows.map((r) => r.id)));
+  expect(other!.jobs).toEqual([]);
+  dispatcher.stop();
+});
