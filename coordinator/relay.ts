@@ -14,7 +14,8 @@ type Wire = [EventName, unknown[]];
 
 export type Listener = {
   listen(channel: string, onPayload: (payload: string) => void, onListen: () => void): Promise<() => Promise<void>>;
-  notify(channel: string, payload: string): Promise<void>;
+  /** Sends the payloads in order, in one statement and one commit. */
+  notify(channel: string, payloads: string[]): Promise<void>;
 };
 
 /** Splits a batch of events into one wire entry each, and an enqueued batch into one per order. */
@@ -90,7 +91,9 @@ export class Relay {
     const events = this.pending;
     this.pending = [];
     this.changed.clear();
-    for (const payload of pack(this.id, events)) await this.db.notify(CHANNEL, payload).catch(this.onError);
+    const payloads = pack(this.id, events);
+    // One commit for the whole flush: a commit per notification was 40% of the commits of a busy fleet.
+    if (payloads.length > 0) await this.db.notify(CHANNEL, payloads).catch(this.onError);
   }
 
   private receive(payload: string): void {

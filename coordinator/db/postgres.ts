@@ -38,8 +38,11 @@ export async function openPostgres(url: string, poolSize = 10): Promise<Database
         const { unlisten } = await client.listen(channel, onPayload, onListen);
         return unlisten;
       },
-      async notify(channel, payload) {
-        await client.notify(channel, payload);
+      async notify(channel, payloads) {
+        await client.unsafe(`SELECT pg_notify($1, payload) FROM unnest($2::text[]) WITH ORDINALITY AS p(payload, n) ORDER BY n`, [
+          channel,
+          payloads,
+        ]);
       },
     },
     close: () => client.end({ timeout: 5 }),
