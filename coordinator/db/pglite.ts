@@ -5,20 +5,20 @@ import type { Database, Orm, Queryable } from "./database.ts";
 import { migrationsFolder } from "./migrations.ts";
 import * as schema from "./schema.ts";
 
-// PGlite parses int8 as a JS number; ids stay decimal strings, as postgres-js gives them.
-const parsers = { [types.INT8]: (value: string) => value };
-
 function queryable(client: Pick<PGlite, "query">): Queryable {
   return {
     async query<Row>(text: string, params?: unknown[]) {
-      return (await client.query<Row>(text, params, { parsers })).rows;
+      return (await client.query<Row>(text, params)).rows;
     },
   };
 }
 
 export async function openPglite(dataDir: string): Promise<Database> {
-  const client = new PGlite(dataDir === ":memory:" ? undefined : dataDir, { parsers });
+  const client = new PGlite(dataDir === ":memory:" ? undefined : dataDir);
   await client.waitReady;
+  // int8 stays a decimal string, as postgres-js gives it. Set on the instance, not per query:
+  // parsers given with a query are merged into a copy of the whole map, 0.1 ms a query.
+  client.parsers[types.INT8] = (value: string) => value;
   const orm = drizzle({ client, schema }) as unknown as Orm;
   await migrate(drizzle({ client }), { migrationsFolder });
   return {
