@@ -31,8 +31,6 @@ const MAX_ROUND_SLOTS = 1000;
 type Member = {
   /** Open slots not reserved by a round in flight. */
   want: number;
-  /** Slots were claimed since the member was last in a round. */
-  fresh: boolean;
 };
 
 /** The groups that may run a selector, in the order this wake-up offers them its orders. */
@@ -42,6 +40,12 @@ type Group = {
   key: string;
   eligibility: Eligibility;
   members: Map<Claimer, Member>;
+  /** Members with open slots, longest waiting first: a round costs the slots it asks for, not the group's size. */
+  waiting: Set<Claimer>;
+  /** Members that claimed slots since they were last in a round. */
+  fresh: Set<Claimer>;
+  /** The members by agent name (a reconnected agent may briefly have two sessions). */
+  byName: Map<string, Set<Claimer>>;
   /** The members' wants added up. */
   open: number;
   /** Claim statements in flight for the group. */
@@ -71,12 +75,16 @@ export class Dispatcher {
 
   claim(claimer: Claimer, slots: number): void {
     const group = this.groupOf(claimer);
-    const member = group.members.get(claimer) ?? { want: 0, fresh: true };
+    const member = group.members.get(claimer) ?? { want: 0 };
     member.want += slots;
-    member.fresh = true;
     group.open += slots;
     group.members.set(claimer, member);
-    this.named.set(claimer.claimant.name, group);
+    group.waiting.add(claimer);
+    group.fresh.add(claimer);
+    const { name } = claimer.claimant;
+    const sessions = group.byName.get(name) ?? new Set();
+    group.byName.set(name, sessions.add(claimer));
+    this.named.set(name, group);
     this.schedule(group);
   }
 
@@ -91,9 +99,16 @@ export class Dispatcher {
     if (!group) return;
     group.open -= group.members.get(claimer)?.want ?? 0;
     group.members.delete(claimer);
+    group.waiting.delete(claimer);
+    group.fresh.delete(claimer);
     const { name } = claimer.claimant;
-    // A reconnected agent may already have a newer session, in this group or another.
-    if (this.named.get(name) === group && ![...group.members.keys()].some((c) => c.claimant.name === name)) this.named.delete(name);
+    const sessions = group.byName.get(name);
+    sessions?.delete(claimer);
+    if (sessions?.size === 0) {
+      group.byName.delete(name);
+      // A reconnected agent may already have a newer session in another group.
+      if (this.named.get(name) === group) this.named.delete(name);
+    }
     if (group.members.size === 0) this.groups.delete(key);
   }
 
@@ -112,6 +127,9 @@ export class Dispatcher {
         key,
         eligibility: { labels, queueMode },
         members: new Map(),
+        waiting: new Set(),
+        fresh: new Set(),
+        byName: new Map(),
         open: 0,
         rounds: 0,
         scheduled: false,
@@ -214,30 +232,33 @@ export class Dispatcher {
     }
   }
 
-  /** The members a round asks for, and how many slots each; reserves those slots. */
+  /**
+   * The members a round asks for, and how many slots each; reserves those slots. Members that
+   * work is addressed to come first; then, once the group came back short, only fresh members.
+   */
   private reserve(group: Group, hints: Enqueued[]): [Claimer, Member, number][] {
-    const dry = group.dryAt === group.generation;
-    const named = new Set(hints.flatMap((h) => (h.targetAgent === null ? [] : [h.targetAgent])));
     const asking: [Claimer, Member, number][] = [];
     let total = 0;
-    for (const [claimer, member] of group.members) {
-      if (member.want === 0) continue;
-      const needed = named.has(claimer.claimant.name) || (!dry && total < MAX_ROUND_SLOTS) || (member.fresh && total < MAX_ROUND_SLOTS);
-      if (!needed) {
-        // Left out for the cap only: another round must ask for it.
-        if (!dry || member.fresh) group.again = true;
-        continue;
-      }
+    const take = (claimer: Claimer) => {
+      const member = group.members.get(claimer)!;
       asking.push([claimer, member, member.want]);
       total += member.want;
-    }
-    for (const [claimer, member] of asking) {
       group.open -= member.want;
       member.want = 0;
-      member.fresh = false;
-      // Rotate, so that a capped round leaves others for the next.
-      group.members.delete(claimer);
-      group.members.set(claimer, member);
+      group.waiting.delete(claimer);
+      group.fresh.delete(claimer);
+    };
+    for (const { targetAgent } of hints) {
+      if (targetAgent === null) continue;
+      for (const claimer of group.byName.get(targetAgent) ?? []) if (group.waiting.has(claimer)) take(claimer);
+    }
+    for (const claimer of group.dryAt === group.generation ? group.fresh : group.waiting) {
+      if (total >= MAX_ROUND_SLOTS) {
+        // Left out for the cap only: another round must ask for them.
+        group.again = true;
+        break;
+      }
+      take(claimer);
     }
     return asking;
   }
@@ -279,8 +300,9 @@ export class Dispatcher {
   private giveBack(group: Group, claimer: Claimer, member: Member, slots: number, fresh: boolean): void {
     if (group.members.get(claimer) !== member) return;
     member.want += slots;
-    member.fresh ||= fresh;
     group.open += slots;
+    if (member.want > 0) group.waiting.add(claimer);
+    if (fresh) group.fresh.add(claimer);
   }
 
   private isLive(group: Group): boolean {

@@ -240,17 +240,20 @@ test("a large group is served in rounds of at most a thousand slots, every agent
   dispatcher.stop();
 });
 
-test("addressed work finds an agent's newest session, even after its older one in another group leaves", async () => {
+test.each([
+  ["in another group", "moved", "after"],
+  ["in the same group", "stayed", "before"],
+])("addressed work finds an agent's newest session, even after its older one leaves, %s", async (_, name, pool) => {
   const bus = new Bus();
   const dispatcher = new Dispatcher(counting, bus, (e) => expect.unreachable(String(e)));
-  const older = new FakeAgent(await connectAgent(db, "moved", { pool: "before" }));
+  const older = new FakeAgent(await connectAgent(db, name, { pool: "before" }));
   dispatcher.claim(older, 1);
-  // Reconnected with other labels: a new session in another group, and only then the old one goes.
-  const newer = new FakeAgent(await connectAgent(db, "moved", { pool: "after" }));
+  // Reconnected: a new session, and only then the old one goes.
+  const newer = new FakeAgent(await connectAgent(db, name, { pool }));
   dispatcher.claim(newer, 1);
   await new Promise((r) => setTimeout(r, 50));
   dispatcher.remove(older);
-  const { row } = await workOrderInsert(db, order({ agent: "moved", selector: "pool=nowhere" }));
+  const { row } = await workOrderInsert(db, order({ agent: name, selector: "pool=nowhere" }));
   bus.emit("enqueued", [{ id: row.id, selector: row.selector, targetAgent: row.target_agent }]);
   await until(() => newer.jobs.length === 1);
   expect(newer.jobs[0]!.workOrderId).toBe(row.id);
