@@ -3,15 +3,8 @@ import { drizzle } from "drizzle-orm/pglite";
 import { migrate } from "drizzle-orm/pglite/migrator";
 import type { Database, Orm, Queryable } from "./database.ts";
 import { migrationsFolder } from "./migrations.ts";
+import { PreparedStatements } from "./pglite-prepared.ts";
 import * as schema from "./schema.ts";
-
-function queryable(client: Pick<PGlite, "query">): Queryable {
-  return {
-    async query<Row>(text: string, params?: unknown[]) {
-      return (await client.query<Row>(text, params)).rows;
-    },
-  };
-}
 
 export async function openPglite(dataDir: string): Promise<Database> {
   const client = new PGlite(dataDir === ":memory:" ? undefined : dataDir);
@@ -21,11 +14,12 @@ export async function openPglite(dataDir: string): Promise<Database> {
   client.parsers[types.INT8] = (value: string) => value;
   const orm = drizzle({ client, schema }) as unknown as Orm;
   await migrate(drizzle({ client }), { migrationsFolder });
+  const prepared = new PreparedStatements(client);
   return {
     kind: "pglite",
     orm,
-    ...queryable(client),
-    transaction: (fn) => client.transaction((tx) => fn(queryable(tx))),
+    ...prepared.queryable,
+    transaction: (fn) => client.transaction(() => fn(prepared.inTransaction)),
     close: () => client.close(),
   };
 }

@@ -5,7 +5,7 @@ import type { Database } from "../../coordinator/db/database.ts";
 import { openDatabase } from "../../coordinator/db/database.ts";
 import { logRead } from "../../coordinator/sql/log-read.ts";
 import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { commits, connectAgent, order, workOrderInsert } from "../store/fixtures.ts";
+import { commits, commitsOverhead, connectAgent, order, workOrderInsert } from "../store/fixtures.ts";
 
 let db: Database;
 
@@ -24,7 +24,7 @@ async function claimedJobs(pool: string, n: number) {
 test("messages from many jobs share few commits, and each job's messages apply in order", async () => {
   const { agent, jobs } = await claimedJobs("batch", 20);
   const completer = new Completer(db, { delayMs: 5, maxBatch: 1000 });
-  const overhead = -(await commits(db)) + (await commits(db));
+  const overhead = await commitsOverhead(db);
   const before = await commits(db);
   const results = await Promise.all(
     jobs.flatMap((job) => [

@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { type Database, openDatabase } from "../../coordinator/db/database.ts";
 import { Enqueuer } from "../../coordinator/enqueuer.ts";
-import { commits, order } from "../store/fixtures.ts";
+import { commits, commitsOverhead, order } from "../store/fixtures.ts";
 
 let db: Database;
 
@@ -15,7 +15,7 @@ afterAll(async () => db?.close());
 
 test("fifty concurrent enqueues share a commit and each gets its own work order back", async () => {
   const enqueuer = new Enqueuer(db);
-  const overhead = -(await commits(db)) + (await commits(db));
+  const overhead = await commitsOverhead(db);
   const before = await commits(db);
   const results = await Promise.all(Array.from({ length: 50 }, (_, i) => enqueuer.enqueue(order({ metadata: { i } }))));
   const used = (await commits(db)) - before - overhead;

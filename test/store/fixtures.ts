@@ -92,3 +92,9 @@ export async function commits(db: Queryable): Promise<number> {
   const [row] = await db.query<{ n: string }>(`SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = current_database()`);
   return Number(row!.n);
 }
+
+/** The commits that counting commits itself adds, once its statements are prepared (PGlite prepares on first use). */
+export async function commitsOverhead(db: Queryable): Promise<number> {
+  await commits(db);
+  return -(await commits(db)) + (await commits(db));
+}

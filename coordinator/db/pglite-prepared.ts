@@ -1,0 +1,82 @@
+// Named prepared statements for PGlite. `PGlite.query` parses and plans every statement afresh and
+// crosses into WebAssembly six times to do it (parse, describe, bind, describe, execute, sync). The
+// hot-path SQL is a fixed set of texts, so each is parsed once under a name, and an execution is
+// one crossing: bind, describe, execute and sync in one buffer. Postgres replans a statement by
+// itself after DDL or ANALYZE, and may settle on a generic plan that skips planning altogether.
+import { type PGlite, parse, protocol } from "@electric-sql/pglite";
+import type { Queryable } from "./database.ts";
+
+/** Distinct texts kept prepared; past that, the oldest is closed (the set is fixed, so this is a guard). */
+const MAX_STATEMENTS = 200;
+
+type Statement = { name: string; paramTypes: number[] };
+
+export class PreparedStatements {
+  private readonly statements = new Map<string, Statement>();
+  private named = 0;
+
+  constructor(private readonly client: PGlite) {}
+
+  /** Queries run alone: each takes PGlite's transaction lock and syncs to disk, as `PGlite.query` does. */
+  readonly queryable: Queryable = {
+    query: async <Row>(text: string, params?: unknown[]) => {
+      const rows = await this.client._runExclusiveTransaction(() => this.run<Row>(text, params));
+      await this.client.syncToFs();
+      return rows;
+    },
+  };
+
+  /** Queries inside a transaction, which already holds the transaction lock. */
+  readonly inTransaction: Queryable = { query: (text, params) => this.run(text, params) };
+
+  private run<Row>(text: string, params: unknown[] = []): Promise<Row[]> {
+    return this.client._runExclusiveQuery(async () => {
+      const statement = this.statements.get(text) ?? (await this.prepare(text));
+      const values = params.map((value, i) => this.serialize(value, statement.paramTypes[i]!));
+      const message = concat([
+        protocol.serialize.bind({ statement: statement.name, values }),
+        protocol.serialize.describe({ type: "P" }),
+        protocol.serialize.execute({}),
+        protocol.serialize.sync(),
+      ]);
+      const messages = await this.client.execProtocolStream(message, { syncToFs: false });
+      return parse.parseResults(messages, this.client.parsers)[0]!.rows as Row[];
+    });
+  }
+
+  private async prepare(text: string): Promise<Statement> {
+    const closing: Uint8Array[] = [];
+    if (this.statements.size >= MAX_STATEMENTS) {
+      const [oldest, { name }] = this.statements.entries().next().value!;
+      this.statements.delete(oldest);
+      closing.push(protocol.serialize.close({ type: "S", name }));
+    }
+    const name = `jobfleet_${++this.named}`;
+    const message = concat([
+      ...closing,
+      protocol.serialize.parse({ name, text }),
+      protocol.serialize.describe({ type: "S", name }),
+      protocol.serialize.sync(),
+    ]);
+    const paramTypes = parse.parseDescribeStatementResults(await this.client.execProtocolStream(message, { syncToFs: false }));
+    const statement = { name, paramTypes };
+    this.statements.set(text, statement);
+    return statement;
+  }
+
+  private serialize(value: unknown, type: number): string | null {
+    if (value === null || value === undefined) return null;
+    const serializer = this.client.serializers[type];
+    return serializer ? serializer(value) : String(value);
+  }
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
