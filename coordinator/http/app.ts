@@ -1,7 +1,5 @@
 // The coordinator's HTTP API: JSON under /v1, bearer tokens, one error shape.
 import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
-import { MAX_BODY_BYTES, MAX_BULK_BODY_BYTES } from "../../protocol/limits.ts";
 import { isUnavailable } from "../db/unavailable.ts";
 import { agentRoutes } from "./agents.ts";
 import { authenticate, type AuthEnv } from "./auth.ts";
@@ -12,7 +10,6 @@ import { tokenRoutes } from "./tokens.ts";
 import { workOrderRoutes } from "./work-orders.ts";
 
 const RETRY_AFTER_SECONDS = 2;
-const BULK_PATH = "/v1/work-orders/bulk";
 
 export function createApp(services: Services, onError: (error: unknown) => void = () => {}) {
   const v1 = new Hono<AuthEnv>()
@@ -22,17 +19,7 @@ export function createApp(services: Services, onError: (error: unknown) => void 
     .route("/agents", agentRoutes(services))
     .route("/tokens", tokenRoutes(services));
 
-  const limit = (maxSize: number) =>
-    bodyLimit({
-      maxSize,
-      onError: () => {
-        throw new ApiError(413, "payload_too_large", `bodies are limited to ${maxSize} bytes`);
-      },
-    });
-  const [bulk, other] = [limit(MAX_BULK_BODY_BYTES), limit(MAX_BODY_BYTES)];
-
   return new Hono()
-    .use((c, next) => (c.req.path === BULK_PATH ? bulk : other)(c, next))
     .get("/healthz", async (c) => {
       await services.db.query("SELECT 1");
       return c.json({ ok: true });

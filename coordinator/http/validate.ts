@@ -2,10 +2,17 @@
 import type { Context } from "hono";
 import type { z } from "zod";
 import { id } from "../../protocol/fields.ts";
+import { MAX_BODY_BYTES } from "../../protocol/limits.ts";
 import { ApiError } from "./errors.ts";
 
-export async function body<S extends z.ZodType>(c: Context, schema: S, orElse?: unknown): Promise<z.output<S>> {
-  const text = await c.req.text();
+type BodyOptions = {
+  /** What an empty body stands for; without it, a body is required. */
+  orElse?: unknown;
+  maxBytes?: number;
+};
+
+export async function body<S extends z.ZodType>(c: Context, schema: S, { orElse, maxBytes = MAX_BODY_BYTES }: BodyOptions = {}): Promise<z.output<S>> {
+  const text = await boundedText(c, maxBytes);
   if (text === "" && orElse !== undefined) return schema.parse(orElse);
   if (!c.req.header("content-type")?.toLowerCase().startsWith("application/json")) {
     throw new ApiError(415, "unsupported_media_type", "send the body as application/json");
@@ -24,6 +31,36 @@ export async function body<S extends z.ZodType>(c: Context, schema: S, orElse?: 
   const parsed = schema.safeParse(json);
   if (!parsed.success) throw ApiError.invalid(parsed.error);
   return parsed.data;
+}
+
+/**
+ * The body as text, or 413 past `maxBytes`. A Content-Length decides before anything is read (Node's
+ * server holds the client to it), and the body is then read straight off the socket; only a chunked
+ * body is counted as it streams in. (Hono's bodyLimit middleware asks every request for its web
+ * `body` stream, which makes @hono/node-server build a whole Request and AbortSignal per request.)
+ */
+async function boundedText(c: Context, maxBytes: number): Promise<string> {
+  const tooLarge = () => new ApiError(413, "payload_too_large", `bodies are limited to ${maxBytes} bytes`);
+  const length = c.req.header("content-length");
+  if (length !== undefined && c.req.header("transfer-encoding") === undefined) {
+    if (Number(length) > maxBytes) throw tooLarge();
+    return c.req.text();
+  }
+  const reader = c.req.raw.body?.getReader();
+  if (!reader) return "";
+  const decoder = new TextDecoder();
+  let size = 0;
+  let text = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return text + decoder.decode();
+    size += value.byteLength;
+    if (size > maxBytes) {
+      await reader.cancel();
+      throw tooLarge();
+    }
+    text += decoder.decode(value, { stream: true });
+  }
 }
 
 /** The path of the first string (value or key) holding a NUL, which Postgres cannot store. */

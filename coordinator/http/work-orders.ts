@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { logQuery, workOrderBulk, workOrderCreate, workOrderQuery } from "../../protocol/api.ts";
+import { MAX_BULK_BODY_BYTES } from "../../protocol/limits.ts";
 import { Enqueuer } from "../enqueuer.ts";
 import { workOrderCancel } from "../sql/work-order-cancel.ts";
 import { workOrderInsertMany } from "../sql/work-order-insert.ts";
@@ -32,7 +33,7 @@ export function workOrderRoutes(services: Services) {
       return c.json(workOrderView(row), created ? 201 : 200);
     })
     .post("/bulk", async (c) => {
-      const { workOrders } = await body(c, workOrderBulk);
+      const { workOrders } = await body(c, workOrderBulk, { maxBytes: MAX_BULK_BODY_BYTES });
       const { ids, created } = await workOrderInsertMany(db, workOrders);
       if (created.length > 0) bus.emit("enqueued", created);
       return c.json({ ids, created: created.length }, 201);
@@ -59,7 +60,7 @@ export function workOrderRoutes(services: Services) {
     })
     .post("/:id/cancel", async (c) => {
       const id = idParam(c);
-      const { reason } = await body(c, cancelBody, {});
+      const { reason } = await body(c, cancelBody, { orElse: {} });
       const outcome = await workOrderCancel(db, id, reason);
       if (outcome.kind === "requested") bus.emit("cancel", outcome);
       const row = await found(id);

@@ -1,0 +1,74 @@
+// Body limits through Node's HTTP server on loopback, as the coordinator serves them: a body sized
+// by Content-Length is refused before it is read, a chunked body once it passes the limit, and the
+// bulk endpoint takes bodies past the general limit.
+import type { AddressInfo } from "node:net";
+import { request } from "node:http";
+import { createAdaptorServer } from "@hono/node-server";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { MAX_BODY_BYTES, MAX_BULK_BODY_BYTES } from "../../protocol/limits.ts";
+import { type Harness, startHarness } from "./harness.ts";
+
+let h: Harness;
+let server: ReturnType<typeof createAdaptorServer>;
+let port: number;
+
+beforeAll(async () => {
+  h = await startHarness();
+  server = createAdaptorServer({ fetch: h.app.fetch });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  port = (server.address() as AddressInfo).port;
+});
+
+afterAll(async () => {
+  await new Promise((resolve) => server.close(resolve));
+  await h.close();
+});
+
+type Sent = { status: number; body: { error?: { code: string; message: string } } & Record<string, unknown> };
+
+/** POSTs `chunks`, with a Content-Length or (chunked: true) without one. */
+function post(path: string, chunks: string[], chunked: boolean): Promise<Sent> {
+  const length = chunks.reduce((n, c) => n + Buffer.byteLength(c), 0);
+  const headers: Record<string, string | number> = { "content-type": "application/json", authorization: `Bearer ${h.tokens.admin}` };
+  if (!chunked) headers["content-length"] = length;
+  return new Promise((resolve, reject) => {
+    const req = request({ host: "127.0.0.1", port, path, method: "POST", headers }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk) => (text += chunk));
+      res.on("end", () => resolve({ status: res.statusCode!, body: JSON.parse(text) }));
+    });
+    // The server may answer and close before the whole body is sent.
+    req.on("error", (error) => ((error as NodeJS.ErrnoException).code === "EPIPE" ? undefined : reject(error)));
+    for (const chunk of chunks) req.write(chunk);
+    req.end();
+  });
+}
+
+const order = (blob: string) => JSON.stringify({ adapter: "exec", spec: { command: ["true"] }, metadata: { blob } });
+
+/** An order whose JSON is `bytes` long, cut into chunks of 64 KiB. */
+function sized(bytes: number): string[] {
+  const text = order("x".repeat(bytes - order("").length));
+  return text.match(/[\s\S]{1,65536}/g)!;
+}
+
+it.each([false, true])("an order one byte over the limit is 413, chunked: %s", async (chunked) => {
+  const { status, body } = await post("/v1/work-orders", sized(MAX_BODY_BYTES + 1), chunked);
+  expect(status).toBe(413);
+  expect(body.error).toMatchObject({ code: "payload_too_large", message: expect.stringContaining(String(MAX_BODY_BYTES)) });
+});
+
+it.each([false, true])("an order of exactly the limit is taken, chunked: %s", async (chunked) => {
+  expect((await post("/v1/work-orders", sized(MAX_BODY_BYTES), chunked)).status).toBe(201);
+});
+
+it.each([false, true])("a bulk body past the general limit is taken, and past its own is 413, chunked: %s", async (chunked) => {
+  const orders = Array.from({ length: 3 }, () => JSON.parse(order("x".repeat(MAX_BODY_BYTES / 2))));
+  const taken = await post("/v1/work-orders/bulk", [JSON.stringify({ workOrders: orders })], chunked);
+  expect(taken.status).toBe(201);
+  const huge = JSON.stringify({ workOrders: [JSON.parse(order("x".repeat(MAX_BULK_BODY_BYTES)))] });
+  const refused = await post("/v1/work-orders/bulk", huge.match(/[\s\S]{1,1048576}/g)!, chunked);
+  expect(refused.status).toBe(413);
+  expect(refused.body.error?.message).toContain(String(MAX_BULK_BODY_BYTES));
+});
