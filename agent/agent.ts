@@ -62,11 +62,13 @@ export class Agent {
     this.outbox = new Outbox((message) => this.connection.send(message), {
       memoryBytes: options.outboxMemoryBytes ?? 64 * 1024 * 1024,
       spillPath: join(tmpdir(), `jobfleet-agent-${process.pid}-${options.name}.spill`),
+      ready: () => this.welcomed && !this.connection.congested,
     });
     this.connection = new Connection(options.urls, {
       open: () => this.hello(),
       message: (message) => this.receive(message),
       close: (code, reason) => this.disconnected(code, reason),
+      drained: () => this.outbox.pump(),
       warn: (message, fields) => this.log.warn(fields ?? {}, message),
     });
     this.stopped = new Promise((resolve, reject) => {

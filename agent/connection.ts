@@ -12,11 +12,16 @@ export type ConnectionEvents = {
   message(message: CoordinatorMessage): void;
   /** The socket closed; `code` is the coordinator's close code, if it sent one. */
   close(code: number, reason: string): void;
+  /** The socket's queue fell below `LOW_WATER_BYTES` after it was found congested. */
+  drained(): void;
   warn(message: string, fields?: Record<string, unknown>): void;
 };
 
 /** An idle agent asks for an answer every this many beats. */
 export const IDLE_PINGS = 3;
+/** Bytes queued on the socket, not yet handed to the kernel, past which it is congested. */
+export const HIGH_WATER_BYTES = 1024 * 1024;
+const LOW_WATER_BYTES = 256 * 1024;
 
 export class Connection {
   private socket?: WebSocket;
@@ -26,6 +31,7 @@ export class Connection {
   private pinger?: NodeJS.Timeout;
   private next = 0;
   private lastHeard = 0;
+  private awaitingDrain = false;
   private readonly cork = new TurnCork();
 
   constructor(
@@ -46,11 +52,24 @@ export class Connection {
     return this.socket?.readyState === WebSocket.OPEN;
   }
 
+  /** Whether the socket holds more than it should take on; if so, `drained` follows once it has emptied. */
+  get congested(): boolean {
+    const congested = this.open && this.socket!.bufferedAmount > HIGH_WATER_BYTES;
+    if (congested) this.awaitingDrain = true;
+    return congested;
+  }
+
   send(message: AgentMessage): void {
     if (!this.open) return;
     this.cork.hold(this.socket!);
-    this.socket!.send(JSON.stringify(message));
+    this.socket!.send(JSON.stringify(message), this.written);
   }
+
+  private readonly written = (): void => {
+    if (!this.awaitingDrain || !this.open || this.socket!.bufferedAmount > LOW_WATER_BYTES) return;
+    this.awaitingDrain = false;
+    this.events.drained();
+  };
 
   /**
    * The coordinator accepted us: later losses start their backoff afresh. Beats every `beatMs`.

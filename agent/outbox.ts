@@ -2,32 +2,46 @@
 // kept until the coordinator acknowledges it, so everything unacknowledged can be sent again after
 // a reconnect; the coordinator ignores what it already applied. Past `memoryBytes` of messages
 // waiting, further ones are kept in a spill file (only their place in it stays in memory), so a
-// long disconnection under heavy output costs disk, not the agent's memory.
+// long disconnection under heavy output costs disk, not the agent's memory. Messages go out only
+// while the wire takes them (`ready`); the rest wait here, in order, until `pump()`, so output
+// faster than the coordinator takes it waits in the budget and the spill file, never unbounded in
+// the socket's own buffer.
 import { closeSync, ftruncateSync, openSync, readSync, rmSync, writeSync } from "node:fs";
 import type { JobMessage } from "../protocol/messages.ts";
 
 type Distribute<T> = T extends unknown ? Omit<T, "seq"> : never;
 export type JobMessageBody = Distribute<JobMessage>;
 
-type Entry = { seq: number; type: JobMessage["type"] } & (
+type Entry = { jobId: string; seq: number; type: JobMessage["type"]; released: boolean } & (
   | { message: JobMessage; bytes: number }
   | { spilled: { position: number; length: number } }
 );
 
 type Stream = { next: number; unacked: Entry[]; finished: boolean };
 
-export type OutboxOptions = { memoryBytes: number; spillPath: string };
+export type OutboxOptions = {
+  memoryBytes: number;
+  spillPath: string;
+  /** Whether the wire takes another message now (default: always). */
+  ready?: () => boolean;
+};
 
 export class Outbox {
   private readonly streams = new Map<string, Stream>();
   private readonly waiters = new Set<() => void>();
   private memory = 0;
   private spill?: { fd: number; size: number; entries: number };
+  /** Messages not yet sent (or to be sent again), oldest first from `head`. */
+  private waiting: Entry[] = [];
+  private head = 0;
+  private readonly ready: () => boolean;
 
   constructor(
     private readonly transmit: (message: JobMessage) => void,
     private readonly options: OutboxOptions,
-  ) {}
+  ) {
+    this.ready = options.ready ?? (() => true);
+  }
 
   /** Starts a job's stream after `seq`, the last number the coordinator holds. */
   open(jobId: string, seq = 0): void {
@@ -52,8 +66,27 @@ export class Outbox {
     const stream = this.streams.get(body.jobId);
     if (!stream) throw new Error(`job ${body.jobId} has no open stream`);
     const message = { ...body, seq: stream.next++ } as JobMessage;
-    stream.unacked.push(this.keep(message));
-    this.transmit(message);
+    const entry = this.keep(message);
+    stream.unacked.push(entry);
+    this.waiting.push(entry);
+    this.pump();
+  }
+
+  /** Sends what waits, in order, for as long as the wire takes it. */
+  pump(): void {
+    while (this.head < this.waiting.length && this.ready()) {
+      const entry = this.waiting[this.head++]!;
+      if (!entry.released) this.transmit(this.message(entry));
+    }
+    if (this.head === this.waiting.length) this.waiting = [];
+    else if (this.head < 1024 || this.head * 2 < this.waiting.length) return;
+    else this.waiting = this.waiting.slice(this.head);
+    this.head = 0;
+  }
+
+  /** Messages waiting for the wire. */
+  get backlog(): number {
+    return this.waiting.length - this.head;
   }
 
   private keep(message: JobMessage): Entry {
@@ -61,13 +94,13 @@ export class Outbox {
     const bytes = Buffer.byteLength(text);
     if (this.memory + bytes <= this.options.memoryBytes) {
       this.memory += bytes;
-      return { seq: message.seq, type: message.type, message, bytes };
+      return { jobId: message.jobId, seq: message.seq, type: message.type, released: false, message, bytes };
     }
     this.spill ??= { fd: openSync(this.options.spillPath, "w+", 0o600), size: 0, entries: 0 };
     const position = this.spill.size;
     this.spill.size += writeSync(this.spill.fd, text, position);
     this.spill.entries++;
-    return { seq: message.seq, type: message.type, spilled: { position, length: bytes } };
+    return { jobId: message.jobId, seq: message.seq, type: message.type, released: false, spilled: { position, length: bytes } };
   }
 
   private message(entry: Entry): JobMessage {
@@ -78,6 +111,7 @@ export class Outbox {
   }
 
   private release(entry: Entry): void {
+    entry.released = true;
     if ("message" in entry) {
       this.memory -= entry.bytes;
       return;
@@ -103,11 +137,13 @@ export class Outbox {
     if (this.streams.size === 0) for (const resolve of this.waiters.values()) resolve();
   }
 
-  /** Sends every unacknowledged message again, job by job, each job's in order. */
+  /** Sends every unacknowledged message again (of one job, or of all), job by job, each job's in order. */
   resend(jobId?: string): void {
-    for (const [id, stream] of this.streams) {
-      if (jobId === undefined || id === jobId) for (const entry of stream.unacked) this.transmit(this.message(entry));
-    }
+    const again = (id: string) => jobId === undefined || id === jobId;
+    this.waiting = this.waiting.slice(this.head).filter((entry) => !entry.released && !again(entry.jobId));
+    this.head = 0;
+    for (const [id, stream] of this.streams) if (again(id)) this.waiting.push(...stream.unacked);
+    this.pump();
   }
 
   /** Resolves when every job's stream has been acknowledged to its end. */

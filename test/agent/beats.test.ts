@@ -36,6 +36,7 @@ function connect(url: string, busy: () => boolean): Promise<Connection> {
       },
       message: () => {},
       close: () => {},
+      drained: () => {},
       warn: () => {},
     });
     connection.start();

@@ -61,6 +61,53 @@ describe("Outbox", () => {
   });
 });
 
+describe("Outbox while the wire is not ready", () => {
+  function gated() {
+    const sent: JobMessage[] = [];
+    let ready = false;
+    const box = new Outbox((m) => sent.push(m), { memoryBytes: 1 << 20, spillPath: join(dir, `spill-${++files}`), ready: () => ready });
+    return { sent, box, open: (value: boolean) => (ready = value) };
+  }
+
+  test("messages wait, and pump() sends them in order once it is", () => {
+    const { sent, box, open } = gated();
+    box.open("1");
+    box.open("2");
+    box.push({ type: "job.started", jobId: "1" });
+    box.push({ type: "job.started", jobId: "2" });
+    box.push({ type: "job.log", jobId: "1", data: "a" });
+    expect(sent).toEqual([]);
+    expect(box.backlog).toBe(3);
+    open(true);
+    box.pump();
+    expect(sent.map((m) => [m.jobId, m.seq])).toEqual([["1", 1], ["2", 1], ["1", 2]]);
+    expect(box.backlog).toBe(0);
+  });
+
+  test("what is acknowledged while it waits is not sent, and a resend queues each message once", () => {
+    const { sent, box, open } = gated();
+    box.open("1");
+    box.open("2");
+    for (const data of ["a", "b", "c"]) box.push({ type: "job.log", jobId: "1", data });
+    box.push({ type: "job.log", jobId: "2", data: "d" });
+    box.ack("1", 1);
+    box.resend("1");
+    box.resend("1");
+    open(true);
+    box.pump();
+    expect(sent.map((m) => [m.jobId, m.seq])).toEqual([["2", 1], ["1", 2], ["1", 3]]);
+  });
+
+  test("stops the moment the wire is full", () => {
+    const sent: JobMessage[] = [];
+    const box = new Outbox((m) => sent.push(m), { memoryBytes: 1 << 20, spillPath: join(dir, `spill-${++files}`), ready: () => sent.length < 2 });
+    box.open("1");
+    for (const data of ["a", "b", "c", "d"]) box.push({ type: "job.log", jobId: "1", data });
+    expect(sent.map((m) => m.seq)).toEqual([1, 2]);
+    expect(box.backlog).toBe(2);
+  });
+});
+
 describe("Outbox past its memory budget", () => {
   test("keeps further messages in a spill file, and resends them whole and in order", () => {
     const { sent, box, spillPath } = outbox(500);
