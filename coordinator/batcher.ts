@@ -26,6 +26,11 @@ export class Batcher<In, Out> {
     private readonly options: BatcherOptions<In>,
   ) {}
 
+  /** What the items waiting for a batch weigh (the batch running not included). */
+  get weight(): number {
+    return this.queuedWeight;
+  }
+
   submit(input: In): Promise<Out> {
     return new Promise((resolve, reject) => {
       const weight = this.options.weigh?.(input) ?? 0;

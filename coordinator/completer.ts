@@ -5,6 +5,10 @@
 // waits on disk another can be writing. A batch closes at 1 MiB of log text, so a burst of output
 // does not make everyone wait behind one huge write. A message is answered only after its batch
 // committed, so a crash before then loses nothing: the agent resends what was not acknowledged.
+// Past a few MiB of log text waiting, the completer is congested and sessions stop reading until it
+// has worked half of that off: output faster than the database takes it then waits in the agents'
+// outboxes, each agent's its own, and a line from a quiet job is not queued here behind seconds of
+// noisy ones.
 import type { JobMessage } from "../protocol/messages.ts";
 import { Batcher, type BatcherOptions } from "./batcher.ts";
 import type { Database } from "./db/database.ts";
@@ -17,16 +21,38 @@ const DEFAULTS: BatcherOptions<Incoming> = {
   weigh: ({ message }) => (message.type === "job.log" ? message.data.length : 0),
 };
 
+/** Log text waiting for its batch, over all lanes, past which the completer is congested. */
+const MAX_WAITING_LOG_BYTES = 2 << 20;
+
 export class Completer {
   private readonly lanes: Batcher<Incoming, Applied>[];
+  private readonly waiters: (() => void)[] = [];
 
   constructor(db: Database, options: Partial<BatcherOptions<Incoming>> = {}, lanes = 2) {
-    const run = (batch: Incoming[]) => db.transaction((tx) => jobApplyIn(tx, batch));
+    const run = (batch: Incoming[]) => {
+      // A batch was just taken off the queue: what waits is lighter now.
+      if (this.waitingBytes() <= MAX_WAITING_LOG_BYTES / 2) for (const resolve of this.waiters.splice(0)) resolve();
+      return db.transaction((tx) => jobApplyIn(tx, batch));
+    };
     this.lanes = Array.from({ length: lanes }, () => new Batcher(run, { ...DEFAULTS, ...options }));
   }
 
   apply(agentId: string, message: JobMessage): Promise<Applied> {
     return this.lanes[Number(BigInt(agentId) % BigInt(this.lanes.length))]!.submit({ agentId, message });
+  }
+
+  get congested(): boolean {
+    return this.waitingBytes() > MAX_WAITING_LOG_BYTES;
+  }
+
+  /** Resolves once the completer is no longer congested and has worked off half its limit. */
+  relieved(): Promise<void> {
+    if (!this.congested) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  private waitingBytes(): number {
+    return this.lanes.reduce((sum, lane) => sum + lane.weight, 0);
   }
 
   /** Waits for what is queued to be applied. */

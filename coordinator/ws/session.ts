@@ -1,6 +1,7 @@
 // One agent's WebSocket connection: hello and authentication, then claims, heartbeats and job
 // messages. Job messages are applied one at a time, in order, and each is acknowledged by sequence
-// number. A flooding agent is slowed by pausing its socket (TCP back-pressure), never by dropping.
+// number. A flooding agent is slowed by pausing its socket (TCP back-pressure), never by dropping;
+// so is every agent while the completer is congested, until it has caught up.
 import type WebSocket from "ws";
 import { describeIssues } from "../../protocol/issues.ts";
 import { PROTOCOL_VERSION } from "../../protocol/limits.ts";
@@ -57,7 +58,7 @@ export class AgentSession implements Claimer {
   private unregister?: () => void;
   private queue: Promise<void> = Promise.resolve();
   private queued = 0;
-  private pausedUntil = 0;
+  private paused = false;
   private readonly bucket: TokenBucket;
   private readonly helloTimer: NodeJS.Timeout;
   private readonly cork = new TurnCork();
@@ -117,10 +118,18 @@ export class AgentSession implements Claimer {
 
   private throttle(): void {
     const wait = Math.max(this.bucket.take(), this.queued >= MAX_QUEUED ? 50 : 0);
-    if (wait === 0 || this.pausedUntil > Date.now()) return;
-    this.pausedUntil = Date.now() + wait;
+    if (this.paused) return;
+    if (wait > 0) this.pauseUntil(new Promise((resolve) => setTimeout(resolve, wait).unref()));
+    else if (this.ctx.completer.congested) this.pauseUntil(this.ctx.completer.relieved());
+  }
+
+  private pauseUntil(resume: Promise<unknown>): void {
+    this.paused = true;
     this.socket.pause();
-    setTimeout(() => this.socket.resume(), wait).unref();
+    void resume.then(() => {
+      this.paused = false;
+      this.socket.resume();
+    });
   }
 
   private dispatch(message: AgentMessage): void {

@@ -84,3 +84,28 @@ test("when the database is gone, every waiting message is refused, none acknowle
   const settled = await Promise.allSettled(pending);
   expect(settled.map((s) => s.status)).toEqual(["rejected", "rejected", "rejected"]);
 });
+
+test("past a few MiB of log text waiting it is congested, and relieved once the database has worked it down", async () => {
+  const { agent, jobs } = await claimedJobs("congested", 1);
+  const jobId = jobs[0]!.jobId;
+  const completer = new Completer(db, { delayMs: 1 });
+  // Holds PGlite (one connection) so the completer's batches wait behind this transaction.
+  let release!: () => void;
+  const held = db.transaction(() => new Promise<void>((resolve) => (release = resolve)));
+  const chunk = "z".repeat(256 * 1024);
+  const applied = Array.from({ length: 16 }, (_, i) => completer.apply(agent.agentId, { type: "job.log", jobId, seq: i + 1, data: chunk }));
+  await new Promise((r) => setTimeout(r, 20));
+  expect(completer.congested).toBe(true);
+  let relievedAt = -1;
+  const relieved = completer.relieved().then(async () => (relievedAt = (await logRead(db, jobId, 0)).length));
+  await new Promise((r) => setTimeout(r, 50));
+  expect(relievedAt).toBe(-1);
+  release();
+  await held;
+  await relieved;
+  // Relieved as the database caught up: some of the log written, not necessarily all of it.
+  expect(relievedAt).toBeGreaterThan(0);
+  expect(completer.congested).toBe(false);
+  expect((await Promise.all(applied)).every((r) => r.kind === "applied")).toBe(true);
+  await expect(completer.relieved()).resolves.toBeUndefined();
+});
