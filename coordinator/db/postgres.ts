@@ -39,9 +39,10 @@ export async function openPostgres(url: string, poolSize = 10): Promise<Database
         return unlisten;
       },
       async notify(channel, payloads) {
-        await client.unsafe(`SELECT pg_notify($1, payload) FROM unnest($2::text[]) WITH ORDINALITY AS p(payload, n) ORDER BY n`, [
+        // A json array, not text[]: JSON.stringify is native, where postgres-js escapes array items in JS.
+        await client.unsafe(`SELECT pg_notify($1, payload) FROM json_array_elements_text($2::json) WITH ORDINALITY AS p(payload, n) ORDER BY n`, [
           channel,
-          payloads,
+          JSON.stringify(payloads),
         ]);
       },
     },
