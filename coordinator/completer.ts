@@ -24,14 +24,26 @@ const DEFAULTS: BatcherOptions<Incoming> = {
 /** Log text waiting for its batch, over all lanes, past which the completer is congested. */
 const MAX_WAITING_LOG_BYTES = 2 << 20;
 
+export type CompleterOptions = Partial<BatcherOptions<Incoming>> & {
+  /**
+   * Relief comes after this at the latest, caught up or not (default 1 s): whoever waits for it
+   * has stopped reading agents' sockets, and an agent's pings wait behind that (its fence counts
+   * from the last answer it heard).
+   */
+  maxReliefWaitMs?: number;
+};
+
 export class Completer {
   private readonly lanes: Batcher<Incoming, Applied>[];
   private readonly waiters: (() => void)[] = [];
+  private reliefTimer?: NodeJS.Timeout;
+  private readonly maxReliefWaitMs: number;
 
-  constructor(db: Database, options: Partial<BatcherOptions<Incoming>> = {}, lanes = 2) {
+  constructor(db: Database, { maxReliefWaitMs = 1000, ...options }: CompleterOptions = {}, lanes = 2) {
+    this.maxReliefWaitMs = maxReliefWaitMs;
     const run = (batch: Incoming[]) => {
       // A batch was just taken off the queue: what waits is lighter now.
-      if (this.waitingBytes() <= MAX_WAITING_LOG_BYTES / 2) for (const resolve of this.waiters.splice(0)) resolve();
+      if (this.waiters.length > 0 && this.waitingBytes() <= MAX_WAITING_LOG_BYTES / 2) this.relieve();
       return db.transaction((tx) => jobApplyIn(tx, batch));
     };
     this.lanes = Array.from({ length: lanes }, () => new Batcher(run, { ...DEFAULTS, ...options }));
@@ -45,10 +57,17 @@ export class Completer {
     return this.waitingBytes() > MAX_WAITING_LOG_BYTES;
   }
 
-  /** Resolves once the completer is no longer congested and has worked off half its limit. */
+  /** Resolves once the completer has worked what waits down to half its limit, or `maxReliefWaitMs` has passed. */
   relieved(): Promise<void> {
     if (!this.congested) return Promise.resolve();
+    this.reliefTimer ??= setTimeout(() => this.relieve(), this.maxReliefWaitMs).unref();
     return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  private relieve(): void {
+    clearTimeout(this.reliefTimer);
+    this.reliefTimer = undefined;
+    for (const resolve of this.waiters.splice(0)) resolve();
   }
 
   private waitingBytes(): number {

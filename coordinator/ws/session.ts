@@ -2,6 +2,7 @@
 // messages. Job messages are applied one at a time, in order, and each is acknowledged by sequence
 // number. A flooding agent is slowed by pausing its socket (TCP back-pressure), never by dropping;
 // so is every agent while the completer is congested, until it has caught up.
+import { setTimeout as sleep } from "node:timers/promises";
 import type WebSocket from "ws";
 import { describeIssues } from "../../protocol/issues.ts";
 import { PROTOCOL_VERSION } from "../../protocol/limits.ts";
@@ -41,6 +42,7 @@ export type SessionContext = {
 const HELLO_TIMEOUT_MS = 10_000;
 /** Job messages waiting to be applied before the socket is paused. */
 const MAX_QUEUED = 256;
+
 
 export const CloseCode = {
   /** The WebSocket code for "try again later": the agent redials and resends what is unacknowledged. */
@@ -119,7 +121,7 @@ export class AgentSession implements Claimer {
   private throttle(): void {
     const wait = Math.max(this.bucket.take(), this.queued >= MAX_QUEUED ? 50 : 0);
     if (this.paused) return;
-    if (wait > 0) this.pauseUntil(new Promise((resolve) => setTimeout(resolve, wait).unref()));
+    if (wait > 0) this.pauseUntil(sleep(wait, undefined, { ref: false }));
     else if (this.ctx.completer.congested) this.pauseUntil(this.ctx.completer.relieved());
   }
 

@@ -85,27 +85,40 @@ test("when the database is gone, every waiting message is refused, none acknowle
   expect(settled.map((s) => s.status)).toEqual(["rejected", "rejected", "rejected"]);
 });
 
-test("past a few MiB of log text waiting it is congested, and relieved once the database has worked it down", async () => {
-  const { agent, jobs } = await claimedJobs("congested", 1);
+/** A completer whose database is held (PGlite has one connection) while 4 MiB of log text is submitted. */
+async function congestedCompleter(pool: string, maxReliefWaitMs: number) {
+  const { agent, jobs } = await claimedJobs(pool, 1);
   const jobId = jobs[0]!.jobId;
-  const completer = new Completer(db, { delayMs: 1 });
-  // Holds PGlite (one connection) so the completer's batches wait behind this transaction.
+  const completer = new Completer(db, { delayMs: 1, maxReliefWaitMs });
   let release!: () => void;
   const held = db.transaction(() => new Promise<void>((resolve) => (release = resolve)));
   const chunk = "z".repeat(256 * 1024);
   const applied = Array.from({ length: 16 }, (_, i) => completer.apply(agent.agentId, { type: "job.log", jobId, seq: i + 1, data: chunk }));
   await new Promise((r) => setTimeout(r, 20));
   expect(completer.congested).toBe(true);
+  const all = async () => expect((await Promise.all(applied)).every((r) => r.kind === "applied")).toBe(true);
+  return { completer, jobId, release: async () => (release(), await held), all };
+}
+
+test("past a few MiB of log text waiting it is congested, and relieved once the database has worked it down", async () => {
+  const { completer, jobId, release, all } = await congestedCompleter("congested", 60_000);
   let relievedAt = -1;
   const relieved = completer.relieved().then(async () => (relievedAt = (await logRead(db, jobId, 0)).length));
   await new Promise((r) => setTimeout(r, 50));
   expect(relievedAt).toBe(-1);
-  release();
-  await held;
+  await release();
   await relieved;
   // Relieved as the database caught up: some of the log written, not necessarily all of it.
   expect(relievedAt).toBeGreaterThan(0);
   expect(completer.congested).toBe(false);
-  expect((await Promise.all(applied)).every((r) => r.kind === "applied")).toBe(true);
+  await all();
   await expect(completer.relieved()).resolves.toBeUndefined();
+});
+
+test("relief comes after its longest wait even while the database is still held, so paused sockets are read again", async () => {
+  const { completer, release, all } = await congestedCompleter("stalled", 100);
+  await completer.relieved();
+  expect(completer.congested).toBe(true);
+  await release();
+  await all();
 });
