@@ -1,5 +1,7 @@
-// Work orders in one statement: the rows travel as one jsonb array, are inserted in the order
-// given (ids ascend with it), and repeats of an idempotency key resolve to the existing row.
+// Work orders in one statement: the rows travel as one json array, are inserted in the order
+// given (ids ascend with it), and repeats of an idempotency key resolve to the existing row. The
+// array is read as json, not jsonb: building one jsonb value of a bulk request's whole array costs
+// more than converting each row's few documents on their way into their jsonb columns.
 // Bulk enqueues answer with ids; single enqueues, gathered by the Enqueuer, with whole rows.
 import type { WorkOrderCreate } from "../../protocol/api.ts";
 import { formatSelector } from "../../protocol/selector.ts";
@@ -9,9 +11,9 @@ import { WORK_ORDER_COLUMNS, type WorkOrderRow } from "./views.ts";
 
 const insert = (returning: string) => `
 WITH input AS (
-  SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(ord int, adapter text, spec jsonb, selector jsonb,
-    selector_text text, target_agent text, labels jsonb, priority int, timeout_seconds int, max_attempts int,
-    idempotency_key text, metadata jsonb, retry_on text[], retry_backoff_seconds int, queue_timeout_seconds int)
+  SELECT * FROM json_to_recordset($1::json) AS x(ord int, adapter text, spec json, selector json,
+    selector_text text, target_agent text, labels json, priority int, timeout_seconds int, max_attempts int,
+    idempotency_key text, metadata json, retry_on text[], retry_backoff_seconds int, queue_timeout_seconds int)
 ), wo AS (
   INSERT INTO work_orders (adapter, spec, selector, selector_text, target_agent, labels, priority, timeout_seconds,
     max_attempts, idempotency_key, metadata, retry_on, retry_backoff_seconds, queue_timeout_seconds)
