@@ -63,6 +63,8 @@ export class Dispatcher {
   private readonly groups = new Map<string, Group>();
   /** The group of each agent by name, for work addressed to one agent (work-order mode). */
   private readonly named = new Map<string, Group>();
+  /** The group of each member session, so a claim finds it without working out its key. */
+  private readonly memberOf = new Map<Claimer, Group>();
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -74,7 +76,8 @@ export class Dispatcher {
   }
 
   claim(claimer: Claimer, slots: number): void {
-    const group = this.groupOf(claimer);
+    const group = this.memberOf.get(claimer) ?? this.groupOf(claimer);
+    this.memberOf.set(claimer, group);
     const member = group.members.get(claimer) ?? { want: 0 };
     member.want += slots;
     group.open += slots;
@@ -94,9 +97,9 @@ export class Dispatcher {
   }
 
   remove(claimer: Claimer): void {
-    const key = groupKey(claimer.claimant);
-    const group = this.groups.get(key);
+    const group = this.memberOf.get(claimer);
     if (!group) return;
+    this.memberOf.delete(claimer);
     group.open -= group.members.get(claimer)?.want ?? 0;
     group.members.delete(claimer);
     group.waiting.delete(claimer);
@@ -109,13 +112,14 @@ export class Dispatcher {
       // A reconnected agent may already have a newer session in another group.
       if (this.named.get(name) === group) this.named.delete(name);
     }
-    if (group.members.size === 0) this.groups.delete(key);
+    if (group.members.size === 0) this.groups.delete(group.key);
   }
 
   stop(): void {
     this.unsubscribe();
     this.groups.clear();
     this.named.clear();
+    this.memberOf.clear();
   }
 
   private groupOf(claimer: Claimer): Group {
