@@ -59,7 +59,7 @@ export class Agent {
 
   constructor(private readonly options: AgentOptions) {
     this.log = options.logger.child({ agent: options.name });
-    this.outbox = new Outbox((message) => this.connection.send(message), {
+    this.outbox = new Outbox((text) => this.connection.sendText(text), {
       memoryBytes: options.outboxMemoryBytes ?? 64 * 1024 * 1024,
       spillPath: join(tmpdir(), `jobfleet-agent-${process.pid}-${options.name}.spill`),
       ready: () => this.welcomed && !this.connection.congested,

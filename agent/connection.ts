@@ -60,9 +60,14 @@ export class Connection {
   }
 
   send(message: AgentMessage): void {
+    this.sendText(JSON.stringify(message));
+  }
+
+  /** Sends a message already serialised (the outbox keeps job messages as their JSON text). */
+  sendText(text: string): void {
     if (!this.open) return;
     this.cork.hold(this.socket!);
-    this.socket!.send(JSON.stringify(message), this.written);
+    this.socket!.send(text, this.written);
   }
 
   private readonly written = (): void => {

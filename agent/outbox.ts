@@ -13,7 +13,7 @@ type Distribute<T> = T extends unknown ? Omit<T, "seq"> : never;
 export type JobMessageBody = Distribute<JobMessage>;
 
 type Entry = { jobId: string; seq: number; type: JobMessage["type"]; released: boolean } & (
-  | { message: JobMessage; bytes: number }
+  | { text: string; bytes: number }
   | { spilled: { position: number; length: number } }
 );
 
@@ -37,7 +37,8 @@ export class Outbox {
   private readonly ready: () => boolean;
 
   constructor(
-    private readonly transmit: (message: JobMessage) => void,
+    /** Sends one job message, as its JSON text (kept as text here, so it is serialised once). */
+    private readonly transmit: (text: string) => void,
     private readonly options: OutboxOptions,
   ) {
     this.ready = options.ready ?? (() => true);
@@ -76,7 +77,7 @@ export class Outbox {
   pump(): void {
     while (this.head < this.waiting.length && this.ready()) {
       const entry = this.waiting[this.head++]!;
-      if (!entry.released) this.transmit(this.message(entry));
+      if (!entry.released) this.transmit(this.text(entry));
     }
     if (this.head === this.waiting.length) this.waiting = [];
     else if (this.head < 1024 || this.head * 2 < this.waiting.length) return;
@@ -94,7 +95,7 @@ export class Outbox {
     const bytes = Buffer.byteLength(text);
     if (this.memory + bytes <= this.options.memoryBytes) {
       this.memory += bytes;
-      return { jobId: message.jobId, seq: message.seq, type: message.type, released: false, message, bytes };
+      return { jobId: message.jobId, seq: message.seq, type: message.type, released: false, text, bytes };
     }
     this.spill ??= { fd: openSync(this.options.spillPath, "w+", 0o600), size: 0, entries: 0 };
     const position = this.spill.size;
@@ -103,16 +104,16 @@ export class Outbox {
     return { jobId: message.jobId, seq: message.seq, type: message.type, released: false, spilled: { position, length: bytes } };
   }
 
-  private message(entry: Entry): JobMessage {
-    if ("message" in entry) return entry.message;
+  private text(entry: Entry): string {
+    if ("text" in entry) return entry.text;
     const buffer = Buffer.alloc(entry.spilled.length);
     readSync(this.spill!.fd, buffer, 0, entry.spilled.length, entry.spilled.position);
-    return JSON.parse(buffer.toString("utf8")) as JobMessage;
+    return buffer.toString("utf8");
   }
 
   private release(entry: Entry): void {
     entry.released = true;
-    if ("message" in entry) {
+    if ("text" in entry) {
       this.memory -= entry.bytes;
       return;
     }

@@ -39,9 +39,9 @@ test("a coordinator that stops reading holds the agent's output in its outbox, a
   });
   let transmitted = 0;
   outbox = new Outbox(
-    (message) => {
-      transmitted += JSON.stringify(message).length;
-      connection.send(message);
+    (text) => {
+      transmitted += text.length;
+      connection.sendText(text);
     },
     { memoryBytes: 1 << 20, spillPath: join(dir, "spill"), ready: () => connection.open && !connection.congested },
   );

@@ -12,7 +12,7 @@ let files = 0;
 function outbox(memoryBytes = 1 << 20) {
   const sent: JobMessage[] = [];
   const spillPath = join(dir, `spill-${++files}`);
-  return { sent, spillPath, box: new Outbox((m) => sent.push(m), { memoryBytes, spillPath }) };
+  return { sent, spillPath, box: new Outbox((text) => sent.push(JSON.parse(text)), { memoryBytes, spillPath }) };
 }
 
 describe("Outbox", () => {
@@ -65,7 +65,7 @@ describe("Outbox while the wire is not ready", () => {
   function gated() {
     const sent: JobMessage[] = [];
     let ready = false;
-    const box = new Outbox((m) => sent.push(m), { memoryBytes: 1 << 20, spillPath: join(dir, `spill-${++files}`), ready: () => ready });
+    const box = new Outbox((text) => sent.push(JSON.parse(text)), { memoryBytes: 1 << 20, spillPath: join(dir, `spill-${++files}`), ready: () => ready });
     return { sent, box, open: (value: boolean) => (ready = value) };
   }
 
@@ -100,7 +100,7 @@ describe("Outbox while the wire is not ready", () => {
 
   test("stops the moment the wire is full", () => {
     const sent: JobMessage[] = [];
-    const box = new Outbox((m) => sent.push(m), { memoryBytes: 1 << 20, spillPath: join(dir, `spill-${++files}`), ready: () => sent.length < 2 });
+    const box = new Outbox((text) => sent.push(JSON.parse(text)), { memoryBytes: 1 << 20, spillPath: join(dir, `spill-${++files}`), ready: () => sent.length < 2 });
     box.open("1");
     for (const data of ["a", "b", "c", "d"]) box.push({ type: "job.log", jobId: "1", data });
     expect(sent.map((m) => m.seq)).toEqual([1, 2]);
