@@ -33,7 +33,7 @@ export class PreparedStatements {
     return this.client._runExclusiveQuery(async () => {
       const statement = this.statements.get(text) ?? (await this.prepare(text));
       const values = params.map((value, i) => this.serialize(value, statement.paramTypes[i]!));
-      const message = concat([
+      const message = Buffer.concat([
         protocol.serialize.bind({ statement: statement.name, values }),
         protocol.serialize.describe({ type: "P" }),
         protocol.serialize.execute({}),
@@ -52,7 +52,7 @@ export class PreparedStatements {
       closing.push(protocol.serialize.close({ type: "S", name }));
     }
     const name = `jobfleet_${++this.named}`;
-    const message = concat([
+    const message = Buffer.concat([
       ...closing,
       protocol.serialize.parse({ name, text }),
       protocol.serialize.describe({ type: "S", name }),
@@ -69,14 +69,4 @@ export class PreparedStatements {
     const serializer = this.client.serializers[type];
     return serializer ? serializer(value) : String(value);
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }

@@ -43,7 +43,6 @@ const HELLO_TIMEOUT_MS = 10_000;
 /** Job messages waiting to be applied before the socket is paused. */
 const MAX_QUEUED = 256;
 
-
 export const CloseCode = {
   /** The WebSocket code for "try again later": the agent redials and resends what is unacknowledged. */
   unavailable: 1013,
