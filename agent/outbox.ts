@@ -143,7 +143,8 @@ export class Outbox {
     const again = (id: string) => jobId === undefined || id === jobId;
     this.waiting = this.waiting.slice(this.head).filter((entry) => !entry.released && !again(entry.jobId));
     this.head = 0;
-    for (const [id, stream] of this.streams) if (again(id)) this.waiting.push(...stream.unacked);
+    // One by one: a stream can hold more entries than a spread call takes arguments.
+    for (const [id, stream] of this.streams) if (again(id)) for (const entry of stream.unacked) this.waiting.push(entry);
     this.pump();
   }
 

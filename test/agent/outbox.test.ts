@@ -36,6 +36,17 @@ describe("Outbox", () => {
     expect(sent.map((m) => m.seq)).toEqual([2, 3]);
   });
 
+  test("resends a stream of more messages than a function call takes arguments", () => {
+    const { sent, box } = outbox(64 << 20);
+    box.open("1");
+    const count = 200_000;
+    for (let i = 0; i < count; i++) box.push({ type: "job.log", jobId: "1", data: "x" });
+    sent.length = 0;
+    box.resend();
+    expect(sent.length).toBe(count);
+    expect(sent.at(-1)!.seq).toBe(count);
+  });
+
   test("continues after the sequence the coordinator holds", () => {
     const { sent, box } = outbox();
     box.open("7", 41);
