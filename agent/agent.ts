@@ -1,6 +1,8 @@
 // The agent: connects, declares its labels and capacity, claims work when it has free slots, runs
-// each job through its adapter and streams what happens back. On a lost connection it redials and
-// resends whatever the coordinator has not acknowledged; on drain it stops claiming and finishes.
+// each job through its adapter and streams what happens back. With `prefetch` it also holds that
+// many jobs ahead, queued to begin the moment a slot frees, so no slot waits on a round trip to the
+// coordinator. On a lost connection it redials and resends whatever the coordinator has not
+// acknowledged; on drain it stops claiming, returns the jobs it only held, and finishes the rest.
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -19,6 +21,8 @@ export type AgentOptions = {
   name: string;
   labels: Labels;
   capacity: number;
+  /** Jobs held beyond `capacity`, queued to begin as slots free (default 0). */
+  prefetch?: number;
   mode: AgentMode;
   version: string;
   cancelGraceMs: number;
@@ -42,7 +46,11 @@ export class AgentFailed extends Error {}
 type Lease = { seconds: number; heartbeatSeconds: number };
 
 export class Agent {
+  /** Every job the agent holds, begun or queued. */
   private readonly runners = new Map<string, JobRunner>();
+  /** Held jobs not begun yet, in the order they were assigned. */
+  private readonly queued = new Set<JobRunner>();
+  private begun = 0;
   private readonly connection: Connection;
   private readonly outbox: Outbox;
   private readonly log: Logger;
@@ -89,7 +97,8 @@ export class Agent {
     if (!this.draining) {
       this.draining = true;
       this.connection.send({ type: "drain" });
-      this.log.info({ running: this.runners.size, timeoutMs }, "draining");
+      this.log.info({ running: this.begun, returning: this.queued.size, timeoutMs }, "draining");
+      for (const runner of this.queued) runner.handBack();
     }
     const jobs = Promise.all([...this.runners.values()].map((r) => r.done));
     if (!(await within(jobs, timeoutMs))) {
@@ -145,9 +154,10 @@ export class Agent {
       runner.handBack();
     }
     this.outbox.resend();
-    this.log.info({ agentId: message.agentId, running: this.runners.size }, "connected");
+    this.log.info({ agentId: message.agentId, running: this.begun, held: this.queued.size }, "connected");
     if (this.draining) this.connection.send({ type: "drain" });
-    else this.claim(this.options.capacity - this.runners.size);
+    else this.claim(this.options.capacity + (this.options.prefetch ?? 0) - this.runners.size);
+    this.beginQueued();
   }
 
   /**
@@ -205,11 +215,27 @@ export class Agent {
     this.outbox.open(job.jobId);
     const runner = new JobRunner(job, (body) => this.outbox.push(body), this.options.cancelGraceMs, this.options.adapters ?? adapterFor);
     this.runners.set(job.jobId, runner);
+    this.queued.add(runner);
+    // Assigned as the drain crossed it: the claim is withdrawn, so it goes straight back.
+    if (this.draining) runner.handBack();
     void runner.done.then((ending) => {
       this.runners.delete(job.jobId);
+      this.queued.delete(runner);
+      if (runner.begun) this.begun--;
       this.log.info({ job: job.jobId, ...ending }, "job finished");
       this.claim(1);
+      this.beginQueued();
     });
+    this.beginQueued();
+  }
+
+  /** Begins held jobs while slots are free; only while in touch, since a job may begin only where its claim is known to hold. */
+  private beginQueued(): void {
+    for (const runner of this.queued) {
+      if (!this.welcomed || this.draining || this.begun >= this.options.capacity) return;
+      this.queued.delete(runner);
+      if (runner.begin()) this.begun++;
+    }
   }
 
   private disconnected(code: number, reason: string): void {

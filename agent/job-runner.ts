@@ -1,5 +1,7 @@
-// Runs one assigned job through its adapter and reports it: started, log chunks, finished. A
-// cancel (or the run timeout) stops the run through the adapter; the outcome says which it was.
+// Runs one assigned job through its adapter and reports it: starting, started, log chunks,
+// finished. A job waits, held, until `begin`; one stopped before that never began, and one handed
+// back then is `returned`. A cancel (or the run timeout) stops the run through the adapter; the
+// outcome says which it was.
 import { AdapterError, type Run, type RunResult } from "../adapters/adapter.ts";
 import type { Adapter } from "../adapters/adapter.ts";
 import type { AdapterName } from "../protocol/adapter-specs.ts";
@@ -15,6 +17,10 @@ export type Ending = { outcome: Outcome; exitCode: number | null; error?: string
 
 export class JobRunner {
   readonly done: Promise<Ending>;
+  /** Whether `begin` was called: the job is, or was, taking a slot. */
+  begun = false;
+  private release!: () => void;
+  private readonly released = new Promise<void>((resolve) => (this.release = resolve));
   private run?: Run;
   private ended = false;
   private stopReason?: "cancelled" | "timed_out" | "handed_back";
@@ -34,6 +40,14 @@ export class JobRunner {
     this.done = this.execute();
   }
 
+  /** Lets the held job go ahead, unless it was already stopped; says whether it went. */
+  begin(): boolean {
+    if (this.stopReason) return false;
+    this.begun = true;
+    this.release();
+    return true;
+  }
+
   /** Stops the run; it ends `cancelled` unless it ended on its own first. */
   cancel(): void {
     this.stop("cancelled");
@@ -41,8 +55,9 @@ export class JobRunner {
 
   /**
    * Stops the run because the agent cannot keep it (shutting down, or out of touch): it ends as an
-   * infrastructure failure, which the work order's policy retries elsewhere by default. `graceMs`
-   * shortens the cancel grace where the run must be gone by a deadline.
+   * infrastructure failure, which the work order's policy retries elsewhere by default, or as
+   * `returned` if it had not begun. `graceMs` shortens the cancel grace where the run must be gone
+   * by a deadline.
    */
   handBack(graceMs = this.cancelGraceMs): void {
     this.stop("handed_back", Math.min(graceMs, this.cancelGraceMs));
@@ -52,6 +67,7 @@ export class JobRunner {
     if (this.stopReason) return;
     this.stopReason = reason;
     this.graceMs = graceMs;
+    this.release();
     if (this.run) void this.halt(this.run);
   }
 
@@ -73,6 +89,8 @@ export class JobRunner {
   }
 
   private async attempt(logs: LogBatcher): Promise<Ending> {
+    await this.released;
+    if (!this.begun) return this.stopped(null);
     const { jobId, workOrderId, attempt, timeoutSeconds } = this.job;
     const adapter = this.adapterFor(this.job.adapter);
     const spec = adapter.spec.safeParse(this.job.spec);
@@ -80,6 +98,7 @@ export class JobRunner {
       return { outcome: "failed", exitCode: null, error: `invalid spec: ${describeIssues(spec.error).message}`, infrastructure: false };
     }
     if (this.stopReason) return this.stopped(null);
+    this.report({ type: "job.starting", jobId });
     const ctx = {
       jobId,
       workOrderId,
@@ -107,6 +126,7 @@ export class JobRunner {
   }
 
   private stopped(exitCode: number | null): Ending {
+    if (this.stopReason === "handed_back" && !this.begun) return { outcome: "returned", exitCode, infrastructure: false };
     if (this.stopReason === "handed_back") {
       return { outcome: "failed", exitCode, infrastructure: true, error: "the agent stopped the job: it shut down or lost touch" };
     }

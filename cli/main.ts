@@ -22,6 +22,7 @@ const agentFlags = {
   name: { type: "string" },
   labels: { type: "string" },
   capacity: { type: "string" },
+  prefetch: { type: "string" },
   mode: { type: "string" },
   "cancel-grace": { type: "string" },
   "drain-timeout": { type: "string" },
@@ -43,7 +44,7 @@ Usage:
   jobfleet start                      coordinator on the embedded database + one local agent
   jobfleet coordinator                run the coordinator        [--listen HOST:PORT] [--data-dir DIR] [--database-url URL]
                                                                  [--heartbeat-seconds S] [--lease-seconds S]
-  jobfleet agent --url URL[,URL…] --token T   run an agent       [--name N] [--labels K=V,...] [--capacity N]
+  jobfleet agent --url URL[,URL…] --token T   run an agent       [--name N] [--labels K=V,...] [--capacity N] [--prefetch N]
                                                                  [--mode queue|work-order] [--drain-timeout S] [--cancel-grace S]
   jobfleet run [flags] -- CMD ARGS…   enqueue, follow the log, exit as the job did
   jobfleet enqueue [flags] -- CMD…    enqueue and print the work order's id  [--json]

@@ -31,7 +31,8 @@ export class Reaper {
 
   private async tick(): Promise<void> {
     const now = await databaseNow(this.db);
-    const lost = await reapLost(this.db);
+    const { reaped: lost, requeued } = await reapLost(this.db);
+    if (requeued.length > 0) this.bus.emit("enqueued", requeued);
     const overdue = await reapOverdue(this.db, this.options.leaseSeconds);
     for (const job of overdue) this.bus.emit("cancel", { jobId: job.jobId, agentId: job.agentId, reason: "run timeout" });
     const timedOut = await reapQueueTimeouts(this.db);

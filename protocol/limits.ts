@@ -1,7 +1,7 @@
 // Bounds shared by both sides of the wire: what one side may send, the other enforces.
 
 /** Bumped on any incompatible change to the WebSocket messages; sent in the agent's hello. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Largest WebSocket frame either side accepts. */
 export const MAX_MESSAGE_BYTES = 1024 * 1024;
@@ -16,3 +16,6 @@ export const MAX_BODY_BYTES = 1024 * 1024;
 export const MAX_BULK_BODY_BYTES = 32 * 1024 * 1024;
 
 export const MAX_CAPACITY = 1000;
+
+/** Most jobs an agent holds beyond its capacity, queued to start as slots free. */
+export const MAX_PREFETCH = 1000;

@@ -32,6 +32,9 @@ export const drain = z.strictObject({ type: z.literal("drain") });
 
 export const heartbeat = z.strictObject({ type: z.literal("heartbeat") });
 
+/** Sent before the adapter is called: from here the job may have begun, and is no longer given back unrun. */
+export const jobStarting = z.strictObject({ type: z.literal("job.starting"), ...jobScoped });
+
 export const jobStarted = z.strictObject({ type: z.literal("job.started"), ...jobScoped, ...externalRef });
 
 export const jobStatus = z.strictObject({
@@ -59,6 +62,7 @@ export const agentMessage = z.discriminatedUnion("type", [
   claim,
   drain,
   heartbeat,
+  jobStarting,
   jobStarted,
   jobStatus,
   jobLog,

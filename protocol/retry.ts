@@ -20,7 +20,8 @@ export type RetryPolicy = {
 
 export type Settlement =
   | { state: Ending; reason: string | null }
-  | { state: "pending"; delaySeconds: number; reason: string };
+  /** `refund`: the job never began, so its attempt is not counted. */
+  | { state: "pending"; delaySeconds: number; reason: string; refund?: true };
 
 function kind(outcome: Outcome, infrastructure: boolean): RetryableEnding | null {
   if (outcome === "lost" || outcome === "timed_out") return outcome;
@@ -30,7 +31,7 @@ function kind(outcome: Outcome, infrastructure: boolean): RetryableEnding | null
 
 /**
  * How the work order goes on after its job's `outcome`. A work order whose cancel was requested
- * is not retried. `random` is in [0, 1); the delay is between half and all of the exponential step.
+ * is not retried; a job returned unbegun puts its work order straight back in the queue. `random` is in [0, 1); the delay is between half and all of the exponential step.
  */
 export function settle(
   outcome: Outcome,
@@ -39,6 +40,7 @@ export function settle(
   random = Math.random(),
 ): Settlement {
   if (policy.cancelRequested && outcome !== "succeeded") return { state: "cancelled", reason: "cancelled by request" };
+  if (outcome === "returned") return { state: "pending", delaySeconds: 0, reason: "returned before it began", refund: true };
   const ending = kind(outcome, infrastructure);
   if (ending && policy.retryOn.includes(ending) && policy.attempts < policy.maxAttempts) {
     const step = Math.min(MAX_RETRY_DELAY_SECONDS, policy.backoffSeconds * 2 ** (policy.attempts - 1));

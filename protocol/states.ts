@@ -17,13 +17,24 @@ export type WorkOrderState = (typeof workOrderStates)[number];
 export const endings = ["succeeded", "failed", "cancelled", "timed_out"] as const;
 export type Ending = (typeof endings)[number];
 
-/** Jobs: one attempt on one agent. A job is `lost` when its agent went away and did not come back in time. */
-export const jobStates = ["claimed", "running", "succeeded", "failed", "cancelled", "timed_out", "lost"] as const;
+/**
+ * Jobs: one attempt on one agent.
+ * - claimed: assigned to the agent, which may hold it in its local queue; nothing has run yet.
+ * - starting: the agent is calling its adapter, which may trigger a run before it can say so.
+ * - running: the adapter started the run.
+ * - lost: its agent went away after beginning it and did not come back in time.
+ * - returned: given back before it began (the agent drained, or was lost while it only held it):
+ *   its work order goes back to the queue and the attempt is not counted.
+ */
+export const jobStates = ["claimed", "starting", "running", "succeeded", "failed", "cancelled", "timed_out", "lost", "returned"] as const;
 export type JobState = (typeof jobStates)[number];
 
 /** How a job ends. */
-export const outcomes = ["succeeded", "failed", "cancelled", "timed_out", "lost"] as const;
+export const outcomes = ["succeeded", "failed", "cancelled", "timed_out", "lost", "returned"] as const;
 export type Outcome = (typeof outcomes)[number];
+
+/** How a job that began ends: no longer `returned`. */
+const begunOutcomes = outcomes.filter((o) => o !== "returned");
 
 export class IllegalTransition extends Error {
   constructor(
@@ -70,11 +81,16 @@ export const workOrderMachine = new Machine<WorkOrderState>(workOrderStates, {
 });
 
 export const jobMachine = new Machine<JobState>(jobStates, {
-  claimed: ["running", ...outcomes],
-  running: outcomes,
+  claimed: ["starting", "running", ...outcomes],
+  starting: ["running", ...begunOutcomes],
+  running: begunOutcomes,
   succeeded: [],
   failed: [],
   cancelled: [],
   timed_out: [],
   lost: [],
+  returned: [],
 });
+
+/** The states of a job its agent still holds. */
+export const activeJobStates = jobStates.filter((s) => !jobMachine.isTerminal(s));

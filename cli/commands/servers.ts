@@ -8,6 +8,7 @@ import { tokenCreate, tokenList, tokenRevokeNamed, TokenVerifier } from "../../c
 import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
 import type { DatabaseConfig } from "../../coordinator/db/database.ts";
 import pkg from "../../package.json" with { type: "json" };
+import { MAX_CAPACITY, MAX_PREFETCH } from "../../protocol/limits.ts";
 import { agentModes, type AgentMode } from "../../protocol/messages.ts";
 import { type Labels, parseLabels, SelectorError } from "../../protocol/selector.ts";
 import { CliError } from "../errors.ts";
@@ -108,7 +109,8 @@ function agentOptions(flags: Flags, log: Logger, urls: string[], token: string) 
     token,
     name: setting(flags, "name") ?? hostname(),
     labels: agentLabels(setting(flags, "labels")),
-    capacity: integer(flags, "capacity", 1, 1, 1000),
+    capacity: integer(flags, "capacity", 1, 1, MAX_CAPACITY),
+    prefetch: integer(flags, "prefetch", 0, 0, MAX_PREFETCH),
     mode: mode as AgentMode,
     version: pkg.version,
     cancelGraceMs: integer(flags, "cancel-grace", 10, 0, 3600) * 1000,

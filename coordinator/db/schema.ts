@@ -130,8 +130,9 @@ export const jobs = pgTable(
     finishedAt: at("finished_at"),
   },
   (t) => [
-    uniqueIndex("jobs_work_order_attempt").on(t.workOrderId, t.attempt),
-    index("jobs_agent_active").on(t.agentId).where(sql`state in ('claimed', 'running')`),
+    // A job returned before it began shares its attempt number with the job that replaces it.
+    uniqueIndex("jobs_work_order_attempt").on(t.workOrderId, t.attempt).where(sql`state <> 'returned'`),
+    index("jobs_agent_active").on(t.agentId).where(sql`state in ('claimed', 'starting', 'running')`),
   ],
 );
 

@@ -2,6 +2,7 @@
 import type { AgentMode } from "../../protocol/messages.ts";
 import type { Labels } from "../../protocol/selector.ts";
 import type { Queryable } from "../db/database.ts";
+import { ACTIVE_JOB_STATES } from "./active-jobs.ts";
 
 export type AgentHello = { name: string; labels: Labels; capacity: number; mode: AgentMode; version: string };
 
@@ -42,7 +43,7 @@ export type ActiveJob = { jobId: string; seq: number; cancelReason: string | nul
 export async function agentActiveJobs(db: Queryable, agentId: string): Promise<ActiveJob[]> {
   return db.query<ActiveJob>(
     `SELECT id::text AS "jobId", seq, cancel_reason AS "cancelReason" FROM jobs
-     WHERE agent_id = $1 AND state IN ('claimed', 'running') ORDER BY id`,
+     WHERE agent_id = $1 AND state IN (${ACTIVE_JOB_STATES}) ORDER BY id`,
     [agentId],
   );
 }

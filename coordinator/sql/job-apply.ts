@@ -5,12 +5,14 @@
 // everything it decided in one more statement.
 import type { JobMessage } from "../../protocol/messages.ts";
 import { jobMachine, type JobState, type WorkOrderState, workOrderMachine } from "../../protocol/states.ts";
+import type { Enqueued } from "../bus.ts";
 import type { Queryable } from "../db/database.ts";
 import { jobSettle, SETTLING_COLUMNS, type Settling } from "./job-settle.ts";
 import { JobWrites } from "./job-writes.ts";
 
 export type Applied =
-  | { kind: "applied"; workOrderId: string }
+  /** `requeued`: the job was returned unbegun and its work order is back in the queue. */
+  | { kind: "applied"; workOrderId: string; requeued?: Enqueued }
   | { kind: "duplicate" }
   | { kind: "gap"; expected: number }
   | { kind: "unknown" }
@@ -29,8 +31,10 @@ WHERE j.id = ANY($1::bigint[]) AND wo.id = ANY(ARRAY(SELECT work_order_id FROM j
 ORDER BY j.work_order_id, j.id
 FOR UPDATE OF j, wo`;
 
+const TARGET: Partial<Record<JobMessage["type"], JobState>> = { "job.starting": "starting", "job.started": "running" };
+
 function refusal(job: LockedJob, msg: JobMessage): string | undefined {
-  const to = msg.type === "job.started" ? "running" : msg.type === "job.finished" ? msg.outcome : undefined;
+  const to = msg.type === "job.finished" ? msg.outcome : TARGET[msg.type];
   if (to === undefined) return jobMachine.isTerminal(job.state) ? `job ${msg.jobId} has already ended (${job.state})` : undefined;
   return jobMachine.can(job.state, to) ? undefined : `job ${msg.jobId} is ${job.state}; ${msg.type} would make it ${to}`;
 }
@@ -70,6 +74,9 @@ class Batch {
         return;
       case "job.status":
         return this.writes.job(jobId, { seq, status: msg.status, external_id: msg.externalId, external_url: msg.externalUrl });
+      case "job.starting":
+        locked.state = "starting";
+        return this.writes.job(jobId, { seq, state: "starting" });
       case "job.started":
         locked.state = "running";
         this.writes.job(jobId, { seq, state: "running", started: true, external_id: msg.externalId, external_url: msg.externalUrl });
@@ -93,6 +100,11 @@ export async function jobApplyIn(tx: Queryable, incoming: Incoming[]): Promise<A
   const ids = [...new Set(incoming.map((i) => i.message.jobId))];
   const batch = new Batch(await tx.query<LockedJob>(LOCK, [ids]));
   const applied = incoming.map((item) => batch.decide(item));
-  await batch.writes.flush(tx);
-  return applied;
+  const requeued = new Map((await batch.writes.flush(tx)).map((order) => [order.id, order]));
+  if (requeued.size === 0) return applied;
+  return applied.map((answer, i) => {
+    const msg = incoming[i]!.message;
+    const order = answer.kind === "applied" && msg.type === "job.finished" && msg.outcome === "returned" ? requeued.get(answer.workOrderId) : undefined;
+    return order ? { ...answer, requeued: order } : answer;
+  });
 }

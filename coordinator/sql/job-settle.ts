@@ -42,7 +42,7 @@ export function jobSettle(writes: JobWrites, job: Settling, end: JobEnd): WorkOr
     infrastructure: end.infrastructure,
   });
   if (!job.latest || !workOrderMachine.can(job.order_state, next.state)) return job.order_state;
-  const delay = next.state === "pending" ? next.delaySeconds : 0;
-  writes.order(job.work_order_id, job.job_id, job.order_state, next.state, next.reason, delay);
+  const { delay, refund } = next.state === "pending" ? { delay: next.delaySeconds, refund: next.refund ?? false } : { delay: 0, refund: false };
+  writes.order(job.work_order_id, job.job_id, job.order_state, next.state, next.reason, delay, refund);
   return next.state;
 }

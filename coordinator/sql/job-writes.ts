@@ -4,6 +4,7 @@
 // find their rows by key (`= ANY(ARRAY(...))`): the planner cannot see how few rows a jsonb
 // recordset holds, and hash-joined it against a scan of the whole table.
 import type { JobState, WorkOrderState } from "../../protocol/states.ts";
+import type { Enqueued } from "../bus.ts";
 import type { Queryable } from "../db/database.ts";
 
 type JobChange = {
@@ -21,7 +22,8 @@ type JobChange = {
   infrastructure: boolean;
 };
 
-type OrderChange = { id: string; state: WorkOrderState; delay: number | null };
+/** `refund`: the attempt the job was claimed as is not counted (it never began). */
+type OrderChange = { id: string; state: WorkOrderState; delay: number | null; refund: boolean };
 
 type Event = { ord: number; work_order_id: string; job_id: string; from_state: WorkOrderState; to_state: WorkOrderState; reason: string | null };
 
@@ -32,7 +34,7 @@ WITH job_input AS (
   SELECT * FROM jsonb_to_recordset($2::jsonb) AS x(id bigint, seq int, state text, status text, external_id text,
     external_url text, log_added bigint, started boolean, finished boolean, exit_code int, error text, infrastructure boolean)
 ), order_input AS (
-  SELECT * FROM jsonb_to_recordset($3::jsonb) AS x(id bigint, state text, delay float8)
+  SELECT * FROM jsonb_to_recordset($3::jsonb) AS x(id bigint, state text, delay float8, refund boolean)
 ), logs AS (
   INSERT INTO job_logs (job_id, "offset", data)
   SELECT x.job_id, x."offset", x.data FROM jsonb_to_recordset($1::jsonb) AS x(job_id bigint, "offset" bigint, data text)
@@ -53,6 +55,7 @@ WITH job_input AS (
   WHERE j.id = ANY(ARRAY(SELECT id FROM job_input)) AND j.id = x.id
 ), orders_changed AS (
   UPDATE work_orders w SET state = x.state::work_order_state, updated_at = now(),
+    attempts = CASE WHEN x.refund THEN w.attempts - 1 ELSE w.attempts END,
     run_after = CASE WHEN x.delay IS NULL THEN w.run_after ELSE now() + make_interval(secs => x.delay) END
   FROM order_input x
   WHERE w.id = ANY(ARRAY(SELECT id FROM order_input)) AND w.id = x.id
@@ -61,6 +64,10 @@ INSERT INTO work_order_events (work_order_id, job_id, from_state, to_state, reas
 SELECT x.work_order_id, x.job_id, x.from_state::work_order_state, x.to_state::work_order_state, x.reason
 FROM jsonb_to_recordset($4::jsonb) AS x(ord int, work_order_id bigint, job_id bigint, from_state text, to_state text, reason text)
 ORDER BY x.ord`;
+
+const REQUEUED = `
+SELECT id::text AS id, selector, target_agent AS "targetAgent" FROM work_orders
+WHERE id = ANY($1::bigint[]) AND state = 'pending'`;
 
 /** Postgres text cannot hold NUL; what a job prints may, so it is kept as U+FFFD instead of refused. */
 const storable = (text: string) => (text.includes("\0") ? text.replaceAll("\0", "\uFFFD") : text);
@@ -88,17 +95,23 @@ export class JobWrites {
     return bytes;
   }
 
-  /** Moves the work order and records the move; `delay` (seconds) sets when it may be claimed next. */
-  order(id: string, jobId: string, from: WorkOrderState, to: WorkOrderState, reason: string | null, delay: number | null): void {
+  /**
+   * Moves the work order and records the move; `delay` (seconds) sets when it may be claimed next,
+   * and `refund` takes back the attempt its job was claimed as.
+   */
+  order(id: string, jobId: string, from: WorkOrderState, to: WorkOrderState, reason: string | null, delay: number | null, refund = false): void {
     const previous = this.orders.get(id);
-    this.orders.set(id, { id, state: to, delay: delay ?? previous?.delay ?? null });
+    this.orders.set(id, { id, state: to, delay: delay ?? previous?.delay ?? null, refund: refund || (previous?.refund ?? false) });
     this.events.push({ ord: this.events.length, work_order_id: id, job_id: jobId, from_state: from, to_state: to, reason });
   }
 
-  async flush(tx: Queryable): Promise<void> {
-    if (this.jobs.size === 0 && this.orders.size === 0) return;
+  /** Writes everything; returns the work orders put back in the queue at once, for a wake-up. */
+  async flush(tx: Queryable): Promise<Enqueued[]> {
+    if (this.jobs.size === 0 && this.orders.size === 0) return [];
     const json = (rows: unknown[]) => JSON.stringify(rows, (_, value) => (typeof value === "string" ? storable(value) : value));
     await tx.query(WRITE, [json(this.logs), json([...this.jobs.values()]), json([...this.orders.values()]), json(this.events)]);
+    const requeued = [...this.orders.values()].filter((o) => o.refund).map((o) => o.id);
+    return requeued.length === 0 ? [] : tx.query<Enqueued>(REQUEUED, [requeued]);
   }
 
   private changeOf(id: string): JobChange {

@@ -1,24 +1,24 @@
 // The reaper's statements. Each takes a batch of rows no other coordinator holds (SKIP LOCKED),
 // so any number of coordinators may reap at once without doing anything twice.
-import { jobMachine, workOrderMachine } from "../../protocol/states.ts";
+import { workOrderMachine } from "../../protocol/states.ts";
 import type { Enqueued } from "../bus.ts";
 import type { Database } from "../db/database.ts";
+import { ACTIVE_JOB_STATES } from "./active-jobs.ts";
 import { jobSettle, SETTLING_COLUMNS, type Settling } from "./job-settle.ts";
 import { JobWrites } from "./job-writes.ts";
 
 const BATCH = 100;
-const active = jobMachine
-  .sourcesOf("lost")
-  .map((s) => `'${s}'`)
-  .join(", ");
 if (!workOrderMachine.can("pending", "timed_out")) throw new Error("queue timeouts assume pending -> timed_out");
 
 export type Reaped = { workOrderId: string; jobId: string; agentId: string };
 
+/** What a reaping pass ended, and the work orders it put straight back in the queue. */
+export type Reaping = { reaped: Reaped[]; requeued: Enqueued[] };
+
 const LOST = `
-SELECT ${SETTLING_COLUMNS}, j.agent_id::text AS agent_id
+SELECT ${SETTLING_COLUMNS}, j.agent_id::text AS agent_id, j.state = 'claimed' AS unbegun
 FROM jobs j JOIN work_orders wo ON wo.id = j.work_order_id JOIN agents a ON a.id = j.agent_id
-WHERE j.state IN (${active}) AND a.lease_expires_at < now()
+WHERE j.state IN (${ACTIVE_JOB_STATES}) AND a.lease_expires_at < now()
 ORDER BY j.id LIMIT ${BATCH}
 FOR UPDATE OF j, wo SKIP LOCKED`;
 
@@ -30,27 +30,37 @@ WHERE j.state = 'running' AND wo.timeout_seconds IS NOT NULL
 ORDER BY j.id LIMIT ${BATCH}
 FOR UPDATE OF j, wo SKIP LOCKED`;
 
-async function settleAll(db: Database, query: string, params: unknown[], outcome: "lost" | "timed_out", error: string) {
+type Reapable = Settling & { agent_id: string; unbegun?: boolean };
+type Ended = { outcome: "lost" | "timed_out" | "returned"; error: string };
+
+async function settleAll(db: Database, query: string, params: unknown[], end: (row: Reapable) => Ended): Promise<Reaping> {
   return db.transaction(async (tx) => {
-    const rows = await tx.query<Settling & { agent_id: string }>(query, params);
+    const rows = await tx.query<Reapable>(query, params);
     const writes = new JobWrites();
-    for (const row of rows) jobSettle(writes, row, { outcome, exitCode: null, error, infrastructure: false, seq: null });
-    await writes.flush(tx);
-    return rows.map((r): Reaped => ({ workOrderId: r.work_order_id, jobId: r.job_id, agentId: r.agent_id }));
+    for (const row of rows) jobSettle(writes, row, { ...end(row), exitCode: null, infrastructure: false, seq: null });
+    const requeued = await writes.flush(tx);
+    return { reaped: rows.map((r): Reaped => ({ workOrderId: r.work_order_id, jobId: r.job_id, agentId: r.agent_id })), requeued };
   });
 }
 
-/** Jobs of agents whose lease ran out: lost, and their work orders retried or ended by their policy. */
-export function reapLost(db: Database): Promise<Reaped[]> {
-  return settleAll(db, LOST, [], "lost", "the agent was lost: it was away longer than its lease");
+const LOST_AFTER_BEGINNING: Ended = { outcome: "lost", error: "the agent was lost: it was away longer than its lease" };
+const LOST_BEFORE_BEGINNING: Ended = { outcome: "returned", error: "the agent was lost before it began the job" };
+
+/**
+ * Jobs of agents whose lease ran out: those begun are lost, and their work orders retried or ended
+ * by their policy; those only held are returned, and their work orders go back in the queue.
+ */
+export function reapLost(db: Database): Promise<Reaping> {
+  return settleAll(db, LOST, [], (row) => (row.unbegun ? LOST_BEFORE_BEGINNING : LOST_AFTER_BEGINNING));
 }
 
 /**
  * Running jobs past their run timeout by more than `graceSeconds`: the agent should have stopped
  * them itself, so it is not answering; they end timed_out and the agent is told to cancel.
  */
-export function reapOverdue(db: Database, graceSeconds: number): Promise<Reaped[]> {
-  return settleAll(db, OVERDUE, [graceSeconds], "timed_out", "run timeout: the agent did not end the job in time");
+export async function reapOverdue(db: Database, graceSeconds: number): Promise<Reaped[]> {
+  const overdue: Ended = { outcome: "timed_out", error: "run timeout: the agent did not end the job in time" };
+  return (await settleAll(db, OVERDUE, [graceSeconds], () => overdue)).reaped;
 }
 
 const QUEUE_TIMEOUT = `

@@ -2,6 +2,7 @@
 // marked, and the agent holding it is asked to stop it (it confirms with `cancelled`).
 import { workOrderMachine } from "../../protocol/states.ts";
 import type { Queryable } from "../db/database.ts";
+import { ACTIVE_JOB_STATES } from "./active-jobs.ts";
 
 if (!workOrderMachine.can("pending", "cancelled")) throw new Error("cancel assumes pending -> cancelled");
 
@@ -19,7 +20,7 @@ SELECT id FROM wo`;
 const MARK_JOB = `
 UPDATE jobs j SET cancel_reason = coalesce(j.cancel_reason, $2)
 FROM work_orders wo
-WHERE wo.id = $1 AND j.id = wo.latest_job_id AND j.state IN ('claimed', 'running')
+WHERE wo.id = $1 AND j.id = wo.latest_job_id AND j.state IN (${ACTIVE_JOB_STATES})
 RETURNING j.id::text AS "jobId", j.agent_id::text AS "agentId", j.cancel_reason AS reason`;
 
 export type CancelOutcome =

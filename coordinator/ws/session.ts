@@ -212,6 +212,7 @@ export class AgentSession implements Claimer {
     switch (result.kind) {
       case "applied":
         this.send({ type: "ack", jobId, seq });
+        if (result.requeued) this.ctx.bus.emit("enqueued", [result.requeued]);
         return this.ctx.bus.emit("changed", result.workOrderId);
       case "duplicate":
         return this.send({ type: "ack", jobId, seq });

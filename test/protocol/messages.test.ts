@@ -37,6 +37,7 @@ const agentMessages = {
   claim: { type: "claim", slots: 2 },
   drain: { type: "drain" },
   heartbeat: { type: "heartbeat" },
+  "job.starting": { type: "job.starting", jobId: "12", seq: 1 },
   "job.started": { type: "job.started", jobId: "12", seq: 1, externalId: "run-7", externalUrl: "https://ci.example.com/7" },
   "job.status": { type: "job.status", jobId: "12", seq: 2, status: "compiling" },
   "job.log": { type: "job.log", jobId: "12", seq: 3, data: "hello\n" },

@@ -28,10 +28,15 @@ const legalWorkOrder = [
   "running->timed_out",
 ];
 
+// Only a job that never began can be returned.
+const begun = outcomes.filter((o) => o !== "returned");
 const legalJob = [
+  "claimed->starting",
   "claimed->running",
   ...outcomes.map((o) => `claimed->${o}`),
-  ...outcomes.map((o) => `running->${o}`),
+  "starting->running",
+  ...begun.map((o) => `starting->${o}`),
+  ...begun.map((o) => `running->${o}`),
 ];
 
 function check<S extends string>(name: string, machine: Machine<S>, states: readonly S[], legal: string[], terminal: readonly S[]) {

@@ -25,7 +25,9 @@ function script(seed: number): Script {
     const seq = roll < 0.08 ? Math.max(1, seqs[job]!) : roll < 0.12 ? seqs[job]! + 2 : ++seqs[job]!;
     const kind = rnd();
     const message: Body =
-      kind < 0.25
+      kind < 0.1
+        ? { type: "job.starting", seq }
+        : kind < 0.25
         ? { type: "job.started", seq, ...(rnd() < 0.5 ? { externalId: `run-${i}`, externalUrl: null } : {}) }
         : kind < 0.55
           ? { type: "job.log", seq, data: `line ${i} ünïcode\n` }
@@ -109,7 +111,7 @@ forEachDatabase("jobApplyIn", (kind) => {
       const answers = (set: typeof batched, applied: Applied[]) =>
         applied.map((a) =>
           a.kind === "applied"
-            ? { ...a, workOrderId: set.orderIds.indexOf(a.workOrderId) }
+            ? { ...a, workOrderId: set.orderIds.indexOf(a.workOrderId), ...(a.requeued && { requeued: set.orderIds.indexOf(a.requeued.id) }) }
             : a.kind === "rejected"
               ? { ...a, reason: a.reason.replace(/job \d+/, (m) => `job #${set.jobIds.indexOf(m.slice(4))}`) }
               : a,

@@ -171,6 +171,53 @@ forEachDatabase("jobApply", (kind) => {
       ]);
     });
 
+    it("starting marks the job begun without moving its work order", async () => {
+      const { agent, jobId, workOrderId } = await claimedJob(db());
+      expect(await jobApply(db(), agent.agentId, { type: "job.starting", jobId, seq: 1 })).toEqual({ kind: "applied", workOrderId });
+      expect(await jobRow(db(), jobId)).toMatchObject({ state: "starting", started_at: null });
+      expect(await workOrderState(db(), workOrderId)).toBe("claimed");
+      await jobApply(db(), agent.agentId, started(jobId, 2));
+      expect(await workOrderState(db(), workOrderId)).toBe("running");
+      expect((await eventsOf(db(), workOrderId)).map((e) => e.to_state)).toEqual(["pending", "claimed", "running"]);
+    });
+
+    it("a job returned before it began puts its work order back in the queue, its attempt not counted", async () => {
+      const { agent, jobId, workOrderId } = await claimedJob(db());
+      const returned: JobMessage = { type: "job.finished", jobId, seq: 1, outcome: "returned", exitCode: null };
+      expect(await jobApply(db(), agent.agentId, returned)).toEqual({
+        kind: "applied",
+        workOrderId,
+        requeued: { id: workOrderId, selector: [], targetAgent: agent.name },
+      });
+      expect(await jobRow(db(), jobId)).toMatchObject({ state: "returned", started_at: null });
+      const wo = await workOrderGet(db(), workOrderId);
+      expect(wo).toMatchObject({ state: "pending", attempts: 0 });
+      expect((await eventsOf(db(), workOrderId)).at(-1)).toEqual({
+        from_state: "claimed",
+        to_state: "pending",
+        job_id: jobId,
+        reason: "returned before it began",
+      });
+      const [again] = await workOrderClaim(db(), agent, 1);
+      expect(again).toMatchObject({ workOrderId, attempt: 1 });
+    });
+
+    it("a job that began cannot be returned", async () => {
+      const { agent, jobId, workOrderId } = await claimedJob(db());
+      await jobApply(db(), agent.agentId, { type: "job.starting", jobId, seq: 1 });
+      const returned: JobMessage = { type: "job.finished", jobId, seq: 2, outcome: "returned", exitCode: null };
+      expect(await jobApply(db(), agent.agentId, returned)).toMatchObject({ kind: "rejected", reason: expect.stringMatching(/starting/) });
+      expect(await workOrderGet(db(), workOrderId)).toMatchObject({ state: "claimed", attempts: 1 });
+    });
+
+    it("a returned job whose work order was asked to cancel ends it cancelled", async () => {
+      const { agent, jobId, workOrderId } = await claimedJob(db());
+      expect(await workOrderCancel(db(), workOrderId, "not needed")).toMatchObject({ kind: "requested", jobId });
+      const returned: JobMessage = { type: "job.finished", jobId, seq: 1, outcome: "returned", exitCode: null };
+      expect(await jobApply(db(), agent.agentId, returned)).toEqual({ kind: "applied", workOrderId });
+      expect(await workOrderState(db(), workOrderId)).toBe("cancelled");
+    });
+
     it("a status update keeps the state and the start time", async () => {
       const { agent, jobId, workOrderId } = await claimedJob(db());
       await jobApply(db(), agent.agentId, started(jobId, 1));

@@ -26,7 +26,7 @@ forEachDatabase("the reaper", (kind) => {
 
   it("leaves the jobs of an agent whose lease holds", async () => {
     const { job } = await agentWithJob();
-    expect((await reapLost(db())).map((r) => r.jobId)).not.toContain(job.jobId);
+    expect((await reapLost(db())).reaped.map((r) => r.jobId)).not.toContain(job.jobId);
     expect(await stateOf("jobs", job.jobId)).toBe("claimed");
   });
 
@@ -34,20 +34,47 @@ forEachDatabase("the reaper", (kind) => {
     const { agent, job } = await agentWithJob({ maxAttempts: 2, retryBackoffSeconds: 0 });
     await jobApply(db(), agent.agentId, { type: "job.started", jobId: job.jobId, seq: 1 });
     await expireLease(agent.agentId);
-    const reaped = await reapLost(db());
+    const { reaped, requeued } = await reapLost(db());
     expect(reaped).toContainEqual({ jobId: job.jobId, workOrderId: job.workOrderId, agentId: agent.agentId });
+    expect(requeued).toEqual([]);
     expect(await stateOf("jobs", job.jobId)).toBe("lost");
     expect(await stateOf("work_orders", job.workOrderId)).toBe("pending");
     expect((await eventsOf(db(), job.workOrderId)).at(-1)).toMatchObject({ from_state: "running", to_state: "pending" });
-    expect(await reapLost(db())).toEqual([]);
+    expect(await reapLost(db())).toEqual({ reaped: [], requeued: [] });
+  });
+
+  it("returns the jobs an agent only held: the attempt is not counted, and the work order is woken at once", async () => {
+    const { agent, job } = await agentWithJob({ maxAttempts: 1 });
+    await expireLease(agent.agentId);
+    const { reaped, requeued } = await reapLost(db());
+    expect(reaped).toContainEqual({ jobId: job.jobId, workOrderId: job.workOrderId, agentId: agent.agentId });
+    expect(requeued).toEqual([{ id: job.workOrderId, selector: expect.any(Object), targetAgent: null }]);
+    expect(await stateOf("jobs", job.jobId)).toBe("returned");
+    const [order] = await db().query<{ state: string; attempts: number }>(`SELECT state, attempts FROM work_orders WHERE id = $1`, [job.workOrderId]);
+    expect(order).toEqual({ state: "pending", attempts: 0 });
+    expect((await eventsOf(db(), job.workOrderId)).at(-1)).toMatchObject({ from_state: "claimed", to_state: "pending", reason: "returned before it began" });
+    const other = await connectAgent(db(), `${agent.name}-b`, agent.labels);
+    const [again] = await workOrderClaim(db(), other, 1);
+    expect(again).toMatchObject({ workOrderId: job.workOrderId, attempt: 1, adopt: null });
+    expect(again!.jobId).not.toBe(job.jobId);
+  });
+
+  it("a job its agent began counts as lost even before it started", async () => {
+    const { agent, job } = await agentWithJob({ maxAttempts: 1 });
+    await jobApply(db(), agent.agentId, { type: "job.starting", jobId: job.jobId, seq: 1 });
+    await expireLease(agent.agentId);
+    expect((await reapLost(db())).requeued).toEqual([]);
+    expect(await stateOf("jobs", job.jobId)).toBe("lost");
+    expect(await stateOf("work_orders", job.workOrderId)).toBe("failed");
   });
 
   it("a late report from the lost agent is refused", async () => {
     const { agent, job } = await agentWithJob({ maxAttempts: 1 });
+    await jobApply(db(), agent.agentId, { type: "job.starting", jobId: job.jobId, seq: 1 });
     await expireLease(agent.agentId);
     await reapLost(db());
     expect(await stateOf("work_orders", job.workOrderId)).toBe("failed");
-    const late = await jobApply(db(), agent.agentId, { type: "job.finished", jobId: job.jobId, seq: 1, outcome: "succeeded", exitCode: 0 });
+    const late = await jobApply(db(), agent.agentId, { type: "job.finished", jobId: job.jobId, seq: 2, outcome: "succeeded", exitCode: 0 });
     expect(late).toMatchObject({ kind: "rejected" });
     expect(await stateOf("work_orders", job.workOrderId)).toBe("failed");
   });

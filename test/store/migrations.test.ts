@@ -1,0 +1,85 @@
+// Upgrading a database that already holds jobs: the migration that adds the `starting` and
+// `returned` job states uses them in the same transaction, which Postgres refuses for values added
+// to an existing type. The database is first migrated only as far as the release before it.
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PGlite } from "@electric-sql/pglite";
+import { drizzle as drizzlePglite } from "drizzle-orm/pglite";
+import { migrate as migratePglite } from "drizzle-orm/pglite/migrator";
+import { drizzle as drizzlePostgres } from "drizzle-orm/postgres-js";
+import { migrate as migratePostgres } from "drizzle-orm/postgres-js/migrator";
+import postgres from "postgres";
+import { afterAll, expect, it } from "vitest";
+import { type Database, openDatabase, type Queryable } from "../../coordinator/db/database.ts";
+import { migrationsFolder } from "../../coordinator/db/migrations.ts";
+import { createPostgresDatabase, dropPostgresDatabase, forEachDatabase, type Kind } from "../support/databases.ts";
+import { connectAgent, order, workOrderInsert } from "./fixtures.ts";
+
+const BEFORE = "0003_sweep_indexes_unchecked_events";
+const temp = mkdtempSync(join(tmpdir(), "jobfleet-migrations-"));
+afterAll(() => rmSync(temp, { recursive: true, force: true }));
+
+/** The migrations folder as it was up to `BEFORE`. */
+function olderMigrations(): string {
+  const folder = join(temp, "migrations");
+  cpSync(migrationsFolder, folder, { recursive: true });
+  const journalPath = join(folder, "meta", "_journal.json");
+  const journal = JSON.parse(readFileSync(journalPath, "utf8")) as { entries: { tag: string }[] };
+  const last = journal.entries.findIndex((e) => e.tag === BEFORE);
+  expect(last).toBeGreaterThan(0);
+  writeFileSync(journalPath, JSON.stringify({ ...journal, entries: journal.entries.slice(0, last + 1) }));
+  return folder;
+}
+
+/** Migrates a new database of `kind` to `BEFORE`, lets `fill` write to it, then opens it as the coordinator does. */
+async function upgraded(kind: Kind, fill: (db: Queryable) => Promise<void>): Promise<Database> {
+  const folder = olderMigrations();
+  if (kind === "pglite") {
+    const dataDir = join(temp, `pglite-${Date.now()}`);
+    const client = new PGlite(dataDir);
+    await migratePglite(drizzlePglite({ client }), { migrationsFolder: folder });
+    await fill({ query: async (text, params) => (await client.query(text, params)).rows as never });
+    await client.close();
+    return openDatabase({ kind, dataDir });
+  }
+  const url = await createPostgresDatabase();
+  const client = postgres(url.toString(), { max: 1, onnotice: () => {} });
+  try {
+    await migratePostgres(drizzlePostgres({ client }), { migrationsFolder: folder });
+    await fill({ query: (text, params = []) => client.unsafe(text, params as never[]) as never });
+  } finally {
+    await client.end();
+  }
+  const db = await openDatabase({ kind, url: url.toString() });
+  return { ...db, close: async () => (await db.close(), await dropPostgresDatabase(url)) } as Database;
+}
+
+forEachDatabase("upgrading to the starting and returned job states", (kind) => {
+  it("keeps every job's state, and lets a returned job share its attempt number with the next", async () => {
+    let orderId = "";
+    const db = await upgraded(kind, async (old) => {
+      const agent = await connectAgent(old, "old-agent", { os: "linux" });
+      orderId = (await workOrderInsert(old, order({ selector: "os=linux", maxAttempts: 5 }))).row.id;
+      for (const [attempt, state] of [[1, "lost"], [2, "failed"], [3, "running"]] as const) {
+        await old.query(`INSERT INTO jobs (work_order_id, attempt, agent_id, state) VALUES ($1, $2, $3, $4)`, [orderId, attempt, agent.agentId, state]);
+      }
+    });
+    try {
+      const states = await db.query<{ attempt: number; state: string }>(`SELECT attempt, state::text AS state FROM jobs ORDER BY attempt`);
+      expect(states).toEqual([
+        { attempt: 1, state: "lost" },
+        { attempt: 2, state: "failed" },
+        { attempt: 3, state: "running" },
+      ]);
+      const [agent] = await db.query<{ id: string }>(`SELECT id::text AS id FROM agents`);
+      const job = (attempt: number, state: string) =>
+        db.query(`INSERT INTO jobs (work_order_id, attempt, agent_id, state) VALUES ($1, $2, $3, $4)`, [orderId, attempt, agent!.id, state]);
+      await job(4, "returned");
+      await job(4, "starting");
+      await expect(job(4, "claimed")).rejects.toThrow(/jobs_work_order_attempt/);
+    } finally {
+      await db.close();
+    }
+  });
+});
