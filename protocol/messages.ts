@@ -98,6 +98,7 @@ export const coordinatorMessage = z.discriminatedUnion("type", [
   }),
   z.strictObject({ type: z.literal("assign"), job: assignment }),
   z.strictObject({ type: z.literal("cancel"), jobId: id, reason: z.string().max(1024) }),
+  /** The coordinator holds every message of the job up to `seq`. */
   z.strictObject({ type: z.literal("ack"), jobId: id, seq: z.int().min(0) }),
   z.strictObject({
     type: z.literal("error"),

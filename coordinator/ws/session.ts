@@ -63,6 +63,8 @@ export class AgentSession implements Claimer {
   private readonly bucket: TokenBucket;
   private readonly helloTimer: NodeJS.Timeout;
   private readonly cork = new TurnCork();
+  /** Acknowledgements waiting for the end of the microtask queue, highest seq per job. */
+  private readonly acks = new Map<string, number>();
 
   constructor(
     readonly sessionId: string,
@@ -98,7 +100,22 @@ export class AgentSession implements Claimer {
     this.socket.close(code, reason);
   }
 
+  /**
+   * Acknowledgements are cumulative, so of a job's messages answered together (one batch holds a
+   * short job's starting, started and finished) only the highest goes out.
+   */
+  private ack(jobId: string, seq: number): void {
+    if (this.acks.size === 0) queueMicrotask(() => this.flushAcks());
+    this.acks.set(jobId, Math.max(seq, this.acks.get(jobId) ?? 0));
+  }
+
+  private flushAcks(): void {
+    for (const [jobId, seq] of this.acks) this.send({ type: "ack", jobId, seq });
+    this.acks.clear();
+  }
+
   private error(code: string, message: string, extra: { jobId?: string; fatal?: boolean } = {}): void {
+    this.flushAcks();
     this.ctx.log("agent message rejected", { session: this.sessionId, agent: this.claimant?.name, code, message });
     this.send({ type: "error", code, message, fatal: false, ...extra });
   }
@@ -211,13 +228,13 @@ export class AgentSession implements Claimer {
     const { jobId, seq } = message;
     switch (result.kind) {
       case "applied":
-        this.send({ type: "ack", jobId, seq });
+        this.ack(jobId, seq);
         if (result.requeued) this.ctx.bus.emit("enqueued", [result.requeued]);
         return this.ctx.bus.emit("changed", result.workOrderId);
       case "duplicate":
-        return this.send({ type: "ack", jobId, seq });
+        return this.ack(jobId, seq);
       case "rejected":
-        this.send({ type: "ack", jobId, seq });
+        this.ack(jobId, seq);
         return this.error("illegal_transition", result.reason, { jobId });
       case "gap":
         return this.error("sequence_gap", `job ${jobId}: expected seq ${result.expected}, got ${seq}`, { jobId });
