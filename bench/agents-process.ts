@@ -13,7 +13,7 @@ import { pino } from "pino";
 import { benchAgents, succeeded } from "./bench-agents.ts";
 import { childConfig, send, serve, now } from "./support.ts";
 
-export type AgentsConfig = { urls: string[]; token: string; prefix: string; count: number; capacity: number };
+export type AgentsConfig = { urls: string[]; token: string; prefix: string; count: number; capacity: number; prefetch: number };
 
 const config = childConfig<AgentsConfig>();
 const logger = pino({ level: "silent" });

@@ -13,6 +13,8 @@ export type BenchAgentsOptions = {
   count: number;
   labels: Record<string, string>;
   capacity: number;
+  /** Jobs each agent holds ahead of its capacity (default 0). */
+  prefetch?: number;
   logger: Logger;
   start: (ctx: RunContext<unknown>) => Promise<Run>;
 };
@@ -34,6 +36,7 @@ export function benchAgents(options: BenchAgentsOptions): Agent[] {
         name: `${options.prefix}-${i}`,
         labels: options.labels,
         capacity: options.capacity,
+        prefetch: options.prefetch ?? 0,
         mode: "queue",
         version: "bench",
         cancelGraceMs: 100,

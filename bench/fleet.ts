@@ -12,6 +12,9 @@ export const NOOP_ORDER = { spec: { command: ["true"] }, selector: "pool=bench" 
 export const PROBE_ORDER = { spec: { command: ["probe"] }, selector: "pool=bench" };
 export const BULK_SIZE = 10_000;
 
+/** Agent processes × agents in each, each agent with `capacity` slots and `prefetch` jobs held ahead (default 0). */
+export type FleetShape = { processes: number; perProcess: number; capacity: number; prefetch?: number };
+
 export class CoordinatorProcess {
   private constructor(
     readonly child: Child,
@@ -59,9 +62,7 @@ export class CoordinatorProcess {
  */
 export async function startAgents(
   coordinators: CoordinatorProcess | readonly CoordinatorProcess[],
-  processes: number,
-  perProcess: number,
-  capacity: number,
+  { processes, perProcess, capacity, prefetch = 0 }: FleetShape,
   prefix = "bench",
 ): Promise<AgentFleet> {
   const list: readonly CoordinatorProcess[] = coordinators instanceof CoordinatorProcess ? [coordinators] : coordinators;
@@ -74,6 +75,7 @@ export async function startAgents(
       prefix: `${prefix}-${p}`,
       count: perProcess,
       capacity,
+      prefetch,
     } satisfies AgentsConfig);
   });
   try {

@@ -1,8 +1,7 @@
 // Scenario 4 on an idle fleet: probe work orders enqueued one at a time (each after the previous
 // one started), timed from just before the POST until the adapter's start is called on an agent.
 // (Under load: jobfleetThroughput with `probeEveryMs`.)
-import { CoordinatorProcess, PROBE_ORDER, startAgents } from "./fleet.ts";
-import type { FleetShape } from "./throughput.ts";
+import { CoordinatorProcess, type FleetShape, PROBE_ORDER, startAgents } from "./fleet.ts";
 import { createDatabase, dropDatabase, now, sleep, waitUntil } from "./support.ts";
 
 const WARMUP = 20;
@@ -12,7 +11,7 @@ export async function idleLatency(probes: number, shape: FleetShape): Promise<nu
   const url = await createDatabase("lat");
   const coordinator = await CoordinatorProcess.start({ kind: "postgres", url });
   try {
-    const agents = await startAgents(coordinator, shape.processes, shape.perProcess, shape.capacity, "idle");
+    const agents = await startAgents(coordinator, shape, "idle");
     try {
       agents.go();
       const api = coordinator.api;

@@ -16,11 +16,10 @@
 // One probe every 50 ms while the load runs (until 90% of it is done), then as many on the same
 // fleet once it is idle.
 import postgres from "postgres";
-import { CoordinatorProcess, startAgents, type AgentFleet } from "./fleet.ts";
+import { CoordinatorProcess, startAgents, type AgentFleet, type FleetShape } from "./fleet.ts";
 import { postgresCpuSeconds } from "./cpu.ts";
 import { createDatabase, dropDatabase, now, percentile, sleep } from "./support.ts";
 import type { Row } from "./table.ts";
-import type { FleetShape } from "./throughput.ts";
 
 const FLEET: FleetShape = { processes: 4, perProcess: 25, capacity: 1 };
 const LINES_PER_JOB = 1_000;
@@ -65,7 +64,7 @@ export async function logScenario(options: LogScenarioOptions): Promise<Row[]> {
     const persistedBytes = async () =>
       Number((await monitor<{ n: string }[]>`SELECT coalesce(sum(log_bytes), 0)::text AS n FROM jobs WHERE work_order_id <= ${last}`)[0]!.n);
 
-    agents = await startAgents(coordinator, FLEET.processes, FLEET.perProcess, FLEET.capacity, "logs");
+    agents = await startAgents(coordinator, FLEET, "logs");
     const probes = new LogProbes(coordinator, agents);
     const cpuBefore = { coordinator: (await coordinator.usage()).cpu, agents: agents.cpu(), postgres: postgresCpuSeconds() };
 

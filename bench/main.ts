@@ -12,7 +12,8 @@ import { idleLatency } from "./latency.ts";
 import { logScenario } from "./logs.ts";
 import { replicas } from "./replicas.ts";
 import { type Row, ratio, Table } from "./table.ts";
-import { type FleetShape, jobfleetThroughput } from "./throughput.ts";
+import type { FleetShape } from "./fleet.ts";
+import { jobfleetThroughput } from "./throughput.ts";
 import { dropAll, killAll, percentile } from "./support.ts";
 
 const { values } = parseArgs({

@@ -6,7 +6,8 @@
 // each party's CPU during the working phase (cores busy = CPU s per job × jobs/s).
 import { availableParallelism } from "node:os";
 import { type Row, ratio } from "./table.ts";
-import { type FleetShape, type ThroughputResult, jobfleetThroughput } from "./throughput.ts";
+import type { FleetShape } from "./fleet.ts";
+import { type ThroughputResult, jobfleetThroughput } from "./throughput.ts";
 
 /** The same fleet as scenario 1 (bench/main.ts). */
 const FLEET: FleetShape = { processes: 4, perProcess: 25, capacity: 1 };

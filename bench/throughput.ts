@@ -4,11 +4,10 @@
 // dial until the last work order ended; the database's commits and each party's CPU are read
 // around that working phase only.
 import postgres from "postgres";
-import { CoordinatorProcess, NOOP_ORDER, PROBE_ORDER, startAgents } from "./fleet.ts";
+import { CoordinatorProcess, type FleetShape, NOOP_ORDER, PROBE_ORDER, startAgents } from "./fleet.ts";
 import { postgresCpuSeconds } from "./cpu.ts";
 import { commits, createDatabase, dropDatabase, now, sleep, walBytes } from "./support.ts";
 
-export type FleetShape = { processes: number; perProcess: number; capacity: number };
 
 export type ThroughputOptions = {
   kind: "postgres" | "pglite";
@@ -77,7 +76,7 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
   };
   try {
     const enqueue = await coordinator.api.enqueueMany(NOOP_ORDER, orders);
-    const agents = await startAgents(coordinators, shape.processes, shape.perProcess, shape.capacity);
+    const agents = await startAgents(coordinators, shape);
     try {
       const probes = probing(coordinator, agents, options.probeEveryMs);
       const before = url ? await commits(url) : 0;
