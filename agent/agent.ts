@@ -48,8 +48,8 @@ type Lease = { seconds: number; heartbeatSeconds: number };
 export class Agent {
   /** Every job the agent holds, begun or queued. */
   private readonly runners = new Map<string, JobRunner>();
-  /** Held jobs not begun yet, in the order they were assigned. */
-  private readonly queued = new Set<JobRunner>();
+  /** Held jobs not begun yet, highest priority first, then oldest work order. */
+  private queued: JobRunner[] = [];
   private begun = 0;
   private readonly connection: Connection;
   private readonly outbox: Outbox;
@@ -97,7 +97,7 @@ export class Agent {
     if (!this.draining) {
       this.draining = true;
       this.connection.send({ type: "drain" });
-      this.log.info({ running: this.begun, returning: this.queued.size, timeoutMs }, "draining");
+      this.log.info({ running: this.begun, returning: this.queued.length, timeoutMs }, "draining");
       for (const runner of this.queued) runner.handBack();
     }
     const jobs = Promise.all([...this.runners.values()].map((r) => r.done));
@@ -154,7 +154,7 @@ export class Agent {
       runner.handBack();
     }
     this.outbox.resend();
-    this.log.info({ agentId: message.agentId, running: this.begun, held: this.queued.size }, "connected");
+    this.log.info({ agentId: message.agentId, running: this.begun, held: this.queued.length }, "connected");
     if (this.draining) this.connection.send({ type: "drain" });
     else this.claim(this.options.capacity + (this.options.prefetch ?? 0) - this.runners.size);
     this.beginQueued();
@@ -215,12 +215,12 @@ export class Agent {
     this.outbox.open(job.jobId);
     const runner = new JobRunner(job, (body) => this.outbox.push(body), this.options.cancelGraceMs, this.options.adapters ?? adapterFor);
     this.runners.set(job.jobId, runner);
-    this.queued.add(runner);
+    this.hold(runner);
     // Assigned as the drain crossed it: the claim is withdrawn, so it goes straight back.
     if (this.draining) runner.handBack();
     void runner.done.then((ending) => {
       this.runners.delete(job.jobId);
-      this.queued.delete(runner);
+      this.queued = this.queued.filter((r) => r !== runner);
       if (runner.begun) this.begun--;
       this.log.info({ job: job.jobId, ...ending }, "job finished");
       this.claim(1);
@@ -231,11 +231,14 @@ export class Agent {
 
   /** Begins held jobs while slots are free; only while in touch, since a job may begin only where its claim is known to hold. */
   private beginQueued(): void {
-    for (const runner of this.queued) {
-      if (!this.welcomed || this.draining || this.begun >= this.options.capacity) return;
-      this.queued.delete(runner);
-      if (runner.begin()) this.begun++;
+    while (this.queued.length > 0 && this.welcomed && !this.draining && this.begun < this.options.capacity) {
+      if (this.queued.shift()!.begin()) this.begun++;
     }
+  }
+
+  private hold(runner: JobRunner): void {
+    const at = this.queued.findIndex((held) => before(runner.job, held.job));
+    this.queued.splice(at === -1 ? this.queued.length : at, 0, runner);
   }
 
   private disconnected(code: number, reason: string): void {
@@ -249,6 +252,11 @@ export class Agent {
     this.outbox.close();
     this.fail(new AgentFailed(`${fatal}: ${reason}`));
   }
+}
+
+/** Whether `a` begins before `b`: the order the claim picks work orders in. */
+function before(a: Assignment, b: Assignment): boolean {
+  return a.priority !== b.priority ? a.priority > b.priority : BigInt(a.workOrderId) < BigInt(b.workOrderId);
 }
 
 async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {

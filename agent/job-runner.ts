@@ -29,7 +29,7 @@ export class JobRunner {
   private readonly report: (body: JobMessageBody) => void;
 
   constructor(
-    private readonly job: Assignment,
+    readonly job: Assignment,
     report: (body: JobMessageBody) => void,
     private readonly cancelGraceMs: number,
     private readonly adapterFor: AdapterLookup,

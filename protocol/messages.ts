@@ -78,6 +78,8 @@ export const assignment = z.strictObject({
   jobId: id,
   workOrderId: id,
   attempt: z.int().min(1),
+  /** The work order's priority: an agent holding jobs ahead begins them highest first, then oldest. */
+  priority: z.int(),
   adapter: z.enum(adapterNames),
   spec: z.unknown(),
   timeoutSeconds: z.int().positive().nullable(),

@@ -56,7 +56,7 @@ WITH member AS (
   SELECT id, latest_job_id, '${FROM}', 'claimed' FROM claimed
 )
 SELECT a.agent_id::text AS "agentId", c.latest_job_id AS "jobId", c.id AS "workOrderId", c.attempts AS attempt,
-  c.adapter, c.spec, c.timeout_seconds AS "timeoutSeconds",
+  c.priority, c.adapter, c.spec, c.timeout_seconds AS "timeoutSeconds",
   (SELECT jsonb_build_object('externalId', prev.external_id, 'externalUrl', prev.external_url) FROM jobs prev
    WHERE prev.work_order_id = c.id AND prev.attempt = c.attempts - 1 AND prev.state <> 'returned'
      AND prev.external_id IS NOT NULL AND (prev.state = 'lost' OR prev.infrastructure)) AS adopt

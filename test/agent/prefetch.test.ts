@@ -1,8 +1,8 @@
-// An agent with `prefetch` holds jobs beyond its capacity and begins each as a slot frees. A held
-// job has not begun: cancelled, it never reaches the adapter; handed back on drain, it is returned,
-// its work order goes straight back to the queue with the attempt not counted, and an idle agent
-// is woken for it. The coordinator, agents and WebSockets are real; the adapter is a gate the
-// test opens.
+// An agent with `prefetch` holds jobs beyond its capacity and begins each as a slot frees, highest
+// priority first. A held job has not begun: cancelled, it never reaches the adapter; handed back on
+// drain, it is returned, its work order goes straight back to the queue with the attempt not
+// counted, and an idle agent is woken for it. The coordinator, agents and WebSockets are real; the
+// adapter is a gate the test opens.
 import { pino } from "pino";
 import { afterAll, beforeAll, expect, test, vi } from "vitest";
 import { z } from "zod";
@@ -71,8 +71,9 @@ async function api<T>(method: string, path: string, body?: unknown): Promise<T> 
   return (await response.json()) as T;
 }
 
-const enqueue = (pool: string, n: number) =>
-  Promise.all(Array.from({ length: n }, () => api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["gate"] }, selector: `pool=${pool}` })));
+const enqueueOne = (pool: string, priority = 0) =>
+  api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["gate"] }, selector: `pool=${pool}`, priority });
+const enqueue = (pool: string, n: number) => Promise.all(Array.from({ length: n }, () => enqueueOne(pool)));
 
 async function jobsOf(orderId: string): Promise<Pick<JobView, "attempt" | "agent" | "state">[]> {
   const { items } = await api<{ items: JobView[] }>("GET", `/v1/jobs?workOrder=${orderId}`);
@@ -122,4 +123,21 @@ test("a drain returns the held jobs: back in the queue at once, the attempt not 
   runs.get(ids[2]!)!({ outcome: "succeeded", exitCode: 0 });
   await vi.waitFor(async () => expect(await Promise.all(ids.map(stateOf))).toEqual(["succeeded", "succeeded", "succeeded"]));
   expect((await jobsOf(ids[2]!)).map((j) => j.state)).toEqual(["succeeded", "returned"]);
+});
+
+test("held jobs begin highest priority first, then oldest, whatever order they came in", async () => {
+  agent("sorter", "sort", 2);
+  const first = await enqueueOne("sort");
+  await vi.waitFor(() => expect(began).toContain(first.id));
+  const low = await enqueueOne("sort");
+  await vi.waitFor(async () => expect(await stateOf(low.id)).toBe("claimed"));
+  const high = await enqueueOne("sort", 5);
+  await vi.waitFor(async () => expect(await stateOf(high.id)).toBe("claimed"));
+
+  runs.get(first.id)!({ outcome: "succeeded", exitCode: 0 });
+  await vi.waitFor(() => expect(began).toContain(high.id));
+  expect(began).not.toContain(low.id);
+  runs.get(high.id)!({ outcome: "succeeded", exitCode: 0 });
+  await vi.waitFor(() => expect(began).toContain(low.id));
+  runs.get(low.id)!({ outcome: "succeeded", exitCode: 0 });
 });

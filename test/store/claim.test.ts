@@ -193,6 +193,7 @@ forEachDatabase("workOrderClaim", (kind) => {
           jobId: a.jobId,
           workOrderId: a.workOrderId,
           attempt: 1,
+          priority: priorities[ids.indexOf(a.workOrderId)],
           adapter: "exec",
           spec: { command: ["true"], env: {} },
           timeoutSeconds: null,
