@@ -11,7 +11,7 @@ import { jobSettle, SETTLING_COLUMNS, type Settling } from "./job-settle.ts";
 import { JobWrites } from "./job-writes.ts";
 
 export type Applied =
-  /** `requeued`: the job was returned unbegun and its work order is back in the queue. */
+  /** `requeued`: the job ended before it began, and its work order is back in the queue. */
   | { kind: "applied"; workOrderId: string; requeued?: Enqueued }
   | { kind: "duplicate" }
   | { kind: "gap"; expected: number }
@@ -20,12 +20,12 @@ export type Applied =
 
 export type Incoming = { agentId: string; message: JobMessage };
 
-type LockedJob = Settling & { agent_id: string; state: JobState; seq: number; log_bytes: string };
+type LockedJob = Settling & { agent_id: string; seq: number; log_bytes: string };
 
 // Locked in work order then job order, so two batches in flight cannot deadlock over them. The
 // work orders are named by key too: left to the join, the planner merge-joined the whole table.
 const LOCK = `
-SELECT j.agent_id::text AS agent_id, j.state, j.seq, j.log_bytes::text AS log_bytes, ${SETTLING_COLUMNS}
+SELECT j.agent_id::text AS agent_id, j.seq, j.log_bytes::text AS log_bytes, ${SETTLING_COLUMNS}
 FROM jobs j JOIN work_orders wo ON wo.id = j.work_order_id
 WHERE j.id = ANY($1::bigint[]) AND wo.id = ANY(ARRAY(SELECT work_order_id FROM jobs WHERE id = ANY($1::bigint[])))
 ORDER BY j.work_order_id, j.id
@@ -87,9 +87,10 @@ class Batch {
         return;
       case "job.finished": {
         const { outcome, exitCode } = msg;
-        locked.state = outcome;
         const end = { outcome, exitCode, seq, error: msg.error ?? null, infrastructure: msg.infrastructure ?? false };
-        this.orderStates.set(job.work_order_id, jobSettle(this.writes, job, end));
+        const settled = jobSettle(this.writes, job, end);
+        locked.state = settled.job;
+        this.orderStates.set(job.work_order_id, settled.order);
       }
     }
   }
@@ -104,7 +105,7 @@ export async function jobApplyIn(tx: Queryable, incoming: Incoming[]): Promise<A
   if (requeued.size === 0) return applied;
   return applied.map((answer, i) => {
     const msg = incoming[i]!.message;
-    const order = answer.kind === "applied" && msg.type === "job.finished" && msg.outcome === "returned" ? requeued.get(answer.workOrderId) : undefined;
+    const order = answer.kind === "applied" && msg.type === "job.finished" ? requeued.get(answer.workOrderId) : undefined;
     return order ? { ...answer, requeued: order } : answer;
   });
 }

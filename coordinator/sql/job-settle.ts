@@ -1,12 +1,14 @@
 // Ends a job and moves its work order on, by the retry policy of protocol/retry.ts: the one place a
 // job's ending becomes its work order's state, for endings reported by agents and found by the reaper.
-import { type Outcome, type WorkOrderState, workOrderMachine } from "../../protocol/states.ts";
+// A job lost before it began (its agent never said `starting`) is returned instead: nothing ran.
+import { type JobState, type Outcome, type WorkOrderState, workOrderMachine } from "../../protocol/states.ts";
 import { type RetryableEnding, settle } from "../../protocol/retry.ts";
 import type { JobWrites } from "./job-writes.ts";
 
 /** A locked job with what its work order needs to decide. */
 export type Settling = {
   job_id: string;
+  state: JobState;
   work_order_id: string;
   order_state: WorkOrderState;
   /** Whether this job is its work order's latest (only the latest moves the work order). */
@@ -19,14 +21,15 @@ export type Settling = {
 };
 
 /** The columns of `Settling`, for a query joining jobs `j` and work orders `wo`. */
-export const SETTLING_COLUMNS = `j.id::text AS job_id, j.work_order_id::text AS work_order_id, wo.state AS order_state,
+export const SETTLING_COLUMNS = `j.id::text AS job_id, j.state, j.work_order_id::text AS work_order_id, wo.state AS order_state,
   wo.latest_job_id = j.id AS latest, wo.attempts, wo.max_attempts, wo.retry_on, wo.retry_backoff_seconds, j.cancel_reason`;
 
 export type JobEnd = { outcome: Outcome; exitCode: number | null; error: string | null; infrastructure: boolean; seq: number | null };
 
-/** Records in `writes` the ending of a job the caller has locked; returns its work order's next state. */
-export function jobSettle(writes: JobWrites, job: Settling, end: JobEnd): WorkOrderState {
-  const next = settle(end.outcome, end.infrastructure, {
+/** Records in `writes` the ending of a job the caller has locked; returns how the job and its work order stand. */
+export function jobSettle(writes: JobWrites, job: Settling, end: JobEnd): { job: Outcome; order: WorkOrderState } {
+  const outcome = end.outcome === "lost" && job.state === "claimed" ? "returned" : end.outcome;
+  const next = settle(outcome, end.infrastructure, {
     attempts: job.attempts,
     maxAttempts: job.max_attempts,
     retryOn: job.retry_on,
@@ -34,15 +37,15 @@ export function jobSettle(writes: JobWrites, job: Settling, end: JobEnd): WorkOr
     cancelRequested: job.cancel_reason !== null,
   });
   writes.job(job.job_id, {
-    state: end.outcome,
+    state: outcome,
     seq: end.seq ?? undefined,
     finished: true,
     exit_code: end.exitCode,
     error: end.error,
     infrastructure: end.infrastructure,
   });
-  if (!job.latest || !workOrderMachine.can(job.order_state, next.state)) return job.order_state;
+  if (!job.latest || !workOrderMachine.can(job.order_state, next.state)) return { job: outcome, order: job.order_state };
   const { delay, refund } = next.state === "pending" ? { delay: next.delaySeconds, refund: next.refund ?? false } : { delay: 0, refund: false };
   writes.order(job.work_order_id, job.job_id, job.order_state, next.state, next.reason, delay, refund);
-  return next.state;
+  return { job: outcome, order: next.state };
 }

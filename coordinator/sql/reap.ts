@@ -16,7 +16,7 @@ export type Reaped = { workOrderId: string; jobId: string; agentId: string };
 export type Reaping = { reaped: Reaped[]; requeued: Enqueued[] };
 
 const LOST = `
-SELECT ${SETTLING_COLUMNS}, j.agent_id::text AS agent_id, j.state = 'claimed' AS unbegun
+SELECT ${SETTLING_COLUMNS}, j.agent_id::text AS agent_id
 FROM jobs j JOIN work_orders wo ON wo.id = j.work_order_id JOIN agents a ON a.id = j.agent_id
 WHERE j.state IN (${ACTIVE_JOB_STATES}) AND a.lease_expires_at < now()
 ORDER BY j.id LIMIT ${BATCH}
@@ -30,28 +30,22 @@ WHERE j.state = 'running' AND wo.timeout_seconds IS NOT NULL
 ORDER BY j.id LIMIT ${BATCH}
 FOR UPDATE OF j, wo SKIP LOCKED`;
 
-type Reapable = Settling & { agent_id: string; unbegun?: boolean };
-type Ended = { outcome: "lost" | "timed_out" | "returned"; error: string };
-
-async function settleAll(db: Database, query: string, params: unknown[], end: (row: Reapable) => Ended): Promise<Reaping> {
+async function settleAll(db: Database, query: string, params: unknown[], outcome: "lost" | "timed_out", error: string): Promise<Reaping> {
   return db.transaction(async (tx) => {
-    const rows = await tx.query<Reapable>(query, params);
+    const rows = await tx.query<Settling & { agent_id: string }>(query, params);
     const writes = new JobWrites();
-    for (const row of rows) jobSettle(writes, row, { ...end(row), exitCode: null, infrastructure: false, seq: null });
+    for (const row of rows) jobSettle(writes, row, { outcome, exitCode: null, error, infrastructure: false, seq: null });
     const requeued = await writes.flush(tx);
     return { reaped: rows.map((r): Reaped => ({ workOrderId: r.work_order_id, jobId: r.job_id, agentId: r.agent_id })), requeued };
   });
 }
-
-const LOST_AFTER_BEGINNING: Ended = { outcome: "lost", error: "the agent was lost: it was away longer than its lease" };
-const LOST_BEFORE_BEGINNING: Ended = { outcome: "returned", error: "the agent was lost before it began the job" };
 
 /**
  * Jobs of agents whose lease ran out: those begun are lost, and their work orders retried or ended
  * by their policy; those only held are returned, and their work orders go back in the queue.
  */
 export function reapLost(db: Database): Promise<Reaping> {
-  return settleAll(db, LOST, [], (row) => (row.unbegun ? LOST_BEFORE_BEGINNING : LOST_AFTER_BEGINNING));
+  return settleAll(db, LOST, [], "lost", "the agent was lost: it was away longer than its lease");
 }
 
 /**
@@ -59,8 +53,7 @@ export function reapLost(db: Database): Promise<Reaping> {
  * them itself, so it is not answering; they end timed_out and the agent is told to cancel.
  */
 export async function reapOverdue(db: Database, graceSeconds: number): Promise<Reaped[]> {
-  const overdue: Ended = { outcome: "timed_out", error: "run timeout: the agent did not end the job in time" };
-  return (await settleAll(db, OVERDUE, [graceSeconds], () => overdue)).reaped;
+  return (await settleAll(db, OVERDUE, [graceSeconds], "timed_out", "run timeout: the agent did not end the job in time")).reaped;
 }
 
 const QUEUE_TIMEOUT = `

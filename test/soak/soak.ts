@@ -2,16 +2,27 @@
 // agents and coordinators are killed (SIGKILL) and Postgres is restarted at random, seeded,
 // moments. Then it checks what jobfleet promises: every work order ended exactly once, no two
 // attempts of one work order overlapped (a per-order flock proves it, even across SIGKILL), every
-// log is whole and in order, and nothing is left claimed or running.
+// log is whole and in order, and nothing is left claimed or running. Agents hold jobs ahead of
+// their capacity, so the reaper also returns a killed agent's jobs that never began.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
+import { ACTIVE_JOB_STATES } from "../../coordinator/sql/active-jobs.ts";
 import { adminOf, Api, listening } from "../support/fleet.ts";
 import { type Cluster, startCluster } from "../support/pg-cluster.ts";
 import { jobfleet, type JobfleetProcess } from "../support/processes.ts";
 
-export type SoakOptions = { orders: number; agents: number; capacity: number; seed: number; lines: number; log?: (line: string) => void };
+export type SoakOptions = {
+  orders: number;
+  agents: number;
+  capacity: number;
+  /** Jobs each agent holds ahead of its capacity: the reaper returns them when it is killed. */
+  prefetch: number;
+  seed: number;
+  lines: number;
+  log?: (line: string) => void;
+};
 
 export type SoakReport = {
   seed: number;
@@ -20,6 +31,8 @@ export type SoakReport = {
   kills: { agent: number; coordinator: number; postgres: number };
   retries: number;
   lost: number;
+  /** Jobs given back before they began. */
+  returned: number;
   adopted: number;
   overlaps: string[];
   problems: string[];
@@ -120,6 +133,8 @@ class Soak {
       "pool=soak",
       "--capacity",
       String(this.options.capacity),
+      "--prefetch",
+      String(this.options.prefetch),
       "--cancel-grace",
       "1",
       "--log-level",
@@ -253,16 +268,17 @@ class Soak {
         if (o.state !== "succeeded") problems.push(`work order ${o.id} ended ${o.state}`);
         if (o.ends !== 1) problems.push(`work order ${o.id} ended ${o.ends} times`);
       }
-      const open = await db<{ n: number }[]>`SELECT count(*)::int AS n FROM jobs WHERE state IN ('claimed', 'running')`;
-      if (open[0]!.n !== 0) problems.push(`${open[0]!.n} jobs left claimed or running`);
+      const open = await db.unsafe<{ n: number }[]>(`SELECT count(*)::int AS n FROM jobs WHERE state IN (${ACTIVE_JOB_STATES})`);
+      if (open[0]!.n !== 0) problems.push(`${open[0]!.n} jobs left claimed, starting or running`);
       const logs = await db<{ id: string; log: string }[]>`
         SELECT wo.id::text AS id, coalesce(string_agg(l.data, '' ORDER BY l."offset"), '') AS log
         FROM work_orders wo LEFT JOIN job_logs l ON l.job_id = wo.latest_job_id
         WHERE wo.state = 'succeeded' GROUP BY wo.id`;
       const expected = expectedLog(this.options.lines);
       for (const l of logs) if (l.log !== expected) problems.push(`work order ${l.id}: log of ${l.log.length} characters is not whole and in order`);
-      const [jobs] = await db<{ total: number; lost: number }[]>`
-        SELECT count(*)::int AS total, count(*) FILTER (WHERE state = 'lost')::int AS lost FROM jobs`;
+      const [jobs] = await db<{ total: number; lost: number; returned: number }[]>`
+        SELECT count(*)::int AS total, count(*) FILTER (WHERE state = 'lost')::int AS lost,
+          count(*) FILTER (WHERE state = 'returned')::int AS returned FROM jobs`;
       const overlaps = [
         ...readFileSync(join(this.dir, "overlaps"), "utf8").split("\n").filter(Boolean),
         ...overlappingMarks(readFileSync(join(this.dir, "marks"), "utf8")),
@@ -270,8 +286,9 @@ class Soak {
       return {
         orders: orders.length,
         succeeded: orders.filter((o) => o.state === "succeeded").length,
-        retries: jobs!.total - orders.length,
+        retries: jobs!.total - jobs!.returned - orders.length,
         lost: jobs!.lost,
+        returned: jobs!.returned,
         adopted: 0,
         overlaps,
         problems,
@@ -313,7 +330,7 @@ export function summary(report: SoakReport): string {
   return (
     `soak: seed=${report.seed} orders=${report.orders} succeeded=${report.succeeded} ` +
     `kills: agent=${kills.agent} coordinator=${kills.coordinator} postgres=${kills.postgres} ` +
-    `retries=${report.retries} lost=${report.lost} adopted=${report.adopted} overlaps=${report.overlaps.length} ` +
+    `retries=${report.retries} lost=${report.lost} returned=${report.returned} adopted=${report.adopted} overlaps=${report.overlaps.length} ` +
     `problems=${report.problems.length} seconds=${report.seconds}`
   );
 }

@@ -202,6 +202,14 @@ forEachDatabase("jobApply", (kind) => {
       expect(again).toMatchObject({ workOrderId, attempt: 1 });
     });
 
+    it("a job its agent reports lost before saying it began is returned: nothing ran", async () => {
+      const { agent, jobId, workOrderId } = await claimedJob(db());
+      const lost: JobMessage = { type: "job.finished", jobId, seq: 1, outcome: "lost", exitCode: null, error: "the agent restarted" };
+      expect(await jobApply(db(), agent.agentId, lost)).toMatchObject({ kind: "applied", requeued: { id: workOrderId } });
+      expect(await jobRow(db(), jobId)).toMatchObject({ state: "returned", error: "the agent restarted" });
+      expect(await workOrderGet(db(), workOrderId)).toMatchObject({ state: "pending", attempts: 0 });
+    });
+
     it("a job that began cannot be returned", async () => {
       const { agent, jobId, workOrderId } = await claimedJob(db());
       await jobApply(db(), agent.agentId, { type: "job.starting", jobId, seq: 1 });

@@ -103,8 +103,9 @@ forEachDatabase("the reaper", (kind) => {
 
   it("finds the retries that became due in a window, once", async () => {
     const { agent, job } = await agentWithJob({ maxAttempts: 2, retryBackoffSeconds: 0 });
+    await jobApply(db(), agent.agentId, { type: "job.starting", jobId: job.jobId, seq: 1 });
     const before = await databaseNow(db());
-    await jobApply(db(), agent.agentId, { type: "job.finished", jobId: job.jobId, seq: 1, outcome: "lost", exitCode: null });
+    await jobApply(db(), agent.agentId, { type: "job.finished", jobId: job.jobId, seq: 2, outcome: "lost", exitCode: null });
     const after = await databaseNow(db());
     expect((await dueRetries(db(), before, after)).map((o) => o.id)).toEqual([job.workOrderId]);
     const [row] = await db().query<{ runAfter: string }>(`SELECT run_after::text AS "runAfter" FROM work_orders WHERE id = $1`, [job.workOrderId]);

@@ -20,10 +20,12 @@ forEachDatabase("retries", (kind) => {
     const { row } = await workOrderInsert(db(), order({ selector: "pool=retry", ...body }));
     const [job] = await workOrderClaim(db(), agent, 1);
     expect(job?.workOrderId).toBe(row.id);
+    // Begun, so that losing it counts (a job lost before it began is only returned).
+    await jobApply(db(), agent.agentId, { type: "job.starting", jobId: job!.jobId, seq: 1 });
     return job!;
   }
 
-  const finish = (jobId: string, end: Partial<End>): End => ({ type: "job.finished", jobId, seq: 1, outcome: "failed", exitCode: null, ...end });
+  const finish = (jobId: string, end: Partial<End>): End => ({ type: "job.finished", jobId, seq: 2, outcome: "failed", exitCode: null, ...end });
 
   async function orderRow(d: Database, id: string) {
     const [row] = await d.query<{ state: string; attempts: number; due: boolean; wait: number }>(
@@ -57,7 +59,7 @@ forEachDatabase("retries", (kind) => {
     const [again] = await workOrderClaim(db(), agent, 1);
     expect(again).toMatchObject({ workOrderId: job.workOrderId, attempt: 2 });
     expect(again!.jobId).not.toBe(job.jobId);
-    await jobApply(db(), agent.agentId, finish(again!.jobId, { outcome: "failed", infrastructure: true }));
+    await jobApply(db(), agent.agentId, { ...finish(again!.jobId, { outcome: "failed", infrastructure: true }), seq: 1 });
     expect(await orderRow(db(), job.workOrderId)).toMatchObject({ state: "failed", attempts: 2 });
     expect((await eventsOf(db(), job.workOrderId)).at(-1)).toMatchObject({ to_state: "failed", reason: "infrastructure error" });
   });
