@@ -31,6 +31,9 @@ const sizes = quick
 /** 100 agents of capacity 1 over 4 agent processes: total concurrency 100, as graphile-worker's. */
 const FLEET: FleetShape = { processes: 4, perProcess: 25, capacity: 1 };
 const CONCURRENCY = FLEET.processes * FLEET.perProcess * FLEET.capacity;
+/** The same agents each holding 5 jobs ahead: 500 in all, the size of graphile-worker tuned's local queue. */
+const PREFETCH_FLEET: FleetShape = { ...FLEET, prefetch: 5 };
+const PREFETCH = `prefetch ${PREFETCH_FLEET.prefetch}`;
 
 const table = new Table();
 const latencyRows = (scenario: string, sorted: number[]): Row[] =>
@@ -48,33 +51,41 @@ function againstGraphile(scenario: string, unit: string, ours: number, defaults:
 
 async function throughput(): Promise<void> {
   const n = sizes.throughput;
-  process.stderr.write(`throughput: ${n} no-op jobs, jobfleet (${FLEET.processes}×${FLEET.perProcess} agents, capacity ${FLEET.capacity}) vs graphile-worker (concurrency ${CONCURRENCY})\n`);
+  process.stderr.write(
+    `throughput: ${n} no-op jobs, jobfleet (${FLEET.processes}×${FLEET.perProcess} agents, capacity ${FLEET.capacity}; then ${PREFETCH}) vs graphile-worker (concurrency ${CONCURRENCY})\n`,
+  );
   const jf = await jobfleetThroughput({ kind: "postgres", orders: n, fleet: FLEET });
+  const jfAhead = await jobfleetThroughput({ kind: "postgres", orders: n, fleet: PREFETCH_FLEET });
   const gDefault = await graphileThroughput(n, CONCURRENCY, false);
   const gTuned = await graphileThroughput(n, CONCURRENCY, true);
-  table.add({
-    scenario: `1 throughput jobfleet, Postgres, N=${n}`,
-    figure: jf.jobsPerSecond,
-    unit: "jobs/s",
-    ratio: versusGraphile(jf.jobsPerSecond, gDefault.jobsPerSecond, gTuned.jobsPerSecond),
-  });
+  for (const [label, run] of [["", jf], [`, ${PREFETCH}`, jfAhead]] as const) {
+    table.add({
+      scenario: `1 throughput jobfleet${label}, Postgres, N=${n}`,
+      figure: run.jobsPerSecond,
+      unit: "jobs/s",
+      ratio: versusGraphile(run.jobsPerSecond, gDefault.jobsPerSecond, gTuned.jobsPerSecond),
+    });
+  }
   table.add({ scenario: `1 throughput graphile-worker defaults, N=${n}`, figure: gDefault.jobsPerSecond, unit: "jobs/s" });
   table.add({ scenario: `1 throughput graphile-worker tuned, N=${n}`, figure: gTuned.jobsPerSecond, unit: "jobs/s" });
   againstGraphile("2 commits per job", "commits/job", jf.commitsPerJob!, gDefault.commitsPerJob, gTuned.commitsPerJob);
+  table.add({ scenario: `2 commits per job, jobfleet ${PREFETCH}`, figure: jfAhead.commitsPerJob!, unit: "commits/job" });
   againstGraphile("2 WAL per job", "bytes/job", jf.walPerJob!, gDefault.walPerJob, gTuned.walPerJob);
-  table.add({ scenario: "2 CPU per 1k jobs, jobfleet coordinator", figure: jf.cpuPerThousand.coordinator, unit: "CPU s" });
-  table.add({ scenario: "2 CPU per 1k jobs, jobfleet agents (4 processes)", figure: jf.cpuPerThousand.agents, unit: "CPU s" });
-  table.add({
-    scenario: "2 CPU per 1k jobs, Postgres under jobfleet",
-    figure: jf.cpuPerThousand.postgres!,
-    unit: "CPU s",
-    ratio: versusGraphile(jf.cpuPerThousand.postgres!, gDefault.cpuPerThousand.postgres, gTuned.cpuPerThousand.postgres),
-  });
+  for (const [label, run] of [["", jf], [`, ${PREFETCH}`, jfAhead]] as const) {
+    table.add({ scenario: `2 CPU per 1k jobs, jobfleet coordinator${label}`, figure: run.cpuPerThousand.coordinator, unit: "CPU s" });
+    table.add({ scenario: `2 CPU per 1k jobs, jobfleet agents (4 processes)${label}`, figure: run.cpuPerThousand.agents, unit: "CPU s" });
+    table.add({
+      scenario: `2 CPU per 1k jobs, Postgres under jobfleet${label}`,
+      figure: run.cpuPerThousand.postgres!,
+      unit: "CPU s",
+      ratio: versusGraphile(run.cpuPerThousand.postgres!, gDefault.cpuPerThousand.postgres, gTuned.cpuPerThousand.postgres),
+    });
+  }
   table.add({ scenario: "2 CPU per 1k jobs, graphile-worker process (defaults)", figure: gDefault.cpuPerThousand.worker, unit: "CPU s" });
   table.add({ scenario: "2 CPU per 1k jobs, graphile-worker process (tuned)", figure: gTuned.cpuPerThousand.worker, unit: "CPU s" });
   table.add({ scenario: "2 CPU per 1k jobs, Postgres under graphile defaults", figure: gDefault.cpuPerThousand.postgres, unit: "CPU s" });
   table.add({ scenario: "2 CPU per 1k jobs, Postgres under graphile tuned", figure: gTuned.cpuPerThousand.postgres, unit: "CPU s" });
-  if (jf.unsucceeded > 0) table.note(`throughput: ${jf.unsucceeded} jobfleet work orders did not end succeeded`);
+  for (const run of [jf, jfAhead]) if (run.unsucceeded > 0) table.note(`throughput: ${run.unsucceeded} jobfleet work orders did not end succeeded`);
   if (!jf.enqueue.bulk) table.note("throughput: the coordinator has no bulk endpoint; enqueued with single POSTs");
   table.note(`throughput: enqueue before the timed phase took ${(jf.enqueue.ms / 1000).toFixed(1)} s for jobfleet (${jf.enqueue.bulk ? "bulk" : "single POSTs"}), graphile addJobs ${(n / gDefault.enqueuePerSecond).toFixed(1)} s`);
 }
@@ -104,8 +115,11 @@ async function latency(): Promise<void> {
   process.stderr.write(`latency: ${sizes.idleProbes} sequential probes on an idle fleet; probes every 50 ms while ${sizes.loadOrders} no-op jobs are worked\n`);
   const idle = await idleLatency(sizes.idleProbes, FLEET);
   for (const row of latencyRows(`4 latency enqueue→start, idle fleet (${sizes.idleProbes} orders)`, idle)) table.add(row);
-  const loaded = await jobfleetThroughput({ kind: "postgres", orders: sizes.loadOrders, fleet: FLEET, probeEveryMs: 50 });
-  for (const row of latencyRows(`4 latency enqueue→start, under load (${loaded.probeLatencies.length} probes, priority 1000)`, loaded.probeLatencies)) table.add(row);
+  for (const [label, fleet] of [["", FLEET], [`, ${PREFETCH}`, PREFETCH_FLEET]] as const) {
+    const loaded = await jobfleetThroughput({ kind: "postgres", orders: sizes.loadOrders, fleet, probeEveryMs: 50 });
+    const scenario = `4 latency enqueue→start, under load${label} (${loaded.probeLatencies.length} probes, priority 1000)`;
+    for (const row of latencyRows(scenario, loaded.probeLatencies)) table.add(row);
+  }
 }
 
 async function fleet(): Promise<void> {
