@@ -135,6 +135,29 @@ describePostgres("a coordinator that goes silent without closing its sockets, am
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  test("a job the silent replica's agent only held is returned, not lost: it runs elsewhere on its one attempt", { timeout: 60_000 }, async () => {
+    const fleet = current();
+    await fleet.startAgent("holder", ["--labels", "pool=held", "--prefetch", "1"], [0]);
+    const running = await fleet.ciAt(1).enqueue({ ...sh("echo begun; sleep 600"), selector: "pool=held" });
+    await fleet.ciAt(1).follow(running.id, /begun/);
+    const held = await fleet.ciAt(1).enqueue({ ...sh("echo ran"), selector: "pool=held" });
+    await expect.poll(async () => (await fleet.ciAt(1).get(held.id)).state).toBe("claimed");
+    await fleet.startAgent("taker", ["--labels", "pool=held"], [1]);
+    process.kill(fleet.coordinators[0]!.child.pid!, "SIGSTOP");
+    try {
+      expect(await fleet.ciAt(1).follow(held.id)).toMatchObject({ state: "succeeded", log: "ran\n" });
+      expect(await fleet.ciAt(1).follow(running.id)).toMatchObject({ state: "failed" });
+    } finally {
+      process.kill(fleet.coordinators[0]!.child.pid!, "SIGCONT");
+    }
+    const { body } = await fleet.ciAt(1).call<{ items: { attempt: number; agent: string; state: string }[] }>("GET", `/v1/jobs?workOrder=${held.id}`);
+    expect(body.items.map(({ attempt, agent, state }) => ({ attempt, agent, state }))).toEqual([
+      { attempt: 1, agent: "taker", state: "succeeded" },
+      { attempt: 1, agent: "holder", state: "returned" },
+    ]);
+    expect((await fleet.ciAt(1).get(running.id)).latestJob).toMatchObject({ agent: "holder", state: "lost" });
+  });
 });
 
 async function waitForFile(path: string): Promise<void> {
