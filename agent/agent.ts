@@ -115,9 +115,9 @@ export class Agent {
   }
 
   private hello(): void {
-    const { token, name, labels, capacity, mode, version } = this.options;
+    const { token, name, labels, capacity, prefetch = 0, mode, version } = this.options;
     this.welcomed = false;
-    this.connection.send({ type: "hello", protocol: PROTOCOL_VERSION, token, name, labels, capacity, mode, version });
+    this.connection.send({ type: "hello", protocol: PROTOCOL_VERSION, token, name, labels, capacity, prefetch, mode, version });
   }
 
   private receive(message: CoordinatorMessage): void {

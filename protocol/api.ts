@@ -132,6 +132,8 @@ export type AgentView = {
   name: string;
   labels: Record<string, string>;
   capacity: number;
+  /** Jobs it holds beyond its capacity, queued to begin as slots free. */
+  prefetch: number;
   mode: (typeof agentModes)[number];
   version: string;
   connected: boolean;

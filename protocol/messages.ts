@@ -4,7 +4,7 @@
 import { z } from "zod";
 import { adapterNames } from "./adapter-specs.ts";
 import { agentName, id, labels } from "./fields.ts";
-import { MAX_CAPACITY, MAX_LOG_CHUNK_BYTES } from "./limits.ts";
+import { MAX_CAPACITY, MAX_LOG_CHUNK_BYTES, MAX_PREFETCH } from "./limits.ts";
 import { outcomes } from "./states.ts";
 
 export const agentModes = ["queue", "work-order"] as const;
@@ -20,6 +20,8 @@ export const hello = z.strictObject({
   name: agentName,
   labels,
   capacity: z.int().min(1).max(MAX_CAPACITY),
+  /** Jobs the agent holds beyond its capacity, queued to begin as slots free. */
+  prefetch: z.int().min(0).max(MAX_PREFETCH).default(0),
   version: z.string().min(1).max(64),
   mode: z.enum(agentModes).default("queue"),
 });

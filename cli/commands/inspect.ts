@@ -111,12 +111,13 @@ export async function agents(action: string, flags: Flags): Promise<number> {
   const { items } = await client(flags).request<{ items: AgentView[] }>("GET", "/v1/agents");
   return print(flags, items, () =>
     table(
-      ["NAME", "CONNECTED", "MODE", "CAPACITY", "LABELS", "LAST SEEN"],
+      ["NAME", "CONNECTED", "MODE", "CAPACITY", "PREFETCH", "LABELS", "LAST SEEN"],
       items.map((a) => [
         a.name,
         a.connected ? "yes" : "no",
         a.mode,
         String(a.capacity),
+        String(a.prefetch),
         Object.entries(a.labels).map(([k, v]) => (v ? `${k}=${v}` : k)).join(","),
         age(a.lastSeenAt),
       ]),

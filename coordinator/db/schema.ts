@@ -49,6 +49,8 @@ export const agents = pgTable("agents", {
   name: text("name").notNull().unique(),
   labels: jsonb("labels").$type<Labels>().notNull(),
   capacity: integer("capacity").notNull(),
+  /** Jobs it holds beyond its capacity, queued to begin as slots free. */
+  prefetch: integer("prefetch").notNull().default(0),
   mode: agentMode("mode").notNull(),
   version: text("version").notNull(),
   /** The coordinator session holding the agent's socket; null while it is disconnected. */

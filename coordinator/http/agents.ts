@@ -13,6 +13,7 @@ export function agentRoutes({ db }: Services) {
       name: a.name,
       labels: a.labels,
       capacity: a.capacity,
+      prefetch: a.prefetch,
       mode: a.mode,
       version: a.version,
       connected: a.sessionId !== null,

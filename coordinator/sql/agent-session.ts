@@ -4,18 +4,18 @@ import type { Labels } from "../../protocol/selector.ts";
 import type { Queryable } from "../db/database.ts";
 import { ACTIVE_JOB_STATES } from "./active-jobs.ts";
 
-export type AgentHello = { name: string; labels: Labels; capacity: number; mode: AgentMode; version: string };
+export type AgentHello = { name: string; labels: Labels; capacity: number; prefetch?: number; mode: AgentMode; version: string };
 
 /** Registers (or updates) the agent and starts its lease; its open jobs are its own again. */
 export async function agentConnect(db: Queryable, agent: AgentHello, sessionId: string, leaseSeconds = 30): Promise<string> {
   const [row] = await db.query<{ id: string }>(
-    `INSERT INTO agents (name, labels, capacity, mode, version, session_id, lease_expires_at)
-     VALUES ($1, $2::jsonb, $3, $4, $5, $6, now() + make_interval(secs => $7))
-     ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity,
+    `INSERT INTO agents (name, labels, capacity, prefetch, mode, version, session_id, lease_expires_at)
+     VALUES ($1, $2::jsonb, $3, $8, $4, $5, $6, now() + make_interval(secs => $7))
+     ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity, prefetch = excluded.prefetch,
        mode = excluded.mode, version = excluded.version, session_id = excluded.session_id, last_seen_at = now(),
        lease_expires_at = excluded.lease_expires_at
      RETURNING id::text AS id`,
-    [agent.name, JSON.stringify(agent.labels), agent.capacity, agent.mode, agent.version, sessionId, leaseSeconds],
+    [agent.name, JSON.stringify(agent.labels), agent.capacity, agent.mode, agent.version, sessionId, leaseSeconds, agent.prefetch ?? 0],
   );
   return row!.id;
 }

@@ -197,8 +197,8 @@ export class AgentSession implements Claimer {
       this.error("unauthenticated", "the token is not a valid agent token", { fatal: true });
       return this.close(CloseCode.unauthenticated, "unauthenticated");
     }
-    const { name, labels, capacity, mode, version } = message;
-    const agentId = await agentConnect(this.ctx.db, { name, labels, capacity, mode, version }, this.sessionId, this.ctx.leaseSeconds);
+    const { name, labels, capacity, prefetch, mode, version } = message;
+    const agentId = await agentConnect(this.ctx.db, { name, labels, capacity, prefetch, mode, version }, this.sessionId, this.ctx.leaseSeconds);
     this.claimant = { agentId, name, labels, queueMode: mode === "queue" };
     this.lastSeen = Date.now();
     this.unregister = this.ctx.register(this);

@@ -85,6 +85,8 @@ const stateOf = async (id: string) => (await api<WorkOrderView>("GET", `/v1/work
 test("holds jobs beyond its capacity, begins one per free slot, and never runs a cancelled held job", async () => {
   agent("holder", "hold", 2);
   const orders = await enqueue("hold", 3);
+  const { items } = await api<{ items: { name: string; capacity: number; prefetch: number }[] }>("GET", "/v1/agents");
+  expect(items.find((a) => a.name === "holder")).toMatchObject({ capacity: 1, prefetch: 2 });
   const ids = orders.map((o) => o.id);
   await vi.waitFor(async () => expect(await Promise.all(ids.map(stateOf))).toEqual(["running", "claimed", "claimed"]));
   expect(began.filter((id) => ids.includes(id))).toEqual([ids[0]]);

@@ -14,6 +14,7 @@ const cases: [string[], RegExp][] = [
   [["agent", "--token", "t"], /--url \(or JOBFLEET_URL\) is required/],
   [["agent", "--url", "ws://127.0.0.1:1", "--token", "t", "--labels", "os=li nux"], /--labels: invalid label value/],
   [["agent", "--url", "ws://127.0.0.1:1", "--token", "t", "--capacity", "0"], /--capacity must be a whole number from 1/],
+  [["agent", "--url", "ws://127.0.0.1:1", "--token", "t", "--prefetch", "1001"], /--prefetch must be a whole number from 0 to 1000/],
   [["agent", "--url", "ftp://x", "--token", "t"], /--url must be a ws\(s\) or http\(s\) URL/],
   [["work-orders", "show", "abc", "--token", "t"], /'abc' is not a work order id/],
   [["jobs"], /'jobs' needs an action/],

@@ -3,7 +3,7 @@ import { z } from "zod";
 import { execSpec } from "../../protocol/adapter-specs.ts";
 import { jobQuery, logQuery, tokenCreate, workOrderCreate, workOrderQuery } from "../../protocol/api.ts";
 import { describeIssues, type FieldError } from "../../protocol/issues.ts";
-import { MAX_CAPACITY, MAX_LOG_CHUNK_BYTES } from "../../protocol/limits.ts";
+import { MAX_CAPACITY, MAX_LOG_CHUNK_BYTES, MAX_PREFETCH } from "../../protocol/limits.ts";
 import { agentMessage, coordinatorMessage, type AgentMessage, type CoordinatorMessage } from "../../protocol/messages.ts";
 
 /** Parses input that must be rejected, and returns the error both sides would show. */
@@ -31,6 +31,7 @@ const agentMessages = {
     name: "runner-1.eu@host:2",
     labels: { os: "linux", "example.com/gpu": "" },
     capacity: 4,
+    prefetch: 2,
     version: "0.1.0",
     mode: "work-order",
   },
@@ -89,6 +90,9 @@ describe("agent messages", () => {
     const { hello, claim } = agentMessages;
     expect(agentMessage.safeParse({ ...hello, capacity: 1 }).success).toBe(true);
     expect(agentMessage.safeParse({ ...hello, capacity: MAX_CAPACITY }).success).toBe(true);
+    expect(agentMessage.safeParse({ ...hello, prefetch: 0 }).success).toBe(true);
+    expect(agentMessage.safeParse({ ...hello, prefetch: MAX_PREFETCH }).success).toBe(true);
+    expect(agentMessage.parse({ ...hello, prefetch: undefined })).toMatchObject({ prefetch: 0 });
     expect(agentMessage.safeParse({ ...hello, name: `a${x(127)}`, token: x(512), version: x(64) }).success).toBe(true);
     expect(agentMessage.safeParse({ ...claim, slots: MAX_CAPACITY }).success).toBe(true);
     expect(agentMessage.safeParse({ ...agentMessages["job.log"], data: x(MAX_LOG_CHUNK_BYTES) }).success).toBe(true);
@@ -118,6 +122,8 @@ describe("agent messages", () => {
     ],
     ["hello: capacity 0", { ...agentMessages.hello, capacity: 0 }, "capacity"],
     ["hello: capacity above the maximum", { ...agentMessages.hello, capacity: MAX_CAPACITY + 1 }, "capacity"],
+    ["hello: negative prefetch", { ...agentMessages.hello, prefetch: -1 }, "prefetch"],
+    ["hello: prefetch above the maximum", { ...agentMessages.hello, prefetch: MAX_PREFETCH + 1 }, "prefetch"],
     ["hello: fractional capacity", { ...agentMessages.hello, capacity: 1.5 }, "capacity"],
     ["hello: empty version", { ...agentMessages.hello, version: "" }, "version"],
     ["hello: oversize version", { ...agentMessages.hello, version: x(65) }, "version"],

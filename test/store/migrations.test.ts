@@ -14,7 +14,7 @@ import { afterAll, expect, it } from "vitest";
 import { type Database, openDatabase, type Queryable } from "../../coordinator/db/database.ts";
 import { migrationsFolder } from "../../coordinator/db/migrations.ts";
 import { createPostgresDatabase, dropPostgresDatabase, forEachDatabase, type Kind } from "../support/databases.ts";
-import { connectAgent, order, workOrderInsert } from "./fixtures.ts";
+import { order, workOrderInsert } from "./fixtures.ts";
 
 const BEFORE = "0003_sweep_indexes_unchecked_events";
 const temp = mkdtempSync(join(tmpdir(), "jobfleet-migrations-"));
@@ -59,10 +59,13 @@ forEachDatabase("upgrading to the starting and returned job states", (kind) => {
   it("keeps every job's state, and lets a returned job share its attempt number with the next", async () => {
     let orderId = "";
     const db = await upgraded(kind, async (old) => {
-      const agent = await connectAgent(old, "old-agent", { os: "linux" });
+      // Written as that release would: the coordinator's own statements may name later columns.
+      const [agent] = await old.query<{ id: string }>(
+        `INSERT INTO agents (name, labels, capacity, mode, version) VALUES ('old-agent', '{"os": "linux"}', 1, 'queue', 'old') RETURNING id::text AS id`,
+      );
       orderId = (await workOrderInsert(old, order({ selector: "os=linux", maxAttempts: 5 }))).row.id;
       for (const [attempt, state] of [[1, "lost"], [2, "failed"], [3, "running"]] as const) {
-        await old.query(`INSERT INTO jobs (work_order_id, attempt, agent_id, state) VALUES ($1, $2, $3, $4)`, [orderId, attempt, agent.agentId, state]);
+        await old.query(`INSERT INTO jobs (work_order_id, attempt, agent_id, state) VALUES ($1, $2, $3, $4)`, [orderId, attempt, agent!.id, state]);
       }
     });
     try {

@@ -1,0 +1,1 @@
+ALTER TABLE "agents" ADD COLUMN "prefetch" integer DEFAULT 0 NOT NULL;
