@@ -1,6 +1,6 @@
 // One agent's WebSocket connection: hello and authentication, then claims, heartbeats and job
-// messages. Job messages are applied one at a time, in order, and each is acknowledged by sequence
-// number. A flooding agent is slowed by pausing its socket (TCP back-pressure), never by dropping;
+// messages. Claims are bounded by the agent's capacity and prefetch (./holdings.ts). Job messages
+// are applied one at a time, in order, and each is acknowledged by sequence number. A flooding agent is slowed by pausing its socket (TCP back-pressure), never by dropping;
 // so is every agent while the completer is congested, until it has caught up.
 import { setTimeout as sleep } from "node:timers/promises";
 import type WebSocket from "ws";
@@ -23,6 +23,7 @@ import { agentActiveJobs, agentConnect, agentDisconnect } from "../sql/agent-ses
 import type { Completer } from "../completer.ts";
 import type { Applied } from "../sql/job-apply.ts";
 import type { Claimant } from "../sql/work-order-claim.ts";
+import { Holdings } from "./holdings.ts";
 import { TokenBucket } from "./rate.ts";
 
 export type SessionContext = {
@@ -55,6 +56,7 @@ export const CloseCode = {
 
 export class AgentSession implements Claimer {
   claimant!: Claimant;
+  private holdings!: Holdings;
   lastSeen = Date.now();
   private unregister?: () => void;
   private queue: Promise<void> = Promise.resolve();
@@ -93,6 +95,7 @@ export class AgentSession implements Claimer {
   }
 
   assign(jobs: Assignment[]): void {
+    this.holdings.assigned(jobs.map((job) => job.jobId));
     for (const job of jobs) this.send({ type: "assign", job });
   }
 
@@ -160,9 +163,9 @@ export class AgentSession implements Claimer {
     if (!this.claimant) return this.error("no_hello", "send hello first");
     switch (message.type) {
       case "claim":
-        return void this.enqueue(async () => this.ctx.dispatcher.claim(this, message.slots));
+        return void this.enqueue(async () => this.claim(this.holdings.claim(message.slots)));
       case "drain":
-        return void this.enqueue(async () => this.ctx.dispatcher.remove(this));
+        return void this.enqueue(async () => this.drain());
       case "heartbeat":
         return;
       default:
@@ -200,9 +203,11 @@ export class AgentSession implements Claimer {
     const { name, labels, capacity, prefetch, mode, version } = message;
     const agentId = await agentConnect(this.ctx.db, { name, labels, capacity, prefetch, mode, version }, this.sessionId, this.ctx.leaseSeconds);
     this.claimant = { agentId, name, labels, queueMode: mode === "queue" };
+    this.holdings = new Holdings(capacity + prefetch);
     this.lastSeen = Date.now();
     this.unregister = this.ctx.register(this);
     const jobs = await agentActiveJobs(this.ctx.db, agentId);
+    this.holdings.welcome(jobs.map((job) => job.jobId));
     this.send({
       type: "welcome",
       agentId,
@@ -214,8 +219,18 @@ export class AgentSession implements Claimer {
     this.ctx.log("agent connected", { agent: name, session: this.sessionId, capacity, mode, labels });
   }
 
+  private claim(slots: number): void {
+    if (slots > 0) this.ctx.dispatcher.claim(this, slots);
+  }
+
+  private drain(): void {
+    this.holdings.drain();
+    this.ctx.dispatcher.remove(this);
+  }
+
   /** Job messages go to the completer, which batches them; answers come back in order. */
   private jobMessage(message: JobMessage): void {
+    if (message.type === "job.finished") void this.enqueue(async () => this.claim(this.holdings.finished(message.jobId)));
     this.queued++;
     this.ctx.completer
       .apply(this.claimant.agentId, message)

@@ -44,6 +44,11 @@ class Peer {
     this.socket.send(typeof message === "string" ? message : JSON.stringify(message));
   }
 
+  /** How many messages of this type have arrived and not been taken. */
+  waiting(type: CoordinatorMessage["type"]): number {
+    return this.inbox.filter((m) => m.type === type).length;
+  }
+
   /** The next message of this type, skipping others. */
   async next<T extends CoordinatorMessage["type"]>(type: T): Promise<Extract<CoordinatorMessage, { type: T }>> {
     for (;;) {
@@ -189,6 +194,29 @@ describe("job messages", () => {
     peer.send({ type: "job.log", jobId, seq: 5, data: "late\n" });
     expect(await peer.next("error")).toMatchObject({ code: "illegal_transition" });
     expect(await peer.next("ack")).toEqual({ type: "ack", jobId, seq: 5 });
+    peer.socket.close();
+  });
+
+  test("an agent is given no more than its capacity and prefetch, however much it claims; a finish frees a slot", async () => {
+    const peer = new Peer();
+    await peer.hello("greedy", { labels: { pool: "greedy" }, capacity: 1, prefetch: 1 });
+    await peer.next("welcome");
+    const orders = [];
+    for (let i = 0; i < 4; i++) orders.push(await enqueue({ spec: { command: ["true"] }, selector: "pool=greedy" }));
+    peer.send({ type: "claim", slots: 4 });
+    const { job: first } = await peer.next("assign");
+    await peer.next("assign");
+    peer.send({ type: "claim", slots: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(peer.waiting("assign")).toBe(0);
+    const stateOf = async (id: string) => {
+      const response = await fetch(`${coordinator.url}/v1/work-orders/${id}`, { headers: { authorization: `Bearer ${ciToken}` } });
+      return ((await response.json()) as { state: string }).state;
+    };
+    expect((await Promise.all(orders.map((o) => stateOf(o.id)))).filter((state) => state === "pending")).toHaveLength(2);
+    // What it claimed beyond its limit is owed, and granted as jobs finish.
+    peer.send({ type: "job.finished", jobId: first.jobId, seq: 1, outcome: "succeeded", exitCode: 0 });
+    await peer.next("assign");
     peer.socket.close();
   });
 

@@ -1,0 +1,50 @@
+// What one agent session holds: the jobs assigned to it (or listed at its welcome) that it has
+// not yet said it finished, and the slots of its claim not yet filled. Together they never pass
+// its capacity plus its prefetch, so an agent cannot take more work than it declared. A claim that
+// would pass the limit is kept owing rather than refused: an agent's `claim` can overtake the
+// `job.finished` that freed its slot (job messages wait in its outbox while its socket is
+// congested; claims do not), and the slot is granted once that finish arrives.
+export class Holdings {
+  private readonly held = new Set<string>();
+  private open = 0;
+  private owed = 0;
+
+  constructor(private readonly limit: number) {}
+
+  /** The jobs the coordinator lists as the agent's at its welcome. */
+  welcome(jobIds: Iterable<string>): void {
+    for (const id of jobIds) this.held.add(id);
+  }
+
+  /** Slots to claim now for a claim of `slots`; the rest, up to the limit, is owed. */
+  claim(slots: number): number {
+    const granted = Math.max(0, Math.min(slots, this.room));
+    this.owed = Math.min(this.owed + slots - granted, this.limit);
+    this.open += granted;
+    return granted;
+  }
+
+  assigned(jobIds: string[]): void {
+    for (const id of jobIds) this.held.add(id);
+    this.open = Math.max(0, this.open - jobIds.length);
+  }
+
+  /** The agent says it finished `jobId`; returns the owed slots that fit now. */
+  finished(jobId: string): number {
+    if (!this.held.delete(jobId) || this.owed === 0) return 0;
+    const granted = Math.min(this.owed, this.room);
+    this.owed -= granted;
+    this.open += granted;
+    return granted;
+  }
+
+  /** The agent withdrew its claim. */
+  drain(): void {
+    this.open = 0;
+    this.owed = 0;
+  }
+
+  private get room(): number {
+    return this.limit - this.held.size - this.open;
+  }
+}
