@@ -1,7 +1,8 @@
 // One agent's WebSocket connection: hello and authentication, then claims, heartbeats and job
 // messages. Claims are bounded by the agent's capacity and prefetch (./holdings.ts). Job messages
-// are applied one at a time, in order, and each is acknowledged by sequence number. A flooding agent is slowed by pausing its socket (TCP back-pressure), never by dropping;
-// so is every agent while the completer is congested, until it has caught up.
+// are applied one at a time, in order, and each is acknowledged by sequence number. A flooding
+// agent is slowed by pausing its socket (TCP back-pressure), never by dropping; so is every agent
+// while the completer is congested, until it has caught up.
 import { setTimeout as sleep } from "node:timers/promises";
 import type WebSocket from "ws";
 import { describeIssues } from "../../protocol/issues.ts";
