@@ -44,15 +44,20 @@ async function upgraded(kind: Kind, fill: (db: Queryable) => Promise<void>): Pro
     return openDatabase({ kind, dataDir });
   }
   const url = await createPostgresDatabase();
-  const client = postgres(url.toString(), { max: 1, onnotice: () => {} });
   try {
-    await migratePostgres(drizzlePostgres({ client }), { migrationsFolder: folder });
-    await fill({ query: (text, params = []) => client.unsafe(text, params as never[]) as never });
-  } finally {
-    await client.end();
+    const client = postgres(url.toString(), { max: 1, onnotice: () => {} });
+    try {
+      await migratePostgres(drizzlePostgres({ client }), { migrationsFolder: folder });
+      await fill({ query: (text, params = []) => client.unsafe(text, params as never[]) as never });
+    } finally {
+      await client.end();
+    }
+    const db = await openDatabase({ kind, url: url.toString() });
+    return { ...db, close: async () => (await db.close(), await dropPostgresDatabase(url)) } as Database;
+  } catch (error) {
+    await dropPostgresDatabase(url);
+    throw error;
   }
-  const db = await openDatabase({ kind, url: url.toString() });
-  return { ...db, close: async () => (await db.close(), await dropPostgresDatabase(url)) } as Database;
 }
 
 forEachDatabase("upgrading to the starting and returned job states", (kind) => {
