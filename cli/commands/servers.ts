@@ -176,7 +176,7 @@ export async function start(flags: Flags): Promise<number> {
   process.stderr.write(`
 jobfleet is running
   coordinator  ${c.url}  (${db})
-  agent        ${options.name}  labels ${labels}, capacity ${options.capacity}
+  agent        ${options.name}  labels ${labels}, capacity ${options.capacity}${options.prefetch > 0 ? `, prefetch ${options.prefetch}` : ""}
   CI token     ${ciToken}
                (saved in ${join(dir, CI_TOKEN_FILE)}, where the CLI in this directory finds it)
 
