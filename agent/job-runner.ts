@@ -17,8 +17,7 @@ export type Ending = { outcome: Outcome; exitCode: number | null; error?: string
 
 export class JobRunner {
   readonly done: Promise<Ending>;
-  /** Whether `begin` was called: the job is, or was, taking a slot. */
-  begun = false;
+  private went = false;
   private release!: () => void;
   private readonly released = new Promise<void>((resolve) => (this.release = resolve));
   private run?: Run;
@@ -40,10 +39,15 @@ export class JobRunner {
     this.done = this.execute();
   }
 
+  /** Whether `begin` let it go ahead: the job is, or was, taking a slot. */
+  get begun(): boolean {
+    return this.went;
+  }
+
   /** Lets the held job go ahead, unless it was already stopped; says whether it went. */
   begin(): boolean {
     if (this.stopReason) return false;
-    this.begun = true;
+    this.went = true;
     this.release();
     return true;
   }
