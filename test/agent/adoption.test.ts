@@ -1,14 +1,12 @@
 // An external run outlives the agent that started it: a draining agent lets go of it (no cancel),
 // and the next attempt adopts it instead of triggering it again. A fake CI system stands in for
 // the external one; the coordinator, agents and WebSockets are real.
-import { pino } from "pino";
-import { afterAll, beforeAll, expect, test, vi } from "vitest";
+import { expect, test, vi } from "vitest";
 import { z } from "zod";
 import type { Adapter, Run, RunContext, RunResult } from "../../adapters/adapter.ts";
-import { Agent } from "../../agent/agent.ts";
-import { tokenCreate } from "../../coordinator/auth/tokens.ts";
-import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
+import type { Agent } from "../../agent/agent.ts";
 import type { WorkOrderView } from "../../protocol/api.ts";
+import { useInProcessCoordinator } from "../support/in-process.ts";
 
 /** A CI system in memory: runs go on until the test finishes them, whoever follows them. */
 class FakeCi {
@@ -61,44 +59,9 @@ const fake: Adapter<unknown> = {
   },
 };
 
-let coordinator: Coordinator;
-let agentToken: string;
-let ciToken: string;
-const logger = pino({ level: "silent" });
-
-beforeAll(async () => {
-  coordinator = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, logger });
-  agentToken = (await tokenCreate(coordinator.db, "agents", "agent")).token;
-  ciToken = (await tokenCreate(coordinator.db, "ci", "ci")).token;
-});
-
-afterAll(async () => coordinator?.stop());
-
-function agent(name: string): Agent {
-  const a = new Agent({
-    urls: [coordinator.agentUrl],
-    token: agentToken,
-    name,
-    labels: { pool: "external" },
-    capacity: 1,
-    mode: "queue",
-    version: "test",
-    cancelGraceMs: 100,
-    logger,
-    adapters: () => fake,
-  });
-  a.start();
-  return a;
-}
-
-async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
-  const response = await fetch(`${coordinator.url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${ciToken}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return (await response.json()) as T;
-}
+const fleet = useInProcessCoordinator();
+const agent = (name: string): Agent => fleet().agent({ name, labels: { pool: "external" }, adapter: fake });
+const api = <T>(method: string, path: string, body?: unknown) => fleet().api<T>(method, path, body);
 
 test("a run handed back by a draining agent is adopted by the next attempt, never triggered twice", async () => {
   const first = agent("first");

@@ -3,14 +3,12 @@
 // drain, it is returned, its work order goes straight back to the queue with the attempt not
 // counted, and an idle agent is woken for it. The coordinator, agents and WebSockets are real; the
 // adapter is a gate the test opens.
-import { pino } from "pino";
-import { afterAll, beforeAll, expect, test, vi } from "vitest";
+import { afterAll, expect, test, vi } from "vitest";
 import { z } from "zod";
 import type { Adapter, RunResult } from "../../adapters/adapter.ts";
-import { Agent } from "../../agent/agent.ts";
-import { tokenCreate } from "../../coordinator/auth/tokens.ts";
-import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
+import type { Agent } from "../../agent/agent.ts";
 import type { JobView, WorkOrderView } from "../../protocol/api.ts";
+import { useInProcessCoordinator } from "../support/in-process.ts";
 
 /** Runs that go on until the test finishes them, by work order. */
 const runs = new Map<string, (result: RunResult) => void>();
@@ -25,51 +23,21 @@ const gate: Adapter<unknown> = {
   },
 };
 
-let coordinator: Coordinator;
-let agentToken: string;
-let ciToken: string;
-const logger = pino({ level: "silent" });
+const fleet = useInProcessCoordinator();
 const agents: Agent[] = [];
-
-beforeAll(async () => {
-  coordinator = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, logger });
-  agentToken = (await tokenCreate(coordinator.db, "agents", "agent")).token;
-  ciToken = (await tokenCreate(coordinator.db, "ci", "ci")).token;
-});
 
 afterAll(async () => {
   for (const run of runs.values()) run({ outcome: "succeeded", exitCode: 0 });
   await Promise.all(agents.map((a) => a.stop(1000)));
-  await coordinator?.stop();
 });
 
 function agent(name: string, pool: string, prefetch: number): Agent {
-  const a = new Agent({
-    urls: [coordinator.agentUrl],
-    token: agentToken,
-    name,
-    labels: { pool },
-    capacity: 1,
-    prefetch,
-    mode: "queue",
-    version: "test",
-    cancelGraceMs: 100,
-    logger,
-    adapters: () => gate,
-  });
-  a.start();
+  const a = fleet().agent({ name, labels: { pool }, adapter: gate, prefetch });
   agents.push(a);
   return a;
 }
 
-async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
-  const response = await fetch(`${coordinator.url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${ciToken}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return (await response.json()) as T;
-}
+const api = <T>(method: string, path: string, body?: unknown) => fleet().api<T>(method, path, body);
 
 const enqueueOne = (pool: string, priority = 0) =>
   api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["gate"] }, selector: `pool=${pool}`, priority });

@@ -1,0 +1,62 @@
+// A coordinator on in-memory PGlite in the test's own process, for suites that drive real `Agent`s
+// over loopback WebSockets with an adapter of their own, and call the HTTP API as CI would.
+import { pino } from "pino";
+import { afterAll, beforeAll } from "vitest";
+import type { Adapter } from "../../adapters/adapter.ts";
+import { Agent } from "../../agent/agent.ts";
+import { tokenCreate } from "../../coordinator/auth/tokens.ts";
+import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
+import type { Labels } from "../../protocol/selector.ts";
+
+export type InProcess = {
+  coordinator: Coordinator;
+  /** A started queue-mode agent of capacity 1 whose every work order runs through `adapter`. */
+  agent(options: { name: string; labels: Labels; adapter: Adapter<unknown>; prefetch?: number }): Agent;
+  /** The API with a ci token; the parsed JSON answer. */
+  api<T>(method: string, path: string, body?: unknown): Promise<T>;
+};
+
+const logger = pino({ level: "silent" });
+
+/** Starts the coordinator before the suite's tests and stops it after; the getter returns it. */
+export function useInProcessCoordinator(): () => InProcess {
+  let ready: InProcess | undefined;
+  beforeAll(async () => {
+    const coordinator = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, logger });
+    const agentToken = (await tokenCreate(coordinator.db, "agents", "agent")).token;
+    const ciToken = (await tokenCreate(coordinator.db, "ci", "ci")).token;
+    ready = {
+      coordinator,
+      agent: ({ name, labels, adapter, prefetch }) => {
+        const agent = new Agent({
+          urls: [coordinator.agentUrl],
+          token: agentToken,
+          name,
+          labels,
+          capacity: 1,
+          prefetch,
+          mode: "queue",
+          version: "test",
+          cancelGraceMs: 100,
+          logger,
+          adapters: () => adapter,
+        });
+        agent.start();
+        return agent;
+      },
+      api: async <T>(method: string, path: string, body?: unknown) => {
+        const response = await fetch(`${coordinator.url}${path}`, {
+          method,
+          headers: { authorization: `Bearer ${ciToken}`, "content-type": "application/json" },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+        return (await response.json()) as T;
+      },
+    };
+  });
+  afterAll(async () => ready?.coordinator.stop());
+  return () => {
+    if (!ready) throw new Error("the coordinator is not started");
+    return ready;
+  };
+}
