@@ -220,8 +220,8 @@ export class Agent {
     if (this.draining) runner.handBack();
     void runner.done.then((ending) => {
       this.runners.delete(job.jobId);
-      this.queued = this.queued.filter((r) => r !== runner);
       if (runner.begun) this.begun--;
+      else this.queued = this.queued.filter((r) => r !== runner);
       this.log.info({ job: job.jobId, ...ending }, "job finished");
       this.claim(1);
       this.beginQueued();

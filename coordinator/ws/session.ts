@@ -231,7 +231,9 @@ export class AgentSession implements Claimer {
 
   /** Job messages go to the completer, which batches them; answers come back in order. */
   private jobMessage(message: JobMessage): void {
-    if (message.type === "job.finished") void this.enqueue(async () => this.claim(this.holdings.finished(message.jobId)));
+    // Counted at once, ahead of any claim still in the session's queue: either order grants the same.
+    const owed = message.type === "job.finished" ? this.holdings.finished(message.jobId) : 0;
+    if (owed > 0) void this.enqueue(async () => this.claim(owed));
     this.queued++;
     this.ctx.completer
       .apply(this.claimant.agentId, message)
