@@ -101,7 +101,7 @@ export class JobWrites {
    */
   order(id: string, jobId: string, from: WorkOrderState, to: WorkOrderState, reason: string | null, delay: number | null, refund = false): void {
     const previous = this.orders.get(id);
-    this.orders.set(id, { id, state: to, delay: delay ?? previous?.delay ?? null, refund: refund || (previous?.refund ?? false) });
+    this.orders.set(id, { id, state: to, delay: delay ?? previous?.delay ?? null, refund });
     this.events.push({ ord: this.events.length, work_order_id: id, job_id: jobId, from_state: from, to_state: to, reason });
   }
 

@@ -9,10 +9,10 @@ const dir = mkdtempSync(join(tmpdir(), "jobfleet-outbox-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 let files = 0;
 
-function outbox(memoryBytes = 1 << 20) {
+function outbox(memoryBytes = 1 << 20, ready?: () => boolean) {
   const sent: JobMessage[] = [];
   const spillPath = join(dir, `spill-${++files}`);
-  return { sent, spillPath, box: new Outbox((text) => sent.push(JSON.parse(text)), { memoryBytes, spillPath }) };
+  return { sent, spillPath, box: new Outbox((text) => sent.push(JSON.parse(text)), { memoryBytes, spillPath, ready }) };
 }
 
 describe("Outbox", () => {
@@ -74,9 +74,8 @@ describe("Outbox", () => {
 
 describe("Outbox while the wire is not ready", () => {
   function gated() {
-    const sent: JobMessage[] = [];
     let ready = false;
-    const box = new Outbox((text) => sent.push(JSON.parse(text)), { memoryBytes: 1 << 20, spillPath: join(dir, `spill-${++files}`), ready: () => ready });
+    const { sent, box } = outbox(1 << 20, () => ready);
     return { sent, box, open: (value: boolean) => (ready = value) };
   }
 
@@ -110,8 +109,7 @@ describe("Outbox while the wire is not ready", () => {
   });
 
   test("stops the moment the wire is full", () => {
-    const sent: JobMessage[] = [];
-    const box = new Outbox((text) => sent.push(JSON.parse(text)), { memoryBytes: 1 << 20, spillPath: join(dir, `spill-${++files}`), ready: () => sent.length < 2 });
+    const { sent, box } = outbox(1 << 20, () => sent.length < 2);
     box.open("1");
     for (const data of ["a", "b", "c", "d"]) box.push({ type: "job.log", jobId: "1", data });
     expect(sent.map((m) => m.seq)).toEqual([1, 2]);
