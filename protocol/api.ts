@@ -39,8 +39,12 @@ export type WorkOrderCreate = z.infer<typeof workOrderCreate>;
 
 export const MAX_BULK_ORDERS = 10_000;
 
-/** Many work orders in one request (`POST /v1/work-orders/bulk`), enqueued in one statement. */
-export const workOrderBulk = z.strictObject({ workOrders: z.array(workOrderCreate).min(1).max(MAX_BULK_ORDERS) });
+/**
+ * Many work orders in one request (`POST /v1/work-orders/bulk`), enqueued together. Each item is a
+ * `workOrderCreate`, validated one by one as the coordinator inserts them, so that its validation
+ * of the later ones overlaps the database's work on the earlier ones.
+ */
+export const workOrderBulk = z.strictObject({ workOrders: z.array(z.unknown()).min(1).max(MAX_BULK_ORDERS) });
 
 const listPaging = {
   limit: z.coerce.number().int().min(1).max(500).default(50),

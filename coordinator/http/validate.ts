@@ -1,6 +1,6 @@
 // Reads and validates what a request carries; anything off becomes an ApiError naming the field.
 import type { Context } from "hono";
-import type { z } from "zod";
+import { type z, ZodError } from "zod";
 import { id } from "../../protocol/fields.ts";
 import { MAX_BODY_BYTES } from "../../protocol/limits.ts";
 import { ApiError } from "./errors.ts";
@@ -73,6 +73,17 @@ function nulAt(value: unknown, path: string[] = []): string[] | undefined {
     if (found) return found;
   }
   return undefined;
+}
+
+/** `items[from, to)`, each validated by `schema`; a failure names its field as `${field}.${index}...`. */
+export function validItems<S extends z.ZodType>(schema: S, items: readonly unknown[], from: number, to: number, field: string): z.output<S>[] {
+  const valid: z.output<S>[] = [];
+  for (let i = from; i < to; i++) {
+    const parsed = schema.safeParse(items[i]);
+    if (!parsed.success) throw ApiError.invalid(new ZodError(parsed.error.issues.map((issue) => ({ ...issue, path: [field, i, ...issue.path] }))));
+    valid.push(parsed.data);
+  }
+  return valid;
 }
 
 export function query<S extends z.ZodType>(c: Context, schema: S): z.output<S> {

@@ -4,14 +4,14 @@ import { logQuery, workOrderBulk, workOrderCreate, workOrderQuery } from "../../
 import { MAX_BULK_BODY_BYTES } from "../../protocol/limits.ts";
 import { Enqueuer } from "../enqueuer.ts";
 import { workOrderCancel } from "../sql/work-order-cancel.ts";
-import { workOrderInsertMany } from "../sql/work-order-insert.ts";
+import { workOrderInsertChunked } from "../sql/work-order-insert.ts";
 import { workOrderEvents, workOrderGet, workOrderList } from "../sql/work-order-read.ts";
 import { iso, workOrderView } from "../sql/views.ts";
 import { allow, type AuthEnv } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 import { logResponse } from "./log-response.ts";
 import type { Services } from "./services.ts";
-import { body, idParam, query } from "./validate.ts";
+import { body, idParam, query, validItems } from "./validate.ts";
 
 const cancelBody = z.strictObject({ reason: z.string().min(1).max(1024).default("cancelled by request") });
 
@@ -34,7 +34,8 @@ export function workOrderRoutes(services: Services) {
     })
     .post("/bulk", async (c) => {
       const { workOrders } = await body(c, workOrderBulk, { maxBytes: MAX_BULK_BODY_BYTES });
-      const { ids, created } = await workOrderInsertMany(db, workOrders);
+      const valid = (from: number, to: number) => validItems(workOrderCreate, workOrders, from, to, "workOrders");
+      const { ids, created } = await workOrderInsertChunked(db, workOrders.length, valid);
       if (created.length > 0) bus.emit("enqueued", created);
       return c.json({ ids, created: created.length }, 201);
     })

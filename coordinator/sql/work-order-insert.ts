@@ -2,10 +2,12 @@
 // given (ids ascend with it), and repeats of an idempotency key resolve to the existing row. The
 // array is read as json, not jsonb: building one jsonb value of a bulk request's whole array costs
 // more than converting each row's few documents on their way into their jsonb columns.
-// Bulk enqueues answer with ids; single enqueues, gathered by the Enqueuer, with whole rows.
+// Bulk enqueues go a chunk per statement in one transaction, and answer with ids; single
+// enqueues, gathered by the Enqueuer, with whole rows.
+import { setImmediate } from "node:timers/promises";
 import type { WorkOrderCreate } from "../../protocol/api.ts";
 import { formatSelector } from "../../protocol/selector.ts";
-import type { Queryable } from "../db/database.ts";
+import type { Database, Queryable } from "../db/database.ts";
 import type { Enqueued } from "../bus.ts";
 import { WORK_ORDER_COLUMNS, type WorkOrderRow } from "./views.ts";
 
@@ -85,6 +87,35 @@ export async function workOrderInsertMany(db: Queryable, orders: WorkOrderCreate
     ids: results.map((r) => r.row.id),
     created: results.filter((r) => r.created).map(({ row }) => ({ id: row.id, selector: row.selector, targetAgent: row.target_agent })),
   };
+}
+
+/** Work orders per statement of a chunked insert. */
+export const INSERT_CHUNK = 1000;
+
+/**
+ * Inserts `count` work orders in one transaction, a statement per chunk of `INSERT_CHUNK`. Each
+ * chunk is asked of `chunk` (which may throw, undoing all) only once the statement before it is on
+ * its way, so the caller's work on it overlaps the database's on the ones before.
+ */
+export async function workOrderInsertChunked(
+  db: Database,
+  count: number,
+  chunk: (from: number, to: number) => WorkOrderCreate[],
+): Promise<InsertedMany> {
+  const inTransaction = async (tx: Queryable) => {
+    const inserts: Promise<InsertedMany>[] = [];
+    for (let from = 0; from < count; from += INSERT_CHUNK) {
+      // postgres-js writes what was queried in a turn when the turn ends.
+      if (from > 0) await setImmediate();
+      const insert = workOrderInsertMany(tx, chunk(from, Math.min(count, from + INSERT_CHUNK)));
+      // Awaited below, after the chunks still to come: a failure meanwhile is not unhandled.
+      insert.catch(() => {});
+      inserts.push(insert);
+    }
+    const results = await Promise.all(inserts);
+    return { ids: results.flatMap((r) => r.ids), created: results.flatMap((r) => r.created) };
+  };
+  return count <= INSERT_CHUNK ? inTransaction(db) : db.transaction(inTransaction);
 }
 
 export type Inserted = { row: WorkOrderRow; created: boolean };

@@ -1,6 +1,7 @@
-// Bulk insertion on both databases: one statement, ids in the order given, keys resolved once.
+// Bulk insertion on both databases: one statement, ids in the order given, keys resolved once; and
+// chunked, a statement per chunk in one transaction that nothing survives if any chunk fails.
 import { expect, it } from "vitest";
-import { workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
+import { INSERT_CHUNK, workOrderInsertChunked, workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
 import { forEachDatabase } from "../support/databases.ts";
 import { eventsOf, order, useDatabase } from "./fixtures.ts";
 
@@ -31,5 +32,48 @@ forEachDatabase("workOrderInsertMany", (kind) => {
 
     const again = await workOrderInsertMany(db(), [order({ idempotencyKey: "many-1" })]);
     expect(again).toEqual({ ids: [ids[1]], created: [] });
+  });
+
+  const count = async () => (await db().query<{ n: number }>(`SELECT count(*)::int AS n FROM work_orders`))[0]!.n;
+
+  it("chunked: ids in the order given across chunks, a key repeated in a later chunk resolving to the first", async () => {
+    const total = INSERT_CHUNK * 2 + 5;
+    const orders = Array.from({ length: total }, (_, i) => order({ priority: i % 7, ...(i === 3 || i === total - 2 ? { idempotencyKey: "chunks-1" } : {}) }));
+    const asked: [number, number][] = [];
+    const { ids, created } = await workOrderInsertChunked(db(), total, (from, to) => (asked.push([from, to]), orders.slice(from, to)));
+    expect(asked).toEqual([
+      [0, INSERT_CHUNK],
+      [INSERT_CHUNK, INSERT_CHUNK * 2],
+      [INSERT_CHUNK * 2, total],
+    ]);
+    expect(ids[total - 2]).toBe(ids[3]);
+    expect(created).toHaveLength(total - 1);
+    const unique = ids.filter((_, i) => i !== total - 2).map(Number);
+    expect(unique).toEqual([...unique].sort((a, b) => a - b));
+    const rows = await db().query<{ id: string; priority: number }>(`SELECT id::text AS id, priority FROM work_orders WHERE id = ANY($1::bigint[])`, [ids]);
+    const priority = new Map(rows.map((r) => [r.id, r.priority]));
+    expect(ids.map((id) => priority.get(id))).toEqual(orders.map((o, i) => (i === total - 2 ? 3 : o.priority)));
+  });
+
+  it("chunked: a chunk that cannot be prepared undoes the chunks already inserted", async () => {
+    const before = await count();
+    const refused = new Error("order 1500 is bad");
+    const chunk = (from: number, to: number) => {
+      if (to > 1500) throw refused;
+      return Array.from({ length: to - from }, () => order());
+    };
+    await expect(workOrderInsertChunked(db(), INSERT_CHUNK * 3, chunk)).rejects.toBe(refused);
+    expect(await count()).toBe(before);
+  });
+
+  it("chunked: a chunk the database refuses fails the whole, while later chunks are still being prepared", async () => {
+    const before = await count();
+    // Out of int range: only the database can refuse it, and it does so while later chunks are asked for.
+    const bad = { ...order(), priority: 2 ** 40 };
+    let asked = 0;
+    const chunk = (from: number, to: number) => (asked++, Array.from({ length: to - from }, (_, i) => (from + i === 10 ? bad : order())));
+    await expect(workOrderInsertChunked(db(), INSERT_CHUNK * 3, chunk)).rejects.toThrow(/out of range/);
+    expect(asked).toBe(3);
+    expect(await count()).toBe(before);
   });
 });
