@@ -39,6 +39,7 @@ const ROWS_BY_KEYS = byKeys(WORK_ORDER_COLUMNS);
 
 type Brief = Pick<WorkOrderRow, "id" | "idempotency_key" | "selector" | "target_agent">;
 
+// A field left out (undefined) reads as NULL, and makes the array shorter to write and to read.
 function input(order: WorkOrderCreate, ord: number) {
   return {
     ord,
@@ -46,16 +47,16 @@ function input(order: WorkOrderCreate, ord: number) {
     spec: order.spec,
     selector: order.selector,
     selector_text: formatSelector(order.selector),
-    target_agent: order.agent ?? null,
+    target_agent: order.agent,
     labels: order.labels,
     priority: order.priority,
-    timeout_seconds: order.timeoutSeconds ?? null,
+    timeout_seconds: order.timeoutSeconds,
     max_attempts: order.maxAttempts,
-    idempotency_key: order.idempotencyKey ?? null,
+    idempotency_key: order.idempotencyKey,
     metadata: order.metadata,
     retry_on: order.retryOn,
     retry_backoff_seconds: order.retryBackoffSeconds,
-    queue_timeout_seconds: order.queueTimeoutSeconds ?? null,
+    queue_timeout_seconds: order.queueTimeoutSeconds,
   };
 }
 
