@@ -93,10 +93,15 @@ export async function workOrderInsertMany(db: Queryable, orders: WorkOrderCreate
 /** Work orders per statement of a chunked insert. */
 export const INSERT_CHUNK = 1000;
 
+/** The SQLSTATE of a transaction Postgres aborted to break a deadlock. */
+const DEADLOCK = "40P01";
+const DEADLOCK_ATTEMPTS = 3;
+
 /**
  * Inserts `count` work orders in one transaction, a statement per chunk of `INSERT_CHUNK`. Each
  * chunk is asked of `chunk` (which may throw, undoing all) only once the statement before it is on
- * its way, so the caller's work on it overlaps the database's on the ones before.
+ * its way, so the caller's work on it overlaps the database's on the ones before. A transaction
+ * aborted by a deadlock runs again, asking for its chunks anew.
  */
 export async function workOrderInsertChunked(
   db: Database,
@@ -116,7 +121,15 @@ export async function workOrderInsertChunked(
     const results = await Promise.all(inserts);
     return { ids: results.flatMap((r) => r.ids), created: results.flatMap((r) => r.created) };
   };
-  return count <= INSERT_CHUNK ? inTransaction(db) : db.transaction(inTransaction);
+  // Two inserts that share idempotency keys in different orders each wait for a row the other
+  // holds; Postgres aborts one after its deadlock_timeout, and that one runs again.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await (count <= INSERT_CHUNK ? inTransaction(db) : db.transaction(inTransaction));
+    } catch (error) {
+      if (attempt === DEADLOCK_ATTEMPTS || (error as { code?: unknown }).code !== DEADLOCK) throw error;
+    }
+  }
 }
 
 export type Inserted = { row: WorkOrderRow; created: boolean };

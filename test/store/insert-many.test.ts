@@ -76,4 +76,22 @@ forEachDatabase("workOrderInsertMany", (kind) => {
     expect(asked).toBe(3);
     expect(await count()).toBe(before);
   });
+
+  it("chunked: two inserts sharing keys in opposite orders both succeed, each key created once", async () => {
+    const total = INSERT_CHUNK * 2;
+    const late = INSERT_CHUNK + 500;
+    // On Postgres each holds the row of its first key and waits for the other's: a deadlock, broken by retrying.
+    const crossed = (first: string, second: string) =>
+      Array.from({ length: total }, (_, i) => order(i === 0 ? { idempotencyKey: first } : i === late ? { idempotencyKey: second } : {}));
+    const a = crossed("cross-x", "cross-y");
+    const b = crossed("cross-y", "cross-x");
+    // Both transactions' connections open already, so the two start together.
+    await Promise.all([0, 1].map(() => db().transaction((tx) => tx.query("SELECT 1"))));
+    const [ra, rb] = await Promise.all([
+      workOrderInsertChunked(db(), total, (from, to) => a.slice(from, to)),
+      workOrderInsertChunked(db(), total, (from, to) => b.slice(from, to)),
+    ]);
+    expect([ra.ids[0], ra.ids[late]]).toEqual([rb.ids[late], rb.ids[0]]);
+    expect(ra.created.length + rb.created.length).toBe(total * 2 - 2);
+  }, 30_000);
 });
