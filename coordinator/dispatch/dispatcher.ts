@@ -15,7 +15,7 @@ import { type Claimant, type Eligibility, type GroupAssignment, workOrdersClaim 
 
 export interface Claimer {
   readonly claimant: Claimant;
-  /** Hands the agent its jobs (a no-op once its socket has gone). */
+  /** Hands the agent its jobs; once its socket has gone, back to the queue. */
   assign(jobs: Assignment[]): void;
 }
 
@@ -280,14 +280,13 @@ export class Dispatcher {
       for (const [claimer, member, want] of asking) this.giveBack(group, claimer, member, want, true);
       throw error;
     }
-    const got = new Map<string, Assignment[]>();
-    for (const { agentId, ...job } of claimed) got.set(agentId, [...(got.get(agentId) ?? []), job]);
-    for (const [claimer, member, want] of asking) {
-      const jobs = got.get(claimer.claimant.agentId) ?? [];
-      // An agent that left while we claimed keeps its jobs until it is back or they are reaped.
+    const got = asking.map((): Assignment[] => []);
+    for (const { agentId: _, member, ...job } of claimed) got[member]!.push(job);
+    asking.forEach(([claimer, member, want], i) => {
+      const jobs = got[i]!;
       this.giveBack(group, claimer, member, want - jobs.length, false);
       if (jobs.length > 0) claimer.assign(jobs);
-    }
+    });
     for (const job of claimed) this.bus.emit("changed", job.workOrderId);
     const asked = members.reduce((sum, m) => sum + m.want, 0);
     // Short: nothing more was there when it looked, unless something was enqueued since. Full: look again.

@@ -35,14 +35,14 @@ WITH member AS (
 ), kept AS (
   SELECT id, agent_id, ord FROM addressed WHERE n <= want
 ), slot AS (
-  SELECT m.agent_id, row_number() OVER (ORDER BY s.i, m.ord) AS n
+  SELECT m.agent_id, m.ord, row_number() OVER (ORDER BY s.i, m.ord) AS n
   FROM member m CROSS JOIN LATERAL generate_series(1, m.want - (SELECT count(*) FROM kept k WHERE k.ord = m.ord)::int) AS s(i)
 ), queued AS (
   SELECT p.id, row_number() OVER (ORDER BY p.priority DESC, p.id) AS n FROM picked p WHERE p.target_agent IS NULL
 ), assigned AS (
-  SELECT id, agent_id FROM kept
+  SELECT id, agent_id, ord FROM kept
   UNION ALL
-  SELECT q.id, s.agent_id FROM queued q JOIN slot s ON s.n = q.n
+  SELECT q.id, s.agent_id, s.ord FROM queued q JOIN slot s ON s.n = q.n
 ), claimed AS (
   UPDATE work_orders wo
   SET state = 'claimed', attempts = wo.attempts + 1, latest_job_id = nextval('jobs_id_seq'), updated_at = now()
@@ -55,7 +55,7 @@ WITH member AS (
   INSERT INTO work_order_events (work_order_id, job_id, from_state, to_state)
   SELECT id, latest_job_id, '${FROM}', 'claimed' FROM claimed
 )
-SELECT a.agent_id::text AS "agentId", c.latest_job_id AS "jobId", c.id AS "workOrderId", c.attempts AS attempt,
+SELECT a.agent_id::text AS "agentId", a.ord AS member, c.latest_job_id AS "jobId", c.id AS "workOrderId", c.attempts AS attempt,
   c.priority, c.adapter, c.spec, c.timeout_seconds AS "timeoutSeconds",
   (SELECT jsonb_build_object('externalId', prev.external_id, 'externalUrl', prev.external_url) FROM jobs prev
    WHERE prev.work_order_id = c.id AND prev.attempt = c.attempts - 1 AND prev.state <> 'returned'
@@ -74,7 +74,8 @@ export type Claimant = Eligibility & { agentId: string; name: string };
 
 export type Member = { agentId: string; name: string; want: number };
 
-export type GroupAssignment = Assignment & { agentId: string };
+/** `member`: the index in `members` of the one it was dealt to (an agent may briefly be a member twice). */
+export type GroupAssignment = Assignment & { agentId: string; member: number };
 
 /** Claims for agents that share `eligibility`: up to each member's `want` work orders. */
 export async function workOrdersClaim(db: Queryable, eligibility: Eligibility, members: Member[]): Promise<GroupAssignment[]> {
@@ -87,5 +88,5 @@ export async function workOrdersClaim(db: Queryable, eligibility: Eligibility, m
 /** Claims up to `limit` work orders for one agent. */
 export async function workOrderClaim(db: Queryable, agent: Claimant, limit: number): Promise<Assignment[]> {
   const claimed = await workOrdersClaim(db, agent, [{ agentId: agent.agentId, name: agent.name, want: limit }]);
-  return claimed.map(({ agentId: _, ...assignment }) => assignment);
+  return claimed.map(({ agentId: _, member: __, ...assignment }) => assignment);
 }

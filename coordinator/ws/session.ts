@@ -96,11 +96,29 @@ export class AgentSession implements Claimer {
   }
 
   assign(jobs: Assignment[]): void {
+    if (this.socket.readyState !== this.socket.OPEN) return this.handBack(jobs);
     this.holdings.assigned(jobs.map((job) => job.jobId));
     for (const job of jobs) this.send({ type: "assign", job });
   }
 
+  /**
+   * Jobs dealt to this session after its socket went (a claim round in flight as it closed) never
+   * reached the agent, which may be connected anew elsewhere and renewing its lease: they go back
+   * to the queue as the agent would give them back, unbegun.
+   */
+  private handBack(jobs: Assignment[]): void {
+    for (const { jobId } of jobs) {
+      const message = { type: "job.finished", jobId, seq: 1, outcome: "returned", exitCode: null, error: "dealt to a connection that had closed" } as const;
+      this.ctx.completer
+        .apply(this.claimant.agentId, message)
+        .then((result) => this.answer(message, result))
+        .catch((error) => this.failed(error));
+    }
+  }
+
   close(code: number, reason: string): void {
+    // No more work for it: a replaced or silent socket may take a while to finish closing.
+    if (this.claimant) this.ctx.dispatcher.remove(this);
     this.socket.close(code, reason);
   }
 

@@ -63,6 +63,18 @@ test("twenty like agents claiming in one turn of the event loop are served by on
   dispatcher.stop();
 });
 
+test("two sessions of one agent in one round (it reconnected) each get what each asked for", async () => {
+  const [agent] = await agents("twice", 1, { pool: "twice" });
+  const older = new FakeAgent(agent!.claimant);
+  for (let i = 0; i < 5; i++) await workOrderInsert(db, order({ selector: "pool=twice" }));
+  const dispatcher = new Dispatcher(db, new Bus(), (e) => expect.unreachable(String(e)));
+  dispatcher.claim(older, 2);
+  dispatcher.claim(agent!, 1);
+  await until(() => older.jobs.length + agent!.jobs.length === 3);
+  await new Promise((r) => setTimeout(r, 50));
+  expect([older.jobs.length, agent!.jobs.length]).toEqual([2, 1]);
+});
+
 test("a wake-up fills waiting agents of each matching group, and addressed work reaches its agent", async () => {
   const linux = await agents("wl", 3, { os: "linux" });
   const mac = await agents("wm", 2, { os: "darwin" });

@@ -242,6 +242,69 @@ describe("job messages", () => {
   });
 });
 
+async function stateOf(orderId: string): Promise<string> {
+  const response = await fetch(`${coordinator.url}/v1/work-orders/${orderId}`, { headers: { authorization: `Bearer ${ciToken}` } });
+  return ((await response.json()) as { state: string }).state;
+}
+
+async function eventsOf(orderId: string): Promise<string[]> {
+  const response = await fetch(`${coordinator.url}/v1/work-orders/${orderId}`, { headers: { authorization: `Bearer ${ciToken}` } });
+  return ((await response.json()) as { events: { to: string }[] }).events.map((e) => e.to);
+}
+
+async function until(check: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; !(await check()); i++) {
+    if (i === 100) throw new Error("timed out");
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+describe("sessions that go while work is dealt", () => {
+  test("a replaced connection whose closing never completes is dealt no more work", async () => {
+    const first = new Peer();
+    await first.hello("half-open", { labels: { pool: "half-open" } });
+    await first.next("welcome");
+    first.send({ type: "claim", slots: 2 });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Gone without a word: it never reads the close frame, so its socket stays closing on our side.
+    (first.socket as unknown as { _socket: { pause(): void } })._socket.pause();
+    const second = new Peer();
+    await second.hello("half-open", { labels: { pool: "half-open" } });
+    await second.next("welcome");
+    const order = await enqueue({ spec: { command: ["true"] }, selector: "pool=half-open" });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(await eventsOf(order.id)).toEqual(["pending"]);
+    second.send({ type: "claim", slots: 1 });
+    expect((await second.next("assign")).job.workOrderId).toBe(order.id);
+    first.socket.terminate();
+    second.socket.close();
+  });
+
+  test("jobs claimed for a connection that closed meanwhile go back to the queue, their attempt not spent", async () => {
+    const order = await enqueue({ spec: { command: ["true"] }, selector: "pool=gone" });
+    const first = new Peer();
+    await first.hello("gone", { labels: { pool: "gone" } });
+    await first.next("welcome");
+    // The database is held, so the claim round waits while the socket closes.
+    let release!: () => void;
+    const held = coordinator.db.transaction(() => new Promise<void>((resolve) => (release = resolve)));
+    first.send({ type: "claim", slots: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    first.socket.close();
+    await first.closed;
+    release();
+    await held;
+    await until(async () => (await stateOf(order.id)) === "pending");
+    const second = new Peer();
+    await second.hello("gone", { labels: { pool: "gone" } });
+    expect((await second.next("welcome")).jobs).toEqual([]);
+    second.send({ type: "claim", slots: 1 });
+    const { job } = await second.next("assign");
+    expect([job.workOrderId, job.attempt]).toEqual([order.id, 1]);
+    second.socket.close();
+  });
+});
+
 test("a cancel requested while the agent was away is delivered when it reconnects", async () => {
   const { peer: first, order, job } = await holding("wanderer", "away");
   first.send({ type: "job.started", jobId: job.jobId, seq: 1 });
