@@ -40,6 +40,9 @@ const FATAL_CLOSE = new Map([
   [4002, "another agent connected with the same name"],
 ]);
 
+/** Error codes by which the coordinator refuses a job's message because the job is not this agent's (any more). */
+const NOT_OURS = new Set(["illegal_transition", "unknown_job"]);
+
 export class AgentFailed extends Error {}
 
 /** The coordinator's terms, from its welcome. */
@@ -134,6 +137,9 @@ export class Agent {
       case "error":
         this.log.warn({ code: message.code, job: message.jobId }, message.message);
         if (message.code === "sequence_gap" && message.jobId) this.outbox.resend(message.jobId);
+        // The coordinator no longer counts the job as ours (its lease ran out, or it was given up):
+        // another attempt may run it, so this one stops at once.
+        if (NOT_OURS.has(message.code) && message.jobId) this.runners.get(message.jobId)?.handBack(0);
     }
   }
 
@@ -163,9 +169,10 @@ export class Agent {
   /**
    * Out of touch for half the lease, stop every job: past the lease the coordinator declares them
    * lost and may run them elsewhere, and two runs of one work order must never overlap. Counted
-   * from the last word from the coordinator, not from noticing the loss. Leases are renewed once
-   * per heartbeat, so the last renewal may be a heartbeat older than that word: the lease can run
-   * out a heartbeat short of a full lease after it, and the jobs' cancel grace is cut to end by then.
+   * from the last word from the coordinator, not from noticing the loss. A coordinator speaks to an
+   * agent only while its lease was renewed within a heartbeat, so the last renewal may be that much
+   * older than the word: the lease can run out a heartbeat short of a full lease after it, and the
+   * jobs' cancel grace is cut to end by then.
    */
   private armFence(lease: Lease): void {
     clearTimeout(this.fence);

@@ -1,6 +1,8 @@
 // All agent sockets of this coordinator process: accepts upgrades on /v1/agent, keeps one session
 // per agent (a reconnecting agent replaces its stale socket), routes cancels to the socket that
-// holds the job, closes silent agents and records who was seen, in one statement per interval.
+// holds the job, closes silent agents, and renews the leases of the rest in one statement twice a
+// heartbeat. It goes quiet towards an agent whose lease it could not renew in time, as an agent's
+// fence assumes (below).
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, Server } from "node:http";
 import type { Duplex } from "node:stream";
@@ -21,10 +23,13 @@ export class Hub {
   private readonly replica = randomUUID().slice(0, 8);
   private counter = 0;
   private readonly timer: NodeJS.Timeout;
+  private readonly watchdog: NodeJS.Timeout;
   private readonly unsubscribe: () => void;
 
   constructor(private readonly ctx: Omit<SessionContext, "register">) {
-    this.timer = setInterval(() => void this.tick(), ctx.heartbeatSeconds * 1000);
+    const heartbeatMs = ctx.heartbeatSeconds * 1000;
+    this.timer = setInterval(() => void this.tick(), heartbeatMs / 2);
+    this.watchdog = setInterval(() => this.overdue(heartbeatMs), Math.min(1000, heartbeatMs / 10));
     this.unsubscribe = ctx.bus.on("cancel", ({ jobId, agentId, reason }) =>
       this.agents.get(agentId)?.send({ type: "cancel", jobId, reason }),
     );
@@ -60,14 +65,32 @@ export class Hub {
 
   /** Closes silent sockets and renews the leases of every agent still connected here, in one statement. */
   private async tick(): Promise<void> {
-    const silentBefore = Date.now() - this.ctx.heartbeatSeconds * 3000;
+    const started = Date.now();
+    const silentBefore = started - this.ctx.heartbeatSeconds * 3000;
     // Only welcomed agents heartbeat; before that, the hello timeout and the database decide.
     for (const session of this.sessions) if (session.agentId && session.lastSeen < silentBefore) session.close(CloseCode.silent, "no heartbeat");
-    const connected = [...this.agents.keys()];
-    if (connected.length === 0) return;
-    await agentsSeen(this.ctx.db, connected, this.ctx.leaseSeconds).catch((error) =>
-      this.ctx.log("leases not renewed", { error: String(error) }),
-    );
+    const renewing = [...this.agents.values()];
+    if (renewing.length === 0) return;
+    try {
+      await agentsSeen(this.ctx.db, renewing.map((session) => session.agentId!), this.ctx.leaseSeconds);
+      for (const session of renewing) session.leaseFrom = Math.max(session.leaseFrom, started);
+    } catch (error) {
+      this.ctx.log("leases not renewed", { error: String(error) });
+    }
+  }
+
+  /**
+   * An agent out of touch stops its jobs a full lease less a heartbeat after the last word it
+   * heard (pongs included, which need no database), trusting that its lease was renewed within a
+   * heartbeat before that word. So once a lease has gone most of a heartbeat unrenewed (the
+   * database unreachable or stuck), that agent hears no more from here: its socket is closed, and
+   * it redials, here or elsewhere. Renewals run twice a heartbeat, so one may take 0.3 of it.
+   */
+  private overdue(heartbeatMs: number): void {
+    const before = Date.now() - heartbeatMs * 0.8;
+    for (const session of this.agents.values()) {
+      if (session.leaseFrom < before) session.close(CloseCode.unavailable, "the lease could not be renewed; reconnect later");
+    }
   }
 
   /**
@@ -76,6 +99,7 @@ export class Hub {
    */
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    clearInterval(this.watchdog);
     this.unsubscribe();
     for (const session of this.sessions) session.close(CloseCode.shutdown, "coordinator shutting down");
     const closed = new Promise<void>((resolve) => this.wss.close(() => resolve()));

@@ -59,6 +59,8 @@ export class AgentSession implements Claimer {
   claimant!: Claimant;
   private holdings!: Holdings;
   lastSeen = Date.now();
+  /** When the lease the database holds for this agent was last set, at the latest (this process's clock). */
+  leaseFrom = 0;
   private unregister?: () => void;
   private queue: Promise<void> = Promise.resolve();
   private queued = 0;
@@ -220,8 +222,10 @@ export class AgentSession implements Claimer {
       return this.close(CloseCode.unauthenticated, "unauthenticated");
     }
     const { name, labels, capacity, prefetch, mode, version } = message;
+    const leaseFrom = Date.now();
     const agentId = await agentConnect(this.ctx.db, { name, labels, capacity, prefetch, mode, version }, this.sessionId, this.ctx.leaseSeconds);
     this.claimant = { agentId, name, labels, queueMode: mode === "queue" };
+    this.leaseFrom = leaseFrom;
     this.holdings = new Holdings(capacity + prefetch);
     this.lastSeen = Date.now();
     this.unregister = this.ctx.register(this);

@@ -1,11 +1,15 @@
 // An agent's heartbeat is a WebSocket ping or an unsolicited pong: an agent that sends either stays
-// connected, and one that goes quiet after its welcome is closed as silent (4003) after three intervals.
+// connected, and one that goes quiet after its welcome is closed as silent (4003) after three
+// intervals. An agent whose lease cannot be renewed (the database stuck) is closed with 1013, beats
+// or not, before its fence's assumptions fail.
 import { pino } from "pino";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import WebSocket from "ws";
 import { tokenCreate } from "../../coordinator/auth/tokens.ts";
 import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
 import { PROTOCOL_VERSION } from "../../protocol/limits.ts";
+import postgres from "postgres";
+import { createPostgresDatabase, describePostgres, dropPostgresDatabase } from "../support/databases.ts";
 
 let coordinator: Coordinator;
 let token: string;
@@ -23,12 +27,12 @@ beforeAll(async () => {
 
 afterAll(async () => coordinator?.stop());
 
-async function welcomed(name: string) {
-  const socket = new WebSocket(coordinator.agentUrl);
+async function welcomed(name: string, on = coordinator, as = token) {
+  const socket = new WebSocket(on.agentUrl);
   const closed = new Promise<number>((resolve) => socket.on("close", (code) => resolve(code)));
   await new Promise((resolve) => socket.once("open", resolve));
   const welcome = new Promise((resolve) => socket.once("message", resolve));
-  socket.send(JSON.stringify({ type: "hello", protocol: PROTOCOL_VERSION, token, name, labels: {}, capacity: 1, version: "test" }));
+  socket.send(JSON.stringify({ type: "hello", protocol: PROTOCOL_VERSION, token: as, name, labels: {}, capacity: 1, version: "test" }));
   await welcome;
   return { socket, closed };
 }
@@ -47,4 +51,30 @@ test("pings or one-way pongs alone keep an agent connected; silence after the we
   clearInterval(beats);
   pinging.socket.close();
   ponging.socket.close();
+});
+
+describePostgres("leases", () => {
+  test("an agent whose lease the coordinator cannot renew is closed with 1013, though it beats", { timeout: 20_000 }, async () => {
+    const url = await createPostgresDatabase();
+    const stuck = await startCoordinator({ database: { kind: "postgres", url: url.toString() }, port: 0, heartbeatSeconds: 1, leaseSeconds: 3, logger: pino({ level: "silent" }) });
+    const locker = postgres(url.toString(), { max: 1, onnotice: () => {} });
+    try {
+      const agent = await welcomed("renewed", stuck, (await tokenCreate(stuck.db, "agents", "agent")).token);
+      const beats = setInterval(() => agent.socket.ping(), 200);
+      // Renewals go on: a few heartbeats later it is still connected.
+      await new Promise((r) => setTimeout(r, 2500));
+      expect(agent.socket.readyState).toBe(WebSocket.OPEN);
+      // Renewals now wait on a lock, as on a database that stopped answering.
+      const release = locker.begin(async (tx) => {
+        await tx`LOCK TABLE agents IN ACCESS EXCLUSIVE MODE`;
+        expect(await agent.closed).toBe(1013);
+      });
+      await release;
+      clearInterval(beats);
+    } finally {
+      await stuck.stop();
+      await locker.end();
+      await dropPostgresDatabase(url);
+    }
+  });
 });

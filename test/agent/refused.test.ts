@@ -1,0 +1,62 @@
+// A job the coordinator no longer counts as the agent's (here: its lease ran out while the socket
+// stayed open, and the reaper returned the job it only held) is stopped the moment the coordinator
+// refuses one of its messages, so it does not run on beside the attempt that replaced it.
+import { afterAll, expect, test, vi } from "vitest";
+import { z } from "zod";
+import type { Adapter, RunResult } from "../../adapters/adapter.ts";
+import type { Agent } from "../../agent/agent.ts";
+import type { WorkOrderView } from "../../protocol/api.ts";
+import { useInProcessCoordinator } from "../support/in-process.ts";
+
+/** Runs by job id, until the test ends them; and the jobs whose run was cancelled. */
+const runs = new Map<string, (result: RunResult) => void>();
+const began: { workOrderId: string; jobId: string }[] = [];
+const cancelled: string[] = [];
+const gate: Adapter<unknown> = {
+  name: "exec",
+  spec: z.unknown(),
+  start: async ({ workOrderId, jobId }) => {
+    began.push({ workOrderId, jobId });
+    const result = new Promise<RunResult>((resolve) => runs.set(jobId, resolve));
+    const cancel = async () => {
+      cancelled.push(jobId);
+      runs.get(jobId)!({ outcome: "cancelled", exitCode: null });
+    };
+    return { result, cancel };
+  },
+};
+
+const fleet = useInProcessCoordinator();
+const agents: Agent[] = [];
+
+afterAll(async () => {
+  for (const run of runs.values()) run({ outcome: "succeeded", exitCode: 0 });
+  await Promise.all(agents.map((a) => a.stop(1000)));
+});
+
+const api = <T>(method: string, path: string, body?: unknown) => fleet().api<T>(method, path, body);
+const stateOf = async (id: string) => (await api<WorkOrderView>("GET", `/v1/work-orders/${id}`)).state;
+const runsOf = (workOrderId: string) => began.filter((b) => b.workOrderId === workOrderId).map((b) => b.jobId);
+
+test("a held job begun after the coordinator returned it is stopped when its start is refused", async () => {
+  const a = fleet().agent({ name: "lapsed", labels: { pool: "lapse" }, adapter: gate, prefetch: 1 });
+  agents.push(a);
+  const enqueue = () => api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["gate"] }, selector: "pool=lapse" });
+  const first = await enqueue();
+  const held = await enqueue();
+  await vi.waitFor(async () => expect([await stateOf(first.id), await stateOf(held.id)]).toEqual(["running", "claimed"]));
+  // The lease runs out while the socket stays open, as when renewals fail; the reaper returns the held job.
+  await fleet().coordinator.db.query(`UPDATE agents SET lease_expires_at = now() - interval '1 second' WHERE name = 'lapsed'`);
+  await vi.waitFor(async () => expect(await stateOf(held.id)).toBe("pending"));
+  agents.push(fleet().agent({ name: "standby", labels: { pool: "lapse" }, adapter: gate }));
+  await vi.waitFor(() => expect(runsOf(held.id)).toHaveLength(1));
+  const [replacement] = runsOf(held.id);
+
+  // The lapsed agent's running job ends; it begins its held copy, whose start the coordinator refuses.
+  runs.get(runsOf(first.id)[0]!)!({ outcome: "succeeded", exitCode: 0 });
+  await vi.waitFor(() => expect(runsOf(held.id)).toHaveLength(2));
+  const stale = runsOf(held.id)[1]!;
+  await vi.waitFor(() => expect(cancelled).toContain(stale));
+  expect(cancelled).not.toContain(replacement);
+  expect(await stateOf(held.id)).toBe("running");
+});
