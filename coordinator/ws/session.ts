@@ -186,7 +186,9 @@ export class AgentSession implements Claimer {
       case "claim":
         return void this.enqueue(async () => this.claim(this.holdings.claim(message.slots)));
       case "drain":
-        return void this.enqueue(async () => this.drain());
+        // Withdrawn at once: a finish read with it must not grant owed slots to a draining agent.
+        this.holdings.drain();
+        return void this.enqueue(async () => this.ctx.dispatcher.remove(this));
       case "heartbeat":
         return;
       default:
@@ -244,11 +246,6 @@ export class AgentSession implements Claimer {
 
   private claim(slots: number): void {
     if (slots > 0) this.ctx.dispatcher.claim(this, slots);
-  }
-
-  private drain(): void {
-    this.holdings.drain();
-    this.ctx.dispatcher.remove(this);
   }
 
   /** Job messages go to the completer, which batches them; answers come back in order. */

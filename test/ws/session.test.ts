@@ -209,14 +209,31 @@ describe("job messages", () => {
     peer.send({ type: "claim", slots: 1 });
     await new Promise((resolve) => setTimeout(resolve, 300));
     expect(peer.waiting("assign")).toBe(0);
-    const stateOf = async (id: string) => {
-      const response = await fetch(`${coordinator.url}/v1/work-orders/${id}`, { headers: { authorization: `Bearer ${ciToken}` } });
-      return ((await response.json()) as { state: string }).state;
-    };
     expect((await Promise.all(orders.map((o) => stateOf(o.id)))).filter((state) => state === "pending")).toHaveLength(2);
     // What it claimed beyond its limit is owed, and granted as jobs finish.
     peer.send({ type: "job.finished", jobId: first.jobId, seq: 1, outcome: "succeeded", exitCode: 0 });
     await peer.next("assign");
+    peer.socket.close();
+  });
+
+  test("a drain read together with a finish grants the owed slots to no one", async () => {
+    const peer = new Peer();
+    await peer.hello("leaving", { labels: { pool: "leaving" }, capacity: 1 });
+    await peer.next("welcome");
+    await enqueue({ spec: { command: ["true"] }, selector: "pool=leaving" });
+    peer.send({ type: "claim", slots: 2 });
+    const { job } = await peer.next("assign");
+    // One write: the coordinator reads both in the same turn.
+    const tcp = (peer.socket as unknown as { _socket: { cork(): void; uncork(): void } })._socket;
+    tcp.cork();
+    peer.send({ type: "drain" });
+    peer.send({ type: "job.finished", jobId: job.jobId, seq: 1, outcome: "succeeded", exitCode: 0 });
+    tcp.uncork();
+    await peer.next("ack");
+    const later = await enqueue({ spec: { command: ["true"] }, selector: "pool=leaving" });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(peer.waiting("assign")).toBe(0);
+    expect(await stateOf(later.id)).toBe("pending");
     peer.socket.close();
   });
 
