@@ -31,12 +31,13 @@ export class Reaper {
 
   private async tick(): Promise<void> {
     const now = await databaseNow(this.db);
-    const { reaped: lost, requeued } = await reapLost(this.db);
-    if (requeued.length > 0) this.bus.emit("enqueued", requeued);
+    const lost = await reapLost(this.db);
     const overdue = await reapOverdue(this.db, this.options.leaseSeconds);
-    for (const job of overdue) this.bus.emit("cancel", { jobId: job.jobId, agentId: job.agentId, reason: "run timeout" });
+    const requeued = [...lost.requeued, ...overdue.requeued];
+    if (requeued.length > 0) this.bus.emit("enqueued", requeued);
+    for (const job of overdue.reaped) this.bus.emit("cancel", { jobId: job.jobId, agentId: job.agentId, reason: "run timeout" });
     const timedOut = await reapQueueTimeouts(this.db);
-    for (const id of [...[...lost, ...overdue].map((r: Reaped) => r.workOrderId), ...timedOut]) this.bus.emit("changed", id);
+    for (const id of [...[...lost.reaped, ...overdue.reaped].map((r: Reaped) => r.workOrderId), ...timedOut]) this.bus.emit("changed", id);
     const due = await dueRetries(this.db, this.since ?? now, now);
     if (due.length > 0) this.bus.emit("enqueued", due);
     this.since = now;

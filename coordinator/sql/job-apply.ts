@@ -11,7 +11,7 @@ import { jobSettle, SETTLING_COLUMNS, type Settling } from "./job-settle.ts";
 import { JobWrites } from "./job-writes.ts";
 
 export type Applied =
-  /** `requeued`: the job ended before it began, and its work order is back in the queue. */
+  /** `requeued`: its work order is back in the queue and claimable now (returned unbegun, or retried without backoff). */
   | { kind: "applied"; workOrderId: string; requeued?: Enqueued }
   | { kind: "duplicate" }
   | { kind: "gap"; expected: number }

@@ -110,7 +110,8 @@ export class JobWrites {
     if (this.jobs.size === 0 && this.orders.size === 0) return [];
     const json = (rows: unknown[]) => JSON.stringify(rows, (_, value) => (typeof value === "string" ? storable(value) : value));
     await tx.query(WRITE, [json(this.logs), json([...this.jobs.values()]), json([...this.orders.values()]), json(this.events)]);
-    const requeued = [...this.orders.values()].filter((o) => o.refund).map((o) => o.id);
+    // Claimable at once, so woken now: the reaper's look for retries whose backoff ran out is for later ones.
+    const requeued = [...this.orders.values()].filter((o) => o.state === "pending" && (o.refund || o.delay === 0)).map((o) => o.id);
     return requeued.length === 0 ? [] : tx.query<Enqueued>(REQUEUED, [requeued]);
   }
 

@@ -52,8 +52,8 @@ export function reapLost(db: Database): Promise<Reaping> {
  * Running jobs past their run timeout by more than `graceSeconds`: the agent should have stopped
  * them itself, so it is not answering; they end timed_out and the agent is told to cancel.
  */
-export async function reapOverdue(db: Database, graceSeconds: number): Promise<Reaped[]> {
-  return (await settleAll(db, OVERDUE, [graceSeconds], "timed_out", "run timeout: the agent did not end the job in time")).reaped;
+export function reapOverdue(db: Database, graceSeconds: number): Promise<Reaping> {
+  return settleAll(db, OVERDUE, [graceSeconds], "timed_out", "run timeout: the agent did not end the job in time");
 }
 
 const QUEUE_TIMEOUT = `
@@ -76,14 +76,21 @@ export async function reapQueueTimeouts(db: Database): Promise<string[]> {
   return (await db.query<{ id: string }>(QUEUE_TIMEOUT)).map((r) => r.id);
 }
 
+/**
+ * How far before the last look the next one reaches back: a retry's `run_after` is set from its
+ * settling transaction's start, which may commit after a look that began later.
+ */
+const DUE_OVERLAP = "5 seconds";
+
 const DUE = `
 SELECT id::text AS id, selector, target_agent AS "targetAgent" FROM work_orders
-WHERE state = 'pending' AND attempts > 0 AND run_after >= $1::timestamptz AND run_after <= $2::timestamptz`;
+WHERE state = 'pending' AND attempts > 0
+  AND run_after >= $1::timestamptz - interval '${DUE_OVERLAP}' AND run_after <= $2::timestamptz`;
 
 /**
- * Pending work orders that became claimable in [since, until]: retries whose backoff is over. Both
- * ends are inclusive because clocks are coarse (PGlite's): one on the boundary is woken twice, which
- * costs a claim; a half-open window could miss it, leaving it to wait for an unrelated wake-up.
+ * Pending work orders that became claimable in [since, until], reaching back `DUE_OVERLAP` before
+ * `since`: retries whose backoff is over. One is woken more than once, which costs a claim at most;
+ * a gap could leave it waiting for an unrelated wake-up while agents sit idle.
  */
 export async function dueRetries(db: Database, since: string, until: string): Promise<Enqueued[]> {
   return db.query<Enqueued>(DUE, [since, until]);

@@ -36,7 +36,8 @@ forEachDatabase("the reaper", (kind) => {
     await expireLease(agent.agentId);
     const { reaped, requeued } = await reapLost(db());
     expect(reaped).toContainEqual({ jobId: job.jobId, workOrderId: job.workOrderId, agentId: agent.agentId });
-    expect(requeued).toEqual([]);
+    // Claimable at once (no backoff), so woken now rather than by a later look for due retries.
+    expect(requeued.map((o) => o.id)).toEqual([job.workOrderId]);
     expect(await stateOf("jobs", job.jobId)).toBe("lost");
     expect(await stateOf("work_orders", job.workOrderId)).toBe("pending");
     expect((await eventsOf(db(), job.workOrderId)).at(-1)).toMatchObject({ from_state: "running", to_state: "pending" });
@@ -94,14 +95,14 @@ forEachDatabase("the reaper", (kind) => {
   it("ends a running job far past its run timeout, naming its agent", async () => {
     const { agent, job } = await agentWithJob({ timeoutSeconds: 10 });
     await jobApply(db(), agent.agentId, { type: "job.started", jobId: job.jobId, seq: 1 });
-    expect(await reapOverdue(db(), 30)).toEqual([]);
+    expect((await reapOverdue(db(), 30)).reaped).toEqual([]);
     await db().query(`UPDATE jobs SET started_at = now() - interval '41 seconds' WHERE id = $1`, [job.jobId]);
-    expect(await reapOverdue(db(), 30)).toEqual([{ jobId: job.jobId, workOrderId: job.workOrderId, agentId: agent.agentId }]);
+    expect((await reapOverdue(db(), 30)).reaped).toEqual([{ jobId: job.jobId, workOrderId: job.workOrderId, agentId: agent.agentId }]);
     expect(await stateOf("jobs", job.jobId)).toBe("timed_out");
     expect(await stateOf("work_orders", job.workOrderId)).toBe("timed_out");
   });
 
-  it("finds the retries that became due in a window, once", async () => {
+  it("finds the retries that became due in a window, reaching back 5 s before it for settles that committed late", async () => {
     const { agent, job } = await agentWithJob({ maxAttempts: 2, retryBackoffSeconds: 0 });
     await jobApply(db(), agent.agentId, { type: "job.starting", jobId: job.jobId, seq: 1 });
     const before = await databaseNow(db());
@@ -111,7 +112,12 @@ forEachDatabase("the reaper", (kind) => {
     const [row] = await db().query<{ runAfter: string }>(`SELECT run_after::text AS "runAfter" FROM work_orders WHERE id = $1`, [job.workOrderId]);
     const runAfter = row!.runAfter;
     expect((await dueRetries(db(), runAfter, runAfter)).map((o) => o.id)).toEqual([job.workOrderId]);
-    const later = await db().query<{ t: string }>(`SELECT ($1::timestamptz + interval '1 microsecond')::text AS t`, [runAfter]);
-    expect(await dueRetries(db(), later[0]!.t, await databaseNow(db()))).toEqual([]);
+    const past = async (interval: string) =>
+      (await db().query<{ t: string }>(`SELECT ($1::timestamptz + $2::interval)::text AS t`, [runAfter, interval]))[0]!.t;
+    // A look that began up to 5 s after it still finds it; one that began later does not.
+    const late = await past("5 seconds");
+    expect((await dueRetries(db(), late, late)).map((o) => o.id)).toEqual([job.workOrderId]);
+    const later = await past("5 seconds 1 microsecond");
+    expect(await dueRetries(db(), later, later)).toEqual([]);
   });
 });

@@ -36,6 +36,15 @@ forEachDatabase("retries", (kind) => {
     return row!;
   }
 
+  it("a retry without backoff is claimable at once, and says so for a wake-up; one with backoff does not", async () => {
+    const now = await claimed({ maxAttempts: 3, retryBackoffSeconds: 0 });
+    const applied = await jobApply(db(), agent.agentId, finish(now.jobId, { outcome: "lost" }));
+    expect(applied).toMatchObject({ kind: "applied", requeued: { id: now.workOrderId } });
+    const later = await claimed({ maxAttempts: 3, retryBackoffSeconds: 60 });
+    const waiting = await jobApply(db(), agent.agentId, finish(later.jobId, { outcome: "lost" }));
+    expect(waiting).toEqual({ kind: "applied", workOrderId: later.workOrderId });
+  });
+
   it("a lost job sends its work order back to pending, claimable after the backoff", async () => {
     const job = await claimed({ maxAttempts: 3, retryBackoffSeconds: 60 });
     expect(await jobApply(db(), agent.agentId, finish(job.jobId, { outcome: "lost" }))).toMatchObject({ kind: "applied" });
