@@ -1,7 +1,7 @@
 // Cancelling: a pending work order is cancelled at once; a claimed or running one has its job
 // marked, and the agent holding it is asked to stop it (it confirms with `cancelled`).
 import { workOrderMachine } from "../../protocol/states.ts";
-import type { Queryable } from "../db/database.ts";
+import type { Database, Queryable } from "../db/database.ts";
 import { ACTIVE_JOB_STATES } from "./active-jobs.ts";
 
 if (!workOrderMachine.can("pending", "cancelled")) throw new Error("cancel assumes pending -> cancelled");
@@ -28,9 +28,35 @@ export type CancelOutcome =
   | { kind: "requested"; jobId: string; agentId: string; reason: string }
   | { kind: "not_active" };
 
-export async function workOrderCancel(db: Queryable, id: string, reason: string): Promise<CancelOutcome> {
-  const [cancelled] = await db.query(CANCEL_PENDING, [id, reason]);
-  if (cancelled) return { kind: "cancelled" };
-  const [job] = await db.query<{ jobId: string; agentId: string; reason: string }>(MARK_JOB, [id, reason]);
-  return job ? { kind: "requested", ...job } : { kind: "not_active" };
+const LATEST = `SELECT latest_job_id::text AS latest FROM work_orders WHERE id = $1`;
+const LOCK_UNCLAIMED = `SELECT 1 FROM work_orders WHERE id = $1 AND latest_job_id IS NULL FOR UPDATE`;
+// In the order a job's ending locks them (job, then work order), so the two cannot deadlock.
+const LOCK_WITH_JOB = `
+SELECT 1 FROM jobs j JOIN work_orders wo ON wo.id = j.work_order_id
+WHERE j.id = $2 AND wo.id = $1 AND wo.latest_job_id = j.id
+FOR UPDATE OF j, wo`;
+
+/** Locks the work order and its latest job, if any; false when it is gone. */
+async function lock(tx: Queryable, id: string): Promise<boolean> {
+  for (;;) {
+    const [row] = await tx.query<{ latest: string | null }>(LATEST, [id]);
+    if (!row) return false;
+    const locked = row.latest === null ? await tx.query(LOCK_UNCLAIMED, [id]) : await tx.query(LOCK_WITH_JOB, [id, row.latest]);
+    // Empty only when a claim made a newer job meanwhile.
+    if (locked.length > 0) return true;
+  }
+}
+
+/**
+ * Locks first, so the work order cannot move between the two looks: an ending that would retry
+ * it waits, and then finds the cancel asked for.
+ */
+export function workOrderCancel(db: Database, id: string, reason: string): Promise<CancelOutcome> {
+  return db.transaction(async (tx) => {
+    if (!(await lock(tx, id))) return { kind: "not_active" };
+    const [cancelled] = await tx.query(CANCEL_PENDING, [id, reason]);
+    if (cancelled) return { kind: "cancelled" };
+    const [job] = await tx.query<{ jobId: string; agentId: string; reason: string }>(MARK_JOB, [id, reason]);
+    return job ? { kind: "requested", ...job } : { kind: "not_active" };
+  });
 }

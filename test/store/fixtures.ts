@@ -43,7 +43,7 @@ export async function connectAgent(
 }
 
 /** Cancels every pending work order, so a test starts with an empty queue. */
-export async function cancelAllPending(db: Queryable): Promise<void> {
+export async function cancelAllPending(db: Database): Promise<void> {
   const rows = await db.query<{ id: string }>(`SELECT id::text AS id FROM work_orders WHERE state = 'pending'`);
   for (const { id } of rows) {
     const outcome = await workOrderCancel(db, id, "test reset");

@@ -415,6 +415,31 @@ forEachDatabase("jobApply", (kind) => {
       expect(await eventsOf(db(), workOrderId)).toEqual(eventsBefore);
     });
 
+    it.each([1, 2])("a cancel that a retrying ending would overtake still takes effect (the ending sent after its statement %i)", async (after) => {
+      const name = `apply-agent-${++agents}`;
+      const agent = await connectAgent(db(), name, {}, "work-order");
+      const { row } = await workOrderInsert(db(), order({ agent: name, maxAttempts: 3, retryOn: ["failed"], retryBackoffSeconds: 60 }));
+      const [assignment] = await workOrderClaim(db(), agent, 1);
+      const jobId = assignment!.jobId;
+      await jobApply(db(), agent.agentId, started(jobId, 1));
+      // The job's failure, which would retry the work order, is sent while the cancel is under way.
+      let ending: Promise<unknown> | undefined;
+      let statements = 0;
+      const racing = (q: Database["query"]): Database["query"] => async (text, params) => {
+        const rows = await q(text, params);
+        if (++statements === after) {
+          ending = jobApply(db(), agent.agentId, finished(jobId, 2, "failed", 1));
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        return rows as never;
+      };
+      const proxy = { ...db(), query: racing(db().query), transaction: (fn) => db().transaction((tx) => fn({ query: racing(tx.query) })) } as Database;
+      // Asked of the job, or (if the ending came first) of the work order back in the queue: either way it takes.
+      expect(["requested", "cancelled"]).toContain((await workOrderCancel(proxy, row.id, "stop it")).kind);
+      await ending;
+      expect(await workOrderState(db(), row.id)).toBe("cancelled");
+    });
+
     it("an unknown work order is not active", async () => {
       expect(await workOrderCancel(db(), "999999999", "who")).toEqual({ kind: "not_active" });
     });
