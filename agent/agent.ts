@@ -220,7 +220,9 @@ export class Agent {
     if (this.runners.has(job.jobId)) return;
     this.log.info({ job: job.jobId, workOrder: job.workOrderId, attempt: job.attempt }, "job assigned");
     this.outbox.open(job.jobId);
-    const runner = new JobRunner(job, (body) => this.outbox.push(body), this.options.cancelGraceMs, this.options.adapters ?? adapterFor);
+    // Past its timeout by a lease, the reaper ends the job and may retry it: by then it must be gone.
+    const timeoutGraceMs = this.lease && Math.min(this.options.cancelGraceMs, (this.lease.seconds - this.lease.heartbeatSeconds) * 1000);
+    const runner = new JobRunner(job, (body) => this.outbox.push(body), this.options.cancelGraceMs, this.options.adapters ?? adapterFor, timeoutGraceMs);
     this.runners.set(job.jobId, runner);
     this.hold(runner);
     // Assigned as the drain crossed it: the claim is withdrawn, so it goes straight back.

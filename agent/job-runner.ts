@@ -32,6 +32,8 @@ export class JobRunner {
     report: (body: JobMessageBody) => void,
     private readonly cancelGraceMs: number,
     private readonly adapterFor: AdapterLookup,
+    /** The grace at the run timeout: the coordinator ends a job that long past its timeout and may retry it. */
+    private readonly timeoutGraceMs = cancelGraceMs,
   ) {
     // An adapter that reports after its run ended (it should not) is ignored, not fatal.
     this.report = (body) => this.ended || report(body);
@@ -115,7 +117,7 @@ export class JobRunner {
     this.run = adopt && adapter.adopt ? await adapter.adopt(ctx, adopt) : await adapter.start(ctx);
     this.report({ type: "job.started", jobId, externalId: this.run.externalId, externalUrl: this.run.externalUrl });
     if (this.stopReason) void this.halt(this.run);
-    const timer = timeoutSeconds === null ? undefined : setTimeout(() => this.stop("timed_out"), timeoutSeconds * 1000);
+    const timer = timeoutSeconds === null ? undefined : setTimeout(() => this.stop("timed_out", this.timeoutGraceMs), timeoutSeconds * 1000);
     try {
       return this.ending(await this.run.result);
     } finally {

@@ -1,0 +1,31 @@
+// At its run timeout a job is stopped with the timeout grace, not the (possibly much longer) cancel
+// grace: past its timeout by a lease the coordinator ends the job and may retry it, and the two
+// attempts must not overlap.
+import { expect, test } from "vitest";
+import { z } from "zod";
+import type { Adapter, RunResult } from "../../adapters/adapter.ts";
+import { JobRunner } from "../../agent/job-runner.ts";
+import type { JobMessageBody } from "../../agent/outbox.ts";
+
+test("the run timeout stops the run with the timeout grace, and the job ends timed_out", async () => {
+  const graces: number[] = [];
+  let end!: (result: RunResult) => void;
+  const adapter: Adapter<unknown> = {
+    name: "exec",
+    spec: z.unknown(),
+    start: async () => ({
+      result: new Promise<RunResult>((resolve) => (end = resolve)),
+      cancel: async (graceMs) => {
+        graces.push(graceMs);
+        end({ outcome: "cancelled", exitCode: null });
+      },
+    }),
+  };
+  const job = { jobId: "1", workOrderId: "1", attempt: 1, priority: 0, adapter: "exec", spec: {}, timeoutSeconds: 1, adopt: null } as const;
+  const reports: JobMessageBody[] = [];
+  const runner = new JobRunner(job, (body) => reports.push(body), 60_000, () => adapter, 50);
+  runner.begin();
+  expect(await runner.done).toMatchObject({ outcome: "timed_out" });
+  expect(graces).toEqual([50]);
+  expect(reports.at(-1)).toMatchObject({ type: "job.finished", outcome: "timed_out" });
+});
