@@ -1,8 +1,8 @@
 // All agent sockets of this coordinator process: accepts upgrades on /v1/agent, keeps one session
 // per agent (a reconnecting agent replaces its stale socket), routes cancels to the socket that
 // holds the job, closes silent agents, and renews the leases of the rest in one statement twice a
-// heartbeat. It goes quiet towards an agent whose lease it could not renew in time, as an agent's
-// fence assumes (below).
+// heartbeat, which also finds the cancels still to be confirmed, to be sent again. It goes quiet
+// towards an agent whose lease it could not renew in time, as an agent's fence assumes (below).
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage, Server } from "node:http";
 import type { Duplex } from "node:stream";
@@ -72,8 +72,9 @@ export class Hub {
     const renewing = [...this.agents.values()];
     if (renewing.length === 0) return;
     try {
-      await agentsSeen(this.ctx.db, renewing.map((session) => session.agentId!), this.ctx.leaseSeconds);
+      const cancels = await agentsSeen(this.ctx.db, renewing.map((session) => session.agentId!), this.ctx.leaseSeconds);
       for (const session of renewing) session.leaseFrom = Math.max(session.leaseFrom, started);
+      for (const { jobId, agentId, reason } of cancels) this.agents.get(agentId)?.send({ type: "cancel", jobId, reason });
     } catch (error) {
       this.ctx.log("leases not renewed", { error: String(error) });
     }

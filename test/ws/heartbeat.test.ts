@@ -3,13 +3,15 @@
 // intervals. An agent whose lease cannot be renewed (the database stuck) is closed with 1013, beats
 // or not, before its fence's assumptions fail.
 import { pino } from "pino";
-import { afterAll, beforeAll, expect, test } from "vitest";
+import { afterAll, beforeAll, expect, test, vi } from "vitest";
 import WebSocket from "ws";
 import { tokenCreate } from "../../coordinator/auth/tokens.ts";
 import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
 import { PROTOCOL_VERSION } from "../../protocol/limits.ts";
 import postgres from "postgres";
+import { workOrderCancel } from "../../coordinator/sql/work-order-cancel.ts";
 import { createPostgresDatabase, describePostgres, dropPostgresDatabase } from "../support/databases.ts";
+import { order, workOrderInsert } from "../store/fixtures.ts";
 
 let coordinator: Coordinator;
 let token: string;
@@ -51,6 +53,25 @@ test("pings or one-way pongs alone keep an agent connected; silence after the we
   clearInterval(beats);
   pinging.socket.close();
   ponging.socket.close();
+});
+
+test("a cancel whose notification never came is sent again with the next lease renewal", async () => {
+  const { row } = await workOrderInsert(coordinator.db, order({ selector: "pool=quiet-cancel" }));
+  const socket = new WebSocket(coordinator.agentUrl);
+  const inbox: { type: string; jobId?: string; reason?: string }[] = [];
+  socket.on("message", (data) => inbox.push(JSON.parse(data.toString())));
+  await new Promise((resolve) => socket.once("open", resolve));
+  socket.send(JSON.stringify({ type: "hello", protocol: PROTOCOL_VERSION, token, name: "quiet-cancel", labels: { pool: "quiet-cancel" }, capacity: 1, version: "test" }));
+  await vi.waitFor(() => expect(inbox.some((m) => m.type === "welcome")).toBe(true));
+  socket.send(JSON.stringify({ type: "claim", slots: 1 }));
+  await vi.waitFor(() => expect(inbox.some((m) => m.type === "assign")).toBe(true));
+  // Asked in the database alone, as when the notification to this coordinator was lost.
+  const outcome = await workOrderCancel(coordinator.db, row.id, "no word of it");
+  expect(outcome.kind).toBe("requested");
+  const beats = setInterval(() => socket.pong(), 200);
+  await vi.waitFor(() => expect(inbox).toContainEqual({ type: "cancel", jobId: (outcome as { jobId: string }).jobId, reason: "no word of it" }), { timeout: 5000 });
+  clearInterval(beats);
+  socket.close();
 });
 
 describePostgres("leases", () => {
