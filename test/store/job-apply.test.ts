@@ -316,6 +316,16 @@ forEachDatabase("jobApply", (kind) => {
         { offset: 7, data: "世界🌍\nnext" },
         { offset: 22, data: "done" },
       ]);
+      // From inside a character (the second byte of é): from the next character on, never a broken one.
+      expect(await logRead(db(), jobId, 2)).toEqual([
+        { offset: 3, data: "llo " },
+        { offset: 7, data: "世界🌍\nnext" },
+        { offset: 22, data: "done" },
+      ]);
+      expect(await logRead(db(), jobId, 8)).toEqual([
+        { offset: 10, data: "界🌍\nnext" },
+        { offset: 22, data: "done" },
+      ]);
       // Exactly at a chunk start, inside the last chunk, at the end, and past it.
       expect(await logRead(db(), jobId, 22)).toEqual([{ offset: 22, data: "done" }]);
       expect(await logRead(db(), jobId, 24)).toEqual([{ offset: 24, data: "ne" }]);
@@ -341,6 +351,18 @@ forEachDatabase("jobApply", (kind) => {
       expect(await jobApply(db(), agent.agentId, log(jobId, 1, "once\n"))).toEqual({ kind: "duplicate" });
       expect(await logRead(db(), jobId, 0)).toEqual([{ offset: 0, data: "once\n" }]);
       expect((await jobRow(db(), jobId)).log_bytes).toBe("5");
+    });
+
+    it("a chunk stored larger than any an agent may send (NULs kept as U+FFFD) is read from inside it", async () => {
+      const { agent, jobId } = await claimedJob(db());
+      await jobApply(db(), agent.agentId, started(jobId, 1));
+      await jobApply(db(), agent.agentId, log(jobId, 2, "\0".repeat(130_000)));
+      await jobApply(db(), agent.agentId, log(jobId, 3, "TAIL"));
+      const slices = await logRead(db(), jobId, 300_000);
+      expect(slices.map((s) => [s.offset, Buffer.byteLength(s.data)])).toEqual([
+        [300_000, 90_000],
+        [390_000, 4],
+      ]);
     });
 
     it("logs of different jobs do not mix", async () => {
