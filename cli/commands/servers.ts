@@ -97,16 +97,16 @@ function agentUrl(text: string): string {
   const url = new URL(text);
   if (url.protocol === "http:" || url.protocol === "https:") url.protocol = url.protocol === "http:" ? "ws:" : "wss:";
   if (url.protocol !== "ws:" && url.protocol !== "wss:") throw CliError.usage(`--url must be a ws(s) or http(s) URL, not '${text}'`);
+  if (url.hash) throw CliError.usage(`--url cannot have a #fragment: '${text}'`);
   if (url.pathname === "/") url.pathname = "/v1/agent";
   return url.toString();
 }
 
-function agentOptions(flags: Flags, log: Logger, urls: string[], token: string) {
+/** The agent's settings from its flags; all but where it dials and its token. */
+function agentSettings(flags: Flags, log: Logger) {
   const mode = setting(flags, "mode") ?? "queue";
   if (!agentModes.includes(mode as AgentMode)) throw CliError.usage(`--mode is one of ${agentModes.join(", ")}, not '${mode}'`);
   return {
-    urls,
-    token,
     name: setting(flags, "name") ?? hostname(),
     labels: agentLabels(setting(flags, "labels")),
     capacity: integer(flags, "capacity", 1, 1, MAX_CAPACITY),
@@ -142,7 +142,7 @@ export async function agent(flags: Flags): Promise<number> {
         throw error;
       }
     });
-  const options = agentOptions(flags, log, urls, required(flags, "token"));
+  const options = { ...agentSettings(flags, log), urls, token: required(flags, "token") };
   await runAgent(new Agent(options), integer(flags, "drain-timeout", 60, 0, 86_400));
   return 0;
 }
@@ -164,12 +164,27 @@ async function localCiToken(c: Coordinator, dir: string): Promise<string> {
 
 export async function start(flags: Flags): Promise<number> {
   const log = logger(flags, "jobfleet");
+  // Checked before anything starts, so a bad flag leaves no coordinator running.
+  const settings = agentSettings({ name: "local", capacity: String(availableParallelism()), ...flags }, log);
+  const drainSeconds = integer(flags, "drain-timeout", 60, 0, 86_400);
   const c = await coordinatorFrom(flags, log);
+  try {
+    await startLocal(c, flags, settings, drainSeconds);
+  } catch (error) {
+    // The local agent could not run: the coordinator goes too, or it would keep the process alive.
+    await Promise.race([c.stop(), new Promise((resolve) => setTimeout(resolve, STOP_DEADLINE_MS).unref())]);
+    throw error;
+  }
+  return stopWithin(c, log);
+}
+
+/** Runs the local agent against `c` until a signal drains it. */
+async function startLocal(c: Coordinator, flags: Flags, settings: ReturnType<typeof agentSettings>, drainSeconds: number): Promise<void> {
   const dir = dataDir(flags);
   const ciToken = await localCiToken(c, dir);
   await tokenRevokeNamed(c.db, "local-agent");
   const { token: agentToken } = await tokenCreate(c.db, "local-agent", "agent");
-  const options = agentOptions({ name: "local", capacity: String(availableParallelism()), ...flags }, log, [c.agentUrl], agentToken);
+  const options = { ...settings, urls: [c.agentUrl], token: agentToken };
   const local = new Agent(options);
   const labels = Object.entries(options.labels).map(([k, v]) => (v ? `${k}=${v}` : k)).join(",");
   const db = c.db.kind === "pglite" ? `embedded database in ${dir}` : "Postgres";
@@ -187,6 +202,5 @@ From anywhere else:
   export JOBFLEET_URL=${c.url} JOBFLEET_TOKEN=${ciToken}
 
 `);
-  await runAgent(local, integer(flags, "drain-timeout", 60, 0, 86_400));
-  return stopWithin(c, log);
+  await runAgent(local, drainSeconds);
 }

@@ -16,6 +16,7 @@ const cases: [string[], RegExp][] = [
   [["agent", "--url", "ws://127.0.0.1:1", "--token", "t", "--capacity", "0"], /--capacity must be a whole number from 1/],
   [["agent", "--url", "ws://127.0.0.1:1", "--token", "t", "--prefetch", "1001"], /--prefetch must be a whole number from 0 to 1000/],
   [["agent", "--url", "ftp://x", "--token", "t"], /--url must be a ws\(s\) or http\(s\) URL/],
+  [["agent", "--url", "http://127.0.0.1:1/#x", "--token", "t"], /--url cannot have a #fragment/],
   [["work-orders", "show", "abc", "--token", "t"], /'abc' is not a work order id/],
   [["jobs"], /'jobs' needs an action/],
 ];
@@ -36,5 +37,13 @@ test("an unreachable coordinator is a clear error with exit 1", async () => {
 test("without any token the CLI says where one comes from", async () => {
   const exit = await jobfleet(["work-orders", "list"], { JOBFLEET_DATA_DIR: "/nonexistent" }).exited;
   expect(exit.stderr).toMatch(/no token: pass --token or set JOBFLEET_TOKEN/);
+  expect(exit.code).toBe(2);
+});
+
+test("a bad agent flag to start is refused before the coordinator starts, and the process exits", async () => {
+  const port = await freePort();
+  const exit = await jobfleet(["start", "--listen", `127.0.0.1:${port}`, "--mode", "bogus"], { JOBFLEET_DATA_DIR: "/nonexistent" }).exited;
+  expect(exit.stderr).toMatch(/--mode is one of queue, work-order, not 'bogus'/);
+  expect(exit.stderr).not.toMatch(/coordinator listening/);
   expect(exit.code).toBe(2);
 });
