@@ -1,4 +1,7 @@
 // The CLI's answers to bad input: a message on stderr naming the problem, and a non-zero exit.
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { expect, test } from "vitest";
 import { freePort } from "../support/ports.ts";
 import { jobfleet } from "../support/processes.ts";
@@ -42,8 +45,14 @@ test("without any token the CLI says where one comes from", async () => {
 
 test("a bad agent flag to start is refused before the coordinator starts, and the process exits", async () => {
   const port = await freePort();
-  const exit = await jobfleet(["start", "--listen", `127.0.0.1:${port}`, "--mode", "bogus"], { JOBFLEET_DATA_DIR: "/nonexistent" }).exited;
-  expect(exit.stderr).toMatch(/--mode is one of queue, work-order, not 'bogus'/);
-  expect(exit.stderr).not.toMatch(/coordinator listening/);
-  expect(exit.code).toBe(2);
+  const dir = mkdtempSync(join(tmpdir(), "jobfleet-usage-"));
+  try {
+    const exit = await jobfleet(["start", "--listen", `127.0.0.1:${port}`, "--mode", "bogus"], { JOBFLEET_DATA_DIR: join(dir, "data") }).exited;
+    expect(exit.stderr).toMatch(/--mode is one of queue, work-order, not 'bogus'/);
+    expect(exit.code).toBe(2);
+    // Nothing started: no database and no token were made.
+    expect(existsSync(join(dir, "data"))).toBe(false);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
