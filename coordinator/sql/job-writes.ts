@@ -6,6 +6,7 @@
 import type { JobState, WorkOrderState } from "../../protocol/states.ts";
 import type { Enqueued } from "../bus.ts";
 import type { Queryable } from "../db/database.ts";
+import { ENQUEUED_COLUMNS } from "./views.ts";
 
 type JobChange = {
   id: string;
@@ -66,7 +67,7 @@ FROM jsonb_to_recordset($4::jsonb) AS x(ord int, work_order_id bigint, job_id bi
 ORDER BY x.ord`;
 
 const REQUEUED = `
-SELECT id::text AS id, selector, target_agent AS "targetAgent" FROM work_orders
+SELECT ${ENQUEUED_COLUMNS} FROM work_orders
 WHERE id = ANY($1::bigint[]) AND state = 'pending'`;
 
 /** Postgres text cannot hold NUL; what a job prints may, so it is kept as U+FFFD instead of refused. */

@@ -6,6 +6,7 @@ import type { Database } from "../db/database.ts";
 import { ACTIVE_JOB_STATES } from "./active-jobs.ts";
 import { jobSettle, SETTLING_COLUMNS, type Settling } from "./job-settle.ts";
 import { JobWrites } from "./job-writes.ts";
+import { ENQUEUED_COLUMNS } from "./views.ts";
 
 const BATCH = 100;
 if (!workOrderMachine.can("pending", "timed_out")) throw new Error("queue timeouts assume pending -> timed_out");
@@ -83,7 +84,7 @@ export async function reapQueueTimeouts(db: Database): Promise<string[]> {
 const DUE_OVERLAP = "5 seconds";
 
 const DUE = `
-SELECT id::text AS id, selector, target_agent AS "targetAgent" FROM work_orders
+SELECT ${ENQUEUED_COLUMNS} FROM work_orders
 WHERE state = 'pending' AND attempts > 0
   AND run_after >= $1::timestamptz - interval '${DUE_OVERLAP}' AND run_after <= $2::timestamptz`;
 

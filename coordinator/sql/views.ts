@@ -42,6 +42,9 @@ export const JOB_JSON = `jsonb_build_object(
   'externalId', j.external_id, 'externalUrl', j.external_url, 'logBytes', j.log_bytes,
   'createdAt', j.created_at, 'startedAt', j.started_at, 'finishedAt', j.finished_at)`;
 
+/** A work order's columns that a wake-up needs, for `Enqueued`. */
+export const ENQUEUED_COLUMNS = `id::text AS id, selector, target_agent AS "targetAgent"`;
+
 /** Work order columns (alias `wo`) with its latest job, for `WorkOrderRow`. */
 export const WORK_ORDER_COLUMNS = `wo.id, wo.state, wo.adapter, wo.spec, wo.selector, wo.selector_text,
   wo.target_agent, wo.labels, wo.priority, wo.timeout_seconds, wo.max_attempts, wo.attempts,

@@ -110,11 +110,7 @@ export class AgentSession implements Claimer {
    */
   private handBack(jobs: Assignment[]): void {
     for (const { jobId } of jobs) {
-      const message = { type: "job.finished", jobId, seq: 1, outcome: "returned", exitCode: null, error: "dealt to a connection that had closed" } as const;
-      this.ctx.completer
-        .apply(this.claimant.agentId, message)
-        .then((result) => this.answer(message, result))
-        .catch((error) => this.failed(error));
+      this.apply({ type: "job.finished", jobId, seq: 1, outcome: "returned", exitCode: null, error: "dealt to a connection that had closed" });
     }
   }
 
@@ -248,11 +244,16 @@ export class AgentSession implements Claimer {
     if (slots > 0) this.ctx.dispatcher.claim(this, slots);
   }
 
-  /** Job messages go to the completer, which batches them; answers come back in order. */
+  /** A message of one of its jobs: a finish frees its slot at once, before the completer applies it. */
   private jobMessage(message: JobMessage): void {
     // Counted at once, ahead of any claim still in the session's queue: either order grants the same.
     const owed = message.type === "job.finished" ? this.holdings.finished(message.jobId) : 0;
     if (owed > 0) void this.enqueue(async () => this.claim(owed));
+    this.apply(message);
+  }
+
+  /** Job messages go to the completer, which batches them; answers come back in order. */
+  private apply(message: JobMessage): void {
     this.queued++;
     this.ctx.completer
       .apply(this.claimant.agentId, message)
