@@ -316,16 +316,9 @@ forEachDatabase("jobApply", (kind) => {
         { offset: 7, data: "世界🌍\nnext" },
         { offset: 22, data: "done" },
       ]);
-      // From inside a character (the second byte of é): from the next character on, never a broken one.
-      expect(await logRead(db(), jobId, 2)).toEqual([
-        { offset: 3, data: "llo " },
-        { offset: 7, data: "世界🌍\nnext" },
-        { offset: 22, data: "done" },
-      ]);
-      expect(await logRead(db(), jobId, 8)).toEqual([
-        { offset: 10, data: "界🌍\nnext" },
-        { offset: 22, data: "done" },
-      ]);
+      // From inside a character (the second byte of é, of 世): as from the next one, never a broken one.
+      expect(await logRead(db(), jobId, 2)).toEqual(await logRead(db(), jobId, 3));
+      expect(await logRead(db(), jobId, 8)).toEqual(await logRead(db(), jobId, 10));
       // Exactly at a chunk start, inside the last chunk, at the end, and past it.
       expect(await logRead(db(), jobId, 22)).toEqual([{ offset: 22, data: "done" }]);
       expect(await logRead(db(), jobId, 24)).toEqual([{ offset: 24, data: "ne" }]);
