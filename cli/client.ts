@@ -3,7 +3,25 @@
 import type { ApiError } from "../protocol/api.ts";
 import { CliError } from "./errors.ts";
 
-export type SseEvent = { event: string; data: string };
+export type SseEvent = { event: string; data: string; id?: string };
+
+export type EventsOptions = {
+  /** Sent as `Last-Event-ID`: the stream carries on after the event with this id. */
+  lastEventId?: string;
+  /** A stream silent this long (the server's keepalives included) is taken for lost. */
+  idleMs: number;
+};
+
+/** A failure that trying again may cure: the coordinator unreachable, restarting, or the stream cut. */
+export class Interrupted extends CliError {
+  constructor(message: string) {
+    super(message);
+    this.name = "Interrupted";
+  }
+}
+
+/** Statuses a coordinator that is restarting, or a proxy in front of it, answers for a while. */
+const PASSING = new Set([502, 503, 504]);
 
 export class Client {
   constructor(
@@ -21,12 +39,21 @@ export class Client {
     return (await this.fetch("GET", path)).body!;
   }
 
-  async *events(path: string, signal?: AbortSignal): AsyncGenerator<SseEvent> {
-    const response = await this.fetch("GET", path, undefined, signal);
+  async *events(path: string, { lastEventId, idleMs }: EventsOptions): AsyncGenerator<SseEvent> {
+    const abort = new AbortController();
+    let idle: NodeJS.Timeout | undefined;
+    const watch = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => abort.abort(), idleMs);
+    };
+    watch();
     const decoder = new TextDecoder();
     let buffer = "";
     try {
+      const headers: Record<string, string> = lastEventId === undefined ? {} : { "last-event-id": lastEventId };
+      const response = await this.fetch("GET", path, undefined, abort.signal, headers);
       for await (const chunk of response.body!) {
+        watch();
         buffer += decoder.decode(chunk, { stream: true });
         let end: number;
         while ((end = buffer.indexOf("\n\n")) !== -1) {
@@ -37,40 +64,49 @@ export class Client {
         }
       }
     } catch (error) {
-      if (signal?.aborted) return;
-      throw new CliError(`lost the connection to the coordinator at ${this.url} (${(error as Error).message})`);
+      if (abort.signal.aborted) throw new Interrupted(`no word from the coordinator at ${this.url} for ${idleMs / 1000} s`);
+      if (error instanceof CliError) throw error;
+      throw new Interrupted(`lost the connection to the coordinator at ${this.url} (${(error as Error).message})`);
+    } finally {
+      clearTimeout(idle);
+      abort.abort();
     }
   }
 
-  private async fetch(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
+  private async fetch(method: string, path: string, body?: unknown, signal?: AbortSignal, headers: Record<string, string> = {}): Promise<Response> {
     let response: Response;
     try {
       response = await fetch(`${this.url}${path}`, {
         method,
         signal,
         headers: {
+          ...headers,
           authorization: `Bearer ${this.token}`,
           ...(body === undefined ? {} : { "content-type": "application/json" }),
         },
         body: body === undefined ? undefined : JSON.stringify(body),
       });
     } catch (error) {
+      if (signal?.aborted) throw error;
       const { cause } = error as { cause?: { code?: string; message?: string } };
       const reason = cause?.code ?? cause?.message ?? (error as Error).message;
-      throw new CliError(`cannot reach the coordinator at ${this.url} (${reason})`);
+      throw new Interrupted(`cannot reach the coordinator at ${this.url} (${reason})`);
     }
     if (response.ok) return response;
     const failure = (await response.json().catch(() => undefined)) as ApiError | undefined;
-    throw new CliError(`${response.status}: ${failure?.error.message ?? response.statusText}`);
+    const message = `${response.status}: ${failure?.error.message ?? response.statusText}`;
+    throw PASSING.has(response.status) ? new Interrupted(message) : new CliError(message);
   }
 }
 
 function parseEvent(block: string): SseEvent | undefined {
   let event = "message";
+  let id: string | undefined;
   const data: string[] = [];
   for (const line of block.split("\n")) {
     if (line.startsWith("event:")) event = line.slice(6).trim();
+    else if (line.startsWith("id:")) id = line.slice(3).trim();
     else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
   }
-  return data.length > 0 ? { event, data: data.join("\n") } : undefined;
+  return data.length > 0 ? { event, data: data.join("\n"), ...(id === undefined ? {} : { id }) } : undefined;
 }

@@ -75,6 +75,22 @@ export const logQuery = z.strictObject({
   follow: z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1").default(false),
 });
 
+/**
+ * Where a followed log resumes: the `id` of the last event a follower received (the `Last-Event-ID`
+ * header of a reconnecting server-sent events client), a job and the byte offset after that event.
+ */
+export const logCursor = z
+  .string()
+  .regex(/^[0-9]+:[0-9]{1,15}$/, "expected JOB:OFFSET, the id of a log event")
+  .transform((text) => {
+    const [jobId, offset] = text.split(":") as [string, string];
+    return { jobId, offset: Number(offset) };
+  })
+  .pipe(z.strictObject({ jobId: id, offset: z.number().int().min(0) }));
+export type LogCursor = z.output<typeof logCursor>;
+
+export const logCursorOf = (jobId: string, offset: number) => `${jobId}:${offset}`;
+
 export const tokenCreate = z.strictObject({
   name: z.string().min(1).max(128),
   role: z.enum(roles),
@@ -146,9 +162,9 @@ export type AgentView = {
 
 export type TokenView = { id: string; name: string; role: Role; createdAt: string };
 
-/** The server-sent events of a followed log. */
+/** The server-sent events of a followed log. `offset` of a `job` event: where its log follows from. */
 export type LogEvent =
-  | { type: "job"; jobId: string; attempt: number }
+  | { type: "job"; jobId: string; attempt: number; offset: number }
   | { type: "log"; jobId: string; offset: number; data: string }
   /** `state` is the work order's, or the job's when one job's log is followed. */
   | { type: "end"; state: (typeof workOrderStates)[number] | (typeof jobStates)[number]; exitCode: number | null };

@@ -3,7 +3,8 @@
 import type { ParseArgsConfig } from "node:util";
 import type { LogEvent, WorkOrderView } from "../../protocol/api.ts";
 import type { JobState, WorkOrderState } from "../../protocol/states.ts";
-import { Client } from "../client.ts";
+import { setTimeout } from "node:timers/promises";
+import { Client, Interrupted } from "../client.ts";
 import { CliError } from "../errors.ts";
 import { endpoint, type Flags } from "../settings.ts";
 
@@ -132,16 +133,49 @@ export async function run(flags: Flags, command: string[]): Promise<number> {
   }
 }
 
-/** Streams a work order's log to stdout until it ends; returns the exit code for its ending. */
-export async function follow(client: Client, workOrderId: string, path = `/v1/work-orders/${workOrderId}/log?follow=true`): Promise<number> {
-  for await (const { event, data } of client.events(path)) {
-    const message = JSON.parse(data) as LogEvent;
-    if (event === "log" && message.type === "log") process.stdout.write(message.data);
-    else if (event === "job" && message.type === "job") process.stderr.write(`jobfleet: job ${message.jobId} (attempt ${message.attempt})\n`);
-    else if (event === "end" && message.type === "end") {
-      process.stderr.write(`jobfleet: work order ${workOrderId} ${message.state}${message.exitCode === null ? "" : ` (exit ${message.exitCode})`}\n`);
-      return exitCodeOf(message.state, message.exitCode);
+export type FollowOptions = {
+  /** A stream silent this long is taken for lost: three of the server's 15 s keepalives missed. */
+  idleMs: number;
+  /** How long the coordinator may stay out of reach before `follow` gives up. */
+  reconnectForMs: number;
+};
+
+const FOLLOW: FollowOptions = { idleMs: 45_000, reconnectForMs: 5 * 60_000 };
+const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 5000];
+
+/**
+ * Streams a work order's log to stdout until it ends; returns the exit code for its ending. A lost
+ * stream is taken up again where it broke off (`Last-Event-ID`), for as long as `reconnectForMs`.
+ */
+export async function follow(
+  client: Client,
+  workOrderId: string,
+  path = `/v1/work-orders/${workOrderId}/log?follow=true`,
+  { idleMs, reconnectForMs }: FollowOptions = FOLLOW,
+): Promise<number> {
+  let lastEventId: string | undefined;
+  let failing: { since: number; tries: number } | undefined;
+  for (;;) {
+    try {
+      for await (const { event, data, id } of client.events(path, { lastEventId, idleMs })) {
+        failing = undefined;
+        const message = JSON.parse(data) as LogEvent;
+        if (event === "log" && message.type === "log") process.stdout.write(message.data);
+        else if (event === "job" && message.type === "job") process.stderr.write(`jobfleet: job ${message.jobId} (attempt ${message.attempt})\n`);
+        else if (event === "end" && message.type === "end") {
+          process.stderr.write(`jobfleet: work order ${workOrderId} ${message.state}${message.exitCode === null ? "" : ` (exit ${message.exitCode})`}\n`);
+          return exitCodeOf(message.state, message.exitCode);
+        }
+        lastEventId = id ?? lastEventId;
+      }
+      throw new Interrupted(`the log stream of work order ${workOrderId} ended before the work order did`);
+    } catch (error) {
+      if (!(error instanceof Interrupted)) throw error;
+      failing ??= { since: Date.now(), tries: 0 };
+      if (Date.now() - failing.since >= reconnectForMs) throw new CliError(`${error.message}; gave up after ${reconnectForMs / 1000} s`);
+      const delay = RECONNECT_DELAYS_MS[Math.min(failing.tries++, RECONNECT_DELAYS_MS.length - 1)]!;
+      process.stderr.write(`jobfleet: ${error.message}; following again in ${delay / 1000} s\n`);
+      await setTimeout(delay);
     }
   }
-  throw new CliError(`the log stream of work order ${workOrderId} ended before the work order did`);
 }

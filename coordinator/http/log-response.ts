@@ -1,15 +1,38 @@
 // A log over HTTP: plain text from an offset to the current end, or, with `follow`, server-sent
-// events (`job`, `log`, `end`) until the job ends.
+// events (`job`, `log`, `end`) until the job ends. Each `job` and `log` event's id is where the log
+// resumes after it, so a client that reconnects with `Last-Event-ID` misses nothing and sees
+// nothing twice.
 import type { Context } from "hono";
 import { streamSSE, streamText } from "hono/streaming";
+import { type LogCursor, logCursor, logCursorOf, type LogEvent } from "../../protocol/api.ts";
 import { followLog, type FollowTarget } from "../logs/follow.ts";
+import { jobGet } from "../sql/job-read.ts";
+import { ApiError } from "./errors.ts";
 import type { Services } from "./services.ts";
 
 const KEEPALIVE_MS = 15_000;
 
-export function logResponse(c: Context, services: Services, target: FollowTarget, offset: number, follow: boolean) {
+const RESUME_HEADER = "Last-Event-ID";
+
+const idOf = (event: LogEvent) =>
+  event.type === "job" ? logCursorOf(event.jobId, event.offset) : event.type === "log" ? logCursorOf(event.jobId, event.offset + Buffer.byteLength(event.data)) : undefined;
+
+/** The `Last-Event-ID` a follower reconnects with, checked to name a job of the followed log. */
+async function resumeOf(c: Context, services: Services, target: FollowTarget): Promise<LogCursor | undefined> {
+  const header = c.req.header(RESUME_HEADER);
+  if (header === undefined) return undefined;
+  const parsed = logCursor.safeParse(header);
+  if (!parsed.success) throw new ApiError(400, "invalid_request", `${RESUME_HEADER}: ${parsed.error.issues[0]!.message}`, RESUME_HEADER);
+  const job = await jobGet(services.db, parsed.data.jobId);
+  const ours = target.jobId === undefined ? job?.workOrderId === target.workOrderId : parsed.data.jobId === target.jobId;
+  if (!ours) throw new ApiError(400, "invalid_request", `${RESUME_HEADER}: job ${parsed.data.jobId} is not of this log`, RESUME_HEADER);
+  return parsed.data;
+}
+
+export async function logResponse(c: Context, services: Services, target: FollowTarget, offset: number, follow: boolean) {
   const abort = new AbortController();
-  const events = followLog(services.db, services.bus, target, { offset, follow, signal: abort.signal });
+  const resume = follow ? await resumeOf(c, services, target) : undefined;
+  const events = followLog(services.db, services.bus, target, { offset, resume, follow, signal: abort.signal });
   if (!follow) {
     return streamText(c, async (stream) => {
       stream.onAbort(() => abort.abort());
@@ -20,7 +43,7 @@ export function logResponse(c: Context, services: Services, target: FollowTarget
     stream.onAbort(() => abort.abort());
     const keepalive = setInterval(() => void stream.write(": keepalive\n\n"), KEEPALIVE_MS);
     try {
-      for await (const event of events) await stream.writeSSE({ event: event.type, data: JSON.stringify(event) });
+      for await (const event of events) await stream.writeSSE({ event: event.type, data: JSON.stringify(event), id: idOf(event) });
     } finally {
       clearInterval(keepalive);
     }

@@ -1,7 +1,8 @@
 // Reads a log from an offset to its current end and, when following, on until the job ends. Woken
 // by the bus whenever the work order changes; reads the state before the chunks, so when it sees a
-// job ended it also sees every chunk the agent sent before saying so.
-import type { LogEvent } from "../../protocol/api.ts";
+// job ended it also sees every chunk the agent sent before saying so. A work order's log moves to
+// its next job only after the rest of the one before, which has ended by then.
+import type { LogCursor, LogEvent } from "../../protocol/api.ts";
 import { type JobState, jobMachine, type WorkOrderState, workOrderMachine } from "../../protocol/states.ts";
 import type { Bus } from "../bus.ts";
 import type { Queryable } from "../db/database.ts";
@@ -26,12 +27,20 @@ SELECT wo.state AS "orderState", j.state AS "jobState", j.id::text AS "jobId", j
 FROM work_orders wo LEFT JOIN jobs j ON j.id = coalesce($2::bigint, wo.latest_job_id)
 WHERE wo.id = $1`;
 
+/** How long a follower waits for a wake-up before it looks anyway: one lost between replicas costs no more. */
+const RECHECK_MS = 15_000;
+
 class Wake {
   private pending = false;
   private resolve?: () => void;
   readonly stop: () => void;
 
-  constructor(bus: Bus, workOrderId: string, signal: AbortSignal) {
+  constructor(
+    bus: Bus,
+    workOrderId: string,
+    signal: AbortSignal,
+    private readonly recheckMs: number,
+  ) {
     const unsubscribe = bus.on("changed", (id) => id === workOrderId && this.fire());
     const onAbort = () => this.fire();
     signal.addEventListener("abort", onAbort, { once: true });
@@ -50,11 +59,14 @@ class Wake {
     this.pending = false;
   }
 
-  wait(): Promise<void> {
-    if (this.pending) return Promise.resolve();
-    return new Promise((resolve) => {
+  async wait(): Promise<void> {
+    if (this.pending) return;
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
       this.resolve = resolve;
+      timer = setTimeout(resolve, this.recheckMs);
     });
+    clearTimeout(timer);
   }
 }
 
@@ -74,20 +86,24 @@ export async function* followLog(
   db: Queryable,
   bus: Bus,
   target: FollowTarget,
-  options: { offset: number; follow: boolean; signal: AbortSignal },
+  /** `offset`: into the first job's log; `resume`: carry on after an event a follower received. */
+  options: { offset: number; resume?: LogCursor; follow: boolean; signal: AbortSignal; recheckMs?: number },
 ): AsyncGenerator<LogEvent> {
-  const wake = new Wake(bus, target.workOrderId, options.signal);
-  let jobId: string | null = null;
-  let offset = options.offset;
+  const wake = new Wake(bus, target.workOrderId, options.signal, options.recheckMs ?? RECHECK_MS);
+  let jobId = options.resume?.jobId ?? null;
+  let offset = options.resume?.offset ?? options.offset;
   try {
     while (!options.signal.aborted) {
       wake.reset();
       const [now] = await db.query<Snapshot>(SNAPSHOT, [target.workOrderId, target.jobId ?? null]);
       if (!now) return;
       if (now.jobId !== null && now.jobId !== jobId) {
-        if (jobId !== null) offset = 0;
+        if (jobId !== null) {
+          yield* drain(db, jobId, offset);
+          offset = 0;
+        }
         jobId = now.jobId;
-        yield { type: "job", jobId, attempt: now.attempt! };
+        yield { type: "job", jobId, attempt: now.attempt!, offset };
       }
       if (jobId !== null) {
         for await (const event of drain(db, jobId, offset)) {

@@ -105,7 +105,7 @@ export const execOrder = (extra: Record<string, unknown> = {}) => ({
   ...extra,
 });
 
-export type ServerSentEvent = { event: string; data: string };
+export type ServerSentEvent = { event: string; data: string; id?: string };
 
 /** Parses a whole `text/event-stream` body; comment (keepalive) blocks are dropped. */
 export function parseEvents(text: string): ServerSentEvent[] {
@@ -117,15 +117,17 @@ export function parseEvents(text: string): ServerSentEvent[] {
 
 function parseBlock(block: string): ServerSentEvent | undefined {
   let event = "message";
+  let id: string | undefined;
   const data: string[] = [];
   let any = false;
   for (const line of block.split("\n")) {
     if (line === "" || line.startsWith(":")) continue;
     any = true;
     if (line.startsWith("event: ")) event = line.slice(7);
+    else if (line.startsWith("id: ")) id = line.slice(4);
     else if (line.startsWith("data: ")) data.push(line.slice(6));
   }
-  return any ? { event, data: data.join("\n") } : undefined;
+  return any ? { event, data: data.join("\n"), ...(id === undefined ? {} : { id }) } : undefined;
 }
 
 /** Reads a `text/event-stream` body one event at a time, as it arrives. */

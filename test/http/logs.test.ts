@@ -1,11 +1,13 @@
 // Logs over HTTP: plain text from an offset, and followed as server-sent events until the job ends.
 // Jobs are set up directly through the SQL modules an agent session uses.
+import { setTimeout } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import type { JobView, LogEvent, WorkOrderView } from "../../protocol/api.ts";
 import type { JobMessage } from "../../protocol/messages.ts";
+import { followLog } from "../../coordinator/logs/follow.ts";
 import { agentConnect } from "../../coordinator/sql/agent-session.ts";
 import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { EventReader, execOrder, expectError, parseEvents, useHarness } from "./harness.ts";
+import { EventReader, execOrder, expectError, parseEvents, type ServerSentEvent, useHarness } from "./harness.ts";
 import { jobApply } from "../store/fixtures.ts";
 
 const h = useHarness();
@@ -25,25 +27,29 @@ type Job = {
 let agents = 0;
 
 /** A work order enqueued over HTTP for its own agent, and claimed by that agent: one claimed job. */
-async function claimedJob(): Promise<Job> {
+async function claimedJob(order: Record<string, unknown> = {}): Promise<Job & { next(): Promise<Job> }> {
   const name = `log-agent-${++agents}`;
   const agentId = await agentConnect(
     h.services.db,
     { name, labels: {}, capacity: 1, mode: "work-order", version: "test" },
     `session-${name}`,
   );
-  const response = await h.request("/v1/work-orders", { token: h.tokens.ci, json: execOrder({ agent: name }) });
+  const response = await h.request("/v1/work-orders", { token: h.tokens.ci, json: execOrder({ agent: name, ...order }) });
   expect(response.status).toBe(201);
   const { id: workOrderId } = (await response.json()) as WorkOrderView;
-  const assignments = await workOrderClaim(h.services.db, { agentId, name, labels: {}, queueMode: false }, 1);
-  expect(assignments.map((a) => a.workOrderId)).toEqual([workOrderId]);
-  const jobId = String(assignments[0]!.jobId);
-  let seq = 0;
-  const send: Job["send"] = async (msg) => {
-    const applied = await jobApply(h.services.db, agentId, { ...msg, jobId, seq: ++seq } as JobMessage);
-    expect(applied).toMatchObject({ kind: "applied", workOrderId });
+  /** The agent claims the work order (again, once its job before has ended for a retry). */
+  const claim = async (): Promise<Job> => {
+    const assignments = await workOrderClaim(h.services.db, { agentId, name, labels: {}, queueMode: false }, 1);
+    expect(assignments.map((a) => a.workOrderId)).toEqual([workOrderId]);
+    const jobId = String(assignments[0]!.jobId);
+    let seq = 0;
+    const send: Job["send"] = async (msg) => {
+      const applied = await jobApply(h.services.db, agentId, { ...msg, jobId, seq: ++seq } as JobMessage);
+      expect(applied).toMatchObject({ kind: "applied", workOrderId });
+    };
+    return { workOrderId, jobId, agentId, send, log: (data) => send({ type: "job.log", data }) };
   };
-  return { workOrderId, jobId, agentId, send, log: (data) => send({ type: "job.log", data }) };
+  return { ...(await claim()), next: claim };
 }
 
 const CHUNKS = ["line 1\n", "ünïcödé 2\n", "line 3\n"];
@@ -125,7 +131,7 @@ describe("followed logs", () => {
     expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
     const events = logEvents(parseEvents(await response.text()));
 
-    expect(events[0]).toEqual({ event: "job", data: { type: "job", jobId: job.jobId, attempt: 1 } });
+    expect(events[0]).toEqual({ event: "job", data: { type: "job", jobId: job.jobId, attempt: 1, offset: 0 } });
     expect(events.at(-1)).toEqual({ event: "end", data: { type: "end", state: "succeeded", exitCode: 0 } });
     const logs = events.slice(1, -1);
     expect(logs.every((e) => e.event === "log" && e.data.type === "log" && e.data.jobId === job.jobId)).toBe(true);
@@ -172,7 +178,7 @@ describe("followed logs", () => {
       return { event: event!.event, data: JSON.parse(event!.data) as LogEvent };
     };
     try {
-      expect(await next()).toEqual({ event: "job", data: { type: "job", jobId: job.jobId, attempt: 1 } });
+      expect(await next()).toEqual({ event: "job", data: { type: "job", jobId: job.jobId, attempt: 1, offset: 0 } });
       expect(await next()).toEqual({ event: "log", data: { type: "log", jobId: job.jobId, offset: 0, data: "before\n" } });
 
       // The follower has sent everything there was; now the agent sends more.
@@ -209,7 +215,7 @@ describe("followed logs", () => {
       const [assignment] = await workOrderClaim(h.services.db, { agentId, name: "late-agent", labels: {}, queueMode: false }, 1);
       const jobId = String(assignment!.jobId);
       h.services.bus.emit("changed", workOrderId);
-      expect(await reader.next()).toEqual({ event: "job", data: JSON.stringify({ type: "job", jobId, attempt: 1 }) });
+      expect(await reader.next()).toEqual({ event: "job", data: JSON.stringify({ type: "job", jobId, attempt: 1, offset: 0 }), id: `${jobId}:0` });
 
       let seq = 0;
       const send = (msg: DistributiveOmit<JobMessage, "jobId" | "seq">) =>
@@ -279,5 +285,108 @@ describe("cancelling a job in progress", () => {
     await job.send({ type: "job.finished", outcome: "cancelled", exitCode: null });
     const again = await h.request(`/v1/work-orders/${job.workOrderId}/cancel`, { method: "POST" });
     await expectError(again, 409, "conflict");
+  });
+
+  it("each job and log event's id is where the log resumes after it", async () => {
+    const job = await endedJob();
+    const events = parseEvents(await (await h.request(`/v1/jobs/${job.jobId}/log?follow=true`)).text());
+    const after = (n: number) => `${job.jobId}:${Buffer.byteLength(CHUNKS.slice(0, n).join(""))}`;
+    expect(events.map((e) => [e.event, e.id])).toEqual([
+      ["job", after(0)],
+      ["log", after(1)],
+      ["log", after(2)],
+      ["log", after(3)],
+      ["end", undefined],
+    ]);
+  });
+
+  it("a follower that reconnects with Last-Event-ID carries on after that event", async () => {
+    const job = await endedJob();
+    for (const path of [`/v1/jobs/${job.jobId}/log?follow=true`, `/v1/work-orders/${job.workOrderId}/log?follow=true`]) {
+      const first = parseEvents(await (await h.request(path)).text());
+      const resumed = logEvents(parseEvents(await (await h.request(path, { headers: { "last-event-id": first[1]!.id! } })).text()));
+      expect(resumed.map((e) => e.event)).toEqual(["log", "log", "end"]);
+      expect(resumed.map((e) => (e.data.type === "log" ? e.data.data : "")).join("")).toBe(CHUNKS[1]! + CHUNKS[2]!);
+    }
+  });
+
+  /** A work order whose first job logged a1 and a2 and failed, and whose retry logged b1 and succeeded. */
+  async function retriedWorkOrder(during?: (first: Job) => Promise<void>) {
+    const first = await claimedJob({ maxAttempts: 2, retryOn: ["failed"], retryBackoffSeconds: 0 });
+    await first.send({ type: "job.started" });
+    await first.log("a1\n");
+    await during?.(first);
+    await first.log("a2\n");
+    await first.send({ type: "job.finished", outcome: "failed", exitCode: 1 });
+    const second = await first.next();
+    await second.send({ type: "job.started" });
+    await second.log("b1\n");
+    await second.send({ type: "job.finished", outcome: "succeeded", exitCode: 0 });
+    h.services.bus.emit("changed", first.workOrderId);
+    return { first, second };
+  }
+
+  const retriedLog = (first: Job, second: Job, from: "a1" | "a2") => [
+    ...(from === "a1" ? [{ event: "job", data: { type: "job", jobId: first.jobId, attempt: 1, offset: 0 } }] : []),
+    ...(from === "a1" ? [{ event: "log", data: { type: "log", jobId: first.jobId, offset: 0, data: "a1\n" } }] : []),
+    { event: "log", data: { type: "log", jobId: first.jobId, offset: 3, data: "a2\n" } },
+    { event: "job", data: { type: "job", jobId: second.jobId, attempt: 2, offset: 0 } },
+    { event: "log", data: { type: "log", jobId: second.jobId, offset: 0, data: "b1\n" } },
+    { event: "end", data: { type: "end", state: "succeeded", exitCode: 0 } },
+  ];
+
+  it("a work order's follower gets the rest of a failed job's log before its retry's", async () => {
+    let reader: EventReader | undefined;
+    const seen: ServerSentEvent[] = [];
+    const { first, second } = await retriedWorkOrder(async (job) => {
+      // Following live: the follower has read a1, and is next woken only once the retry has run.
+      reader = new EventReader((await h.request(`/v1/work-orders/${job.workOrderId}/log?follow=true`)).body!);
+      seen.push((await reader.next())!, (await reader.next())!);
+      // Time to find nothing more and wait to be woken (were it not, a2 would be read as before).
+      await setTimeout(100);
+    });
+    try {
+      for (let event = await reader!.next(); event; event = await reader!.next()) seen.push(event);
+    } finally {
+      await reader!.cancel();
+    }
+    expect(logEvents(seen)).toEqual(retriedLog(first, second, "a1"));
+  });
+
+  it("Last-Event-ID of a job before a retry resumes in that job, then goes on to the retry", async () => {
+    const { first, second } = await retriedWorkOrder();
+    const response = await h.request(`/v1/work-orders/${first.workOrderId}/log?follow=true`, { headers: { "last-event-id": `${first.jobId}:3` } });
+    expect(logEvents(parseEvents(await response.text()))).toEqual(retriedLog(first, second, "a2"));
+  });
+
+  it("refuses a Last-Event-ID that is not an event of this log, naming the header", async () => {
+    const job = await endedJob();
+    const other = await endedJob();
+    const follow = (path: string, id: string) => h.request(`${path}/log?follow=true`, { headers: { "last-event-id": id } });
+    for (const bad of ["7", "x:1", `${job.jobId}:-1`, `${job.jobId}:1.5`, "99999999999999999999:0"]) {
+      expect((await expectError(await follow(`/v1/jobs/${job.jobId}`, bad), 400, "invalid_request", "Last-Event-ID")).message).toMatch(/JOB:OFFSET|numeric id/);
+    }
+    await expectError(await follow(`/v1/jobs/${job.jobId}`, `${other.jobId}:0`), 400, "invalid_request", "Last-Event-ID");
+    await expectError(await follow(`/v1/work-orders/${job.workOrderId}`, `${other.jobId}:0`), 400, "invalid_request", "Last-Event-ID");
+    await expectError(await follow(`/v1/work-orders/${job.workOrderId}`, "123456789:0"), 400, "invalid_request", "Last-Event-ID");
+  });
+
+  it("a follower whose wake-up was lost looks again anyway", async () => {
+    const job = await claimedJob();
+    await job.send({ type: "job.started" });
+    const abort = new AbortController();
+    const events = followLog(h.services.db, h.services.bus, { workOrderId: job.workOrderId }, { offset: 0, follow: true, signal: abort.signal, recheckMs: 50 });
+    try {
+      expect((await events.next()).value).toMatchObject({ type: "job" });
+      const next = events.next();
+      // Nothing tells the follower (as when a NOTIFY between replicas fails).
+      await job.log("late\n");
+      await job.send({ type: "job.finished", outcome: "succeeded", exitCode: 0 });
+      expect((await next).value).toEqual({ type: "log", jobId: job.jobId, offset: 0, data: "late\n" });
+      expect((await events.next()).value).toEqual({ type: "end", state: "succeeded", exitCode: 0 });
+    } finally {
+      abort.abort();
+      await events.return(undefined);
+    }
   });
 });

@@ -12,6 +12,7 @@ export type InProcess = {
   coordinator: Coordinator;
   /** A started queue-mode agent of capacity 1 whose every work order runs through `adapter`. */
   agent(options: { name: string; labels: Labels; adapter: Adapter<unknown>; prefetch?: number }): Agent;
+  ciToken: string;
   /** The API with a ci token; the parsed JSON answer. */
   api<T>(method: string, path: string, body?: unknown): Promise<T>;
 };
@@ -27,6 +28,7 @@ export function useInProcessCoordinator(): () => InProcess {
     const ciToken = (await tokenCreate(coordinator.db, "ci", "ci")).token;
     ready = {
       coordinator,
+      ciToken,
       agent: ({ name, labels, adapter, prefetch }) => {
         const agent = new Agent({
           urls: [coordinator.agentUrl],

@@ -1,0 +1,89 @@
+// `jobfleet run` follows a work order's log through a proxy that breaks its connection: it takes the
+// log up again where it broke off, across a retry, and gives up only after its reconnect window.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout } from "node:timers/promises";
+import { afterEach, beforeAll, beforeEach, expect, it } from "vitest";
+import { execAdapter } from "../../adapters/exec.ts";
+import { Client, Interrupted } from "../../cli/client.ts";
+import { follow } from "../../cli/commands/work.ts";
+import { CliError } from "../../cli/errors.ts";
+import type { WorkOrderView } from "../../protocol/api.ts";
+import { useInProcessCoordinator } from "../support/in-process.ts";
+import { jobfleet } from "../support/processes.ts";
+import { Proxy } from "../support/proxy.ts";
+
+const fleet = useInProcessCoordinator();
+let proxy: Proxy;
+let dir: string;
+
+beforeAll(() => {
+  fleet().agent({ name: "follow-agent", labels: { pool: "follow" }, adapter: execAdapter });
+});
+beforeEach(async () => {
+  proxy = await Proxy.to({ host: "127.0.0.1", port: Number(new URL(fleet().coordinator.url).port) });
+  dir = mkdtempSync(join(tmpdir(), "jobfleet-follow-"));
+});
+afterEach(async () => {
+  writeFileSync(join(dir, "go"), "");
+  await proxy.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  for (let waited = 0; !(await condition()); waited += 20) {
+    if (waited > 20_000) throw new Error(`timed out waiting for ${what}`);
+    await setTimeout(20);
+  }
+}
+
+/** Prints `a1`, waits for the file `go`, prints `a2` and fails; its retry prints `b1` and succeeds. */
+const script = (at: string) =>
+  `if [ -e ${at}/first ]; then echo b1; exit 0; fi; touch ${at}/first; echo a1; while [ ! -e ${at}/go ]; do sleep 0.02; done; echo a2; exit 1`;
+
+it("run takes the log up again after its connection is cut, across the retry that ran meanwhile", { timeout: 60_000 }, async () => {
+  const run = jobfleet(
+    ["run", "--url", proxy.url, "--token", fleet().ciToken, "--selector", "pool=follow", "--max-attempts", "2", "--retry-on", "failed", "--retry-backoff", "0", "--", "sh", "-c", script(dir)],
+  );
+  const [, id] = await run.waitFor(/work order (\d+) enqueued/);
+  await until(() => run.stdout === "a1\n", "a1");
+
+  proxy.cut({ refuse: true });
+  writeFileSync(join(dir, "go"), "");
+  await until(async () => (await fleet().api<WorkOrderView>("GET", `/v1/work-orders/${id}`)).state === "succeeded", "the retry to succeed");
+  await run.waitFor(/following again/);
+  proxy.allow();
+
+  const exit = await run.exited;
+  expect(exit, exit.stderr).toMatchObject({ code: 0, stdout: "a1\na2\nb1\n" });
+  expect(exit.stderr).toMatch(/job \d+ \(attempt 1\)[\s\S]*following again[\s\S]*job \d+ \(attempt 2\)[\s\S]*succeeded/);
+});
+
+it("a stream that goes silent is given up after the idle time, as a connection that may be tried again", async () => {
+  const order = await fleet().api<WorkOrderView>("POST", "/v1/work-orders", { selector: "pool=follow", spec: { command: ["sh", "-c", script(dir)] } });
+  const events = new Client(proxy.url, fleet().ciToken).events(`/v1/work-orders/${order.id}/log?follow=true`, { idleMs: 300 });
+  expect((await events.next()).value).toMatchObject({ event: "job" });
+  expect((await events.next()).value).toMatchObject({ event: "log", data: expect.stringContaining("a1") });
+  proxy.silence();
+  const lost = await events.next().catch((error: unknown) => error);
+  expect(lost).toBeInstanceOf(Interrupted);
+  expect((lost as Error).message).toMatch(/no word from the coordinator at .* for 0.3 s/);
+});
+
+it("follow gives up once the coordinator has been out of reach for its reconnect window; a refusal at once", async () => {
+  const client = new Client(proxy.url, fleet().ciToken);
+  const order = await fleet().api<WorkOrderView>("POST", "/v1/work-orders", { selector: "pool=nobody", spec: { command: ["true"] } });
+  proxy.cut({ refuse: true });
+  const started = Date.now();
+  const outOfReach = await follow(client, order.id, undefined, { idleMs: 1000, reconnectForMs: 600 }).catch((error: unknown) => error);
+  expect(outOfReach).toBeInstanceOf(CliError);
+  expect((outOfReach as Error).message).toMatch(/cannot reach the coordinator .*; gave up after 0.6 s/);
+  expect(Date.now() - started).toBeGreaterThanOrEqual(600);
+
+  proxy.allow();
+  const missing = await follow(client, "999999", undefined, { idleMs: 1000, reconnectForMs: 60_000 }).catch((error: unknown) => error);
+  expect(missing).not.toBeInstanceOf(Interrupted);
+  expect((missing as Error).message).toMatch(/^404: work order 999999 not found/);
+  await fleet().api("POST", `/v1/work-orders/${order.id}/cancel`, {});
+});
