@@ -45,8 +45,8 @@ const workOrderRow = (w: WorkOrderView) => [
 
 const jobRow = (j: JobView) => [j.id, j.workOrderId, String(j.attempt), j.state, j.agent, j.exitCode?.toString() ?? "-", age(j.createdAt)];
 
-async function logs(flags: Flags, c: Client, path: string, workOrderId: string): Promise<number> {
-  if (flags.follow) return follow(c, workOrderId, `${path}?follow=true`);
+async function logs(flags: Flags, c: Client, path: string, subject: string): Promise<number> {
+  if (flags.follow) return follow(c, `${path}?follow=true`, subject);
   for await (const chunk of await c.text(path)) process.stdout.write(chunk);
   return 0;
 }
@@ -73,7 +73,7 @@ export async function workOrders(action: string, flags: Flags, args: string[]): 
     }
     case "logs": {
       const id = idArgument(args, "work order");
-      return logs(flags, c, `/v1/work-orders/${id}/log`, id);
+      return logs(flags, c, `/v1/work-orders/${id}/log`, `work order ${id}`);
     }
     case "cancel": {
       const order = await c.request<WorkOrderView>("POST", `/v1/work-orders/${idArgument(args, "work order")}/cancel`, {});
@@ -96,7 +96,7 @@ export async function jobs(action: string, flags: Flags, args: string[]): Promis
     }
     case "logs": {
       const job = await c.request<JobView>("GET", `/v1/jobs/${idArgument(args, "job")}`);
-      return logs(flags, c, `/v1/jobs/${job.id}/log`, job.workOrderId);
+      return logs(flags, c, `/v1/jobs/${job.id}/log`, `job ${job.id}`);
     }
     case "cancel": {
       const job = await c.request<JobView>("GET", `/v1/jobs/${idArgument(args, "job")}`);

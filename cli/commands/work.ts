@@ -105,10 +105,11 @@ export async function enqueue(flags: Flags, command: string[]): Promise<number> 
   return 0;
 }
 
+/** A job's own exit code where it is one a process can exit with and says it failed; else `failed`. */
 export function exitCodeOf(state: WorkOrderState | JobState, exitCode: number | null): number {
   if (state === "succeeded") return 0;
-  if (state === "failed") return exitCode ?? RUN_EXIT.failed;
-  if (state === "lost") return RUN_EXIT.failed;
+  if (state === "failed") return exitCode !== null && exitCode >= 1 && exitCode <= 255 ? exitCode : RUN_EXIT.failed;
+  if (state === "lost" || state === "returned") return RUN_EXIT.failed;
   if (state === "timed_out" || state === "cancelled") return RUN_EXIT[state];
   throw new CliError(`the work order is still ${state}`);
 }
@@ -126,7 +127,7 @@ export async function run(flags: Flags, command: string[]): Promise<number> {
   process.once("SIGINT", cancel);
   process.once("SIGTERM", cancel);
   try {
-    return await follow(client, order.id);
+    return await follow(client, `/v1/work-orders/${order.id}/log?follow=true`, `work order ${order.id}`);
   } finally {
     process.off("SIGINT", cancel);
     process.off("SIGTERM", cancel);
@@ -144,15 +145,11 @@ const FOLLOW: FollowOptions = { idleMs: 45_000, reconnectForMs: 5 * 60_000 };
 const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 5000];
 
 /**
- * Streams a work order's log to stdout until it ends; returns the exit code for its ending. A lost
- * stream is taken up again where it broke off (`Last-Event-ID`), for as long as `reconnectForMs`.
+ * Streams a followed log (`path`, of `subject`: "work order 7") to stdout until it ends; returns the
+ * exit code for its ending. A lost stream is taken up again where it broke off (`Last-Event-ID`),
+ * for as long as `reconnectForMs`.
  */
-export async function follow(
-  client: Client,
-  workOrderId: string,
-  path = `/v1/work-orders/${workOrderId}/log?follow=true`,
-  { idleMs, reconnectForMs }: FollowOptions = FOLLOW,
-): Promise<number> {
+export async function follow(client: Client, path: string, subject: string, { idleMs, reconnectForMs }: FollowOptions = FOLLOW): Promise<number> {
   let lastEventId: string | undefined;
   let failing: { since: number; tries: number } | undefined;
   for (;;) {
@@ -163,12 +160,12 @@ export async function follow(
         if (event === "log" && message.type === "log") process.stdout.write(message.data);
         else if (event === "job" && message.type === "job") process.stderr.write(`jobfleet: job ${message.jobId} (attempt ${message.attempt})\n`);
         else if (event === "end" && message.type === "end") {
-          process.stderr.write(`jobfleet: work order ${workOrderId} ${message.state}${message.exitCode === null ? "" : ` (exit ${message.exitCode})`}\n`);
+          process.stderr.write(`jobfleet: ${subject} ${message.state}${message.exitCode === null ? "" : ` (exit ${message.exitCode})`}\n`);
           return exitCodeOf(message.state, message.exitCode);
         }
         lastEventId = id ?? lastEventId;
       }
-      throw new Interrupted(`the log stream of work order ${workOrderId} ended before the work order did`);
+      throw new Interrupted(`the log stream of ${subject} ended before it did`);
     } catch (error) {
       if (!(error instanceof Interrupted)) throw error;
       failing ??= { since: Date.now(), tries: 0 };

@@ -76,13 +76,13 @@ it("follow gives up once the coordinator has been out of reach for its reconnect
   const order = await fleet().api<WorkOrderView>("POST", "/v1/work-orders", { selector: "pool=nobody", spec: { command: ["true"] } });
   proxy.cut({ refuse: true });
   const started = Date.now();
-  const outOfReach = await follow(client, order.id, undefined, { idleMs: 1000, reconnectForMs: 600 }).catch((error: unknown) => error);
+  const outOfReach = await follow(client, `/v1/work-orders/${order.id}/log?follow=true`, "it", { idleMs: 1000, reconnectForMs: 600 }).catch((error: unknown) => error);
   expect(outOfReach).toBeInstanceOf(CliError);
   expect((outOfReach as Error).message).toMatch(/cannot reach the coordinator .*; gave up after 0.6 s/);
   expect(Date.now() - started).toBeGreaterThanOrEqual(600);
 
   proxy.allow();
-  const missing = await follow(client, "999999", undefined, { idleMs: 1000, reconnectForMs: 60_000 }).catch((error: unknown) => error);
+  const missing = await follow(client, "/v1/work-orders/999999/log?follow=true", "it", { idleMs: 1000, reconnectForMs: 60_000 }).catch((error: unknown) => error);
   expect(missing).not.toBeInstanceOf(Interrupted);
   expect((missing as Error).message).toMatch(/^404: work order 999999 not found/);
   await fleet().api("POST", `/v1/work-orders/${order.id}/cancel`, {});
