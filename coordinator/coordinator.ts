@@ -13,6 +13,7 @@ import { Reaper } from "./reaper.ts";
 import { Relay } from "./relay.ts";
 import { Statistics } from "./statistics.ts";
 import { createApp } from "./http/app.ts";
+import { withoutData } from "./loggable.ts";
 import { AGENT_PATH, Hub } from "./ws/hub.ts";
 
 export type CoordinatorOptions = {
@@ -40,7 +41,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const db = await openDatabase(options.database);
   const bus = new Bus();
   const verifier = new TokenVerifier(db);
-  const onError = (error: unknown) => logger.error({ err: error }, "internal error");
+  const onError = (error: unknown) => logger.error({ err: withoutData(error) }, "internal error");
   const dispatcher = new Dispatcher(db, bus, onError);
   const completer = new Completer(db);
   const statistics = new Statistics(db, bus, onError);

@@ -3,6 +3,7 @@ import type { Context } from "hono";
 import { type z, ZodError } from "zod";
 import { id } from "../../protocol/fields.ts";
 import { MAX_BODY_BYTES } from "../../protocol/limits.ts";
+import { UNSTORABLE } from "../db/storable.ts";
 import { ApiError } from "./errors.ts";
 
 type BodyOptions = {
@@ -23,10 +24,10 @@ export async function body<S extends z.ZodType>(c: Context, schema: S, { orElse,
   } catch (error) {
     throw new ApiError(400, "invalid_json", `body is not valid JSON: ${(error as Error).message}`);
   }
-  const nul = nulAt(json);
-  if (nul !== undefined) {
-    const where = nul.join(".");
-    throw new ApiError(400, "invalid_request", `${where || "body"}: text may not contain the NUL character (\\u0000)`, where || undefined);
+  const unstorable = unstorableAt(json);
+  if (unstorable !== undefined) {
+    const where = unstorable.path.join(".");
+    throw new ApiError(400, "invalid_request", `${where || "body"}: ${unstorable.problem}`, where || undefined);
   }
   const parsed = schema.safeParse(json);
   if (!parsed.success) throw ApiError.invalid(parsed.error);
@@ -63,13 +64,17 @@ async function boundedText(c: Context, maxBytes: number): Promise<string> {
   }
 }
 
-/** The path of the first string (value or key) holding a NUL, which Postgres cannot store. */
-function nulAt(value: unknown, path: string[] = []): string[] | undefined {
-  if (typeof value === "string") return value.includes("\0") ? path : undefined;
+/** How deep a body's JSON may nest: well past any real document, well short of a stack overflow. */
+export const MAX_JSON_DEPTH = 64;
+
+/** The first place in `value` that Postgres could not store, or that nests too deep. */
+function unstorableAt(value: unknown, path: string[] = []): { path: string[]; problem: string } | undefined {
+  if (typeof value === "string") return UNSTORABLE.test(value) ? { path, problem: "text may not contain NUL (\\u0000) or an unpaired surrogate" } : undefined;
   if (typeof value !== "object" || value === null) return undefined;
+  if (path.length >= MAX_JSON_DEPTH) return { path, problem: `JSON may nest at most ${MAX_JSON_DEPTH} deep` };
   for (const [key, inner] of Object.entries(value)) {
-    if (key.includes("\0")) return [...path, key];
-    const found = nulAt(inner, [...path, key]);
+    if (UNSTORABLE.test(key)) return { path: [...path, key], problem: "keys may not contain NUL (\\u0000) or an unpaired surrogate" };
+    const found = unstorableAt(inner, [...path, key]);
     if (found) return found;
   }
   return undefined;

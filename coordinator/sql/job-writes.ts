@@ -6,6 +6,8 @@
 import type { JobState, WorkOrderState } from "../../protocol/states.ts";
 import type { Enqueued } from "../bus.ts";
 import type { Queryable } from "../db/database.ts";
+// What a job prints or an agent says is kept as well as it can be, never refused: a refusal would fail the whole batch.
+import { storable } from "../db/storable.ts";
 import { ENQUEUED_COLUMNS } from "./views.ts";
 
 type JobChange = {
@@ -70,8 +72,6 @@ const REQUEUED = `
 SELECT ${ENQUEUED_COLUMNS} FROM work_orders
 WHERE id = ANY($1::bigint[]) AND state = 'pending'`;
 
-/** Postgres text cannot hold NUL; what a job prints may, so it is kept as U+FFFD instead of refused. */
-const storable = (text: string) => (text.includes("\0") ? text.replaceAll("\0", "\uFFFD") : text);
 
 export class JobWrites {
   private readonly logs: { job_id: string; offset: string; data: string }[] = [];

@@ -21,6 +21,9 @@ async function list(params: Record<string, string>): Promise<Page> {
   return (await response.json()) as Page;
 }
 
+/** `[[…[]…]]`, `depth` arrays deep. */
+const nested = (depth: number): unknown => (depth === 0 ? 1 : [nested(depth - 1)]);
+
 describe("enqueue", () => {
   it("POST /v1/work-orders returns 201 and the view, with the selector in canonical form", async () => {
     const response = await h.request("/v1/work-orders", {
@@ -226,6 +229,12 @@ describe("bad input", () => {
     ["a NUL character in metadata", execOrder({ metadata: { note: "a\u0000b" } }), "metadata.note"],
     ["a NUL character in a metadata key", execOrder({ metadata: { "k\u0000": 1 } }), "metadata.k\u0000"],
     ["a NUL character in an argument", { spec: { command: ["echo", "\u0000"] } }, "spec.command.1"],
+    ["an unpaired surrogate in an environment value", { spec: { command: ["true"], env: { SECRET: "s3cr3t\ud800" } } }, "spec.env.SECRET"],
+    ["an unpaired surrogate in a metadata key", execOrder({ metadata: { "k\udc00": 1 } }), "metadata.k\udc00"],
+    ["an unpaired surrogate in an idempotency key", execOrder({ idempotencyKey: "\ud83d" }), "idempotencyKey"],
+    // The body is 64 deep where this nests 62 arrays into metadata.deep; 2,000 once overflowed the stack.
+    ["metadata nested 65 deep", execOrder({ metadata: { deep: nested(65) } }), `metadata.deep${".0".repeat(62)}`],
+    ["metadata nested 2,000 deep", execOrder({ metadata: { deep: nested(2000) } }), `metadata.deep${".0".repeat(62)}`],
   ])("%s is 400 naming the field", async (_, json, field) => {
     const error = await expectError(await post({ json }), 400, "invalid_request", field);
     expect(error.message.startsWith(`${field}: `)).toBe(true);
@@ -423,6 +432,7 @@ describe("bulk enqueue", () => {
     await expectError(await bulk([execOrder(), { spec: { script: "x", command: ["y"] } }]), 400, "invalid_request", "workOrders.1.spec.command");
     const late = Array.from({ length: 1_600 }, (_, i) => (i === 1_234 ? { spec: { command: ["true"] }, priority: 1.5 } : execOrder()));
     await expectError(await bulk(late), 400, "invalid_request", "workOrders.1234.priority");
+    await expectError(await bulk([execOrder(), execOrder(), execOrder({ metadata: { x: "\udfff" } })]), 400, "invalid_request", "workOrders.2.metadata.x");
     await expectError(await bulk([]), 400, "invalid_request", "workOrders");
     await expectError(await bulk(Array.from({ length: 10_001 }, () => ({ spec: { command: ["true"] } }))), 400, "invalid_request", "workOrders");
     expect(await count()).toBe(before);

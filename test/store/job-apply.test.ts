@@ -358,6 +358,15 @@ forEachDatabase("jobApply", (kind) => {
       ]);
     });
 
+    it("unpaired surrogates an agent sends are kept as U+FFFD, not a failed batch", async () => {
+      const { agent, jobId } = await claimedJob(db());
+      await jobApply(db(), agent.agentId, started(jobId, 1));
+      expect(await jobApply(db(), agent.agentId, log(jobId, 2, "a\ud800b🌍"))).toMatchObject({ kind: "applied" });
+      expect(await jobApply(db(), agent.agentId, { type: "job.status", jobId, seq: 3, status: "x\udc00" })).toMatchObject({ kind: "applied" });
+      expect(await logRead(db(), jobId, 0)).toEqual([{ offset: 0, data: "a\uFFFDb🌍" }]);
+      expect((await jobRow(db(), jobId)).status).toBe("x\uFFFD");
+    });
+
     it("logs of different jobs do not mix", async () => {
       const a = await claimedJob(db());
       const b = await claimedJob(db());
