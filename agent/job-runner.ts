@@ -8,6 +8,7 @@ import type { AdapterName } from "../protocol/adapter-specs.ts";
 import { describeIssues } from "../protocol/issues.ts";
 import type { Assignment } from "../protocol/messages.ts";
 import type { Outcome } from "../protocol/states.ts";
+import { fitted } from "./fit.ts";
 import { LogBatcher } from "./log-batcher.ts";
 import type { JobMessageBody } from "./outbox.ts";
 
@@ -36,7 +37,7 @@ export class JobRunner {
     private readonly timeoutGraceMs = cancelGraceMs,
   ) {
     // An adapter that reports after its run ended (it should not) is ignored, not fatal.
-    this.report = (body) => this.ended || report(body);
+    this.report = (body) => this.ended || report(fitted(body));
     this.graceMs = cancelGraceMs;
     this.done = this.execute();
   }
@@ -70,7 +71,14 @@ export class JobRunner {
   }
 
   private stop(reason: "cancelled" | "timed_out" | "handed_back", graceMs = this.cancelGraceMs): void {
-    if (this.stopReason) return;
+    if (this.stopReason) {
+      // Stopped already: a later deadline that comes sooner (a fence after a drain) still holds.
+      if (graceMs < this.graceMs) {
+        this.graceMs = graceMs;
+        if (this.run && !this.detaches(this.run)) void this.run.cancel(graceMs);
+      }
+      return;
+    }
     this.stopReason = reason;
     this.graceMs = graceMs;
     this.release();
@@ -79,7 +87,11 @@ export class JobRunner {
 
   /** A run handed back that can live on without us is only let go, for the next attempt to adopt. */
   private halt(run: Run): Promise<void> {
-    return this.stopReason === "handed_back" && run.detach ? run.detach() : run.cancel(this.graceMs);
+    return this.detaches(run) ? run.detach!() : run.cancel(this.graceMs);
+  }
+
+  private detaches(run: Run): boolean {
+    return this.stopReason === "handed_back" && run.detach !== undefined;
   }
 
   private async execute(): Promise<Ending> {

@@ -19,3 +19,12 @@ export const MAX_CAPACITY = 1000;
 
 /** Most jobs an agent holds beyond its capacity, queued to start as slots free. */
 export const MAX_PREFETCH = 1000;
+
+/** Longest status line, error and external run id and address a job message carries. */
+export const MAX_STATUS_CHARS = 1024;
+export const MAX_ERROR_CHARS = 4096;
+export const MAX_EXTERNAL_ID_CHARS = 512;
+export const MAX_URL_CHARS = 2048;
+
+/** Exit codes are stored as Postgres int: a 32-bit exit code (Windows') travels as its signed value. */
+export const INT32 = { min: -(2 ** 31), max: 2 ** 31 - 1 };

@@ -4,14 +4,25 @@
 import { z } from "zod";
 import { adapterNames } from "./adapter-specs.ts";
 import { agentName, id, labels } from "./fields.ts";
-import { MAX_CAPACITY, MAX_LOG_CHUNK_BYTES, MAX_PREFETCH } from "./limits.ts";
+import {
+  INT32,
+  MAX_CAPACITY,
+  MAX_ERROR_CHARS,
+  MAX_EXTERNAL_ID_CHARS,
+  MAX_LOG_CHUNK_BYTES,
+  MAX_PREFETCH,
+  MAX_STATUS_CHARS,
+  MAX_URL_CHARS,
+} from "./limits.ts";
 import { outcomes } from "./states.ts";
 
 export const agentModes = ["queue", "work-order"] as const;
 export type AgentMode = (typeof agentModes)[number];
 
 const jobScoped = { jobId: id, seq: z.int().min(1) };
-const externalRef = { externalId: z.string().min(1).max(512).optional(), externalUrl: z.url().max(2048).optional() };
+export const externalId = z.string().min(1).max(MAX_EXTERNAL_ID_CHARS);
+export const externalUrl = z.url().max(MAX_URL_CHARS);
+const externalRef = { externalId: externalId.optional(), externalUrl: externalUrl.optional() };
 
 export const hello = z.strictObject({
   type: z.literal("hello"),
@@ -27,7 +38,7 @@ export const hello = z.strictObject({
 });
 
 /** Adds `slots` free slots to the agent's open claim; the coordinator fills it as work arrives. */
-export const claim = z.strictObject({ type: z.literal("claim"), slots: z.int().min(1).max(MAX_CAPACITY) });
+export const claim = z.strictObject({ type: z.literal("claim"), slots: z.int().min(1).max(MAX_CAPACITY + MAX_PREFETCH) });
 
 /** Withdraws the agent's open claim: it is shutting down and takes no more work. */
 export const drain = z.strictObject({ type: z.literal("drain") });
@@ -42,7 +53,7 @@ export const jobStarted = z.strictObject({ type: z.literal("job.started"), ...jo
 export const jobStatus = z.strictObject({
   type: z.literal("job.status"),
   ...jobScoped,
-  status: z.string().min(1).max(1024),
+  status: z.string().min(1).max(MAX_STATUS_CHARS),
   ...externalRef,
 });
 
@@ -53,8 +64,8 @@ export const jobFinished = z.strictObject({
   type: z.literal("job.finished"),
   ...jobScoped,
   outcome: z.enum(outcomes),
-  exitCode: z.int().nullable().default(null),
-  error: z.string().max(4096).optional(),
+  exitCode: z.int().min(INT32.min).max(INT32.max).nullable().default(null),
+  error: z.string().max(MAX_ERROR_CHARS).optional(),
   /** The agent or adapter could not run the job (not the job's own failure); retried by default. */
   infrastructure: z.boolean().optional(),
 });
@@ -73,7 +84,7 @@ export const agentMessage = z.discriminatedUnion("type", [
 export type AgentMessage = z.infer<typeof agentMessage>;
 export type JobMessage = Extract<AgentMessage, { jobId: string }>;
 
-export const externalRun = z.strictObject({ externalId: z.string().min(1).max(512), externalUrl: z.string().max(2048).nullable() });
+export const externalRun = z.strictObject({ externalId, externalUrl: z.string().max(MAX_URL_CHARS).nullable() });
 export type ExternalRun = z.infer<typeof externalRun>;
 
 export const assignment = z.strictObject({

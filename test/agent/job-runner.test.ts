@@ -7,6 +7,27 @@ import type { Adapter, RunResult } from "../../adapters/adapter.ts";
 import { JobRunner } from "../../agent/job-runner.ts";
 import type { JobMessageBody } from "../../agent/outbox.ts";
 
+test("a later stop with a sooner deadline brings the first one's forward", async () => {
+  const graces: number[] = [];
+  let end!: (result: RunResult) => void;
+  const adapter: Adapter<unknown> = {
+    name: "exec",
+    spec: z.unknown(),
+    start: async () => ({ result: new Promise<RunResult>((resolve) => (end = resolve)), cancel: async (graceMs) => void graces.push(graceMs) }),
+  };
+  const job = { jobId: "1", workOrderId: "1", attempt: 1, priority: 0, adapter: "exec", spec: {}, timeoutSeconds: null, adopt: null } as const;
+  const runner = new JobRunner(job, () => {}, 60_000, () => adapter);
+  runner.begin();
+  await new Promise((resolve) => setImmediate(resolve));
+  runner.handBack(); // a drain: the whole cancel grace
+  runner.handBack(5_000); // then out of touch: gone by the fence
+  runner.cancel(); // a cancel asks for no sooner deadline
+  runner.handBack(0); // refused by the coordinator: at once
+  end({ outcome: "cancelled", exitCode: null });
+  expect(await runner.done).toMatchObject({ outcome: "failed", infrastructure: true });
+  expect(graces).toEqual([60_000, 5_000, 0]);
+});
+
 test("the run timeout stops the run with the timeout grace, and the job ends timed_out", async () => {
   const graces: number[] = [];
   let end!: (result: RunResult) => void;

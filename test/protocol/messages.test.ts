@@ -94,7 +94,8 @@ describe("agent messages", () => {
     expect(agentMessage.safeParse({ ...hello, prefetch: MAX_PREFETCH }).success).toBe(true);
     expect(agentMessage.parse({ ...hello, prefetch: undefined })).toMatchObject({ prefetch: 0 });
     expect(agentMessage.safeParse({ ...hello, name: `a${x(127)}`, token: x(512), version: x(64) }).success).toBe(true);
-    expect(agentMessage.safeParse({ ...claim, slots: MAX_CAPACITY }).success).toBe(true);
+    // The agent's first claim, for its whole capacity and prefetch at once.
+    expect(agentMessage.safeParse({ ...claim, slots: MAX_CAPACITY + MAX_PREFETCH }).success).toBe(true);
     expect(agentMessage.safeParse({ ...agentMessages["job.log"], data: x(MAX_LOG_CHUNK_BYTES) }).success).toBe(true);
     expect(agentMessage.safeParse({ ...agentMessages["job.started"], jobId: "9223372036854775807" }).success).toBe(true);
     expect(agentMessage.safeParse({ ...agentMessages["job.started"], jobId: "9223372036854775808" }).success).toBe(false);
@@ -129,7 +130,8 @@ describe("agent messages", () => {
     ["hello: oversize version", { ...agentMessages.hello, version: x(65) }, "version"],
     ["hello: unknown mode", { ...agentMessages.hello, mode: "push" }, "mode"],
     ["claim: 0 slots", { type: "claim", slots: 0 }, "slots"],
-    ["claim: too many slots", { type: "claim", slots: MAX_CAPACITY + 1 }, "slots"],
+    ["claim: too many slots", { type: "claim", slots: MAX_CAPACITY + MAX_PREFETCH + 1 }, "slots"],
+    ["job.finished: an exit code past 32 bits", { type: "job.finished", jobId: "1", seq: 1, outcome: "failed", exitCode: 0xc0000005 }, "exitCode"],
     ["claim: slots as a string", { type: "claim", slots: "1" }, "slots"],
     ["job.started: id 0", { ...agentMessages["job.started"], jobId: "0" }, "jobId"],
     ["job.started: id with a leading 0", { ...agentMessages["job.started"], jobId: "012" }, "jobId"],
