@@ -30,8 +30,9 @@ WITH member AS (
   LIMIT $4
   FOR UPDATE SKIP LOCKED
 ), addressed AS (
+  -- One member per name: two sessions of one agent (a reconnect in flight) must not both get its work.
   SELECT p.id, m.agent_id, m.ord, m.want, row_number() OVER (PARTITION BY m.ord ORDER BY p.priority DESC, p.id) AS n
-  FROM picked p JOIN member m ON m.name = p.target_agent
+  FROM picked p JOIN (SELECT DISTINCT ON (name) * FROM member ORDER BY name, ord DESC) m ON m.name = p.target_agent
 ), kept AS (
   SELECT id, agent_id, ord FROM addressed WHERE n <= want
 ), slot AS (

@@ -75,6 +75,13 @@ forEachDatabase("workOrdersClaim", (kind) => {
     expect(again).toEqual([]);
   });
 
+  it("gives work addressed to an agent that is a member twice (a reconnect in flight) to one of its sessions", async () => {
+    const [a] = await members("twice", [1]);
+    const [toA] = await insert(1, { agent: a!.name });
+    const claimed = await workOrdersClaim(db(), LINUX, [a!, a!]);
+    expect(claimed.map((c) => [c.workOrderId, c.agentId])).toEqual([[toA, a!.agentId]]);
+  });
+
   it("in work-order mode takes only what is addressed to the members", async () => {
     const direct = { labels: LINUX.labels, queueMode: false };
     const [a, b] = await members("direct", [5, 5]);
