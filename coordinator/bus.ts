@@ -4,7 +4,12 @@
 import { EventEmitter } from "node:events";
 import type { Selector } from "../protocol/selector.ts";
 
-export type Enqueued = { id: string; selector: Selector; targetAgent: string | null };
+export type Enqueued = {
+  id: string;
+  /** Null when relayed from another coordinator without it (too large to notify): it may match any group. */
+  selector: Selector | null;
+  targetAgent: string | null;
+};
 
 export type Events = {
   /** Work orders became claimable. */

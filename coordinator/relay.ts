@@ -7,10 +7,13 @@ import type { Bus, EventName, Events } from "./bus.ts";
 
 export const CHANNEL = "jobfleet";
 /** Postgres refuses payloads of 8000 bytes or more. */
-const MAX_PAYLOAD = 7900;
+const MAX_PAYLOAD = 7999;
 const GATHER_MS = 5;
 
-type Wire = [EventName, unknown[]];
+type Wire = { [K in EventName]: [K, Events[K]] }[EventName];
+
+/** What a coordinator notifies; written only by coordinators of this version, so read as such. */
+type Message = { from: string; events: Wire[] };
 
 export type Listener = {
   listen(channel: string, onPayload: (payload: string) => void, onListen: () => void): Promise<() => Promise<void>>;
@@ -20,25 +23,44 @@ export type Listener = {
 
 /** Splits a batch of events into one wire entry each, and an enqueued batch into one per order. */
 function flatten(events: Wire[]): Wire[] {
-  return events.flatMap(([name, args]): Wire[] =>
-    name === "enqueued" ? (args[0] as Events["enqueued"][0]).map((order) => ["enqueued", [[order]]]) : [[name, args]],
-  );
+  return events.flatMap((event): Wire[] => (event[0] === "enqueued" ? event[1][0].map((order) => ["enqueued", [[order]]]) : [event]));
 }
 
-export function pack(from: string, events: Wire[]): string[] {
+/** The event's text if it fits in `room` bytes; an order whose selector does not fit goes without it. */
+function encode(event: Wire, room: number): string | undefined {
+  const text = JSON.stringify(event);
+  if (Buffer.byteLength(text) <= room) return text;
+  const order = event[0] === "enqueued" ? event[1][0][0] : undefined;
+  if (order?.selector) return encode(["enqueued", [[{ ...order, selector: null }]]], room);
+  return undefined;
+}
+
+/**
+ * Packs events into as few payloads under Postgres' limit as they fit in. An event that cannot be
+ * made to fit is left out and handed to `onTooLarge`: one such payload would fail the whole flush.
+ */
+export function pack(from: string, events: Wire[], onTooLarge: (event: Wire) => void = () => {}): string[] {
+  const head = `{"from":${JSON.stringify(from)},"events":[`;
+  const room = MAX_PAYLOAD - Buffer.byteLength(head) - "]}".length;
   const payloads: string[] = [];
   let batch: string[] = [];
   let size = 0;
   const close = () => {
-    if (batch.length > 0) payloads.push(`{"from":${JSON.stringify(from)},"events":[${batch.join(",")}]}`);
+    if (batch.length > 0) payloads.push(`${head}${batch.join(",")}]}`);
     batch = [];
     size = 0;
   };
   for (const event of flatten(events)) {
-    const text = JSON.stringify(event);
-    if (size + text.length + 64 > MAX_PAYLOAD) close();
+    const text = encode(event, room);
+    if (text === undefined) {
+      onTooLarge(event);
+      continue;
+    }
+    const bytes = Buffer.byteLength(text);
+    if (size + bytes > room) close();
     batch.push(text);
-    size += text.length + 1;
+    // With the comma before the next one.
+    size += bytes + 1;
   }
   close();
   return payloads;
@@ -69,7 +91,7 @@ export class Relay {
         if (this.changed.has(id)) return;
         this.changed.add(id);
       }
-      this.pending.push([event, args as unknown[]]);
+      this.pending.push([event, args] as Wire);
       this.timer ??= setTimeout(() => this.flush(), GATHER_MS);
     };
   }
@@ -91,7 +113,7 @@ export class Relay {
     const events = this.pending;
     this.pending = [];
     this.changed.clear();
-    const payloads = pack(this.id, events);
+    const payloads = pack(this.id, events, ([name]) => this.onError(new Error(`relay: a ${name} event too large to notify, not sent`)));
     // One commit for the whole flush: a commit per notification was 40% of the commits of a busy fleet.
     if (payloads.length > 0) await this.db.notify(CHANNEL, payloads).catch(this.onError);
   }
@@ -99,13 +121,13 @@ export class Relay {
   private receive(payload: string): void {
     // Every coordinator hears its own notifications too; those are dropped unparsed.
     if (payload.startsWith(this.ownPrefix)) return;
-    let message: { from: string; events: Wire[] };
+    let parsed: Message;
     try {
-      message = JSON.parse(payload);
+      parsed = JSON.parse(payload);
     } catch (error) {
       return this.onError(error);
     }
-    if (message.from === this.id) return;
-    for (const [name, args] of message.events) this.bus.deliver(name, ...(args as never as Events[typeof name]));
+    if (parsed.from === this.id) return;
+    for (const [name, args] of parsed.events) this.bus.deliver(name, ...(args as Events[typeof name]));
   }
 }

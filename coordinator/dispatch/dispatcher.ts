@@ -148,6 +148,10 @@ export class Dispatcher {
   }
 
   private wake(orders: Enqueued[]): void {
+    // An order relayed without its selector may be for any queue-mode group: all with slots look.
+    if (orders.some((o) => o.selector === null && o.targetAgent === null)) {
+      for (const group of this.groups.values()) if (group.eligibility.queueMode && (group.open > 0 || group.rounds > 0)) this.stale(group);
+    }
     const budget = new Map<Group, number>();
     const candidates = new Map<string, Candidates>();
     for (const order of orders) {
@@ -169,10 +173,12 @@ export class Dispatcher {
       const group = this.named.get(order.targetAgent);
       return group && this.hasRoom(group, budget) ? group : undefined;
     }
-    const key = JSON.stringify(order.selector);
+    const { selector } = order;
+    if (selector === null) return undefined;
+    const key = JSON.stringify(selector);
     let turn = candidates.get(key);
     if (!turn) {
-      const groups = [...this.groups.values()].filter((g) => g.eligibility.queueMode && matchesSelector(order.selector, g.eligibility.labels));
+      const groups = [...this.groups.values()].filter((g) => g.eligibility.queueMode && matchesSelector(selector, g.eligibility.labels));
       turn = { groups, next: 0 };
       candidates.set(key, turn);
     }

@@ -1,13 +1,20 @@
 import { expect, test, vi } from "vitest";
 import { Bus } from "../../coordinator/bus.ts";
-import { openDatabase } from "../../coordinator/db/database.ts";
+import { type Database, openDatabase } from "../../coordinator/db/database.ts";
+import { type Claimer, Dispatcher } from "../../coordinator/dispatch/dispatcher.ts";
 import { pack, Relay } from "../../coordinator/relay.ts";
-import { createPostgresDatabase, describePostgres, dropPostgresDatabase } from "../support/databases.ts";
+import type { Assignment } from "../../protocol/messages.ts";
 import { parseSelector } from "../../protocol/selector.ts";
+import { connectAgent, order, workOrderInsert } from "../store/fixtures.ts";
+import { createPostgresDatabase, describePostgres, dropPostgresDatabase } from "../support/databases.ts";
+
+/** A valid selector (under the API's 4,096 chars) that is about 18 KB as JSON; it matches `os=linux`. */
+const HUGE_SELECTOR = ["os=linux", ...Array.from({ length: 600 }, (_, i) => `!x${i}`)].join(",");
+const EUROS = "\u20ac".repeat(1024);
 
 test("events are packed into as few notifications as fit under Postgres' 8000-byte limit, none lost", () => {
   const orders = Array.from({ length: 500 }, (_, i) => ({ id: String(i + 1), selector: parseSelector("os=linux,arch in (amd64,arm64)"), targetAgent: null }));
-  const changed = Array.from({ length: 300 }, (_, i) => ["changed", [String(i)]] as ["changed", unknown[]]);
+  const changed = Array.from({ length: 300 }, (_, i) => ["changed", [String(i)]] as ["changed", [string]]);
   const payloads = pack("me", [["enqueued", [orders]], ...changed]);
   expect(payloads.length).toBeGreaterThan(1);
   for (const payload of payloads) expect(Buffer.byteLength(payload)).toBeLessThan(8000);
@@ -17,12 +24,28 @@ test("events are packed into as few notifications as fit under Postgres' 8000-by
   expect(payloads.every((p) => JSON.parse(p).from === "me")).toBe(true);
 });
 
+test("payloads are measured in bytes, and an order whose selector does not fit goes without it", () => {
+  const cancels = [1, 2, 3].map((i) => ["cancel", [{ jobId: String(i), agentId: "a", reason: EUROS }]] as ["cancel", [{ jobId: string; agentId: string; reason: string }]]);
+  const huge = { id: "9", selector: parseSelector(HUGE_SELECTOR), targetAgent: null };
+  const payloads = pack("me", [...cancels, ["enqueued", [[huge]]]]);
+  for (const payload of payloads) expect(Buffer.byteLength(payload)).toBeLessThan(8000);
+  const events = payloads.flatMap((p) => JSON.parse(p).events);
+  expect(events).toEqual([...cancels, ["enqueued", [[{ ...huge, selector: null }]]]]);
+});
+
+test("an event that cannot be made to fit is left out and reported, the rest sent", () => {
+  const tooLarge: unknown[] = [];
+  const payloads = pack("me", [["changed", ["x".repeat(8000)]], ["changed", ["1"]]], (event) => tooLarge.push(event[0]));
+  expect(tooLarge).toEqual(["changed"]);
+  expect(payloads.map((p) => JSON.parse(p).events)).toEqual([[["changed", ["1"]]]]);
+});
+
 test("nothing to send makes no notification", () => {
   expect(pack("me", [])).toEqual([]);
 });
 
 /** Two coordinators' relays on one fresh database: what goes on bus A should come out on bus B. */
-async function withRelays(run: (busA: Bus, busB: Bus) => Promise<void>): Promise<void> {
+async function withRelays(run: (busA: Bus, busB: Bus, b: Database) => Promise<void>): Promise<void> {
   const url = await createPostgresDatabase();
   const [a, b] = [await openDatabase({ kind: "postgres", url: url.toString() }), await openDatabase({ kind: "postgres", url: url.toString() })];
   const [busA, busB] = [new Bus(), new Bus()];
@@ -30,7 +53,7 @@ async function withRelays(run: (busA: Bus, busB: Bus) => Promise<void>): Promise
   const relays = [new Relay(busA, a.listener!, () => {}, fail), new Relay(busB, b.listener!, () => {}, fail)];
   try {
     for (const relay of relays) await relay.start();
-    await run(busA, busB);
+    await run(busA, busB, b);
   } finally {
     for (const relay of relays) await relay.stop();
     await a.close();
@@ -64,6 +87,47 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       await vi.waitFor(() => expect(seen).toEqual(["7", "8"]), { timeout: 5_000 });
       busA.emit("changed", "7");
       await vi.waitFor(() => expect(seen).toEqual(["7", "8", "7"]), { timeout: 5_000 });
+    });
+  });
+
+  test("multi-byte reasons are packed by bytes: every cancel and wake-up of the flush arrives", async () => {
+    await withRelays(async (busA, busB) => {
+      const cancels: unknown[] = [];
+      const enqueued: string[] = [];
+      busB.on("cancel", (cancel) => cancels.push(cancel));
+      busB.on("enqueued", (orders) => enqueued.push(...orders.map((o) => o.id)));
+      const sent = [1, 2, 3].map((i) => ({ jobId: String(i), agentId: "a", reason: EUROS }));
+      for (const cancel of sent) busA.emit("cancel", cancel);
+      busA.emit("enqueued", [{ id: "4", selector: parseSelector("os=linux"), targetAgent: null }]);
+      await vi.waitFor(() => expect([cancels, enqueued]).toEqual([sent, ["4"]]), { timeout: 5_000 });
+    });
+  });
+
+  test("an order with a selector too large to notify still wakes the other replica's matching group", async () => {
+    await withRelays(async (busA, busB, b) => {
+      const assigned: string[] = [];
+      const agent = async (name: string, os: string): Promise<Claimer> => ({
+        claimant: await connectAgent(b, name, { os }),
+        assign: (jobs: Assignment[]) => assigned.push(...jobs.map((j) => `${name}:${j.workOrderId}`)),
+      });
+      // The group that cannot run it joins first, with room for both orders: it is the first offered them.
+      const [mac, linux] = [await agent("mac", "darwin"), await agent("linux", "linux")];
+      const dispatcher = new Dispatcher(b, busB, (e) => expect.unreachable(String(e)));
+      const enqueued: string[] = [];
+      busB.on("enqueued", (orders) => enqueued.push(...orders.map((o) => o.id)));
+      try {
+        dispatcher.claim(mac, 2);
+        dispatcher.claim(linux, 1);
+        await new Promise((r) => setTimeout(r, 100));
+        const { row: huge } = await workOrderInsert(b, order({ selector: HUGE_SELECTOR }));
+        const { row: small } = await workOrderInsert(b, order({ selector: "os=darwin" }));
+        busA.emit("cancel", { jobId: "1", agentId: "a", reason: "stop" });
+        busA.emit("enqueued", [huge, small].map((row) => ({ id: row.id, selector: row.selector, targetAgent: null })));
+        await vi.waitFor(() => expect(assigned.sort()).toEqual([`linux:${huge.id}`, `mac:${small.id}`]), { timeout: 5_000 });
+        expect(enqueued).toEqual([huge.id, small.id]);
+      } finally {
+        dispatcher.stop();
+      }
     });
   });
 });
