@@ -2,7 +2,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { access, constants, stat } from "node:fs/promises";
-import { execa, type Result, type Subprocess } from "execa";
+import { execa, type Result, type ResultPromise, type Subprocess } from "execa";
 import { execSpec, type ExecSpec } from "../protocol/adapter-specs.ts";
 import { AdapterError, type Adapter, type RunContext, type RunResult } from "./adapter.ts";
 
@@ -64,8 +64,8 @@ type ProcessGroup = { readonly cancelled: boolean; cancel(graceMs: number): Prom
 /**
  * Kills the job's process group when the agent dies, however it dies (SIGKILL included), so a job
  * never outlives the agent that answers for it: a shell in a group of its own waits for the end of
- * a pipe that only the agent holds. It is killed first when the job exits, so it never signals a
- * group id that may since have been reused.
+ * a pipe that only the agent holds. It is killed first when the group is (at the job's exit, or at
+ * the end of a cancel's grace), so it never signals a group id that may since have been reused.
  */
 function watchdog(pgid: number): ChildProcess {
   const dog = spawn("/bin/sh", ["-c", 'read -r _; kill -KILL "-$1" 2>/dev/null', "jobfleet-watchdog", String(pgid)], {
@@ -77,29 +77,54 @@ function watchdog(pgid: number): ChildProcess {
   return dog;
 }
 
-function processGroup(child: Subprocess): ProcessGroup {
+/** How long the output pipes may stay open once the job's group is gone: something outside it (setsid) may hold them. */
+const PIPE_DEADLINE_MS = 1000;
+
+function processGroup(child: ResultPromise): ProcessGroup {
   const pid = child.pid;
   const dog = pid === undefined ? undefined : watchdog(pid);
   let exited = false;
   let cancelled = false;
+  let killed = false;
+  let killAt = Infinity;
   let forceKill: NodeJS.Timeout | undefined;
+  let pipeDeadline: NodeJS.Timeout | undefined;
+  void child.then(() => clearTimeout(pipeDeadline));
+  const kill = () => {
+    clearTimeout(forceKill);
+    killed = true;
+    dog?.kill("SIGKILL");
+    signalGroup(pid, "SIGKILL");
+    if (!exited) return;
+    // Execa's result waits for the pipes to close; it settles with the exit status once they are destroyed.
+    pipeDeadline ??= setTimeout(() => {
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+    }, cancelled ? 0 : PIPE_DEADLINE_MS);
+  };
   child.once("exit", () => {
     exited = true;
-    dog?.kill("SIGKILL");
-    clearTimeout(forceKill);
     // Whatever the job left running in its group would hold the output pipes open, and the result with them.
-    signalGroup(pid, "SIGKILL");
+    // A cancel under way leaves that to its grace timer, so children still cleaning up get their grace.
+    if (!cancelled || killed) kill();
   });
   return {
     get cancelled() {
       return cancelled;
     },
     async cancel(graceMs) {
-      if (cancelled) return;
+      // Once the group is killed there is nothing left to stop: a job that ended on its own keeps its result,
+      // even while something it left holds the pipes.
+      if (killed) return;
+      if (!cancelled) signalGroup(pid, "SIGTERM");
       cancelled = true;
-      if (exited) return;
-      signalGroup(pid, "SIGTERM");
-      forceKill = setTimeout(() => signalGroup(pid, "SIGKILL"), graceMs);
+      // A later, tighter stop brings the SIGKILL forward.
+      const at = performance.now() + graceMs;
+      if (at >= killAt) return;
+      killAt = at;
+      clearTimeout(forceKill);
+      // It need not keep the agent alive once the run has settled: the watchdog kills the group when the agent exits.
+      forceKill = setTimeout(kill, graceMs).unref();
     },
   };
 }

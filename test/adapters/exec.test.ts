@@ -21,7 +21,10 @@ const exec: Adapter<unknown> = execAdapter;
 
 // A failed assertion must not leave a `sleep 1000` behind (a run already cancelled keeps its own grace).
 const runs: Run[] = [];
+// Processes a job left outside its group (setsid), which no cancel reaches.
+const strays: number[] = [];
 afterEach(async () => {
+  for (const pid of strays.splice(0)) signal(pid, "SIGKILL");
   await Promise.all(runs.splice(0).map((run) => run.cancel(0).then(() => run.result)));
 });
 
@@ -190,6 +193,44 @@ describe("exec adapter", () => {
     await expectGroupGone(Number(result.output));
   });
 
+  describe("when something outside the group holds the output", () => {
+    // `setsid` puts the sleep in a group of its own, where the kill at the job's exit does not reach it.
+    it("settles soon after the process exits, with what was written before the deadline", async () => {
+      const script = "setsid sh -c 'sleep 0.3; echo late; exec sleep 30' & echo $!; exit 3";
+      const { run, ready, output } = await startUntil({ script }, "\n");
+      strays.push(Number(await ready));
+      expect(await within(run.result, 10_000)).toEqual({ outcome: "failed", exitCode: 3 });
+      expect(output()).toMatch(/^\d+\nlate\n$/);
+    });
+
+    it("keeps the result of a process that exited on its own when a cancel comes after", async () => {
+      const { run, ready } = await startUntil({ script: "setsid sleep 30 & echo $$ $!" }, "\n");
+      const [leader, stray] = (await ready).trim().split(" ").map(Number);
+      strays.push(stray!);
+      await vi.waitFor(() => expect(alive(leader!)).toBe(false));
+      await run.cancel(0);
+      expect(await within(run.result, 10_000)).toEqual({ outcome: "succeeded", exitCode: 0 });
+    });
+  });
+
+  it("cancel gives the group its grace even when the script itself dies at once", async () => {
+    // The shell dies of the SIGTERM; its child takes a while to clean up, within the grace.
+    const script = `sh -c 'trap "sleep 0.5; echo cleaned up; exit" TERM; echo ready; sleep 1000 & wait' & wait`;
+    const { run, ready, output } = await startUntil({ script }, "ready");
+    await ready;
+    await run.cancel(5000);
+    expect(await within(run.result, 10_000)).toEqual({ outcome: "cancelled", exitCode: null });
+    expect(output()).toBe("ready\ncleaned up\n");
+  });
+
+  it("a later cancel with a shorter grace brings the SIGKILL forward", async () => {
+    const { run, ready } = await startUntil({ script: "trap '' TERM; echo ready; sleep 1000 & wait" }, "ready");
+    await ready;
+    await run.cancel(30_000);
+    await run.cancel(0);
+    expect(await within(run.result, 10_000)).toEqual({ outcome: "cancelled", exitCode: null });
+  });
+
   it("cancel kills the whole process group", async () => {
     const { run, ready } = await startUntil({ script: "sleep 1000 & sleep 1000 & echo $$; wait" }, "\n");
     const pgid = Number(await ready);
@@ -267,10 +308,21 @@ describe("when the agent dies", () => {
 });
 
 function alive(pid: number): boolean {
+  return signal(pid, 0);
+}
+
+function signal(pid: number, sig: NodeJS.Signals | 0): boolean {
   try {
-    process.kill(pid, 0);
+    process.kill(pid, sig);
     return true;
   } catch {
     return false;
   }
+}
+
+/** What `promise` settles to, or "pending" if it takes longer than `ms`. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | "pending"> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<"pending">((resolve) => (timer = setTimeout(resolve, ms, "pending")));
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
