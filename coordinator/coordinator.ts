@@ -62,7 +62,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   reaper.start();
   const relay = db.listener && new Relay(bus, db.listener, () => dispatcher.sweep(), onError);
   await relay?.start();
-  const app = createApp({ db, bus, verifier }, onError);
+  const closing = new AbortController();
+  const app = createApp({ db, bus, verifier, closing: closing.signal }, onError);
   const server = await listen(app.fetch, options.host ?? "127.0.0.1", options.port ?? 7700);
   hub.attach(server);
   const { address, port } = server.address() as AddressInfo;
@@ -72,8 +73,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
-      const closed = new Promise((resolve) => server.close(resolve));
-      server.closeAllConnections();
+      const closed = drainServer(server);
+      closing.abort();
       await hub.stop();
       await reaper.stop();
       await completer.drain();
@@ -84,6 +85,22 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       await db.close();
     })());
   return { db, url: `http://${host}:${port}`, agentUrl: `ws://${host}:${port}${AGENT_PATH}`, stop };
+}
+
+/** How long requests in flight at a stop (an enqueue whose insert may have committed) get to answer. */
+const DRAIN_MS = 5000;
+
+/** Stops accepting, closes connections as they fall idle, and cuts what is still busy after DRAIN_MS. */
+async function drainServer(server: Server): Promise<void> {
+  const closed = new Promise((resolve) => server.close(resolve));
+  const idle = setInterval(() => server.closeIdleConnections(), 50);
+  const cut = setTimeout(() => server.closeAllConnections(), DRAIN_MS);
+  try {
+    await closed;
+  } finally {
+    clearInterval(idle);
+    clearTimeout(cut);
+  }
 }
 
 /** Room for a whole fleet redialling at once: Node's default accept queue (511) drops most of it. */

@@ -30,13 +30,20 @@ async function resumeOf(c: Context, services: Services, target: FollowTarget): P
 }
 
 export async function logResponse(c: Context, services: Services, target: FollowTarget, offset: number, follow: boolean) {
-  const abort = new AbortController();
   const resume = follow ? await resumeOf(c, services, target) : undefined;
+  // A coordinator stopping ends its followers' streams, and they follow on from another.
+  const abort = new AbortController();
+  const onClosing = () => abort.abort();
+  services.closing?.addEventListener("abort", onClosing, { once: true });
   const events = followLog(services.db, services.bus, target, { offset, resume, follow, signal: abort.signal });
   if (!follow) {
     return streamText(c, async (stream) => {
       stream.onAbort(() => abort.abort());
-      for await (const event of events) if (event.type === "log") await stream.write(event.data);
+      try {
+        for await (const event of events) if (event.type === "log") await stream.write(event.data);
+      } finally {
+        services.closing?.removeEventListener("abort", onClosing);
+      }
     });
   }
   return streamSSE(c, async (stream) => {
@@ -46,6 +53,7 @@ export async function logResponse(c: Context, services: Services, target: Follow
       for await (const event of events) await stream.writeSSE({ event: event.type, data: JSON.stringify(event), id: idOf(event) });
     } finally {
       clearInterval(keepalive);
+      services.closing?.removeEventListener("abort", onClosing);
     }
   });
 }
