@@ -3,7 +3,7 @@
 // their run timeout, and wakes the agents waiting for retries whose backoff is over.
 import type { Bus } from "./bus.ts";
 import type { Database } from "./db/database.ts";
-import { databaseNow, dueRetries, type Reaped, reapLost, reapOverdue, reapQueueTimeouts } from "./sql/reap.ts";
+import { databaseNow, dueRetries, type Reaping, reapLost, reapOverdue, reapQueueTimeouts } from "./sql/reap.ts";
 
 export type ReaperOptions = { intervalMs: number; leaseSeconds: number; onError(error: unknown): void };
 
@@ -29,18 +29,37 @@ export class Reaper {
     await this.running;
   }
 
+  /** Each pass tells of what it committed at once, and a pass that fails does not hold back the others. */
   private async tick(): Promise<void> {
     const now = await databaseNow(this.db);
-    const lost = await reapLost(this.db);
-    const overdue = await reapOverdue(this.db, this.options.leaseSeconds);
-    const requeued = [...lost.requeued, ...overdue.requeued];
+    await this.pass(async () => this.tell(await reapLost(this.db)));
+    await this.pass(async () => {
+      const overdue = await reapOverdue(this.db, this.options.leaseSeconds);
+      for (const job of overdue.reaped) this.bus.emit("cancel", { jobId: job.jobId, agentId: job.agentId, reason: "run timeout" });
+      this.tell(overdue);
+    });
+    await this.pass(async () => {
+      for (const id of await reapQueueTimeouts(this.db)) this.bus.emit("changed", id);
+    });
+    await this.pass(async () => {
+      const due = await dueRetries(this.db, this.since ?? now, now);
+      if (due.length > 0) this.bus.emit("enqueued", due);
+      this.since = now;
+    });
+  }
+
+  /** Wakes agents for the work orders a reaping put back in the queue, and followers of every one it changed. */
+  private tell({ reaped, requeued }: Reaping): void {
     if (requeued.length > 0) this.bus.emit("enqueued", requeued);
-    for (const job of overdue.reaped) this.bus.emit("cancel", { jobId: job.jobId, agentId: job.agentId, reason: "run timeout" });
-    const timedOut = await reapQueueTimeouts(this.db);
-    for (const id of [...[...lost.reaped, ...overdue.reaped].map((r: Reaped) => r.workOrderId), ...timedOut]) this.bus.emit("changed", id);
-    const due = await dueRetries(this.db, this.since ?? now, now);
-    if (due.length > 0) this.bus.emit("enqueued", due);
-    this.since = now;
+    for (const { workOrderId } of reaped) this.bus.emit("changed", workOrderId);
+  }
+
+  private async pass(work: () => Promise<void>): Promise<void> {
+    try {
+      await work();
+    } catch (error) {
+      this.options.onError(error);
+    }
   }
 
   private schedule(): void {

@@ -31,8 +31,9 @@ describePostgres("a coordinator stopping", () => {
       expect(await followed).toBe("");
 
       const sql = postgres(url.toString(), { max: 1, onnotice: () => {} });
-      const [{ count }] = await sql<{ count: number }[]>`SELECT count(*)::int AS count FROM work_orders`;
+      const [row] = await sql<{ count: number }[]>`SELECT count(*)::int AS count FROM work_orders`;
       await sql.end();
+      const count = row!.count;
       expect(statuses.filter((s) => s !== 201 && s !== "cut")).toEqual([]);
       expect(count - 1).toBe(statuses.filter((s) => s === 201).length);
     } finally {
