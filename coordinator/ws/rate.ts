@@ -1,4 +1,6 @@
-// A token bucket: how many messages an agent may send per second, with a burst allowance.
+// A token bucket: how many messages an agent may send per second, with a burst allowance. Every
+// message is charged, into debt past the burst: messages a socket had already read when it was
+// paused are handled all the same, and the pause that follows must last until they are paid for.
 export class TokenBucket {
   private tokens: number;
   private last = performance.now();
@@ -10,15 +12,11 @@ export class TokenBucket {
     this.tokens = burst;
   }
 
-  /** Takes one token; returns 0, or the milliseconds until one is available. */
+  /** Charges one message; returns 0, or the milliseconds until the bucket is out of debt. */
   take(): number {
     const now = performance.now();
-    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.perSecond);
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) / 1000) * this.perSecond) - 1;
     this.last = now;
-    if (this.tokens >= 1) {
-      this.tokens -= 1;
-      return 0;
-    }
-    return Math.ceil(((1 - this.tokens) / this.perSecond) * 1000);
+    return this.tokens >= 0 ? 0 : Math.ceil((-this.tokens / this.perSecond) * 1000);
   }
 }
