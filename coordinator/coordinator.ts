@@ -38,6 +38,9 @@ export type Coordinator = {
 
 export async function startCoordinator(options: CoordinatorOptions): Promise<Coordinator> {
   const { logger } = options;
+  const heartbeatSeconds = options.heartbeatSeconds ?? 10;
+  const leaseSeconds = options.leaseSeconds ?? 30;
+  if (leaseSeconds < 2 * heartbeatSeconds) throw new RangeError("the lease must be at least twice the heartbeat interval");
   const db = await openDatabase(options.database);
   const bus = new Bus();
   const verifier = new TokenVerifier(db);
@@ -45,9 +48,20 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const dispatcher = new Dispatcher(db, bus, onError);
   const completer = new Completer(db);
   const statistics = new Statistics(db, bus, onError);
-  const heartbeatSeconds = options.heartbeatSeconds ?? 10;
-  const leaseSeconds = options.leaseSeconds ?? 30;
-  if (leaseSeconds < 2 * heartbeatSeconds) throw new RangeError("the lease must be at least twice the heartbeat interval");
+  const relay = db.listener && new Relay(bus, db.listener, () => dispatcher.sweep(), onError);
+  const closing = new AbortController();
+  const app = createApp({ db, bus, verifier, closing: closing.signal }, onError);
+  let server: Server;
+  try {
+    await relay?.start();
+    server = await listen(app.fetch, options.host ?? "127.0.0.1", options.port ?? 7700);
+  } catch (error) {
+    await relay?.stop();
+    await statistics.stop();
+    await db.close();
+    throw error;
+  }
+  // Started once it listens: a coordinator that cannot serve must not reap.
   const hub = new Hub({
     db,
     bus,
@@ -58,17 +72,9 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     leaseSeconds,
     log: (event, fields) => logger.info(fields, event),
   });
+  hub.attach(server);
   const reaper = new Reaper(db, bus, { intervalMs: Math.min(1000, leaseSeconds * 100), leaseSeconds, onError });
   reaper.start();
-  const relay = db.listener && new Relay(bus, db.listener, () => dispatcher.sweep(), onError);
-  await relay?.start();
-  const closing = new AbortController();
-  const app = createApp({ db, bus, verifier, closing: closing.signal }, onError);
-  const server = await listen(app.fetch, options.host ?? "127.0.0.1", options.port ?? 7700);
-  hub.attach(server);
-  const { address, port } = server.address() as AddressInfo;
-  const host = address.includes(":") ? `[${address}]` : address;
-  logger.info({ url: `http://${host}:${port}`, database: options.database.kind }, "coordinator listening");
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
@@ -84,6 +90,9 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       await closed;
       await db.close();
     })());
+  const { address, port } = server.address() as AddressInfo;
+  const host = address.includes(":") ? `[${address}]` : address;
+  logger.info({ url: `http://${host}:${port}`, database: options.database.kind }, "coordinator listening");
   return { db, url: `http://${host}:${port}`, agentUrl: `ws://${host}:${port}${AGENT_PATH}`, stop };
 }
 
