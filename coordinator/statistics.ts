@@ -11,6 +11,8 @@ export class Statistics {
   private added = 0;
   private last = -Infinity;
   private running?: Promise<void>;
+  private later?: NodeJS.Timeout;
+  private stopped = false;
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -19,22 +21,38 @@ export class Statistics {
     private readonly onError: (error: unknown) => void,
     private readonly options: StatisticsOptions = { threshold: 1000, minIntervalMs: 10_000 },
   ) {
-    this.unsubscribe = bus.on("enqueued", (orders) => this.grew(orders.length));
+    this.unsubscribe = bus.on("enqueued", (orders) => {
+      this.added += orders.length;
+      this.consider();
+    });
   }
 
-  private grew(rows: number): void {
-    this.added += rows;
-    if (this.added < this.options.threshold || this.running || Date.now() - this.last < this.options.minIntervalMs) return;
+  /** Analyzes once enough rows came, and no sooner than the interval allows: then, not never. */
+  private consider(): void {
+    if (this.stopped || this.added < this.options.threshold || this.running || this.later) return;
+    const wait = this.last + this.options.minIntervalMs - Date.now();
+    if (wait > 0) {
+      this.later = setTimeout(() => {
+        this.later = undefined;
+        this.consider();
+      }, wait).unref();
+      return;
+    }
     this.added = 0;
     this.last = Date.now();
     this.running = this.db
       .query("ANALYZE work_orders")
       .then(() => undefined, this.onError)
-      .finally(() => (this.running = undefined));
+      .finally(() => {
+        this.running = undefined;
+        this.consider();
+      });
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     this.unsubscribe();
+    clearTimeout(this.later);
     await this.running;
   }
 }

@@ -1,6 +1,6 @@
 // After a burst of enqueues the coordinator refreshes the work-order table's statistics itself,
 // at most once per interval, rather than wait for autovacuum.
-import { afterAll, beforeAll, expect, test } from "vitest";
+import { afterAll, beforeAll, expect, test, vi } from "vitest";
 import { Bus } from "../../coordinator/bus.ts";
 import { type Database, openDatabase } from "../../coordinator/db/database.ts";
 import { Statistics } from "../../coordinator/statistics.ts";
@@ -44,4 +44,18 @@ test("enqueues below the threshold leave the statistics alone; reaching it refre
   await again.stop();
   // Analyzed after the first ten (19 rows by then), not after the next fifteen: the interval holds.
   expect(await plannerRows()).toBe(19);
+});
+
+test("rows that come within the interval are analyzed when it ends, not left for autovacuum", async () => {
+  const bus = new Bus();
+  const statistics = new Statistics(db, bus, (error) => expect.unreachable(String(error)), { threshold: 10, minIntervalMs: 300 });
+  try {
+    await burst(bus, 10);
+    await vi.waitFor(async () => expect(await plannerRows()).toBeGreaterThanOrEqual(10));
+    const seen = await plannerRows();
+    await burst(bus, 20);
+    await vi.waitFor(async () => expect(await plannerRows()).toBe(seen + 20), { timeout: 5000 });
+  } finally {
+    await statistics.stop();
+  }
 });
