@@ -94,6 +94,10 @@ export const workOrders = pgTable(
   (t) => [
     index("work_orders_pending").on(t.priority.desc(), t.id).where(sql`state = 'pending'`),
     index("work_orders_state").on(t.state, t.id),
+    // Work addressed to an agent, found by its name: only such rows have an entry.
+    index("work_orders_addressed")
+      .on(t.targetAgent, t.priority.desc(), t.id)
+      .where(sql`state = 'pending' AND target_agent IS NOT NULL`),
     // Partial: most work orders have no key, and an index entry per row version would be written for nothing.
     uniqueIndex("work_orders_idempotency_key").on(t.idempotencyKey).where(sql`idempotency_key IS NOT NULL`),
     // The reaper's sweeps, every second: without these they would scan the whole backlog. Both hold

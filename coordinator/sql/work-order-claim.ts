@@ -1,8 +1,8 @@
-// The claim: one statement serves a group of waiting agents that share labels and mode. It picks
-// up to their total open slots of pending work orders they may run, in priority then age order,
-// skipping rows another claim holds (FOR UPDATE SKIP LOCKED, so no two claims get the same one),
-// gives each work order addressed to a member to that member, deals the rest out over the
-// members' free slots in turn, creates a job for each and records the transition. When the
+// The claim: one statement serves a group of waiting agents that share labels and mode. It gives
+// each member the work orders addressed to it, up to its want, then deals queue work they may run
+// over the free slots left in turn, in priority then age order, skipping rows another claim holds
+// (FOR UPDATE SKIP LOCKED, so no two claims get the same one); it creates a job for each and
+// records the transition. When the
 // previous attempt started an external run and then lost hold of it (agent lost, or handed back),
 // the assignment says so, and the new attempt adopts that run instead of starting another.
 import type { Assignment } from "../../protocol/messages.ts";
@@ -14,32 +14,41 @@ import { storedSelectorMatches } from "./selector-match.ts";
 const [FROM, ...others] = workOrderMachine.sourcesOf("claimed");
 if (FROM !== "pending" || others.length > 0) throw new Error("claim assumes pending -> claimed");
 
-// `NULLS LAST` matches the work_orders_pending index, so the scan stops after LIMIT rows instead
-// of sorting the whole backlog (priority is never null, so the order is the same). The update and
-// the adoption lookup go by key (`= ANY(ARRAY(...))`, a correlated subquery): the planner cannot
-// estimate the dealt rows, and a hash join over the whole table would cost more than the claim.
+// Work addressed to a member goes to it first, up to its want, through the work_orders_addressed
+// index (a probe per member name, and none at all while no addressed work is pending); the slots
+// left take queue work. `NULLS LAST` matches the work_orders_pending index, so the queue scan stops
+// after LIMIT rows instead of sorting the whole backlog (priority is never null, so the order is
+// the same). The update and the adoption lookup go by key (`= ANY(ARRAY(...))`, a correlated
+// subquery): the planner cannot estimate the dealt rows, and a hash join over the whole table would
+// cost more than the claim.
 const CLAIM = `
 WITH member AS (
   SELECT * FROM jsonb_to_recordset($1::jsonb) AS m(ord int, agent_id bigint, name text, want int)
-), picked AS (
-  SELECT wo.id, wo.target_agent, wo.priority FROM work_orders wo
-  WHERE wo.state = '${FROM}' AND wo.run_after <= now()
-    AND (wo.target_agent IN (SELECT name FROM member)
-      OR ($3 AND wo.target_agent IS NULL AND ${storedSelectorMatches("wo.selector", "$2::jsonb")}))
-  ORDER BY wo.priority DESC NULLS LAST, wo.id
-  LIMIT $4
-  FOR UPDATE SKIP LOCKED
-), addressed AS (
+), named AS (
   -- One member per name: two sessions of one agent (a reconnect in flight) must not both get its work.
-  SELECT p.id, m.agent_id, m.ord, m.want, row_number() OVER (PARTITION BY m.ord ORDER BY p.priority DESC, p.id) AS n
-  FROM picked p JOIN (SELECT DISTINCT ON (name) * FROM member ORDER BY name, ord DESC) m ON m.name = p.target_agent
+  SELECT DISTINCT ON (name) * FROM member ORDER BY name, ord DESC
 ), kept AS (
-  SELECT id, agent_id, ord FROM addressed WHERE n <= want
+  SELECT a.id, n.agent_id, n.ord
+  FROM named n CROSS JOIN LATERAL (
+    SELECT wo.id FROM work_orders wo
+    WHERE wo.state = '${FROM}' AND wo.target_agent = n.name AND wo.run_after <= now()
+    ORDER BY wo.priority DESC, wo.id
+    LIMIT n.want
+    FOR UPDATE SKIP LOCKED
+  ) a
+  WHERE EXISTS (SELECT 1 FROM work_orders WHERE state = '${FROM}' AND target_agent IS NOT NULL)
+), queued AS (
+  SELECT q.id, row_number() OVER (ORDER BY q.priority DESC, q.id) AS n FROM (
+    SELECT wo.id, wo.priority FROM work_orders wo
+    WHERE $3 AND wo.state = '${FROM}' AND wo.target_agent IS NULL AND wo.run_after <= now()
+      AND ${storedSelectorMatches("wo.selector", "$2::jsonb")}
+    ORDER BY wo.priority DESC NULLS LAST, wo.id
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+  ) q
 ), slot AS (
   SELECT m.agent_id, m.ord, row_number() OVER (ORDER BY s.i, m.ord) AS n
   FROM member m CROSS JOIN LATERAL generate_series(1, m.want - (SELECT count(*) FROM kept k WHERE k.ord = m.ord)::int) AS s(i)
-), queued AS (
-  SELECT p.id, row_number() OVER (ORDER BY p.priority DESC, p.id) AS n FROM picked p WHERE p.target_agent IS NULL
 ), assigned AS (
   SELECT id, agent_id, ord FROM kept
   UNION ALL

@@ -75,6 +75,14 @@ forEachDatabase("workOrdersClaim", (kind) => {
     expect(again).toEqual([]);
   });
 
+  it("work addressed to one member past its want leaves the others' slots to queue work", async () => {
+    const [a, b] = await members("crowd", [1, 1]);
+    const [first] = await insert(2, { agent: a!.name, priority: 10 });
+    const [queued] = await insert(1);
+    const claimed = await workOrdersClaim(db(), LINUX, [a!, b!]);
+    expect(byAgent(claimed)).toEqual(new Map([[a!.agentId, [first]], [b!.agentId, [queued]]]));
+  });
+
   it("gives work addressed to an agent that is a member twice (a reconnect in flight) to one of its sessions", async () => {
     const [a] = await members("twice", [1]);
     const [toA] = await insert(1, { agent: a!.name });

@@ -1,0 +1,1 @@
+CREATE INDEX "work_orders_addressed" ON "work_orders" USING btree ("target_agent","priority" DESC NULLS LAST,"id") WHERE state = 'pending' AND target_agent IS NOT NULL;
