@@ -27,13 +27,16 @@ export class SelectorError extends Error {
 }
 
 const NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
-const PREFIX = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+/** A DNS-1123 subdomain: dot-separated labels, each starting and ending with a letter or digit. */
+const PREFIX = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const MAX_PREFIX_LENGTH = 253;
 const VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
 
 export function isLabelKey(key: string): boolean {
   const slash = key.indexOf("/");
   if (slash === -1) return NAME.test(key);
-  return PREFIX.test(key.slice(0, slash)) && NAME.test(key.slice(slash + 1));
+  const prefix = key.slice(0, slash);
+  return prefix.length <= MAX_PREFIX_LENGTH && PREFIX.test(prefix) && NAME.test(key.slice(slash + 1));
 }
 
 export function isLabelValue(value: string): boolean {
@@ -43,6 +46,8 @@ export function isLabelValue(value: string): boolean {
 type Token = { kind: "word" | "op"; text: string; at: number };
 
 const WORD_CHAR = /[A-Za-z0-9_.\-/]/;
+/** Kubernetes' lexer skips exactly these between tokens. */
+const WHITESPACE = [" ", "\t", "\r", "\n"];
 const OPERATORS = ["!=", "==", "=", "!", "(", ")", ","];
 
 function tokenize(input: string): Token[] {
@@ -50,7 +55,7 @@ function tokenize(input: string): Token[] {
   let i = 0;
   while (i < input.length) {
     const ch = input[i]!;
-    if (ch === " " || ch === "\t") {
+    if (WHITESPACE.includes(ch)) {
       i++;
       continue;
     }
@@ -109,18 +114,38 @@ class Parser {
     return token.text;
   }
 
+  /**
+   * `(a,b)`. As in Kubernetes, a missing value is the empty string: `()`, `(,a)`, `(a,)` and
+   * `(a,,b)` all hold "". Kubernetes takes the commas of a run two at a time, so an even run
+   * right before `)` (`(,,)`, `(a,,)`) is an error there, and here.
+   */
   private set(): string[] {
     const open = this.next("'('");
     if (open.text !== "(") this.fail(open, "'('");
+    if (this.peek()?.text === ")") {
+      this.i++;
+      return [""];
+    }
     const values: string[] = [];
     for (;;) {
-      const token = this.next("a label value");
-      if (token.kind !== "word") this.fail(token, "a label value");
-      if (!isLabelValue(token.text)) throw new SelectorError(`invalid label value '${token.text}'`, token.at);
-      values.push(token.text);
-      const sep = this.next("',' or ')'");
-      if (sep.text === ")") return values;
-      if (sep.text !== ",") this.fail(sep, "',' or ')'");
+      const token = this.next("a label value or ','");
+      if (token.text === ",") {
+        if (values.length === 0) values.push("");
+      } else {
+        if (token.kind !== "word") this.fail(token, "a label value or ','");
+        if (!isLabelValue(token.text)) throw new SelectorError(`invalid label value '${token.text}'`, token.at);
+        values.push(token.text);
+        const sep = this.next("',' or ')'");
+        if (sep.text === ")") return values;
+        if (sep.text !== ",") this.fail(sep, "',' or ')'");
+      }
+      // Just after a comma: `,)` ends the set with "", and `,,` holds "" and is taken whole.
+      const after = this.peek()?.text;
+      if (after === ")" || after === ",") {
+        this.i++;
+        values.push("");
+        if (after === ")") return values;
+      }
     }
   }
 
@@ -182,13 +207,19 @@ function formatRequirement(r: Requirement): string {
     case "notexists":
       return `!${r.key}`;
     case "in":
-      return r.values.length === 1 ? `${r.key}=${r.values[0]}` : `${r.key} in (${r.values.join(",")})`;
-    case "notin":
-      return r.values.length === 1 ? `${r.key}!=${r.values[0]}` : `${r.key} notin (${r.values.join(",")})`;
+    case "notin": {
+      // De-duplicated even if not canonical: a repeated "" could write `(a,,)`, which is an error.
+      const values = [...new Set(r.values)];
+      if (values.length === 1) return `${r.key}${r.op === "in" ? "=" : "!="}${values[0]}`;
+      return `${r.key} ${r.op} (${values.join(",")})`;
+    }
   }
 }
 
-/** The canonical text of a selector: equal selectors format identically. */
+/**
+ * The canonical text of a selector: equal selectors format identically. A set holding "" writes
+ * it first (values are sorted), `a in (,b)`, which parses back to the same set.
+ */
 export function formatSelector(selector: Selector): string {
   return selector.map(formatRequirement).join(",");
 }

@@ -55,16 +55,13 @@ export function referenceMatches(selector: Selector, labels: Labels): boolean {
 }
 
 /**
- * Requirements as the parser can produce them: an empty value only ever alone (`key=`, `key!=`),
- * never inside a multi-value set. Sets may be unsorted and repeat values.
+ * Requirements as the parser can produce them, the empty value included, alone (`key=`) or in a
+ * set (`key in (,x)`). Sets may be unsorted and repeat values.
  */
 export function arbRequirement(key: fc.Arbitrary<string>, value: fc.Arbitrary<string>): fc.Arbitrary<Requirement> {
   const values = fc.oneof(
     value.map((v) => [v]),
-    fc.array(
-      value.filter((v) => v !== ""),
-      { minLength: 1, maxLength: 4 },
-    ),
+    fc.array(value, { minLength: 1, maxLength: 4 }),
   );
   return fc.oneof(
     fc.record({ key, op: fc.constantFrom("exists" as const, "notexists" as const) }),

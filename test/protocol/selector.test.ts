@@ -51,6 +51,15 @@ describe("parseSelector: operators", () => {
     // `in` and `notin` are only operators in operator position; elsewhere they are ordinary words.
     ["in", [{ key: "in", op: "exists" }]],
     ["notin notin (in,notin)", [{ key: "notin", op: "notin", values: ["in", "notin"] }]],
+    // As in Kubernetes, a value missing from a set is the empty string.
+    ["a in ()", [{ key: "a", op: "in", values: [""] }]],
+    ["a notin ()", [{ key: "a", op: "notin", values: [""] }]],
+    ["a in (,)", [{ key: "a", op: "in", values: [""] }]],
+    ["a in (b,)", [{ key: "a", op: "in", values: ["", "b"] }]],
+    ["a notin (,b)", [{ key: "a", op: "notin", values: ["", "b"] }]],
+    ["a in (b,,c)", [{ key: "a", op: "in", values: ["", "b", "c"] }]],
+    ["a in (b,,,)", [{ key: "a", op: "in", values: ["", "b"] }]], // Kubernetes' odd runs of commas
+    ["a in (,,,)", [{ key: "a", op: "in", values: [""] }]],
   ])("%j", (text, expected) => {
     expect(parseSelector(text)).toEqual(expected);
   });
@@ -70,9 +79,11 @@ describe("parseSelector: operators", () => {
     expect(formatSelector([])).toBe("");
   });
 
-  it("ignores spaces and tabs between tokens", () => {
+  it("ignores spaces, tabs, carriage returns and newlines between tokens, as Kubernetes does", () => {
     const spaced = parseSelector("  os = linux ,\tarch\tin\t( arm64 , amd64 )  , !  gpu , zone notin(a,b),x!= y , e == ");
     expect(spaced).toEqual(parseSelector("os=linux,arch in (amd64,arm64),!gpu,zone notin (a,b),x!=y,e="));
+    expect(parseSelector("a=b\n,c\r\n,\n!d,\re\nin\r\n(\nf\r)\n")).toEqual(parseSelector("a=b,c,!d,e in (f)"));
+    expect(parseSelector("\r\n")).toEqual([]);
   });
 });
 
@@ -97,6 +108,13 @@ describe("parseSelector: canonical form", () => {
   it("formats single-value sets with = and !=", () => {
     expect(formatSelector(parseSelector("a in (x), b notin (y), c in (y,x)"))).toBe("a=x,b!=y,c in (x,y)");
   });
+
+  it("formats sets holding the empty value so that they parse back", () => {
+    expect(formatSelector(parseSelector("a in (), b notin (,), c in (y,x,), d notin (x,,y)"))).toBe(
+      "a=,b!=,c in (,x,y),d notin (,x,y)",
+    );
+    expect(parseSelector("c in (,x,y),d notin (,x,y)")).toEqual(parseSelector("c in (y,x,), d notin (x,,y)"));
+  });
 });
 
 describe("parseSelector: errors name the offending position", () => {
@@ -106,8 +124,11 @@ describe("parseSelector: errors name the offending position", () => {
     [",os", 0],
     ["os=linux,", 9], // ends where a key is expected
     ["arch in (a,b", 12], // ends inside the set
-    ["arch in ()", 9], // the `)` where a value is expected
-    ["arch in (a,,b)", 11],
+    ["a in (,,)", 8], // Kubernetes reads commas in pairs: an even run before `)` leaves `)` unexpected
+    ["a in (b,,)", 9],
+    ["a in (b,,,,)", 11],
+    ["a in (,", 7],
+    ["a in (b,=)", 8],
     ["arch in (a b)", 11], // `b` where `,` or `)` is expected
     ["arch in (a,b)x", 13],
     ["a in b", 5],
@@ -123,7 +144,9 @@ describe("parseSelector: errors name the offending position", () => {
     ["!!gpu", 1],
     ["!gpu=x", 4],
     ["os=$", 3],
-    ["os\n=linux", 2], // only spaces and tabs are whitespace
+    ["os\f=linux", 2], // only space, tab, CR and LF are whitespace
+    ["os\v=linux", 2],
+    ["os=\u00a0linux", 3],
     ["os=\"linux\"", 3],
     ["-os", 0], // invalid key: must start with a letter or digit
     ["os=linux-", 3], // invalid value: must end with a letter or digit
@@ -134,6 +157,9 @@ describe("parseSelector: errors name the offending position", () => {
     [`${"a".repeat(64)}=x`, 0], // name longer than 63
     [`x=${"a".repeat(64)}`, 2], // value longer than 63
     [`${"a".repeat(254)}/gpu`, 0], // prefix longer than 253
+    ["a..b/c", 0], // a prefix is a DNS-1123 subdomain: no empty label,
+    ["x,a.-b/c", 2], // no label starting with '-'
+    ["a-.b/c=x", 0], // nor ending with one
     [long, MAX_SELECTOR_LENGTH],
   ])("%j fails at %i", (text, position) => {
     const error = errorOf(() => parseSelector(text));
@@ -156,11 +182,42 @@ describe("parseSelector: errors name the offending position", () => {
 });
 
 describe("label keys and values", () => {
-  it.each(["a", "A1", "a-b_c.d", "example.com/gpu", "a.b-c/x", "1", `${"a".repeat(63)}`, "in"])(
+  it.each([
+    "a",
+    "A1",
+    "a-b_c.d",
+    "example.com/gpu",
+    "a.b-c/x",
+    "a--b.0-9.c/x",
+    `${"a.".repeat(126)}a/x`, // a 253-character prefix
+    "1",
+    `${"a".repeat(63)}`,
+    "in",
+  ])(
     "key %j is valid",
     (key) => expect(isLabelKey(key)).toBe(true),
   );
-  it.each(["", "-a", "a-", "_a", "a b", "a=b", "/a", "a/", "a//b", "Ex.com/a", "a/b/c", `${"a".repeat(64)}`])(
+  it.each([
+    "",
+    "-a",
+    "a-",
+    "_a",
+    "a b",
+    "a=b",
+    "/a",
+    "a/",
+    "a//b",
+    "Ex.com/a",
+    "a/b/c",
+    `${"a".repeat(64)}`,
+    "a..b/c",
+    "a.-b/c",
+    "a-.b/c",
+    ".a/c",
+    "a./c",
+    "a_b/c",
+    `${"a.".repeat(126)}ab/x`, // a 254-character prefix
+  ])(
     "key %j is invalid",
     (key) => expect(isLabelKey(key)).toBe(false),
   );
@@ -196,6 +253,14 @@ describe("matchesSelector", () => {
     ["zone notin (a,b)", true],
     ["os=linux,arch=arm64,gpu", true],
     ["os=linux,arch=amd64", false],
+    ["gpu in ()", true],
+    ["gpu notin ()", false],
+    ["gpu in (,x)", true],
+    ["gpu notin (x,)", false],
+    ["os in (,darwin)", false],
+    ["os notin (,darwin)", true],
+    ["zone in (,a)", false],
+    ["zone notin ()", true],
   ])("%j on os=linux,arch=arm64,gpu is %s", (text, expected) => {
     expect(matchesSelector(parseSelector(text), labels)).toBe(expected);
   });
@@ -209,7 +274,9 @@ describe("matchesSelector", () => {
 
 // Arbitrary selectors over the whole grammar, for round trips.
 const name = fc.stringMatching(/^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/);
-const prefix = fc.stringMatching(/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/);
+const prefix = fc
+  .stringMatching(/^[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?){0,11}$/)
+  .filter((p) => p.length <= 253);
 const anyKey = fc.oneof(name, fc.tuple(prefix, name).map(([p, n]) => `${p}/${n}`), fc.constantFrom("in", "notin"));
 const anyValue = fc.oneof(fc.constant(""), name, fc.constantFrom("in", "notin"));
 // Six requirements format to well under MAX_SELECTOR_LENGTH even at the longest keys and values.
@@ -217,12 +284,15 @@ const anySelector = fc.array(arbRequirement(anyKey, anyValue), { maxLength: 6 })
 
 /** Writes a requirement in any of its spellings, with optional whitespace between tokens. */
 function arbSpelling(r: Requirement): fc.Arbitrary<string> {
-  const ws = fc.constantFrom("", " ", "\t", "  ");
-  const gap = fc.constantFrom(" ", "\t", " \t ");
+  const ws = fc.constantFrom("", " ", "\t", "  ", "\n", "\r\n");
+  const gap = fc.constantFrom(" ", "\t", " \t ", "\n", "\r");
   const parts = (...items: fc.Arbitrary<string>[]) => fc.tuple(...items).map((xs) => xs.join(""));
   const lit = (s: string) => fc.constant(s);
-  const set = (values: string[]) =>
-    parts(lit("("), ...values.flatMap((v, i) => [ws, lit(v), ws, lit(i < values.length - 1 ? "," : ")")]));
+  // At most one "" per set: two in a row at the end, `(a,,)`, is an error in Kubernetes and here.
+  const set = (all: string[]) => {
+    const values = all.filter((v, i) => v !== "" || all.indexOf("") === i);
+    return parts(lit("("), ...values.flatMap((v, i) => [ws, lit(v), ws, lit(i < values.length - 1 ? "," : ")")]));
+  };
   switch (r.op) {
     case "exists":
       return parts(ws, lit(r.key), ws);
@@ -236,7 +306,7 @@ function arbSpelling(r: Requirement): fc.Arbitrary<string> {
         const ops = r.op === "in" ? ["=", "=="] : ["!="];
         spellings.push(parts(ws, lit(r.key), ws, fc.constantFrom(...ops), ws, lit(single), ws));
       }
-      if (single !== "") spellings.push(parts(ws, lit(r.key), gap, lit(r.op), ws, set(r.values), ws));
+      spellings.push(parts(ws, lit(r.key), gap, lit(r.op), ws, set(r.values), ws));
       return fc.oneof(...spellings);
     }
   }
@@ -312,6 +382,8 @@ describe("parseSelector: properties", () => {
       " ",
       "\t",
       "\n",
+      "\r",
+      "\f",
       "in",
       "notin",
       " in (",
