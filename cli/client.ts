@@ -1,6 +1,5 @@
 // The coordinator's HTTP API as the CLI uses it: JSON requests, API errors as CliErrors, and
 // server-sent events read as an async stream.
-import type { ApiError } from "../protocol/api.ts";
 import { CliError } from "./errors.ts";
 
 export type SseEvent = { event: string; data: string; id?: string };
@@ -23,6 +22,39 @@ export class Interrupted extends CliError {
 /** Statuses a coordinator that is restarting, or a proxy in front of it, answers for a while. */
 const PASSING = new Set([502, 503, 504]);
 
+/**
+ * The flag that sets each field the coordinator may name in an error, so the message names what
+ * the user typed. Only fields no request takes from anywhere but these flags (`labels` is not
+ * here: it is `--labels` to `work-orders list` but `--label` to `run`).
+ */
+const FLAG_OF: Record<string, string> = {
+  workOrder: "work-order",
+  state: "state",
+  limit: "limit",
+  before: "before",
+  selector: "selector",
+  agent: "agent",
+  adapter: "adapter",
+  priority: "priority",
+  timeoutSeconds: "timeout",
+  maxAttempts: "max-attempts",
+  retryOn: "retry-on",
+  retryBackoffSeconds: "retry-backoff",
+  queueTimeoutSeconds: "queue-timeout",
+  idempotencyKey: "idempotency-key",
+  name: "name",
+  role: "role",
+};
+
+/** The message of an error answer, naming the flag that set the field it names. */
+function messageOf(failure: unknown): string | undefined {
+  const error = (failure as { error?: { message?: unknown; field?: unknown } } | null | undefined)?.error;
+  if (typeof error?.message !== "string") return undefined;
+  const { message, field } = error;
+  const flag = typeof field === "string" ? FLAG_OF[field.split(".")[0]!] : undefined;
+  return flag && message.startsWith(`${field}: `) ? `--${flag}: ${message.slice(`${field}: `.length)}` : message;
+}
+
 export class Client {
   constructor(
     readonly url: string,
@@ -32,11 +64,21 @@ export class Client {
   async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const response = await this.fetch(method, path, body);
     if (response.status === 204) return undefined as T;
-    return (await response.json()) as T;
+    try {
+      return (await response.json()) as T;
+    } catch (error) {
+      if (error instanceof SyntaxError) throw new CliError(`the coordinator at ${this.url} answered ${method} ${path} with something other than JSON`);
+      throw this.lost(error);
+    }
   }
 
-  async text(path: string): Promise<ReadableStream<Uint8Array>> {
-    return (await this.fetch("GET", path)).body!;
+  async *text(path: string): AsyncGenerator<Uint8Array> {
+    const response = await this.fetch("GET", path);
+    try {
+      yield* response.body!;
+    } catch (error) {
+      throw this.lost(error);
+    }
   }
 
   async *events(path: string, { lastEventId, idleMs }: EventsOptions): AsyncGenerator<SseEvent> {
@@ -65,8 +107,7 @@ export class Client {
       }
     } catch (error) {
       if (abort.signal.aborted) throw new Interrupted(`no word from the coordinator at ${this.url} for ${idleMs / 1000} s`);
-      if (error instanceof CliError) throw error;
-      throw new Interrupted(`lost the connection to the coordinator at ${this.url} (${(error as Error).message})`);
+      throw this.lost(error);
     } finally {
       clearTimeout(idle);
       abort.abort();
@@ -93,9 +134,15 @@ export class Client {
       throw new Interrupted(`cannot reach the coordinator at ${this.url} (${reason})`);
     }
     if (response.ok) return response;
-    const failure = (await response.json().catch(() => undefined)) as ApiError | undefined;
-    const message = `${response.status}: ${failure?.error.message ?? response.statusText}`;
+    const failure: unknown = await response.json().catch(() => undefined);
+    const message = `${response.status}: ${messageOf(failure) ?? response.statusText}`;
     throw PASSING.has(response.status) ? new Interrupted(message) : new CliError(message);
+  }
+
+  /** A response that broke off, as the error to show; CliErrors pass as they are. */
+  private lost(error: unknown): CliError {
+    if (error instanceof CliError) return error;
+    return new Interrupted(`lost the connection to the coordinator at ${this.url} (${(error as Error).message})`);
   }
 }
 

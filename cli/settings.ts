@@ -26,7 +26,7 @@ export function integer(flags: Flags, name: string, fallback: number, min = 1, m
   const text = setting(flags, name);
   if (text === undefined) return fallback;
   const value = Number(text);
-  if (!Number.isInteger(value) || value < min || value > max) {
+  if (!/^[0-9]+$/.test(text) || value < min || value > max) {
     throw CliError.usage(`--${name} must be a whole number from ${min} to ${max}, not '${text}'`);
   }
   return value;

@@ -46,8 +46,12 @@ export const MAX_BULK_ORDERS = 10_000;
  */
 export const workOrderBulk = z.strictObject({ workOrders: z.array(z.unknown()).min(1).max(MAX_BULK_ORDERS) });
 
+/** A whole number in a query string: decimal digits only, so `0x10`, `1e2` and an empty value are refused. */
+const queryNumber = (min: number, max: number) =>
+  z.string().regex(/^[0-9]+$/, "expected a whole number in decimal digits").transform(Number).pipe(z.number().min(min).max(max));
+
 const listPaging = {
-  limit: z.coerce.number().int().min(1).max(500).default(50),
+  limit: queryNumber(1, 500).default(50),
   /** Return rows with ids below this one (the `nextCursor` of the previous page). */
   before: id.optional(),
 };
@@ -71,7 +75,7 @@ export const jobQuery = z.strictObject({
 
 export const logQuery = z.strictObject({
   /** Byte offset into the log to start from. */
-  offset: z.coerce.number().int().min(0).default(0),
+  offset: queryNumber(0, Number.MAX_SAFE_INTEGER).default(0),
   follow: z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1").default(false),
 });
 

@@ -47,7 +47,7 @@ const jobRow = (j: JobView) => [j.id, j.workOrderId, String(j.attempt), j.state,
 
 async function logs(flags: Flags, c: Client, path: string, subject: string): Promise<number> {
   if (flags.follow) return follow(c, `${path}?follow=true`, subject);
-  for await (const chunk of await c.text(path)) process.stdout.write(chunk);
+  for await (const chunk of c.text(path)) process.stdout.write(chunk);
   return 0;
 }
 

@@ -55,9 +55,9 @@ function seconds(text: string | undefined, flag: string): number | undefined {
 
 function number(text: string | undefined, flag: string): number | undefined {
   if (text === undefined) return undefined;
-  const value = Number(text);
-  if (!Number.isInteger(value)) throw CliError.usage(`--${flag} takes a whole number, not '${text}'`);
-  return value;
+  // Not Number() alone: it reads '' as 0 and takes 0x10 or 1e2.
+  if (!/^-?[0-9]+$/.test(text)) throw CliError.usage(`--${flag} takes a whole number, not '${text}'`);
+  return Number(text);
 }
 
 function spec(flags: Flags, command: string[]): unknown {

@@ -91,8 +91,14 @@ export function validItems<S extends z.ZodType>(schema: S, items: readonly unkno
   return valid;
 }
 
+/** The query string validated by `schema`; no parameter takes several values, so a repeated one is refused. */
 export function query<S extends z.ZodType>(c: Context, schema: S): z.output<S> {
-  const parsed = schema.safeParse(c.req.query());
+  const values: Record<string, string> = {};
+  for (const [name, [value, ...more]] of Object.entries(c.req.queries())) {
+    if (more.length > 0) throw new ApiError(400, "invalid_request", `${name}: give it once, not ${more.length + 1} times`, name);
+    values[name] = value!;
+  }
+  const parsed = schema.safeParse(values);
   if (!parsed.success) throw ApiError.invalid(parsed.error);
   return parsed.data;
 }

@@ -326,6 +326,37 @@ describe("bad input", () => {
     await expectError(await h.request(`/v1/work-orders/${id}/log?${query}`), 400, "invalid_request", field);
   });
 
+  it.each([
+    ["/v1/work-orders?limit=0x10", "limit"],
+    ["/v1/work-orders?limit=1e2", "limit"],
+    ["/v1/work-orders?limit=%2010", "limit"],
+    ["/v1/work-orders?limit=10.0", "limit"],
+    ["/v1/work-orders?limit=", "limit"],
+    ["/v1/jobs?limit=+5", "limit"],
+    ["/v1/work-orders/1/log?offset=", "offset"],
+    ["/v1/work-orders/1/log?offset=%20", "offset"],
+    ["/v1/jobs/1/log?offset=0x10", "offset"],
+    ["/v1/jobs/1/log?offset=1e3", "offset"],
+  ])("a number in a query that is not plain decimal digits (%s) is 400 naming it", async (path, field) => {
+    await expectError(await h.request(path), 400, "invalid_request", field);
+  });
+
+  it("numbers in decimal digits are taken", async () => {
+    expect((await list({ limit: "010" })).items.length).toBeLessThanOrEqual(10);
+    const { id } = await enqueue();
+    expect((await h.request(`/v1/work-orders/${id}/log?offset=0`)).status).toBe(200);
+  });
+
+  it.each([
+    ["/v1/work-orders?state=pending&state=bogus", "state"],
+    ["/v1/work-orders?limit=5&limit=6", "limit"],
+    ["/v1/jobs?workOrder=1&workOrder=2", "workOrder"],
+    ["/v1/work-orders/1/log?follow=false&follow=true", "follow"],
+  ])("a repeated query parameter (%s) is 400 naming it", async (path, field) => {
+    const error = await expectError(await h.request(path), 400, "invalid_request", field);
+    expect(error.message).toMatch(new RegExp(`^${field}: `));
+  });
+
   it("an unknown route is a JSON 404", async () => {
     await expectError(await h.request("/v1/work-orders/1/retry", { method: "POST" }), 404, "not_found");
     await expectError(await h.request("/v2/work-orders"), 404, "not_found");

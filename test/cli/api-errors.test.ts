@@ -1,0 +1,69 @@
+// How the CLI shows what the coordinator refused, and answers that break off or are not the API's:
+// one line on stderr naming the flag where one set the field, exit 1, never a stack trace.
+import { createServer, type Server } from "node:http";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { useInProcessCoordinator } from "../support/in-process.ts";
+import { jobfleet } from "../support/processes.ts";
+
+describe("against a coordinator", () => {
+  const fleet = useInProcessCoordinator();
+
+  it.each<[string[], string]>([
+    [["jobs", "list", "--work-order", "0"], "400: --work-order: expected a numeric id"],
+    [["work-orders", "list", "--limit", "0x10"], "400: --limit: expected a whole number in decimal digits"],
+    [["work-orders", "list", "--state", ""], "400: --state: "],
+    [["enqueue", "--timeout", "200h", "--", "true"], "400: --timeout: "],
+    [["enqueue", "--max-attempts", "0", "--", "true"], "400: --max-attempts: "],
+    [["enqueue", "--retry-on", "failed,bogus", "--", "true"], "400: --retry-on: "],
+    [["enqueue", "--queue-timeout", "0", "--", "true"], "400: --queue-timeout: "],
+    [["enqueue", "--idempotency-key", "", "--", "true"], "400: --idempotency-key: "],
+    [["enqueue", "--selector", "os in (linux", "--", "true"], "400: --selector: invalid selector"],
+  ])("jobfleet %j names the flag", async (args, message) => {
+    const exit = await jobfleet(args, { JOBFLEET_URL: fleet().coordinator.url, JOBFLEET_TOKEN: fleet().ciToken }).exited;
+    expect(exit.stderr.startsWith(`jobfleet: ${message}`), exit.stderr).toBe(true);
+    expect(exit.stderr.trim().split("\n")).toHaveLength(1);
+    expect(exit.code).toBe(1);
+  });
+});
+
+describe("against a server that misbehaves", () => {
+  let server: Server;
+  let url: string;
+
+  beforeAll(async () => {
+    server = createServer((request, response) => {
+      if (request.url === "/v1/work-orders/1/log") {
+        // Promises 1,000 bytes, sends a line, and drops the connection.
+        response.writeHead(200, { "content-type": "text/plain", "content-length": "1000" });
+        response.write("first line\n", () => setTimeout(() => response.socket?.destroy(), 50));
+      } else if (request.url === "/v1/work-orders") {
+        response.writeHead(400, { "content-type": "application/json" }).end(JSON.stringify({ message: "no error key" }));
+      } else {
+        response.writeHead(400, { "content-type": "application/json" }).end(JSON.stringify({ error: null }));
+      }
+    });
+    server.listen(0, "127.0.0.1");
+    await new Promise((resolve) => server.once("listening", resolve));
+    url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  });
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  it("a log download cut short prints what came, then one line, exit 1", async () => {
+    const exit = await jobfleet(["work-orders", "logs", "1", "--url", url, "--token", "t"]).exited;
+    expect(exit.stdout).toBe("first line\n");
+    expect(exit.stderr).toMatch(new RegExp(`^jobfleet: lost the connection to the coordinator at ${url} \\(.+\\)\\n$`));
+    expect(exit.code).toBe(1);
+  });
+
+  it.each([
+    [["work-orders", "list"]],
+    [["agents", "list"]],
+  ])("an error answer without the API's error object is its status (%j), exit 1", async (args) => {
+    const exit = await jobfleet([...args, "--url", url, "--token", "t"]).exited;
+    expect(exit.stderr).toBe("jobfleet: 400: Bad Request\n");
+    expect(exit.code).toBe(1);
+  });
+});
