@@ -3,13 +3,13 @@
 // so an idle coordinator adds no delay and a busy one commits many work orders at once.
 import type { WorkOrderCreate } from "../protocol/api.ts";
 import { Batcher } from "./batcher.ts";
-import type { Queryable } from "./db/database.ts";
+import type { Database } from "./db/database.ts";
 import { type Inserted, workOrderInsertRows } from "./sql/work-order-insert.ts";
 
 export class Enqueuer {
   private readonly batcher: Batcher<WorkOrderCreate, Inserted>;
 
-  constructor(db: Queryable) {
+  constructor(db: Database) {
     this.batcher = new Batcher((orders) => workOrderInsertRows(db, orders), { delayMs: 0, maxBatch: 500 });
   }
 

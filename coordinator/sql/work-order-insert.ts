@@ -98,7 +98,8 @@ const DEADLOCK = "40P01";
 const DEADLOCK_ATTEMPTS = 3;
 
 /**
- * Inserts `count` work orders in one transaction, a statement per chunk of `INSERT_CHUNK`. Each
+ * Inserts `count` work orders in one transaction, a statement per chunk of `INSERT_CHUNK` (and one
+ * more for the rows keys already named: never committed without the others, nor unanswered). Each
  * chunk is asked of `chunk` (which may throw, undoing all) only once the statement before it is on
  * its way, so the caller's work on it overlaps the database's on the ones before. A transaction
  * aborted by a deadlock runs again, asking for its chunks anew.
@@ -125,7 +126,7 @@ export async function workOrderInsertChunked(
   // holds; Postgres aborts one after its deadlock_timeout, and that one runs again.
   for (let attempt = 1; ; attempt++) {
     try {
-      return await (count <= INSERT_CHUNK ? inTransaction(db) : db.transaction(inTransaction));
+      return await db.transaction(inTransaction);
     } catch (error) {
       if (attempt === DEADLOCK_ATTEMPTS || (error as { code?: unknown }).code !== DEADLOCK) throw error;
     }
@@ -134,7 +135,12 @@ export async function workOrderInsertChunked(
 
 export type Inserted = { row: WorkOrderRow; created: boolean };
 
-/** Inserts the work orders, answering each with its whole row. */
-export function workOrderInsertRows(db: Queryable, orders: WorkOrderCreate[]): Promise<Inserted[]> {
-  return insertAll<WorkOrderRow>(db, orders, INSERT_ROWS, ROWS_BY_KEYS);
+/**
+ * Inserts the work orders, answering each with its whole row. Orders with keys take a second
+ * statement to find the rows their keys already named, so they go in a transaction: the insert must
+ * not commit without an answer, or a retry would insert the unkeyed ones again.
+ */
+export function workOrderInsertRows(db: Database, orders: WorkOrderCreate[]): Promise<Inserted[]> {
+  const insert = (q: Queryable) => insertAll<WorkOrderRow>(q, orders, INSERT_ROWS, ROWS_BY_KEYS);
+  return orders.some((o) => o.idempotencyKey !== undefined) ? db.transaction(insert) : insert(db);
 }

@@ -74,7 +74,7 @@ export async function eventsOf(db: Queryable, workOrderId: string): Promise<Even
 }
 
 /** Inserts one work order, or finds the one already enqueued under its idempotency key. */
-export async function workOrderInsert(db: Queryable, order: WorkOrderCreate): Promise<Inserted> {
+export async function workOrderInsert(db: Database, order: WorkOrderCreate): Promise<Inserted> {
   const [inserted] = await workOrderInsertRows(db, [order]);
   return inserted!;
 }

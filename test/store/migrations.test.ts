@@ -14,7 +14,8 @@ import { afterAll, expect, it } from "vitest";
 import { type Database, openDatabase, type Queryable } from "../../coordinator/db/database.ts";
 import { migrationsFolder } from "../../coordinator/db/migrations.ts";
 import { createPostgresDatabase, dropPostgresDatabase, forEachDatabase, type Kind } from "../support/databases.ts";
-import { order, workOrderInsert } from "./fixtures.ts";
+import { workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
+import { order } from "./fixtures.ts";
 
 const BEFORE = "0003_sweep_indexes_unchecked_events";
 const temp = mkdtempSync(join(tmpdir(), "jobfleet-migrations-"));
@@ -68,7 +69,7 @@ forEachDatabase("upgrading to the starting and returned job states", (kind) => {
       const [agent] = await old.query<{ id: string }>(
         `INSERT INTO agents (name, labels, capacity, mode, version) VALUES ('old-agent', '{"os": "linux"}', 1, 'queue', 'old') RETURNING id::text AS id`,
       );
-      orderId = (await workOrderInsert(old, order({ selector: "os=linux", maxAttempts: 5 }))).row.id;
+      orderId = (await workOrderInsertMany(old, [order({ selector: "os=linux", maxAttempts: 5 })])).ids[0]!;
       for (const [attempt, state] of [[1, "lost"], [2, "failed"], [3, "running"]] as const) {
         await old.query(`INSERT INTO jobs (work_order_id, attempt, agent_id, state) VALUES ($1, $2, $3, $4)`, [orderId, attempt, agent!.id, state]);
       }
