@@ -176,9 +176,11 @@ export class Agent {
    */
   private armFence(lease: Lease): void {
     clearTimeout(this.fence);
+    // Taken now: what is heard while redialling (a socket opening, a refused hello) renews no lease.
+    const lastWord = Date.now() - this.connection.silentForMs;
     this.fence = setTimeout(() => {
       if (this.welcomed || this.runners.size === 0) return;
-      const graceMs = Math.max(0, lease.seconds * 1000 - lease.heartbeatSeconds * 1000 - this.connection.silentForMs);
+      const graceMs = Math.max(0, lease.seconds * 1000 - lease.heartbeatSeconds * 1000 - (Date.now() - lastWord));
       this.log.warn({ running: this.runners.size, graceMs }, "out of touch with the coordinator for half the lease; stopping all jobs");
       for (const runner of this.runners.values()) runner.handBack(graceMs);
     }, Math.max(0, lease.seconds * 500 - this.connection.silentForMs));

@@ -10,15 +10,21 @@ export class Proxy {
   private constructor(
     private readonly server: Server,
     readonly port: number,
+    private target: { host: string; port: number },
   ) {}
 
   static async to(target: { host: string; port: number }): Promise<Proxy> {
     const server = createServer();
     server.listen(0, "127.0.0.1");
     await new Promise((resolve) => server.once("listening", resolve));
-    const proxy = new Proxy(server, (server.address() as { port: number }).port);
-    server.on("connection", (client) => proxy.accept(client, target));
+    const proxy = new Proxy(server, (server.address() as { port: number }).port, target);
+    server.on("connection", (client) => proxy.accept(client));
     return proxy;
+  }
+
+  /** Sends new connections to another server from now on. */
+  retarget(target: { host: string; port: number }): void {
+    this.target = target;
   }
 
   get url(): string {
@@ -30,9 +36,9 @@ export class Proxy {
     return this.pairs.size;
   }
 
-  private accept(client: Socket, target: { host: string; port: number }): void {
+  private accept(client: Socket): void {
     if (this.refusing) return void client.destroy();
-    const server = connect(target.port, target.host);
+    const server = connect(this.target.port, this.target.host);
     const pair: [Socket, Socket] = [client, server];
     this.pairs.add(pair);
     client.pipe(server);
