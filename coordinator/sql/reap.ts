@@ -16,12 +16,15 @@ export type Reaped = { workOrderId: string; jobId: string; agentId: string };
 /** What a reaping pass ended, and the work orders it put straight back in the queue. */
 export type Reaping = { reaped: Reaped[]; requeued: Enqueued[] };
 
+// The agent's row is locked too: a renewal in flight (the agent reconnecting to another
+// coordinator, whose welcome lists these jobs as its own) holds it, and its jobs are left alone.
 const LOST = `
 SELECT ${SETTLING_COLUMNS}, j.agent_id::text AS agent_id
 FROM jobs j JOIN work_orders wo ON wo.id = j.work_order_id JOIN agents a ON a.id = j.agent_id
 WHERE j.state IN (${ACTIVE_JOB_STATES}) AND a.lease_expires_at < now()
 ORDER BY j.id LIMIT ${BATCH}
-FOR UPDATE OF j, wo SKIP LOCKED`;
+FOR UPDATE OF j, wo SKIP LOCKED
+FOR SHARE OF a SKIP LOCKED`;
 
 const OVERDUE = `
 SELECT ${SETTLING_COLUMNS}, j.agent_id::text AS agent_id

@@ -2,7 +2,7 @@
 import { expect, it } from "vitest";
 import { dueRetries, reapLost, reapOverdue, reapQueueTimeouts, databaseNow } from "../../coordinator/sql/reap.ts";
 import { type Claimant, workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { forEachDatabase } from "../support/databases.ts";
+import { describePostgres, forEachDatabase } from "../support/databases.ts";
 import { cancelAllPending, connectAgent, eventsOf, jobApply, order, useDatabase, workOrderInsert } from "./fixtures.ts";
 
 forEachDatabase("the reaper", (kind) => {
@@ -119,5 +119,27 @@ forEachDatabase("the reaper", (kind) => {
     expect((await dueRetries(db(), late, late)).map((o) => o.id)).toEqual([job.workOrderId]);
     const later = await past("5 seconds 1 microsecond");
     expect(await dueRetries(db(), later, later)).toEqual([]);
+  });
+});
+
+// Needs a second connection while a transaction holds the agent's row: a real server.
+describePostgres("the reaper and a reconnect in flight", () => {
+  const db = useDatabase("postgres");
+
+  it("leaves the jobs of an agent whose lease another coordinator is renewing, and reaps them if that renewal never commits", async () => {
+    const agent = await connectAgent(db(), "reconnecting", { pool: "reconnecting" });
+    await cancelAllPending(db());
+    await workOrderInsert(db(), order({ selector: "pool=reconnecting" }));
+    const [job] = await workOrderClaim(db(), agent, 1);
+    await db().query(`UPDATE agents SET lease_expires_at = now() - interval '1 second' WHERE id = $1`, [agent.agentId]);
+
+    const renewal = db().transaction(async (tx) => {
+      await tx.query(`UPDATE agents SET lease_expires_at = now() + interval '30 seconds' WHERE id = $1`, [agent.agentId]);
+      // Meanwhile another coordinator's reaper looks at the lease the database still holds.
+      expect((await reapLost(db())).reaped.map((r) => r.jobId)).not.toContain(job!.jobId);
+      throw new Error("the reconnect failed");
+    });
+    await expect(renewal).rejects.toThrow("the reconnect failed");
+    expect((await reapLost(db())).reaped.map((r) => r.jobId)).toContain(job!.jobId);
   });
 });
