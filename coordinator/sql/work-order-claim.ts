@@ -18,7 +18,7 @@ if (FROM !== "pending" || others.length > 0) throw new Error("claim assumes pend
 // index (a probe per member name, and none at all while no addressed work is pending); the slots
 // left take queue work. `NULLS LAST` matches the work_orders_pending index, so the queue scan stops
 // after LIMIT rows instead of sorting the whole backlog (priority is never null, so the order is
-// the same). The update and the adoption lookup go by key (`= ANY(ARRAY(...))`, a correlated
+// the same; both scans need it to walk their index). The update and the adoption lookup go by key (`= ANY(ARRAY(...))`, a correlated
 // subquery): the planner cannot estimate the dealt rows, and a hash join over the whole table would
 // cost more than the claim.
 const CLAIM = `
@@ -32,7 +32,7 @@ WITH member AS (
   FROM named n CROSS JOIN LATERAL (
     SELECT wo.id FROM work_orders wo
     WHERE wo.state = '${FROM}' AND wo.target_agent = n.name AND wo.run_after <= now()
-    ORDER BY wo.priority DESC, wo.id
+    ORDER BY wo.priority DESC NULLS LAST, wo.id
     LIMIT n.want
     FOR UPDATE SKIP LOCKED
   ) a
