@@ -5,7 +5,7 @@
 import type { Context } from "hono";
 import { streamSSE, streamText } from "hono/streaming";
 import { type LogCursor, logCursor, logCursorOf, type LogEvent } from "../../protocol/api.ts";
-import { followLog, type FollowTarget } from "../logs/follow.ts";
+import { endOf, followLog, type FollowTarget } from "../logs/follow.ts";
 import { jobGet } from "../sql/job-read.ts";
 import { ApiError } from "./errors.ts";
 import type { Services } from "./services.ts";
@@ -15,7 +15,7 @@ const KEEPALIVE_MS = 15_000;
 const RESUME_HEADER = "Last-Event-ID";
 
 const idOf = (event: LogEvent) =>
-  event.type === "job" ? logCursorOf(event.jobId, event.offset) : event.type === "log" ? logCursorOf(event.jobId, event.offset + Buffer.byteLength(event.data)) : undefined;
+  event.type === "job" ? logCursorOf(event.jobId, event.offset) : event.type === "log" ? logCursorOf(event.jobId, endOf(event)) : undefined;
 
 /** The `Last-Event-ID` a follower reconnects with, checked to name a job of the followed log. */
 async function resumeOf(c: Context, services: Services, target: FollowTarget): Promise<LogCursor | undefined> {
@@ -23,8 +23,8 @@ async function resumeOf(c: Context, services: Services, target: FollowTarget): P
   if (header === undefined) return undefined;
   const parsed = logCursor.safeParse(header);
   if (!parsed.success) throw new ApiError(400, "invalid_request", `${RESUME_HEADER}: ${parsed.error.issues[0]!.message}`, RESUME_HEADER);
-  const job = await jobGet(services.db, parsed.data.jobId);
-  const ours = target.jobId === undefined ? job?.workOrderId === target.workOrderId : parsed.data.jobId === target.jobId;
+  const ours =
+    target.jobId === undefined ? (await jobGet(services.db, parsed.data.jobId))?.workOrderId === target.workOrderId : parsed.data.jobId === target.jobId;
   if (!ours) throw new ApiError(400, "invalid_request", `${RESUME_HEADER}: job ${parsed.data.jobId} is not of this log`, RESUME_HEADER);
   return parsed.data;
 }
@@ -35,6 +35,7 @@ export async function logResponse(c: Context, services: Services, target: Follow
   const abort = new AbortController();
   const onClosing = () => abort.abort();
   services.closing?.addEventListener("abort", onClosing, { once: true });
+  if (services.closing?.aborted) abort.abort();
   const events = followLog(services.db, services.bus, target, { offset, resume, follow, signal: abort.signal });
   if (!follow) {
     return streamText(c, async (stream) => {

@@ -70,17 +70,26 @@ class Wake {
   }
 }
 
+/** Where the log goes on after a slice of it: offsets count bytes of UTF-8. */
+export const endOf = (slice: { offset: number; data: string }) => slice.offset + Buffer.byteLength(slice.data);
+
 async function* drain(db: Queryable, jobId: string, from: number): AsyncGenerator<LogEvent & { type: "log" }> {
   let offset = from;
   for (;;) {
     const slices = await logRead(db, jobId, offset);
     for (const slice of slices) {
       yield { type: "log", jobId, ...slice };
-      offset = slice.offset + Buffer.byteLength(slice.data);
+      offset = endOf(slice);
     }
     if (slices.length === 0) return;
   }
 }
+
+/** The attempt after `jobId` of a work order (one returned unbegun has no log, and is passed by). */
+const NEXT_JOB = `
+SELECT id::text AS id, attempt FROM jobs
+WHERE work_order_id = $1 AND id > $2 AND state <> 'returned'
+ORDER BY id LIMIT 1`;
 
 export async function* followLog(
   db: Queryable,
@@ -98,18 +107,22 @@ export async function* followLog(
       const [now] = await db.query<Snapshot>(SNAPSHOT, [target.workOrderId, target.jobId ?? null]);
       if (!now) return;
       if (now.jobId !== null && now.jobId !== jobId) {
+        // A follower that was behind (woken late, or resuming) reads every attempt in turn.
+        let next = { id: now.jobId, attempt: now.attempt! };
         if (jobId !== null) {
           yield* drain(db, jobId, offset);
           offset = 0;
+          [next = next] = await db.query<{ id: string; attempt: number }>(NEXT_JOB, [target.workOrderId, jobId]);
         }
-        jobId = now.jobId;
-        yield { type: "job", jobId, attempt: now.attempt!, offset };
+        jobId = next.id;
+        yield { type: "job", jobId, attempt: next.attempt, offset };
       }
       if (jobId !== null) {
         for await (const event of drain(db, jobId, offset)) {
-          offset = event.offset + Buffer.byteLength(event.data);
+          offset = endOf(event);
           yield event;
         }
+        if (now.jobId !== null && jobId !== now.jobId) continue;
       }
       const ended = target.jobId ? now.jobState !== null && jobMachine.isTerminal(now.jobState) : workOrderMachine.isTerminal(now.orderState);
       if (ended) {

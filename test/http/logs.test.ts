@@ -359,6 +359,26 @@ describe("cancelling a job in progress", () => {
     expect(logEvents(parseEvents(await response.text()))).toEqual(retriedLog(first, second, "a2"));
   });
 
+  it("a follower resuming two attempts back reads the attempt between, not only the latest", async () => {
+    const first = await claimedJob({ maxAttempts: 3, retryOn: ["failed"], retryBackoffSeconds: 0 });
+    const jobs = [first as Job];
+    for (const [i, line] of ["a\n", "b\n", "c\n"].entries()) {
+      const job = i === 0 ? first : await first.next();
+      if (i > 0) jobs.push(job);
+      await job.send({ type: "job.started" });
+      await job.log(line);
+      await job.send({ type: "job.finished", outcome: i < 2 ? "failed" : "succeeded", exitCode: i < 2 ? 1 : 0 });
+    }
+    const response = await h.request(`/v1/work-orders/${first.workOrderId}/log?follow=true`, { headers: { "last-event-id": `${first.jobId}:2` } });
+    expect(logEvents(parseEvents(await response.text()))).toEqual([
+      { event: "job", data: { type: "job", jobId: jobs[1]!.jobId, attempt: 2, offset: 0 } },
+      { event: "log", data: { type: "log", jobId: jobs[1]!.jobId, offset: 0, data: "b\n" } },
+      { event: "job", data: { type: "job", jobId: jobs[2]!.jobId, attempt: 3, offset: 0 } },
+      { event: "log", data: { type: "log", jobId: jobs[2]!.jobId, offset: 0, data: "c\n" } },
+      { event: "end", data: { type: "end", state: "succeeded", exitCode: 0 } },
+    ]);
+  });
+
   it("refuses a Last-Event-ID that is not an event of this log, naming the header", async () => {
     const job = await endedJob();
     const other = await endedJob();
