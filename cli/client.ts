@@ -9,6 +9,8 @@ export type EventsOptions = {
   lastEventId?: string;
   /** A stream silent this long (the server's keepalives included) is taken for lost. */
   idleMs: number;
+  /** Called once the stream is open. */
+  onOpen?: () => void;
 };
 
 /** A failure that trying again may cure: the coordinator unreachable, restarting, or the stream cut. */
@@ -81,7 +83,7 @@ export class Client {
     }
   }
 
-  async *events(path: string, { lastEventId, idleMs }: EventsOptions): AsyncGenerator<SseEvent> {
+  async *events(path: string, { lastEventId, idleMs, onOpen }: EventsOptions): AsyncGenerator<SseEvent> {
     const abort = new AbortController();
     let idle: NodeJS.Timeout | undefined;
     const watch = () => {
@@ -94,6 +96,7 @@ export class Client {
     try {
       const headers: Record<string, string> = lastEventId === undefined ? {} : { "last-event-id": lastEventId };
       const response = await this.fetch("GET", path, undefined, abort.signal, headers);
+      onOpen?.();
       for await (const chunk of response.body!) {
         watch();
         buffer += decoder.decode(chunk, { stream: true });

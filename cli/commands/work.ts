@@ -151,11 +151,15 @@ const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 5000];
  */
 export async function follow(client: Client, path: string, subject: string, { idleMs, reconnectForMs }: FollowOptions = FOLLOW): Promise<number> {
   let lastEventId: string | undefined;
-  let failing: { since: number; tries: number } | undefined;
+  // An outage lasts until a stream opens again; the delays grow until an event arrives, so a server
+  // that opens streams only to cut them is not asked again four times a second.
+  let outageSince: number | undefined;
+  let tries = 0;
   for (;;) {
     try {
-      for await (const { event, data, id } of client.events(path, { lastEventId, idleMs })) {
-        failing = undefined;
+      const onOpen = () => (outageSince = undefined);
+      for await (const { event, data, id } of client.events(path, { lastEventId, idleMs, onOpen })) {
+        tries = 0;
         const message = JSON.parse(data) as LogEvent;
         if (event === "log" && message.type === "log") process.stdout.write(message.data);
         else if (event === "job" && message.type === "job") process.stderr.write(`jobfleet: job ${message.jobId} (attempt ${message.attempt})\n`);
@@ -168,9 +172,9 @@ export async function follow(client: Client, path: string, subject: string, { id
       throw new Interrupted(`the log stream of ${subject} ended before it did`);
     } catch (error) {
       if (!(error instanceof Interrupted)) throw error;
-      failing ??= { since: Date.now(), tries: 0 };
-      if (Date.now() - failing.since >= reconnectForMs) throw new CliError(`${error.message}; gave up after ${reconnectForMs / 1000} s`);
-      const delay = RECONNECT_DELAYS_MS[Math.min(failing.tries++, RECONNECT_DELAYS_MS.length - 1)]!;
+      outageSince ??= Date.now();
+      if (Date.now() - outageSince >= reconnectForMs) throw new CliError(`${error.message}; gave up after ${reconnectForMs / 1000} s`);
+      const delay = RECONNECT_DELAYS_MS[Math.min(tries++, RECONNECT_DELAYS_MS.length - 1)]!;
       process.stderr.write(`jobfleet: ${error.message}; following again in ${delay / 1000} s\n`);
       await setTimeout(delay);
     }

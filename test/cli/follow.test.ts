@@ -26,7 +26,9 @@ beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), "jobfleet-follow-"));
 });
 afterEach(async () => {
+  // A job still waiting for its file ends before the file goes with its directory.
   writeFileSync(join(dir, "go"), "");
+  await until(async () => (await fleet().api<{ items: unknown[] }>("GET", "/v1/work-orders?state=running")).items.length === 0, "running jobs to end");
   await proxy.close();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -86,4 +88,24 @@ it("follow gives up once the coordinator has been out of reach for its reconnect
   expect(missing).not.toBeInstanceOf(Interrupted);
   expect((missing as Error).message).toMatch(/^404: work order 999999 not found/);
   await fleet().api("POST", `/v1/work-orders/${order.id}/cancel`, {});
+});
+
+it("follow gives each outage its own reconnect window, however long ago the last event came", { timeout: 30_000 }, async () => {
+  const order = await fleet().api<WorkOrderView>("POST", "/v1/work-orders", { selector: "pool=follow", spec: { command: ["sh", "-c", script(dir)] } });
+  const client = new Client(proxy.url, fleet().ciToken);
+  const done = follow(client, `/v1/work-orders/${order.id}/log?follow=true`, "it", { idleMs: 10_000, reconnectForMs: 600 });
+  await until(() => proxy.open > 0, "the stream");
+  await setTimeout(300); // a1 is printed; from here the job is quiet
+
+  const outage = async () => {
+    proxy.cut({ refuse: true });
+    await setTimeout(100);
+    proxy.allow();
+    await until(() => proxy.open > 0, "the stream again");
+  };
+  await outage();
+  await setTimeout(800); // longer than the window, and no event meanwhile
+  await outage();
+  writeFileSync(join(dir, "go"), "");
+  expect(await done).toBe(1);
 });
