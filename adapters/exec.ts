@@ -64,8 +64,9 @@ type ProcessGroup = { readonly cancelled: boolean; cancel(graceMs: number): Prom
 /**
  * Kills the job's process group when the agent dies, however it dies (SIGKILL included), so a job
  * never outlives the agent that answers for it: a shell in a group of its own waits for the end of
- * a pipe that only the agent holds. It is killed first when the group is (at the job's exit, or at
- * the end of a cancel's grace), so it never signals a group id that may since have been reused.
+ * a pipe that only the agent holds. It is killed first when the group is (at the job's exit, at the
+ * end of a cancel's grace, or when the run has ended), so it never signals a group id that may
+ * since have been reused.
  */
 function watchdog(pgid: number): ChildProcess {
   const dog = spawn("/bin/sh", ["-c", 'read -r _; kill -KILL "-$1" 2>/dev/null', "jobfleet-watchdog", String(pgid)], {
@@ -89,7 +90,6 @@ function processGroup(child: ResultPromise): ProcessGroup {
   let killAt = Infinity;
   let forceKill: NodeJS.Timeout | undefined;
   let pipeDeadline: NodeJS.Timeout | undefined;
-  void child.then(() => clearTimeout(pipeDeadline));
   const kill = () => {
     clearTimeout(forceKill);
     killed = true;
@@ -102,6 +102,12 @@ function processGroup(child: ResultPromise): ProcessGroup {
       child.stderr?.destroy();
     }, cancelled ? 0 : PIPE_DEADLINE_MS);
   };
+  // Once the run has ended (its output closed), what is left of its group goes at once: no timer may
+  // signal its group id later, when it may have been reused.
+  void child.then(() => {
+    clearTimeout(pipeDeadline);
+    if (!killed) kill();
+  });
   child.once("exit", () => {
     exited = true;
     // Whatever the job left running in its group would hold the output pipes open, and the result with them.
@@ -123,8 +129,7 @@ function processGroup(child: ResultPromise): ProcessGroup {
       if (at >= killAt) return;
       killAt = at;
       clearTimeout(forceKill);
-      // It need not keep the agent alive once the run has settled: the watchdog kills the group when the agent exits.
-      forceKill = setTimeout(kill, graceMs).unref();
+      forceKill = setTimeout(kill, graceMs);
     },
   };
 }

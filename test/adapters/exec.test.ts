@@ -223,6 +223,16 @@ describe("exec adapter", () => {
     expect(output()).toBe("ready\ncleaned up\n");
   });
 
+  it("what a cancelled job leaves in its group, its output closed, is killed when the run ends, not at the end of the grace", async () => {
+    // The shell dies of the SIGTERM; a child that ignores it, with no hold on the output, stays.
+    const script = `(trap "" TERM; exec sleep 1000) >/dev/null 2>&1 & echo $$; sleep 1000`;
+    const { run, ready } = await startUntil({ script }, "\n");
+    const pgid = Number(await ready);
+    await run.cancel(60_000);
+    expect(await within(run.result, 10_000)).toEqual({ outcome: "cancelled", exitCode: null });
+    await expectGroupGone(pgid);
+  });
+
   it("a later cancel with a shorter grace brings the SIGKILL forward", async () => {
     const { run, ready } = await startUntil({ script: "trap '' TERM; echo ready; sleep 1000 & wait" }, "ready");
     await ready;
