@@ -31,7 +31,7 @@ export function fitted(body: JobMessageBody): JobMessageBody {
       };
     case "job.finished":
       // `| 0` reads a 32-bit code as the signed value Postgres' int holds (0xC0000005 as -1073741819).
-      return { ...body, exitCode: body.exitCode == null ? null : body.exitCode | 0, error: body.error === undefined ? undefined : cut(body.error, MAX_ERROR_CHARS) };
+      return { ...body, exitCode: Number.isInteger(body.exitCode) ? body.exitCode! | 0 : null, error: body.error === undefined ? undefined : cut(body.error, MAX_ERROR_CHARS) };
     default:
       return body;
   }

@@ -83,11 +83,12 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       closing.abort();
       await hub.stop();
       await reaper.stop();
+      // Requests still answering may enqueue or cancel: their wake-ups must still reach other replicas.
+      await closed;
       await completer.drain();
       await relay?.stop();
       dispatcher.stop();
       await statistics.stop();
-      await closed;
       await db.close();
     })());
   const { address, port } = server.address() as AddressInfo;
