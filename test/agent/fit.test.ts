@@ -29,6 +29,10 @@ test("every fitted message passes the protocol's schema", () => {
   const finished = fitted({ type: "job.finished", jobId, outcome: "failed", exitCode: 0xc0000005, error: "e".repeat(100_000), infrastructure: false });
   expect(jobFinished.safeParse({ ...finished, seq: 1 }).success).toBe(true);
   expect(finished).toMatchObject({ exitCode: -1073741819 });
+  // Not a number an exit could be: none, rather than 0, which reads as success.
+  for (const exitCode of [Number.NaN, Number.POSITIVE_INFINITY, 1.5]) {
+    expect(fitted({ type: "job.finished", jobId, outcome: "failed", exitCode, infrastructure: false })).toMatchObject({ exitCode: null });
+  }
 });
 
 /** Reports a status and an error far past the protocol's bounds, and a Windows crash's exit code. */
