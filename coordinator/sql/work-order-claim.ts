@@ -2,9 +2,9 @@
 // each member the work orders addressed to it, up to its want, then deals queue work they may run
 // over the free slots left in turn, in priority then age order, skipping rows another claim holds
 // (FOR UPDATE SKIP LOCKED, so no two claims get the same one); it creates a job for each and
-// records the transition. When the
-// previous attempt started an external run and then lost hold of it (agent lost, or handed back),
-// the assignment says so, and the new attempt adopts that run instead of starting another.
+// records the transition. When the previous attempt started an external run and then lost hold of
+// it (agent lost, or handed back), the assignment says so, and the new attempt adopts that run
+// instead of starting another.
 import type { Assignment } from "../../protocol/messages.ts";
 import type { Labels } from "../../protocol/selector.ts";
 import { workOrderMachine } from "../../protocol/states.ts";
@@ -18,9 +18,9 @@ if (FROM !== "pending" || others.length > 0) throw new Error("claim assumes pend
 // index (a probe per member name, and none at all while no addressed work is pending); the slots
 // left take queue work. `NULLS LAST` matches the work_orders_pending index, so the queue scan stops
 // after LIMIT rows instead of sorting the whole backlog (priority is never null, so the order is
-// the same; both scans need it to walk their index). The update and the adoption lookup go by key (`= ANY(ARRAY(...))`, a correlated
-// subquery): the planner cannot estimate the dealt rows, and a hash join over the whole table would
-// cost more than the claim.
+// the same; the addressed scan needs it too, to walk its index). The update and the adoption
+// lookup go by key (`= ANY(ARRAY(...))`, a correlated subquery): the planner cannot estimate the
+// dealt rows, and a hash join over the whole table would cost more than the claim.
 const CLAIM = `
 WITH member AS (
   SELECT * FROM jsonb_to_recordset($1::jsonb) AS m(ord int, agent_id bigint, name text, want int)

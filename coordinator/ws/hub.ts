@@ -8,7 +8,7 @@ import type { IncomingMessage, Server } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
 import { MAX_MESSAGE_BYTES } from "../../protocol/limits.ts";
-import { agentsSeen } from "../sql/agent-session.ts";
+import { agentsSeen, type PendingCancel } from "../sql/agent-session.ts";
 import { AgentSession, CloseCode, type SessionContext } from "./session.ts";
 
 export const AGENT_PATH = "/v1/agent";
@@ -30,9 +30,7 @@ export class Hub {
     const heartbeatMs = ctx.heartbeatSeconds * 1000;
     this.timer = setInterval(() => void this.tick(), heartbeatMs / 2);
     this.watchdog = setInterval(() => this.overdue(heartbeatMs), Math.min(1000, heartbeatMs / 10));
-    this.unsubscribe = ctx.bus.on("cancel", ({ jobId, agentId, reason }) =>
-      this.agents.get(agentId)?.send({ type: "cancel", jobId, reason }),
-    );
+    this.unsubscribe = ctx.bus.on("cancel", (cancel) => this.cancel(cancel));
   }
 
   attach(server: Server): void {
@@ -63,6 +61,11 @@ export class Hub {
     };
   }
 
+  /** Asks the agent holding the job to stop it, if that agent is connected here. */
+  private cancel({ jobId, agentId, reason }: PendingCancel): void {
+    this.agents.get(agentId)?.send({ type: "cancel", jobId, reason });
+  }
+
   /** Closes silent sockets and renews the leases of every agent still connected here, in one statement. */
   private async tick(): Promise<void> {
     const started = Date.now();
@@ -74,7 +77,7 @@ export class Hub {
     try {
       const cancels = await agentsSeen(this.ctx.db, renewing.map((session) => session.agentId!), this.ctx.leaseSeconds);
       for (const session of renewing) session.leaseFrom = Math.max(session.leaseFrom, started);
-      for (const { jobId, agentId, reason } of cancels) this.agents.get(agentId)?.send({ type: "cancel", jobId, reason });
+      for (const cancel of cancels) this.cancel(cancel);
     } catch (error) {
       this.ctx.log("leases not renewed", { error: String(error) });
     }
