@@ -4,6 +4,7 @@ import type { ParseArgsConfig } from "node:util";
 import type { LogEvent, WorkOrderView } from "../../protocol/api.ts";
 import type { JobState, WorkOrderState } from "../../protocol/states.ts";
 import { setTimeout } from "node:timers/promises";
+import { Backoff } from "../../agent/backoff.ts";
 import { Client, Interrupted } from "../client.ts";
 import { CliError } from "../errors.ts";
 import { endpoint, type Flags } from "../settings.ts";
@@ -142,7 +143,6 @@ export type FollowOptions = {
 };
 
 const FOLLOW: FollowOptions = { idleMs: 45_000, reconnectForMs: 5 * 60_000 };
-const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 5000];
 
 /**
  * Streams a followed log (`path`, of `subject`: "work order 7") to stdout until it ends; returns the
@@ -151,15 +151,16 @@ const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 5000];
  */
 export async function follow(client: Client, path: string, subject: string, { idleMs, reconnectForMs }: FollowOptions = FOLLOW): Promise<number> {
   let lastEventId: string | undefined;
-  // An outage lasts until a stream opens again; the delays grow until an event arrives, so a server
-  // that opens streams only to cut them is not asked again four times a second.
+  // An outage lasts until a stream opens again; the delays (0.25-0.5 s, growing to 2.5-5 s) start
+  // over only once an event arrives, so a server that opens streams only to cut them is not asked
+  // again four times a second. Jittered, so the CI jobs following one coordinator do not return in step.
   let outageSince: number | undefined;
-  let tries = 0;
+  const backoff = new Backoff(500, 5000);
   for (;;) {
     try {
       const onOpen = () => (outageSince = undefined);
       for await (const { event, data, id } of client.events(path, { lastEventId, idleMs, onOpen })) {
-        tries = 0;
+        backoff.reset();
         const message = JSON.parse(data) as LogEvent;
         if (event === "log" && message.type === "log") process.stdout.write(message.data);
         else if (event === "job" && message.type === "job") process.stderr.write(`jobfleet: job ${message.jobId} (attempt ${message.attempt})\n`);
@@ -174,8 +175,8 @@ export async function follow(client: Client, path: string, subject: string, { id
       if (!(error instanceof Interrupted)) throw error;
       outageSince ??= Date.now();
       if (Date.now() - outageSince >= reconnectForMs) throw new CliError(`${error.message}; gave up after ${reconnectForMs / 1000} s`);
-      const delay = RECONNECT_DELAYS_MS[Math.min(tries++, RECONNECT_DELAYS_MS.length - 1)]!;
-      process.stderr.write(`jobfleet: ${error.message}; following again in ${delay / 1000} s\n`);
+      const delay = backoff.next();
+      process.stderr.write(`jobfleet: ${error.message}; following again in ${(delay / 1000).toFixed(1)} s\n`);
       await setTimeout(delay);
     }
   }
