@@ -24,6 +24,8 @@ export type CoordinatorOptions = {
   heartbeatSeconds?: number;
   /** How long a disconnected agent's jobs stay its own (default 30 s); at least twice the heartbeat. */
   leaseSeconds?: number;
+  /** How long an acknowledgement to an agent waits for another message to ride with (default 50 ms). */
+  ackDelayMs?: number;
   logger: Logger;
 };
 
@@ -70,6 +72,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     completer,
     heartbeatSeconds,
     leaseSeconds,
+    ackDelayMs: options.ackDelayMs ?? 50,
     log: (event, fields) => logger.info(fields, event),
   });
   hub.attach(server);

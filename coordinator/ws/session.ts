@@ -36,6 +36,13 @@ export type SessionContext = {
   heartbeatSeconds: number;
   /** How long an agent's jobs stay its own after it disconnects (or stops being heard). */
   leaseSeconds: number;
+  /**
+   * How long acknowledgements wait for another message to ride with: most often the agent's next
+   * assignment, which its `job.finished` set in motion. Each write to a socket is a system call, on
+   * loopback the costliest thing a busy coordinator does; an agent keeps what is unacknowledged a
+   * little longer, and loses nothing by it.
+   */
+  ackDelayMs: number;
   /** Called once the agent is known; returns a function that forgets it. */
   register(session: AgentSession): () => void;
   log(event: string, fields: Record<string, unknown>): void;
@@ -68,8 +75,9 @@ export class AgentSession implements Claimer {
   private readonly bucket: TokenBucket;
   private readonly helloTimer: NodeJS.Timeout;
   private readonly cork = new TurnCork();
-  /** Acknowledgements waiting for the end of the microtask queue, highest seq per job. */
+  /** Acknowledgements not sent yet, highest seq per job. */
   private readonly acks = new Map<string, number>();
+  private ackTimer?: NodeJS.Timeout;
 
   constructor(
     readonly sessionId: string,
@@ -91,7 +99,13 @@ export class AgentSession implements Claimer {
     return this.claimant?.agentId;
   }
 
+  /** Sends `message`, after the acknowledgements waiting, in one write. */
   send(message: CoordinatorMessage): void {
+    this.flushAcks();
+    this.write(message);
+  }
+
+  private write(message: CoordinatorMessage): void {
     if (this.socket.readyState !== this.socket.OPEN) return;
     this.cork.hold(this.socket);
     this.socket.send(JSON.stringify(message));
@@ -121,21 +135,23 @@ export class AgentSession implements Claimer {
   }
 
   /**
-   * Acknowledgements are cumulative, so of a job's messages answered together (one batch holds a
-   * short job's starting, started and finished) only the highest goes out.
+   * Acknowledgements are cumulative, so of a job's messages answered while its acknowledgement
+   * waits (one batch holds a short job's starting, started and finished) only the highest goes out.
    */
   private ack(jobId: string, seq: number): void {
-    if (this.acks.size === 0) queueMicrotask(() => this.flushAcks());
+    this.ackTimer ??= setTimeout(() => this.flushAcks(), this.ctx.ackDelayMs);
     this.acks.set(jobId, Math.max(seq, this.acks.get(jobId) ?? 0));
   }
 
   private flushAcks(): void {
-    for (const [jobId, seq] of this.acks) this.send({ type: "ack", jobId, seq });
+    if (this.acks.size === 0) return;
+    clearTimeout(this.ackTimer);
+    this.ackTimer = undefined;
+    for (const [jobId, seq] of this.acks) this.write({ type: "ack", jobId, seq });
     this.acks.clear();
   }
 
   private error(code: string, message: string, extra: { jobId?: string; fatal?: boolean } = {}): void {
-    this.flushAcks();
     this.ctx.log("agent message rejected", { session: this.sessionId, agent: this.claimant?.name, code, message });
     this.send({ type: "error", code, message, fatal: false, ...extra });
   }
@@ -283,6 +299,7 @@ export class AgentSession implements Claimer {
 
   private closed(): void {
     clearTimeout(this.helloTimer);
+    clearTimeout(this.ackTimer);
     if (!this.claimant) return;
     this.ctx.dispatcher.remove(this);
     this.unregister?.();

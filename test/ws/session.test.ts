@@ -26,8 +26,8 @@ class Peer {
   private waiter?: () => void;
   readonly closed: Promise<{ code: number; reason: string }>;
 
-  constructor() {
-    this.socket = new WebSocket(coordinator.agentUrl);
+  constructor(private readonly at = { url: coordinator.agentUrl, token: agentToken }) {
+    this.socket = new WebSocket(at.url);
     this.socket.on("message", (data) => {
       this.inbox.push(JSON.parse(data.toString()));
       this.waiter?.();
@@ -60,14 +60,14 @@ class Peer {
 
   async hello(name: string, extra: Record<string, unknown> = {}) {
     await this.open();
-    this.send({ type: "hello", protocol: PROTOCOL_VERSION, token: agentToken, name, labels: { os: "linux" }, capacity: 2, version: "test", ...extra });
+    this.send({ type: "hello", protocol: PROTOCOL_VERSION, token: this.at.token, name, labels: { os: "linux" }, capacity: 2, version: "test", ...extra });
   }
 }
 
-async function enqueue(body: Record<string, unknown>): Promise<{ id: string }> {
-  const response = await fetch(`${coordinator.url}/v1/work-orders`, {
+async function enqueue(body: Record<string, unknown>, at = { url: coordinator.url, token: ciToken }): Promise<{ id: string }> {
+  const response = await fetch(`${at.url}/v1/work-orders`, {
     method: "POST",
-    headers: { authorization: `Bearer ${ciToken}`, "content-type": "application/json" },
+    headers: { authorization: `Bearer ${at.token}`, "content-type": "application/json" },
     body: JSON.stringify(body),
   });
   return (await response.json()) as { id: string };
@@ -341,6 +341,37 @@ test("a cancel requested while the agent was away is delivered when it reconnect
   await second.next("welcome");
   expect(await second.next("cancel")).toEqual({ type: "cancel", jobId: job.jobId, reason: "while you were out" });
   second.socket.close();
+});
+
+test("an acknowledgement waits for the next message to the agent, and goes ahead of it", async () => {
+  // Long enough that only another message can take the acknowledgement along.
+  const patient = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, ackDelayMs: 60_000, logger: pino({ level: "silent" }) });
+  try {
+    const token = (await tokenCreate(patient.db, "agents", "agent")).token;
+    const ci = { url: patient.url, token: (await tokenCreate(patient.db, "ci", "ci")).token };
+    const peer = new Peer({ url: patient.agentUrl, token });
+    await peer.hello("patient", { labels: { pool: "patient" }, capacity: 1 });
+    await peer.next("welcome");
+    await enqueue({ spec: { command: ["true"] }, selector: "pool=patient" }, ci);
+    peer.send({ type: "claim", slots: 1 });
+    const { job } = await peer.next("assign");
+    peer.send({ type: "job.finished", jobId: job.jobId, seq: 1, outcome: "succeeded", exitCode: 0 });
+    await until(async () => (await patient.db.query<{ state: string }>("SELECT state FROM jobs WHERE id = $1", [job.jobId]))[0]!.state === "succeeded");
+    // Applied: an acknowledgement sent now would arrive before the answer to a ping sent later.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await new Promise((resolve) => peer.socket.once("pong", resolve).ping());
+    expect(peer.waiting("ack")).toBe(0);
+
+    await enqueue({ spec: { command: ["true"] }, selector: "pool=patient" }, ci);
+    peer.send({ type: "claim", slots: 1 });
+    await peer.next("assign");
+    expect(peer.waiting("ack")).toBe(1);
+    expect(await peer.next("ack")).toEqual({ type: "ack", jobId: job.jobId, seq: 1 });
+    peer.socket.close();
+    await peer.closed;
+  } finally {
+    await patient.stop();
+  }
 });
 
 test("after every bad frame above, the coordinator still serves", async () => {
