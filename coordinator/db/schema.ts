@@ -108,17 +108,18 @@ export const workOrders = pgTable(
   ],
 );
 
+// No foreign keys from jobs or their logs: nothing is ever deleted, a job is created only by the
+// claim, in the statement that locks and moves its work order, for an agent that has said hello,
+// and a log chunk only for a job its batch has locked. Each key costs a trigger, a lookup and a
+// row lock per insert (on the agent's row, which every claim for it shares): with the two of jobs,
+// the claim took 146 µs of Postgres' time a job, against 98 without.
 export const jobs = pgTable(
   "jobs",
   {
     id: id(),
-    workOrderId: bigintText("work_order_id")
-      .notNull()
-      .references(() => workOrders.id, { onDelete: "cascade" }),
+    workOrderId: bigintText("work_order_id").notNull(),
     attempt: integer("attempt").notNull(),
-    agentId: bigintText("agent_id")
-      .notNull()
-      .references(() => agents.id),
+    agentId: bigintText("agent_id").notNull(),
     state: jobState("state").notNull().default("claimed"),
     /** The highest sequence number applied from the agent; repeats at or below it are ignored. */
     seq: integer("seq").notNull().default(0),
@@ -145,9 +146,7 @@ export const jobs = pgTable(
 export const jobLogs = pgTable(
   "job_logs",
   {
-    jobId: bigintText("job_id")
-      .notNull()
-      .references(() => jobs.id, { onDelete: "cascade" }),
+    jobId: bigintText("job_id").notNull(),
     /** Byte offset of this chunk in the job's whole log. */
     offset: bigintText("offset").notNull(),
     data: text("data").notNull(),
