@@ -24,6 +24,8 @@ export type EventName = keyof Events;
 
 export class Bus {
   private readonly emitter = new EventEmitter().setMaxListeners(0);
+  /** Listeners to one work order's changes, by its id: a change costs its own followers, not everyone's. */
+  private readonly watchers = new Map<string, Set<() => void>>();
   /** Set by a relay: sends every emitted event to the other coordinators too. */
   publish?: <K extends EventName>(event: K, args: Events[K]) => void;
 
@@ -34,7 +36,18 @@ export class Bus {
 
   /** Hands an event to this coordinator's listeners only. */
   deliver<K extends EventName>(event: K, ...args: Events[K]): void {
+    if (event === "changed") for (const listener of this.watchers.get(args[0] as string) ?? []) listener();
     this.emitter.emit(event, ...args);
+  }
+
+  /** Subscribes to the changes of one work order; returns the unsubscribe function. */
+  watch(workOrderId: string, listener: () => void): () => void {
+    const listeners = this.watchers.get(workOrderId) ?? new Set();
+    this.watchers.set(workOrderId, listeners.add(listener));
+    return () => {
+      listeners.delete(listener);
+      if (listeners.size === 0 && this.watchers.get(workOrderId) === listeners) this.watchers.delete(workOrderId);
+    };
   }
 
   /** Subscribes; returns the unsubscribe function. */

@@ -41,7 +41,7 @@ class Wake {
     signal: AbortSignal,
     private readonly recheckMs: number,
   ) {
-    const unsubscribe = bus.on("changed", (id) => id === workOrderId && this.fire());
+    const unsubscribe = bus.watch(workOrderId, () => this.fire());
     const onAbort = () => this.fire();
     signal.addEventListener("abort", onAbort, { once: true });
     this.stop = () => {

@@ -239,16 +239,16 @@ describe("followed logs", () => {
     const job = await claimedJob();
     await job.send({ type: "job.started" });
     const bus = h.services.bus;
-    const on = bus.on.bind(bus);
+    const watch = bus.watch.bind(bus);
     let released!: () => void;
     const letGo = new Promise<void>((resolve) => (released = resolve));
-    bus.on = ((event, listener) => {
-      const off = on(event, listener);
+    bus.watch = (workOrderId, listener) => {
+      const off = watch(workOrderId, listener);
       return () => {
         off();
-        if (event === "changed") released();
+        released();
       };
-    }) as typeof bus.on;
+    };
     try {
       const response = await h.request(`/v1/jobs/${job.jobId}/log?follow=true`, { token: h.tokens.ci });
       const reader = new EventReader(response.body!);
@@ -256,9 +256,9 @@ describe("followed logs", () => {
       await reader.cancel();
       await letGo;
     } finally {
-      delete (bus as { on?: unknown }).on;
+      delete (bus as { watch?: unknown }).watch;
     }
-    expect(bus.on).toBe(Object.getPrototypeOf(bus).on);
+    expect(bus.watch).toBe(Object.getPrototypeOf(bus).watch);
     await job.log("nobody listens\n");
     h.services.bus.emit("changed", job.workOrderId);
     expect(await text(`/v1/jobs/${job.jobId}/log`)).toBe("nobody listens\n");
