@@ -16,6 +16,7 @@ const server = {
   "database-url": { type: "string" },
   "heartbeat-seconds": { type: "string" },
   "lease-seconds": { type: "string" },
+  "max-followers": { type: "string" },
   "log-level": { type: "string" },
 } satisfies Options;
 const agentFlags = {
@@ -43,7 +44,7 @@ const HELP = `jobfleet: a pull-based job runner fleet
 Usage:
   jobfleet start                      coordinator on the embedded database + one local agent
   jobfleet coordinator                run the coordinator        [--listen HOST:PORT] [--data-dir DIR] [--database-url URL]
-                                                                 [--heartbeat-seconds S] [--lease-seconds S]
+                                                                 [--heartbeat-seconds S] [--lease-seconds S] [--max-followers N]
   jobfleet agent --url URL[,URL…] --token T   run an agent       [--name N] [--labels K=V,...] [--capacity N] [--prefetch N]
                                                                  [--mode queue|work-order] [--drain-timeout S] [--cancel-grace S]
   jobfleet run [flags] -- CMD ARGS…   enqueue, follow the log, exit as the job did

@@ -14,6 +14,7 @@ import { Relay } from "./relay.ts";
 import { Statistics } from "./statistics.ts";
 import { createApp } from "./http/app.ts";
 import { withoutData } from "./loggable.ts";
+import { Followers } from "./logs/followers.ts";
 import { AGENT_PATH, Hub } from "./ws/hub.ts";
 
 export type CoordinatorOptions = {
@@ -24,6 +25,8 @@ export type CoordinatorOptions = {
   heartbeatSeconds?: number;
   /** How long a disconnected agent's jobs stay its own (default 30 s); at least twice the heartbeat. */
   leaseSeconds?: number;
+  /** Log followers served at once (default 5,000); more are answered 503 with `Retry-After`. */
+  maxFollowers?: number;
   /** How long an acknowledgement to an agent waits for another message to ride with (default 50 ms). */
   ackDelayMs?: number;
   logger: Logger;
@@ -52,7 +55,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const statistics = new Statistics(db, bus, onError);
   const relay = db.listener && new Relay(bus, db.listener, () => dispatcher.sweep(), onError);
   const closing = new AbortController();
-  const app = createApp({ db, bus, verifier, closing: closing.signal }, onError);
+  const followers = new Followers(options.maxFollowers ?? 5_000);
+  const app = createApp({ db, bus, verifier, followers, closing: closing.signal }, onError);
   let server: Server;
   try {
     await relay?.start();

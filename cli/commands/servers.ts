@@ -43,13 +43,16 @@ function listen(flags: Flags): { host: string; port: number } {
 
 async function coordinatorFrom(flags: Flags, log: Logger): Promise<Coordinator> {
   const config = database(flags);
-  if (config.kind === "pglite") mkdirSync(config.dataDir, { recursive: true });
   const heartbeatSeconds = integer(flags, "heartbeat-seconds", 10, 1, 300);
   const leaseSeconds = integer(flags, "lease-seconds", Math.max(30, 2 * heartbeatSeconds), 2, 86_400);
   if (leaseSeconds < 2 * heartbeatSeconds) {
     throw CliError.usage(`--lease-seconds (${leaseSeconds}) must be at least twice --heartbeat-seconds (${heartbeatSeconds})`);
   }
-  return startCoordinator({ database: config, ...listen(flags), heartbeatSeconds, leaseSeconds, logger: log });
+  const maxFollowers = integer(flags, "max-followers", 5_000, 1, 1_000_000);
+  const address = listen(flags);
+  // Only once every flag has been checked: a usage error leaves nothing behind.
+  if (config.kind === "pglite") mkdirSync(config.dataDir, { recursive: true });
+  return startCoordinator({ database: config, ...address, heartbeatSeconds, leaseSeconds, maxFollowers, logger: log });
 }
 
 /** Resolves on the first SIGINT or SIGTERM; a second one calls `again`. */

@@ -29,8 +29,7 @@ export function createApp(services: Services, onError: (error: unknown) => void 
     .onError((error, c) => {
       if (error instanceof ApiError) return errorResponse(c, error);
       if (isUnavailable(error)) {
-        c.header("Retry-After", String(RETRY_AFTER_SECONDS));
-        return errorResponse(c, new ApiError(503, "unavailable", "the database is unavailable; try again shortly"));
+        return errorResponse(c, new ApiError(503, "unavailable", "the database is unavailable; try again shortly", undefined, RETRY_AFTER_SECONDS));
       }
       onError(error);
       return errorResponse(c, new ApiError(500, "internal", "internal error"));

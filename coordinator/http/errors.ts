@@ -10,6 +10,8 @@ export class ApiError extends Error {
     readonly code: string,
     message: string,
     readonly field?: string,
+    /** Sent as `Retry-After`: the request may succeed then. */
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
     this.name = "ApiError";
@@ -27,5 +29,6 @@ export class ApiError extends Error {
 
 export function errorResponse(c: Context, error: ApiError): Response {
   const body = { code: error.code, message: error.message, ...(error.field ? { field: error.field } : {}) };
+  if (error.retryAfterSeconds !== undefined) c.header("Retry-After", String(error.retryAfterSeconds));
   return c.json({ error: body }, error.status);
 }

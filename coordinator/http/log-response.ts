@@ -29,8 +29,15 @@ async function resumeOf(c: Context, services: Services, target: FollowTarget): P
   return parsed.data;
 }
 
+/** How long a follower turned away is asked to wait before it tries again. */
+const FULL_RETRY_AFTER_SECONDS = 5;
+
 export async function logResponse(c: Context, services: Services, target: FollowTarget, offset: number, follow: boolean) {
   const resume = follow ? await resumeOf(c, services, target) : undefined;
+  if (follow && !services.followers.enter()) {
+    const message = `this coordinator has ${services.followers.max} log followers, its most; try again shortly`;
+    throw new ApiError(503, "too_many_followers", message, undefined, FULL_RETRY_AFTER_SECONDS);
+  }
   // A coordinator stopping ends its followers' streams, and they follow on from another.
   const abort = new AbortController();
   const onClosing = () => abort.abort();
@@ -55,6 +62,7 @@ export async function logResponse(c: Context, services: Services, target: Follow
     } finally {
       clearInterval(keepalive);
       services.closing?.removeEventListener("abort", onClosing);
+      services.followers.leave();
     }
   });
 }

@@ -28,6 +28,7 @@ const cases: [string[], RegExp][] = [
   [["agent", "--url", "http://127.0.0.1:1/#x", "--token", "t"], /--url cannot have a #fragment/],
   [["work-orders", "show", "abc", "--token", "t"], /'abc' is not a work order id/],
   [["jobs"], /'jobs' needs an action/],
+  [["coordinator", "--max-followers", "0"], /--max-followers must be a whole number from 1 to 1000000, not '0'/],
 ];
 
 test.each(cases)("jobfleet %j exits 2 with a usage message", async (args, message) => {

@@ -7,6 +7,10 @@ import { Bus } from "../../coordinator/bus.ts";
 import { openDatabase } from "../../coordinator/db/database.ts";
 import { createApp } from "../../coordinator/http/app.ts";
 import type { Services } from "../../coordinator/http/services.ts";
+import { Followers } from "../../coordinator/logs/followers.ts";
+
+/** Log followers the harness serves at once. */
+export const MAX_FOLLOWERS = 8;
 
 export type RequestOptions = {
   method?: string;
@@ -41,7 +45,7 @@ export function useHarness(): Harness {
 
 export async function startHarness(): Promise<Harness> {
   const db = await openDatabase({ kind: "pglite", dataDir: ":memory:" });
-  const services: Services = { db, bus: new Bus(), verifier: new TokenVerifier(db) };
+  const services: Services = { db, bus: new Bus(), verifier: new TokenVerifier(db), followers: new Followers(MAX_FOLLOWERS) };
   const unexpected: unknown[] = [];
   const app = createApp(services, (error) => unexpected.push(error));
   const tokens = {

@@ -1,13 +1,13 @@
 // Logs over HTTP: plain text from an offset, and followed as server-sent events until the job ends.
 // Jobs are set up directly through the SQL modules an agent session uses.
 import { setTimeout } from "node:timers/promises";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { JobView, LogEvent, WorkOrderView } from "../../protocol/api.ts";
 import type { JobMessage } from "../../protocol/messages.ts";
 import { followLog } from "../../coordinator/logs/follow.ts";
 import { agentConnect } from "../../coordinator/sql/agent-session.ts";
 import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { EventReader, execOrder, expectError, parseEvents, type ServerSentEvent, useHarness } from "./harness.ts";
+import { EventReader, execOrder, expectError, MAX_FOLLOWERS, parseEvents, type ServerSentEvent, useHarness } from "./harness.ts";
 import { jobApply } from "../store/fixtures.ts";
 
 const h = useHarness();
@@ -262,6 +262,35 @@ describe("followed logs", () => {
     await job.log("nobody listens\n");
     h.services.bus.emit("changed", job.workOrderId);
     expect(await text(`/v1/jobs/${job.jobId}/log`)).toBe("nobody listens\n");
+  });
+
+  it("followers past the bound are turned away with 503 and Retry-After until one leaves", async () => {
+    const job = await claimedJob();
+    await job.send({ type: "job.started" });
+    const follow = () => h.request(`/v1/jobs/${job.jobId}/log?follow=true`, { token: h.tokens.ci });
+    const readers: EventReader[] = [];
+    for (let i = 0; i < MAX_FOLLOWERS; i++) {
+      const reader = new EventReader((await follow()).body!);
+      expect((await reader.next())?.event).toBe("job");
+      readers.push(reader);
+    }
+    const full = await follow();
+    expect(full.headers.get("retry-after")).toBe("5");
+    await expectError(full, 503, "too_many_followers");
+    // A plain read holds no place.
+    expect(await text(`/v1/jobs/${job.jobId}/log`)).toBe("");
+
+    await readers.pop()!.cancel();
+    const again = await vi.waitFor(async () => {
+      const response = await follow();
+      expect(response.status).toBe(200);
+      return new EventReader(response.body!);
+    });
+    expect((await again.next())?.event).toBe("job");
+    await job.send({ type: "job.finished", outcome: "succeeded", exitCode: 0 });
+    for (const reader of [...readers, again]) expect(await reader.next()).toMatchObject({ event: "end" });
+    // Ended streams give their places back.
+    await vi.waitFor(async () => expect((await follow()).status).toBe(200));
   });
 });
 
