@@ -137,10 +137,20 @@ export class Agent {
       case "error":
         this.log.warn({ code: message.code, job: message.jobId }, message.message);
         if (message.code === "sequence_gap" && message.jobId) this.outbox.resend(message.jobId);
-        // The coordinator no longer counts the job as ours (its lease ran out, or it was given up):
-        // another attempt may run it, so this one stops at once.
-        if (NOT_OURS.has(message.code) && message.jobId) this.runners.get(message.jobId)?.handBack(0);
+        if (NOT_OURS.has(message.code) && message.jobId) this.notOurs(message.jobId, message.code);
     }
+  }
+
+  /**
+   * The coordinator no longer counts the job as ours (its lease ran out, or it was given up):
+   * another attempt may run it, so this one stops at once. A job it does not know at all (its
+   * database lost it) will never have a message taken: once nothing runs it, its stream goes, or
+   * it would be sent again after every reconnect.
+   */
+  private notOurs(jobId: string, code: string): void {
+    const runner = this.runners.get(jobId);
+    runner?.handBack(0);
+    if (code === "unknown_job" && !runner) this.outbox.forget(jobId);
   }
 
   private welcome(message: Extract<CoordinatorMessage, { type: "welcome" }>): void {

@@ -133,7 +133,18 @@ export class Outbox {
       this.release(entry);
       if (entry.type === "job.finished") stream.finished = true;
     }
-    if (!stream.finished || stream.unacked.length > 0) return;
+    if (stream.finished && stream.unacked.length === 0) this.end(jobId);
+  }
+
+  /** Drops a job's stream with what it holds: the coordinator will never take its messages. */
+  forget(jobId: string): void {
+    const stream = this.streams.get(jobId);
+    if (!stream) return;
+    for (const entry of stream.unacked) this.release(entry);
+    this.end(jobId);
+  }
+
+  private end(jobId: string): void {
     this.streams.delete(jobId);
     if (this.streams.size === 0) for (const resolve of this.waiters.values()) resolve();
   }

@@ -67,6 +67,30 @@ describe("Outbox", () => {
     await settled;
   });
 
+  test("a forgotten stream is dropped with what it holds: never sent or resent, its memory freed", async () => {
+    let wire = false;
+    const { sent, box } = outbox(1 << 20, () => wire);
+    box.open("1");
+    box.open("2");
+    box.push({ type: "job.log", jobId: "1", data: "kept" });
+    box.push({ type: "job.log", jobId: "2", data: "waits" });
+    box.push({ type: "job.finished", jobId: "2", outcome: "succeeded", exitCode: 0 });
+    const settled = box.settled();
+    const held = box.memoryBytes;
+    box.forget("2");
+    box.forget("2");
+    expect(box.has("2")).toBe(false);
+    expect(box.memoryBytes).toBeLessThan(held);
+    wire = true;
+    box.pump();
+    box.resend();
+    expect(sent.map((m) => m.jobId)).toEqual(["1", "1"]);
+    box.ack("1", 1);
+    box.forget("1");
+    expect(box.memoryBytes).toBe(0);
+    await settled;
+  });
+
   test("pushing to a job without a stream is a bug, not a silent drop", () => {
     expect(() => outbox().box.push({ type: "job.started", jobId: "9" })).toThrow(/no open stream/);
   });

@@ -1,0 +1,73 @@
+// A coordinator that does not know a job at all (its database lost it: restored from a backup)
+// answers each of its messages `unknown_job` and never acknowledges them. The agent stops such a
+// job and drops what it would send of it, rather than sending it again after every reconnect.
+// The coordinator here is a script over a real WebSocket: a real one never forgets a job.
+import { pino } from "pino";
+import { afterEach, expect, test } from "vitest";
+import { type AddressInfo, type WebSocket, WebSocketServer } from "ws";
+import { z } from "zod";
+import type { Adapter } from "../../adapters/adapter.ts";
+import { Agent } from "../../agent/agent.ts";
+import type { AgentMessage, Assignment, CoordinatorMessage } from "../../protocol/messages.ts";
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+const done: Adapter<unknown> = {
+  name: "exec",
+  spec: z.unknown(),
+  start: async () => ({ result: Promise.resolve({ outcome: "succeeded", exitCode: 0 }), cancel: async () => {} }),
+};
+
+const JOB: Assignment = { jobId: "7", workOrderId: "3", attempt: 1, priority: 0, adapter: "exec", spec: {}, timeoutSeconds: null, adopt: null };
+
+test("messages of a job the coordinator does not know are not sent again after a reconnect", async () => {
+  const wss = new WebSocketServer({ port: 0, host: "127.0.0.1" });
+  await new Promise((resolve) => wss.once("listening", resolve));
+  cleanups.push(() => new Promise<void>((resolve) => wss.close(() => resolve())));
+  /** What each connection received, in order. */
+  const connections: AgentMessage[][] = [];
+  const claimed: (() => void)[] = [];
+  let assigned = false;
+  const secondClaim = new Promise<void>((resolve) => (claimed[1] = resolve));
+  wss.on("connection", (socket: WebSocket) => {
+    const n = connections.push([]) - 1;
+    const send = (message: CoordinatorMessage) => socket.send(JSON.stringify(message));
+    socket.on("message", (data) => {
+      const message = JSON.parse(data.toString()) as AgentMessage;
+      connections[n]!.push(message);
+      if (message.type === "hello") send({ type: "welcome", agentId: "1", heartbeatSeconds: 10, leaseSeconds: 30, jobs: [] });
+      if (message.type === "claim") {
+        if (!assigned) send({ type: "assign", job: JOB });
+        assigned = true;
+        claimed[n]?.();
+      }
+      if (message.type.startsWith("job.")) {
+        send({ type: "error", code: "unknown_job", message: "job 7 is not assigned to this agent", jobId: "7", fatal: false });
+        // Its last word: the agent redials, and says again whatever it still holds.
+        if (message.type === "job.finished") setTimeout(() => socket.close(1013, "reconnect"), 50);
+      }
+    });
+  });
+  const agent = new Agent({
+    urls: [`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`],
+    token: "t",
+    name: "forgotten",
+    labels: {},
+    capacity: 1,
+    mode: "queue",
+    version: "test",
+    cancelGraceMs: 100,
+    logger: pino({ level: "silent" }),
+    adapters: () => done,
+  });
+  agent.start();
+  cleanups.push(() => agent.stop(1000));
+
+  await secondClaim;
+  expect(connections[0]!.map((m) => m.type)).toEqual(["hello", "claim", "job.starting", "job.started", "job.finished", "claim"]);
+  // The claim follows the resend of everything unacknowledged: nothing of job 7 came before it.
+  expect(connections[1]!.map((m) => m.type)).toEqual(["hello", "claim"]);
+});
