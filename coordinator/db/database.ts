@@ -13,6 +13,11 @@ export type Orm = PgDatabase<PgQueryResultHKT, typeof schema>;
 
 export interface Database extends Queryable {
   readonly kind: "pglite" | "postgres";
+  /**
+   * Runs statements under a generic plan, made once per connection: for a statement that costs
+   * more to plan afresh each time, as Postgres otherwise does when it expects a custom plan to pay.
+   */
+  readonly generic: Queryable;
   readonly orm: Orm;
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   /** LISTEN/NOTIFY, where other coordinators may share the database (a real server). */

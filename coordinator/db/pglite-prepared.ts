@@ -18,29 +18,39 @@ export class PreparedStatements {
   constructor(private readonly client: PGlite) {}
 
   /** Queries run alone: each takes PGlite's transaction lock and syncs to disk, as `PGlite.query` does. */
-  readonly queryable: Queryable = {
-    query: async <Row>(text: string, params?: unknown[]) => {
-      const rows = await this.client._runExclusiveTransaction(() => this.run<Row>(text, params));
-      await this.client.syncToFs();
-      return rows;
-    },
-  };
+  readonly queryable: Queryable = this.alone(false);
+
+  /** Queries run alone under a generic plan: the one connection is set for it around each, in the same crossing. */
+  readonly generic: Queryable = this.alone(true);
 
   /** Queries inside a transaction, which already holds the transaction lock. */
-  readonly inTransaction: Queryable = { query: (text, params) => this.run(text, params) };
+  readonly inTransaction: Queryable = { query: (text, params) => this.run(text, params, false) };
 
-  private run<Row>(text: string, params: unknown[] = []): Promise<Row[]> {
+  private alone(generic: boolean): Queryable {
+    return {
+      query: async <Row>(text: string, params?: unknown[]) => {
+        const rows = await this.client._runExclusiveTransaction(() => this.run<Row>(text, params, generic));
+        await this.client.syncToFs();
+        return rows;
+      },
+    };
+  }
+
+  private run<Row>(text: string, params: unknown[] = [], generic: boolean): Promise<Row[]> {
     return this.client._runExclusiveQuery(async () => {
       const statement = this.statements.get(text) ?? (await this.prepare(text));
       const values = params.map((value, i) => this.serialize(value, statement.paramTypes[i]!));
       const message = Buffer.concat([
+        ...(generic ? [protocol.serialize.query(`SET plan_cache_mode = force_generic_plan`)] : []),
         protocol.serialize.bind({ statement: statement.name, values }),
         protocol.serialize.describe({ type: "P" }),
         protocol.serialize.execute({}),
         protocol.serialize.sync(),
+        // Sent whatever the statement does: an error skips only to the sync before it.
+        ...(generic ? [protocol.serialize.query(`RESET plan_cache_mode`)] : []),
       ]);
       const messages = await this.client.execProtocolStream(message, { syncToFs: false });
-      return parse.parseResults(messages, this.client.parsers)[0]!.rows as Row[];
+      return parse.parseResults(messages, this.client.parsers)[generic ? 1 : 0]!.rows as Row[];
     });
   }
 

@@ -19,6 +19,7 @@ export async function openPglite(dataDir: string): Promise<Database> {
     kind: "pglite",
     orm,
     ...prepared.queryable,
+    generic: prepared.generic,
     transaction: (fn) => client.transaction(() => fn(prepared.inTransaction)),
     close: () => client.close(),
   };

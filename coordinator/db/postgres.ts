@@ -25,15 +25,27 @@ async function migrateLocked(url: string): Promise<void> {
   }
 }
 
+/**
+ * A pool configured as drizzle configures the orm's (json parameters sent as given, timestamps as
+ * text), so that every pool reads and writes alike. No JIT: these statements each serve a few
+ * hundred rows at most, where compiling costs tens of milliseconds (a claim for 600 slots took
+ * 185 ms with it, 28 without) and never pays off.
+ */
+function pool(url: string, max: number, settings: Record<string, string> = {}) {
+  const client = postgres(url, { max, onnotice: () => {}, connection: { jit: "off", ...settings } });
+  return { client, orm: drizzle({ client, schema }) as unknown as Orm };
+}
+
 export async function openPostgres(url: string, poolSize = 10): Promise<Database> {
   await migrateLocked(url);
-  // No JIT: these statements each serve a few hundred rows at most, where compiling costs tens of
-  // milliseconds (a claim for 600 slots took 185 ms with it, 28 without) and never pays off.
-  const client = postgres(url, { max: poolSize, onnotice: () => {}, connection: { jit: "off" } });
+  const { client, orm } = pool(url, poolSize);
+  // Connections of their own, since the setting is a connection's: three claim rounds of a group may be in flight.
+  const generic = pool(url, 3, { plan_cache_mode: "force_generic_plan" }).client;
   return {
     kind: "postgres",
-    orm: drizzle({ client, schema }) as unknown as Orm,
+    orm,
     ...queryable(client),
+    generic: queryable(generic),
     transaction: (fn) => client.begin((tx) => fn(queryable(tx))) as never,
     listener: {
       async listen(channel, onPayload, onListen) {
@@ -48,6 +60,6 @@ export async function openPostgres(url: string, poolSize = 10): Promise<Database
         ]);
       },
     },
-    close: () => client.end({ timeout: 5 }),
+    close: async () => void (await Promise.all([client.end({ timeout: 5 }), generic.end({ timeout: 5 })])),
   };
 }

@@ -281,7 +281,7 @@ export class Dispatcher {
     const members = asking.map(([c, , want]) => ({ agentId: c.claimant.agentId, name: c.claimant.name, want }));
     let claimed: GroupAssignment[];
     try {
-      claimed = await workOrdersClaim(this.db, group.eligibility, members);
+      claimed = await workOrdersClaim(this.db.generic, group.eligibility, members);
     } catch (error) {
       for (const [claimer, member, want] of asking) this.giveBack(group, claimer, member, want, true);
       throw error;

@@ -16,11 +16,14 @@ let counting: Database;
 
 beforeAll(async () => {
   db = await openDatabase({ kind: "pglite", dataDir: ":memory:" });
+  // Claims run under generic plans, through `generic`.
   counting = {
     ...db,
-    query: (text, params) => {
-      if (text.includes("FOR UPDATE SKIP LOCKED")) claims++;
-      return db.query(text, params);
+    generic: {
+      query: (text, params) => {
+        if (text.includes("FOR UPDATE SKIP LOCKED")) claims++;
+        return db.generic.query(text, params);
+      },
     },
   } as Database;
 });
@@ -122,12 +125,14 @@ function slowed(delayMs: number, failFirst: number) {
   const stats = { maxInFlight: 0 };
   const wrapped = {
     ...db,
-    query: async (text: string, params?: unknown[]) => {
-      if (!text.includes("FOR UPDATE SKIP LOCKED")) return db.query(text, params);
-      if (failures-- > 0) throw new Error("connection reset");
-      stats.maxInFlight = Math.max(stats.maxInFlight, ++inFlight);
-      await new Promise((r) => setTimeout(r, delayMs));
-      return db.query(text, params).finally(() => inFlight--);
+    generic: {
+      query: async (text: string, params?: unknown[]) => {
+        if (!text.includes("FOR UPDATE SKIP LOCKED")) return db.generic.query(text, params);
+        if (failures-- > 0) throw new Error("connection reset");
+        stats.maxInFlight = Math.max(stats.maxInFlight, ++inFlight);
+        await new Promise((r) => setTimeout(r, delayMs));
+        return db.generic.query(text, params).finally(() => inFlight--);
+      },
     },
   } as Database;
   return { db: wrapped, stats };
@@ -167,13 +172,15 @@ function recording(holdMs = 0) {
   const rounds: number[] = [];
   const wrapped = {
     ...db,
-    query: async (text: string, params?: unknown[]) => {
-      const result = await db.query(text, params);
-      if (text.includes("FOR UPDATE SKIP LOCKED")) {
-        rounds.push((JSON.parse(String(params![0])) as unknown[]).length);
-        if (holdMs > 0) await new Promise((r) => setTimeout(r, holdMs));
-      }
-      return result;
+    generic: {
+      query: async (text: string, params?: unknown[]) => {
+        const result = await db.generic.query(text, params);
+        if (text.includes("FOR UPDATE SKIP LOCKED")) {
+          rounds.push((JSON.parse(String(params![0])) as unknown[]).length);
+          if (holdMs > 0) await new Promise((r) => setTimeout(r, holdMs));
+        }
+        return result;
+      },
     },
   } as Database;
   return { db: wrapped, rounds };
