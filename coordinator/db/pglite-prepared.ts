@@ -6,6 +6,8 @@
 import { type PGlite, parse, protocol } from "@electric-sql/pglite";
 import type { Queryable } from "./database.ts";
 
+const GENERIC = "SET plan_cache_mode = force_generic_plan";
+
 /** Distinct texts kept prepared; past that, the oldest is closed (the set is fixed, so this is a guard). */
 const MAX_STATEMENTS = 200;
 
@@ -41,13 +43,14 @@ export class PreparedStatements {
       const statement = this.statements.get(text) ?? (await this.prepare(text));
       const values = params.map((value, i) => this.serialize(value, statement.paramTypes[i]!));
       const message = Buffer.concat([
-        ...(generic ? [protocol.serialize.query(`SET plan_cache_mode = force_generic_plan`)] : []),
+        // Before the same sync as the statement: were the SET refused, the statement would not run.
+        ...(generic ? [protocol.serialize.parse({ text: GENERIC }), protocol.serialize.bind({}), protocol.serialize.execute({})] : []),
         protocol.serialize.bind({ statement: statement.name, values }),
         protocol.serialize.describe({ type: "P" }),
         protocol.serialize.execute({}),
         protocol.serialize.sync(),
-        // Sent whatever the statement does: an error skips only to the sync before it.
-        ...(generic ? [protocol.serialize.query(`RESET plan_cache_mode`)] : []),
+        // After the sync, so it runs whatever the statement did: an error skips only to the sync.
+        ...(generic ? [protocol.serialize.query("RESET plan_cache_mode")] : []),
       ]);
       const messages = await this.client.execProtocolStream(message, { syncToFs: false });
       return parse.parseResults(messages, this.client.parsers)[generic ? 1 : 0]!.rows as Row[];

@@ -39,8 +39,8 @@ function pool(url: string, max: number, settings: Record<string, string> = {}) {
 export async function openPostgres(url: string, poolSize = 10): Promise<Database> {
   await migrateLocked(url);
   const { client, orm } = pool(url, poolSize);
-  // Connections of their own, since the setting is a connection's: three claim rounds of a group may be in flight.
-  const generic = pool(url, 3, { plan_cache_mode: "force_generic_plan" }).client;
+  // Connections of their own, since the setting is a connection's; as many as the claims shared before.
+  const generic = pool(url, poolSize, { plan_cache_mode: "force_generic_plan" }).client;
   return {
     kind: "postgres",
     orm,

@@ -131,6 +131,8 @@ export class AgentSession implements Claimer {
   close(code: number, reason: string): void {
     // No more work for it: a replaced or silent socket may take a while to finish closing.
     if (this.claimant) this.ctx.dispatcher.remove(this);
+    // What it has been told was applied, so that it need not send it again.
+    this.flushAcks();
     this.socket.close(code, reason);
   }
 

@@ -16,17 +16,16 @@ let counting: Database;
 
 beforeAll(async () => {
   db = await openDatabase({ kind: "pglite", dataDir: ":memory:" });
-  // Claims run under generic plans, through `generic`.
-  counting = {
-    ...db,
-    generic: {
-      query: (text, params) => {
-        if (text.includes("FOR UPDATE SKIP LOCKED")) claims++;
-        return db.generic.query(text, params);
-      },
-    },
-  } as Database;
+  counting = claimingThrough((text, params) => {
+    if (text.includes("FOR UPDATE SKIP LOCKED")) claims++;
+    return db.generic.query(text, params);
+  });
 });
+
+/** The database with the statements the dispatcher runs (claims, under generic plans) sent through `query`. */
+function claimingThrough(query: (text: string, params?: unknown[]) => Promise<unknown[]>): Database {
+  return { ...db, generic: { query } } as Database;
+}
 
 afterAll(async () => db?.close());
 
@@ -123,18 +122,13 @@ function slowed(delayMs: number, failFirst: number) {
   let inFlight = 0;
   let failures = failFirst;
   const stats = { maxInFlight: 0 };
-  const wrapped = {
-    ...db,
-    generic: {
-      query: async (text: string, params?: unknown[]) => {
-        if (!text.includes("FOR UPDATE SKIP LOCKED")) return db.generic.query(text, params);
-        if (failures-- > 0) throw new Error("connection reset");
-        stats.maxInFlight = Math.max(stats.maxInFlight, ++inFlight);
-        await new Promise((r) => setTimeout(r, delayMs));
-        return db.generic.query(text, params).finally(() => inFlight--);
-      },
-    },
-  } as Database;
+  const wrapped = claimingThrough(async (text, params) => {
+    if (!text.includes("FOR UPDATE SKIP LOCKED")) return db.generic.query(text, params);
+    if (failures-- > 0) throw new Error("connection reset");
+    stats.maxInFlight = Math.max(stats.maxInFlight, ++inFlight);
+    await new Promise((r) => setTimeout(r, delayMs));
+    return db.generic.query(text, params).finally(() => inFlight--);
+  });
   return { db: wrapped, stats };
 }
 
@@ -170,19 +164,14 @@ test("a claim statement that fails leaves the slots open and is tried again", as
 /** The database with every claim statement's member count recorded; `hold` delays the answer. */
 function recording(holdMs = 0) {
   const rounds: number[] = [];
-  const wrapped = {
-    ...db,
-    generic: {
-      query: async (text: string, params?: unknown[]) => {
-        const result = await db.generic.query(text, params);
-        if (text.includes("FOR UPDATE SKIP LOCKED")) {
-          rounds.push((JSON.parse(String(params![0])) as unknown[]).length);
-          if (holdMs > 0) await new Promise((r) => setTimeout(r, holdMs));
-        }
-        return result;
-      },
-    },
-  } as Database;
+  const wrapped = claimingThrough(async (text, params) => {
+    const result = await db.generic.query(text, params);
+    if (text.includes("FOR UPDATE SKIP LOCKED")) {
+      rounds.push((JSON.parse(String(params![0])) as unknown[]).length);
+      if (holdMs > 0) await new Promise((r) => setTimeout(r, holdMs));
+    }
+    return result;
+  });
   return { db: wrapped, rounds };
 }
 

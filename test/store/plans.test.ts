@@ -48,6 +48,8 @@ function recording(db: Database, into: Statement[]): Database {
   };
 }
 
+let prepared = 0;
+
 /** A parameter as an SQL literal, for EXECUTE. */
 const literal = (value: unknown) => (typeof value === "string" ? `'${value.replaceAll("'", "''")}'` : String(value));
 
@@ -55,10 +57,12 @@ const literal = (value: unknown) => (typeof value === "string" ? `'${value.repla
 async function explain(tx: Queryable, { text, params, generic }: Statement): Promise<unknown> {
   const explained = "EXPLAIN (ANALYZE, FORMAT JSON)";
   if (!generic) return (await tx.query<{ "QUERY PLAN": unknown }>(`${explained} ${text}`, params))[0]!["QUERY PLAN"];
+  // A name of its own: a PREPARE outlives the rollback, so one left by a failed EXPLAIN must not clash.
+  const name = `generic_${++prepared}`;
   await tx.query("SET LOCAL plan_cache_mode = force_generic_plan");
-  await tx.query(`PREPARE generic_statement AS ${text}`);
-  const [row] = await tx.query<{ "QUERY PLAN": unknown }>(`${explained} EXECUTE generic_statement(${params.map(literal).join(", ")})`);
-  await tx.query("DEALLOCATE generic_statement");
+  await tx.query(`PREPARE ${name} AS ${text}`);
+  const [row] = await tx.query<{ "QUERY PLAN": unknown }>(`${explained} EXECUTE ${name}(${params.map(literal).join(", ")})`);
+  await tx.query(`DEALLOCATE ${name}`);
   return row!["QUERY PLAN"];
 }
 
