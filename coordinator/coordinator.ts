@@ -14,7 +14,7 @@ import { Relay } from "./relay.ts";
 import { Statistics } from "./statistics.ts";
 import { createApp } from "./http/app.ts";
 import { withoutData } from "./loggable.ts";
-import { Followers } from "./logs/followers.ts";
+import { DEFAULT_MAX_FOLLOWERS, Followers } from "./logs/followers.ts";
 import { AGENT_PATH, Hub } from "./ws/hub.ts";
 
 export type CoordinatorOptions = {
@@ -55,7 +55,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const statistics = new Statistics(db, bus, onError);
   const relay = db.listener && new Relay(bus, db.listener, () => dispatcher.sweep(), onError);
   const closing = new AbortController();
-  const followers = new Followers(options.maxFollowers ?? 5_000);
+  const followers = new Followers(options.maxFollowers ?? DEFAULT_MAX_FOLLOWERS);
   const app = createApp({ db, bus, verifier, followers, closing: closing.signal }, onError);
   let server: Server;
   try {

@@ -7,6 +7,7 @@ import { Agent, AgentFailed } from "../../agent/agent.ts";
 import { tokenCreate, tokenList, tokenRevokeNamed, TokenVerifier } from "../../coordinator/auth/tokens.ts";
 import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
 import type { DatabaseConfig } from "../../coordinator/db/database.ts";
+import { DEFAULT_MAX_FOLLOWERS } from "../../coordinator/logs/followers.ts";
 import pkg from "../../package.json" with { type: "json" };
 import { MAX_CAPACITY, MAX_PREFETCH } from "../../protocol/limits.ts";
 import { agentModes, type AgentMode } from "../../protocol/messages.ts";
@@ -48,7 +49,7 @@ async function coordinatorFrom(flags: Flags, log: Logger): Promise<Coordinator> 
   if (leaseSeconds < 2 * heartbeatSeconds) {
     throw CliError.usage(`--lease-seconds (${leaseSeconds}) must be at least twice --heartbeat-seconds (${heartbeatSeconds})`);
   }
-  const maxFollowers = integer(flags, "max-followers", 5_000, 1, 1_000_000);
+  const maxFollowers = integer(flags, "max-followers", DEFAULT_MAX_FOLLOWERS, 1, 1_000_000);
   const address = listen(flags);
   // Only once every flag has been checked: a usage error leaves nothing behind.
   if (config.kind === "pglite") mkdirSync(config.dataDir, { recursive: true });
