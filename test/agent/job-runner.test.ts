@@ -7,15 +7,30 @@ import type { Adapter, RunResult } from "../../adapters/adapter.ts";
 import { JobRunner } from "../../agent/job-runner.ts";
 import type { JobMessageBody } from "../../agent/outbox.ts";
 
-test("a later stop with a sooner deadline brings the first one's forward", async () => {
+/**
+ * A run that records each cancel's grace and ends only when `end` is called, which a cancel does
+ * when `endOnCancel`; and a job with `timeoutSeconds` that runs through it.
+ */
+function gated(timeoutSeconds: number | null, endOnCancel: boolean) {
   const graces: number[] = [];
   let end!: (result: RunResult) => void;
   const adapter: Adapter<unknown> = {
     name: "exec",
     spec: z.unknown(),
-    start: async () => ({ result: new Promise<RunResult>((resolve) => (end = resolve)), cancel: async (graceMs) => void graces.push(graceMs) }),
+    start: async () => ({
+      result: new Promise<RunResult>((resolve) => (end = resolve)),
+      cancel: async (graceMs) => {
+        graces.push(graceMs);
+        if (endOnCancel) end({ outcome: "cancelled", exitCode: null });
+      },
+    }),
   };
-  const job = { jobId: "1", workOrderId: "1", attempt: 1, priority: 0, adapter: "exec", spec: {}, timeoutSeconds: null, adopt: null } as const;
+  const job = { jobId: "1", workOrderId: "1", attempt: 1, priority: 0, adapter: "exec", spec: {}, timeoutSeconds, adopt: null } as const;
+  return { graces, adapter, job, end: (result: RunResult) => end(result) };
+}
+
+test("a later stop with a sooner deadline brings the first one's forward", async () => {
+  const { graces, adapter, job, end } = gated(null, false);
   const runner = new JobRunner(job, () => {}, 60_000, () => adapter);
   runner.begin();
   await new Promise((resolve) => setImmediate(resolve));
@@ -29,20 +44,7 @@ test("a later stop with a sooner deadline brings the first one's forward", async
 });
 
 test("the run timeout stops the run with the timeout grace, and the job ends timed_out", async () => {
-  const graces: number[] = [];
-  let end!: (result: RunResult) => void;
-  const adapter: Adapter<unknown> = {
-    name: "exec",
-    spec: z.unknown(),
-    start: async () => ({
-      result: new Promise<RunResult>((resolve) => (end = resolve)),
-      cancel: async (graceMs) => {
-        graces.push(graceMs);
-        end({ outcome: "cancelled", exitCode: null });
-      },
-    }),
-  };
-  const job = { jobId: "1", workOrderId: "1", attempt: 1, priority: 0, adapter: "exec", spec: {}, timeoutSeconds: 1, adopt: null } as const;
+  const { graces, adapter, job } = gated(1, true);
   const reports: JobMessageBody[] = [];
   const runner = new JobRunner(job, (body) => reports.push(body), 60_000, () => adapter, 50);
   runner.begin();

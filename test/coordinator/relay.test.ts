@@ -62,13 +62,19 @@ async function withRelays(run: (busA: Bus, busB: Bus, b: Database) => Promise<vo
   }
 }
 
+/** The cancels and the ids of enqueued orders `bus` delivers, in order. */
+function heard(bus: Bus) {
+  const cancels: unknown[] = [];
+  const enqueued: string[] = [];
+  bus.on("cancel", (cancel) => cancels.push(cancel));
+  bus.on("enqueued", (orders) => enqueued.push(...orders.map((o) => o.id)));
+  return { cancels, enqueued };
+}
+
 describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
   test("a flush of many notifications arrives whole and in order, free text included", async () => {
     await withRelays(async (busA, busB) => {
-      const cancels: unknown[] = [];
-      const enqueued: string[] = [];
-      busB.on("cancel", (cancel) => cancels.push(cancel));
-      busB.on("enqueued", (orders) => enqueued.push(...orders.map((o) => o.id)));
+      const { cancels, enqueued } = heard(busB);
       const reason = `he said "stop" \\ 'now' \u00fcnicode 🎉\n{"not": "json"}`;
       const orders = Array.from({ length: 500 }, (_, i) => ({ id: String(i + 1), selector: parseSelector("os=linux"), targetAgent: null }));
       busA.emit("cancel", { jobId: "1", agentId: "2", reason });
@@ -92,10 +98,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
 
   test("multi-byte reasons are packed by bytes: every cancel and wake-up of the flush arrives", async () => {
     await withRelays(async (busA, busB) => {
-      const cancels: unknown[] = [];
-      const enqueued: string[] = [];
-      busB.on("cancel", (cancel) => cancels.push(cancel));
-      busB.on("enqueued", (orders) => enqueued.push(...orders.map((o) => o.id)));
+      const { cancels, enqueued } = heard(busB);
       const sent = [1, 2, 3].map((i) => ({ jobId: String(i), agentId: "a", reason: EUROS }));
       for (const cancel of sent) busA.emit("cancel", cancel);
       busA.emit("enqueued", [{ id: "4", selector: parseSelector("os=linux"), targetAgent: null }]);
