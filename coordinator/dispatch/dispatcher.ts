@@ -7,6 +7,8 @@
 // says otherwise a round asks only for slots claimed since (a large idle fleet is not asked for
 // again and again). A wake-up claims only for groups that may run a new work order, one group per
 // order; if that group's claim came back full without the order, the next matching group gets it.
+// While the orders woken for are all the group can have gained since it came back short, a round
+// asks for as many slots as they are, from the members waiting longest, not for every member.
 import type { Assignment } from "../../protocol/messages.ts";
 import { matchesSelector } from "../../protocol/selector.ts";
 import type { Bus, Enqueued } from "../bus.ts";
@@ -57,6 +59,8 @@ type Group = {
   generation: number;
   /** The generation in which a round came back short. */
   dryAt: number;
+  /** Since the group came back short, work can have arrived for it only as the orders hinted to it. */
+  counted: boolean;
 };
 
 export class Dispatcher {
@@ -141,6 +145,7 @@ export class Dispatcher {
         hints: [],
         generation: 0,
         dryAt: -1,
+        counted: false,
       };
       this.groups.set(key, group);
     }
@@ -160,7 +165,7 @@ export class Dispatcher {
       budget.set(group, (budget.get(group) ?? 0) + 1);
       group.hints.push(order);
     }
-    for (const group of budget.keys()) this.stale(group);
+    for (const group of budget.keys()) this.stale(group, true);
   }
 
   /**
@@ -205,10 +210,11 @@ export class Dispatcher {
     return false;
   }
 
-  /** Work may have arrived that the group's rounds so far have not seen. */
-  private stale(group: Group): void {
+  /** Work may have arrived that the group's rounds so far have not seen; `hinted`: only the orders in its hints. */
+  private stale(group: Group, hinted = false): void {
     group.generation++;
     group.again = true;
+    if (!hinted) group.counted = false;
     this.schedule(group);
   }
 
@@ -244,7 +250,8 @@ export class Dispatcher {
 
   /**
    * The members a round asks for, and how many slots each; reserves those slots. Members that
-   * work is addressed to come first; then, once the group came back short, only fresh members.
+   * work is addressed to come first; then, once the group came back short, fresh members, and
+   * waiting ones only while the slots are fewer than the orders hinted (all that can be new).
    */
   private reserve(group: Group, hints: Enqueued[]): [Claimer, Member, number][] {
     const asking: [Claimer, Member, number][] = [];
@@ -262,13 +269,22 @@ export class Dispatcher {
       if (targetAgent === null) continue;
       for (const claimer of group.byName.get(targetAgent) ?? []) if (group.waiting.has(claimer)) take(claimer);
     }
-    for (const claimer of group.dryAt === group.generation ? group.fresh : group.waiting) {
-      if (total >= MAX_ROUND_SLOTS) {
-        // Left out for the cap only: another round must ask for them.
-        group.again = true;
-        break;
+    const takeFrom = (claimers: Set<Claimer>, wanted: number) => {
+      for (const claimer of claimers) {
+        if (total >= wanted) break;
+        if (total >= MAX_ROUND_SLOTS) {
+          // Left out for the cap only: another round must ask for them.
+          group.again = true;
+          break;
+        }
+        take(claimer);
       }
-      take(claimer);
+    };
+    const dry = group.dryAt === group.generation;
+    if (!dry && !group.counted) takeFrom(group.waiting, Infinity);
+    else {
+      takeFrom(group.fresh, Infinity);
+      if (!dry) takeFrom(group.waiting, hints.length);
     }
     return asking;
   }
@@ -276,6 +292,7 @@ export class Dispatcher {
   private async round(group: Group): Promise<void> {
     const hints = group.hints.splice(0);
     const generation = group.generation;
+    const counted = group.counted && group.dryAt !== generation;
     const asking = this.reserve(group, hints);
     if (asking.length === 0) return this.wake(hints);
     const members = asking.map(([c, , want]) => ({ agentId: c.claimant.agentId, name: c.claimant.name, want }));
@@ -295,14 +312,19 @@ export class Dispatcher {
     });
     for (const job of claimed) this.bus.emit("changed", job.workOrderId);
     const asked = members.reduce((sum, m) => sum + m.want, 0);
-    // Short: nothing more was there when it looked, unless something was enqueued since. Full: look again.
-    if (claimed.length < asked && group.generation === generation) group.dryAt = generation;
-    else group.again = true;
-    if (group.open === 0) {
-      const taken = new Set(claimed.map((j) => j.workOrderId));
-      const missed = hints.filter((order) => !taken.has(order.id));
-      if (missed.length > 0) this.wake(missed);
+    const taken = new Set(claimed.map((j) => j.workOrderId));
+    const missed = hints.filter((order) => !taken.has(order.id));
+    // Short: nothing more was there when it looked, unless something was enqueued since. Full: look
+    // again, unless it took every order that can have arrived since the group last came back short.
+    const short = claimed.length < asked;
+    if ((short || (counted && missed.length === 0)) && group.generation === generation) {
+      group.dryAt = generation;
+      group.counted = true;
+    } else {
+      group.again = true;
+      if (!short) group.counted &&= missed.length === 0;
     }
+    if (group.open === 0 && missed.length > 0) this.wake(missed);
   }
 
   /** Returns reserved slots a round did not fill, unless the member left meanwhile. */

@@ -193,10 +193,37 @@ test("agents joining a group that found nothing are each asked for once, not wit
   await new Promise((r) => setTimeout(r, 100));
   expect(rounds.reduce((a, b) => a + b, 0)).toBe(40);
 
-  // New work wakes the group: one round asks for everyone waiting, and the order is taken.
+  // New work wakes the group: one round asks for as many as the orders, the longest waiting first.
   const id = await enqueue(bus, { selector: "pool=storm" });
-  await until(() => fleet.some((a) => a.jobs.some((j) => j.workOrderId === id)));
-  expect(rounds.at(-1)).toBe(40);
+  await until(() => fleet[0]!.jobs.some((j) => j.workOrderId === id));
+  expect(rounds.slice(40)).toEqual([1]);
+  const two = [await workOrderInsert(db, order({ selector: "pool=storm" })), await workOrderInsert(db, order({ selector: "pool=storm" }))];
+  bus.emit("enqueued", two.map(({ row }) => ({ id: row.id, selector: row.selector, targetAgent: row.target_agent })));
+  await until(() => fleet[1]!.jobs.length === 1 && fleet[2]!.jobs.length === 1);
+  // It took every order there could be: the group found nothing more, without asking again.
+  await new Promise((r) => setTimeout(r, 50));
+  expect(rounds.slice(40)).toEqual([1, 2]);
+
+  // A sweep cannot say what arrived: everyone waiting is asked.
+  dispatcher.sweep();
+  await until(() => rounds.length === 43);
+  expect(rounds.at(-1)).toBe(37);
+  dispatcher.stop();
+});
+
+test("a wake-up's round that takes older work than the order woken for asks everyone waiting next", async () => {
+  const fleet = await agents("unhinted", 5, { pool: "unhinted" });
+  const { db: recorded, rounds } = recording();
+  const bus = new Bus();
+  const dispatcher = new Dispatcher(recorded, bus, (e) => expect.unreachable(String(e)));
+  for (const agent of fleet) dispatcher.claim(agent, 1);
+  await until(() => rounds.length === 1);
+  // Pending without a wake-up (as rows a failed claim held while this group looked would be).
+  const { row: quiet } = await workOrderInsert(db, order({ selector: "pool=unhinted" }));
+  const woken = await enqueue(bus, { selector: "pool=unhinted" });
+  await until(() => fleet.filter((a) => a.jobs.length === 1).length === 2);
+  expect(new Set(fleet.flatMap((a) => a.jobs.map((j) => j.workOrderId)))).toEqual(new Set([quiet.id, woken]));
+  expect(rounds).toEqual([5, 1, 4]);
   dispatcher.stop();
 });
 
@@ -288,5 +315,27 @@ test("one wake-up spreads its orders over every matching group with room, and on
   expect(linux.every((a) => a.jobs.length <= 2)).toBe(true);
   expect(new Set(linux.flatMap((a) => a.jobs.map((j) => j.workOrderId)))).toEqual(new Set(rows.map((r) => r.id)));
   expect(other!.jobs).toEqual([]);
+  dispatcher.stop();
+});
+
+test("a wake-up's round that fails is tried again for the same members, and the order is taken", async () => {
+  const fleet = await agents("failwake", 3, { pool: "failwake" });
+  const bus = new Bus();
+  let fail = false;
+  const errors: unknown[] = [];
+  const failing = claimingThrough(async (text, params) => {
+    if (fail && text.includes("FOR UPDATE SKIP LOCKED")) {
+      fail = false;
+      throw new Error("connection reset");
+    }
+    return db.generic.query(text, params);
+  });
+  const dispatcher = new Dispatcher(failing, bus, (e) => errors.push(e));
+  for (const agent of fleet) dispatcher.claim(agent, 1);
+  await new Promise((r) => setTimeout(r, 50));
+  fail = true;
+  const id = await enqueue(bus, { selector: "pool=failwake" });
+  await until(() => fleet.some((a) => a.jobs.some((j) => j.workOrderId === id)));
+  expect(errors).toHaveLength(1);
   dispatcher.stop();
 });
