@@ -2,6 +2,10 @@
 // few milliseconds and sent as few notifications as fit (a NOTIFY per event would serialise
 // commits); each coordinator drops its own. Where a notification may have been missed (the
 // listening connection was re-established), `onResync` lets the dispatcher look again.
+// A coordinator alone on its database sends nothing. A starting one says `hello`; one that
+// starts relaying then (or finds a listener it did not know of) sends `welcome`, and whoever hears
+// it looks again for what was not relayed before. Every few seconds a relay looks for listeners
+// other than itself, and stops sending once there are none.
 import { randomUUID } from "node:crypto";
 import type { Bus, EventName, Events } from "./bus.ts";
 
@@ -9,16 +13,19 @@ export const CHANNEL = "jobfleet";
 /** Postgres refuses payloads of 8000 bytes or more. */
 const MAX_PAYLOAD = 7999;
 const GATHER_MS = 5;
+const CHECK_EVERY_MS = 10_000;
 
 type Wire = { [K in EventName]: [K, Events[K]] }[EventName];
 
 /** What a coordinator notifies; written only by coordinators of this version, so read as such. */
-type Message = { from: string; events: Wire[] };
+type Message = { from: string; events: Wire[]; hello?: true; welcome?: true };
 
 export type Listener = {
   listen(channel: string, onPayload: (payload: string) => void, onListen: () => void): Promise<() => Promise<void>>;
   /** Sends the payloads in order, in one statement and one commit. */
   notify(channel: string, payloads: string[]): Promise<void>;
+  /** Whether anyone but this coordinator listens on the channel (true when it cannot tell). */
+  othersListen(channel: string): Promise<boolean>;
 };
 
 /** Splits a batch of events into one wire entry each, and an enqueued batch into one per order. */
@@ -73,19 +80,27 @@ export class Relay {
   /** Work orders with a `changed` event already pending: one per flush says as much as many. */
   private changed = new Set<string>();
   private timer?: NodeJS.Timeout;
+  private checker?: NodeJS.Timeout;
   private unlisten?: () => Promise<void>;
   private first = true;
+  /** Whether another coordinator may be listening: only then are events sent. */
+  private others = true;
+  /** Bumped by every notification from another coordinator, so a look begun before it cannot undo what it proved. */
+  private heard = 0;
 
   constructor(
     private readonly bus: Bus,
     private readonly db: Listener,
     private readonly onResync: () => void,
     private readonly onError: (error: unknown) => void,
+    private readonly checkEveryMs = CHECK_EVERY_MS,
   ) {}
 
   async start(): Promise<void> {
     this.unlisten = await this.db.listen(CHANNEL, (payload) => this.receive(payload), () => this.listening());
+    this.checker = setInterval(() => void this.look().catch(this.onError), this.checkEveryMs).unref();
     this.bus.publish = (event, args) => {
+      if (!this.others) return;
       if (event === "changed") {
         const id = (args as Events["changed"])[0];
         if (this.changed.has(id)) return;
@@ -94,18 +109,43 @@ export class Relay {
       this.pending.push([event, args] as Wire);
       this.timer ??= setTimeout(() => this.flush(), GATHER_MS);
     };
+    await this.greet();
   }
 
   async stop(): Promise<void> {
     this.bus.publish = undefined;
     clearTimeout(this.timer);
+    clearInterval(this.checker);
     await this.flush();
     await this.unlisten?.();
   }
 
   private listening(): void {
-    if (!this.first) this.onResync();
+    if (!this.first) {
+      this.onResync();
+      // Others may have stopped sending while this one could not be seen listening.
+      void this.greet().catch(this.onError);
+    }
     this.first = false;
+  }
+
+  /** Says hello, so that coordinators that send nothing start now, then looks for listeners. */
+  private async greet(): Promise<void> {
+    await this.db.notify(CHANNEL, [JSON.stringify({ from: this.id, events: [], hello: true } satisfies Message)]);
+    await this.look();
+  }
+
+  private async look(): Promise<void> {
+    const heard = this.heard;
+    const others = await this.db.othersListen(CHANNEL);
+    if (this.heard === heard) this.sendingTo(others);
+  }
+
+  private sendingTo(others: boolean): void {
+    const starting = others && !this.others;
+    this.others = others;
+    // What was not sent before now, the others look for themselves.
+    if (starting) this.db.notify(CHANNEL, [JSON.stringify({ from: this.id, events: [], welcome: true } satisfies Message)]).catch(this.onError);
   }
 
   private async flush(): Promise<void> {
@@ -128,6 +168,9 @@ export class Relay {
       return this.onError(error);
     }
     if (parsed.from === this.id) return;
+    this.heard++;
+    this.sendingTo(true);
+    if (parsed.welcome) this.onResync();
     for (const [name, args] of parsed.events) this.bus.deliver(name, ...(args as Events[typeof name]));
   }
 }

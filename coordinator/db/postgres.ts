@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { drizzle } from "drizzle-orm/postgres-js";
 import { migrate } from "drizzle-orm/postgres-js/migrator";
 import postgres from "postgres";
@@ -36,11 +37,22 @@ function pool(url: string, max: number, settings: Record<string, string> = {}) {
   return { client, orm: drizzle({ client, schema }) as unknown as Orm };
 }
 
+/**
+ * Whether a session but this database's own listens on the channel: its last statement was the
+ * LISTEN (as postgres-js words it, in any version), or it is another role's and cannot be read, or
+ * the server does not track statements. Its own sessions all carry its application name.
+ */
+const OTHERS_LISTEN = `SELECT current_setting('track_activities')::bool = false OR EXISTS (
+  SELECT 1 FROM pg_stat_activity
+  WHERE datname = current_database() AND application_name <> $1 AND query IN ($2, '<insufficient privilege>')
+) AS others`;
+
 export async function openPostgres(url: string, poolSize = 10): Promise<Database> {
   await migrateLocked(url);
-  const { client, orm } = pool(url, poolSize);
+  const name = `jobfleet-coordinator/${randomUUID()}`;
+  const { client, orm } = pool(url, poolSize, { application_name: name });
   // Connections of their own, since the setting is a connection's; as many as the claims shared before.
-  const generic = pool(url, poolSize, { plan_cache_mode: "force_generic_plan" }).client;
+  const generic = pool(url, poolSize, { application_name: name, plan_cache_mode: "force_generic_plan" }).client;
   return {
     kind: "postgres",
     orm,
@@ -58,6 +70,10 @@ export async function openPostgres(url: string, poolSize = 10): Promise<Database
           channel,
           JSON.stringify(payloads),
         ]);
+      },
+      async othersListen(channel) {
+        const [row] = await client.unsafe<{ others: boolean }[]>(OTHERS_LISTEN, [name, `listen "${channel.replace(/"/g, '""')}"`]);
+        return row!.others;
       },
     },
     close: async () => void (await Promise.all([client.end({ timeout: 5 }), generic.end({ timeout: 5 })])),

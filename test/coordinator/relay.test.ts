@@ -1,8 +1,9 @@
+import postgres from "postgres";
 import { expect, test, vi } from "vitest";
 import { Bus } from "../../coordinator/bus.ts";
 import { type Database, openDatabase } from "../../coordinator/db/database.ts";
 import { type Claimer, Dispatcher } from "../../coordinator/dispatch/dispatcher.ts";
-import { pack, Relay } from "../../coordinator/relay.ts";
+import { CHANNEL, type Listener, pack, Relay } from "../../coordinator/relay.ts";
 import type { Assignment } from "../../protocol/messages.ts";
 import { parseSelector } from "../../protocol/selector.ts";
 import { connectAgent, order, workOrderInsert } from "../store/fixtures.ts";
@@ -132,5 +133,72 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
         dispatcher.stop();
       }
     });
+  });
+
+  test("a lone coordinator notifies nothing; one that joins is sent to at once and looks again; once it leaves, nothing again", async () => {
+    const url = await createPostgresDatabase();
+    const a = await openDatabase({ kind: "postgres", url: url.toString() });
+    const payloads: string[] = [];
+    const counted: Listener = { ...a.listener!, notify: (channel, sent) => (payloads.push(...sent), a.listener!.notify(channel, sent)) };
+    const carrying = () => payloads.filter((p) => JSON.parse(p).events.length > 0).length;
+    const busA = new Bus();
+    const fail = (error: unknown) => expect.unreachable(String(error));
+    const relayA = new Relay(busA, counted, () => {}, fail, 100);
+    let b: Database | undefined;
+    try {
+      await relayA.start();
+      busA.emit("changed", "1");
+      await new Promise((r) => setTimeout(r, 200));
+      expect(carrying()).toBe(0);
+
+      b = await openDatabase({ kind: "postgres", url: url.toString() });
+      const busB = new Bus();
+      let resyncs = 0;
+      const relayB = new Relay(busB, b.listener!, () => resyncs++, fail, 100);
+      await relayB.start();
+      const { enqueued } = heard(busB);
+      // A started sending on B's hello, before its own next look, and said so: B looked again.
+      await vi.waitFor(() => expect(resyncs).toBe(1), { timeout: 5_000 });
+      busA.emit("enqueued", [{ id: "5", selector: parseSelector("os=linux"), targetAgent: null }]);
+      await vi.waitFor(() => expect(enqueued).toEqual(["5"]), { timeout: 5_000 });
+
+      await relayB.stop();
+      await b.close();
+      b = undefined;
+      await vi.waitFor(
+        async () => {
+          const before = carrying();
+          busA.emit("changed", "2");
+          await new Promise((r) => setTimeout(r, 30));
+          expect(carrying()).toBe(before);
+        },
+        { timeout: 5_000 },
+      );
+    } finally {
+      await relayA.stop();
+      await b?.close();
+      await a.close();
+      await dropPostgresDatabase(url);
+    }
+  });
+
+  test("a listener on the channel of any other session counts as another coordinator (one of an older version too), its own do not", async () => {
+    const url = await createPostgresDatabase();
+    const a = await openDatabase({ kind: "postgres", url: url.toString() });
+    const older = postgres(url.toString(), { max: 1, onnotice: () => {} });
+    try {
+      const own = await a.listener!.listen(CHANNEL, () => {}, () => {});
+      expect(await a.listener!.othersListen(CHANNEL)).toBe(false);
+      const { unlisten } = await older.listen(CHANNEL, () => {});
+      expect(await a.listener!.othersListen(CHANNEL)).toBe(true);
+      await unlisten();
+      await older.end();
+      await vi.waitFor(async () => expect(await a.listener!.othersListen(CHANNEL)).toBe(false), { timeout: 5_000 });
+      await own();
+    } finally {
+      await older.end();
+      await a.close();
+      await dropPostgresDatabase(url);
+    }
   });
 });
