@@ -56,7 +56,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const relay = db.listener && new Relay(bus, db.listener, () => dispatcher.sweep(), onError);
   const closing = new AbortController();
   const followers = new Followers(options.maxFollowers ?? DEFAULT_MAX_FOLLOWERS);
-  const app = createApp({ db, bus, verifier, followers, closing: closing.signal }, onError);
+  const app = createApp({ db, bus, verifier, followers, dispatcher, closing: closing.signal }, onError);
   let server: Server;
   try {
     await relay?.start();

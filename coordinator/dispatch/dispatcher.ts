@@ -9,8 +9,11 @@
 // order; if that group's claim came back full without the order, the next matching group gets it.
 // While the orders woken for are all the group can have gained since it came back short, a round
 // asks for as many slots as they are, from the members waiting longest, not for every member.
+// A group whose round came back short, with nothing arrived since, is quiet: the pool holds
+// nothing it may run (but what rounds in flight lock), so a single order it may run is best
+// created claimed for its member waiting longest (`hold`), with no wake-up and no claim round.
 import type { Assignment } from "../../protocol/messages.ts";
-import { matchesSelector } from "../../protocol/selector.ts";
+import { matchesSelector, type Selector } from "../../protocol/selector.ts";
 import type { Bus, Enqueued } from "../bus.ts";
 import type { Database } from "../db/database.ts";
 import { type Claimant, type Eligibility, type GroupAssignment, workOrdersClaim } from "../sql/work-order-claim.ts";
@@ -33,6 +36,15 @@ const MAX_ROUND_SLOTS = 1000;
 type Member = {
   /** Open slots not reserved by a round in flight. */
   want: number;
+};
+
+/** A slot held for an order about to be created claimed for `agentId`. */
+export type Hold = {
+  readonly agentId: string;
+  /** The order was created claimed: its job goes to the agent. */
+  assign(job: Assignment): void;
+  /** It was not: the slot is open again. */
+  release(): void;
 };
 
 /** The groups that may run a selector, in the order this wake-up offers them its orders. */
@@ -93,6 +105,47 @@ export class Dispatcher {
     group.byName.set(name, sessions.add(claimer));
     this.named.set(name, group);
     this.schedule(group);
+  }
+
+  /**
+   * A slot for each queue order (by index; none for addressed ones or where no quiet group may run
+   * it), taken from the member of a quiet group that has waited longest.
+   */
+  hold(orders: readonly { selector: Selector; agent?: string }[]): (Hold | undefined)[] {
+    const quiet = [...this.groups.values()].filter((g) => g.eligibility.queueMode && g.dryAt === g.generation);
+    if (quiet.length === 0) return orders.map(() => undefined);
+    const candidates = new Map<string, Group[]>();
+    return orders.map(({ selector, agent }) => {
+      if (agent !== undefined) return undefined;
+      const key = JSON.stringify(selector);
+      let groups = candidates.get(key);
+      if (!groups) candidates.set(key, (groups = quiet.filter((g) => matchesSelector(selector, g.eligibility.labels))));
+      const group = groups.find((g) => g.open > 0);
+      return group && this.holdIn(group);
+    });
+  }
+
+  private holdIn(group: Group): Hold {
+    const claimer: Claimer = group.waiting.values().next().value!;
+    const member = group.members.get(claimer)!;
+    member.want--;
+    group.open--;
+    if (member.want === 0) {
+      group.waiting.delete(claimer);
+      group.fresh.delete(claimer);
+    }
+    // Later holds start with other groups.
+    this.groups.delete(group.key);
+    this.groups.set(group.key, group);
+    return {
+      agentId: claimer.claimant.agentId,
+      assign: (job) => claimer.assign([job]),
+      release: () => {
+        this.giveBack(group, claimer, member, 1, false);
+        // Work that arrived meanwhile was looked for without this slot.
+        if (group.dryAt !== group.generation && this.isLive(group)) this.schedule(group);
+      },
+    };
   }
 
   /** Claims again for every group with open slots: after a wake-up may have been missed. */

@@ -17,7 +17,7 @@ const cancelBody = z.strictObject({ reason: z.string().min(1).max(1024).default(
 
 export function workOrderRoutes(services: Services) {
   const { db, bus } = services;
-  const enqueuer = new Enqueuer(db);
+  const enqueuer = new Enqueuer(db, services.dispatcher);
   const found = async (id: string) => {
     const row = await workOrderGet(db, id);
     if (!row) throw ApiError.notFound("work order", id);
@@ -29,7 +29,9 @@ export function workOrderRoutes(services: Services) {
     .post("/", async (c) => {
       const order = await body(c, workOrderCreate);
       const { row, created } = await enqueuer.enqueue(order);
-      if (created) bus.emit("enqueued", [{ id: row.id, selector: row.selector, targetAgent: row.target_agent }]);
+      // Created claimed, it went straight to an agent: only its followers need to know.
+      if (created && row.state === "claimed") bus.emit("changed", row.id);
+      else if (created) bus.emit("enqueued", [{ id: row.id, selector: row.selector, targetAgent: row.target_agent }]);
       return c.json(workOrderView(row), created ? 201 : 200);
     })
     .post("/bulk", async (c) => {

@@ -45,11 +45,13 @@ export const JOB_JSON = `jsonb_build_object(
 /** A work order's columns that a wake-up needs, for `Enqueued`. */
 export const ENQUEUED_COLUMNS = `id::text AS id, selector, target_agent AS "targetAgent"`;
 
-/** Work order columns (alias `wo`) with its latest job, for `WorkOrderRow`. */
-export const WORK_ORDER_COLUMNS = `wo.id, wo.state, wo.adapter, wo.spec, wo.selector, wo.selector_text,
+/** Work order columns (alias `wo`) with its latest job from `jobs` (a table, or the rows a statement inserts), for `WorkOrderRow`. */
+export const workOrderColumns = (jobs = "jobs") => `wo.id, wo.state, wo.adapter, wo.spec, wo.selector, wo.selector_text,
   wo.target_agent, wo.labels, wo.priority, wo.timeout_seconds, wo.max_attempts, wo.attempts,
   wo.retry_on, wo.retry_backoff_seconds, wo.queue_timeout_seconds, wo.run_after, wo.idempotency_key, wo.metadata, wo.created_at, wo.updated_at,
-  (SELECT ${JOB_JSON} FROM jobs j JOIN agents a ON a.id = j.agent_id WHERE j.id = wo.latest_job_id) AS latest_job`;
+  (SELECT ${JOB_JSON} FROM ${jobs} j JOIN agents a ON a.id = j.agent_id WHERE j.id = wo.latest_job_id) AS latest_job`;
+
+export const WORK_ORDER_COLUMNS = workOrderColumns();
 
 /** drizzle makes the shared postgres-js client return timestamps as text; PGlite returns Dates. */
 export const iso = (at: string | Date) => new Date(at).toISOString();

@@ -3,25 +3,27 @@
 // array is read as json, not jsonb: building one jsonb value of a bulk request's whole array costs
 // more than converting each row's few documents on their way into their jsonb columns.
 // Bulk enqueues go a chunk per statement in one transaction, and answer with ids; single
-// enqueues, gathered by the Enqueuer, with whole rows.
+// enqueues, gathered by the Enqueuer, with whole rows. A single enqueue may name an agent that
+// waits for it (`claimFor`): the work order is then created claimed, with its first job for it.
 import { setImmediate } from "node:timers/promises";
 import type { WorkOrderCreate } from "../../protocol/api.ts";
 import { formatSelector } from "../../protocol/selector.ts";
 import type { Database, Queryable } from "../db/database.ts";
 import type { Enqueued } from "../bus.ts";
-import { WORK_ORDER_COLUMNS, type WorkOrderRow } from "./views.ts";
+import { WORK_ORDER_COLUMNS, type WorkOrderRow, workOrderColumns } from "./views.ts";
+
+const COLUMNS = `adapter, spec, selector, selector_text, target_agent, labels, priority, timeout_seconds,
+    max_attempts, idempotency_key, metadata, retry_on, retry_backoff_seconds, queue_timeout_seconds`;
+const RECORD = `ord int, adapter text, spec json, selector json,
+    selector_text text, target_agent text, labels json, priority int, timeout_seconds int, max_attempts int,
+    idempotency_key text, metadata json, retry_on text[], retry_backoff_seconds int, queue_timeout_seconds int`;
 
 const insert = (returning: string) => `
 WITH input AS (
-  SELECT * FROM json_to_recordset($1::json) AS x(ord int, adapter text, spec json, selector json,
-    selector_text text, target_agent text, labels json, priority int, timeout_seconds int, max_attempts int,
-    idempotency_key text, metadata json, retry_on text[], retry_backoff_seconds int, queue_timeout_seconds int)
+  SELECT * FROM json_to_recordset($1::json) AS x(${RECORD})
 ), wo AS (
-  INSERT INTO work_orders (adapter, spec, selector, selector_text, target_agent, labels, priority, timeout_seconds,
-    max_attempts, idempotency_key, metadata, retry_on, retry_backoff_seconds, queue_timeout_seconds)
-  SELECT adapter, spec, selector, selector_text, target_agent, labels, priority, timeout_seconds,
-    max_attempts, idempotency_key, metadata, retry_on, retry_backoff_seconds, queue_timeout_seconds
-  FROM input ORDER BY ord
+  INSERT INTO work_orders (${COLUMNS})
+  SELECT ${COLUMNS} FROM input ORDER BY ord
   ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING *
 ), event AS (
@@ -29,9 +31,31 @@ WITH input AS (
 )
 SELECT ${returning} FROM wo ORDER BY wo.id`;
 
+// The job ids are drawn with the input, so that each job finds the agent its order was created for.
+const INSERT_CLAIMED = `
+WITH input AS MATERIALIZED (
+  SELECT *, CASE WHEN claim_agent IS NOT NULL THEN nextval('jobs_id_seq') END AS job_id
+  FROM json_to_recordset($1::json) AS x(${RECORD}, claim_agent bigint)
+), wo AS (
+  INSERT INTO work_orders (${COLUMNS}, state, attempts, latest_job_id)
+  SELECT ${COLUMNS}, CASE WHEN job_id IS NULL THEN 'pending' ELSE 'claimed' END::work_order_state, (job_id IS NOT NULL)::int, job_id
+  FROM input ORDER BY ord
+  ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+  RETURNING *
+), job AS (
+  INSERT INTO jobs (id, work_order_id, attempt, agent_id)
+  SELECT wo.latest_job_id, wo.id, 1, input.claim_agent FROM wo JOIN input ON input.job_id = wo.latest_job_id
+  RETURNING *
+), event AS (
+  INSERT INTO work_order_events (work_order_id, job_id, from_state, to_state)
+  SELECT id, NULL::bigint, NULL::work_order_state, 'pending'::work_order_state FROM wo
+  UNION ALL
+  SELECT id, latest_job_id, 'pending', 'claimed' FROM wo WHERE latest_job_id IS NOT NULL
+)
+SELECT ${workOrderColumns("job")} FROM wo ORDER BY wo.id`;
+
 const BRIEF = `wo.id::text AS id, wo.idempotency_key, wo.selector, wo.target_agent`;
 const INSERT_BRIEF = insert(BRIEF);
-const INSERT_ROWS = insert(WORK_ORDER_COLUMNS);
 
 const byKeys = (columns: string) => `SELECT ${columns} FROM work_orders wo WHERE wo.idempotency_key = ANY($1::text[])`;
 const BRIEF_BY_KEYS = byKeys(BRIEF);
@@ -40,9 +64,10 @@ const ROWS_BY_KEYS = byKeys(WORK_ORDER_COLUMNS);
 type Brief = Pick<WorkOrderRow, "id" | "idempotency_key" | "selector" | "target_agent">;
 
 // A field left out (undefined) reads as NULL, and makes the array shorter to write and to read.
-function input(order: WorkOrderCreate, ord: number) {
+function input(order: WorkOrderCreate, ord: number, claimAgent?: string) {
   return {
     ord,
+    claim_agent: claimAgent,
     adapter: order.adapter,
     spec: order.spec,
     selector: order.selector,
@@ -61,8 +86,8 @@ function input(order: WorkOrderCreate, ord: number) {
 }
 
 /** Each order's row (created now, or found under its key) and whether this call created it. */
-async function insertAll<Row extends Brief>(db: Queryable, orders: WorkOrderCreate[], sql: string, bySql: string) {
-  const created = await db.query<Row>(sql, [JSON.stringify(orders.map(input))]);
+async function insertAll<Row extends Brief>(db: Queryable, orders: WorkOrderCreate[], sql: string, bySql: string, claimFor: (string | undefined)[] = []) {
+  const created = await db.query<Row>(sql, [JSON.stringify(orders.map((order, ord) => input(order, ord, claimFor[ord])))]);
   const byKey = new Map(created.filter((c) => c.idempotency_key !== null).map((c) => [c.idempotency_key!, c]));
   const taken = [...new Set(orders.flatMap((o) => (o.idempotencyKey !== undefined && !byKey.has(o.idempotencyKey) ? [o.idempotencyKey] : [])))];
   const found = taken.length > 0 ? await db.query<Row>(bySql, [taken]) : [];
@@ -136,11 +161,12 @@ export async function workOrderInsertChunked(
 export type Inserted = { row: WorkOrderRow; created: boolean };
 
 /**
- * Inserts the work orders, answering each with its whole row. Orders with keys take a second
+ * Inserts the work orders, answering each with its whole row; one created with an agent in
+ * `claimFor` (by index, the agent's id) is claimed for it. Orders with keys take a second
  * statement to find the rows their keys already named, so they go in a transaction: the insert must
  * not commit without an answer, or a retry would insert the unkeyed ones again.
  */
-export function workOrderInsertRows(db: Database, orders: WorkOrderCreate[]): Promise<Inserted[]> {
-  const insert = (q: Queryable) => insertAll<WorkOrderRow>(q, orders, INSERT_ROWS, ROWS_BY_KEYS);
+export function workOrderInsertRows(db: Database, orders: WorkOrderCreate[], claimFor: (string | undefined)[] = []): Promise<Inserted[]> {
+  const insert = (q: Queryable) => insertAll<WorkOrderRow>(q, orders, INSERT_CLAIMED, ROWS_BY_KEYS, claimFor);
   return orders.some((o) => o.idempotencyKey !== undefined) ? db.transaction(insert) : insert(db);
 }

@@ -1,9 +1,13 @@
 // Single enqueues from concurrent clients share statements and commits, and still answer each
-// client with its own row; one bad order in a batch fails alone.
+// client with its own row; one bad order in a batch fails alone. An order an agent waits for goes
+// straight to it.
 import { afterAll, beforeAll, expect, test } from "vitest";
+import { Bus } from "../../coordinator/bus.ts";
 import { type Database, openDatabase, type Queryable } from "../../coordinator/db/database.ts";
+import { type Claimer, Dispatcher } from "../../coordinator/dispatch/dispatcher.ts";
 import { Enqueuer } from "../../coordinator/enqueuer.ts";
-import { commits, commitsOverhead, order } from "../store/fixtures.ts";
+import type { Assignment } from "../../protocol/messages.ts";
+import { cancelAllPending, commits, commitsOverhead, connectAgent, eventsOf, order } from "../store/fixtures.ts";
 
 let db: Database;
 
@@ -55,4 +59,64 @@ test("a batch whose key lookup fails commits nothing, so its one-by-one retry ma
   expect(results.map((r) => r.created)).toEqual([true, false]);
   const [count] = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM work_orders WHERE metadata = '{"lone":"once"}'`);
   expect(count!.n).toBe(1);
+});
+
+/** `n` agents of one group, each with one open slot, once the group's first round found nothing. */
+async function quietGroup(pool: string, n: number) {
+  await cancelAllPending(db);
+  let claims = 0;
+  const counting: Database = { ...db, generic: { query: (text, params) => (claims++, db.generic.query(text, params)) } };
+  const dispatcher = new Dispatcher(counting, new Bus(), (e) => expect.unreachable(String(e)));
+  const agents: (Claimer & { jobs: Assignment[] })[] = [];
+  for (let i = 0; i < n; i++) {
+    const claimant = await connectAgent(db, `${pool}-${i}`, { pool });
+    const jobs: Assignment[] = [];
+    agents.push({ claimant, jobs, assign: (dealt) => jobs.push(...dealt) });
+  }
+  for (const agent of agents) dispatcher.claim(agent, 1);
+  for (let i = 0; i < 100 && claims === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  await new Promise((r) => setTimeout(r, 20));
+  return { dispatcher, agents, claims: () => claims };
+}
+
+test("an order an agent of a quiet group may run is created claimed for the one waiting longest, with no claim round", async () => {
+  const { dispatcher, agents, claims } = await quietGroup("quiet", 2);
+  const before = claims();
+  const enqueuer = new Enqueuer(db, dispatcher);
+  const first = await enqueuer.enqueue(order({ selector: "pool=quiet" }));
+  expect(first.row.state).toBe("claimed");
+  expect(first.row.attempts).toBe(1);
+  expect(first.row.latest_job).toMatchObject({ agent: "quiet-0", state: "claimed", attempt: 1 });
+  expect(agents[0]!.jobs).toEqual([
+    { jobId: first.row.latest_job!.id, workOrderId: first.row.id, attempt: 1, priority: 0, adapter: "exec", spec: first.row.spec, timeoutSeconds: null, adopt: null },
+  ]);
+  const events = await eventsOf(db, first.row.id);
+  expect(events.map((e) => [e.from_state, e.to_state, e.job_id])).toEqual([
+    [null, "pending", null],
+    ["pending", "claimed", first.row.latest_job!.id],
+  ]);
+  const second = await enqueuer.enqueue(order({ selector: "pool=quiet" }));
+  expect(agents[1]!.jobs.map((j) => j.workOrderId)).toEqual([second.row.id]);
+  // No slot left: the next waits in the pool.
+  const third = await enqueuer.enqueue(order({ selector: "pool=quiet" }));
+  expect(third.row.state).toBe("pending");
+  expect(claims()).toBe(before);
+  dispatcher.stop();
+});
+
+test("a held slot is given back when the order was not created (its key named another) or its insert failed", async () => {
+  const { dispatcher, agents } = await quietGroup("held", 2);
+  const first = await new Enqueuer(db, dispatcher).enqueue(order({ selector: "pool=held", idempotencyKey: "held-key" }));
+  expect(agents[0]!.jobs.map((j) => j.workOrderId)).toEqual([first.row.id]);
+  const again = await new Enqueuer(db, dispatcher).enqueue(order({ selector: "pool=held", idempotencyKey: "held-key" }));
+  expect(again).toMatchObject({ created: false, row: { id: first.row.id } });
+
+  let failures = 1;
+  const failing: Database = { ...db, query: (text, params) => (text.includes("INSERT INTO work_orders") && failures-- > 0 ? Promise.reject(new Error("insert failed")) : db.query(text, params)) };
+  await expect(new Enqueuer(failing, dispatcher).enqueue(order({ selector: "pool=held" }))).rejects.toThrow("insert failed");
+  // Both times the slot came back: the next order still goes to the second agent.
+  const next = await new Enqueuer(db, dispatcher).enqueue(order({ selector: "pool=held" }));
+  expect(next.row.state).toBe("claimed");
+  expect(agents[1]!.jobs.map((j) => j.workOrderId)).toEqual([next.row.id]);
+  dispatcher.stop();
 });
