@@ -13,12 +13,28 @@ export type EventsOptions = {
   onOpen?: () => void;
 };
 
-/** A failure that trying again may cure: the coordinator unreachable, restarting, or the stream cut. */
+/**
+ * A failure that trying again may cure: the coordinator unreachable, restarting, or the stream cut.
+ * `retryAfterMs`: how long the coordinator asked to be left alone (`Retry-After`), if it did.
+ */
 export class Interrupted extends CliError {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    readonly retryAfterMs?: number,
+  ) {
     super(message);
     this.name = "Interrupted";
   }
+}
+
+/** The longest `Retry-After` heeded: a wrong header must not hold a CI job for long. */
+const MAX_RETRY_AFTER_MS = 60_000;
+
+/** `Retry-After` in ms (delay-seconds or an HTTP date), within 0 and MAX_RETRY_AFTER_MS; undefined if absent or unreadable. */
+export function retryAfterMs(header: string | null, now = Date.now()): number | undefined {
+  if (header === null) return undefined;
+  const ms = /^\d+$/.test(header.trim()) ? Number(header.trim()) * 1000 : Date.parse(header) - now;
+  return Number.isNaN(ms) ? undefined : Math.min(MAX_RETRY_AFTER_MS, Math.max(0, ms));
 }
 
 /** Statuses a coordinator that is restarting, or a proxy in front of it, answers for a while. */
@@ -139,7 +155,7 @@ export class Client {
     if (response.ok) return response;
     const failure: unknown = await response.json().catch(() => undefined);
     const message = `${response.status}: ${messageOf(failure) ?? response.statusText}`;
-    throw PASSING.has(response.status) ? new Interrupted(message) : new CliError(message);
+    throw PASSING.has(response.status) ? new Interrupted(message, retryAfterMs(response.headers.get("retry-after"))) : new CliError(message);
   }
 
   /** A response that broke off, as the error to show; CliErrors pass as they are. */

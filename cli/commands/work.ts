@@ -151,9 +151,10 @@ const FOLLOW: FollowOptions = { idleMs: 45_000, reconnectForMs: 5 * 60_000 };
  */
 export async function follow(client: Client, path: string, subject: string, { idleMs, reconnectForMs }: FollowOptions = FOLLOW): Promise<number> {
   let lastEventId: string | undefined;
-  // An outage lasts until a stream opens again; the delays (0.25-0.5 s, growing to 2.5-5 s) start
-  // over only once an event arrives, so a server that opens streams only to cut them is not asked
-  // again four times a second. Jittered, so the CI jobs following one coordinator do not return in step.
+  // An outage lasts until a stream opens again; the delays (0.25-0.5 s, growing to 2.5-5 s, or a
+  // longer `Retry-After` up to 60 s) start over only once an event arrives, so a server that opens
+  // streams only to cut them is not asked again four times a second. Jittered, so the CI jobs
+  // following one coordinator do not return in step.
   let outageSince: number | undefined;
   const backoff = new Backoff(500, 5000);
   for (;;) {
@@ -175,7 +176,8 @@ export async function follow(client: Client, path: string, subject: string, { id
       if (!(error instanceof Interrupted)) throw error;
       outageSince ??= Date.now();
       if (Date.now() - outageSince >= reconnectForMs) throw new CliError(`${error.message}; gave up after ${reconnectForMs / 1000} s`);
-      const delay = backoff.next();
+      // Never sooner than the coordinator asked (a restart, or its followers full).
+      const delay = Math.max(backoff.next(), error.retryAfterMs ?? 0);
       process.stderr.write(`jobfleet: ${error.message}; following again in ${(delay / 1000).toFixed(1)} s\n`);
       await setTimeout(delay);
     }

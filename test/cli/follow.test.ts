@@ -6,7 +6,9 @@ import { join } from "node:path";
 import { setTimeout } from "node:timers/promises";
 import { afterEach, beforeAll, beforeEach, expect, it } from "vitest";
 import { execAdapter } from "../../adapters/exec.ts";
-import { Client, Interrupted } from "../../cli/client.ts";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { Client, Interrupted, retryAfterMs } from "../../cli/client.ts";
 import { follow } from "../../cli/commands/work.ts";
 import { CliError } from "../../cli/errors.ts";
 import type { WorkOrderView } from "../../protocol/api.ts";
@@ -108,4 +110,36 @@ it("follow gives each outage its own reconnect window, however long ago the last
   await outage();
   writeFileSync(join(dir, "go"), "");
   expect(await done).toBe(1);
+});
+
+it("follow waits as long as a 503's Retry-After asks before it tries again", async () => {
+  const asked: number[] = [];
+  const server = createServer((request, response) => {
+    asked.push(Date.now());
+    if (asked.length === 1) {
+      response.writeHead(503, { "content-type": "application/json", "retry-after": "1" });
+      return response.end(JSON.stringify({ error: { code: "too_many_followers", message: "too many followers" } }));
+    }
+    response.writeHead(200, { "content-type": "text/event-stream" });
+    response.end(`event: end\ndata: ${JSON.stringify({ type: "end", state: "succeeded", exitCode: 0 })}\n\n`);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  try {
+    const client = new Client(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, "token");
+    expect(await follow(client, "/v1/work-orders/1/log?follow=true", "it", { idleMs: 5_000, reconnectForMs: 10_000 })).toBe(0);
+    // Without it, the first retry comes within 0.5 s.
+    expect(asked[1]! - asked[0]!).toBeGreaterThanOrEqual(990);
+  } finally {
+    server.close();
+  }
+});
+
+it("Retry-After is read as seconds or an HTTP date, and kept within a minute", () => {
+  const now = Date.parse("2026-11-30T10:00:00Z");
+  expect(retryAfterMs("5", now)).toBe(5_000);
+  expect(retryAfterMs("Mon, 30 Nov 2026 10:00:30 GMT", now)).toBe(30_000);
+  expect(retryAfterMs("Mon, 30 Nov 2026 09:00:00 GMT", now)).toBe(0);
+  expect(retryAfterMs("86400", now)).toBe(60_000);
+  expect(retryAfterMs("soon", now)).toBeUndefined();
+  expect(retryAfterMs(null, now)).toBeUndefined();
 });
