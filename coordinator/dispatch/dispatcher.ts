@@ -134,16 +134,16 @@ export class Dispatcher {
       group.waiting.delete(claimer);
       group.fresh.delete(claimer);
     }
-    // Later holds start with other groups.
+    // The holds of later batches start with other groups.
     this.groups.delete(group.key);
     this.groups.set(group.key, group);
     return {
       agentId: claimer.claimant.agentId,
       assign: (job) => claimer.assign([job]),
+      // A wake-up that came while the slot was held may have found no room: the member looks again.
       release: () => {
-        this.giveBack(group, claimer, member, 1, false);
-        // Work that arrived meanwhile was looked for without this slot.
-        if (group.dryAt !== group.generation && this.isLive(group)) this.schedule(group);
+        this.giveBack(group, claimer, member, 1, true);
+        if (this.isLive(group)) this.schedule(group);
       },
     };
   }
@@ -354,6 +354,11 @@ export class Dispatcher {
       claimed = await workOrdersClaim(this.db.generic, group.eligibility, members);
     } catch (error) {
       for (const [claimer, member, want] of asking) this.giveBack(group, claimer, member, want, true);
+      // Its orders are still to be taken, and the rows it locked are back unannounced: no round may
+      // call the group dry by counting hints until one has looked at everything.
+      group.hints.unshift(...hints);
+      group.counted = false;
+      group.generation++;
       throw error;
     }
     const got = asking.map((): Assignment[] => []);

@@ -7,7 +7,7 @@ import { openDatabase } from "../../coordinator/db/database.ts";
 import { type Claimer, Dispatcher } from "../../coordinator/dispatch/dispatcher.ts";
 import type { Claimant } from "../../coordinator/sql/work-order-claim.ts";
 import type { Assignment } from "../../protocol/messages.ts";
-import type { Labels } from "../../protocol/selector.ts";
+import { type Labels, parseSelector } from "../../protocol/selector.ts";
 import { cancelAllPending, connectAgent, order, workOrderInsert } from "../store/fixtures.ts";
 
 let db: Database;
@@ -318,11 +318,9 @@ test("one wake-up spreads its orders over every matching group with room, and on
   dispatcher.stop();
 });
 
-test("a wake-up's round that fails is tried again for the same members, and the order is taken", async () => {
-  const fleet = await agents("failwake", 3, { pool: "failwake" });
-  const bus = new Bus();
+/** The database with the next claim statement failing once `failNext()` is called. */
+function failingOnce() {
   let fail = false;
-  const errors: unknown[] = [];
   const failing = claimingThrough(async (text, params) => {
     if (fail && text.includes("FOR UPDATE SKIP LOCKED")) {
       fail = false;
@@ -330,12 +328,69 @@ test("a wake-up's round that fails is tried again for the same members, and the 
     }
     return db.generic.query(text, params);
   });
+  return { db: failing, failNext: () => (fail = true) };
+}
+
+const stateOf = async (id: string) => (await db.query<{ state: string }>(`SELECT state::text AS state FROM work_orders WHERE id = $1`, [id]))[0]!.state;
+
+test.each([
+  ["a more urgent order taken meanwhile", "urgent"],
+  ["the member it asked leaving before the retry", "leave"],
+])("a wake-up's failed round leaves its order to be taken, after %s", async (_, how) => {
+  const fleet = await agents(`failwake-${how}`, 3, { pool: `failwake-${how}` });
+  const bus = new Bus();
+  const { db: failing, failNext } = failingOnce();
+  const errors: unknown[] = [];
   const dispatcher = new Dispatcher(failing, bus, (e) => errors.push(e));
   for (const agent of fleet) dispatcher.claim(agent, 1);
   await new Promise((r) => setTimeout(r, 50));
-  fail = true;
-  const id = await enqueue(bus, { selector: "pool=failwake" });
-  await until(() => fleet.some((a) => a.jobs.some((j) => j.workOrderId === id)));
-  expect(errors).toHaveLength(1);
+  failNext();
+  const first = await enqueue(bus, { selector: `pool=failwake-${how}` });
+  await until(() => errors.length === 1);
+  // Within the second before the failed round is tried again.
+  if (how === "urgent") {
+    const urgent = await enqueue(bus, { selector: `pool=failwake-${how}`, priority: 10 });
+    await until(() => fleet.some((a) => a.jobs.some((j) => j.workOrderId === urgent)));
+  } else {
+    dispatcher.remove(fleet.find((a) => a.jobs.length === 0)!);
+  }
+  await until(() => fleet.some((a) => a.jobs.some((j) => j.workOrderId === first)));
+  dispatcher.stop();
+});
+
+test("an order woken for while a quiet group's only slot was held is taken once the hold is given back", async () => {
+  const [agent] = await agents("held", 1, { pool: "held" });
+  const bus = new Bus();
+  const dispatcher = new Dispatcher(db, bus, (e) => expect.unreachable(String(e)));
+  dispatcher.claim(agent!, 1);
+  await new Promise((r) => setTimeout(r, 50));
+  const [hold] = dispatcher.hold([{ selector: parseSelector("pool=held") }]);
+  expect(hold?.agentId).toBe(agent!.claimant.agentId);
+  // While the held order's insert runs, another order is enqueued; its order was not created.
+  const other = await enqueue(bus, { selector: "pool=held" });
+  await new Promise((r) => setTimeout(r, 50));
+  expect(await stateOf(other)).toBe("pending");
+  hold!.release();
+  await until(() => agent!.jobs.some((j) => j.workOrderId === other));
+  dispatcher.stop();
+});
+
+test("work addressed to an agent before it joined reaches it even when its first slot was held and given back", async () => {
+  const [first, late] = await agents("heldlate", 2, { pool: "heldlate" });
+  const bus = new Bus();
+  const dispatcher = new Dispatcher(db, bus, (e) => expect.unreachable(String(e)));
+  dispatcher.claim(first!, 1);
+  await new Promise((r) => setTimeout(r, 50));
+  const taken = await enqueue(bus, { selector: "pool=heldlate" });
+  await until(() => first!.jobs.some((j) => j.workOrderId === taken));
+  await new Promise((r) => setTimeout(r, 20));
+  const addressed = await enqueue(bus, { agent: late!.claimant.name, selector: "pool=heldlate" });
+  // It joins, and in the same turn, before its first round, an enqueue holds its slot.
+  dispatcher.claim(late!, 1);
+  const [hold] = dispatcher.hold([{ selector: parseSelector("pool=heldlate") }]);
+  expect(hold?.agentId).toBe(late!.claimant.agentId);
+  await new Promise((r) => setTimeout(r, 50));
+  hold!.release();
+  await until(() => late!.jobs.some((j) => j.workOrderId === addressed));
   dispatcher.stop();
 });
