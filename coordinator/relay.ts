@@ -5,7 +5,9 @@
 // A coordinator alone on its database sends nothing. A starting one says `hello`; one that
 // starts relaying then (or finds a listener it did not know of) sends `welcome`, and whoever hears
 // it looks again for what was not relayed before. Every few seconds a relay looks for listeners
-// other than itself, and stops sending once there are none.
+// other than itself, and stops sending once there are none. A replica of an earlier version says
+// no hello: it is found by that look, and the welcome's wake-up without a selector makes its
+// queue-mode agents look again.
 import { randomUUID } from "node:crypto";
 import type { Bus, EventName, Events } from "./bus.ts";
 
@@ -87,6 +89,8 @@ export class Relay {
   private others = true;
   /** Bumped by every notification from another coordinator, so a look begun before it cannot undo what it proved. */
   private heard = 0;
+  /** Greetings and looks under way, which a stop waits for. */
+  private readonly underway = new Set<Promise<void>>();
 
   constructor(
     private readonly bus: Bus,
@@ -98,7 +102,7 @@ export class Relay {
 
   async start(): Promise<void> {
     this.unlisten = await this.db.listen(CHANNEL, (payload) => this.receive(payload), () => this.listening());
-    this.checker = setInterval(() => void this.look().catch(this.onError), this.checkEveryMs).unref();
+    this.checker = setInterval(() => this.underway.size === 0 && this.track(this.look()), this.checkEveryMs).unref();
     this.bus.publish = (event, args) => {
       if (!this.others) return;
       if (event === "changed") {
@@ -116,15 +120,21 @@ export class Relay {
     this.bus.publish = undefined;
     clearTimeout(this.timer);
     clearInterval(this.checker);
+    await Promise.all(this.underway);
     await this.flush();
     await this.unlisten?.();
+  }
+
+  private track(work: Promise<void>): void {
+    const settled = work.catch(this.onError).finally(() => this.underway.delete(settled));
+    this.underway.add(settled);
   }
 
   private listening(): void {
     if (!this.first) {
       this.onResync();
       // Others may have stopped sending while this one could not be seen listening.
-      void this.greet().catch(this.onError);
+      this.track(this.greet());
     }
     this.first = false;
   }
@@ -144,8 +154,18 @@ export class Relay {
   private sendingTo(others: boolean): void {
     const starting = others && !this.others;
     this.others = others;
-    // What was not sent before now, the others look for themselves.
-    if (starting) this.db.notify(CHANNEL, [JSON.stringify({ from: this.id, events: [], welcome: true } satisfies Message)]).catch(this.onError);
+    if (starting) this.track(this.welcome());
+  }
+
+  /** What was not sent before now, the others look for themselves; if they cannot be told, the next look tries again. */
+  private async welcome(): Promise<void> {
+    const everyone: Wire = ["enqueued", [[{ id: "0", selector: null, targetAgent: null }]]];
+    try {
+      await this.db.notify(CHANNEL, [JSON.stringify({ from: this.id, events: [everyone], welcome: true } satisfies Message)]);
+    } catch (error) {
+      this.others = false;
+      throw error;
+    }
   }
 
   private async flush(): Promise<void> {

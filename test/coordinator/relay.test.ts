@@ -201,4 +201,83 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       await dropPostgresDatabase(url);
     }
   });
+
+  test("a replica that says no hello (an earlier version) is found by the next look, and told to look again for what it missed", async () => {
+    const url = await createPostgresDatabase();
+    const a = await openDatabase({ kind: "postgres", url: url.toString() });
+    const older = postgres(url.toString(), { max: 1, onnotice: () => {} });
+    const heardByOlder: { events: [string, unknown[]][] }[] = [];
+    const busA = new Bus();
+    const relayA = new Relay(busA, a.listener!, () => {}, (e) => expect.unreachable(String(e)), 200);
+    try {
+      await relayA.start();
+      await older.listen(CHANNEL, (payload) => heardByOlder.push(JSON.parse(payload)));
+      busA.emit("enqueued", [{ id: "41", selector: parseSelector("os=linux"), targetAgent: null }]);
+      await vi.waitFor(() => expect(heardByOlder).toHaveLength(1), { timeout: 5_000 });
+      // Not the order it missed, but a wake-up for every queue-mode group, which it acts on as it always has.
+      expect(heardByOlder[0]!.events).toEqual([["enqueued", [[{ id: "0", selector: null, targetAgent: null }]]]]);
+      busA.emit("enqueued", [{ id: "42", selector: parseSelector("os=linux"), targetAgent: null }]);
+      await vi.waitFor(() => expect(heardByOlder.flatMap((m) => m.events.map(([, [orders]]) => (orders as { id: string }[])[0]!.id))).toEqual(["0", "42"]), { timeout: 5_000 });
+    } finally {
+      await relayA.stop();
+      await older.end();
+      await a.close();
+      await dropPostgresDatabase(url);
+    }
+  });
+
+  test("a welcome that could not be sent is sent again by the next look", async () => {
+    const url = await createPostgresDatabase();
+    const [a, b] = [await openDatabase({ kind: "postgres", url: url.toString() }), await openDatabase({ kind: "postgres", url: url.toString() })];
+    let failWelcome = true;
+    const flaky: Listener = {
+      ...a.listener!,
+      notify: (channel, payloads) => {
+        if (failWelcome && payloads.some((p) => JSON.parse(p).welcome)) {
+          failWelcome = false;
+          return Promise.reject(new Error("connection reset"));
+        }
+        return a.listener!.notify(channel, payloads);
+      },
+    };
+    const errors: unknown[] = [];
+    const relayA = new Relay(new Bus(), flaky, () => {}, (e) => errors.push(e), 100);
+    let resyncs = 0;
+    const relayB = new Relay(new Bus(), b.listener!, () => resyncs++, (e) => expect.unreachable(String(e)), 100);
+    try {
+      await relayA.start();
+      await relayB.start();
+      await vi.waitFor(() => expect(resyncs).toBe(1), { timeout: 5_000 });
+      expect(errors.map(String)).toEqual(["Error: connection reset"]);
+    } finally {
+      await relayB.stop();
+      await relayA.stop();
+      await Promise.all([a.close(), b.close()]);
+      await dropPostgresDatabase(url);
+    }
+  });
+
+  test("a stop waits for a look under way, so it does not outlive the database", async () => {
+    const url = await createPostgresDatabase();
+    const a = await openDatabase({ kind: "postgres", url: url.toString() });
+    let looks = 0;
+    const slow: Listener = {
+      ...a.listener!,
+      othersListen: async (channel) => {
+        looks++;
+        await new Promise((r) => setTimeout(r, 200));
+        return a.listener!.othersListen(channel);
+      },
+    };
+    const relay = new Relay(new Bus(), slow, () => {}, (e) => expect.unreachable(String(e)), 50);
+    try {
+      await relay.start();
+      await vi.waitFor(() => expect(looks).toBeGreaterThan(1), { timeout: 5_000 });
+      await relay.stop();
+      await a.close();
+      await new Promise((r) => setTimeout(r, 300));
+    } finally {
+      await dropPostgresDatabase(url);
+    }
+  });
 });
