@@ -36,6 +36,8 @@ const MAX_ROUND_SLOTS = 1000;
 type Member = {
   /** Open slots not reserved by a round in flight. */
   want: number;
+  /** Slots reserved by rounds in flight. */
+  reserved: number;
 };
 
 /** A slot held for an order about to be created claimed for `agentId`. */
@@ -94,7 +96,7 @@ export class Dispatcher {
   claim(claimer: Claimer, slots: number): void {
     const group = this.memberOf.get(claimer) ?? this.groupOf(claimer);
     this.memberOf.set(claimer, group);
-    const member = group.members.get(claimer) ?? { want: 0 };
+    const member = group.members.get(claimer) ?? { want: 0, reserved: 0 };
     member.want += slots;
     group.open += slots;
     group.members.set(claimer, member);
@@ -314,13 +316,19 @@ export class Dispatcher {
       asking.push([claimer, member, member.want]);
       total += member.want;
       group.open -= member.want;
+      member.reserved += member.want;
       member.want = 0;
       group.waiting.delete(claimer);
       group.fresh.delete(claimer);
     };
-    for (const { targetAgent } of hints) {
-      if (targetAgent === null) continue;
-      for (const claimer of group.byName.get(targetAgent) ?? []) if (group.waiting.has(claimer)) take(claimer);
+    for (const hint of hints) {
+      if (hint.targetAgent === null) continue;
+      const sessions = [...(group.byName.get(hint.targetAgent) ?? [])];
+      const waiting = sessions.filter((claimer) => group.waiting.has(claimer));
+      waiting.forEach(take);
+      // Its agent's slots are all in a round under way, which may have looked before the order was
+      // there: the round after that one asks the agent again.
+      if (waiting.length === 0 && sessions.some((claimer) => group.members.get(claimer)!.reserved > 0)) group.hints.push(hint);
     }
     const takeFrom = (claimers: Set<Claimer>, wanted: number) => {
       for (const claimer of claimers) {
@@ -353,7 +361,10 @@ export class Dispatcher {
     try {
       claimed = await workOrdersClaim(this.db.generic, group.eligibility, members);
     } catch (error) {
-      for (const [claimer, member, want] of asking) this.giveBack(group, claimer, member, want, true);
+      for (const [claimer, member, want] of asking) {
+        member.reserved -= want;
+        this.giveBack(group, claimer, member, want, true);
+      }
       // Its orders are still to be taken, and the rows it locked are back unannounced: no round may
       // call the group dry by counting hints until one has looked at everything.
       group.hints.unshift(...hints);
@@ -364,6 +375,7 @@ export class Dispatcher {
     const got = asking.map((): Assignment[] => []);
     for (const { agentId: _, member, ...job } of claimed) got[member]!.push(job);
     asking.forEach(([claimer, member, want], i) => {
+      member.reserved -= want;
       const jobs = got[i]!;
       this.giveBack(group, claimer, member, want - jobs.length, false);
       if (jobs.length > 0) claimer.assign(jobs);

@@ -394,3 +394,31 @@ test("work addressed to an agent before it joined reaches it even when its first
   await until(() => late!.jobs.some((j) => j.workOrderId === addressed));
   dispatcher.stop();
 });
+
+test("work addressed to an agent whose own round is under way, and missed it, reaches the agent when that round ends", async () => {
+  const [x, y] = await agents("inround", 2, { pool: "inround" });
+  const bus = new Bus();
+  let holdX = false;
+  // X's claim runs its statement (which finds nothing), then waits while the order is enqueued.
+  const held = claimingThrough(async (text, params) => {
+    const result = await db.generic.query(text, params);
+    const forX = text.includes("FOR UPDATE SKIP LOCKED") && String(params![0]).includes(`"${x!.claimant.name}"`) && !String(params![0]).includes(`"${y!.claimant.name}"`);
+    if (holdX && forX) {
+      holdX = false;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    return result;
+  });
+  const dispatcher = new Dispatcher(held, bus, (e) => expect.unreachable(String(e)));
+  dispatcher.claim(x!, 1);
+  dispatcher.claim(y!, 1);
+  await new Promise((r) => setTimeout(r, 50)); // the group found nothing
+  holdX = true;
+  // X comes back (a reconnect): its round looks, finds nothing, and is held while the order comes.
+  dispatcher.remove(x!);
+  dispatcher.claim(x!, 1);
+  await new Promise((r) => setTimeout(r, 30));
+  const id = await enqueue(bus, { agent: x!.claimant.name, selector: "pool=inround" });
+  await until(() => x!.jobs.some((j) => j.workOrderId === id));
+  dispatcher.stop();
+});
