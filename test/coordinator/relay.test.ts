@@ -45,22 +45,59 @@ test("nothing to send makes no notification", () => {
   expect(pack("me", [])).toEqual([]);
 });
 
+const fail = (error: unknown) => expect.unreachable(String(error));
+
+type Fresh = {
+  /** A coordinator's database on it. */
+  open(): Promise<Database>;
+  /** Starts the relay. */
+  start(relay: Relay): Promise<Relay>;
+  /** A plain postgres-js client on it (as a coordinator of an earlier version would have). */
+  client(): postgres.Sql;
+};
+
+/**
+ * A fresh database for `run`: the relays it starts there are stopped, then what it opened is closed
+ * and the database dropped, however `run` ends (stopping or closing twice is harmless).
+ */
+async function onFreshDatabase(run: (fresh: Fresh) => Promise<void>): Promise<void> {
+  const url = (await createPostgresDatabase()).toString();
+  const relays: Relay[] = [];
+  const closers: (() => Promise<unknown>)[] = [];
+  try {
+    await run({
+      open: async () => {
+        const db = await openDatabase({ kind: "postgres", url });
+        closers.push(() => db.close());
+        return db;
+      },
+      start: async (relay) => {
+        relays.push(relay);
+        await relay.start();
+        return relay;
+      },
+      client: () => {
+        const sql = postgres(url, { max: 1, onnotice: () => {} });
+        closers.push(() => sql.end());
+        return sql;
+      },
+    });
+  } finally {
+    for (const relay of relays.reverse()) await relay.stop();
+    await Promise.all(closers.map((close) => close()));
+    await dropPostgresDatabase(new URL(url));
+  }
+}
+
 /** Two coordinators' relays on one fresh database: what goes on bus A should come out on bus B. */
 async function withRelays(run: (busA: Bus, busB: Bus, b: Database) => Promise<void>): Promise<void> {
-  const url = await createPostgresDatabase();
-  const [a, b] = [await openDatabase({ kind: "postgres", url: url.toString() }), await openDatabase({ kind: "postgres", url: url.toString() })];
-  const [busA, busB] = [new Bus(), new Bus()];
-  const fail = (error: unknown) => expect.unreachable(String(error));
-  const relays = [new Relay(busA, a.listener!, () => {}, fail), new Relay(busB, b.listener!, () => {}, fail)];
-  try {
-    for (const relay of relays) await relay.start();
+  await onFreshDatabase(async ({ open, start }) => {
+    const [a, b] = [await open(), await open()];
+    const [busA, busB] = [new Bus(), new Bus()];
+    await start(new Relay(busA, a.listener!, () => {}, fail));
+    await start(new Relay(busB, b.listener!, () => {}, fail));
     await run(busA, busB, b);
-  } finally {
-    for (const relay of relays) await relay.stop();
-    await a.close();
-    await b.close();
-    await dropPostgresDatabase(url);
-  }
+  });
 }
 
 /** The cancels and the ids of enqueued orders `bus` delivers, in order. */
@@ -136,26 +173,21 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
   });
 
   test("a lone coordinator notifies nothing; one that joins is sent to at once and looks again; once it leaves, nothing again", async () => {
-    const url = await createPostgresDatabase();
-    const a = await openDatabase({ kind: "postgres", url: url.toString() });
-    const payloads: string[] = [];
-    const counted: Listener = { ...a.listener!, notify: (channel, sent) => (payloads.push(...sent), a.listener!.notify(channel, sent)) };
-    const carrying = () => payloads.filter((p) => JSON.parse(p).events.length > 0).length;
-    const busA = new Bus();
-    const fail = (error: unknown) => expect.unreachable(String(error));
-    const relayA = new Relay(busA, counted, () => {}, fail, 100);
-    let b: Database | undefined;
-    try {
-      await relayA.start();
+    await onFreshDatabase(async ({ open, start }) => {
+      const a = await open();
+      const payloads: string[] = [];
+      const counted: Listener = { ...a.listener!, notify: (channel, sent) => (payloads.push(...sent), a.listener!.notify(channel, sent)) };
+      const carrying = () => payloads.filter((p) => JSON.parse(p).events.length > 0).length;
+      const busA = new Bus();
+      await start(new Relay(busA, counted, () => {}, fail, 100));
       busA.emit("changed", "1");
       await new Promise((r) => setTimeout(r, 200));
       expect(carrying()).toBe(0);
 
-      b = await openDatabase({ kind: "postgres", url: url.toString() });
+      const b = await open();
       const busB = new Bus();
       let resyncs = 0;
-      const relayB = new Relay(busB, b.listener!, () => resyncs++, fail, 100);
-      await relayB.start();
+      const relayB = await start(new Relay(busB, b.listener!, () => resyncs++, fail, 100));
       const { enqueued } = heard(busB);
       // A started sending on B's hello, before its own next look, and said so: B looked again.
       await vi.waitFor(() => expect(resyncs).toBe(1), { timeout: 5_000 });
@@ -164,7 +196,6 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
 
       await relayB.stop();
       await b.close();
-      b = undefined;
       await vi.waitFor(
         async () => {
           const before = carrying();
@@ -174,19 +205,13 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
         },
         { timeout: 5_000 },
       );
-    } finally {
-      await relayA.stop();
-      await b?.close();
-      await a.close();
-      await dropPostgresDatabase(url);
-    }
+    });
   });
 
   test("a listener on the channel of any other session counts as another coordinator (one of an older version too), its own do not", async () => {
-    const url = await createPostgresDatabase();
-    const a = await openDatabase({ kind: "postgres", url: url.toString() });
-    const older = postgres(url.toString(), { max: 1, onnotice: () => {} });
-    try {
+    await onFreshDatabase(async ({ open, client }) => {
+      const a = await open();
+      const older = client();
       const own = await a.listener!.listen(CHANNEL, () => {}, () => {});
       expect(await a.listener!.othersListen(CHANNEL)).toBe(false);
       const { unlisten } = await older.listen(CHANNEL, () => {});
@@ -195,22 +220,16 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       await older.end();
       await vi.waitFor(async () => expect(await a.listener!.othersListen(CHANNEL)).toBe(false), { timeout: 5_000 });
       await own();
-    } finally {
-      await older.end();
-      await a.close();
-      await dropPostgresDatabase(url);
-    }
+    });
   });
 
   test("a replica that says no hello (an earlier version) is found by the next look, and told to look again for what it missed", async () => {
-    const url = await createPostgresDatabase();
-    const a = await openDatabase({ kind: "postgres", url: url.toString() });
-    const older = postgres(url.toString(), { max: 1, onnotice: () => {} });
-    const heardByOlder: { events: [string, unknown[]][] }[] = [];
-    const busA = new Bus();
-    const relayA = new Relay(busA, a.listener!, () => {}, (e) => expect.unreachable(String(e)), 200);
-    try {
-      await relayA.start();
+    await onFreshDatabase(async ({ open, start, client }) => {
+      const a = await open();
+      const older = client();
+      const heardByOlder: { events: [string, unknown[]][] }[] = [];
+      const busA = new Bus();
+      await start(new Relay(busA, a.listener!, () => {}, fail, 200));
       await older.listen(CHANNEL, (payload) => heardByOlder.push(JSON.parse(payload)));
       busA.emit("enqueued", [{ id: "41", selector: parseSelector("os=linux"), targetAgent: null }]);
       await vi.waitFor(() => expect(heardByOlder).toHaveLength(1), { timeout: 5_000 });
@@ -218,66 +237,49 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       expect(heardByOlder[0]!.events).toEqual([["enqueued", [[{ id: "0", selector: null, targetAgent: null }]]]]);
       busA.emit("enqueued", [{ id: "42", selector: parseSelector("os=linux"), targetAgent: null }]);
       await vi.waitFor(() => expect(heardByOlder.flatMap((m) => m.events.map(([, [orders]]) => (orders as { id: string }[])[0]!.id))).toEqual(["0", "42"]), { timeout: 5_000 });
-    } finally {
-      await relayA.stop();
-      await older.end();
-      await a.close();
-      await dropPostgresDatabase(url);
-    }
+    });
   });
 
   test("a welcome that could not be sent is sent again by the next look", async () => {
-    const url = await createPostgresDatabase();
-    const [a, b] = [await openDatabase({ kind: "postgres", url: url.toString() }), await openDatabase({ kind: "postgres", url: url.toString() })];
-    let failWelcome = true;
-    const flaky: Listener = {
-      ...a.listener!,
-      notify: (channel, payloads) => {
-        if (failWelcome && payloads.some((p) => JSON.parse(p).welcome)) {
-          failWelcome = false;
-          return Promise.reject(new Error("connection reset"));
-        }
-        return a.listener!.notify(channel, payloads);
-      },
-    };
-    const errors: unknown[] = [];
-    const relayA = new Relay(new Bus(), flaky, () => {}, (e) => errors.push(e), 100);
-    let resyncs = 0;
-    const relayB = new Relay(new Bus(), b.listener!, () => resyncs++, (e) => expect.unreachable(String(e)), 100);
-    try {
-      await relayA.start();
-      await relayB.start();
+    await onFreshDatabase(async ({ open, start }) => {
+      const [a, b] = [await open(), await open()];
+      let failWelcome = true;
+      const flaky: Listener = {
+        ...a.listener!,
+        notify: (channel, payloads) => {
+          if (failWelcome && payloads.some((p) => JSON.parse(p).welcome)) {
+            failWelcome = false;
+            return Promise.reject(new Error("connection reset"));
+          }
+          return a.listener!.notify(channel, payloads);
+        },
+      };
+      const errors: unknown[] = [];
+      await start(new Relay(new Bus(), flaky, () => {}, (e) => errors.push(e), 100));
+      let resyncs = 0;
+      await start(new Relay(new Bus(), b.listener!, () => resyncs++, fail, 100));
       await vi.waitFor(() => expect(resyncs).toBe(1), { timeout: 5_000 });
       expect(errors.map(String)).toEqual(["Error: connection reset"]);
-    } finally {
-      await relayB.stop();
-      await relayA.stop();
-      await Promise.all([a.close(), b.close()]);
-      await dropPostgresDatabase(url);
-    }
+    });
   });
 
   test("a stop waits for a look under way, so it does not outlive the database", async () => {
-    const url = await createPostgresDatabase();
-    const a = await openDatabase({ kind: "postgres", url: url.toString() });
-    let looks = 0;
-    const slow: Listener = {
-      ...a.listener!,
-      othersListen: async (channel) => {
-        looks++;
-        await new Promise((r) => setTimeout(r, 200));
-        return a.listener!.othersListen(channel);
-      },
-    };
-    const relay = new Relay(new Bus(), slow, () => {}, (e) => expect.unreachable(String(e)), 50);
-    try {
-      await relay.start();
+    await onFreshDatabase(async ({ open, start }) => {
+      const a = await open();
+      let looks = 0;
+      const slow: Listener = {
+        ...a.listener!,
+        othersListen: async (channel) => {
+          looks++;
+          await new Promise((r) => setTimeout(r, 200));
+          return a.listener!.othersListen(channel);
+        },
+      };
+      const relay = await start(new Relay(new Bus(), slow, () => {}, fail, 50));
       await vi.waitFor(() => expect(looks).toBeGreaterThan(1), { timeout: 5_000 });
       await relay.stop();
       await a.close();
       await new Promise((r) => setTimeout(r, 300));
-    } finally {
-      await dropPostgresDatabase(url);
-    }
+    });
   });
 });
