@@ -114,14 +114,14 @@ export class Dispatcher {
    * it), taken from the member of a quiet group that has waited longest.
    */
   hold(orders: readonly { selector: Selector; agent?: string }[]): (Hold | undefined)[] {
-    const quiet = [...this.groups.values()].filter((g) => g.eligibility.queueMode && g.dryAt === g.generation);
+    const quiet = [...this.groups.values()].filter((g) => g.dryAt === g.generation);
     if (quiet.length === 0) return orders.map(() => undefined);
     const candidates = new Map<string, Group[]>();
     return orders.map(({ selector, agent }) => {
       if (agent !== undefined) return undefined;
       const key = JSON.stringify(selector);
       let groups = candidates.get(key);
-      if (!groups) candidates.set(key, (groups = quiet.filter((g) => matchesSelector(selector, g.eligibility.labels))));
+      if (!groups) candidates.set(key, (groups = quiet.filter((g) => mayRun(g, selector))));
       const group = groups.find((g) => g.open > 0);
       return group && this.holdIn(group);
     });
@@ -238,7 +238,7 @@ export class Dispatcher {
     const key = JSON.stringify(selector);
     let turn = candidates.get(key);
     if (!turn) {
-      const groups = [...this.groups.values()].filter((g) => g.eligibility.queueMode && matchesSelector(selector, g.eligibility.labels));
+      const groups = [...this.groups.values()].filter((g) => mayRun(g, selector));
       turn = { groups, next: 0 };
       candidates.set(key, turn);
     }
@@ -409,6 +409,11 @@ export class Dispatcher {
   private isLive(group: Group): boolean {
     return this.groups.get(group.key) === group;
   }
+}
+
+/** Whether the group's agents may run a queue order with this selector. */
+function mayRun(group: Group, selector: Selector): boolean {
+  return group.eligibility.queueMode && matchesSelector(selector, group.eligibility.labels);
 }
 
 function groupKey({ labels, queueMode }: Eligibility): string {
