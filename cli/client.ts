@@ -14,7 +14,8 @@ export type EventsOptions = {
 };
 
 /**
- * A failure that trying again may cure: the coordinator unreachable, restarting, or the stream cut.
+ * A failure that trying again may cure: the coordinator unreachable, restarting or rate-limiting,
+ * or the stream cut.
  * `retryAfterMs`: how long the coordinator asked to be left alone (`Retry-After`), if it did.
  */
 export class Interrupted extends CliError {
@@ -37,8 +38,8 @@ export function retryAfterMs(header: string | null, now = Date.now()): number | 
   return Number.isNaN(ms) ? undefined : Math.min(MAX_RETRY_AFTER_MS, Math.max(0, ms));
 }
 
-/** Statuses a coordinator that is restarting, or a proxy in front of it, answers for a while. */
-const PASSING = new Set([502, 503, 504]);
+/** Statuses of a coordinator restarting or rate-limiting, or a proxy in front of it: they pass. */
+const PASSING = new Set([429, 502, 503, 504]);
 
 /**
  * The flag that sets each field the coordinator may name in an error, so the message names what

@@ -17,6 +17,7 @@ const server = {
   "heartbeat-seconds": { type: "string" },
   "lease-seconds": { type: "string" },
   "max-followers": { type: "string" },
+  "rate-limit": { type: "string" },
   "log-level": { type: "string" },
 } satisfies Options;
 const agentFlags = {
@@ -45,6 +46,7 @@ Usage:
   jobfleet start                      coordinator on the embedded database + one local agent
   jobfleet coordinator                run the coordinator        [--listen HOST:PORT] [--data-dir DIR] [--database-url URL]
                                                                  [--heartbeat-seconds S] [--lease-seconds S] [--max-followers N]
+                                                                 [--rate-limit N]
   jobfleet agent --url URL[,URL…] --token T   run an agent       [--name N] [--labels K=V,...] [--capacity N] [--prefetch N]
                                                                  [--mode queue|work-order] [--drain-timeout S] [--cancel-grace S]
   jobfleet run [flags] -- CMD ARGS…   enqueue, follow the log, exit as the job did

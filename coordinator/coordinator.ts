@@ -9,10 +9,13 @@ import { Bus } from "./bus.ts";
 import { Completer } from "./completer.ts";
 import { type Database, type DatabaseConfig, openDatabase } from "./db/database.ts";
 import { Dispatcher } from "./dispatch/dispatcher.ts";
+import { RateLimits } from "./rate/rate-limits.ts";
+import type { Rate } from "./rate/token-bucket.ts";
 import { Reaper } from "./reaper.ts";
 import { Relay } from "./relay.ts";
 import { Statistics } from "./statistics.ts";
 import { createApp } from "./http/app.ts";
+import type { RequestLimits } from "./http/auth.ts";
 import { withoutData } from "./loggable.ts";
 import { DEFAULT_MAX_FOLLOWERS, Followers } from "./logs/followers.ts";
 import { AGENT_PATH, Hub } from "./ws/hub.ts";
@@ -27,6 +30,10 @@ export type CoordinatorOptions = {
   leaseSeconds?: number;
   /** Log followers served at once (default 5,000); more are answered 503 with `Retry-After`. */
   maxFollowers?: number;
+  /** Requests a second each token may make, in bursts of ten seconds' worth (default 100); 0: no limit. */
+  requestsPerSecond?: number;
+  /** Failed authentications a client address may make, over HTTP and WebSocket together (default: 30, then 1 a second). */
+  authFailures?: Rate;
   /** How long an acknowledgement to an agent waits for another message to ride with (default 50 ms). */
   ackDelayMs?: number;
   logger: Logger;
@@ -56,7 +63,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const relay = db.listener && new Relay(bus, db.listener, () => dispatcher.sweep(), onError);
   const closing = new AbortController();
   const followers = new Followers(options.maxFollowers ?? DEFAULT_MAX_FOLLOWERS);
-  const app = createApp({ db, bus, verifier, followers, dispatcher, closing: closing.signal }, onError);
+  const limits = requestLimits(options);
+  const app = createApp({ db, bus, verifier, followers, dispatcher, limits, closing: closing.signal }, onError);
   let server: Server;
   try {
     await relay?.start();
@@ -72,6 +80,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     db,
     bus,
     verifier,
+    failures: limits.failures,
     dispatcher,
     completer,
     heartbeatSeconds,
@@ -102,6 +111,15 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const host = address.includes(":") ? `[${address}]` : address;
   logger.info({ url: `http://${host}:${port}`, database: options.database.kind }, "coordinator listening");
   return { db, url: `http://${host}:${port}`, agentUrl: `ws://${host}:${port}${AGENT_PATH}`, stop };
+}
+
+export const DEFAULT_REQUESTS_PER_SECOND = 100;
+
+function requestLimits({ requestsPerSecond = DEFAULT_REQUESTS_PER_SECOND, authFailures }: CoordinatorOptions): RequestLimits {
+  return {
+    failures: new RateLimits(authFailures ?? { perSecond: 1, burst: 30 }),
+    ...(requestsPerSecond > 0 ? { requests: new RateLimits({ perSecond: requestsPerSecond, burst: requestsPerSecond * 10 }) } : {}),
+  };
 }
 
 /** How long requests in flight at a stop (an enqueue whose insert may have committed) get to answer. */

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { Agent, AgentFailed } from "../../agent/agent.ts";
 import { tokenCreate, tokenList, tokenRevokeNamed, TokenVerifier } from "../../coordinator/auth/tokens.ts";
-import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
+import { type Coordinator, DEFAULT_REQUESTS_PER_SECOND, startCoordinator } from "../../coordinator/coordinator.ts";
 import type { DatabaseConfig } from "../../coordinator/db/database.ts";
 import { DEFAULT_MAX_FOLLOWERS } from "../../coordinator/logs/followers.ts";
 import pkg from "../../package.json" with { type: "json" };
@@ -50,10 +50,11 @@ async function coordinatorFrom(flags: Flags, log: Logger): Promise<Coordinator> 
     throw CliError.usage(`--lease-seconds (${leaseSeconds}) must be at least twice --heartbeat-seconds (${heartbeatSeconds})`);
   }
   const maxFollowers = integer(flags, "max-followers", DEFAULT_MAX_FOLLOWERS, 1, 1_000_000);
+  const requestsPerSecond = integer(flags, "rate-limit", DEFAULT_REQUESTS_PER_SECOND, 0, 1_000_000);
   const address = listen(flags);
   // Only once every flag has been checked: a usage error leaves nothing behind.
   if (config.kind === "pglite") mkdirSync(config.dataDir, { recursive: true });
-  return startCoordinator({ database: config, ...address, heartbeatSeconds, leaseSeconds, maxFollowers, logger: log });
+  return startCoordinator({ database: config, ...address, heartbeatSeconds, leaseSeconds, maxFollowers, requestsPerSecond, logger: log });
 }
 
 /** Resolves on the first SIGINT or SIGTERM; a second one calls `again`. */

@@ -3,6 +3,7 @@
 import type { ParseArgsConfig } from "node:util";
 import type { LogEvent, WorkOrderView } from "../../protocol/api.ts";
 import type { JobState, WorkOrderState } from "../../protocol/states.ts";
+import { randomUUID } from "node:crypto";
 import { setTimeout } from "node:timers/promises";
 import { Backoff } from "../../agent/backoff.ts";
 import { Client, Interrupted } from "../client.ts";
@@ -80,7 +81,10 @@ function spec(flags: Flags, command: string[]): unknown {
   return { command, env, cwd };
 }
 
-/** The work-order body the flags describe; the coordinator validates it (and names what is wrong). */
+/**
+ * The work-order body the flags describe; the coordinator validates it (and names what is wrong).
+ * Without `--idempotency-key` it carries one made here, so that `submit` may send it again.
+ */
 export function workOrderBody(flags: Flags, command: string[]): Record<string, unknown> {
   return {
     adapter: flags.adapter,
@@ -94,14 +98,14 @@ export function workOrderBody(flags: Flags, command: string[]): Record<string, u
     retryOn: typeof flags["retry-on"] === "string" ? flags["retry-on"].split(",").map((e) => e.trim()) : undefined,
     retryBackoffSeconds: seconds(flags["retry-backoff"] as string | undefined, "retry-backoff"),
     queueTimeoutSeconds: seconds(flags["queue-timeout"] as string | undefined, "queue-timeout"),
-    idempotencyKey: flags["idempotency-key"],
+    idempotencyKey: flags["idempotency-key"] ?? `cli-${randomUUID()}`,
     metadata: pairs(flags.metadata as string[] | undefined, "metadata"),
   };
 }
 
 export async function enqueue(flags: Flags, command: string[]): Promise<number> {
   const { url, token } = endpoint(flags);
-  const order = await new Client(url, token).request<WorkOrderView>("POST", "/v1/work-orders", workOrderBody(flags, command));
+  const order = await submit(new Client(url, token), workOrderBody(flags, command));
   process.stdout.write(flags.json ? `${JSON.stringify(order, null, 2)}\n` : `${order.id}\n`);
   return 0;
 }
@@ -118,7 +122,7 @@ export function exitCodeOf(state: WorkOrderState | JobState, exitCode: number | 
 export async function run(flags: Flags, command: string[]): Promise<number> {
   const { url, token } = endpoint(flags);
   const client = new Client(url, token);
-  const order = await client.request<WorkOrderView>("POST", "/v1/work-orders", workOrderBody(flags, command));
+  const order = await submit(client, workOrderBody(flags, command));
   process.stderr.write(`jobfleet: work order ${order.id} enqueued (selector '${order.selector}')\n`);
   const cancel = () => {
     process.stderr.write(`jobfleet: cancelling work order ${order.id} (interrupt again to stop waiting)\n`);
@@ -175,11 +179,32 @@ export async function follow(client: Client, path: string, subject: string, { id
     } catch (error) {
       if (!(error instanceof Interrupted)) throw error;
       outageSince ??= Date.now();
-      if (Date.now() - outageSince >= reconnectForMs) throw new CliError(`${error.message}; gave up after ${reconnectForMs / 1000} s`);
-      // Never sooner than the coordinator asked (a restart, or its followers full).
-      const delay = Math.max(backoff.next(), error.retryAfterMs ?? 0);
-      process.stderr.write(`jobfleet: ${error.message}; following again in ${(delay / 1000).toFixed(1)} s\n`);
-      await setTimeout(delay);
+      await waitOut(error, outageSince, backoff, reconnectForMs, "following");
     }
   }
+}
+
+/**
+ * Enqueues `body`, trying again through an outage or a rate limit for up to `reconnectForMs`.
+ * Its idempotency key makes a POST sent again after its answer was lost enqueue once.
+ */
+export async function submit(client: Client, body: Record<string, unknown>, { reconnectForMs }: Pick<FollowOptions, "reconnectForMs"> = FOLLOW): Promise<WorkOrderView> {
+  const since = Date.now();
+  const backoff = new Backoff(500, 5000);
+  for (;;) {
+    try {
+      return await client.request<WorkOrderView>("POST", "/v1/work-orders", body);
+    } catch (error) {
+      if (!(error instanceof Interrupted)) throw error;
+      await waitOut(error, since, backoff, reconnectForMs, "enqueuing");
+    }
+  }
+}
+
+/** Waits to try again, never sooner than the coordinator asked; gives up once the outage is `reconnectForMs` old. */
+async function waitOut(error: Interrupted, outageSince: number, backoff: Backoff, reconnectForMs: number, doing: string): Promise<void> {
+  if (Date.now() - outageSince >= reconnectForMs) throw new CliError(`${error.message}; gave up after ${reconnectForMs / 1000} s`);
+  const delay = Math.max(backoff.next(), error.retryAfterMs ?? 0);
+  process.stderr.write(`jobfleet: ${error.message}; ${doing} again in ${(delay / 1000).toFixed(1)} s\n`);
+  await setTimeout(delay);
 }

@@ -3,10 +3,12 @@ import type { Bus } from "../bus.ts";
 import type { Database } from "../db/database.ts";
 import type { Dispatcher } from "../dispatch/dispatcher.ts";
 import type { Followers } from "../logs/followers.ts";
+import type { RequestLimits } from "./auth.ts";
 
 /**
  * What the HTTP routes work with. `closing` is aborted when the coordinator stops: long responses
- * end then. Without a `dispatcher`, every order waits in the pool for a wake-up.
+ * end then. Without a `dispatcher`, every order waits in the pool for a wake-up; without `limits`,
+ * requests are not limited.
  */
 export type Services = {
   db: Database;
@@ -14,5 +16,6 @@ export type Services = {
   verifier: TokenVerifier;
   followers: Followers;
   dispatcher?: Pick<Dispatcher, "hold">;
+  limits?: RequestLimits;
   closing?: AbortSignal;
 };

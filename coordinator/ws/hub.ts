@@ -39,12 +39,13 @@ export class Hub {
         socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n");
         return;
       }
-      this.wss.handleUpgrade(request, socket, head, (ws) => this.accept(ws));
+      const address = request.socket.remoteAddress ?? "unknown";
+      this.wss.handleUpgrade(request, socket, head, (ws) => this.accept(ws, address));
     });
   }
 
-  private accept(ws: import("ws").WebSocket): void {
-    const session = new AgentSession(`${this.replica}-${++this.counter}`, ws, {
+  private accept(ws: import("ws").WebSocket, address: string): void {
+    const session = new AgentSession(`${this.replica}-${++this.counter}`, ws, address, {
       ...this.ctx,
       register: (s) => this.register(s),
     });

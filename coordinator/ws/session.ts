@@ -25,12 +25,15 @@ import type { Completer } from "../completer.ts";
 import type { Applied } from "../sql/job-apply.ts";
 import type { Claimant } from "../sql/work-order-claim.ts";
 import { Holdings } from "./holdings.ts";
-import { TokenBucket } from "./rate.ts";
+import type { RateLimits } from "../rate/rate-limits.ts";
+import { TokenBucket } from "../rate/token-bucket.ts";
 
 export type SessionContext = {
   db: Database;
   bus: Bus;
   verifier: TokenVerifier;
+  /** Failed authentications per client address, shared with the HTTP API. */
+  failures?: RateLimits;
   dispatcher: Dispatcher;
   completer: Completer;
   heartbeatSeconds: number;
@@ -82,9 +85,10 @@ export class AgentSession implements Claimer {
   constructor(
     readonly sessionId: string,
     private readonly socket: WebSocket,
+    private readonly address: string,
     private readonly ctx: SessionContext,
   ) {
-    this.bucket = new TokenBucket(1000, 2000);
+    this.bucket = new TokenBucket({ perSecond: 1000, burst: 2000 });
     this.helloTimer = setTimeout(() => this.close(CloseCode.protocol, "no hello"), HELLO_TIMEOUT_MS);
     socket.on("message", (data, isBinary) => this.receive(data as Buffer, isBinary));
     // The agent's heartbeat is a WebSocket ping (answered by ws), or an unsolicited pong when it needs no answer.
@@ -232,8 +236,15 @@ export class AgentSession implements Claimer {
       this.error("protocol_version", `this coordinator speaks protocol ${PROTOCOL_VERSION}, not ${message.protocol}`, { fatal: true });
       return this.close(CloseCode.protocol, "protocol version");
     }
+    const barred = this.ctx.failures?.wait(this.address) ?? 0;
+    if (barred > 0) {
+      const seconds = Math.ceil(barred / 1000);
+      this.error("rate_limited", `too many failed authentications from ${this.address}; try again in ${seconds} s`);
+      return this.close(CloseCode.unavailable, "too many failed authentications");
+    }
     const principal = await this.ctx.verifier.verify(message.token);
     if (!principal || (principal.role !== "agent" && principal.role !== "admin")) {
+      this.ctx.failures?.tryTake(this.address);
       this.error("unauthenticated", "the token is not a valid agent token", { fatal: true });
       return this.close(CloseCode.unauthenticated, "unauthenticated");
     }

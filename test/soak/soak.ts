@@ -156,14 +156,14 @@ class Soak {
     for (let i = 0; i < this.options.agents; i++) this.agents.push(this.agent(i));
   }
 
-  /** Calls the API on whichever replica answers, retrying through outages. */
+  /** Calls the API on whichever replica answers, retrying through outages and rate limits. */
   private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       const api = this.apis[attempt % this.apis.length]!;
       try {
         const { status, body: result } = await api.call<T>(method, path, body);
         if (status < 300) return result;
-        if (status !== 503) throw new Error(`${method} ${path}: ${status} ${JSON.stringify(result)}`);
+        if (status !== 503 && status !== 429) throw new Error(`${method} ${path}: ${status} ${JSON.stringify(result)}`);
       } catch (error) {
         if (!(error instanceof TypeError)) throw error;
       }
