@@ -16,12 +16,19 @@ import type { Assignment } from "../../protocol/messages.ts";
 import { matchesSelector, type Selector } from "../../protocol/selector.ts";
 import type { Bus, Enqueued } from "../bus.ts";
 import type { Database } from "../db/database.ts";
+import { isUnavailable } from "../db/unavailable.ts";
 import { type Claimant, type Eligibility, type GroupAssignment, workOrdersClaim } from "../sql/work-order-claim.ts";
 
 export interface Claimer {
   readonly claimant: Claimant;
   /** Hands the agent its jobs; once its socket has gone, back to the queue. */
   assign(jobs: Assignment[]): void;
+  /**
+   * A claim for it may have committed unseen (the database went away before answering), so the
+   * database may hold jobs for it that it was never given: it reconnects, and its welcome, which
+   * lists them, settles it. No more slots of it are served.
+   */
+  resync(): void;
 }
 
 const RETRY_MS = 1000;
@@ -47,6 +54,8 @@ export type Hold = {
   assign(job: Assignment): void;
   /** It was not: the slot is open again. */
   release(): void;
+  /** No telling whether it was (the database went away before answering): see `Claimer.resync`. */
+  resync(): void;
 };
 
 /** The groups that may run a selector, in the order this wake-up offers them its orders. */
@@ -147,6 +156,7 @@ export class Dispatcher {
         this.giveBack(group, claimer, member, 1, true);
         if (this.isLive(group)) this.schedule(group);
       },
+      resync: () => claimer.resync(),
     };
   }
 
@@ -370,6 +380,7 @@ export class Dispatcher {
       group.hints.unshift(...hints);
       group.counted = false;
       group.generation++;
+      if (isUnavailable(error)) for (const [claimer] of asking) claimer.resync();
       throw error;
     }
     const got = asking.map((): Assignment[] => []);

@@ -132,6 +132,11 @@ export class AgentSession implements Claimer {
     }
   }
 
+  resync(): void {
+    this.ctx.log("claim unanswered; agent told to reconnect", { session: this.sessionId, agent: this.claimant.name });
+    this.close(CloseCode.unavailable, "a claim went unanswered; reconnect");
+  }
+
   close(code: number, reason: string): void {
     // No more work for it: a replaced or silent socket may take a while to finish closing.
     if (this.claimant) this.ctx.dispatcher.remove(this);

@@ -36,9 +36,13 @@ beforeEach(async () => {
 
 class FakeAgent implements Claimer {
   readonly jobs: Assignment[] = [];
+  resyncs = 0;
   constructor(readonly claimant: Claimant) {}
   assign(jobs: Assignment[]): void {
     this.jobs.push(...jobs);
+  }
+  resync(): void {
+    this.resyncs++;
   }
 }
 
@@ -158,6 +162,30 @@ test("a claim statement that fails leaves the slots open and is tried again", as
   dispatcher.claim(agent!, 1);
   await until(() => agent!.jobs.length === 1);
   expect(errors).toHaveLength(1);
+  dispatcher.stop();
+});
+
+test.each([
+  { when: "after it committed, its connection lost", code: "CONNECTION_CLOSED", runs: true, resyncs: 1 },
+  { when: "refused by the database", code: "40P01", runs: false, resyncs: 0 },
+])("a claim that fails $when has its agents reconnect: $resyncs", async ({ code, runs, resyncs }) => {
+  const [agent] = await agents(`unseen-${code}`, 1, { pool: `unseen-${code}` });
+  const { row } = await workOrderInsert(db, order({ selector: `pool=unseen-${code}` }));
+  let failures = 1;
+  const failing = claimingThrough(async (text, params) => {
+    if (failures-- <= 0) return db.generic.query(text, params);
+    if (runs) await db.generic.query(text, params);
+    throw Object.assign(new Error(`failed: ${code}`), { code });
+  });
+  const errors: unknown[] = [];
+  const dispatcher = new Dispatcher(failing, new Bus(), (e) => errors.push(e));
+  dispatcher.claim(agent!, 1);
+  await until(() => errors.length === 1);
+  expect(agent!.resyncs).toBe(resyncs);
+  expect(agent!.jobs).toEqual([]);
+  // Committed, the job is the agent's in the database alone: its reconnect's welcome will list it.
+  const [state] = await db.query<{ state: string }>(`SELECT state FROM work_orders WHERE id = $1`, [row.id]);
+  expect(state!.state).toBe(runs ? "claimed" : "pending");
   dispatcher.stop();
 });
 

@@ -67,11 +67,11 @@ async function quietGroup(pool: string, n: number) {
   let claims = 0;
   const counting: Database = { ...db, generic: { query: (text, params) => (claims++, db.generic.query(text, params)) } };
   const dispatcher = new Dispatcher(counting, new Bus(), (e) => expect.unreachable(String(e)));
-  const agents: (Claimer & { jobs: Assignment[] })[] = [];
+  const agents: (Claimer & { jobs: Assignment[]; resyncs: number })[] = [];
   for (let i = 0; i < n; i++) {
     const claimant = await connectAgent(db, `${pool}-${i}`, { pool });
-    const jobs: Assignment[] = [];
-    agents.push({ claimant, jobs, assign: (dealt) => jobs.push(...dealt) });
+    const agent = { claimant, jobs: [] as Assignment[], resyncs: 0, assign: (dealt: Assignment[]) => agent.jobs.push(...dealt), resync: () => agent.resyncs++ };
+    agents.push(agent);
   }
   for (const agent of agents) dispatcher.claim(agent, 1);
   for (let i = 0; i < 100 && claims === 0; i++) await new Promise((r) => setTimeout(r, 10));
@@ -118,5 +118,25 @@ test("a held slot is given back when the order was not created (its key named an
   const next = await new Enqueuer(db, dispatcher).enqueue(order({ selector: "pool=held" }));
   expect(next.row.state).toBe("claimed");
   expect(agents[1]!.jobs.map((j) => j.workOrderId)).toEqual([next.row.id]);
+  expect(agents.map((a) => a.resyncs)).toEqual([0, 0]);
+  dispatcher.stop();
+});
+
+test("an insert that may have committed unseen has the agent its slot was held on reconnect, to be told of it", async () => {
+  const { dispatcher, agents } = await quietGroup("unseen", 1);
+  // The statement runs and commits, and then its connection is lost before the answer.
+  const losing: Database = {
+    ...db,
+    query: async <Row,>(text: string, params?: unknown[]) => {
+      const rows = await db.query<Row>(text, params);
+      if (text.includes("INSERT INTO work_orders")) throw Object.assign(new Error("write CONNECTION_CLOSED"), { code: "CONNECTION_CLOSED" });
+      return rows;
+    },
+  };
+  await expect(new Enqueuer(losing, dispatcher).enqueue(order({ selector: "pool=unseen", metadata: { unseen: true } }))).rejects.toThrow("CONNECTION_CLOSED");
+  expect(agents[0]!.resyncs).toBe(1);
+  expect(agents[0]!.jobs).toEqual([]);
+  const [row] = await db.query<{ state: string }>(`SELECT state FROM work_orders WHERE metadata = '{"unseen":true}'`);
+  expect(row!.state).toBe("claimed");
   dispatcher.stop();
 });

@@ -150,6 +150,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const agent = async (name: string, os: string): Promise<Claimer> => ({
         claimant: await connectAgent(b, name, { os }),
         assign: (jobs: Assignment[]) => assigned.push(...jobs.map((j) => `${name}:${j.workOrderId}`)),
+        resync: () => expect.unreachable("no claim fails here"),
       });
       // The group that cannot run it joins first, with room for both orders: it is the first offered them.
       const [mac, linux] = [await agent("mac", "darwin"), await agent("linux", "linux")];
