@@ -15,7 +15,6 @@ import { Reaper } from "./reaper.ts";
 import { Relay } from "./relay.ts";
 import { Statistics } from "./statistics.ts";
 import { createApp } from "./http/app.ts";
-import type { RequestLimits } from "./http/auth.ts";
 import { withoutData } from "./loggable.ts";
 import { DEFAULT_MAX_FOLLOWERS, Followers } from "./logs/followers.ts";
 import { AGENT_PATH, Hub } from "./ws/hub.ts";
@@ -55,7 +54,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   if (leaseSeconds < 2 * heartbeatSeconds) throw new RangeError("the lease must be at least twice the heartbeat interval");
   const db = await openDatabase(options.database);
   const bus = new Bus();
-  const verifier = new TokenVerifier(db);
+  const verifier = new TokenVerifier(db, { failures: new RateLimits(options.authFailures ?? { perSecond: 1, burst: 30 }) });
   const onError = (error: unknown) => logger.error({ err: withoutData(error) }, "internal error");
   const dispatcher = new Dispatcher(db, bus, onError);
   const completer = new Completer(db);
@@ -63,8 +62,10 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const relay = db.listener && new Relay(bus, db.listener, () => dispatcher.sweep(), onError);
   const closing = new AbortController();
   const followers = new Followers(options.maxFollowers ?? DEFAULT_MAX_FOLLOWERS);
-  const limits = requestLimits(options);
-  const app = createApp({ db, bus, verifier, followers, dispatcher, limits, closing: closing.signal }, onError);
+  const requestsPerSecond = options.requestsPerSecond ?? DEFAULT_REQUESTS_PER_SECOND;
+  // Bursts of ten seconds' worth.
+  const requestRate = requestsPerSecond > 0 ? new RateLimits({ perSecond: requestsPerSecond, burst: requestsPerSecond * 10 }) : undefined;
+  const app = createApp({ db, bus, verifier, followers, dispatcher, requestRate, closing: closing.signal }, onError);
   let server: Server;
   try {
     await relay?.start();
@@ -80,7 +81,6 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     db,
     bus,
     verifier,
-    failures: limits.failures,
     dispatcher,
     completer,
     heartbeatSeconds,
@@ -114,13 +114,6 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
 }
 
 export const DEFAULT_REQUESTS_PER_SECOND = 100;
-
-function requestLimits({ requestsPerSecond = DEFAULT_REQUESTS_PER_SECOND, authFailures }: CoordinatorOptions): RequestLimits {
-  return {
-    failures: new RateLimits(authFailures ?? { perSecond: 1, burst: 30 }),
-    ...(requestsPerSecond > 0 ? { requests: new RateLimits({ perSecond: requestsPerSecond, burst: requestsPerSecond * 10 }) } : {}),
-  };
-}
 
 /** How long requests in flight at a stop (an enqueue whose insert may have committed) get to answer. */
 const DRAIN_MS = 5000;

@@ -6,7 +6,7 @@ import type { WorkOrderCreate } from "../protocol/api.ts";
 import type { Assignment } from "../protocol/messages.ts";
 import { Batcher } from "./batcher.ts";
 import type { Database } from "./db/database.ts";
-import { isUnavailable } from "./db/unavailable.ts";
+import { mayHaveCommitted } from "./db/unavailable.ts";
 import type { Dispatcher, Hold } from "./dispatch/dispatcher.ts";
 import { type Inserted, workOrderInsertRows } from "./sql/work-order-insert.ts";
 
@@ -30,7 +30,7 @@ export class Enqueuer {
     try {
       inserted = await workOrderInsertRows(this.db, orders, holds.map((hold) => hold?.agentId));
     } catch (error) {
-      const unsure = isUnavailable(error);
+      const unsure = mayHaveCommitted(error);
       for (const hold of holds) unsure ? hold?.resync() : hold?.release();
       throw error;
     }

@@ -6,6 +6,7 @@ import type { Role, TokenView } from "../../protocol/api.ts";
 import { id as rowId } from "../../protocol/fields.ts";
 import type { Database } from "../db/database.ts";
 import { tokens } from "../db/schema.ts";
+import type { Charges, RateLimits } from "../rate/rate-limits.ts";
 
 export type Principal = { tokenId: string; name: string; role: Role };
 
@@ -46,32 +47,83 @@ export async function tokenRevokeNamed(db: Database, name: string): Promise<void
     .where(and(eq(tokens.name, name), isNull(tokens.revokedAt)));
 }
 
-type Cached = { row: typeof tokens.$inferSelect; until: number };
+type Row = typeof tokens.$inferSelect;
+type Cached = { row: Row; until: number };
+
+/** A client that has failed to authenticate too often: it may try again in `waitMs`. */
+export class Throttled extends Error {
+  constructor(
+    readonly from: string,
+    readonly waitMs: number,
+  ) {
+    super(`too many failed authentications from ${from}`);
+    this.name = "Throttled";
+  }
+}
+
+export type VerifierOptions = {
+  /** How long a found row is trusted (default 5 s). */
+  ttlMs?: number;
+  /** Failed authentications per client address. */
+  failures?: RateLimits;
+};
 
 /**
  * Checks presented tokens; a found row is cached for `ttlMs`, so a revocation takes that long to
- * bite. An unknown id is not cached: a token made a moment ago works at once.
+ * bite. An unknown id is not cached: a token made a moment ago works at once. Requests presenting
+ * one id while it is read share the read.
  */
 export class TokenVerifier {
   private readonly cache = new Map<string, Cached>();
+  private readonly reading = new Map<string, Promise<Row | undefined>>();
+  private readonly ttlMs: number;
+  private readonly failures?: RateLimits;
 
   constructor(
     private readonly db: Database,
-    private readonly ttlMs = 5_000,
-  ) {}
+    { ttlMs = 5_000, failures }: VerifierOptions = {},
+  ) {
+    this.ttlMs = ttlMs;
+    this.failures = failures;
+  }
 
-  async verify(token: string): Promise<Principal | undefined> {
+  /**
+   * The principal of a valid token, else undefined. `from`, the client's address, is charged for
+   * each failure, and once it has failed too often it is refused (`Throttled`) before its token is
+   * looked at. A database read is charged before it is made and refunded if the token proves
+   * good, so that guesses sent at once cannot outrun the limit.
+   */
+  async verify(token: string, from?: string): Promise<Principal | undefined> {
+    const failures = from === undefined ? undefined : this.failures?.for(from);
+    const wait = failures?.wait() ?? 0;
+    if (wait > 0) throw new Throttled(from!, wait);
     const match = FORMAT.exec(token);
-    if (!match || !rowId.safeParse(match[1]).success) return undefined;
-    const row = await this.row(match[1]!);
-    if (!row || row.revokedAt) return undefined;
-    const ok = timingSafeEqual(digest(match[2]!), Buffer.from(row.hash, "hex"));
+    if (!match || !rowId.safeParse(match[1]).success) return void failures?.take();
+    const { row, charged } = await this.row(match[1]!, failures);
+    const ok = row !== undefined && !row.revokedAt && timingSafeEqual(digest(match[2]!), Buffer.from(row.hash, "hex"));
+    if (ok && charged) failures?.refund();
+    if (!ok && !charged) failures?.take();
     return ok ? { tokenId: row.id, name: row.name, role: row.role } : undefined;
   }
 
-  private async row(id: string): Promise<Cached["row"] | undefined> {
+  /** The token's row; `charged`: this call started a read, and charged `failures` for it. */
+  private async row(id: string, failures?: Charges): Promise<{ row: Row | undefined; charged: boolean }> {
     const cached = this.cache.get(id);
-    if (cached && cached.until > Date.now()) return cached.row;
+    if (cached && cached.until > Date.now()) return { row: cached.row, charged: false };
+    const shared = this.reading.get(id);
+    if (shared) return { row: await shared, charged: false };
+    failures?.take();
+    const read = this.read(id).finally(() => this.reading.delete(id));
+    this.reading.set(id, read);
+    try {
+      return { row: await read, charged: true };
+    } catch (error) {
+      failures?.refund();
+      throw error;
+    }
+  }
+
+  private async read(id: string): Promise<Row | undefined> {
     const [row] = await this.db.orm.select().from(tokens).where(eq(tokens.id, id));
     if (!row) return undefined;
     if (this.cache.size > 10_000) this.cache.clear();

@@ -16,10 +16,26 @@ const CONNECTION_CODES = new Set([
 /** SQLSTATE classes and codes of a server that is going away or not yet accepting work. */
 const SERVER_CODES = /^(08|57P0[1-3]|53300)/;
 
-/** Looks through wrappers (drizzle wraps driver errors, with the original as `cause`). */
+/** Codes of a connection that was never made: no statement was sent on it. */
+const UNSENT_CODES = /^(ECONNREFUSED|ENOTFOUND|CONNECT_TIMEOUT|53300|57P03)$/;
+
 export function isUnavailable(error: unknown): boolean {
+  return unavailableCode(error) !== undefined;
+}
+
+/**
+ * Whether a statement that failed so may still have committed: the database went away after it
+ * was sent, and its answer with it. A statement the database refused was rolled back.
+ */
+export function mayHaveCommitted(error: unknown): boolean {
+  const code = unavailableCode(error);
+  return code !== undefined && !UNSENT_CODES.test(code);
+}
+
+/** Looks through wrappers (drizzle wraps driver errors, with the original as `cause`). */
+function unavailableCode(error: unknown): string | undefined {
   for (let e = error as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
-    if (typeof e.code === "string" && (CONNECTION_CODES.has(e.code) || SERVER_CODES.test(e.code))) return true;
+    if (typeof e.code === "string" && (CONNECTION_CODES.has(e.code) || SERVER_CODES.test(e.code))) return e.code;
   }
-  return false;
+  return undefined;
 }

@@ -16,7 +16,7 @@ import type { Assignment } from "../../protocol/messages.ts";
 import { matchesSelector, type Selector } from "../../protocol/selector.ts";
 import type { Bus, Enqueued } from "../bus.ts";
 import type { Database } from "../db/database.ts";
-import { isUnavailable } from "../db/unavailable.ts";
+import { mayHaveCommitted } from "../db/unavailable.ts";
 import { type Claimant, type Eligibility, type GroupAssignment, workOrdersClaim } from "../sql/work-order-claim.ts";
 
 export interface Claimer {
@@ -25,8 +25,8 @@ export interface Claimer {
   assign(jobs: Assignment[]): void;
   /**
    * A claim for it may have committed unseen (the database went away before answering), so the
-   * database may hold jobs for it that it was never given: it reconnects, and its welcome, which
-   * lists them, settles it. No more slots of it are served.
+   * database may hold jobs for its agent that the agent was never given: the agent reconnects
+   * (from whichever session it has now), and its welcome, which lists them, settles it.
    */
   resync(): void;
 }
@@ -380,7 +380,7 @@ export class Dispatcher {
       group.hints.unshift(...hints);
       group.counted = false;
       group.generation++;
-      if (isUnavailable(error)) for (const [claimer] of asking) claimer.resync();
+      if (mayHaveCommitted(error)) for (const [claimer] of asking) claimer.resync();
       throw error;
     }
     const got = asking.map((): Assignment[] => []);

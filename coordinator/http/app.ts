@@ -13,7 +13,7 @@ const RETRY_AFTER_SECONDS = 2;
 
 export function createApp(services: Services, onError: (error: unknown) => void = () => {}) {
   const v1 = new Hono<AuthEnv>()
-    .use(authenticate(services.verifier, services.limits))
+    .use(authenticate(services.verifier, services.requestRate))
     .route("/work-orders", workOrderRoutes(services))
     .route("/jobs", jobRoutes(services))
     .route("/agents", agentRoutes(services))

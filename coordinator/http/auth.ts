@@ -2,31 +2,19 @@
 import type { HttpBindings } from "@hono/node-server";
 import type { Context, MiddlewareHandler } from "hono";
 import type { Role } from "../../protocol/api.ts";
-import type { Principal, TokenVerifier } from "../auth/tokens.ts";
+import { type Principal, Throttled, type TokenVerifier } from "../auth/tokens.ts";
 import type { RateLimits } from "../rate/rate-limits.ts";
 import { ApiError } from "./errors.ts";
 
 export type AuthEnv = { Bindings: Partial<HttpBindings>; Variables: { principal: Principal } };
 
-/**
- * `failures`: failed authentications per client address. One that has failed too often is turned
- * away before its token is looked at, so guessing costs no database reads. `requests`: requests
- * per token, if limited.
- */
-export type RequestLimits = { failures: RateLimits; requests?: RateLimits };
-
-export function authenticate(verifier: TokenVerifier, limits?: RequestLimits): MiddlewareHandler<AuthEnv> {
+/** `requests`: requests per token, if limited. Failed authentications are the verifier's to count. */
+export function authenticate(verifier: TokenVerifier, requests?: RateLimits): MiddlewareHandler<AuthEnv> {
   return async (c, next) => {
-    const address = clientAddress(c);
-    const barred = limits?.failures.wait(address) ?? 0;
-    if (barred > 0) throw tooMany(`too many failed authentications from ${address}`, barred);
-    const principal = await principalOf(c, verifier).catch((error: unknown) => {
-      if (error instanceof ApiError) limits?.failures.tryTake(address);
-      throw error;
-    });
-    const wait = limits?.requests?.tryTake(principal.tokenId) ?? 0;
+    const principal = await principalOf(c, verifier);
+    const wait = requests?.tryTake(principal.tokenId) ?? 0;
     if (wait > 0) {
-      const { perSecond, burst } = limits!.requests!.rate;
+      const { perSecond, burst } = requests!.rate;
       throw tooMany(`token ${principal.name} may make ${perSecond} request${perSecond === 1 ? "" : "s"} a second (bursts of ${burst})`, wait);
     }
     c.set("principal", principal);
@@ -34,19 +22,17 @@ export function authenticate(verifier: TokenVerifier, limits?: RequestLimits): M
   };
 }
 
-async function principalOf(c: Context, verifier: TokenVerifier): Promise<Principal> {
+async function principalOf(c: Context<AuthEnv>, verifier: TokenVerifier): Promise<Principal> {
   const [scheme, token] = c.req.header("authorization")?.trim().split(/\s+/) ?? [];
   if (scheme?.toLowerCase() !== "bearer" || !token) {
     throw new ApiError(401, "unauthenticated", "send a token: Authorization: Bearer <token>");
   }
-  const principal = await verifier.verify(token);
+  // Requests made in-process (tests) have no address.
+  const principal = await verifier.verify(token, c.env?.incoming?.socket.remoteAddress).catch((error: unknown) => {
+    throw error instanceof Throttled ? tooMany(error.message, error.waitMs) : error;
+  });
   if (!principal) throw new ApiError(401, "unauthenticated", "the token is not valid");
   return principal;
-}
-
-/** The peer's address; requests made in-process (tests) have none. */
-function clientAddress(c: Context<AuthEnv>): string {
-  return c.env?.incoming?.socket.remoteAddress ?? "in-process";
 }
 
 function tooMany(what: string, waitMs: number): ApiError {

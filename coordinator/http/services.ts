@@ -3,12 +3,12 @@ import type { Bus } from "../bus.ts";
 import type { Database } from "../db/database.ts";
 import type { Dispatcher } from "../dispatch/dispatcher.ts";
 import type { Followers } from "../logs/followers.ts";
-import type { RequestLimits } from "./auth.ts";
+import type { RateLimits } from "../rate/rate-limits.ts";
 
 /**
  * What the HTTP routes work with. `closing` is aborted when the coordinator stops: long responses
- * end then. Without a `dispatcher`, every order waits in the pool for a wake-up; without `limits`,
- * requests are not limited.
+ * end then. Without a `dispatcher`, every order waits in the pool for a wake-up. `requestRate`:
+ * requests per token, if limited.
  */
 export type Services = {
   db: Database;
@@ -16,6 +16,6 @@ export type Services = {
   verifier: TokenVerifier;
   followers: Followers;
   dispatcher?: Pick<Dispatcher, "hold">;
-  limits?: RequestLimits;
+  requestRate?: RateLimits;
   closing?: AbortSignal;
 };

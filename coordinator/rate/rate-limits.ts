@@ -3,6 +3,9 @@
 // all of them. A limit may reset; memory may not grow, and each new key costs O(1) amortised.
 import { type Rate, TokenBucket } from "./token-bucket.ts";
 
+/** `take` charges one, into debt if need be; `wait`: the milliseconds until one may be taken. */
+export type Charges = { wait(): number; take(): void; refund(): void };
+
 export class RateLimits {
   private readonly buckets = new Map<string, TokenBucket>();
 
@@ -14,6 +17,15 @@ export class RateLimits {
   /** Charges `key` one and returns 0 if it has one; else the milliseconds until it has, charging nothing. */
   tryTake(key: string, now = performance.now()): number {
     return this.bucket(key, now).tryTake(now);
+  }
+
+  /** One key's charges. */
+  for(key: string): Charges {
+    return {
+      wait: () => this.wait(key),
+      take: () => void this.bucket(key, performance.now()).take(),
+      refund: () => this.buckets.get(key)?.refund(),
+    };
   }
 
   /** The milliseconds until `key` may be charged, charging nothing. */

@@ -31,6 +31,12 @@ export class TokenBucket {
     return 0;
   }
 
+  /** Gives back one taken, as far as the burst. */
+  refund(now = performance.now()): void {
+    this.refill(now);
+    this.tokens = Math.min(this.rate.burst, this.tokens + 1);
+  }
+
   /** The milliseconds until one may be taken, charging nothing. */
   wait(now = performance.now()): number {
     this.refill(now);

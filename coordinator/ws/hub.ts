@@ -26,7 +26,7 @@ export class Hub {
   private readonly watchdog: NodeJS.Timeout;
   private readonly unsubscribe: () => void;
 
-  constructor(private readonly ctx: Omit<SessionContext, "register">) {
+  constructor(private readonly ctx: Omit<SessionContext, "register" | "resync">) {
     const heartbeatMs = ctx.heartbeatSeconds * 1000;
     this.timer = setInterval(() => void this.tick(), heartbeatMs / 2);
     this.watchdog = setInterval(() => this.overdue(heartbeatMs), Math.min(1000, heartbeatMs / 10));
@@ -39,15 +39,16 @@ export class Hub {
         socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n");
         return;
       }
-      const address = request.socket.remoteAddress ?? "unknown";
+      const address = request.socket.remoteAddress;
       this.wss.handleUpgrade(request, socket, head, (ws) => this.accept(ws, address));
     });
   }
 
-  private accept(ws: import("ws").WebSocket, address: string): void {
+  private accept(ws: import("ws").WebSocket, address: string | undefined): void {
     const session = new AgentSession(`${this.replica}-${++this.counter}`, ws, address, {
       ...this.ctx,
       register: (s) => this.register(s),
+      resync: (agentId) => this.agents.get(agentId)?.close(CloseCode.unavailable, "a claim went unanswered; reconnect"),
     });
     this.sessions.add(session);
     ws.on("close", () => this.sessions.delete(session));

@@ -15,7 +15,7 @@ import {
   type CoordinatorMessage,
   type JobMessage,
 } from "../../protocol/messages.ts";
-import type { TokenVerifier } from "../auth/tokens.ts";
+import { type Principal, Throttled, type TokenVerifier } from "../auth/tokens.ts";
 import type { Bus } from "../bus.ts";
 import type { Database } from "../db/database.ts";
 import { isUnavailable } from "../db/unavailable.ts";
@@ -25,15 +25,12 @@ import type { Completer } from "../completer.ts";
 import type { Applied } from "../sql/job-apply.ts";
 import type { Claimant } from "../sql/work-order-claim.ts";
 import { Holdings } from "./holdings.ts";
-import type { RateLimits } from "../rate/rate-limits.ts";
 import { TokenBucket } from "../rate/token-bucket.ts";
 
 export type SessionContext = {
   db: Database;
   bus: Bus;
   verifier: TokenVerifier;
-  /** Failed authentications per client address, shared with the HTTP API. */
-  failures?: RateLimits;
   dispatcher: Dispatcher;
   completer: Completer;
   heartbeatSeconds: number;
@@ -48,6 +45,8 @@ export type SessionContext = {
   ackDelayMs: number;
   /** Called once the agent is known; returns a function that forgets it. */
   register(session: AgentSession): () => void;
+  /** Closes the agent's current session, if it has one here, so that it reconnects. */
+  resync(agentId: string): void;
   log(event: string, fields: Record<string, unknown>): void;
 };
 
@@ -85,7 +84,8 @@ export class AgentSession implements Claimer {
   constructor(
     readonly sessionId: string,
     private readonly socket: WebSocket,
-    private readonly address: string,
+    /** The peer's, charged for failed hellos. */
+    private readonly address: string | undefined,
     private readonly ctx: SessionContext,
   ) {
     this.bucket = new TokenBucket({ perSecond: 1000, burst: 2000 });
@@ -132,9 +132,10 @@ export class AgentSession implements Claimer {
     }
   }
 
+  /** The agent may since have reconnected: its current session is the one to close. */
   resync(): void {
     this.ctx.log("claim unanswered; agent told to reconnect", { session: this.sessionId, agent: this.claimant.name });
-    this.close(CloseCode.unavailable, "a claim went unanswered; reconnect");
+    this.ctx.resync(this.claimant.agentId);
   }
 
   close(code: number, reason: string): void {
@@ -241,15 +242,15 @@ export class AgentSession implements Claimer {
       this.error("protocol_version", `this coordinator speaks protocol ${PROTOCOL_VERSION}, not ${message.protocol}`, { fatal: true });
       return this.close(CloseCode.protocol, "protocol version");
     }
-    const barred = this.ctx.failures?.wait(this.address) ?? 0;
-    if (barred > 0) {
-      const seconds = Math.ceil(barred / 1000);
-      this.error("rate_limited", `too many failed authentications from ${this.address}; try again in ${seconds} s`);
+    let principal: Principal | undefined;
+    try {
+      principal = await this.ctx.verifier.verify(message.token, this.address);
+    } catch (error) {
+      if (!(error instanceof Throttled)) throw error;
+      this.error("rate_limited", `${error.message}; try again in ${Math.ceil(error.waitMs / 1000)} s`);
       return this.close(CloseCode.unavailable, "too many failed authentications");
     }
-    const principal = await this.ctx.verifier.verify(message.token);
     if (!principal || (principal.role !== "agent" && principal.role !== "admin")) {
-      this.ctx.failures?.tryTake(this.address);
       this.error("unauthenticated", "the token is not a valid agent token", { fatal: true });
       return this.close(CloseCode.unauthenticated, "unauthenticated");
     }

@@ -1,48 +1,59 @@
-// A claim that committed while its answer was lost leaves a job the database gives an agent that was
-// never told of it. The coordinator then has that agent reconnect (see the dispatcher's and
-// enqueuer's tests); this is what follows: the welcome lists the job, the agent disowns it, and it
-// is returned, not lost, and runs on its one attempt.
+// A claim, or an enqueue created claimed for an idle agent, that commits while its answer is lost
+// with the database connection leaves a job the database gives an agent that was never told of it.
+// The coordinator has that agent reconnect: the welcome lists the job, the agent disowns it, and it
+// is returned, not lost, and runs on its one attempt. Real coordinator and agent over loopback; the
+// fault is put into the coordinator's database door: the statement runs, then its answer is lost.
+import { Writable } from "node:stream";
 import { pino } from "pino";
-import { afterAll, beforeAll, expect, test } from "vitest";
+import { afterAll, afterEach, beforeAll, expect, test } from "vitest";
 import { z } from "zod";
 import type { Adapter } from "../../adapters/adapter.ts";
 import { Agent } from "../../agent/agent.ts";
 import { tokenCreate } from "../../coordinator/auth/tokens.ts";
 import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
-import { workOrdersClaim } from "../../coordinator/sql/work-order-claim.ts";
-import type { AgentView, JobView, WorkOrderView } from "../../protocol/api.ts";
-import { order, workOrderInsert } from "../store/fixtures.ts";
+import type { JobView, WorkOrderView } from "../../protocol/api.ts";
 import { Proxy } from "../support/proxy.ts";
 
-const logger = pino({ level: "silent" });
 let coordinator: Coordinator;
 let proxy: Proxy;
 let ciToken: string;
 let agentToken: string;
+const cleanups: (() => Promise<void> | void)[] = [];
 
 beforeAll(async () => {
-  coordinator = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, logger });
+  coordinator = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, logger: pino({ level: "silent" }) });
   proxy = await Proxy.to({ host: "127.0.0.1", port: Number(new URL(coordinator.url).port) });
   ciToken = (await tokenCreate(coordinator.db, "ci", "ci")).token;
   agentToken = (await tokenCreate(coordinator.db, "agents", "agent")).token;
+});
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 afterAll(async () => {
   await proxy?.close();
   await coordinator?.stop();
 });
 
-async function api<T>(path: string): Promise<T> {
-  return (await (await fetch(`${coordinator.url}${path}`, { headers: { authorization: `Bearer ${ciToken}` } })).json()) as T;
+const lost = () => Object.assign(new Error("write CONNECTION_CLOSED"), { code: "CONNECTION_CLOSED" });
+
+async function api<T>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const response = await fetch(`${coordinator.url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${ciToken}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: response.status, body: (await response.json()) as T };
 }
 
-async function until(condition: () => Promise<boolean>, what: string): Promise<void> {
+async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
   for (let waited = 0; !(await condition()); waited += 20) {
     if (waited > 20_000) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
 
-test("a job claimed for an agent that was never told is returned at its reconnect, and runs on its one attempt", async () => {
+/** A started agent in `pool`, dialling through the proxy; `welcomes` counts its connections. */
+function agentIn(pool: string) {
   const started: string[] = [];
   const adapter: Adapter<unknown> = {
     name: "exec",
@@ -52,41 +63,102 @@ test("a job claimed for an agent that was never told is returned at its reconnec
       return { result: Promise.resolve({ outcome: "succeeded", exitCode: 0 }), cancel: async () => {} };
     },
   };
+  const seen = { welcomes: 0, started };
+  const lines = new Writable({
+    write(chunk, _encoding, done) {
+      if ((JSON.parse(String(chunk)) as { msg: string }).msg === "connected") seen.welcomes++;
+      done();
+    },
+  });
   const agent = new Agent({
     urls: [`ws://127.0.0.1:${proxy.port}/v1/agent`],
     token: agentToken,
-    name: "unseen",
-    labels: { pool: "unseen" },
+    name: pool,
+    labels: { pool },
     capacity: 1,
     mode: "queue",
     version: "test",
     cancelGraceMs: 100,
-    logger,
+    logger: pino({ level: "info" }, lines),
     adapters: () => adapter,
   });
   agent.start();
-  try {
-    let me: AgentView | undefined;
-    await until(async () => (me = (await api<{ items: AgentView[] }>("/v1/agents")).items.find((a) => a.name === "unseen" && a.connected)) !== undefined, "the agent");
-    // Its first round has found nothing. The order is inserted without a wake-up, and claimed for
-    // it as a round whose answer was lost would have.
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    const { row } = await workOrderInsert(coordinator.db, order({ selector: "pool=unseen" }));
-    const [claimed] = await workOrdersClaim(coordinator.db, { labels: { pool: "unseen" }, queueMode: true }, [{ agentId: me!.id, name: "unseen", want: 1 }]);
-    expect(claimed!.workOrderId).toBe(row.id);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(started).toEqual([]);
+  cleanups.push(() => agent.stop(1000));
+  return seen;
+}
 
+/** Once the work order has succeeded: its jobs, the first returned unbegun, the second run. */
+async function returnedThenRun(id: string, started: string[]): Promise<void> {
+  await until(async () => (await api<WorkOrderView>("GET", `/v1/work-orders/${id}`)).body.state === "succeeded", `work order ${id} to succeed`);
+  const { body } = await api<{ items: JobView[] }>("GET", `/v1/jobs?workOrder=${id}`);
+  const jobs = body.items.sort((a, b) => Number(a.id) - Number(b.id));
+  expect(jobs.map((j) => [j.state, j.attempt])).toEqual([
+    ["returned", 1],
+    ["succeeded", 1],
+  ]);
+  expect(started).toEqual([jobs[1]!.id]);
+}
+
+/**
+ * The next claim statement for agent `name` runs once `before` is done, and then its answer is
+ * lost. Other claims for the agent meanwhile find nothing, as they would pass by the rows that
+ * statement holds locked.
+ */
+function loseNextClaim(name: string, before: () => Promise<void> = async () => {}): void {
+  const generic = coordinator.db.generic as { query: (text: string, params?: unknown[]) => Promise<unknown[]> };
+  const query = generic.query;
+  cleanups.push(() => void (generic.query = query));
+  let state: "armed" | "in flight" | "done" = "armed";
+  generic.query = async (text, params) => {
+    if (state === "done" || !text.includes("FOR UPDATE SKIP LOCKED") || !String(params?.[0]).includes(`"name":"${name}"`)) return query(text, params);
+    if (state === "in flight") return [];
+    state = "in flight";
+    await before();
+    await query(text, params);
+    state = "done";
+    throw lost();
+  };
+}
+
+test("a claim round whose answer was lost", async () => {
+  const { body: order } = await api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["true"] }, selector: "pool=round" });
+  loseNextClaim("round");
+  const agent = agentIn("round");
+  await returnedThenRun(order.id, agent.started);
+  expect(agent.welcomes).toBe(2);
+});
+
+test("a claim round whose answer was lost after its agent had reconnected: the new session is the one told", async () => {
+  const { body: order } = await api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["true"] }, selector: "pool=moved" });
+  // The round is for the first session; the agent is connected anew, welcomed with no job, before it commits.
+  let agent!: ReturnType<typeof agentIn>;
+  loseNextClaim("moved", async () => {
     proxy.cut();
-    await until(async () => (await api<WorkOrderView>(`/v1/work-orders/${row.id}`)).state === "succeeded", "the work order to succeed");
-    const { items } = await api<{ items: JobView[] }>(`/v1/jobs?workOrder=${row.id}`);
-    expect(items.map((j) => [j.state, j.attempt]).sort()).toEqual([
-      ["returned", 1],
-      ["succeeded", 1],
-    ]);
-    expect(started).toHaveLength(1);
-    expect(started[0]).not.toBe(claimed!.jobId);
-  } finally {
-    await agent.stop(1000);
-  }
+    await until(() => agent.welcomes === 2, "the agent to reconnect");
+  });
+  agent = agentIn("moved");
+  await returnedThenRun(order.id, agent.started);
+  expect(agent.welcomes).toBe(3);
+});
+
+test("an enqueue created claimed whose commit's answer was lost; sent again, it finds the one order", async () => {
+  const agent = agentIn("born");
+  await until(() => agent.welcomes === 1, "the agent");
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const transaction = coordinator.db.transaction;
+  cleanups.push(() => void Object.assign(coordinator.db, { transaction }));
+  Object.assign(coordinator.db, {
+    transaction: async (fn: Parameters<typeof transaction>[0]) => {
+      Object.assign(coordinator.db, { transaction });
+      await transaction(fn);
+      throw lost();
+    },
+  });
+  const body = { spec: { command: ["true"] }, selector: "pool=born", idempotencyKey: "born-once" };
+  const first = await api<{ error: { code: string } }>("POST", "/v1/work-orders", body);
+  expect(first).toMatchObject({ status: 503, body: { error: { code: "unavailable" } } });
+  const again = await api<WorkOrderView>("POST", "/v1/work-orders", body);
+  expect(again.status).toBe(200);
+  await returnedThenRun(again.body.id, agent.started);
+  expect(agent.welcomes).toBe(2);
 });

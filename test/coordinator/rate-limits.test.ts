@@ -88,9 +88,10 @@ test("an address that fails to authenticate too often is refused, even with a go
   expect((await get(tokens.ci)).status).toBe(200);
 });
 
-test("failed hellos count against the address too", async () => {
+test("failed hellos count against the address too; a good token of the wrong role does not", async () => {
+  expect(await hello(tokens.ci)).toMatchObject({ first: { type: "error", code: "unauthenticated" }, code: 4001 });
   for (let i = 0; i < 3; i++) {
-    const { first, code } = await hello(tokens.ci);
+    const { first, code } = await hello(`jft_999_${"y".repeat(43)}`);
     expect(first).toMatchObject({ type: "error", code: "unauthenticated", fatal: true });
     expect(code).toBe(4001);
   }

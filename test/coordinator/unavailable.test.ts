@@ -1,5 +1,7 @@
+// Which errors mean the database is out of reach, and which of those leave a statement that was sent
+// with no telling whether it committed.
 import { expect, test } from "vitest";
-import { isUnavailable } from "../../coordinator/db/unavailable.ts";
+import { isUnavailable, mayHaveCommitted } from "../../coordinator/db/unavailable.ts";
 
 const withCode = (code: string) => Object.assign(new Error(code), { code });
 
@@ -14,4 +16,18 @@ test("an unavailable cause inside a wrapper (as drizzle wraps driver errors) cou
 test.each(["23505", "42P01", "22P02", undefined])("%s is a bug, not an outage", (code) => {
   expect(isUnavailable(code ? withCode(code) : new Error("plain"))).toBe(false);
   expect(isUnavailable(undefined)).toBe(false);
+});
+
+test.each([
+  ["CONNECTION_CLOSED", true],
+  ["ECONNRESET", true],
+  ["57P01", true],
+  ["08006", true],
+  ["ECONNREFUSED", false],
+  ["CONNECT_TIMEOUT", false],
+  ["53300", false],
+  ["57P03", false],
+  ["40P01", false],
+])("a statement that failed with %s may have committed: %s", (code, may) => {
+  expect(mayHaveCommitted(new Error("Failed query", { cause: withCode(code) }))).toBe(may);
 });

@@ -71,7 +71,7 @@ describe("authentication", () => {
   });
 
   it("refuses a revoked token (verifier without a cache)", async () => {
-    const uncached = createApp({ ...h.services, verifier: new TokenVerifier(h.services.db, 0) }, (e) => h.unexpected.push(e));
+    const uncached = createApp({ ...h.services, verifier: new TokenVerifier(h.services.db, { ttlMs: 0 }) }, (e) => h.unexpected.push(e));
     const { token, view } = await tokenCreate(h.services.db, "soon-revoked", "ci");
     expect((await send(uncached, token, "/v1/work-orders")).status).toBe(200);
 
