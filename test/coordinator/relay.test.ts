@@ -188,12 +188,13 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const b = await open();
       const busB = new Bus();
       let resyncs = 0;
-      const relayB = await start(new Relay(busB, b.listener!, () => resyncs++, fail, 100));
       const { enqueued } = heard(busB);
-      // A started sending on B's hello, before its own next look, and said so: B looked again.
+      const relayB = await start(new Relay(busB, b.listener!, () => resyncs++, fail, 100));
+      // A started sending on B's hello, before its own next look, and said so: B looked again, and
+      // heard the welcome's wake-up for any queue ("0").
       await vi.waitFor(() => expect(resyncs).toBe(1), { timeout: 5_000 });
       busA.emit("enqueued", [{ id: "5", selector: parseSelector("os=linux"), targetAgent: null }]);
-      await vi.waitFor(() => expect(enqueued).toEqual(["5"]), { timeout: 5_000 });
+      await vi.waitFor(() => expect(enqueued).toEqual(["0", "5"]), { timeout: 5_000 });
 
       await relayB.stop();
       await b.close();
