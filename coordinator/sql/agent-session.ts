@@ -31,19 +31,22 @@ export async function agentDisconnect(db: Queryable, agentId: string, sessionId:
 
 export type PendingCancel = { jobId: string; agentId: string; reason: string };
 
+export type HeldJob = { jobId: string; agentId: string; cancelReason: string | null };
+
 /**
  * Renews the leases of the agents connected here and records that they were seen; answers the
- * cancels asked of their jobs and not yet confirmed, to be sent again (a cancel travels to the
- * coordinator holding the agent by a notification, which can be lost).
+ * jobs the database says they hold, with the cancels asked of them and not yet confirmed, to be
+ * sent again (a cancel travels to the coordinator holding the agent by a notification, which can
+ * be lost).
  */
-export async function agentsSeen(db: Queryable, agentIds: string[], leaseSeconds: number): Promise<PendingCancel[]> {
-  return db.query<PendingCancel>(
+export async function agentsSeen(db: Queryable, agentIds: string[], leaseSeconds: number): Promise<HeldJob[]> {
+  return db.query<HeldJob>(
     `WITH seen AS (
        UPDATE agents SET last_seen_at = now(), lease_expires_at = now() + make_interval(secs => $2)
        WHERE id = ANY($1::bigint[])
      )
-     SELECT id::text AS "jobId", agent_id::text AS "agentId", cancel_reason AS reason FROM jobs
-     WHERE agent_id = ANY($1::bigint[]) AND state IN (${ACTIVE_JOB_STATES}) AND cancel_reason IS NOT NULL`,
+     SELECT id::text AS "jobId", agent_id::text AS "agentId", cancel_reason AS "cancelReason" FROM jobs
+     WHERE agent_id = ANY($1::bigint[]) AND state IN (${ACTIVE_JOB_STATES})`,
     [agentIds, leaseSeconds],
   );
 }

@@ -16,6 +16,10 @@ export class Holdings {
     for (const id of jobIds) this.held.add(id);
   }
 
+  holds(jobId: string): boolean {
+    return this.held.has(jobId);
+  }
+
   /** Slots to claim now for a claim of `slots`; the rest, up to the limit, is owed. */
   claim(slots: number): number {
     const granted = Math.max(0, Math.min(slots, this.room));

@@ -8,7 +8,7 @@ import type { IncomingMessage, Server } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
 import { MAX_MESSAGE_BYTES } from "../../protocol/limits.ts";
-import { agentsSeen, type PendingCancel } from "../sql/agent-session.ts";
+import { agentsSeen, type HeldJob, type PendingCancel } from "../sql/agent-session.ts";
 import { AgentSession, CloseCode, type SessionContext } from "./session.ts";
 
 export const AGENT_PATH = "/v1/agent";
@@ -20,6 +20,8 @@ export class Hub {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
   private readonly agents = new Map<string, AgentSession>();
   private readonly sessions = new Set<AgentSession>();
+  /** `agentId/jobId` of jobs held in the database by an agent whose session did not know them, at the last renewal. */
+  private unknown = new Set<string>();
   private readonly replica = randomUUID().slice(0, 8);
   private counter = 0;
   private readonly timer: NodeJS.Timeout;
@@ -77,12 +79,34 @@ export class Hub {
     const renewing = [...this.agents.values()];
     if (renewing.length === 0) return;
     try {
-      const cancels = await agentsSeen(this.ctx.db, renewing.map((session) => session.agentId!), this.ctx.leaseSeconds);
+      const held = await agentsSeen(this.ctx.db, renewing.map((session) => session.agentId!), this.ctx.leaseSeconds);
       for (const session of renewing) session.leaseFrom = Math.max(session.leaseFrom, started);
-      for (const cancel of cancels) this.cancel(cancel);
+      for (const { jobId, agentId, cancelReason } of held) if (cancelReason !== null) this.cancel({ jobId, agentId, reason: cancelReason });
+      this.reconcile(held);
     } catch (error) {
       this.ctx.log("leases not renewed", { error: String(error) });
     }
+  }
+
+  /**
+   * An agent that the database says holds a job its session does not know, at two renewals in a
+   * row, is closed so that it reconnects: its welcome lists the job, and the agent takes it up or
+   * disowns it. A claim that committed with its answer lost, here or on another replica, is so
+   * settled. One renewal alone may fall between a claim's commit and its assignment.
+   */
+  private reconcile(held: HeldJob[]): void {
+    const unknown = new Set<string>();
+    for (const { jobId, agentId } of held) {
+      const session = this.agents.get(agentId);
+      if (!session || session.holds(jobId)) continue;
+      const key = `${agentId}/${jobId}`;
+      if (!this.unknown.has(key)) unknown.add(key);
+      else {
+        this.ctx.log("agent holds a job it was never told of; told to reconnect", { agent: session.claimant.name, job: jobId });
+        session.close(CloseCode.unavailable, "the coordinator lists a job this session does not hold; reconnect");
+      }
+    }
+    this.unknown = unknown;
   }
 
   /**

@@ -132,6 +132,11 @@ export class AgentSession implements Claimer {
     }
   }
 
+  /** Whether this session was given the job (or listed it at its welcome), and the agent has not said it finished. */
+  holds(jobId: string): boolean {
+    return this.holdings.holds(jobId);
+  }
+
   /** The agent may since have reconnected: its current session is the one to close. */
   resync(): void {
     this.ctx.log("claim unanswered; agent told to reconnect", { session: this.sessionId, agent: this.claimant.name });

@@ -1,17 +1,21 @@
 // A claim, or an enqueue created claimed for an idle agent, that commits while its answer is lost
 // with the database connection leaves a job the database gives an agent that was never told of it.
-// The coordinator has that agent reconnect: the welcome lists the job, the agent disowns it, and it
-// is returned, not lost, and runs on its one attempt. Real coordinator and agent over loopback; the
-// fault is put into the coordinator's database door: the statement runs, then its answer is lost.
+// The coordinator has that agent reconnect, at once where it saw the answer lost, and otherwise
+// once two lease renewals in a row find the job unknown to the agent's session: the welcome lists
+// the job, the agent disowns it, and it is returned, not lost, and runs on its one attempt. Real
+// coordinator and agent over loopback; the fault is put into the coordinator's database door: the
+// statement runs, then its answer is lost.
 import { Writable } from "node:stream";
 import { pino } from "pino";
-import { afterAll, afterEach, beforeAll, expect, test } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { z } from "zod";
 import type { Adapter } from "../../adapters/adapter.ts";
 import { Agent } from "../../agent/agent.ts";
 import { tokenCreate } from "../../coordinator/auth/tokens.ts";
-import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
-import type { JobView, WorkOrderView } from "../../protocol/api.ts";
+import { type Coordinator, type CoordinatorOptions, startCoordinator } from "../../coordinator/coordinator.ts";
+import { workOrdersClaim } from "../../coordinator/sql/work-order-claim.ts";
+import type { AgentView, JobView, WorkOrderView } from "../../protocol/api.ts";
+import { order, workOrderInsert } from "../store/fixtures.ts";
 import { Proxy } from "../support/proxy.ts";
 
 let coordinator: Coordinator;
@@ -20,18 +24,22 @@ let ciToken: string;
 let agentToken: string;
 const cleanups: (() => Promise<void> | void)[] = [];
 
-beforeAll(async () => {
-  coordinator = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, logger: pino({ level: "silent" }) });
-  proxy = await Proxy.to({ host: "127.0.0.1", port: Number(new URL(coordinator.url).port) });
-  ciToken = (await tokenCreate(coordinator.db, "ci", "ci")).token;
-  agentToken = (await tokenCreate(coordinator.db, "agents", "agent")).token;
-});
+/** A coordinator (with `options`) and a proxy in front of it for the describe block's tests. */
+function useCoordinator(options: Pick<CoordinatorOptions, "heartbeatSeconds" | "leaseSeconds"> = {}): void {
+  beforeAll(async () => {
+    coordinator = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, logger: pino({ level: "silent" }), ...options });
+    proxy = await Proxy.to({ host: "127.0.0.1", port: Number(new URL(coordinator.url).port) });
+    ciToken = (await tokenCreate(coordinator.db, "ci", "ci")).token;
+    agentToken = (await tokenCreate(coordinator.db, "agents", "agent")).token;
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await coordinator?.stop();
+  });
+}
+
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-afterAll(async () => {
-  await proxy?.close();
-  await coordinator?.stop();
 });
 
 const lost = () => Object.assign(new Error("write CONNECTION_CLOSED"), { code: "CONNECTION_CLOSED" });
@@ -52,15 +60,18 @@ async function until(condition: () => boolean | Promise<boolean>, what: string):
   }
 }
 
-/** A started agent in `pool`, dialling through the proxy; `welcomes` counts its connections. */
-function agentIn(pool: string) {
+/**
+ * A started agent in `pool`, dialling through the proxy; `welcomes` counts its connections. Its
+ * jobs succeed once `until` resolves (at once by default).
+ */
+function agentIn(pool: string, { prefetch = 0, until = Promise.resolve() } = {}) {
   const started: string[] = [];
   const adapter: Adapter<unknown> = {
     name: "exec",
     spec: z.unknown(),
     start: async (ctx) => {
       started.push(ctx.jobId);
-      return { result: Promise.resolve({ outcome: "succeeded", exitCode: 0 }), cancel: async () => {} };
+      return { result: until.then(() => ({ outcome: "succeeded" as const, exitCode: 0 })), cancel: async () => {} };
     },
   };
   const seen = { welcomes: 0, started };
@@ -76,6 +87,7 @@ function agentIn(pool: string) {
     name: pool,
     labels: { pool },
     capacity: 1,
+    prefetch,
     mode: "queue",
     version: "test",
     cancelGraceMs: 100,
@@ -120,45 +132,80 @@ function loseNextClaim(name: string, before: () => Promise<void> = async () => {
   };
 }
 
-test("a claim round whose answer was lost", async () => {
-  const { body: order } = await api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["true"] }, selector: "pool=round" });
-  loseNextClaim("round");
-  const agent = agentIn("round");
-  await returnedThenRun(order.id, agent.started);
-  expect(agent.welcomes).toBe(2);
+describe("where the coordinator sees the answer lost", () => {
+  useCoordinator();
+
+  test("a claim round whose answer was lost", async () => {
+    const { body: order } = await api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["true"] }, selector: "pool=round" });
+    loseNextClaim("round");
+    const agent = agentIn("round");
+    await returnedThenRun(order.id, agent.started);
+    expect(agent.welcomes).toBe(2);
+  });
+
+  test("a claim round whose answer was lost after its agent had reconnected: the new session is the one told", async () => {
+    const { body: order } = await api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["true"] }, selector: "pool=moved" });
+    // The round is for the first session; the agent is connected anew, welcomed with no job, before it commits.
+    let agent!: ReturnType<typeof agentIn>;
+    loseNextClaim("moved", async () => {
+      proxy.cut();
+      await until(() => agent.welcomes === 2, "the agent to reconnect");
+    });
+    agent = agentIn("moved");
+    await returnedThenRun(order.id, agent.started);
+    expect(agent.welcomes).toBe(3);
+  });
+
+  test("an enqueue created claimed whose commit's answer was lost; sent again, it finds the one order", async () => {
+    const agent = agentIn("born");
+    await until(() => agent.welcomes === 1, "the agent");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const transaction = coordinator.db.transaction;
+    cleanups.push(() => void Object.assign(coordinator.db, { transaction }));
+    Object.assign(coordinator.db, {
+      transaction: async (fn: Parameters<typeof transaction>[0]) => {
+        Object.assign(coordinator.db, { transaction });
+        await transaction(fn);
+        throw lost();
+      },
+    });
+    const body = { spec: { command: ["true"] }, selector: "pool=born", idempotencyKey: "born-once" };
+    const first = await api<{ error: { code: string } }>("POST", "/v1/work-orders", body);
+    expect(first).toMatchObject({ status: 503, body: { error: { code: "unavailable" } } });
+    const again = await api<WorkOrderView>("POST", "/v1/work-orders", body);
+    expect(again.status).toBe(200);
+    await returnedThenRun(again.body.id, agent.started);
+    expect(agent.welcomes).toBe(2);
+  });
 });
 
-test("a claim round whose answer was lost after its agent had reconnected: the new session is the one told", async () => {
-  const { body: order } = await api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["true"] }, selector: "pool=moved" });
-  // The round is for the first session; the agent is connected anew, welcomed with no job, before it commits.
-  let agent!: ReturnType<typeof agentIn>;
-  loseNextClaim("moved", async () => {
-    proxy.cut();
-    await until(() => agent.welcomes === 2, "the agent to reconnect");
-  });
-  agent = agentIn("moved");
-  await returnedThenRun(order.id, agent.started);
-  expect(agent.welcomes).toBe(3);
-});
+describe("at the lease renewals", () => {
+  useCoordinator({ heartbeatSeconds: 1, leaseSeconds: 4 });
 
-test("an enqueue created claimed whose commit's answer was lost; sent again, it finds the one order", async () => {
-  const agent = agentIn("born");
-  await until(() => agent.welcomes === 1, "the agent");
-  await new Promise((resolve) => setTimeout(resolve, 100));
-  const transaction = coordinator.db.transaction;
-  cleanups.push(() => void Object.assign(coordinator.db, { transaction }));
-  Object.assign(coordinator.db, {
-    transaction: async (fn: Parameters<typeof transaction>[0]) => {
-      Object.assign(coordinator.db, { transaction });
-      await transaction(fn);
-      throw lost();
-    },
+  test("a job the database gives a connected agent that was never told of it", async () => {
+    const agent = agentIn("elsewhere");
+    let me: AgentView | undefined;
+    await until(async () => (me = (await api<{ items: AgentView[] }>("GET", "/v1/agents")).body.items.find((a) => a.name === "elsewhere" && a.connected)) !== undefined, "the agent");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Claimed as a claim on another replica whose answer was lost would have: nothing here saw it.
+    const { row } = await workOrderInsert(coordinator.db, order({ selector: "pool=elsewhere" }));
+    await workOrdersClaim(coordinator.db, { labels: { pool: "elsewhere" }, queueMode: true }, [{ agentId: me!.id, name: "elsewhere", want: 1 }]);
+    await returnedThenRun(row.id, agent.started);
+    expect(agent.welcomes).toBe(2);
   });
-  const body = { spec: { command: ["true"] }, selector: "pool=born", idempotencyKey: "born-once" };
-  const first = await api<{ error: { code: string } }>("POST", "/v1/work-orders", body);
-  expect(first).toMatchObject({ status: 503, body: { error: { code: "unavailable" } } });
-  const again = await api<WorkOrderView>("POST", "/v1/work-orders", body);
-  expect(again.status).toBe(200);
-  await returnedThenRun(again.body.id, agent.started);
-  expect(agent.welcomes).toBe(2);
+
+  test("jobs an agent runs or holds ahead, over many renewals, are its own: it is not made to reconnect", async () => {
+    let release!: () => void;
+    const agent = agentIn("busy", { prefetch: 2, until: new Promise<void>((resolve) => (release = resolve)) });
+    await until(() => agent.welcomes === 1, "the agent");
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["true"] }, selector: "pool=busy" })).body.id);
+    await until(async () => (await api<{ items: JobView[] }>("GET", "/v1/jobs?state=claimed")).body.items.length === 2, "two jobs held ahead");
+    // Renewals every half second: six of them.
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    expect(agent.started).toHaveLength(1);
+    release();
+    for (const id of ids) await until(async () => (await api<WorkOrderView>("GET", `/v1/work-orders/${id}`)).body.state === "succeeded", `work order ${id}`);
+    expect(agent.welcomes).toBe(1);
+  });
 });
