@@ -31,13 +31,13 @@ export async function agentDisconnect(db: Queryable, agentId: string, sessionId:
 
 export type PendingCancel = { jobId: string; agentId: string; reason: string };
 
-export type HeldJob = { jobId: string; agentId: string; cancelReason: string | null };
+/** `claimed`: not begun, so possibly never heard of by its agent (a claim whose answer was lost). */
+export type HeldJob = { jobId: string; agentId: string; claimed: boolean; cancelReason: string | null };
 
 /**
- * Renews the leases of the agents connected here and records that they were seen; answers the
- * jobs the database says they hold, with the cancels asked of them and not yet confirmed, to be
- * sent again (a cancel travels to the coordinator holding the agent by a notification, which can
- * be lost).
+ * Renews the leases of the agents connected here and records that they were seen; answers their
+ * jobs not yet begun, and those with a cancel asked and not yet confirmed, to be sent again (a
+ * cancel travels to the coordinator holding the agent by a notification, which can be lost).
  */
 export async function agentsSeen(db: Queryable, agentIds: string[], leaseSeconds: number): Promise<HeldJob[]> {
   return db.query<HeldJob>(
@@ -45,8 +45,8 @@ export async function agentsSeen(db: Queryable, agentIds: string[], leaseSeconds
        UPDATE agents SET last_seen_at = now(), lease_expires_at = now() + make_interval(secs => $2)
        WHERE id = ANY($1::bigint[])
      )
-     SELECT id::text AS "jobId", agent_id::text AS "agentId", cancel_reason AS "cancelReason" FROM jobs
-     WHERE agent_id = ANY($1::bigint[]) AND state IN (${ACTIVE_JOB_STATES})`,
+     SELECT id::text AS "jobId", agent_id::text AS "agentId", state = 'claimed' AS claimed, cancel_reason AS "cancelReason" FROM jobs
+     WHERE agent_id = ANY($1::bigint[]) AND state IN (${ACTIVE_JOB_STATES}) AND (state = 'claimed' OR cancel_reason IS NOT NULL)`,
     [agentIds, leaseSeconds],
   );
 }

@@ -20,15 +20,18 @@ export class Hub {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
   private readonly agents = new Map<string, AgentSession>();
   private readonly sessions = new Set<AgentSession>();
-  /** `agentId/jobId` of jobs held in the database by an agent whose session did not know them, at the last renewal. */
+  /** `sessionId/jobId` of jobs held in the database by an agent whose session did not know them, at the last renewal. */
   private unknown = new Set<string>();
+  /** Jobs with a finish on its way to the database from a session here: how many finishes. */
+  private readonly finishing = new Map<string, number>();
+  private renewing = false;
   private readonly replica = randomUUID().slice(0, 8);
   private counter = 0;
   private readonly timer: NodeJS.Timeout;
   private readonly watchdog: NodeJS.Timeout;
   private readonly unsubscribe: () => void;
 
-  constructor(private readonly ctx: Omit<SessionContext, "register" | "resync">) {
+  constructor(private readonly ctx: Omit<SessionContext, "register" | "resync" | "finishing">) {
     const heartbeatMs = ctx.heartbeatSeconds * 1000;
     this.timer = setInterval(() => void this.tick(), heartbeatMs / 2);
     this.watchdog = setInterval(() => this.overdue(heartbeatMs), Math.min(1000, heartbeatMs / 10));
@@ -50,6 +53,7 @@ export class Hub {
     const session = new AgentSession(`${this.replica}-${++this.counter}`, ws, address, {
       ...this.ctx,
       register: (s) => this.register(s),
+      finishing: this.finishing,
       resync: (agentId) => this.agents.get(agentId)?.close(CloseCode.unavailable, "a claim went unanswered; reconnect"),
     });
     this.sessions.add(session);
@@ -77,7 +81,9 @@ export class Hub {
     // Only welcomed agents heartbeat; before that, the hello timeout and the database decide.
     for (const session of this.sessions) if (session.agentId && session.lastSeen < silentBefore) session.close(CloseCode.silent, "no heartbeat");
     const renewing = [...this.agents.values()];
-    if (renewing.length === 0) return;
+    // One at a time: a renewal answered late must not count as the second sighting of the one after.
+    if (renewing.length === 0 || this.renewing) return;
+    this.renewing = true;
     try {
       const held = await agentsSeen(this.ctx.db, renewing.map((session) => session.agentId!), this.ctx.leaseSeconds);
       for (const session of renewing) session.leaseFrom = Math.max(session.leaseFrom, started);
@@ -85,21 +91,24 @@ export class Hub {
       this.reconcile(held);
     } catch (error) {
       this.ctx.log("leases not renewed", { error: String(error) });
+    } finally {
+      this.renewing = false;
     }
   }
 
   /**
-   * An agent that the database says holds a job its session does not know, at two renewals in a
-   * row, is closed so that it reconnects: its welcome lists the job, and the agent takes it up or
-   * disowns it. A claim that committed with its answer lost, here or on another replica, is so
-   * settled. One renewal alone may fall between a claim's commit and its assignment.
+   * A session whose agent the database says holds a job not begun that the session does not
+   * know, at two renewals in a row, is closed so that the agent reconnects: its welcome lists the
+   * job, and the agent takes it up or disowns it. A claim that committed with its answer lost,
+   * here or on another replica, is so settled. One renewal alone may fall between a claim's
+   * commit and its assignment; a finish on its way to the database is not counted.
    */
   private reconcile(held: HeldJob[]): void {
     const unknown = new Set<string>();
-    for (const { jobId, agentId } of held) {
+    for (const { jobId, agentId, claimed } of held) {
       const session = this.agents.get(agentId);
-      if (!session || session.holds(jobId)) continue;
-      const key = `${agentId}/${jobId}`;
+      if (!claimed || !session || session.holds(jobId) || this.finishing.has(jobId)) continue;
+      const key = `${session.sessionId}/${jobId}`;
       if (!this.unknown.has(key)) unknown.add(key);
       else {
         this.ctx.log("agent holds a job it was never told of; told to reconnect", { agent: session.claimant.name, job: jobId });

@@ -45,6 +45,8 @@ export type SessionContext = {
   ackDelayMs: number;
   /** Called once the agent is known; returns a function that forgets it. */
   register(session: AgentSession): () => void;
+  /** Jobs with a finish on its way to the database, across the process's sessions: how many finishes. */
+  finishing: Map<string, number>;
   /** Closes the agent's current session, if it has one here, so that it reconnects. */
   resync(agentId: string): void;
   log(event: string, fields: Record<string, unknown>): void;
@@ -67,6 +69,8 @@ export const CloseCode = {
 export class AgentSession implements Claimer {
   claimant!: Claimant;
   private holdings!: Holdings;
+  /** The jobs the database lists as the agent's at the welcome are in `holdings`. */
+  private listed = false;
   lastSeen = Date.now();
   /** When the lease the database holds for this agent was last set, at the latest (this process's clock). */
   leaseFrom = 0;
@@ -132,9 +136,12 @@ export class AgentSession implements Claimer {
     }
   }
 
-  /** Whether this session was given the job (or listed it at its welcome), and the agent has not said it finished. */
+  /**
+   * Whether this session was given the job (or listed it at its welcome), and the agent has not
+   * said it finished; any job, until the welcome's list has been read.
+   */
   holds(jobId: string): boolean {
-    return this.holdings.holds(jobId);
+    return !this.listed || this.holdings.holds(jobId);
   }
 
   /** The agent may since have reconnected: its current session is the one to close. */
@@ -269,6 +276,7 @@ export class AgentSession implements Claimer {
     this.unregister = this.ctx.register(this);
     const jobs = await agentActiveJobs(this.ctx.db, agentId);
     this.holdings.welcome(jobs.map((job) => job.jobId));
+    this.listed = true;
     this.send({
       type: "welcome",
       agentId,
@@ -295,11 +303,15 @@ export class AgentSession implements Claimer {
   /** Job messages go to the completer, which batches them; answers come back in order. */
   private apply(message: JobMessage): void {
     this.queued++;
+    const finish = message.type === "job.finished" ? count(this.ctx.finishing, message.jobId) : () => {};
     this.ctx.completer
       .apply(this.claimant.agentId, message)
       .then((result) => this.answer(message, result))
       .catch((error) => this.failed(error))
-      .finally(() => this.queued--);
+      .finally(() => {
+        this.queued--;
+        finish();
+      });
   }
 
   private answer(message: JobMessage, result: Applied): void {
@@ -332,4 +344,14 @@ export class AgentSession implements Claimer {
     );
     this.ctx.log("agent disconnected", { agent: this.claimant.name, session: this.sessionId });
   }
+}
+
+/** Counts one more of `key` in `counts`; returns the function that counts it off again. */
+function count(counts: Map<string, number>, key: string): () => void {
+  counts.set(key, (counts.get(key) ?? 0) + 1);
+  return () => {
+    const left = counts.get(key)! - 1;
+    if (left === 0) counts.delete(key);
+    else counts.set(key, left);
+  };
 }

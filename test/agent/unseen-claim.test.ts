@@ -208,4 +208,53 @@ describe("at the lease renewals", () => {
     for (const id of ids) await until(async () => (await api<WorkOrderView>("GET", `/v1/work-orders/${id}`)).body.state === "succeeded", `work order ${id}`);
     expect(agent.welcomes).toBe(1);
   });
+
+  /** Every statement through `door` (the database, or its transactions) that `matches` waits `ms` first, until the returned function is called. */
+  function slowed(door: "query" | "transaction", ms: number, matches: (text: string) => boolean = () => true): () => void {
+    const db = coordinator.db as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+    const original = db[door]!;
+    const restore = () => void (db[door] = original);
+    cleanups.push(restore);
+    db[door] = async (...args: unknown[]) => {
+      if (door === "transaction" || matches(String(args[0]))) await new Promise((resolve) => setTimeout(resolve, ms));
+      return original(...args);
+    };
+    return restore;
+  }
+
+  /** An agent in `pool` running one job (until released) and holding one ahead. */
+  async function busyWithOneHeld(pool: string) {
+    let release!: () => void;
+    const agent = agentIn(pool, { prefetch: 1, until: new Promise<void>((resolve) => (release = resolve)) });
+    await until(() => agent.welcomes === 1, "the agent");
+    const ids: string[] = [];
+    for (let i = 0; i < 2; i++) ids.push((await api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["true"] }, selector: `pool=${pool}` })).body.id);
+    await until(async () => (await api<WorkOrderView>("GET", `/v1/work-orders/${ids[1]}`)).body.state === "claimed" && agent.started.length === 1, "one running, one held");
+    return { agent, ids, release };
+  }
+
+  test("a held job's end on its way to the database is not taken for a job its session never got", async () => {
+    const { agent, ids, release } = await busyWithOneHeld("finishing");
+    // The agent answers the cancel at once; its answer then waits three renewals for the database.
+    const restore = slowed("transaction", 1500);
+    await api("POST", `/v1/work-orders/${ids[1]}/cancel`, { reason: "changed our minds" });
+    await until(async () => (await api<WorkOrderView>("GET", `/v1/work-orders/${ids[1]}`)).body.state === "cancelled", "the cancel");
+    restore();
+    release();
+    await until(async () => (await api<WorkOrderView>("GET", `/v1/work-orders/${ids[0]}`)).body.state === "succeeded", "the running job");
+    expect(agent.welcomes).toBe(1);
+  });
+
+  test("a session is not judged before the jobs its welcome lists are read", async () => {
+    const { agent, ids, release } = await busyWithOneHeld("rejoining");
+    // The read of the jobs to list at the welcome takes three renewals.
+    const restore = slowed("query", 1500, (text) => text.includes(`AS "cancelReason" FROM jobs`) && text.includes("ORDER BY id"));
+    proxy.cut();
+    await until(() => agent.welcomes === 2, "the agent to be welcomed again");
+    restore();
+    release();
+    for (const id of ids) await until(async () => (await api<WorkOrderView>("GET", `/v1/work-orders/${id}`)).body.state === "succeeded", `work order ${id}`);
+    expect(agent.welcomes).toBe(2);
+    expect(agent.started).toHaveLength(2);
+  });
 });
