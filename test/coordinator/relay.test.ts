@@ -89,13 +89,19 @@ async function onFreshDatabase(run: (fresh: Fresh) => Promise<void>): Promise<vo
   }
 }
 
-/** Two coordinators' relays on one fresh database: what goes on bus A should come out on bus B. */
+/**
+ * Two coordinators' relays on one fresh database: what goes on bus A should come out on bus B.
+ * `run` starts once B has heard A's welcome (A, alone until then, starts sending on B's hello),
+ * and with it a wake-up for any queue ("0").
+ */
 async function withRelays(run: (busA: Bus, busB: Bus, b: Database) => Promise<void>): Promise<void> {
   await onFreshDatabase(async ({ open, start }) => {
     const [a, b] = [await open(), await open()];
     const [busA, busB] = [new Bus(), new Bus()];
+    let welcomed = 0;
     await start(new Relay(busA, a.listener!, () => {}, fail));
-    await start(new Relay(busB, b.listener!, () => {}, fail));
+    await start(new Relay(busB, b.listener!, () => welcomed++, fail));
+    await vi.waitFor(() => expect(welcomed).toBe(1), { timeout: 5_000 });
     await run(busA, busB, b);
   });
 }
