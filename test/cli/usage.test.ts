@@ -29,6 +29,7 @@ const cases: [string[], RegExp][] = [
   [["work-orders", "show", "abc", "--token", "t"], /'abc' is not a work order id/],
   [["jobs"], /'jobs' needs an action/],
   [["coordinator", "--max-followers", "0"], /--max-followers must be a whole number from 1 to 1000000, not '0'/],
+  [["coordinator", "--rate-limit", "1e3"], /--rate-limit must be a whole number from 0 to 1000000, not '1e3'/],
 ];
 
 test.each(cases)("jobfleet %j exits 2 with a usage message", async (args, message) => {
