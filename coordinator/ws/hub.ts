@@ -20,11 +20,15 @@ export class Hub {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
   private readonly agents = new Map<string, AgentSession>();
   private readonly sessions = new Set<AgentSession>();
-  /** `sessionId/jobId` of jobs held in the database by an agent whose session did not know them, at the last renewal. */
-  private unknown = new Set<string>();
+  /**
+   * `sessionId/jobId` of jobs held in the database by an agent whose session did not know them, at
+   * the last renewal reconciled, and when they were first seen so.
+   */
+  private unknown = new Map<string, number>();
+  /** When the answer of the last renewal reconciled arrived. */
+  private reconciledAt = 0;
   /** Jobs with a finish on its way to the database from a session here: how many finishes. */
   private readonly finishing = new Map<string, number>();
-  private renewing = false;
   private readonly replica = randomUUID().slice(0, 8);
   private counter = 0;
   private readonly timer: NodeJS.Timeout;
@@ -81,35 +85,37 @@ export class Hub {
     // Only welcomed agents heartbeat; before that, the hello timeout and the database decide.
     for (const session of this.sessions) if (session.agentId && session.lastSeen < silentBefore) session.close(CloseCode.silent, "no heartbeat");
     const renewing = [...this.agents.values()];
-    // One at a time: a renewal answered late must not count as the second sighting of the one after.
-    if (renewing.length === 0 || this.renewing) return;
-    this.renewing = true;
+    if (renewing.length === 0) return;
     try {
       const held = await agentsSeen(this.ctx.db, renewing.map((session) => session.agentId!), this.ctx.leaseSeconds);
       for (const session of renewing) session.leaseFrom = Math.max(session.leaseFrom, started);
       for (const { jobId, agentId, cancelReason } of held) if (cancelReason !== null) this.cancel({ jobId, agentId, reason: cancelReason });
-      this.reconcile(held);
+      // Renewals may overlap (one stuck on a dead connection must not hold up the leases): only one
+      // begun after the last reconciled answer arrived may follow it.
+      if (started >= this.reconciledAt) this.reconcile(held);
     } catch (error) {
       this.ctx.log("leases not renewed", { error: String(error) });
-    } finally {
-      this.renewing = false;
     }
   }
 
   /**
    * A session whose agent the database says holds a job not begun that the session does not
-   * know, at two renewals in a row, is closed so that the agent reconnects: its welcome lists the
-   * job, and the agent takes it up or disowns it. A claim that committed with its answer lost,
-   * here or on another replica, is so settled. One renewal alone may fall between a claim's
-   * commit and its assignment; a finish on its way to the database is not counted.
+   * know, at two renewals in a row a quarter of a heartbeat apart or more, is closed so that the agent
+   * reconnects: its welcome lists the job, and the agent takes it up or disowns it. A claim that
+   * committed with its answer lost, here or on another replica, is so settled. One renewal alone
+   * may fall between a claim's commit and its assignment; a finish on its way to the database from
+   * here is not counted.
    */
   private reconcile(held: HeldJob[]): void {
-    const unknown = new Set<string>();
+    const now = Date.now();
+    this.reconciledAt = now;
+    const unknown = new Map<string, number>();
     for (const { jobId, agentId, claimed } of held) {
       const session = this.agents.get(agentId);
       if (!claimed || !session || session.holds(jobId) || this.finishing.has(jobId)) continue;
       const key = `${session.sessionId}/${jobId}`;
-      if (!this.unknown.has(key)) unknown.add(key);
+      const since = this.unknown.get(key) ?? now;
+      if (now - since < this.ctx.heartbeatSeconds * 250) unknown.set(key, since);
       else {
         this.ctx.log("agent holds a job it was never told of; told to reconnect", { agent: session.claimant.name, job: jobId });
         session.close(CloseCode.unavailable, "the coordinator lists a job this session does not hold; reconnect");

@@ -257,4 +257,23 @@ describe("at the lease renewals", () => {
     expect(agent.welcomes).toBe(2);
     expect(agent.started).toHaveLength(2);
   });
+
+  test("a renewal that never answers holds up none after it", async () => {
+    const agent = agentIn("hung");
+    await until(() => agent.welcomes === 1, "the agent");
+    const db = coordinator.db as unknown as { query: (text: string, params?: unknown[]) => Promise<unknown[]> };
+    const query = db.query;
+    cleanups.push(() => void (db.query = query));
+    let hung = false;
+    db.query = async (text, params) => {
+      if (hung || !text.includes("WITH seen AS")) return query.call(db, text, params);
+      hung = true;
+      // A statement stuck on a dead connection.
+      return new Promise(() => {});
+    };
+    await until(() => hung, "a renewal to hang");
+    // The lease it missed costs one reconnect; were later renewals held up, one every 0.8 heartbeat.
+    await new Promise((resolve) => setTimeout(resolve, 4000));
+    expect(agent.welcomes).toBeLessThanOrEqual(2);
+  });
 });
