@@ -18,7 +18,9 @@ const RECORD = `ord int, adapter text, spec json, selector json,
     selector_text text, target_agent text, labels json, priority int, timeout_seconds int, max_attempts int,
     idempotency_key text, metadata json, retry_on text[], retry_backoff_seconds int, queue_timeout_seconds int`;
 
-const insert = (returning: string) => `
+const BRIEF = `wo.id::text AS id, wo.idempotency_key, wo.selector, wo.target_agent`;
+
+const INSERT_BRIEF = `
 WITH input AS (
   SELECT * FROM json_to_recordset($1::json) AS x(${RECORD})
 ), wo AS (
@@ -29,7 +31,7 @@ WITH input AS (
 ), event AS (
   INSERT INTO work_order_events (work_order_id, to_state) SELECT id, 'pending' FROM wo
 )
-SELECT ${returning} FROM wo ORDER BY wo.id`;
+SELECT ${BRIEF} FROM wo ORDER BY wo.id`;
 
 // The job ids are drawn with the input, so that each job finds the agent its order was created for.
 const INSERT_CLAIMED = `
@@ -53,9 +55,6 @@ WITH input AS MATERIALIZED (
   SELECT id, latest_job_id, 'pending', 'claimed' FROM wo WHERE latest_job_id IS NOT NULL
 )
 SELECT ${workOrderColumns("job")} FROM wo ORDER BY wo.id`;
-
-const BRIEF = `wo.id::text AS id, wo.idempotency_key, wo.selector, wo.target_agent`;
-const INSERT_BRIEF = insert(BRIEF);
 
 const byKeys = (columns: string) => `SELECT ${columns} FROM work_orders wo WHERE wo.idempotency_key = ANY($1::text[])`;
 const BRIEF_BY_KEYS = byKeys(BRIEF);
