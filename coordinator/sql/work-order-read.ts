@@ -33,10 +33,18 @@ export async function workOrderList(db: Queryable, filter: z.output<typeof workO
 
 export type EventRow = { at: Date | string; job_id: string | null; from_state: string | null; to_state: string; reason: string | null };
 
+// The creation event is the work order's own row (see work-order-insert.ts). Work orders enqueued
+// before that have it written, as the one event with no state before it.
+const EVENTS = `
+SELECT at, job_id, from_state, to_state, reason FROM (
+  SELECT 0::bigint AS id, wo.created_at AS at, NULL::bigint AS job_id, NULL::work_order_state AS from_state,
+    'pending'::work_order_state AS to_state, NULL::text AS reason
+  FROM work_orders wo
+  WHERE wo.id = $1 AND NOT EXISTS (SELECT 1 FROM work_order_events WHERE work_order_id = $1 AND from_state IS NULL)
+  UNION ALL
+  SELECT id, created_at, job_id, from_state, to_state, reason FROM work_order_events WHERE work_order_id = $1
+) e ORDER BY id`;
+
 export async function workOrderEvents(db: Queryable, id: string): Promise<EventRow[]> {
-  return db.query<EventRow>(
-    `SELECT created_at AS at, job_id, from_state, to_state, reason FROM work_order_events
-     WHERE work_order_id = $1 ORDER BY id`,
-    [id],
-  );
+  return db.query<EventRow>(EVENTS, [id]);
 }

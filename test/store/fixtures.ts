@@ -6,6 +6,7 @@ import { agentConnect } from "../../coordinator/sql/agent-session.ts";
 import type { Claimant } from "../../coordinator/sql/work-order-claim.ts";
 import { type Applied, jobApplyIn } from "../../coordinator/sql/job-apply.ts";
 import { workOrderCancel } from "../../coordinator/sql/work-order-cancel.ts";
+import { type EventRow as Stored, workOrderEvents } from "../../coordinator/sql/work-order-read.ts";
 import { type Inserted, workOrderInsertRows } from "../../coordinator/sql/work-order-insert.ts";
 import { type WorkOrderCreate, workOrderCreate } from "../../protocol/api.ts";
 import type { AgentMode, JobMessage } from "../../protocol/messages.ts";
@@ -63,14 +64,11 @@ export function seededRandom(seed: number): () => number {
   };
 }
 
-export type EventRow = { from_state: string | null; to_state: string; job_id: string | null; reason: string | null };
+export type EventRow = Omit<Stored, "at">;
 
+/** A work order's events as the API reads them. */
 export async function eventsOf(db: Queryable, workOrderId: string): Promise<EventRow[]> {
-  return db.query<EventRow>(
-    `SELECT from_state::text AS from_state, to_state::text AS to_state, job_id::text AS job_id, reason
-     FROM work_order_events WHERE work_order_id = $1 ORDER BY id`,
-    [workOrderId],
-  );
+  return (await workOrderEvents(db, workOrderId)).map(({ at: _, ...event }) => event);
 }
 
 /** Inserts one work order, or finds the one already enqueued under its idempotency key. */

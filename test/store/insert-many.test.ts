@@ -2,13 +2,14 @@
 // chunked, a statement per chunk in one transaction that nothing survives if any chunk fails.
 import { expect, it } from "vitest";
 import { INSERT_CHUNK, workOrderInsertChunked, workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
+import { workOrderEvents } from "../../coordinator/sql/work-order-read.ts";
 import { forEachDatabase } from "../support/databases.ts";
 import { eventsOf, order, useDatabase } from "./fixtures.ts";
 
 forEachDatabase("workOrderInsertMany", (kind) => {
   const db = useDatabase(kind);
 
-  it("inserts in the order given, records each one's pending event, and resolves repeated keys", async () => {
+  it("inserts in the order given, each one's events beginning pending, and resolves repeated keys", async () => {
     const orders = [
       order({ priority: 5, selector: "arch in (arm64,amd64)" }),
       order({ idempotencyKey: "many-1", retryOn: ["failed"] }),
@@ -32,6 +33,20 @@ forEachDatabase("workOrderInsertMany", (kind) => {
 
     const again = await workOrderInsertMany(db(), [order({ idempotencyKey: "many-1" })]);
     expect(again).toEqual({ ids: [ids[1]], created: [] });
+  });
+
+  it("writes no event for a creation: the events begin with it once, written by an older version or not", async () => {
+    const { ids, created } = await workOrderInsertMany(db(), [order(), order({ agent: "builder-9" })]);
+    expect(created.map((c) => c.targetAgent)).toEqual([null, "builder-9"]);
+    const written = await db().query<{ n: number }>(`SELECT count(*)::int AS n FROM work_order_events WHERE work_order_id = ANY($1::bigint[])`, [ids]);
+    expect(written[0]!.n).toBe(0);
+    // As versions before this one wrote it, in the insert's transaction: the same time as the row's.
+    await db().query(`INSERT INTO work_order_events (work_order_id, to_state, created_at) SELECT id, 'pending', created_at FROM work_orders WHERE id = $1`, [ids[1]]);
+    for (const id of ids) {
+      const events = await workOrderEvents(db(), id);
+      const [row] = await db().query<{ created_at: Date | string }>(`SELECT created_at FROM work_orders WHERE id = $1`, [id]);
+      expect(events).toEqual([{ at: row!.created_at, job_id: null, from_state: null, to_state: "pending", reason: null }]);
+    }
   });
 
   const count = async () => (await db().query<{ n: number }>(`SELECT count(*)::int AS n FROM work_orders`))[0]!.n;
