@@ -192,12 +192,34 @@ function canonical(requirements: Requirement[]): Selector {
   return [...byText.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, r]) => r);
 }
 
+// A fleet's work orders use a handful of selectors, each sent thousands of times (a bulk request
+// repeats one in every order): each text is parsed once, and each parsed selector formatted once.
+// What is shared is frozen, so no caller can change another's; only frozen selectors are formatted
+// from memory, as any other may have changed since.
+const MAX_PARSED = 256;
+const parsed = new Map<string, Selector>();
+const formatted = new WeakMap<Selector, string>();
+
+function frozen(selector: Selector): Selector {
+  for (const r of selector) {
+    if (r.op === "in" || r.op === "notin") Object.freeze(r.values);
+    Object.freeze(r);
+  }
+  Object.freeze(selector);
+  return selector;
+}
+
 /** Parses a selector; throws SelectorError naming the position of the first error. */
 export function parseSelector(input: string): Selector {
+  const known = parsed.get(input);
+  if (known) return known;
   if (input.length > MAX_SELECTOR_LENGTH) {
     throw new SelectorError(`selector longer than ${MAX_SELECTOR_LENGTH} characters`, MAX_SELECTOR_LENGTH);
   }
-  return canonical(new Parser(tokenize(input), input.length).parse());
+  const selector = frozen(canonical(new Parser(tokenize(input), input.length).parse()));
+  if (parsed.size === MAX_PARSED) parsed.clear();
+  parsed.set(input, selector);
+  return selector;
 }
 
 function formatRequirement(r: Requirement): string {
@@ -221,7 +243,11 @@ function formatRequirement(r: Requirement): string {
  * it first (values are sorted), `a in (,b)`, which parses back to the same set.
  */
 export function formatSelector(selector: Selector): string {
-  return selector.map(formatRequirement).join(",");
+  let text = formatted.get(selector);
+  if (text !== undefined) return text;
+  text = selector.map(formatRequirement).join(",");
+  if (Object.isFrozen(selector)) formatted.set(selector, text);
+  return text;
 }
 
 function matchesRequirement(r: Requirement, labels: Labels): boolean {

@@ -13,7 +13,7 @@
 // nothing it may run (but what rounds in flight lock), so a single order it may run is best
 // created claimed for its member waiting longest (`hold`), with no wake-up and no claim round.
 import type { Assignment } from "../../protocol/messages.ts";
-import { matchesSelector, type Selector } from "../../protocol/selector.ts";
+import { formatSelector, matchesSelector, type Selector } from "../../protocol/selector.ts";
 import type { Bus, Enqueued } from "../bus.ts";
 import type { Database } from "../db/database.ts";
 import { mayHaveCommitted } from "../db/unavailable.ts";
@@ -128,7 +128,7 @@ export class Dispatcher {
     const candidates = new Map<string, Group[]>();
     return orders.map(({ selector, agent }) => {
       if (agent !== undefined) return undefined;
-      const key = JSON.stringify(selector);
+      const key = formatSelector(selector);
       let groups = candidates.get(key);
       if (!groups) candidates.set(key, (groups = quiet.filter((g) => mayRun(g, selector))));
       const group = groups.find((g) => g.open > 0);
@@ -245,7 +245,7 @@ export class Dispatcher {
     }
     const { selector } = order;
     if (selector === null) return undefined;
-    const key = JSON.stringify(selector);
+    const key = formatSelector(selector);
     let turn = candidates.get(key);
     if (!turn) {
       const groups = [...this.groups.values()].filter((g) => mayRun(g, selector));

@@ -117,6 +117,27 @@ describe("parseSelector: canonical form", () => {
   });
 });
 
+describe("parseSelector: remembered", () => {
+  it("answers a text it has parsed with the same selector, frozen, so that no caller can change another's", () => {
+    const first = parseSelector("os=linux,arch in (arm64,amd64)");
+    expect(parseSelector("os=linux,arch in (arm64,amd64)")).toBe(first);
+    expect(() => first.push({ key: "gpu", op: "exists" })).toThrow(TypeError);
+    expect(() => (first[0] as { values: string[] }).values.push("x86")).toThrow(TypeError);
+    expect(formatSelector(first)).toBe("arch in (amd64,arm64),os=linux");
+  });
+
+  it("formats a selector it did not parse as it is now, not as it was", () => {
+    const selector: Selector = [{ key: "os", op: "in", values: ["linux"] }];
+    expect(formatSelector(selector)).toBe("os=linux");
+    selector.push({ key: "gpu", op: "notexists" });
+    expect(formatSelector(selector)).toBe("os=linux,!gpu");
+  });
+
+  it("still refuses a bad text it has seen before", () => {
+    for (let i = 0; i < 2; i++) expect(errorOf(() => parseSelector("os in (linux")).reason).toMatch(/expected/);
+  });
+});
+
 describe("parseSelector: errors name the offending position", () => {
   const long = "a".repeat(MAX_SELECTOR_LENGTH + 1);
   it.each<[string, number]>([
