@@ -93,7 +93,10 @@ export const workOrders = pgTable(
   },
   (t) => [
     index("work_orders_pending").on(t.priority.desc(), t.id).where(sql`state = 'pending'`),
-    index("work_orders_state").on(t.state, t.id),
+    // Listing by state, newest first. Not the two commonest states, so that an enqueue and a success
+    // add no entry: pending work orders are the newest, and most others have succeeded, so a walk
+    // back along the key finds a page of either soon.
+    index("work_orders_state").on(t.state, t.id).where(sql`state NOT IN ('pending', 'succeeded')`),
     // Work addressed to an agent, found by its name: only such rows have an entry.
     index("work_orders_addressed")
       .on(t.targetAgent, t.priority.desc(), t.id)
