@@ -196,7 +196,9 @@ describe("exec adapter", () => {
   describe("when something outside the group holds the output", () => {
     // `setsid` puts the sleep in a group of its own, where the kill at the job's exit does not reach it.
     it("settles soon after the process exits, with what was written before the deadline", async () => {
-      const script = "setsid sh -c 'sleep 0.3; echo late; exec sleep 30' & echo $!; exit 3";
+      // The job exits only once the stray has left its group (it says so through the fifo): had the
+      // kill at the exit come first, it would have taken the stray, and "late" with it.
+      const script = `f=$(mktemp -u); mkfifo "$f"; setsid sh -c 'echo > "$0"; sleep 0.3; echo late; exec sleep 30' "$f" & read _ < "$f"; rm "$f"; echo $!; exit 3`;
       const { run, ready, output } = await startUntil({ script }, "\n");
       strays.push(Number(await ready));
       expect(await within(run.result, 10_000)).toEqual({ outcome: "failed", exitCode: 3 });
