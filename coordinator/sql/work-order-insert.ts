@@ -1,7 +1,7 @@
-// Work orders in one statement: the rows travel as one json array, are inserted in the order
-// given (ids ascend with it), and repeats of an idempotency key resolve to the existing row. The
-// array is read as json, not jsonb: building one jsonb value of a bulk request's whole array costs
-// more than converting each row's few documents on their way into their jsonb columns.
+// Work orders in one statement: the rows travel as a parameter array per column, are inserted in
+// the order given (ids ascend with it), and repeats of an idempotency key resolve to the existing
+// row. Arrays, not one json array of rows: Postgres unpacked 1,000 rows from json_to_recordset in
+// 3.8 ms and from the arrays in 1.4, documents included, half the insert's time.
 // Bulk enqueues go a chunk per statement in one transaction, and answer with ids; single
 // enqueues, gathered by the Enqueuer, with whole rows. A single enqueue may name an agent that
 // waits for it (`claimFor`): the work order is then created claimed, with its first job for it.
@@ -16,9 +16,14 @@ import { WORK_ORDER_COLUMNS, type WorkOrderRow, workOrderColumns } from "./views
 
 const COLUMNS = `adapter, spec, selector, selector_text, target_agent, labels, priority, timeout_seconds,
     max_attempts, idempotency_key, metadata, retry_on, retry_backoff_seconds, queue_timeout_seconds`;
-const RECORD = `ord int, adapter text, spec json, selector json,
-    selector_text text, target_agent text, labels json, priority int, timeout_seconds int, max_attempts int,
-    idempotency_key text, metadata json, retry_on text[], retry_backoff_seconds int, queue_timeout_seconds int`;
+/** `COLUMNS` from the input: the documents travel as text, and each row's `retry_on` as an array literal. */
+const VALUES = `adapter, spec::jsonb, selector::jsonb, selector_text, target_agent, labels::jsonb, priority, timeout_seconds,
+    max_attempts, idempotency_key, metadata::jsonb, retry_on::text[], retry_backoff_seconds, queue_timeout_seconds`;
+/** The rows, a parameter per column (`columns()`), numbered from 1 in `ord`. */
+const INPUT = `unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::int[],
+    $9::int[], $10::text[], $11::text[], $12::text[], $13::int[], $14::int[], $15::bigint[]) WITH ORDINALITY
+  AS x(adapter, spec, selector, selector_text, target_agent, labels, priority, timeout_seconds,
+    max_attempts, idempotency_key, metadata, retry_on, retry_backoff_seconds, queue_timeout_seconds, claim_agent, ord)`;
 
 const BRIEF = `wo.id::text AS id, wo.idempotency_key`;
 
@@ -27,11 +32,9 @@ const ON_KEY_CONFLICT = `ON CONFLICT (idempotency_key) WHERE idempotency_key IS 
 // Without keys, no conflict clause: with one, Postgres inserts each row speculatively, which costs
 // a bulk insert of keyless orders about 5% of its time.
 const insertBrief = (onConflict: string) => `
-WITH input AS (
-  SELECT * FROM json_to_recordset($1::json) AS x(${RECORD})
-), wo AS (
+WITH wo AS (
   INSERT INTO work_orders (${COLUMNS})
-  SELECT ${COLUMNS} FROM input ORDER BY ord
+  SELECT ${VALUES} FROM ${INPUT} ORDER BY ord
   ${onConflict}
   RETURNING id, idempotency_key
 )
@@ -43,10 +46,10 @@ const INSERT_BRIEF_KEYED = insertBrief(ON_KEY_CONFLICT);
 const INSERT_CLAIMED = `
 WITH input AS MATERIALIZED (
   SELECT *, CASE WHEN claim_agent IS NOT NULL THEN nextval('jobs_id_seq') END AS job_id
-  FROM json_to_recordset($1::json) AS x(${RECORD}, claim_agent bigint)
+  FROM ${INPUT}
 ), wo AS (
   INSERT INTO work_orders (${COLUMNS}, state, attempts, latest_job_id)
-  SELECT ${COLUMNS}, CASE WHEN job_id IS NULL THEN 'pending' ELSE 'claimed' END::work_order_state, (job_id IS NOT NULL)::int, job_id
+  SELECT ${VALUES}, CASE WHEN job_id IS NULL THEN 'pending' ELSE 'claimed' END::work_order_state, (job_id IS NOT NULL)::int, job_id
   FROM input ORDER BY ord
   ${ON_KEY_CONFLICT}
   RETURNING *
@@ -66,31 +69,48 @@ const ROWS_BY_KEYS = byKeys(WORK_ORDER_COLUMNS);
 
 type Brief = Pick<WorkOrderRow, "id" | "idempotency_key">;
 
-// A field left out (undefined) reads as NULL, and makes the array shorter to write and to read.
-function input(order: WorkOrderCreate, ord: number, claimAgent?: string) {
-  return {
-    ord,
-    claim_agent: claimAgent,
-    adapter: order.adapter,
-    spec: order.spec,
-    selector: order.selector,
-    selector_text: formatSelector(order.selector),
-    target_agent: order.agent,
-    labels: order.labels,
-    priority: order.priority,
-    timeout_seconds: order.timeoutSeconds,
-    max_attempts: order.maxAttempts,
-    idempotency_key: order.idempotencyKey,
-    metadata: order.metadata,
-    retry_on: order.retryOn,
-    retry_backoff_seconds: order.retryBackoffSeconds,
-    queue_timeout_seconds: order.queueTimeoutSeconds,
+// The array parameters are written here rather than by the drivers, which quote and escape each
+// element with two regular expressions: 15% of the coordinator's time in a bulk insert. The orders
+// of a bulk request mostly share their documents, so each distinct text is escaped once.
+function element(value: unknown, quoted: Map<string, string>): string {
+  if (value === undefined || value === null) return "NULL";
+  if (typeof value === "number") return String(value);
+  const text = String(value);
+  let literal = quoted.get(text);
+  if (literal === undefined) quoted.set(text, (literal = `"${text.replace(/["\\]/g, "\\$&")}"`));
+  return literal;
+}
+
+/** The parameters of `INPUT`, each an array literal. */
+function columns(orders: WorkOrderCreate[], claimFor: (string | undefined)[]): string[] {
+  const quoted = new Map<string, string>();
+  const column = (value: (order: WorkOrderCreate, i: number) => unknown) => {
+    let literal = "{";
+    orders.forEach((order, i) => (literal += (i === 0 ? "" : ",") + element(value(order, i), quoted)));
+    return literal + "}";
   };
+  return [
+    column((o) => o.adapter),
+    column((o) => JSON.stringify(o.spec)),
+    column((o) => JSON.stringify(o.selector)),
+    column((o) => formatSelector(o.selector)),
+    column((o) => o.agent),
+    column((o) => JSON.stringify(o.labels)),
+    column((o) => o.priority),
+    column((o) => o.timeoutSeconds),
+    column((o) => o.maxAttempts),
+    column((o) => o.idempotencyKey),
+    column((o) => JSON.stringify(o.metadata)),
+    column((o) => `{${o.retryOn.join(",")}}`),
+    column((o) => o.retryBackoffSeconds),
+    column((o) => o.queueTimeoutSeconds),
+    column((_, i) => claimFor[i]),
+  ];
 }
 
 /** Each order's row (created now, or found under its key) and whether this call created it. */
 async function insertAll<Row extends Brief>(db: Queryable, orders: WorkOrderCreate[], sql: string, bySql: string, claimFor: (string | undefined)[] = []) {
-  const created = await db.query<Row>(sql, [JSON.stringify(orders.map((order, ord) => input(order, ord, claimFor[ord])))]);
+  const created = await db.query<Row>(sql, columns(orders, claimFor));
   const byKey = new Map(created.filter((c) => c.idempotency_key !== null).map((c) => [c.idempotency_key!, c]));
   const taken = [...new Set(orders.flatMap((o) => (o.idempotencyKey !== undefined && !byKey.has(o.idempotencyKey) ? [o.idempotencyKey] : [])))];
   const found = taken.length > 0 ? await db.query<Row>(bySql, [taken]) : [];

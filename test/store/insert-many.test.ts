@@ -3,6 +3,7 @@
 import { expect, it } from "vitest";
 import { INSERT_CHUNK, workOrderInsertChunked, workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
 import { workOrderEvents } from "../../coordinator/sql/work-order-read.ts";
+import { formatSelector } from "../../protocol/selector.ts";
 import { forEachDatabase } from "../support/databases.ts";
 import { eventsOf, order, useDatabase } from "./fixtures.ts";
 
@@ -33,6 +34,44 @@ forEachDatabase("workOrderInsertMany", (kind) => {
 
     const again = await workOrderInsertMany(db(), [order({ idempotencyKey: "many-1" })]);
     expect(again).toEqual({ ids: [ids[1]], created: [] });
+  });
+
+  it("stores every field as given, whatever its text holds", async () => {
+    const awkward = ['a"b', "back\\slash", "c,d", "{e}", "NULL", "", " spaced ", "ünï €😀", "line\nbreak", "'quote'"];
+    const orders = awkward.map((text, i) =>
+      order({
+        spec: { command: ["sh", "-c", text], env: { VALUE: text } },
+        labels: { n: String(i) },
+        metadata: { [text]: text, nested: [{ text }, null, 1.5, true] },
+        idempotencyKey: `key-${text}`,
+        priority: 3 - i,
+        timeoutSeconds: i % 2 ? 60 : undefined,
+        queueTimeoutSeconds: i % 3 ? undefined : 5,
+        retryOn: i % 2 ? ["failed", "timed_out"] : [],
+        ...(i % 2 ? { agent: "builder-1" } : { selector: "os in (linux,darwin),!gpu" }),
+      }),
+    );
+    const { ids } = await workOrderInsertMany(db(), orders);
+    const rows = await db().query<Record<string, unknown>>(
+      `SELECT spec, labels, metadata, idempotency_key, priority, timeout_seconds, queue_timeout_seconds, retry_on, target_agent, selector, selector_text
+       FROM work_orders WHERE id = ANY($1::bigint[]) ORDER BY id`,
+      [ids],
+    );
+    expect(rows).toEqual(
+      orders.map((o) => ({
+        spec: o.spec,
+        labels: o.labels,
+        metadata: o.metadata,
+        idempotency_key: o.idempotencyKey,
+        priority: o.priority,
+        timeout_seconds: o.timeoutSeconds ?? null,
+        queue_timeout_seconds: o.queueTimeoutSeconds ?? null,
+        retry_on: o.retryOn,
+        target_agent: o.agent ?? null,
+        selector: o.selector,
+        selector_text: formatSelector(o.selector),
+      })),
+    );
   });
 
   it("writes no event for a creation: the events begin with it once, written by an older version or not", async () => {
