@@ -367,6 +367,22 @@ forEachDatabase("jobApply", (kind) => {
       expect((await jobRow(db(), jobId)).status).toBe("x\uFFFD");
     });
 
+    it("text an agent sends is stored as sent, whatever it holds", async () => {
+      const awkward = 'a"b \\ c,d {e} NULL ü€😀\nline \'q\'';
+      const { agent, jobId } = await claimedJob(db());
+      const messages: JobMessage[] = [
+        { type: "job.started", jobId, seq: 1, externalId: awkward, externalUrl: `https://ci.example/${awkward}` },
+        { type: "job.status", jobId, seq: 2, status: awkward },
+        log(jobId, 3, awkward),
+        finished(jobId, 4, "failed", 2, awkward),
+      ];
+      for (const message of messages) expect(await jobApply(db(), agent.agentId, message)).toMatchObject({ kind: "applied" });
+      expect(await jobRow(db(), jobId)).toMatchObject({ status: awkward, external_id: awkward, error: awkward, exit_code: 2, state: "failed" });
+      expect(await logRead(db(), jobId, 0)).toEqual([{ offset: 0, data: awkward }]);
+      const [url] = await db().query<{ external_url: string }>(`SELECT external_url FROM jobs WHERE id = $1`, [jobId]);
+      expect(url!.external_url).toBe(`https://ci.example/${awkward}`);
+    });
+
     it("logs of different jobs do not mix", async () => {
       const a = await claimedJob(db());
       const b = await claimedJob(db());
