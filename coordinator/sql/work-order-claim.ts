@@ -9,6 +9,7 @@ import type { Assignment } from "../../protocol/messages.ts";
 import type { Labels } from "../../protocol/selector.ts";
 import { workOrderMachine } from "../../protocol/states.ts";
 import type { Queryable } from "../db/database.ts";
+import { arrayLiteral } from "./array-literal.ts";
 import { storedSelectorMatches } from "./selector-match.ts";
 
 const [FROM, ...others] = workOrderMachine.sourcesOf("claimed");
@@ -23,7 +24,8 @@ if (FROM !== "pending" || others.length > 0) throw new Error("claim assumes pend
 // dealt rows, and a hash join over the whole table would cost more than the claim.
 const CLAIM = `
 WITH member AS (
-  SELECT * FROM jsonb_to_recordset($1::jsonb) AS m(ord int, agent_id bigint, name text, want int)
+  SELECT agent_id, name, want, (n - 1)::int AS ord
+  FROM unnest($1::bigint[], $2::text[], $3::int[]) WITH ORDINALITY AS m(agent_id, name, want, n)
 ), named AS (
   -- One member per name: two sessions of one agent (a reconnect in flight) must not both get its work.
   SELECT DISTINCT ON (name) * FROM member ORDER BY name, ord DESC
@@ -40,10 +42,10 @@ WITH member AS (
 ), queued AS (
   SELECT q.id, row_number() OVER (ORDER BY q.priority DESC, q.id) AS n FROM (
     SELECT wo.id, wo.priority FROM work_orders wo
-    WHERE $3 AND wo.state = '${FROM}' AND wo.target_agent IS NULL AND wo.run_after <= now()
-      AND ${storedSelectorMatches("wo.selector", "$2::jsonb")}
+    WHERE $5 AND wo.state = '${FROM}' AND wo.target_agent IS NULL AND wo.run_after <= now()
+      AND ${storedSelectorMatches("wo.selector", "$4::jsonb")}
     ORDER BY wo.priority DESC NULLS LAST, wo.id
-    LIMIT $4
+    LIMIT $6
     FOR UPDATE SKIP LOCKED
   ) q
 ), slot AS (
@@ -91,8 +93,9 @@ export type GroupAssignment = Assignment & { agentId: string; member: number };
 export async function workOrdersClaim(db: Queryable, eligibility: Eligibility, members: Member[]): Promise<GroupAssignment[]> {
   const total = members.reduce((sum, m) => sum + m.want, 0);
   if (total === 0) return [];
-  const rows = members.map((m, ord) => ({ ord, agent_id: m.agentId, name: m.name, want: m.want }));
-  return db.query<GroupAssignment>(CLAIM, [JSON.stringify(rows), JSON.stringify(eligibility.labels), eligibility.queueMode, total]);
+  const column = (value: (m: Member) => unknown) => arrayLiteral(members.map(value));
+  const [ids, names, wants] = [column((m) => m.agentId), column((m) => m.name), column((m) => m.want)];
+  return db.query<GroupAssignment>(CLAIM, [ids, names, wants, JSON.stringify(eligibility.labels), eligibility.queueMode, total]);
 }
 
 /** Claims up to `limit` work orders for one agent. */

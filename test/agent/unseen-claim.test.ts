@@ -122,7 +122,7 @@ function loseNextClaim(name: string, before: () => Promise<void> = async () => {
   cleanups.push(() => void (generic.query = query));
   let state: "armed" | "in flight" | "done" = "armed";
   generic.query = async (text, params) => {
-    if (state === "done" || !text.includes("FOR UPDATE SKIP LOCKED") || !String(params?.[0]).includes(`"name":"${name}"`)) return query(text, params);
+    if (state === "done" || !text.includes("FOR UPDATE SKIP LOCKED") || !String(params?.[1]).includes(`"${name}"`)) return query(text, params);
     if (state === "in flight") return [];
     state = "in flight";
     await before();

@@ -195,7 +195,8 @@ function recording(holdMs = 0) {
   const wrapped = claimingThrough(async (text, params) => {
     const result = await db.generic.query(text, params);
     if (text.includes("FOR UPDATE SKIP LOCKED")) {
-      rounds.push((JSON.parse(String(params![0])) as unknown[]).length);
+      // The members' agent ids, an array literal: `{1,2,3}`.
+      rounds.push(String(params![0]).split(",").length);
       if (holdMs > 0) await new Promise((r) => setTimeout(r, holdMs));
     }
     return result;
@@ -430,7 +431,7 @@ test("work addressed to an agent whose own round is under way, and missed it, re
   // X's claim runs its statement (which finds nothing), then waits while the order is enqueued.
   const held = claimingThrough(async (text, params) => {
     const result = await db.generic.query(text, params);
-    const forX = text.includes("FOR UPDATE SKIP LOCKED") && String(params![0]).includes(`"${x!.claimant.name}"`) && !String(params![0]).includes(`"${y!.claimant.name}"`);
+    const forX = text.includes("FOR UPDATE SKIP LOCKED") && String(params![1]).includes(`"${x!.claimant.name}"`) && !String(params![1]).includes(`"${y!.claimant.name}"`);
     if (holdX && forX) {
       holdX = false;
       await new Promise((r) => setTimeout(r, 200));
