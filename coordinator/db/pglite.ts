@@ -9,6 +9,8 @@ import * as schema from "./schema.ts";
 export async function openPglite(dataDir: string): Promise<Database> {
   const client = new PGlite(dataDir === ":memory:" ? undefined : dataDir);
   await client.waitReady;
+  // Its one session, whatever the database's default: array parameters write a missing value as NULL.
+  await client.exec("SET array_nulls = on");
   // int8 stays a decimal string, as postgres-js gives it. Set on the instance, not per query:
   // parsers given with a query are merged into a copy of the whole map, 0.1 ms a query.
   client.parsers[types.INT8] = (value: string) => value;

@@ -30,10 +30,11 @@ async function migrateLocked(url: string): Promise<void> {
  * A pool configured as drizzle configures the orm's (json parameters sent as given, timestamps as
  * text), so that every pool reads and writes alike. No JIT: these statements each serve a few
  * hundred rows at most, where compiling costs tens of milliseconds (a claim for 600 slots took
- * 185 ms with it, 28 without) and never pays off.
+ * 185 ms with it, 28 without) and never pays off. `array_nulls` on, whatever the database's
+ * default: the array parameters (sql/array-literal.ts) write a missing value as NULL.
  */
 function pool(url: string, max: number, settings: Record<string, string> = {}) {
-  const client = postgres(url, { max, onnotice: () => {}, connection: { jit: "off", ...settings } });
+  const client = postgres(url, { max, onnotice: () => {}, connection: { jit: "off", array_nulls: "on", ...settings } });
   return { client, orm: drizzle({ client, schema }) as unknown as Orm };
 }
 
