@@ -67,15 +67,21 @@ async function boundedText(c: Context, maxBytes: number): Promise<string> {
 /** How deep a body's JSON may nest: well past any real document, well short of a stack overflow. */
 export const MAX_JSON_DEPTH = 64;
 
-/** The first place in `value` that Postgres could not store, or that nests too deep. */
-function unstorableAt(value: unknown, path: string[] = []): { path: string[]; problem: string } | undefined {
-  if (typeof value === "string") return UNSTORABLE.test(value) ? { path, problem: "text may not contain NUL (\\u0000) or an unpaired surrogate" } : undefined;
+/**
+ * The first place in `value` that Postgres could not store, or that nests too deep. The path is
+ * built on the way back from a find, so a body of 10,000 work orders walks without allocating.
+ */
+function unstorableAt(value: unknown, depth = 0): { path: string[]; problem: string } | undefined {
+  if (typeof value === "string") return UNSTORABLE.test(value) ? { path: [], problem: "text may not contain NUL (\\u0000) or an unpaired surrogate" } : undefined;
   if (typeof value !== "object" || value === null) return undefined;
-  if (path.length >= MAX_JSON_DEPTH) return { path, problem: `JSON may nest at most ${MAX_JSON_DEPTH} deep` };
-  for (const [key, inner] of Object.entries(value)) {
-    if (UNSTORABLE.test(key)) return { path: [...path, key], problem: "keys may not contain NUL (\\u0000) or an unpaired surrogate" };
-    const found = unstorableAt(inner, [...path, key]);
-    if (found) return found;
+  if (depth >= MAX_JSON_DEPTH) return { path: [], problem: `JSON may nest at most ${MAX_JSON_DEPTH} deep` };
+  for (const key in value) {
+    if (UNSTORABLE.test(key)) return { path: [key], problem: "keys may not contain NUL (\\u0000) or an unpaired surrogate" };
+    const found = unstorableAt((value as Record<string, unknown>)[key], depth + 1);
+    if (found) {
+      found.path.unshift(key);
+      return found;
+    }
   }
   return undefined;
 }
