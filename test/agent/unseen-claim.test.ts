@@ -17,6 +17,7 @@ import { workOrdersClaim } from "../../coordinator/sql/work-order-claim.ts";
 import type { AgentView, JobView, WorkOrderView } from "../../protocol/api.ts";
 import { order, workOrderInsert } from "../store/fixtures.ts";
 import { Proxy } from "../support/proxy.ts";
+import { until } from "../support/until.ts";
 
 let coordinator: Coordinator;
 let proxy: Proxy;
@@ -51,13 +52,6 @@ async function api<T>(method: string, path: string, body?: unknown): Promise<{ s
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   return { status: response.status, body: (await response.json()) as T };
-}
-
-async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let waited = 0; !(await condition()); waited += 20) {
-    if (waited > 20_000) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 /**

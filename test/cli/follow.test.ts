@@ -15,6 +15,7 @@ import type { WorkOrderView } from "../../protocol/api.ts";
 import { useInProcessCoordinator } from "../support/in-process.ts";
 import { jobfleet } from "../support/processes.ts";
 import { Proxy } from "../support/proxy.ts";
+import { until } from "../support/until.ts";
 
 const fleet = useInProcessCoordinator();
 let proxy: Proxy;
@@ -34,13 +35,6 @@ afterEach(async () => {
   await proxy.close();
   rmSync(dir, { recursive: true, force: true });
 });
-
-async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  for (let waited = 0; !(await condition()); waited += 20) {
-    if (waited > 20_000) throw new Error(`timed out waiting for ${what}`);
-    await setTimeout(20);
-  }
-}
 
 /** Prints `a1`, waits for the file `go`, prints `a2` and fails; its retry prints `b1` and succeeds. */
 const script = (at: string) =>
