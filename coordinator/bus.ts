@@ -28,6 +28,8 @@ export class Bus {
   private readonly watchers = new Map<string, Set<() => void>>();
   /** Set by a relay: sends every emitted event to the other coordinators too. */
   publish?: <K extends EventName>(event: K, args: Events[K]) => void;
+  /** Set by a relay: told when a work order gets its first watcher here (true) and loses its last (false). */
+  onWatch?: (workOrderId: string, watching: boolean) => void;
 
   emit<K extends EventName>(event: K, ...args: Events[K]): void {
     this.deliver(event, ...args);
@@ -42,12 +44,23 @@ export class Bus {
 
   /** Subscribes to the changes of one work order; returns the unsubscribe function. */
   watch(workOrderId: string, listener: () => void): () => void {
-    const listeners = this.watchers.get(workOrderId) ?? new Set();
-    this.watchers.set(workOrderId, listeners.add(listener));
+    let listeners = this.watchers.get(workOrderId);
+    if (!listeners) {
+      this.watchers.set(workOrderId, (listeners = new Set()));
+      this.onWatch?.(workOrderId, true);
+    }
+    listeners.add(listener);
     return () => {
       listeners.delete(listener);
-      if (listeners.size === 0 && this.watchers.get(workOrderId) === listeners) this.watchers.delete(workOrderId);
+      if (listeners.size > 0 || this.watchers.get(workOrderId) !== listeners) return;
+      this.watchers.delete(workOrderId);
+      this.onWatch?.(workOrderId, false);
     };
+  }
+
+  /** The work orders with a watcher here. */
+  watched(): string[] {
+    return [...this.watchers.keys()];
   }
 
   /** Subscribes; returns the unsubscribe function. */

@@ -12,7 +12,7 @@ import { Dispatcher } from "./dispatch/dispatcher.ts";
 import { RateLimits } from "./rate/rate-limits.ts";
 import type { Rate } from "./rate/token-bucket.ts";
 import { Reaper } from "./reaper.ts";
-import { Relay } from "./relay.ts";
+import { Relay } from "./relay/relay.ts";
 import { Statistics } from "./statistics.ts";
 import { createApp } from "./http/app.ts";
 import { withoutData } from "./loggable.ts";

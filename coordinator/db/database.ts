@@ -2,7 +2,7 @@
 // transactions, and a drizzle instance for the composable list queries. Two drivers sit behind
 // it: PGlite (embedded, the default) and postgres-js (a real server, when a URL is given).
 import type { PgDatabase, PgQueryResultHKT } from "drizzle-orm/pg-core";
-import type { Listener } from "../relay.ts";
+import type { Listener } from "../relay/relay.ts";
 import type * as schema from "./schema.ts";
 
 export type Queryable = {

@@ -39,14 +39,15 @@ function pool(url: string, max: number, settings: Record<string, string> = {}) {
 }
 
 /**
- * Whether a session but this database's own listens on the channel: its last statement was the
- * LISTEN (as postgres-js words it, in any version), or it is another role's and cannot be read, or
- * the server does not track statements. Its own sessions all carry its application name.
+ * The application names of the sessions but this database's own that listen on the channel: those
+ * whose last statement was the LISTEN (as postgres-js words it, in any version), and, unnamed, those
+ * of another role, which cannot be read. Unnamed too when the server does not track statements.
+ * Its own sessions all carry its application name.
  */
-const OTHERS_LISTEN = `SELECT current_setting('track_activities')::bool = false OR EXISTS (
-  SELECT 1 FROM pg_stat_activity
-  WHERE datname = current_database() AND application_name <> $1 AND query IN ($2, '<insufficient privilege>')
-) AS others`;
+const OTHERS_LISTENING = `SELECT CASE WHEN current_setting('track_activities')::bool
+  THEN coalesce(json_agg(CASE WHEN query = $2 THEN application_name ELSE '' END), '[]') ELSE '[""]' END AS names
+FROM pg_stat_activity
+WHERE datname = current_database() AND application_name <> $1 AND query IN ($2, '<insufficient privilege>')`;
 
 export async function openPostgres(url: string, poolSize = 10): Promise<Database> {
   await migrateLocked(url);
@@ -61,6 +62,7 @@ export async function openPostgres(url: string, poolSize = 10): Promise<Database
     generic: queryable(generic),
     transaction: (fn) => client.begin((tx) => fn(queryable(tx))) as never,
     listener: {
+      name,
       async listen(channel, onPayload, onListen) {
         const { unlisten } = await client.listen(channel, onPayload, onListen);
         return unlisten;
@@ -72,9 +74,9 @@ export async function openPostgres(url: string, poolSize = 10): Promise<Database
           JSON.stringify(payloads),
         ]);
       },
-      async othersListen(channel) {
-        const [row] = await client.unsafe<{ others: boolean }[]>(OTHERS_LISTEN, [name, `listen "${channel.replace(/"/g, '""')}"`]);
-        return row!.others;
+      async othersListening(channel) {
+        const [row] = await client.unsafe<{ names: string[] }[]>(OTHERS_LISTENING, [name, `listen "${channel.replace(/"/g, '""')}"`]);
+        return row!.names;
       },
     },
     close: async () => void (await Promise.all([client.end({ timeout: 5 }), generic.end({ timeout: 5 })])),

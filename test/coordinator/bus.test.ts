@@ -24,3 +24,23 @@ test("a watcher hears the changes of its work order, emitted or relayed, until i
   expect(heard.slice(4)).toEqual(["second", "other"]);
   expect(all).toEqual(["1", "1", "3", "1", "2"]);
 });
+
+test("a relay hears when a work order gets its first watcher and loses its last, and can list those watched", () => {
+  const bus = new Bus();
+  const told: [string, boolean][] = [];
+  bus.onWatch = (id, watching) => told.push([id, watching]);
+  const first = bus.watch("1", () => {});
+  const second = bus.watch("1", () => {});
+  const other = bus.watch("2", () => {});
+  expect(told).toEqual([["1", true], ["2", true]]);
+  expect(bus.watched()).toEqual(["1", "2"]);
+  first();
+  expect(told).toHaveLength(2);
+  second();
+  second();
+  expect(told.slice(2)).toEqual([["1", false]]);
+  bus.watch("1", () => {});
+  other();
+  expect(told.slice(3)).toEqual([["1", true], ["2", false]]);
+  expect(bus.watched()).toEqual(["1"]);
+});

@@ -3,7 +3,8 @@ import { expect, test, vi } from "vitest";
 import { Bus } from "../../coordinator/bus.ts";
 import { type Database, openDatabase } from "../../coordinator/db/database.ts";
 import { type Claimer, Dispatcher } from "../../coordinator/dispatch/dispatcher.ts";
-import { CHANNEL, type Listener, pack, Relay } from "../../coordinator/relay.ts";
+import { pack } from "../../coordinator/relay/pack.ts";
+import { CHANNEL, type Listener, Relay } from "../../coordinator/relay/relay.ts";
 import type { Assignment } from "../../protocol/messages.ts";
 import { parseSelector } from "../../protocol/selector.ts";
 import { connectAgent, order, workOrderInsert } from "../store/fixtures.ts";
@@ -16,7 +17,7 @@ const EUROS = "\u20ac".repeat(1024);
 test("events are packed into as few notifications as fit under Postgres' 8000-byte limit, none lost", () => {
   const orders = Array.from({ length: 500 }, (_, i) => ({ id: String(i + 1), selector: parseSelector("os=linux,arch in (amd64,arm64)"), targetAgent: null }));
   const changed = Array.from({ length: 300 }, (_, i) => ["changed", [String(i)]] as ["changed", [string]]);
-  const payloads = pack("me", [["enqueued", [orders]], ...changed]);
+  const payloads = pack("me", { events: [["enqueued", [orders]], ...changed] });
   expect(payloads.length).toBeGreaterThan(1);
   for (const payload of payloads) expect(Buffer.byteLength(payload)).toBeLessThan(8000);
   const events = payloads.flatMap((p) => (JSON.parse(p) as { from: string; events: [string, unknown[]][] }).events);
@@ -28,7 +29,7 @@ test("events are packed into as few notifications as fit under Postgres' 8000-by
 test("payloads are measured in bytes, and an order whose selector does not fit goes without it", () => {
   const cancels = [1, 2, 3].map((i) => ["cancel", [{ jobId: String(i), agentId: "a", reason: EUROS }]] as ["cancel", [{ jobId: string; agentId: string; reason: string }]]);
   const huge = { id: "9", selector: parseSelector(HUGE_SELECTOR), targetAgent: null };
-  const payloads = pack("me", [...cancels, ["enqueued", [[huge]]]]);
+  const payloads = pack("me", { events: [...cancels, ["enqueued", [[huge]]]] });
   for (const payload of payloads) expect(Buffer.byteLength(payload)).toBeLessThan(8000);
   const events = payloads.flatMap((p) => JSON.parse(p).events);
   expect(events).toEqual([...cancels, ["enqueued", [[{ ...huge, selector: null }]]]]);
@@ -36,13 +37,29 @@ test("payloads are measured in bytes, and an order whose selector does not fit g
 
 test("an event that cannot be made to fit is left out and reported, the rest sent", () => {
   const tooLarge: unknown[] = [];
-  const payloads = pack("me", [["changed", ["x".repeat(8000)]], ["changed", ["1"]]], (event) => tooLarge.push(event[0]));
+  const payloads = pack("me", { events: [["changed", ["x".repeat(8000)]], ["changed", ["1"]]] }, (event) => tooLarge.push(event[0]));
   expect(tooLarge).toEqual(["changed"]);
   expect(payloads.map((p) => JSON.parse(p).events)).toEqual([[["changed", ["1"]]]]);
 });
 
+test("watch lists too long for one notification are split; the flags go in the first only", () => {
+  const watch = Array.from({ length: 2_000 }, (_, i) => String(10_000_000 + i));
+  const unwatch = ["1", "2"];
+  const payloads = pack("me", { events: [["changed", ["5"]]], watch, unwatch, reset: true, hello: true });
+  expect(payloads.length).toBeGreaterThan(1);
+  for (const payload of payloads) expect(Buffer.byteLength(payload)).toBeLessThan(8000);
+  const messages = payloads.map((p) => JSON.parse(p));
+  expect(messages.map((m) => [m.reset, m.hello])).toEqual(messages.map((_, i) => (i === 0 ? [true, true] : [undefined, undefined])));
+  expect(messages.flatMap((m) => m.watch)).toEqual(watch);
+  expect(messages.flatMap((m) => m.unwatch ?? [])).toEqual(unwatch);
+  expect(messages.flatMap((m) => m.events)).toEqual([["changed", ["5"]]]);
+  // Every notification says what it watches, if only nothing: the mark of this version.
+  expect(messages.every((m) => Array.isArray(m.watch))).toBe(true);
+  expect(pack("me", { events: [], reset: true, watch: [] }).map((p) => JSON.parse(p))).toEqual([{ from: "me", reset: true, events: [], watch: [] }]);
+});
+
 test("nothing to send makes no notification", () => {
-  expect(pack("me", [])).toEqual([]);
+  expect(pack("me", { events: [], watch: [], unwatch: [] })).toEqual([]);
 });
 
 const fail = (error: unknown) => expect.unreachable(String(error));
@@ -52,8 +69,8 @@ type Fresh = {
   open(): Promise<Database>;
   /** Starts the relay. */
   start(relay: Relay): Promise<Relay>;
-  /** A plain postgres-js client on it (as a coordinator of an earlier version would have). */
-  client(): postgres.Sql;
+  /** A plain postgres-js client on it (as a coordinator of an earlier version would have), under `name` if given. */
+  client(name?: string): postgres.Sql;
 };
 
 /**
@@ -76,8 +93,8 @@ async function onFreshDatabase(run: (fresh: Fresh) => Promise<void>): Promise<vo
         await relay.start();
         return relay;
       },
-      client: () => {
-        const sql = postgres(url, { max: 1, onnotice: () => {} });
+      client: (name) => {
+        const sql = postgres(url, { max: 1, onnotice: () => {}, ...(name && { connection: { application_name: name } }) });
         closers.push(() => sql.end());
         return sql;
       },
@@ -133,6 +150,11 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
     await withRelays(async (busA, busB) => {
       const seen: string[] = [];
       busB.on("changed", (id) => seen.push(id));
+      busB.watch("7", () => {});
+      busB.watch("8", () => {});
+      // Each watch is answered with a change of its own.
+      await vi.waitFor(() => expect(seen.sort()).toEqual(["7", "8"]), { timeout: 5_000 });
+      seen.length = 0;
       for (const id of ["7", "7", "8", "7", "8"]) busA.emit("changed", id);
       await vi.waitFor(() => expect(seen).toEqual(["7", "8"]), { timeout: 5_000 });
       busA.emit("changed", "7");
@@ -216,17 +238,19 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
     });
   });
 
-  test("a listener on the channel of any other session counts as another coordinator (one of an older version too), its own do not", async () => {
+  test("a listener on the channel of any other session counts as another coordinator (one of an older version too) and is named, its own do not", async () => {
     await onFreshDatabase(async ({ open, client }) => {
-      const a = await open();
+      const [a, b] = [await open(), await open()];
       const older = client();
       const own = await a.listener!.listen(CHANNEL, () => {}, () => {});
-      expect(await a.listener!.othersListen(CHANNEL)).toBe(false);
+      expect(await a.listener!.othersListening(CHANNEL)).toEqual([]);
       const { unlisten } = await older.listen(CHANNEL, () => {});
-      expect(await a.listener!.othersListen(CHANNEL)).toBe(true);
+      const other = await b.listener!.listen(CHANNEL, () => {}, () => {});
+      expect((await a.listener!.othersListening(CHANNEL)).sort()).toEqual([b.listener!.name, "postgres.js"].sort());
       await unlisten();
       await older.end();
-      await vi.waitFor(async () => expect(await a.listener!.othersListen(CHANNEL)).toBe(false), { timeout: 5_000 });
+      await other();
+      await vi.waitFor(async () => expect(await a.listener!.othersListening(CHANNEL)).toEqual([]), { timeout: 5_000 });
       await own();
     });
   });
@@ -277,10 +301,10 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       let looks = 0;
       const slow: Listener = {
         ...a.listener!,
-        othersListen: async (channel) => {
+        othersListening: async (channel) => {
           looks++;
           await new Promise((r) => setTimeout(r, 200));
-          return a.listener!.othersListen(channel);
+          return a.listener!.othersListening(channel);
         },
       };
       const relay = await start(new Relay(new Bus(), slow, () => {}, fail, 50));
@@ -288,6 +312,161 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       await relay.stop();
       await a.close();
       await new Promise((r) => setTimeout(r, 300));
+    });
+  });
+  test("a change is relayed only to a coordinator that watches its work order; its first watcher there is answered with one at once", async () => {
+    await withRelays(async (busA, busB) => {
+      const seen: string[] = [];
+      busB.on("changed", (id) => seen.push(id));
+      const { enqueued } = heard(busB);
+      // A wake-up sent after a change arrives after it, had the change been sent.
+      const settled = async (mark: string) => {
+        busA.emit("enqueued", [{ id: mark, selector: null, targetAgent: null }]);
+        await vi.waitFor(() => expect(enqueued).toContain(mark), { timeout: 5_000 });
+      };
+      busA.emit("changed", "1");
+      await settled("m1");
+      expect(seen).toEqual([]);
+
+      const unwatch = busB.watch("1", () => {});
+      await vi.waitFor(() => expect(seen).toEqual(["1"]), { timeout: 5_000 });
+      busA.emit("changed", "1");
+      busA.emit("changed", "2");
+      await settled("m2");
+      expect(seen).toEqual(["1", "1"]);
+
+      unwatch();
+      await vi.waitFor(
+        async () => {
+          const before = seen.length;
+          busA.emit("changed", "1");
+          await settled(`m3-${before}`);
+          expect(seen).toHaveLength(before);
+        },
+        { timeout: 5_000 },
+      );
+    });
+  });
+
+  test("what a coordinator watches reaches one that joins later, both ways, and each is answered", async () => {
+    await onFreshDatabase(async ({ open, start }) => {
+      const [a, b] = [await open(), await open()];
+      const [busA, busB] = [new Bus(), new Bus()];
+      const [seenA, seenB] = [[] as string[], [] as string[]];
+      busA.on("changed", (id) => seenA.push(id));
+      busB.on("changed", (id) => seenB.push(id));
+      busB.watch("3", () => {});
+      await start(new Relay(busB, b.listener!, () => {}, fail, 100));
+      busA.watch("4", () => {});
+      await start(new Relay(busA, a.listener!, () => {}, fail, 100));
+      // Answered once for each time it was said: B says it in its welcome and again in answer to A's hello.
+      await vi.waitFor(() => expect([seenA[0], seenB[0]]).toEqual(["4", "3"]), { timeout: 5_000 });
+      await new Promise((r) => setTimeout(r, 200));
+      expect(seenA.every((id) => id === "4") && seenB.every((id) => id === "3")).toBe(true);
+      const [a0, b0] = [seenA.length, seenB.length];
+      busA.emit("changed", "3");
+      busB.emit("changed", "4");
+      await vi.waitFor(() => expect([seenA.length - a0, seenB.length - b0]).toEqual([1, 1]), { timeout: 5_000 });
+    });
+  });
+
+  test("every change goes to a listener that has not said what it watches (an earlier version), and to all once one speaks", async () => {
+    await onFreshDatabase(async ({ open, start, client }) => {
+      const [a, b] = [await open(), await open()];
+      const older = client();
+      const heardByOlder: string[] = [];
+      await older.listen(CHANNEL, (payload) => heardByOlder.push(...JSON.parse(payload).events.flatMap(([name, [id]]: [string, [string]]) => (name === "changed" ? [id] : []))));
+      const busA = new Bus();
+      await start(new Relay(busA, a.listener!, () => {}, fail, 100));
+      busA.emit("changed", "5");
+      await vi.waitFor(() => expect(heardByOlder).toEqual(["5"]), { timeout: 5_000 });
+      await older.end();
+
+      // With only coordinators of this version left, A stops sending changes nobody watches...
+      const busB = new Bus();
+      const seenB: string[] = [];
+      busB.on("changed", (id) => seenB.push(id));
+      await start(new Relay(busB, b.listener!, () => {}, fail, 100));
+      await vi.waitFor(
+        async () => {
+          const before = seenB.length;
+          busA.emit("changed", "6");
+          await new Promise((r) => setTimeout(r, 50));
+          expect(seenB).toHaveLength(before);
+        },
+        { timeout: 5_000 },
+      );
+      // ...until a notification without a watch list says an earlier version is there.
+      await client().notify(CHANNEL, JSON.stringify({ from: "older", events: [] }));
+      await vi.waitFor(
+        async () => {
+          busA.emit("changed", "7");
+          await new Promise((r) => setTimeout(r, 50));
+          expect(seenB).toContain("7");
+        },
+        { timeout: 5_000 },
+      );
+    });
+  });
+
+  test("what a coordinator that went away watched is forgotten by the next look; one that stays is kept", async () => {
+    await onFreshDatabase(async ({ open, start, client }) => {
+      const a = await open();
+      const payloads: string[] = [];
+      const counted: Listener = { ...a.listener!, notify: (channel, sent) => (payloads.push(...sent), a.listener!.notify(channel, sent)) };
+      const carrying = (id: string) => payloads.filter((p) => JSON.stringify(JSON.parse(p).events).includes(`["changed",["${id}"]]`)).length;
+      const busA = new Bus();
+      await start(new Relay(busA, counted, () => {}, fail, 100));
+      // Two peers that listen under their own names and say what they watch, as this version does.
+      const [ghost, stays] = [client("ghost"), client("stays")];
+      for (const peer of [ghost, stays]) await peer.listen(CHANNEL, () => {});
+      await ghost.notify(CHANNEL, JSON.stringify({ from: "ghost", events: [], watch: ["9"], reset: true }));
+      await stays.notify(CHANNEL, JSON.stringify({ from: "stays", events: [], watch: ["8"], reset: true }));
+      // Each watch is answered.
+      await vi.waitFor(() => expect([carrying("9"), carrying("8")]).toEqual([1, 1]), { timeout: 5_000 });
+      await ghost.end();
+      await vi.waitFor(
+        async () => {
+          const before = carrying("9");
+          busA.emit("changed", "9");
+          await new Promise((r) => setTimeout(r, 50));
+          expect(carrying("9")).toBe(before);
+        },
+        { timeout: 5_000 },
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      busA.emit("changed", "8");
+      await vi.waitFor(() => expect(carrying("8")).toBe(2), { timeout: 5_000 });
+    });
+  });
+
+  test("a relay's notifications leave one statement at a time, in order", async () => {
+    await onFreshDatabase(async ({ open, start }) => {
+      const [a, b] = [await open(), await open()];
+      let inFlight = 0;
+      let most = 0;
+      const slow: Listener = {
+        ...a.listener!,
+        notify: async (channel, payloads) => {
+          most = Math.max(most, ++inFlight);
+          await new Promise((r) => setTimeout(r, 20));
+          await a.listener!.notify(channel, payloads);
+          inFlight--;
+        },
+      };
+      const busA = new Bus();
+      await start(new Relay(busA, slow, () => {}, fail, 100));
+      const busB = new Bus();
+      const { enqueued } = heard(busB);
+      await start(new Relay(busB, b.listener!, () => {}, fail, 100));
+      await vi.waitFor(() => expect(enqueued).toContain("0"), { timeout: 5_000 });
+      const sent = Array.from({ length: 30 }, (_, i) => String(100 + i));
+      for (const id of sent) {
+        busA.emit("enqueued", [{ id, selector: null, targetAgent: null }]);
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      await vi.waitFor(() => expect(enqueued.filter((id) => sent.includes(id))).toEqual(sent), { timeout: 5_000 });
+      expect(most).toBe(1);
     });
   });
 });

@@ -23,9 +23,13 @@ describePostgres("two coordinator replicas, sharing one Postgres server", () => 
   });
 
   test("a log followed on one replica streams live from a job whose agent is on the other", async () => {
-    const order = await fleet.ciAt(1).enqueue({ ...sh("for i in 1 2 3 4 5; do echo tick $i; sleep 0.2; done"), selector: "side=zero" });
+    const order = await fleet.ciAt(1).enqueue({ ...sh("for i in 1 2 3 4 5; do echo tick $i; sleep 0.2; done; sleep 6; echo done"), selector: "side=zero" });
+    // Live: the first line arrives while the job still runs. A follower that only looked every 15 s,
+    // as one does when changes are not relayed, would see it after the job ended.
+    await fleet.ciAt(1).follow(order.id, /tick 1/);
+    expect((await fleet.ciAt(1).get(order.id)).state).toBe("running");
     const ended = await fleet.ciAt(1).follow(order.id);
-    expect(ended.log).toBe("tick 1\ntick 2\ntick 3\ntick 4\ntick 5\n");
+    expect(ended.log).toBe("tick 1\ntick 2\ntick 3\ntick 4\ntick 5\ndone\n");
   });
 
   test("a cancel sent to one replica reaches the agent on the other", async () => {
