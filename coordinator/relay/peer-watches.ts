@@ -2,16 +2,17 @@
 // is relayed only where some other coordinator watches.
 import type { Message } from "./pack.ts";
 
-type Peer = { ids: Set<string>; firstHeard: number };
+/** `complete`: it has said all it watches (a reset), not only changes to it. */
+type Peer = { ids: Set<string>; complete: boolean; lastHeard: number };
 
 export class PeerWatches {
   private readonly peers = new Map<string, Peer>();
   /** How many peers watch each work order. */
   private readonly watchers = new Map<string, number>();
 
-  /** Whether `name` has said what it watches. */
+  /** Whether `name` has said all it watches. */
   knows(name: string): boolean {
-    return this.peers.has(name);
+    return this.peers.get(name)?.complete ?? false;
   }
 
   watched(workOrderId: string): boolean {
@@ -21,17 +22,21 @@ export class PeerWatches {
   /** Applies what a peer said (`heard`: a count of notifications received); returns the work orders it began watching. */
   apply(message: Message, heard: number): string[] {
     let peer = this.peers.get(message.from);
-    if (!peer) this.peers.set(message.from, (peer = { ids: new Set(), firstHeard: heard }));
-    if (message.reset) for (const id of peer.ids) this.remove(peer, id);
+    if (!peer) this.peers.set(message.from, (peer = { ids: new Set(), complete: false, lastHeard: heard }));
+    peer.lastHeard = heard;
+    if (message.reset) {
+      for (const id of peer.ids) this.remove(peer, id);
+      peer.complete = true;
+    }
     for (const id of message.watch ?? []) this.add(peer, id);
     for (const id of message.unwatch ?? []) this.remove(peer, id);
     return message.watch ?? [];
   }
 
-  /** Forgets the peers heard before notification `heard` that are no longer among `listening`. */
+  /** Forgets the peers not among `listening` that have not been heard from since notification `heard`. */
   keepOnly(listening: Set<string>, heard: number): void {
     for (const [name, peer] of this.peers) {
-      if (listening.has(name) || peer.firstHeard > heard) continue;
+      if (listening.has(name) || peer.lastHeard > heard) continue;
       for (const id of peer.ids) this.remove(peer, id);
       this.peers.delete(name);
     }

@@ -50,10 +50,15 @@ export class Relay {
   private others = true;
   /** Bumped by every notification from another coordinator, so a look begun before it cannot undo what it proved. */
   private heard = 0;
-  /** Bumped by every notification from a coordinator of an earlier version. */
-  private heardEarlier = 0;
+  /** Bumped by every notification from a coordinator that has not said all it watches (an earlier version, or one whose list was missed). */
+  private heardUnknown = 0;
+  /** Peers asked since the last look to say all they watch. */
+  private readonly asked = new Set<string>();
   /** Notifications leave one statement at a time, so that they arrive in the order they were made. */
   private sending: Promise<void> = Promise.resolve();
+  /** The flush under way: what gathers meanwhile goes in one statement after it, not one each. */
+  private flushing?: Promise<void>;
+  private stopped = false;
   /** Greetings and looks under way, which a stop waits for. */
   private readonly underway = new Set<Promise<void>>();
 
@@ -62,7 +67,7 @@ export class Relay {
     private readonly db: Listener,
     private readonly onResync: () => void,
     private readonly onError: (error: unknown) => void,
-    private readonly checkEveryMs = CHECK_EVERY_MS,
+    private readonly timing: { checkEveryMs?: number; gatherMs?: number } = {},
   ) {
     this.id = db.name;
     this.ownPrefix = `{"from":${JSON.stringify(this.id)},`;
@@ -70,7 +75,7 @@ export class Relay {
 
   async start(): Promise<void> {
     this.unlisten = await this.db.listen(CHANNEL, (payload) => this.receive(payload), () => this.listening());
-    this.checker = setInterval(() => this.underway.size === 0 && this.track(this.look()), this.checkEveryMs).unref();
+    this.checker = setInterval(() => this.underway.size === 0 && this.track(this.look()), this.timing.checkEveryMs ?? CHECK_EVERY_MS).unref();
     this.bus.publish = (event, args) => {
       if (!this.others) return;
       if (event === "changed") {
@@ -90,12 +95,13 @@ export class Relay {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     this.bus.publish = undefined;
     this.bus.onWatch = undefined;
     clearTimeout(this.timer);
     clearInterval(this.checker);
     await Promise.all(this.underway);
-    this.flush();
+    await this.flush();
     await this.sending;
     await this.unlisten?.();
   }
@@ -106,7 +112,7 @@ export class Relay {
   }
 
   private schedule(): void {
-    this.timer ??= setTimeout(() => this.flush(), GATHER_MS);
+    this.timer ??= setTimeout(() => void this.flush(), this.timing.gatherMs ?? GATHER_MS);
   }
 
   private send(out: Outgoing): Promise<void> {
@@ -117,6 +123,7 @@ export class Relay {
   }
 
   private listening(): void {
+    if (this.stopped) return;
     if (!this.first) {
       this.onResync();
       // Others may have stopped sending while this one could not be seen listening.
@@ -139,11 +146,14 @@ export class Relay {
   }
 
   private async look(): Promise<void> {
-    const [heard, heardEarlier] = [this.heard, this.heardEarlier];
+    const [heard, heardUnknown] = [this.heard, this.heardUnknown];
     const listening = await this.db.othersListening(CHANNEL);
     this.peers.keepOnly(new Set(listening), heard);
-    if (this.heardEarlier === heardEarlier) this.relayAll = listening.some((name) => !this.peers.knows(name));
+    this.asked.clear();
+    if (this.heardUnknown === heardUnknown) this.relayAll = listening.some((name) => !this.peers.knows(name));
     if (this.heard === heard) this.sendingTo(listening.length > 0);
+    // What this one watches did not reach the others: say it all again.
+    if (this.resetDue && this.others) this.schedule();
   }
 
   private sendingTo(others: boolean): void {
@@ -166,8 +176,32 @@ export class Relay {
     }
   }
 
-  private flush(): void {
+  /** Sends what gathered; a flush under way sends it once it is done. Resolves once nothing is left. */
+  private flush(): Promise<void> {
     this.timer = undefined;
+    const gathered = () => this.pending.length > 0 || this.watchChanges.size > 0 || this.resetDue;
+    if (this.flushing || !gathered()) return this.flushing ?? Promise.resolve();
+    // Begins with an await, so the `finally` cannot run before the assignment.
+    this.flushing = (async () => {
+      try {
+        do {
+          // One commit for the whole flush: a commit per notification was 40% of the commits of a busy fleet.
+          const failed = await this.send(this.take()).then(
+            () => false,
+            (error) => (this.onError(error), true),
+          );
+          // The others may have missed what this one watches: the next flush, or the next look, says it all.
+          if (failed) return void (this.resetDue = true);
+        } while (gathered());
+      } finally {
+        this.flushing = undefined;
+      }
+    })();
+    return this.flushing;
+  }
+
+  /** What gathered since the last flush, taken to send. */
+  private take(): Outgoing {
     const changes = [...this.watchChanges];
     const watches = this.resetDue
       ? this.everythingWatched()
@@ -176,13 +210,12 @@ export class Relay {
     this.pending = [];
     this.changed.clear();
     this.watchChanges.clear();
-    // One commit for the whole flush: a commit per notification was 40% of the commits of a busy fleet.
-    this.send(out).catch(this.onError);
+    return out;
   }
 
   private receive(payload: string): void {
     // Every coordinator hears its own notifications too; those are dropped unparsed.
-    if (payload.startsWith(this.ownPrefix)) return;
+    if (this.stopped || payload.startsWith(this.ownPrefix)) return;
     let parsed: Message;
     try {
       parsed = JSON.parse(payload);
@@ -193,10 +226,7 @@ export class Relay {
     this.heard++;
     this.sendingTo(true);
     if (parsed.watch) this.watchedBy(parsed);
-    else {
-      this.heardEarlier++;
-      this.relayAll = true;
-    }
+    else this.unknown();
     if (parsed.hello) {
       this.resetDue = true;
       this.schedule();
@@ -212,7 +242,20 @@ export class Relay {
   private watchedBy(message: Message): void {
     const known = this.peers.knows(message.from);
     for (const id of this.peers.apply(message, this.heard)) this.bus.publish?.("changed", [id]);
-    // The look that counted this peer as unknown can be undone now, not in a few seconds.
-    if (!known && this.relayAll && this.underway.size === 0) this.track(this.look());
+    if (!this.peers.knows(message.from)) {
+      // Its list was missed (this one was not listening when it was said): it is asked to say it again.
+      this.unknown();
+      if (!this.asked.has(message.from)) this.track(this.send({ events: [], hello: true, ...this.everythingWatched() }));
+      this.asked.add(message.from);
+    } else if (!known && this.relayAll && this.underway.size === 0) {
+      // The look that counted this peer as unknown can be undone now, not in a few seconds.
+      this.track(this.look());
+    }
+  }
+
+  /** A coordinator that has not said all it watches is there: every change goes out. */
+  private unknown(): void {
+    this.heardUnknown++;
+    this.relayAll = true;
   }
 }

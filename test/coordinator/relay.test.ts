@@ -132,6 +132,19 @@ function heard(bus: Bus) {
   return { cancels, enqueued };
 }
 
+/** Waits until a change of `id` emitted on `bus` no longer adds to `count()` within 50 ms: it is not sent. */
+async function untilNotSent(bus: Bus, id: string, count: () => number): Promise<void> {
+  await vi.waitFor(
+    async () => {
+      const before = count();
+      bus.emit("changed", id);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(count()).toBe(before);
+    },
+    { timeout: 5_000 },
+  );
+}
+
 describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
   test("a flush of many notifications arrives whole and in order, free text included", async () => {
     await withRelays(async (busA, busB) => {
@@ -208,7 +221,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const counted: Listener = { ...a.listener!, notify: (channel, sent) => (payloads.push(...sent), a.listener!.notify(channel, sent)) };
       const carrying = () => payloads.filter((p) => JSON.parse(p).events.length > 0).length;
       const busA = new Bus();
-      await start(new Relay(busA, counted, () => {}, fail, 100));
+      await start(new Relay(busA, counted, () => {}, fail, { checkEveryMs: 100 }));
       busA.emit("changed", "1");
       await new Promise((r) => setTimeout(r, 200));
       expect(carrying()).toBe(0);
@@ -217,7 +230,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const busB = new Bus();
       let resyncs = 0;
       const { enqueued } = heard(busB);
-      const relayB = await start(new Relay(busB, b.listener!, () => resyncs++, fail, 100));
+      const relayB = await start(new Relay(busB, b.listener!, () => resyncs++, fail, { checkEveryMs: 100 }));
       // A started sending on B's hello, before its own next look, and said so: B looked again, and
       // heard the welcome's wake-up for any queue ("0").
       await vi.waitFor(() => expect(resyncs).toBe(1), { timeout: 5_000 });
@@ -226,15 +239,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
 
       await relayB.stop();
       await b.close();
-      await vi.waitFor(
-        async () => {
-          const before = carrying();
-          busA.emit("changed", "2");
-          await new Promise((r) => setTimeout(r, 30));
-          expect(carrying()).toBe(before);
-        },
-        { timeout: 5_000 },
-      );
+      await untilNotSent(busA, "2", () => carrying());
     });
   });
 
@@ -261,7 +266,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const older = client();
       const heardByOlder: { events: [string, unknown[]][] }[] = [];
       const busA = new Bus();
-      await start(new Relay(busA, a.listener!, () => {}, fail, 200));
+      await start(new Relay(busA, a.listener!, () => {}, fail, { checkEveryMs: 200 }));
       await older.listen(CHANNEL, (payload) => heardByOlder.push(JSON.parse(payload)));
       busA.emit("enqueued", [{ id: "41", selector: parseSelector("os=linux"), targetAgent: null }]);
       await vi.waitFor(() => expect(heardByOlder).toHaveLength(1), { timeout: 5_000 });
@@ -287,9 +292,9 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
         },
       };
       const errors: unknown[] = [];
-      await start(new Relay(new Bus(), flaky, () => {}, (e) => errors.push(e), 100));
+      await start(new Relay(new Bus(), flaky, () => {}, (e) => errors.push(e), { checkEveryMs: 100 }));
       let resyncs = 0;
-      await start(new Relay(new Bus(), b.listener!, () => resyncs++, fail, 100));
+      await start(new Relay(new Bus(), b.listener!, () => resyncs++, fail, { checkEveryMs: 100 }));
       await vi.waitFor(() => expect(resyncs).toBe(1), { timeout: 5_000 });
       expect(errors.map(String)).toEqual(["Error: connection reset"]);
     });
@@ -307,7 +312,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
           return a.listener!.othersListening(channel);
         },
       };
-      const relay = await start(new Relay(new Bus(), slow, () => {}, fail, 50));
+      const relay = await start(new Relay(new Bus(), slow, () => {}, fail, { checkEveryMs: 50 }));
       await vi.waitFor(() => expect(looks).toBeGreaterThan(1), { timeout: 5_000 });
       await relay.stop();
       await a.close();
@@ -356,9 +361,9 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       busA.on("changed", (id) => seenA.push(id));
       busB.on("changed", (id) => seenB.push(id));
       busB.watch("3", () => {});
-      await start(new Relay(busB, b.listener!, () => {}, fail, 100));
+      await start(new Relay(busB, b.listener!, () => {}, fail, { checkEveryMs: 100 }));
       busA.watch("4", () => {});
-      await start(new Relay(busA, a.listener!, () => {}, fail, 100));
+      await start(new Relay(busA, a.listener!, () => {}, fail, { checkEveryMs: 100 }));
       // Answered once for each time it was said: B says it in its welcome and again in answer to A's hello.
       await vi.waitFor(() => expect([seenA[0], seenB[0]]).toEqual(["4", "3"]), { timeout: 5_000 });
       await new Promise((r) => setTimeout(r, 200));
@@ -377,7 +382,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const heardByOlder: string[] = [];
       await older.listen(CHANNEL, (payload) => heardByOlder.push(...JSON.parse(payload).events.flatMap(([name, [id]]: [string, [string]]) => (name === "changed" ? [id] : []))));
       const busA = new Bus();
-      await start(new Relay(busA, a.listener!, () => {}, fail, 100));
+      await start(new Relay(busA, a.listener!, () => {}, fail, { checkEveryMs: 100 }));
       busA.emit("changed", "5");
       await vi.waitFor(() => expect(heardByOlder).toEqual(["5"]), { timeout: 5_000 });
       await older.end();
@@ -386,18 +391,13 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const busB = new Bus();
       const seenB: string[] = [];
       busB.on("changed", (id) => seenB.push(id));
-      await start(new Relay(busB, b.listener!, () => {}, fail, 100));
-      await vi.waitFor(
-        async () => {
-          const before = seenB.length;
-          busA.emit("changed", "6");
-          await new Promise((r) => setTimeout(r, 50));
-          expect(seenB).toHaveLength(before);
-        },
-        { timeout: 5_000 },
-      );
+      await start(new Relay(busB, b.listener!, () => {}, fail, { checkEveryMs: 100 }));
+      await untilNotSent(busA, "6", () => seenB.length);
       // ...until a notification without a watch list says an earlier version is there.
-      await client().notify(CHANNEL, JSON.stringify({ from: "older", events: [] }));
+      // It listens too, as a replica does, so the next look still finds it there.
+      const later = client();
+      await later.listen(CHANNEL, () => {});
+      await later.notify(CHANNEL, JSON.stringify({ from: "older", events: [] }));
       await vi.waitFor(
         async () => {
           busA.emit("changed", "7");
@@ -416,7 +416,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const counted: Listener = { ...a.listener!, notify: (channel, sent) => (payloads.push(...sent), a.listener!.notify(channel, sent)) };
       const carrying = (id: string) => payloads.filter((p) => JSON.stringify(JSON.parse(p).events).includes(`["changed",["${id}"]]`)).length;
       const busA = new Bus();
-      await start(new Relay(busA, counted, () => {}, fail, 100));
+      await start(new Relay(busA, counted, () => {}, fail, { checkEveryMs: 100 }));
       // Two peers that listen under their own names and say what they watch, as this version does.
       const [ghost, stays] = [client("ghost"), client("stays")];
       for (const peer of [ghost, stays]) await peer.listen(CHANNEL, () => {});
@@ -425,15 +425,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       // Each watch is answered.
       await vi.waitFor(() => expect([carrying("9"), carrying("8")]).toEqual([1, 1]), { timeout: 5_000 });
       await ghost.end();
-      await vi.waitFor(
-        async () => {
-          const before = carrying("9");
-          busA.emit("changed", "9");
-          await new Promise((r) => setTimeout(r, 50));
-          expect(carrying("9")).toBe(before);
-        },
-        { timeout: 5_000 },
-      );
+      await untilNotSent(busA, "9", () => carrying("9"));
       await new Promise((r) => setTimeout(r, 300));
       busA.emit("changed", "8");
       await vi.waitFor(() => expect(carrying("8")).toBe(2), { timeout: 5_000 });
@@ -455,10 +447,10 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
         },
       };
       const busA = new Bus();
-      await start(new Relay(busA, slow, () => {}, fail, 100));
+      await start(new Relay(busA, slow, () => {}, fail, { checkEveryMs: 100 }));
       const busB = new Bus();
       const { enqueued } = heard(busB);
-      await start(new Relay(busB, b.listener!, () => {}, fail, 100));
+      await start(new Relay(busB, b.listener!, () => {}, fail, { checkEveryMs: 100 }));
       await vi.waitFor(() => expect(enqueued).toContain("0"), { timeout: 5_000 });
       const sent = Array.from({ length: 30 }, (_, i) => String(100 + i));
       for (const id of sent) {
@@ -467,6 +459,181 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       }
       await vi.waitFor(() => expect(enqueued.filter((id) => sent.includes(id))).toEqual(sent), { timeout: 5_000 });
       expect(most).toBe(1);
+    });
+  });
+  test("a peer that says it again while a look runs is not forgotten by that look", async () => {
+    await onFreshDatabase(async ({ open, start }) => {
+      const [a, b] = [await open(), await open()];
+      let hide: string | undefined;
+      let looked: () => void = () => {};
+      let release: () => void = () => {};
+      // A's looks, held at will: one that runs while B's listening connection is down does not see B.
+      const held: Listener = {
+        ...a.listener!,
+        othersListening: async (channel) => {
+          const names = (await a.listener!.othersListening(channel)).filter((name) => name !== hide);
+          if (hide) {
+            looked();
+            await new Promise<void>((resolve) => (release = resolve));
+          }
+          return names;
+        },
+      };
+      const [busA, busB] = [new Bus(), new Bus()];
+      await start(new Relay(busA, held, () => {}, fail, { checkEveryMs: 100 }));
+      let welcomed = 0;
+      await start(new Relay(busB, b.listener!, () => welcomed++, fail, { checkEveryMs: 100 }));
+      await vi.waitFor(() => expect(welcomed).toBe(1), { timeout: 5_000 });
+      let woken = 0;
+      busB.watch("9", () => woken++);
+      await vi.waitFor(() => expect(woken).toBe(1), { timeout: 5_000 });
+
+      hide = b.listener!.name;
+      await new Promise<void>((resolve) => (looked = resolve));
+      // B's listening connection drops and comes back: it says hello again, with what it watches.
+      await b.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND query = $2`, [b.listener!.name, `listen "${CHANNEL}"`]);
+      await vi.waitFor(() => expect(woken).toBe(2), { timeout: 10_000 });
+      // The look ends without B; the next one is held, so what that look left is what A goes by.
+      const first = release;
+      await new Promise<void>((resolve) => {
+        looked = resolve;
+        first();
+      });
+      busA.emit("changed", "9");
+      await vi.waitFor(() => expect(woken).toBe(3), { timeout: 5_000 });
+      hide = undefined;
+      release();
+    });
+  });
+
+  test("a peer heard from without its list (it was missed) is sent every change, and asked to say it again", async () => {
+    await onFreshDatabase(async ({ open, start, client }) => {
+      const a = await open();
+      const busA = new Bus();
+      await start(new Relay(busA, a.listener!, () => {}, fail, { checkEveryMs: 100 }));
+      const heardByPeer: { hello?: true; events: [string, [string]][] }[] = [];
+      const listening = async () => {
+        const peer = client("peer");
+        await peer.listen(CHANNEL, (payload) => heardByPeer.push(JSON.parse(payload)));
+        return peer;
+      };
+      const first = await listening();
+      await first.notify(CHANNEL, JSON.stringify({ from: "peer", events: [], reset: true, watch: [] }));
+      // Known, and watching nothing: A's changes stay home.
+      await untilNotSent(busA, "1", () => heardByPeer.length);
+      // Forgotten by a look while it was not listening; then heard again, without a reset.
+      await first.end();
+      await new Promise((r) => setTimeout(r, 300));
+      const again = await listening();
+      heardByPeer.length = 0;
+      await again.notify(CHANNEL, JSON.stringify({ from: "peer", events: [], watch: ["5"] }));
+      await vi.waitFor(() => expect(heardByPeer.some((m) => m.hello)).toBe(true), { timeout: 5_000 });
+      const changes = () => heardByPeer.flatMap((m) => m.events.flatMap(([name, [id]]) => (name === "changed" ? [id] : [])));
+      busA.emit("changed", "6");
+      await vi.waitFor(() => expect(changes()).toContain("6"), { timeout: 5_000 });
+      expect(changes()).toContain("5");
+    });
+  });
+
+  test("what a coordinator watches, if its notification failed, is said again by a later one", async () => {
+    await onFreshDatabase(async ({ open, start }) => {
+      const [a, b] = [await open(), await open()];
+      let failNext = false;
+      const errors: unknown[] = [];
+      const flaky: Listener = {
+        ...b.listener!,
+        notify: (channel, payloads) => {
+          if (!failNext) return b.listener!.notify(channel, payloads);
+          failNext = false;
+          return Promise.reject(new Error("connection reset"));
+        },
+      };
+      const busA = new Bus();
+      await start(new Relay(busA, a.listener!, () => {}, fail, { checkEveryMs: 100 }));
+      const busB = new Bus();
+      let welcomed = 0;
+      await start(new Relay(busB, flaky, () => welcomed++, (e) => errors.push(e), { checkEveryMs: 100 }));
+      await vi.waitFor(() => expect(welcomed).toBe(1), { timeout: 5_000 });
+      failNext = true;
+      let woken = 0;
+      busB.watch("9", () => woken++);
+      await vi.waitFor(() => expect(errors.map(String)).toEqual(["Error: connection reset"]), { timeout: 5_000 });
+      // Nothing else to send: the next look sends it all again, and A answers.
+      await vi.waitFor(() => expect(woken).toBeGreaterThan(0), { timeout: 5_000 });
+      const before = woken;
+      busA.emit("changed", "9");
+      await vi.waitFor(() => expect(woken).toBe(before + 1), { timeout: 5_000 });
+    });
+  });
+
+  test("what gathers while a notification is on its way goes in one statement after it", async () => {
+    await onFreshDatabase(async ({ open, start }) => {
+      const [a, b] = [await open(), await open()];
+      let gate: Promise<void> | undefined;
+      let statements = 0;
+      const gated: Listener = {
+        ...a.listener!,
+        notify: async (channel, payloads) => {
+          statements++;
+          await gate;
+          await a.listener!.notify(channel, payloads);
+        },
+      };
+      const busA = new Bus();
+      // Gathering for long, so that the flush under way is done long before the last event's gathering ends.
+      await start(new Relay(busA, gated, () => {}, fail, { checkEveryMs: 100, gatherMs: 50 }));
+      const busB = new Bus();
+      const { enqueued } = heard(busB);
+      await start(new Relay(busB, b.listener!, () => {}, fail, { checkEveryMs: 100 }));
+      await vi.waitFor(() => expect(enqueued).toContain("0"), { timeout: 5_000 });
+      let open_!: () => void;
+      gate = new Promise<void>((resolve) => (open_ = resolve));
+      const before = statements;
+      const sent = Array.from({ length: 20 }, (_, i) => String(200 + i));
+      for (const id of sent) {
+        busA.emit("enqueued", [{ id, selector: null, targetAgent: null }]);
+        await new Promise((r) => setTimeout(r, 60));
+      }
+      // Taken by the flush under way before its own gathering ends: that ending then finds nothing.
+      busA.emit("enqueued", [{ id: "last", selector: null, targetAgent: null }]);
+      open_();
+      await vi.waitFor(() => expect(enqueued.filter((id) => sent.includes(id) || id === "last")).toEqual([...sent, "last"]), { timeout: 5_000 });
+      expect(statements - before).toBe(2);
+      await new Promise((r) => setTimeout(r, 100));
+      busA.emit("enqueued", [{ id: "after", selector: null, targetAgent: null }]);
+      await vi.waitFor(() => expect(enqueued).toContain("after"), { timeout: 5_000 });
+    });
+  });
+
+  test("a hello heard while stopping sends nothing after the stop", async () => {
+    await onFreshDatabase(async ({ open, start }) => {
+      const [a, b] = [await open(), await open()];
+      const errors: unknown[] = [];
+      // It goes on hearing for a while after its stop begins, as while an UNLISTEN is on its way.
+      const slow: Listener = {
+        ...a.listener!,
+        listen: async (channel, onPayload, onListen) => {
+          const unlisten = await a.listener!.listen(channel, onPayload, onListen);
+          return async () => {
+            await new Promise((r) => setTimeout(r, 200));
+            await unlisten();
+          };
+        },
+      };
+      const busA = new Bus();
+      // Gathering for longer than the stop takes: a flush its hello asked for would come after it.
+      const relayA = await start(new Relay(busA, slow, () => {}, (e) => errors.push(e), { gatherMs: 300 }));
+      const busB = new Bus();
+      const { enqueued } = heard(busB);
+      await start(new Relay(busB, b.listener!, () => {}, fail));
+      await vi.waitFor(() => expect(enqueued).toContain("0"), { timeout: 5_000 });
+      const stopping = relayA.stop();
+      await new Promise((r) => setTimeout(r, 50));
+      await b.listener!.notify(CHANNEL, [JSON.stringify({ from: b.listener!.name, events: [], hello: true, reset: true, watch: [] })]);
+      await stopping;
+      await a.close();
+      await new Promise((r) => setTimeout(r, 500));
+      expect(errors).toEqual([]);
     });
   });
 });
