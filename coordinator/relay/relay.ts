@@ -18,6 +18,8 @@ import { PeerWatches } from "./peer-watches.ts";
 export const CHANNEL = "jobfleet";
 const GATHER_MS = 5;
 const CHECK_EVERY_MS = 10_000;
+/** After a failed notification, what is left is sent again this much later. */
+const RETRY_MS = 1_000;
 
 export type Listener = {
   /** This coordinator's name among the database's sessions, unique to it: its notifications are signed with it. */
@@ -39,6 +41,12 @@ export class Relay {
   private watchChanges = new Map<string, boolean>();
   /** The next flush says everything this coordinator watches, not what changed. */
   private resetDue = false;
+  /** The next flush says hello: the others answer with all they watch. */
+  private helloDue = false;
+  /** When this one last said hello. */
+  private helloAt = 0;
+  /** The other listeners the last look found. */
+  private found = new Set<string>();
   private readonly peers = new PeerWatches();
   /** Every change is relayed while a listener may be there that has not said what it watches. */
   private relayAll = true;
@@ -52,8 +60,6 @@ export class Relay {
   private heard = 0;
   /** Bumped by every notification from a coordinator that has not said all it watches (an earlier version, or one whose list was missed). */
   private heardUnknown = 0;
-  /** Peers asked since the last look to say all they watch. */
-  private readonly asked = new Set<string>();
   /** Notifications leave one statement at a time, so that they arrive in the order they were made. */
   private sending: Promise<void> = Promise.resolve();
   /** The flush under way: what gathers meanwhile goes in one statement after it, not one each. */
@@ -134,8 +140,15 @@ export class Relay {
 
   /** Says hello, with what it watches, so that coordinators that send nothing start now; then looks for listeners. */
   private async greet(): Promise<void> {
-    await this.send({ events: [], hello: true, ...this.everythingWatched() });
+    this.hello();
+    await this.flush();
     await this.look();
+  }
+
+  private hello(): void {
+    this.helloDue = true;
+    this.resetDue = true;
+    this.helloAt = Date.now();
   }
 
   /** Says all this coordinator watches, in place of the changes not yet sent. */
@@ -148,8 +161,8 @@ export class Relay {
   private async look(): Promise<void> {
     const [heard, heardUnknown] = [this.heard, this.heardUnknown];
     const listening = await this.db.othersListening(CHANNEL);
-    this.peers.keepOnly(new Set(listening), heard);
-    this.asked.clear();
+    this.found = new Set(listening);
+    this.peers.keepOnly(this.found, heard);
     if (this.heardUnknown === heardUnknown) this.relayAll = listening.some((name) => !this.peers.knows(name));
     if (this.heard === heard) this.sendingTo(listening.length > 0);
     // What this one watches did not reach the others: say it all again.
@@ -185,13 +198,13 @@ export class Relay {
     this.flushing = (async () => {
       try {
         do {
+          const out = this.take();
           // One commit for the whole flush: a commit per notification was 40% of the commits of a busy fleet.
-          const failed = await this.send(this.take()).then(
+          const failed = await this.send(out).then(
             () => false,
             (error) => (this.onError(error), true),
           );
-          // The others may have missed what this one watches: the next flush, or the next look, says it all.
-          if (failed) return void (this.resetDue = true);
+          if (failed) return this.failed(out);
         } while (gathered());
       } finally {
         this.flushing = undefined;
@@ -200,13 +213,30 @@ export class Relay {
     return this.flushing;
   }
 
+  /**
+   * The others may have missed what this one watches, and the changes it answered a watch with: all
+   * it watches, its hello and the changes are sent again a little later (wake-ups and cancels are
+   * looked for again by their own means).
+   */
+  private failed(out: Outgoing): void {
+    this.resetDue = true;
+    this.helloDue ||= out.hello === true;
+    for (const event of out.events) {
+      if (event[0] !== "changed" || this.changed.has(event[1][0])) continue;
+      this.changed.add(event[1][0]);
+      this.pending.unshift(event);
+    }
+    this.timer ??= setTimeout(() => void this.flush(), RETRY_MS);
+  }
+
   /** What gathered since the last flush, taken to send. */
   private take(): Outgoing {
     const changes = [...this.watchChanges];
     const watches = this.resetDue
       ? this.everythingWatched()
       : { watch: changes.flatMap(([id, on]) => (on ? [id] : [])), unwatch: changes.flatMap(([id, on]) => (on ? [] : [id])) };
-    const out: Outgoing = { events: this.pending, ...watches };
+    const out: Outgoing = { events: this.pending, ...watches, ...(this.helloDue && { hello: true }) };
+    this.helloDue = false;
     this.pending = [];
     this.changed.clear();
     this.watchChanges.clear();
@@ -243,10 +273,13 @@ export class Relay {
     const known = this.peers.knows(message.from);
     for (const id of this.peers.apply(message, this.heard)) this.bus.publish?.("changed", [id]);
     if (!this.peers.knows(message.from)) {
-      // Its list was missed (this one was not listening when it was said): it is asked to say it again.
       this.unknown();
-      if (!this.asked.has(message.from)) this.track(this.send({ events: [], hello: true, ...this.everythingWatched() }));
-      this.asked.add(message.from);
+      // Its list was missed (this one was not listening when it was said): it is asked to say it
+      // again, unless a hello went out lately, or it cannot be named (then every change goes to it anyway).
+      if (this.found.has(message.from) && Date.now() - this.helloAt >= (this.timing.checkEveryMs ?? CHECK_EVERY_MS)) {
+        this.hello();
+        this.schedule();
+      }
     } else if (!known && this.relayAll && this.underway.size === 0) {
       // The look that counted this peer as unknown can be undone now, not in a few seconds.
       this.track(this.look());

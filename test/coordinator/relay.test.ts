@@ -3,7 +3,7 @@ import { expect, test, vi } from "vitest";
 import { Bus } from "../../coordinator/bus.ts";
 import { type Database, openDatabase } from "../../coordinator/db/database.ts";
 import { type Claimer, Dispatcher } from "../../coordinator/dispatch/dispatcher.ts";
-import { pack } from "../../coordinator/relay/pack.ts";
+import { type Message, pack } from "../../coordinator/relay/pack.ts";
 import { CHANNEL, type Listener, Relay } from "../../coordinator/relay/relay.ts";
 import type { Assignment } from "../../protocol/messages.ts";
 import { parseSelector } from "../../protocol/selector.ts";
@@ -132,12 +132,38 @@ function heard(bus: Bus) {
   return { cancels, enqueued };
 }
 
-/** Waits until a change of `id` emitted on `bus` no longer adds to `count()` within 50 ms: it is not sent. */
-async function untilNotSent(bus: Bus, id: string, count: () => number): Promise<void> {
+/**
+ * `listener`, but once armed its next notification that `when` picks fails (after `delayMs`), as on
+ * a connection reset; `armed` says whether that is still to come.
+ */
+function failingOnce(listener: Listener, when: (messages: Message[]) => boolean = () => true, delayMs = 0) {
+  const state = { armed: false };
+  const flaky: Listener = {
+    ...listener,
+    notify: async (channel, payloads) => {
+      if (!state.armed || !when(payloads.map((p) => JSON.parse(p)))) return listener.notify(channel, payloads);
+      state.armed = false;
+      await new Promise((r) => setTimeout(r, delayMs));
+      throw new Error("connection reset");
+    },
+  };
+  return { listener: flaky, state };
+}
+
+/** Waits for the follower `woken()` counts to be woken (the answer to its watch), then for a change of `id` on `bus` to wake it once more. */
+async function answeredThenRelayed(bus: Bus, id: string, woken: () => number): Promise<void> {
+  await vi.waitFor(() => expect(woken()).toBeGreaterThan(0), { timeout: 5_000 });
+  const before = woken();
+  bus.emit("changed", id);
+  await vi.waitFor(() => expect(woken()).toBe(before + 1), { timeout: 5_000 });
+}
+
+/** Waits until what `emit` emits no longer adds to `count()` within 50 ms: it is not sent. */
+async function untilNotSent(emit: () => void, count: () => number): Promise<void> {
   await vi.waitFor(
     async () => {
       const before = count();
-      bus.emit("changed", id);
+      emit();
       await new Promise((r) => setTimeout(r, 50));
       expect(count()).toBe(before);
     },
@@ -222,7 +248,8 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const carrying = () => payloads.filter((p) => JSON.parse(p).events.length > 0).length;
       const busA = new Bus();
       await start(new Relay(busA, counted, () => {}, fail, { checkEveryMs: 100 }));
-      busA.emit("changed", "1");
+      const wake = (id: string) => busA.emit("enqueued", [{ id, selector: null, targetAgent: null }]);
+      wake("1");
       await new Promise((r) => setTimeout(r, 200));
       expect(carrying()).toBe(0);
 
@@ -239,7 +266,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
 
       await relayB.stop();
       await b.close();
-      await untilNotSent(busA, "2", () => carrying());
+      await untilNotSent(() => wake("2"), () => carrying());
     });
   });
 
@@ -280,19 +307,10 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
   test("a welcome that could not be sent is sent again by the next look", async () => {
     await onFreshDatabase(async ({ open, start }) => {
       const [a, b] = [await open(), await open()];
-      let failWelcome = true;
-      const flaky: Listener = {
-        ...a.listener!,
-        notify: (channel, payloads) => {
-          if (failWelcome && payloads.some((p) => JSON.parse(p).welcome)) {
-            failWelcome = false;
-            return Promise.reject(new Error("connection reset"));
-          }
-          return a.listener!.notify(channel, payloads);
-        },
-      };
+      const flaky = failingOnce(a.listener!, (messages) => messages.some((m) => m.welcome));
+      flaky.state.armed = true;
       const errors: unknown[] = [];
-      await start(new Relay(new Bus(), flaky, () => {}, (e) => errors.push(e), { checkEveryMs: 100 }));
+      await start(new Relay(new Bus(), flaky.listener, () => {}, (e) => errors.push(e), { checkEveryMs: 100 }));
       let resyncs = 0;
       await start(new Relay(new Bus(), b.listener!, () => resyncs++, fail, { checkEveryMs: 100 }));
       await vi.waitFor(() => expect(resyncs).toBe(1), { timeout: 5_000 });
@@ -368,10 +386,12 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       await vi.waitFor(() => expect([seenA[0], seenB[0]]).toEqual(["4", "3"]), { timeout: 5_000 });
       await new Promise((r) => setTimeout(r, 200));
       expect(seenA.every((id) => id === "4") && seenB.every((id) => id === "3")).toBe(true);
-      const [a0, b0] = [seenA.length, seenB.length];
+      // Each hears the other's change besides its own.
+      const count = (seen: string[], id: string) => seen.filter((s) => s === id).length;
+      const [a0, b0] = [count(seenA, "4"), count(seenB, "3")];
       busA.emit("changed", "3");
       busB.emit("changed", "4");
-      await vi.waitFor(() => expect([seenA.length - a0, seenB.length - b0]).toEqual([1, 1]), { timeout: 5_000 });
+      await vi.waitFor(() => expect([count(seenA, "4") - a0, count(seenB, "3") - b0]).toEqual([1, 1]), { timeout: 5_000 });
     });
   });
 
@@ -392,7 +412,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const seenB: string[] = [];
       busB.on("changed", (id) => seenB.push(id));
       await start(new Relay(busB, b.listener!, () => {}, fail, { checkEveryMs: 100 }));
-      await untilNotSent(busA, "6", () => seenB.length);
+      await untilNotSent(() => busA.emit("changed", "6"), () => seenB.length);
       // ...until a notification without a watch list says an earlier version is there.
       // It listens too, as a replica does, so the next look still finds it there.
       const later = client();
@@ -425,7 +445,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       // Each watch is answered.
       await vi.waitFor(() => expect([carrying("9"), carrying("8")]).toEqual([1, 1]), { timeout: 5_000 });
       await ghost.end();
-      await untilNotSent(busA, "9", () => carrying("9"));
+      await untilNotSent(() => busA.emit("changed", "9"), () => carrying("9"));
       await new Promise((r) => setTimeout(r, 300));
       busA.emit("changed", "8");
       await vi.waitFor(() => expect(carrying("8")).toBe(2), { timeout: 5_000 });
@@ -520,11 +540,13 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const first = await listening();
       await first.notify(CHANNEL, JSON.stringify({ from: "peer", events: [], reset: true, watch: [] }));
       // Known, and watching nothing: A's changes stay home.
-      await untilNotSent(busA, "1", () => heardByPeer.length);
+      await untilNotSent(() => busA.emit("changed", "1"), () => heardByPeer.length);
       // Forgotten by a look while it was not listening; then heard again, without a reset.
       await first.end();
       await new Promise((r) => setTimeout(r, 300));
       const again = await listening();
+      // Found by A's next look: only a peer that can be named is asked.
+      await new Promise((r) => setTimeout(r, 300));
       heardByPeer.length = 0;
       await again.notify(CHANNEL, JSON.stringify({ from: "peer", events: [], watch: ["5"] }));
       await vi.waitFor(() => expect(heardByPeer.some((m) => m.hello)).toBe(true), { timeout: 5_000 });
@@ -538,31 +560,20 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
   test("what a coordinator watches, if its notification failed, is said again by a later one", async () => {
     await onFreshDatabase(async ({ open, start }) => {
       const [a, b] = [await open(), await open()];
-      let failNext = false;
+      const flaky = failingOnce(b.listener!);
       const errors: unknown[] = [];
-      const flaky: Listener = {
-        ...b.listener!,
-        notify: (channel, payloads) => {
-          if (!failNext) return b.listener!.notify(channel, payloads);
-          failNext = false;
-          return Promise.reject(new Error("connection reset"));
-        },
-      };
       const busA = new Bus();
       await start(new Relay(busA, a.listener!, () => {}, fail, { checkEveryMs: 100 }));
       const busB = new Bus();
       let welcomed = 0;
-      await start(new Relay(busB, flaky, () => welcomed++, (e) => errors.push(e), { checkEveryMs: 100 }));
+      await start(new Relay(busB, flaky.listener, () => welcomed++, (e) => errors.push(e), { checkEveryMs: 100 }));
       await vi.waitFor(() => expect(welcomed).toBe(1), { timeout: 5_000 });
-      failNext = true;
+      flaky.state.armed = true;
       let woken = 0;
       busB.watch("9", () => woken++);
       await vi.waitFor(() => expect(errors.map(String)).toEqual(["Error: connection reset"]), { timeout: 5_000 });
       // Nothing else to send: the next look sends it all again, and A answers.
-      await vi.waitFor(() => expect(woken).toBeGreaterThan(0), { timeout: 5_000 });
-      const before = woken;
-      busA.emit("changed", "9");
-      await vi.waitFor(() => expect(woken).toBe(before + 1), { timeout: 5_000 });
+      await answeredThenRelayed(busA, "9", () => woken);
     });
   });
 
@@ -634,6 +645,105 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       await a.close();
       await new Promise((r) => setTimeout(r, 500));
       expect(errors).toEqual([]);
+    });
+  });
+  test("replicas that cannot be named (one application_name for all) get every change, and no one asks them again and again", async () => {
+    await onFreshDatabase(async ({ open, start }) => {
+      const [a, b] = [await open(), await open()];
+      const hellos = { a: 0, b: 0 };
+      // As when the URL sets application_name: every listener is seen under the same name.
+      const shared = (db: Database, side: "a" | "b"): Listener => ({
+        ...db.listener!,
+        othersListening: async (channel) => (await db.listener!.othersListening(channel)).map(() => "shared"),
+        notify: (channel, payloads) => {
+          hellos[side] += payloads.filter((p) => JSON.parse(p).hello).length;
+          return db.listener!.notify(channel, payloads);
+        },
+      });
+      const [busA, busB] = [new Bus(), new Bus()];
+      await start(new Relay(busA, shared(a, "a"), () => {}, fail, { checkEveryMs: 100 }));
+      await start(new Relay(busB, shared(b, "b"), () => {}, fail, { checkEveryMs: 100 }));
+      let woken = 0;
+      busB.watch("9", () => woken++);
+      busA.watch("8", () => {});
+      for (let i = 0; i < 50; i++) {
+        busA.emit("enqueued", [{ id: String(i), selector: null, targetAgent: null }]);
+        busB.emit("enqueued", [{ id: String(i), selector: null, targetAgent: null }]);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(hellos).toEqual({ a: 1, b: 1 });
+      const before = woken;
+      busA.emit("changed", "7");
+      busA.emit("changed", "9");
+      await vi.waitFor(() => expect(woken).toBe(before + 1), { timeout: 5_000 });
+    });
+  });
+
+  test("a hello that could not be sent is sent again, so a list missed meanwhile is said again", async () => {
+    await onFreshDatabase(async ({ open, start }) => {
+      const [a, b] = [await open(), await open()];
+      let deaf = false;
+      let relisten: () => void = () => {};
+      const errors: unknown[] = [];
+      const failing = failingOnce(a.listener!, (messages) => messages.some((m) => m.hello));
+      const flaky: Listener = {
+        ...failing.listener,
+        listen: (channel, onPayload, onListen) => {
+          relisten = onListen;
+          return a.listener!.listen(channel, (payload) => deaf || onPayload(payload), onListen);
+        },
+      };
+      const busA = new Bus();
+      await start(new Relay(busA, flaky, () => {}, (e) => errors.push(e), { checkEveryMs: 100 }));
+      const busB = new Bus();
+      let welcomed = 0;
+      await start(new Relay(busB, b.listener!, () => welcomed++, fail, { checkEveryMs: 100 }));
+      await vi.waitFor(() => expect(welcomed).toBe(1), { timeout: 5_000 });
+      // A's listening connection is down while B begins watching 9; when it is back, A's hello fails.
+      deaf = true;
+      let woken = 0;
+      busB.watch("9", () => woken++);
+      await new Promise((r) => setTimeout(r, 100));
+      deaf = false;
+      failing.state.armed = true;
+      relisten();
+      await answeredThenRelayed(busA, "9", () => woken);
+      expect(errors.map(String)).toEqual(["Error: connection reset"]);
+    });
+  });
+
+  test("a change that could not be sent, such as the answer to a watch, is sent again", async () => {
+    await onFreshDatabase(async ({ open, start }) => {
+      const [a, b] = [await open(), await open()];
+      const flaky = failingOnce(a.listener!, (messages) => messages.some((m) => m.events.some(([name]) => name === "changed")));
+      await start(new Relay(new Bus(), flaky.listener, () => {}, () => {}));
+      const busB = new Bus();
+      let welcomed = 0;
+      await start(new Relay(busB, b.listener!, () => welcomed++, fail));
+      await vi.waitFor(() => expect(welcomed).toBe(1), { timeout: 5_000 });
+      flaky.state.armed = true;
+      let woken = 0;
+      busB.watch("9", () => woken++);
+      await vi.waitFor(() => expect(woken).toBe(1), { timeout: 5_000 });
+      expect(flaky.state.armed).toBe(false);
+    });
+  });
+
+  test("what gathers while a notification fails is sent after it, without waiting for more", async () => {
+    await onFreshDatabase(async ({ open, start }) => {
+      const [a, b] = [await open(), await open()];
+      const flaky = failingOnce(a.listener!, () => true, 50);
+      const busA = new Bus();
+      await start(new Relay(busA, flaky.listener, () => {}, () => {}));
+      const busB = new Bus();
+      const { enqueued } = heard(busB);
+      await start(new Relay(busB, b.listener!, () => {}, fail));
+      await vi.waitFor(() => expect(enqueued).toContain("0"), { timeout: 5_000 });
+      flaky.state.armed = true;
+      busA.emit("enqueued", [{ id: "lost", selector: null, targetAgent: null }]);
+      await new Promise((r) => setTimeout(r, 20));
+      busA.emit("enqueued", [{ id: "kept", selector: null, targetAgent: null }]);
+      await vi.waitFor(() => expect(enqueued).toContain("kept"), { timeout: 5_000 });
     });
   });
 });
