@@ -141,7 +141,8 @@ export class Relay {
   /** Says hello, with what it watches, so that coordinators that send nothing start now; then looks for listeners. */
   private async greet(): Promise<void> {
     this.hello();
-    await this.flush();
+    // Not awaited: under steady traffic the flush goes on, and the look must not wait for it.
+    void this.flush();
     await this.look();
   }
 
@@ -191,6 +192,7 @@ export class Relay {
 
   /** Sends what gathered; a flush under way sends it once it is done. Resolves once nothing is left. */
   private flush(): Promise<void> {
+    clearTimeout(this.timer);
     this.timer = undefined;
     const gathered = () => this.pending.length > 0 || this.watchChanges.size > 0 || this.resetDue;
     if (this.flushing || !gathered()) return this.flushing ?? Promise.resolve();
@@ -226,7 +228,7 @@ export class Relay {
       this.changed.add(event[1][0]);
       this.pending.unshift(event);
     }
-    this.timer ??= setTimeout(() => void this.flush(), RETRY_MS);
+    if (!this.stopped) this.timer ??= setTimeout(() => void this.flush(), RETRY_MS);
   }
 
   /** What gathered since the last flush, taken to send. */

@@ -526,11 +526,11 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
     });
   });
 
-  test("a peer heard from without its list (it was missed) is sent every change, and asked to say it again", async () => {
+  test("a peer heard from without its list (it was missed) is sent every change, and asked once a look to say it again", async () => {
     await onFreshDatabase(async ({ open, start, client }) => {
       const a = await open();
       const busA = new Bus();
-      await start(new Relay(busA, a.listener!, () => {}, fail, { checkEveryMs: 100 }));
+      await start(new Relay(busA, a.listener!, () => {}, fail, { checkEveryMs: 300 }));
       const heardByPeer: { hello?: true; events: [string, [string]][] }[] = [];
       const listening = async () => {
         const peer = client("peer");
@@ -543,13 +543,18 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       await untilNotSent(() => busA.emit("changed", "1"), () => heardByPeer.length);
       // Forgotten by a look while it was not listening; then heard again, without a reset.
       await first.end();
-      await new Promise((r) => setTimeout(r, 300));
+      await new Promise((r) => setTimeout(r, 700));
       const again = await listening();
       // Found by A's next look: only a peer that can be named is asked.
-      await new Promise((r) => setTimeout(r, 300));
+      await new Promise((r) => setTimeout(r, 700));
       heardByPeer.length = 0;
-      await again.notify(CHANNEL, JSON.stringify({ from: "peer", events: [], watch: ["5"] }));
+      // Three messages, each in a gathering of its own, within one look's interval.
+      for (const id of ["5", "4", "3"]) {
+        await again.notify(CHANNEL, JSON.stringify({ from: "peer", events: [], watch: [id] }));
+        await new Promise((r) => setTimeout(r, 50));
+      }
       await vi.waitFor(() => expect(heardByPeer.some((m) => m.hello)).toBe(true), { timeout: 5_000 });
+      expect(heardByPeer.filter((m) => m.hello)).toHaveLength(1);
       const changes = () => heardByPeer.flatMap((m) => m.events.flatMap(([name, [id]]) => (name === "changed" ? [id] : [])));
       busA.emit("changed", "6");
       await vi.waitFor(() => expect(changes()).toContain("6"), { timeout: 5_000 });
@@ -744,6 +749,56 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       await new Promise((r) => setTimeout(r, 20));
       busA.emit("enqueued", [{ id: "kept", selector: null, targetAgent: null }]);
       await vi.waitFor(() => expect(enqueued).toContain("kept"), { timeout: 5_000 });
+    });
+  });
+  test("a notification that fails during the stop is not sent again after it", async () => {
+    await onFreshDatabase(async ({ open, start }) => {
+      const [a, b] = [await open(), await open()];
+      const flaky = failingOnce(a.listener!);
+      const errors: unknown[] = [];
+      const busA = new Bus();
+      const relayA = await start(new Relay(busA, flaky.listener, () => {}, (e) => errors.push(e)));
+      const busB = new Bus();
+      const { enqueued } = heard(busB);
+      await start(new Relay(busB, b.listener!, () => {}, fail));
+      await vi.waitFor(() => expect(enqueued).toContain("0"), { timeout: 5_000 });
+      busA.emit("enqueued", [{ id: "1", selector: null, targetAgent: null }]);
+      flaky.state.armed = true;
+      await relayA.stop();
+      await a.close();
+      await new Promise((r) => setTimeout(r, 1_500));
+      expect(errors.map(String)).toEqual(["Error: connection reset"]);
+    });
+  });
+
+  test("a replica whose listening connection came back goes on looking while its notifications flow", async () => {
+    await onFreshDatabase(async ({ open, start }) => {
+      const [a, b] = [await open(), await open()];
+      let looks = 0;
+      let relisten: () => void = () => {};
+      const busy: Listener = {
+        ...a.listener!,
+        listen: (channel, onPayload, onListen) => {
+          relisten = onListen;
+          return a.listener!.listen(channel, onPayload, onListen);
+        },
+        notify: async (channel, payloads) => {
+          await new Promise((r) => setTimeout(r, 3));
+          await a.listener!.notify(channel, payloads);
+        },
+        othersListening: (channel) => (looks++, a.listener!.othersListening(channel)),
+      };
+      const busA = new Bus();
+      await start(new Relay(busA, busy, () => {}, fail, { checkEveryMs: 100 }));
+      await start(new Relay(new Bus(), b.listener!, () => {}, fail, { checkEveryMs: 100 }));
+      relisten();
+      const before = looks;
+      // A wake-up every millisecond: there is always more to send than one notification takes.
+      for (let i = 0; i < 500; i++) {
+        busA.emit("enqueued", [{ id: String(i), selector: null, targetAgent: null }]);
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      expect(looks - before).toBeGreaterThan(1);
     });
   });
 });
