@@ -751,6 +751,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       await vi.waitFor(() => expect(enqueued).toContain("kept"), { timeout: 5_000 });
     });
   });
+
   test("a notification that fails during the stop is not sent again after it", async () => {
     await onFreshDatabase(async ({ open, start }) => {
       const [a, b] = [await open(), await open()];
