@@ -16,7 +16,7 @@ import { WORK_ORDER_COLUMNS, type WorkOrderRow, workOrderColumns } from "./views
 
 const COLUMNS = `adapter, spec, selector, selector_text, target_agent, labels, priority, timeout_seconds,
     max_attempts, idempotency_key, metadata, retry_on, retry_backoff_seconds, queue_timeout_seconds`;
-/** `COLUMNS` from the input: the documents travel as text, and each row's `retry_on` as an array literal. */
+/** `COLUMNS` from the input: the documents travel as text, and each row's `retry_on` as an array literal within. */
 const VALUES = `adapter, spec::jsonb, selector::jsonb, selector_text, target_agent, labels::jsonb, priority, timeout_seconds,
     max_attempts, idempotency_key, metadata::jsonb, retry_on::text[], retry_backoff_seconds, queue_timeout_seconds`;
 /** The rows, a parameter per column (`columns()`), numbered from 1 in `ord`. */
@@ -86,7 +86,7 @@ function columns(orders: WorkOrderCreate[], claimFor: (string | undefined)[]): s
     column((o) => o.maxAttempts),
     column((o) => o.idempotencyKey),
     column((o) => JSON.stringify(o.metadata)),
-    column((o) => `{${o.retryOn.join(",")}}`),
+    column((o) => arrayLiteral(o.retryOn)),
     column((o) => o.retryBackoffSeconds),
     column((o) => o.queueTimeoutSeconds),
     column((_, i) => claimFor[i]),
