@@ -132,6 +132,18 @@ function heard(bus: Bus) {
   return { cancels, enqueued };
 }
 
+/** A wake-up for any queue: an order relayed without its selector. */
+const wake = (bus: Bus, id: string) => bus.emit("enqueued", [{ id, selector: null, targetAgent: null }]);
+
+/** A second coordinator, B, starts relaying on `db`; returns once it has heard the others' welcome. */
+async function joined(start: Fresh["start"], db: Database, timing?: { checkEveryMs: number }) {
+  const bus = new Bus();
+  const { enqueued } = heard(bus);
+  await start(new Relay(bus, db.listener!, () => {}, fail, timing));
+  await vi.waitFor(() => expect(enqueued).toContain("0"), { timeout: 5_000 });
+  return { bus, enqueued };
+}
+
 /**
  * `listener`, but once armed its next notification that `when` picks fails (after `delayMs`), as on
  * a connection reset; `armed` says whether that is still to come.
@@ -248,8 +260,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const carrying = () => payloads.filter((p) => JSON.parse(p).events.length > 0).length;
       const busA = new Bus();
       await start(new Relay(busA, counted, () => {}, fail, { checkEveryMs: 100 }));
-      const wake = (id: string) => busA.emit("enqueued", [{ id, selector: null, targetAgent: null }]);
-      wake("1");
+      wake(busA, "1");
       await new Promise((r) => setTimeout(r, 200));
       expect(carrying()).toBe(0);
 
@@ -266,7 +277,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
 
       await relayB.stop();
       await b.close();
-      await untilNotSent(() => wake("2"), () => carrying());
+      await untilNotSent(() => wake(busA, "2"), () => carrying());
     });
   });
 
@@ -344,7 +355,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const { enqueued } = heard(busB);
       // A wake-up sent after a change arrives after it, had the change been sent.
       const settled = async (mark: string) => {
-        busA.emit("enqueued", [{ id: mark, selector: null, targetAgent: null }]);
+        wake(busA, mark);
         await vi.waitFor(() => expect(enqueued).toContain(mark), { timeout: 5_000 });
       };
       busA.emit("changed", "1");
@@ -468,13 +479,10 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       };
       const busA = new Bus();
       await start(new Relay(busA, slow, () => {}, fail, { checkEveryMs: 100 }));
-      const busB = new Bus();
-      const { enqueued } = heard(busB);
-      await start(new Relay(busB, b.listener!, () => {}, fail, { checkEveryMs: 100 }));
-      await vi.waitFor(() => expect(enqueued).toContain("0"), { timeout: 5_000 });
+      const { enqueued } = await joined(start, b, { checkEveryMs: 100 });
       const sent = Array.from({ length: 30 }, (_, i) => String(100 + i));
       for (const id of sent) {
-        busA.emit("enqueued", [{ id, selector: null, targetAgent: null }]);
+        wake(busA, id);
         await new Promise((r) => setTimeout(r, 2));
       }
       await vi.waitFor(() => expect(enqueued.filter((id) => sent.includes(id))).toEqual(sent), { timeout: 5_000 });
@@ -598,25 +606,22 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const busA = new Bus();
       // Gathering for long, so that the flush under way is done long before the last event's gathering ends.
       await start(new Relay(busA, gated, () => {}, fail, { checkEveryMs: 100, gatherMs: 50 }));
-      const busB = new Bus();
-      const { enqueued } = heard(busB);
-      await start(new Relay(busB, b.listener!, () => {}, fail, { checkEveryMs: 100 }));
-      await vi.waitFor(() => expect(enqueued).toContain("0"), { timeout: 5_000 });
+      const { enqueued } = await joined(start, b, { checkEveryMs: 100 });
       let open_!: () => void;
       gate = new Promise<void>((resolve) => (open_ = resolve));
       const before = statements;
       const sent = Array.from({ length: 20 }, (_, i) => String(200 + i));
       for (const id of sent) {
-        busA.emit("enqueued", [{ id, selector: null, targetAgent: null }]);
+        wake(busA, id);
         await new Promise((r) => setTimeout(r, 60));
       }
       // Taken by the flush under way before its own gathering ends: that ending then finds nothing.
-      busA.emit("enqueued", [{ id: "last", selector: null, targetAgent: null }]);
+      wake(busA, "last");
       open_();
       await vi.waitFor(() => expect(enqueued.filter((id) => sent.includes(id) || id === "last")).toEqual([...sent, "last"]), { timeout: 5_000 });
       expect(statements - before).toBe(2);
       await new Promise((r) => setTimeout(r, 100));
-      busA.emit("enqueued", [{ id: "after", selector: null, targetAgent: null }]);
+      wake(busA, "after");
       await vi.waitFor(() => expect(enqueued).toContain("after"), { timeout: 5_000 });
     });
   });
@@ -639,10 +644,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const busA = new Bus();
       // Gathering for longer than the stop takes: a flush its hello asked for would come after it.
       const relayA = await start(new Relay(busA, slow, () => {}, (e) => errors.push(e), { gatherMs: 300 }));
-      const busB = new Bus();
-      const { enqueued } = heard(busB);
-      await start(new Relay(busB, b.listener!, () => {}, fail));
-      await vi.waitFor(() => expect(enqueued).toContain("0"), { timeout: 5_000 });
+      const { enqueued } = await joined(start, b);
       const stopping = relayA.stop();
       await new Promise((r) => setTimeout(r, 50));
       await b.listener!.notify(CHANNEL, [JSON.stringify({ from: b.listener!.name, events: [], hello: true, reset: true, watch: [] })]);
@@ -672,8 +674,8 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       busB.watch("9", () => woken++);
       busA.watch("8", () => {});
       for (let i = 0; i < 50; i++) {
-        busA.emit("enqueued", [{ id: String(i), selector: null, targetAgent: null }]);
-        busB.emit("enqueued", [{ id: String(i), selector: null, targetAgent: null }]);
+        wake(busA, String(i));
+        wake(busB, String(i));
         await new Promise((r) => setTimeout(r, 20));
       }
       expect(hellos).toEqual({ a: 1, b: 1 });
@@ -740,14 +742,11 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const flaky = failingOnce(a.listener!, () => true, 50);
       const busA = new Bus();
       await start(new Relay(busA, flaky.listener, () => {}, () => {}));
-      const busB = new Bus();
-      const { enqueued } = heard(busB);
-      await start(new Relay(busB, b.listener!, () => {}, fail));
-      await vi.waitFor(() => expect(enqueued).toContain("0"), { timeout: 5_000 });
+      const { enqueued } = await joined(start, b);
       flaky.state.armed = true;
-      busA.emit("enqueued", [{ id: "lost", selector: null, targetAgent: null }]);
+      wake(busA, "lost");
       await new Promise((r) => setTimeout(r, 20));
-      busA.emit("enqueued", [{ id: "kept", selector: null, targetAgent: null }]);
+      wake(busA, "kept");
       await vi.waitFor(() => expect(enqueued).toContain("kept"), { timeout: 5_000 });
     });
   });
@@ -759,11 +758,8 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const errors: unknown[] = [];
       const busA = new Bus();
       const relayA = await start(new Relay(busA, flaky.listener, () => {}, (e) => errors.push(e)));
-      const busB = new Bus();
-      const { enqueued } = heard(busB);
-      await start(new Relay(busB, b.listener!, () => {}, fail));
-      await vi.waitFor(() => expect(enqueued).toContain("0"), { timeout: 5_000 });
-      busA.emit("enqueued", [{ id: "1", selector: null, targetAgent: null }]);
+      const { enqueued } = await joined(start, b);
+      wake(busA, "1");
       flaky.state.armed = true;
       await relayA.stop();
       await a.close();
@@ -796,7 +792,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const before = looks;
       // A wake-up every millisecond: there is always more to send than one notification takes.
       for (let i = 0; i < 500; i++) {
-        busA.emit("enqueued", [{ id: String(i), selector: null, targetAgent: null }]);
+        wake(busA, String(i));
         await new Promise((r) => setTimeout(r, 1));
       }
       expect(looks - before).toBeGreaterThan(1);
