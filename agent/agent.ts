@@ -7,12 +7,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { PROTOCOL_VERSION } from "../protocol/limits.ts";
-import type { AgentMode, Assignment, CoordinatorMessage } from "../protocol/messages.ts";
+import { type AgentMode, type Assignment, type CoordinatorMessage, NOT_APPLIED } from "../protocol/messages.ts";
 import type { Labels } from "../protocol/selector.ts";
 import { Connection } from "./connection.ts";
 import { adapterFor } from "../adapters/registry.ts";
 import { type AdapterLookup, JobRunner } from "./job-runner.ts";
 import { Outbox } from "./outbox.ts";
+import { Resends } from "./resends.ts";
 
 export type AgentOptions = {
   /** ws://host:port/v1/agent of each coordinator; the agent moves to the next when one is lost. */
@@ -56,6 +57,7 @@ export class Agent {
   private begun = 0;
   private readonly connection: Connection;
   private readonly outbox: Outbox;
+  private readonly resends: Resends;
   private readonly log: Logger;
   private draining = false;
   private welcomed = false;
@@ -75,6 +77,7 @@ export class Agent {
       spillPath: join(tmpdir(), `jobfleet-agent-${process.pid}-${options.name}.spill`),
       ready: () => this.welcomed && !this.connection.congested,
     });
+    this.resends = new Resends(this.outbox);
     this.connection = new Connection(options.urls, {
       open: () => this.hello(),
       message: (message) => this.receive(message),
@@ -110,6 +113,7 @@ export class Agent {
       await jobs;
     }
     await within(this.outbox.settled(), 5_000);
+    this.resends.stop();
     clearTimeout(this.fence);
     clearInterval(this.watchdog);
     await this.connection.stop();
@@ -133,10 +137,12 @@ export class Agent {
         this.log.info({ job: message.jobId, reason: message.reason }, "cancel requested");
         return this.runners.get(message.jobId)?.cancel();
       case "ack":
-        return this.outbox.ack(message.jobId, message.seq);
+        this.outbox.ack(message.jobId, message.seq);
+        return this.resends.acknowledged(message.jobId);
       case "error":
         this.log.warn({ code: message.code, job: message.jobId }, message.message);
-        if (message.code === "sequence_gap" && message.jobId) this.outbox.resend(message.jobId);
+        if (message.code === "sequence_gap" && message.jobId && !this.resends.waiting(message.jobId)) this.outbox.resend(message.jobId);
+        if (message.code === NOT_APPLIED && message.jobId) this.resends.later(message.jobId);
         if (NOT_OURS.has(message.code) && message.jobId) this.notOurs(message.jobId, message.code);
     }
   }
@@ -269,6 +275,7 @@ export class Agent {
     if (!fatal) return;
     this.log.error({ code, reason }, fatal);
     clearInterval(this.watchdog);
+    this.resends.stop();
     void this.connection.stop();
     this.outbox.close();
     this.fail(new AgentFailed(`${fatal}: ${reason}`));

@@ -125,3 +125,9 @@ export const coordinatorMessage = z.discriminatedUnion("type", [
   }),
 ]);
 export type CoordinatorMessage = z.infer<typeof coordinatorMessage>;
+
+/**
+ * The `error` code of a job message the coordinator took but could not apply (its database refused
+ * it): nothing of it was applied, and the agent sends it again later.
+ */
+export const NOT_APPLIED = "not_applied";

@@ -14,6 +14,7 @@ import {
   type Assignment,
   type CoordinatorMessage,
   type JobMessage,
+  NOT_APPLIED,
 } from "../../protocol/messages.ts";
 import { type Principal, Throttled, type TokenVerifier } from "../auth/tokens.ts";
 import type { Bus } from "../bus.ts";
@@ -241,9 +242,11 @@ export class AgentSession implements Claimer {
     return this.queue;
   }
 
-  private failed(error: unknown): void {
-    this.ctx.log("agent message failed", { session: this.sessionId, error: String(error) });
+  /** `jobId`: the message was one of the job's, which the agent keeps and sends again later. */
+  private failed(error: unknown, jobId?: string): void {
+    this.ctx.log("agent message failed", { session: this.sessionId, job: jobId, error: String(error) });
     if (isUnavailable(error)) return this.close(CloseCode.unavailable, "database unavailable; reconnect later");
+    if (jobId) return this.error(NOT_APPLIED, `job ${jobId}: the database refused the message; send it again later`, { jobId });
     this.send({ type: "error", code: "internal", message: "the coordinator could not apply a message", fatal: false });
   }
 
@@ -307,7 +310,7 @@ export class AgentSession implements Claimer {
     this.ctx.completer
       .apply(this.claimant.agentId, message)
       .then((result) => this.answer(message, result))
-      .catch((error) => this.failed(error))
+      .catch((error) => this.failed(error, message.jobId))
       .finally(() => {
         this.queued--;
         finish();

@@ -1,0 +1,73 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeEach, expect, test, vi } from "vitest";
+import { Outbox } from "../../agent/outbox.ts";
+import { Resends } from "../../agent/resends.ts";
+import type { JobMessage } from "../../protocol/messages.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "jobfleet-resends-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+beforeEach(() => vi.useFakeTimers());
+afterEach(() => vi.useRealTimers());
+
+/** A real outbox holding job 1's start and finish, unacknowledged, and what it has sent since. */
+function setup() {
+  const sent: JobMessage[] = [];
+  const outbox = new Outbox((text) => sent.push(JSON.parse(text)), { memoryBytes: 1 << 20, spillPath: join(dir, "spill") });
+  outbox.open("1");
+  outbox.push({ type: "job.started", jobId: "1" });
+  outbox.push({ type: "job.finished", jobId: "1", outcome: "succeeded", exitCode: 0, infrastructure: false });
+  sent.length = 0;
+  return { sent, outbox, resends: new Resends(outbox, 1000) };
+}
+
+test("a refused job's unacknowledged messages go again in order after half to all of the first step, then of a doubled one", () => {
+  const { sent, outbox, resends } = setup();
+  outbox.ack("1", 1);
+  resends.later("1");
+  resends.later("1");
+  expect(resends.waiting("1")).toBe(true);
+  vi.advanceTimersByTime(499);
+  expect(sent).toEqual([]);
+  vi.advanceTimersByTime(501);
+  expect(sent.map((m) => m.seq)).toEqual([2]);
+  expect(resends.waiting("1")).toBe(false);
+
+  resends.later("1");
+  vi.advanceTimersByTime(999);
+  expect(sent).toHaveLength(1);
+  vi.advanceTimersByTime(1001);
+  expect(sent.map((m) => m.seq)).toEqual([2, 2]);
+});
+
+test("an acknowledgement with messages left brings the delay back to the first step", () => {
+  const { sent, outbox, resends } = setup();
+  resends.later("1");
+  vi.advanceTimersByTime(1000);
+  resends.later("1");
+  outbox.ack("1", 1);
+  resends.acknowledged("1");
+  // The send already waiting keeps its doubled delay; the one after starts over.
+  vi.advanceTimersByTime(2000);
+  expect(sent.map((m) => m.seq)).toEqual([1, 2, 2]);
+  resends.later("1");
+  vi.advanceTimersByTime(1000);
+  expect(sent.map((m) => m.seq)).toEqual([1, 2, 2, 2]);
+});
+
+test("a job acknowledged to its end sends nothing more, nor does a stopped one", () => {
+  const { sent, outbox, resends } = setup();
+  resends.later("1");
+  outbox.ack("1", 2);
+  resends.acknowledged("1");
+  expect(resends.waiting("1")).toBe(false);
+  vi.advanceTimersByTime(60_000);
+  expect(sent).toEqual([]);
+
+  const other = setup();
+  other.resends.later("1");
+  other.resends.stop();
+  vi.advanceTimersByTime(60_000);
+  expect(other.sent).toEqual([]);
+});
