@@ -1,7 +1,7 @@
 // A job message the coordinator's database refuses (here a full disk, raised by a trigger on every
 // finishing update of a job) is not lost: the coordinator says it was not applied, and the agent
 // sends it again on a backoff, over the same connection, until the database takes it.
-import { afterAll, expect, test, vi } from "vitest";
+import { afterAll, beforeAll, expect, test, vi } from "vitest";
 import { z } from "zod";
 import type { Adapter, RunResult } from "../../adapters/adapter.ts";
 import type { Agent } from "../../agent/agent.ts";
@@ -9,13 +9,16 @@ import type { WorkOrderView } from "../../protocol/api.ts";
 import { useInProcessCoordinator } from "../support/in-process.ts";
 
 const runs = new Map<string, (result: RunResult) => void>();
+/** Runs until the test ends it; one whose command is `chatty` prints a numbered line every 10 ms meanwhile. */
 const gate: Adapter<unknown> = {
   name: "exec",
   spec: z.unknown(),
-  start: async ({ workOrderId }) => ({
-    result: new Promise<RunResult>((resolve) => runs.set(workOrderId, resolve)),
-    cancel: async () => runs.get(workOrderId)!({ outcome: "cancelled", exitCode: null }),
-  }),
+  start: async ({ workOrderId, spec, log }) => {
+    let line = 0;
+    const printer = (spec as { command: string[] }).command[0] === "chatty" ? setInterval(() => log(`line ${line++}\n`), 10) : undefined;
+    const result = new Promise<RunResult>((resolve) => runs.set(workOrderId, resolve)).finally(() => clearInterval(printer));
+    return { result, cancel: async () => runs.get(workOrderId)!({ outcome: "cancelled", exitCode: null }) };
+  },
 };
 
 const fleet = useInProcessCoordinator();
@@ -33,20 +36,28 @@ const stateOf = async (id: string) => (await api<WorkOrderView>("GET", `/v1/work
 const refusals = async () => (await query<{ n: string }>(`SELECT (CASE WHEN is_called THEN last_value ELSE 0 END)::text AS n FROM refusals`))[0]!.n;
 const sessionOf = async (name: string) => (await query<{ s: string }>(`SELECT session_id AS s FROM agents WHERE name = '${name}'`))[0]!.s;
 
-test("a finish the database refuses is sent again over the same connection until it is taken, and the job ends once", async () => {
-  await query(`CREATE SEQUENCE refusals`);
-  await query(`CREATE TABLE refusing (on_now boolean NOT NULL)`);
-  await query(`INSERT INTO refusing VALUES (true)`);
-  await query(`CREATE FUNCTION refuse_finish() RETURNS trigger LANGUAGE plpgsql AS $$
+/** Makes the database refuse, as a full disk would, each `event` on `table` that `when` holds for while `refusing` says so; counts each. */
+async function refuse(name: string, event: string, table: string, when: string): Promise<void> {
+  await query(`CREATE FUNCTION ${name}() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-      IF NEW.finished_at IS NOT NULL AND OLD.finished_at IS NULL AND (SELECT on_now FROM refusing) THEN
+      IF ${when} AND (SELECT on_now FROM refusing) THEN
         PERFORM nextval('refusals');
         RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';
       END IF;
       RETURN NEW;
     END $$`);
-  await query(`CREATE TRIGGER refuse_finish BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION refuse_finish()`);
+  await query(`CREATE TRIGGER ${name} BEFORE ${event} ON ${table} FOR EACH ROW EXECUTE FUNCTION ${name}()`);
+}
 
+beforeAll(async () => {
+  await query(`CREATE SEQUENCE refusals`);
+  await query(`CREATE TABLE refusing (on_now boolean NOT NULL)`);
+  await query(`INSERT INTO refusing VALUES (false)`);
+  await refuse("refuse_finish", "UPDATE", "jobs", "NEW.finished_at IS NOT NULL AND OLD.finished_at IS NULL");
+});
+
+test("a finish the database refuses is sent again over the same connection until it is taken, and the job ends once", async () => {
+  await query(`UPDATE refusing SET on_now = true`);
   agents.push(fleet().agent({ name: "full-disk", labels: { pool: "refused" }, adapter: gate }));
   const order = await api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["gate"] }, selector: "pool=refused" });
   await vi.waitFor(async () => expect(await stateOf(order.id)).toBe("running"));
@@ -67,4 +78,26 @@ test("a finish the database refuses is sent again over the same connection until
   const view = await api<WorkOrderView & { events: { from: string | null; to: string }[] }>("GET", `/v1/work-orders/${order.id}`);
   expect(view.attempts).toBe(1);
   expect(view.events.map((e) => `${e.from}->${e.to}`)).toEqual(["null->pending", "pending->claimed", "claimed->running", "running->succeeded"]);
+}, 40_000);
+
+test("while a job's output is refused, its new chunks do not each send everything again: the resends keep to the backoff, and no line is lost", async () => {
+  agents.push(fleet().agent({ name: "chatty", labels: { pool: "chatty" }, adapter: gate }));
+  const order = await api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["chatty"] }, selector: "pool=chatty" });
+  await vi.waitFor(async () => expect(await stateOf(order.id)).toBe("running"));
+  await refuse("refuse_log", "INSERT", "job_logs", "true");
+  const before = Number(await refusals());
+  await query(`UPDATE refusing SET on_now = true`);
+  // Two seconds of a chunk every 50 ms, each after the refused one a gap: a resend for each would be some 40.
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  const refused = Number(await refusals()) - before;
+  expect(refused).toBeGreaterThan(0);
+  expect(refused).toBeLessThan(10);
+
+  await query(`UPDATE refusing SET on_now = false`);
+  runs.get(order.id)!({ outcome: "succeeded", exitCode: 0 });
+  await vi.waitFor(async () => expect(await stateOf(order.id)).toBe("succeeded"), { timeout: 20_000 });
+  const response = await fetch(`${fleet().coordinator.url}/v1/work-orders/${order.id}/log`, { headers: { authorization: `Bearer ${fleet().ciToken}` } });
+  const lines = (await response.text()).trimEnd().split("\n");
+  expect(lines.length).toBeGreaterThan(100);
+  expect(lines).toEqual(lines.map((_, i) => `line ${i}`));
 }, 40_000);
