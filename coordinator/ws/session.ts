@@ -242,11 +242,16 @@ export class AgentSession implements Claimer {
     return this.queue;
   }
 
-  /** `jobId`: the message was one of the job's, which the agent keeps and sends again later. */
+  /**
+   * `jobId`: the message was one of the job's, which the agent keeps and sends again later. A hello
+   * not answered with a welcome would leave the agent waiting on an open socket for good: it
+   * reconnects instead, on its backoff, and says hello again.
+   */
   private failed(error: unknown, jobId?: string): void {
     this.ctx.log("agent message failed", { session: this.sessionId, job: jobId, error: String(error) });
     if (isUnavailable(error)) return this.close(CloseCode.unavailable, "database unavailable; reconnect later");
     if (jobId) return this.error(NOT_APPLIED, `job ${jobId}: the database refused the message; send it again later`, { jobId });
+    if (!this.listed) return this.close(CloseCode.unavailable, "the agent could not be registered; reconnect later");
     this.send({ type: "error", code: "internal", message: "the coordinator could not apply a message", fatal: false });
   }
 

@@ -1,6 +1,7 @@
-// A job message the coordinator's database refuses (here a full disk, raised by a trigger on every
-// finishing update of a job) is not lost: the coordinator says it was not applied, and the agent
-// sends it again on a backoff, over the same connection, until the database takes it.
+// What the coordinator's database refuses (here a full disk, raised by triggers while the test
+// says so) is not lost. A job message is answered `not_applied`, and the agent sends it again on a
+// backoff, over the same connection, until the database takes it; a hello the database refuses
+// closes the socket (1013), and the agent redials and says hello again.
 import { afterAll, beforeAll, expect, test, vi } from "vitest";
 import { z } from "zod";
 import type { Adapter, RunResult } from "../../adapters/adapter.ts";
@@ -54,6 +55,7 @@ beforeAll(async () => {
   await query(`CREATE TABLE refusing (on_now boolean NOT NULL)`);
   await query(`INSERT INTO refusing VALUES (false)`);
   await refuse("refuse_finish", "UPDATE", "jobs", "NEW.finished_at IS NOT NULL AND OLD.finished_at IS NULL");
+  await refuse("refuse_hello", "INSERT OR UPDATE", "agents", "NEW.name = 'unregistered'");
 });
 
 test("a finish the database refuses is sent again over the same connection until it is taken, and the job ends once", async () => {
@@ -100,4 +102,17 @@ test("while a job's output is refused, its new chunks do not each send everythin
   const lines = (await response.text()).trimEnd().split("\n");
   expect(lines.length).toBeGreaterThan(100);
   expect(lines).toEqual(lines.map((_, i) => `line ${i}`));
+}, 40_000);
+
+test("a hello the database refuses closes the socket, and the agent redials until it is welcomed", async () => {
+  const before = Number(await refusals());
+  await query(`UPDATE refusing SET on_now = true`);
+  agents.push(fleet().agent({ name: "unregistered", labels: { pool: "unregistered" }, adapter: gate }));
+  // Refused again after a redial: the agent was not left waiting on an open socket.
+  await vi.waitFor(async () => expect(Number(await refusals()) - before).toBeGreaterThan(1), { timeout: 10_000 });
+  await query(`UPDATE refusing SET on_now = false`);
+  const order = await api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["gate"] }, selector: "pool=unregistered" });
+  await vi.waitFor(async () => expect(await stateOf(order.id)).toBe("running"), { timeout: 20_000 });
+  runs.get(order.id)!({ outcome: "succeeded", exitCode: 0 });
+  await vi.waitFor(async () => expect(await stateOf(order.id)).toBe("succeeded"));
 }, 40_000);
