@@ -138,7 +138,7 @@ export class Agent {
         return this.runners.get(message.jobId)?.cancel();
       case "ack":
         this.outbox.ack(message.jobId, message.seq);
-        return this.resends.acknowledged(message.jobId);
+        return this.resends.answered(message.jobId);
       case "error":
         this.log.warn({ code: message.code, job: message.jobId }, message.message);
         if (message.code === "sequence_gap" && message.jobId && !this.resends.waiting(message.jobId)) this.outbox.resend(message.jobId);
@@ -156,7 +156,9 @@ export class Agent {
   private notOurs(jobId: string, code: string): void {
     const runner = this.runners.get(jobId);
     runner?.handBack(0);
-    if (code === "unknown_job" && !runner) this.outbox.forget(jobId);
+    if (code !== "unknown_job" || runner) return;
+    this.outbox.forget(jobId);
+    this.resends.answered(jobId);
   }
 
   private welcome(message: Extract<CoordinatorMessage, { type: "welcome" }>): void {
@@ -175,6 +177,7 @@ export class Agent {
       this.log.warn({ job: jobId }, "the coordinator gave this job up while we were away; stopping it");
       runner.handBack();
     }
+    this.resends.reset();
     this.outbox.resend();
     this.log.info({ agentId: message.agentId, running: this.begun, held: this.queued.length }, "connected");
     if (this.draining) this.connection.send({ type: "drain" });

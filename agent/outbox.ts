@@ -149,14 +149,20 @@ export class Outbox {
     if (this.streams.size === 0) for (const resolve of this.waiters.values()) resolve();
   }
 
-  /** Sends every unacknowledged message again (of one job, or of all), job by job, each job's in order. */
-  resend(jobId?: string): void {
+  /** Sends every unacknowledged message again (of one job, or of all), job by job, each job's in order; returns how many. */
+  resend(jobId?: string): number {
     const again = (id: string) => jobId === undefined || id === jobId;
     this.waiting = this.waiting.slice(this.head).filter((entry) => !entry.released && !again(entry.jobId));
     this.head = 0;
+    let count = 0;
     // One by one: a stream can hold more entries than a spread call takes arguments.
-    for (const [id, stream] of this.streams) if (again(id)) for (const entry of stream.unacked) this.waiting.push(entry);
+    for (const [id, stream] of this.streams) {
+      if (!again(id)) continue;
+      for (const entry of stream.unacked) this.waiting.push(entry);
+      count += stream.unacked.length;
+    }
     this.pump();
+    return count;
   }
 
   /** Resolves when every job's stream has been acknowledged to its end. */

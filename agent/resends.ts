@@ -5,10 +5,12 @@
 import { Backoff } from "./backoff.ts";
 import type { Outbox } from "./outbox.ts";
 
-type Job = { backoff: Backoff; timer?: NodeJS.Timeout };
+/** `resent`: sent again, and not answered yet. */
+type Job = { backoff: Backoff; timer?: NodeJS.Timeout; resent: boolean };
 
 export class Resends {
   private readonly jobs = new Map<string, Job>();
+  private stopped = false;
 
   constructor(
     private readonly outbox: Pick<Outbox, "has" | "resend">,
@@ -17,32 +19,45 @@ export class Resends {
 
   /** The coordinator could not apply a message of the job: its unacknowledged messages go again after the job's next delay. */
   later(jobId: string): void {
+    if (this.stopped) return;
     let job = this.jobs.get(jobId);
-    if (!job) this.jobs.set(jobId, (job = { backoff: new Backoff(this.baseMs) }));
+    if (!job) this.jobs.set(jobId, (job = { backoff: new Backoff(this.baseMs), resent: false }));
+    job.resent = false;
     if (job.timer) return;
     job.timer = setTimeout(() => {
       job.timer = undefined;
-      if (this.outbox.has(jobId)) this.outbox.resend(jobId);
-      else this.jobs.delete(jobId);
+      if (!this.outbox.has(jobId)) return void this.jobs.delete(jobId);
+      job.resent = this.outbox.resend(jobId) > 0;
     }, job.backoff.next());
   }
 
-  /** Whether the job's messages wait to go again: until then, a gap the coordinator reports needs no resend of its own. */
+  /**
+   * Whether the job's messages are to go again, or went again and are not answered yet: a gap the
+   * coordinator reports meanwhile (a message sent after the refused one) needs no resend of its own.
+   */
   waiting(jobId: string): boolean {
-    return this.jobs.get(jobId)?.timer !== undefined;
+    const job = this.jobs.get(jobId);
+    return job !== undefined && (job.timer !== undefined || job.resent);
   }
 
-  /** The coordinator applied a message of the job: a later refusal waits the shortest delay again. */
-  acknowledged(jobId: string): void {
+  /** The coordinator took a message of the job, or gave the job up: a later refusal waits the shortest delay again. */
+  answered(jobId: string): void {
     const job = this.jobs.get(jobId);
     if (!job) return;
+    job.resent = false;
     if (this.outbox.has(jobId)) return job.backoff.reset();
     clearTimeout(job.timer);
     this.jobs.delete(jobId);
   }
 
-  stop(): void {
+  /** Forgets every job's delay: a welcome sends everything again anyway. */
+  reset(): void {
     for (const job of this.jobs.values()) clearTimeout(job.timer);
     this.jobs.clear();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.reset();
   }
 }

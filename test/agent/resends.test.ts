@@ -32,9 +32,9 @@ test("a refused job's unacknowledged messages go again in order after half to al
   expect(sent).toEqual([]);
   vi.advanceTimersByTime(501);
   expect(sent.map((m) => m.seq)).toEqual([2]);
-  expect(resends.waiting("1")).toBe(false);
 
   resends.later("1");
+  expect(resends.waiting("1")).toBe(true);
   vi.advanceTimersByTime(999);
   expect(sent).toHaveLength(1);
   vi.advanceTimersByTime(1001);
@@ -47,7 +47,7 @@ test("an acknowledgement with messages left brings the delay back to the first s
   vi.advanceTimersByTime(1000);
   resends.later("1");
   outbox.ack("1", 1);
-  resends.acknowledged("1");
+  resends.answered("1");
   // The send already waiting keeps its doubled delay; the one after starts over.
   vi.advanceTimersByTime(2000);
   expect(sent.map((m) => m.seq)).toEqual([1, 2, 2]);
@@ -60,7 +60,7 @@ test("a job acknowledged to its end sends nothing more, nor does a stopped one",
   const { sent, outbox, resends } = setup();
   resends.later("1");
   outbox.ack("1", 2);
-  resends.acknowledged("1");
+  resends.answered("1");
   expect(resends.waiting("1")).toBe(false);
   vi.advanceTimersByTime(60_000);
   expect(sent).toEqual([]);
@@ -70,4 +70,43 @@ test("a job acknowledged to its end sends nothing more, nor does a stopped one",
   other.resends.stop();
   vi.advanceTimersByTime(60_000);
   expect(other.sent).toEqual([]);
+});
+
+test("messages sent again are waited on until the coordinator answers them, so gaps reported meanwhile need no resend", () => {
+  const { outbox, resends } = setup();
+  resends.later("1");
+  vi.advanceTimersByTime(1000);
+  // Sent again; the gaps of messages sent before the resend may still come back first.
+  expect(resends.waiting("1")).toBe(true);
+  outbox.ack("1", 1);
+  resends.answered("1");
+  expect(resends.waiting("1")).toBe(false);
+  // Refused again: waiting on the timer, then on the answer.
+  resends.later("1");
+  vi.advanceTimersByTime(1000);
+  expect(resends.waiting("1")).toBe(true);
+  resends.later("1");
+  vi.advanceTimersByTime(2000);
+  expect(resends.waiting("1")).toBe(true);
+});
+
+test("a resend that finds nothing unacknowledged waits on no answer", () => {
+  const { outbox, resends } = setup();
+  resends.later("1");
+  outbox.ack("1", 2);
+  outbox.open("1", 2);
+  vi.advanceTimersByTime(1000);
+  expect(resends.waiting("1")).toBe(false);
+});
+
+test("a welcome forgets every job's delay, and a stopped one starts none: no timer is left", () => {
+  const { sent, resends } = setup();
+  resends.later("1");
+  resends.reset();
+  expect(resends.waiting("1")).toBe(false);
+  resends.stop();
+  resends.later("1");
+  expect(vi.getTimerCount()).toBe(0);
+  vi.advanceTimersByTime(60_000);
+  expect(sent).toEqual([]);
 });
