@@ -5,7 +5,6 @@
 import { afterAll, beforeAll, expect, test, vi } from "vitest";
 import { z } from "zod";
 import type { Adapter, RunResult } from "../../adapters/adapter.ts";
-import type { Agent } from "../../agent/agent.ts";
 import type { WorkOrderView } from "../../protocol/api.ts";
 import { useInProcessCoordinator } from "../support/in-process.ts";
 
@@ -23,16 +22,14 @@ const gate: Adapter<unknown> = {
 };
 
 const fleet = useInProcessCoordinator();
-const agents: Agent[] = [];
 
-afterAll(async () => {
+afterAll(() => {
   for (const run of runs.values()) run({ outcome: "succeeded", exitCode: 0 });
-  await Promise.all(agents.map((a) => a.stop(1000)));
 });
 
 const api = <T>(method: string, path: string, body?: unknown) => fleet().api<T>(method, path, body);
 const query = <T>(sql: string) => fleet().coordinator.db.query<T>(sql);
-const stateOf = async (id: string) => (await api<WorkOrderView>("GET", `/v1/work-orders/${id}`)).state;
+const stateOf = (id: string) => fleet().stateOf(id);
 /** Refusals so far: a sequence, which the refusing transaction's rollback does not undo. */
 const refusals = async () => (await query<{ n: string }>(`SELECT (CASE WHEN is_called THEN last_value ELSE 0 END)::text AS n FROM refusals`))[0]!.n;
 const sessionOf = async (name: string) => (await query<{ s: string }>(`SELECT session_id AS s FROM agents WHERE name = '${name}'`))[0]!.s;
@@ -60,7 +57,7 @@ beforeAll(async () => {
 
 test("a finish the database refuses is sent again over the same connection until it is taken, and the job ends once", async () => {
   await query(`UPDATE refusing SET on_now = true`);
-  agents.push(fleet().agent({ name: "full-disk", labels: { pool: "refused" }, adapter: gate }));
+  fleet().agent({ name: "full-disk", labels: { pool: "refused" }, adapter: gate });
   const order = await api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["gate"] }, selector: "pool=refused" });
   await vi.waitFor(async () => expect(await stateOf(order.id)).toBe("running"));
   const session = await sessionOf("full-disk");
@@ -83,7 +80,7 @@ test("a finish the database refuses is sent again over the same connection until
 }, 40_000);
 
 test("while a job's output is refused, its new chunks do not each send everything again: the resends keep to the backoff, and no line is lost", async () => {
-  agents.push(fleet().agent({ name: "chatty", labels: { pool: "chatty" }, adapter: gate }));
+  fleet().agent({ name: "chatty", labels: { pool: "chatty" }, adapter: gate });
   const order = await api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["chatty"] }, selector: "pool=chatty" });
   await vi.waitFor(async () => expect(await stateOf(order.id)).toBe("running"));
   await refuse("refuse_log", "INSERT", "job_logs", "true");
@@ -107,7 +104,7 @@ test("while a job's output is refused, its new chunks do not each send everythin
 test("a hello the database refuses closes the socket, and the agent redials until it is welcomed", async () => {
   const before = Number(await refusals());
   await query(`UPDATE refusing SET on_now = true`);
-  agents.push(fleet().agent({ name: "unregistered", labels: { pool: "unregistered" }, adapter: gate }));
+  fleet().agent({ name: "unregistered", labels: { pool: "unregistered" }, adapter: gate });
   // Refused again after a redial: the agent was not left waiting on an open socket.
   await vi.waitFor(async () => expect(Number(await refusals()) - before).toBeGreaterThan(1), { timeout: 10_000 });
   await query(`UPDATE refusing SET on_now = false`);

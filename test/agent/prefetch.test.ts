@@ -24,18 +24,12 @@ const gate: Adapter<unknown> = {
 };
 
 const fleet = useInProcessCoordinator();
-const agents: Agent[] = [];
 
-afterAll(async () => {
+afterAll(() => {
   for (const run of runs.values()) run({ outcome: "succeeded", exitCode: 0 });
-  await Promise.all(agents.map((a) => a.stop(1000)));
 });
 
-function agent(name: string, pool: string, prefetch: number): Agent {
-  const a = fleet().agent({ name, labels: { pool }, adapter: gate, prefetch });
-  agents.push(a);
-  return a;
-}
+const agent = (name: string, pool: string, prefetch: number): Agent => fleet().agent({ name, labels: { pool }, adapter: gate, prefetch });
 
 const api = <T>(method: string, path: string, body?: unknown) => fleet().api<T>(method, path, body);
 
@@ -48,7 +42,7 @@ async function jobsOf(orderId: string): Promise<Pick<JobView, "attempt" | "agent
   return items.map(({ attempt, agent, state }) => ({ attempt, agent, state }));
 }
 
-const stateOf = async (id: string) => (await api<WorkOrderView>("GET", `/v1/work-orders/${id}`)).state;
+const stateOf = (id: string) => fleet().stateOf(id);
 
 test("holds jobs beyond its capacity, begins one per free slot, and never runs a cancelled held job", async () => {
   agent("holder", "hold", 2);

@@ -4,7 +4,6 @@
 import { afterAll, expect, test, vi } from "vitest";
 import { z } from "zod";
 import type { Adapter, RunResult } from "../../adapters/adapter.ts";
-import type { Agent } from "../../agent/agent.ts";
 import type { WorkOrderView } from "../../protocol/api.ts";
 import { useInProcessCoordinator } from "../support/in-process.ts";
 
@@ -27,20 +26,17 @@ const gate: Adapter<unknown> = {
 };
 
 const fleet = useInProcessCoordinator();
-const agents: Agent[] = [];
 
-afterAll(async () => {
+afterAll(() => {
   for (const run of runs.values()) run({ outcome: "succeeded", exitCode: 0 });
-  await Promise.all(agents.map((a) => a.stop(1000)));
 });
 
 const api = <T>(method: string, path: string, body?: unknown) => fleet().api<T>(method, path, body);
-const stateOf = async (id: string) => (await api<WorkOrderView>("GET", `/v1/work-orders/${id}`)).state;
+const stateOf = (id: string) => fleet().stateOf(id);
 const runsOf = (workOrderId: string) => began.filter((b) => b.workOrderId === workOrderId).map((b) => b.jobId);
 
 test("a held job begun after the coordinator returned it is stopped when its start is refused", async () => {
-  const a = fleet().agent({ name: "lapsed", labels: { pool: "lapse" }, adapter: gate, prefetch: 1 });
-  agents.push(a);
+  fleet().agent({ name: "lapsed", labels: { pool: "lapse" }, adapter: gate, prefetch: 1 });
   const enqueue = () => api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["gate"] }, selector: "pool=lapse" });
   const first = await enqueue();
   const held = await enqueue();
@@ -48,7 +44,7 @@ test("a held job begun after the coordinator returned it is stopped when its sta
   // The lease runs out while the socket stays open, as when renewals fail; the reaper returns the held job.
   await fleet().coordinator.db.query(`UPDATE agents SET lease_expires_at = now() - interval '1 second' WHERE name = 'lapsed'`);
   await vi.waitFor(async () => expect(await stateOf(held.id)).toBe("pending"));
-  agents.push(fleet().agent({ name: "standby", labels: { pool: "lapse" }, adapter: gate }));
+  fleet().agent({ name: "standby", labels: { pool: "lapse" }, adapter: gate });
   await vi.waitFor(() => expect(runsOf(held.id)).toHaveLength(1));
   const [replacement] = runsOf(held.id);
 

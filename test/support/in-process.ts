@@ -4,24 +4,31 @@ import { pino } from "pino";
 import { afterAll, beforeAll } from "vitest";
 import type { Adapter } from "../../adapters/adapter.ts";
 import { Agent } from "../../agent/agent.ts";
+import type { WorkOrderView } from "../../protocol/api.ts";
 import { tokenCreate } from "../../coordinator/auth/tokens.ts";
 import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
 import type { Labels } from "../../protocol/selector.ts";
 
 export type InProcess = {
   coordinator: Coordinator;
-  /** A started queue-mode agent of capacity 1 whose every work order runs through `adapter`. */
+  /** A started queue-mode agent of capacity 1 whose every work order runs through `adapter`; stopped after the suite (its jobs get 1 s to end). */
   agent(options: { name: string; labels: Labels; adapter: Adapter<unknown>; prefetch?: number }): Agent;
   ciToken: string;
   /** The API with a ci token; the parsed JSON answer. */
   api<T>(method: string, path: string, body?: unknown): Promise<T>;
+  /** The work order's state, read through the API. */
+  stateOf(id: string): Promise<WorkOrderView["state"]>;
 };
 
 const logger = pino({ level: "silent" });
 
-/** Starts the coordinator before the suite's tests and stops it after; the getter returns it. */
+/**
+ * Starts the coordinator before the suite's tests and stops it, with the agents it started, after
+ * the suite's own `afterAll`s (which may end the runs its agents hold); the getter returns it.
+ */
 export function useInProcessCoordinator(): () => InProcess {
   let ready: InProcess | undefined;
+  const agents: Agent[] = [];
   beforeAll(async () => {
     const coordinator = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, logger });
     const agentToken = (await tokenCreate(coordinator.db, "agents", "agent")).token;
@@ -44,6 +51,7 @@ export function useInProcessCoordinator(): () => InProcess {
           adapters: () => adapter,
         });
         agent.start();
+        agents.push(agent);
         return agent;
       },
       api: async <T>(method: string, path: string, body?: unknown) => {
@@ -54,9 +62,13 @@ export function useInProcessCoordinator(): () => InProcess {
         });
         return (await response.json()) as T;
       },
+      stateOf: async (id) => (await ready!.api<WorkOrderView>("GET", `/v1/work-orders/${id}`)).state,
     };
   });
-  afterAll(async () => ready?.coordinator.stop());
+  afterAll(async () => {
+    await Promise.all(agents.map((agent) => agent.stop(1000)));
+    await ready?.coordinator.stop();
+  });
   return () => {
     if (!ready) throw new Error("the coordinator is not started");
     return ready;
