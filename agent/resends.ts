@@ -5,6 +5,9 @@
 import { Backoff } from "./backoff.ts";
 import type { Outbox } from "./outbox.ts";
 
+/** The first step of a job's backoff: its first resend comes 0.5-1 s after the refusal. */
+const BASE_MS = 1000;
+
 /** `resent`: sent again, and not answered yet. */
 type Job = { backoff: Backoff; timer?: NodeJS.Timeout; resent: boolean };
 
@@ -12,16 +15,13 @@ export class Resends {
   private readonly jobs = new Map<string, Job>();
   private stopped = false;
 
-  constructor(
-    private readonly outbox: Pick<Outbox, "has" | "resend">,
-    private readonly baseMs = 1000,
-  ) {}
+  constructor(private readonly outbox: Pick<Outbox, "has" | "resend">) {}
 
   /** The coordinator could not apply a message of the job: its unacknowledged messages go again after the job's next delay. */
   later(jobId: string): void {
     if (this.stopped) return;
     let job = this.jobs.get(jobId);
-    if (!job) this.jobs.set(jobId, (job = { backoff: new Backoff(this.baseMs), resent: false }));
+    if (!job) this.jobs.set(jobId, (job = { backoff: new Backoff(BASE_MS), resent: false }));
     job.resent = false;
     if (job.timer) return;
     job.timer = setTimeout(() => {

@@ -19,7 +19,7 @@ function setup() {
   outbox.push({ type: "job.started", jobId: "1" });
   outbox.push({ type: "job.finished", jobId: "1", outcome: "succeeded", exitCode: 0, infrastructure: false });
   sent.length = 0;
-  return { sent, outbox, resends: new Resends(outbox, 1000) };
+  return { sent, outbox, resends: new Resends(outbox) };
 }
 
 test("a refused job's unacknowledged messages go again in order after half to all of the first step, then of a doubled one", () => {
