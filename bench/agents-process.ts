@@ -1,7 +1,8 @@
 // Child entry: K in-process agents on real WebSockets, whose adapter lookup answers a no-op adapter
-// (the run succeeds at once, no process is spawned). They boot idle and dial on `go`, so process
-// start-up is not timed. A work order whose command is ["probe"] reports `started {workOrderId, t}`
-// the moment its adapter starts, for the latency scenarios.
+// (the run succeeds at once, no process is spawned). The process boots while its coordinator
+// starts; its agents are made and dial on `go {urls, token}`, so process start-up is not timed.
+// A work order whose command is ["probe"] reports `started {workOrderId, t}` the moment its
+// adapter starts, for the latency scenarios.
 // For the log scenario: ["log", LINES, BYTES_PER_LINE] prints that many ASCII lines (each ending in
 // "\n"; random lowercase words after a `job ID line N` label) through `ctx.log` in 4,096-byte chunks cut regardless of line ends, as a process's pipe
 // reads would arrive, yielding to the event loop between chunks, then succeeds. ["log-probe",
@@ -10,10 +11,14 @@
 // it does, and succeeds HOLD_MS later (so the line goes out on the batcher's own clock, not with
 // the job's end).
 import { pino } from "pino";
+import type { Run, RunContext } from "../adapters/adapter.ts";
+import type { Agent } from "../agent/agent.ts";
 import { benchAgents, succeeded } from "./bench-agents.ts";
 import { childConfig, send, serve, now } from "./support.ts";
 
-export type AgentsConfig = { urls: string[]; token: string; prefix: string; count: number; capacity: number; prefetch: number };
+export type AgentsConfig = { prefix: string; count: number; capacity: number; prefetch: number };
+/** The coordinator the agents dial, told with `go`. */
+export type AgentsGo = { type: "go"; urls: string[]; token: string };
 
 const config = childConfig<AgentsConfig>();
 const logger = pino({ level: "silent" });
@@ -66,33 +71,35 @@ function printWhenReleased(workOrderId: string): Promise<void> {
   });
 }
 
-const agents = benchAgents({
-  ...config,
-  labels: { pool: "bench" },
-  logger,
-  start: async (ctx) => {
-    ran++;
-    const command = (ctx.spec as { command?: unknown[] }).command;
-    if (command?.[0] === "probe") send({ type: "started", workOrderId: ctx.workOrderId, t: now() });
-    if (command?.[0] === "log") return succeeded(printLines(ctx.log, ctx.jobId, Number(command[1]), Number(command[2])));
-    if (command?.[0] === "log-probe") {
-      const held = printWhenReleased(ctx.workOrderId).then(() => {
-        const t = now();
-        const line = `probe ${ctx.workOrderId} ${t.toFixed(3)}\n`;
-        ctx.log(line);
-        send({ type: "logged", workOrderId: ctx.workOrderId, jobId: ctx.jobId, t, line });
-        return new Promise<void>((resolve) => setTimeout(resolve, Number(command[1] ?? 0)));
-      });
-      return succeeded(held);
-    }
-    return succeeded();
-  },
-});
-for (const agent of agents) agent.stopped.catch((error) => console.error(`agent failed: ${error}`));
+/** The adapter's start: the probe and log commands above, or nothing. */
+const start = async (ctx: RunContext<unknown>): Promise<Run> => {
+  ran++;
+  const command = (ctx.spec as { command?: unknown[] }).command;
+  if (command?.[0] === "probe") send({ type: "started", workOrderId: ctx.workOrderId, t: now() });
+  if (command?.[0] === "log") return succeeded(printLines(ctx.log, ctx.jobId, Number(command[1]), Number(command[2])));
+  if (command?.[0] === "log-probe") {
+    const held = printWhenReleased(ctx.workOrderId).then(() => {
+      const t = now();
+      const line = `probe ${ctx.workOrderId} ${t.toFixed(3)}\n`;
+      ctx.log(line);
+      send({ type: "logged", workOrderId: ctx.workOrderId, jobId: ctx.jobId, t, line });
+      return new Promise<void>((resolve) => setTimeout(resolve, Number(command[1] ?? 0)));
+    });
+    return succeeded(held);
+  }
+  return succeeded();
+};
+
+let agents: Agent[] = [];
 
 serve({
-  go: () => {
-    for (const agent of agents) agent.start();
+  go: (message) => {
+    const { urls, token } = message as AgentsGo;
+    agents = benchAgents({ ...config, urls, token, labels: { pool: "bench" }, logger, start });
+    for (const agent of agents) {
+      agent.stopped.catch((error) => console.error(`agent failed: ${error}`));
+      agent.start();
+    }
   },
   ran: () => ran,
   print: (message) => {

@@ -6,7 +6,8 @@
 // coordinator's memory per agent (RSS after a forced full GC, with every agent connected and
 // settled, against the same before any dialled) and the coordinator's CPU over a window while they
 // heartbeat (every 10 s, the default), as a share of one core and per heartbeat. The quick run
-// connects 2,000 agents only. Figures are reported, never asserted.
+// connects 2,000 agents only, and has them heartbeat every 2 s so that its windows can be short.
+// Figures are reported, never asserted.
 import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -15,7 +16,8 @@ import type { CoordinatorConfig, CoordinatorReady } from "./coordinator-process.
 import { processCpuSeconds } from "./cpu.ts";
 import { CoordinatorProcess } from "./fleet.ts";
 import type { IdleAgentsConfig, IdleAgentsStatus } from "./idle-agents-process.ts";
-import { Child, createDatabase, dropDatabase, now, sleep } from "./support.ts";
+import { Child } from "./children.ts";
+import { createDatabase, dropDatabase, now, sleep } from "./support.ts";
 import type { Row } from "./table.ts";
 
 export type FleetSizeOptions = {
@@ -41,7 +43,6 @@ const FD_MARGIN = 100;
  * restarted coordinator) is `inFlight: 0`.
  */
 const IN_FLIGHT = 32;
-const HEARTBEAT_SECONDS = 10;
 const QUICK_AGENTS = 2_000;
 const LEASE_SECONDS = 30;
 /** The agents' labels: no work order is ever enqueued for them. */
@@ -56,7 +57,7 @@ class Coordinator {
   private constructor(private readonly process: CoordinatorProcess) {}
 
   static async start({ database, ...options }: CoordinatorConfig): Promise<Coordinator> {
-    return new Coordinator(await CoordinatorProcess.start(database, options, "./coordinator-gc-process.ts"));
+    return new Coordinator(await CoordinatorProcess.start(database, options, "coordinator-gc-process"));
   }
 
   get child(): Child {
@@ -100,7 +101,11 @@ export async function fleetSize(options: FleetSizeOptions): Promise<Row[]> {
   const hardLimit = fileLimit();
   const target = options.agents ?? (options.quick ? QUICK_AGENTS : Math.min(CEILING, hardLimit) - FD_MARGIN);
   const inFlight = options.inFlight ?? IN_FLIGHT;
-  const windows = options.quick ? { baseline: 5, settle: 10, cpu: 10 } : { baseline: 10, settle: 15, cpu: 30 };
+  // Seconds: the heartbeat; after the first GC, the wait for its sweeping; the windows of idle CPU,
+  // of settling after the connect, and of CPU while they heartbeat.
+  const windows = options.quick
+    ? { heartbeat: 2, sweep: 2, baseline: 3, settle: 3, cpu: 4 }
+    : { heartbeat: 10, sweep: 3, baseline: 10, settle: 15, cpu: 30 };
   const connectDeadlineMs = 600_000;
   const stallMs = 60_000;
   const log = (text: string) => process.stderr.write(`  fleet size: ${text}\n`);
@@ -111,13 +116,13 @@ export async function fleetSize(options: FleetSizeOptions): Promise<Row[]> {
   const monitor = postgres(url, { max: 1, fetch_types: false, onnotice: () => {} });
   const count = async (sql: string) => (await monitor.unsafe<{ n: number }[]>(sql))[0]!.n;
   try {
-    coordinator = await Coordinator.start({ database: { kind: "postgres", url }, heartbeatSeconds: HEARTBEAT_SECONDS, leaseSeconds: LEASE_SECONDS });
+    coordinator = await Coordinator.start({ database: { kind: "postgres", url }, heartbeatSeconds: windows.heartbeat, leaseSeconds: LEASE_SECONDS });
     const limits = openFiles(coordinator.pid);
     const shares = split(target, PROCESSES);
     const dialling = inFlight > 0 ? `at most ${inFlight * shares.length} dialling at a time` : "all dialling at once";
     for (const [p, share] of shares.entries()) {
       clients.push(
-        new Child("./idle-agents-process.ts", {
+        new Child("idle-agents-process", {
           urls: [coordinator.ready.agentUrl],
           token: coordinator.ready.agentToken,
           prefix: `idle-${p}`,
@@ -134,7 +139,7 @@ export async function fleetSize(options: FleetSizeOptions): Promise<Row[]> {
     await sleep(1_000);
     const before = await coordinator.memory();
     // The forced GC's helper threads go on sweeping for a while; let them finish before counting.
-    await sleep(3_000);
+    await sleep(windows.sweep * 1000);
     let cpu0 = coordinator.cpu();
     await sleep(windows.baseline * 1000);
     const idleCores = (coordinator.cpu() - cpu0) / windows.baseline;
@@ -207,14 +212,14 @@ export async function fleetSize(options: FleetSizeOptions): Promise<Row[]> {
     const stillConnected = sum(end, (s) => s.connected);
     const reconnects = sum(end, (s) => s.welcomes) - welcomesBefore;
 
-    const heartbeats = (stillConnected * seconds) / HEARTBEAT_SECONDS;
+    const heartbeats = (stillConnected * seconds) / windows.heartbeat;
     const cores = heartbeatCpu / seconds;
     const perAgent = (field: keyof Memory) => (after[field] - before[field]) / KIB / Math.max(1, measured);
     const clientRss = sum(end, (s) => s.rss);
 
     note(
       `fleet size: ${stillConnected} idle agents (labels pool=fleet-size, capacity 1) over ${shares.length} agent processes on loopback, ` +
-        `one coordinator on Postgres, heartbeat ${HEARTBEAT_SECONDS} s (the default is 10 s), lease ${LEASE_SECONDS} s; ` +
+        `one coordinator on Postgres, heartbeat ${windows.heartbeat} s (the default is 10 s), lease ${LEASE_SECONDS} s; ` +
         `${inDatabase} agents with a session in the database; coordinator fds ${fds} of ${limits.soft} (ulimit -Hn ${hardLimit})`,
     );
     note(
@@ -243,7 +248,7 @@ export async function fleetSize(options: FleetSizeOptions): Promise<Row[]> {
       { scenario: "5 fleet size: coordinator CPU per agent connect", figure: (connectCpu * 1000) / Math.max(1, connected), unit: "ms" },
       { scenario: "5 fleet size: coordinator memory per idle agent (RSS after GC)", figure: perAgent("rss"), unit: "KiB/agent" },
       { scenario: "5 fleet size: of which V8 heap", figure: perAgent("heapUsed"), unit: "KiB/agent" },
-      { scenario: `5 fleet size: coordinator CPU while they heartbeat every ${HEARTBEAT_SECONDS} s`, figure: cores * 100, unit: "% of a core" },
+      { scenario: `5 fleet size: coordinator CPU while they heartbeat every ${windows.heartbeat} s`, figure: cores * 100, unit: "% of a core" },
       { scenario: "5 fleet size: coordinator CPU per heartbeat (net of idle)", figure: (((cores - idleCores) * seconds) / Math.max(1, heartbeats)) * 1e6, unit: "µs" },
     ];
   } finally {

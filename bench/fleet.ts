@@ -2,10 +2,11 @@
 // several agent processes, and a CI client for its HTTP API (single and bulk enqueue).
 import { Agent as HttpAgent, request } from "node:http";
 import type { DatabaseConfig } from "../coordinator/db/database.ts";
-import type { AgentsConfig } from "./agents-process.ts";
+import type { AgentsConfig, AgentsGo } from "./agents-process.ts";
 import type { CoordinatorConfig, CoordinatorReady } from "./coordinator-process.ts";
 import { processCpuSeconds } from "./cpu.ts";
-import { Child, now } from "./support.ts";
+import { Child, type ChildEntry } from "./children.ts";
+import { now } from "./support.ts";
 
 /** The work order every scenario enqueues: an ordinary exec work order the bench's agents run as a no-op. */
 export const NOOP_ORDER = { spec: { command: ["true"] }, selector: "pool=bench" };
@@ -21,11 +22,11 @@ export class CoordinatorProcess {
     readonly ready: CoordinatorReady,
   ) {}
 
-  /** `entry`: the child to run, coordinator-process.ts or one that answers the same messages and more. */
+  /** `entry`: the child to run, coordinator-process or one that answers the same messages and more. */
   static async start(
     database: DatabaseConfig,
     options: Omit<CoordinatorConfig, "database"> = {},
-    entry = "./coordinator-process.ts",
+    entry: ChildEntry = "coordinator-process",
   ): Promise<CoordinatorProcess> {
     const child = new Child(entry, { database, ...options } satisfies CoordinatorConfig);
     try {
@@ -56,28 +57,21 @@ export class CoordinatorProcess {
   }
 }
 
-/**
- * `processes` agent processes of `perProcess` agents each, booted but not yet dialling. With several
- * coordinators (on one database), agent process p dials coordinator p mod n, and only that one.
- */
-export async function startAgents(
-  coordinators: CoordinatorProcess | readonly CoordinatorProcess[],
-  { processes, perProcess, capacity, prefetch = 0 }: FleetShape,
-  prefix = "bench",
-): Promise<AgentFleet> {
-  const list: readonly CoordinatorProcess[] = coordinators instanceof CoordinatorProcess ? [coordinators] : coordinators;
-  if (list.length === 0) throw new RangeError("startAgents: no coordinator");
-  const children = Array.from({ length: processes }, (_, p) => {
-    const coordinator = list[p % list.length]!;
-    return new Child("./agents-process.ts", {
-      urls: [coordinator.ready.agentUrl],
-      token: coordinator.ready.agentToken,
-      prefix: `${prefix}-${p}`,
-      count: perProcess,
-      capacity,
-      prefetch,
-    } satisfies AgentsConfig);
-  });
+/** Agent processes booting while a coordinator starts: `fleet` once booted, `stop` stops whatever booted. */
+export type BootingAgents = { fleet: Promise<AgentFleet>; stop(): Promise<void> };
+
+/** `processes` agent processes of `perProcess` agents each, booting; once booted they dial on `go`. */
+export function bootAgents(shape: FleetShape, prefix = "bench"): BootingAgents {
+  const fleet = startAgents(shape, prefix);
+  fleet.catch(() => {}); // the caller awaits it; a failed boot has stopped its own processes
+  return { fleet, stop: () => fleet.then((agents) => agents.stop(), () => {}) };
+}
+
+async function startAgents({ processes, perProcess, capacity, prefetch = 0 }: FleetShape, prefix: string): Promise<AgentFleet> {
+  const children = Array.from(
+    { length: processes },
+    (_, p) => new Child("agents-process", { prefix: `${prefix}-${p}`, count: perProcess, capacity, prefetch } satisfies AgentsConfig),
+  );
   try {
     await Promise.all(children.map((child) => child.next("ready")));
   } catch (error) {
@@ -91,9 +85,14 @@ export async function startAgents(
 export class AgentFleet {
   constructor(readonly children: Child[]) {}
 
-  /** Every agent dials now. */
-  go(): void {
-    for (const child of this.children) child.send({ type: "go" });
+  /** Every agent dials now. With several coordinators (on one database), agent process p dials coordinator p mod n, and only that one. */
+  go(coordinators: CoordinatorProcess | readonly CoordinatorProcess[]): void {
+    const list: readonly CoordinatorProcess[] = coordinators instanceof CoordinatorProcess ? [coordinators] : coordinators;
+    if (list.length === 0) throw new RangeError("go: no coordinator");
+    for (const [p, child] of this.children.entries()) {
+      const { agentUrl, agentToken } = list[p % list.length]!.ready;
+      child.send({ type: "go", urls: [agentUrl], token: agentToken } satisfies AgentsGo);
+    }
   }
 
   /** Calls `listener(workOrderId, t)` for every probe that starts. */

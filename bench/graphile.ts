@@ -6,7 +6,8 @@ import postgres from "postgres";
 import { postgresCpuSeconds, processCpuSeconds } from "./cpu.ts";
 import { BULK_SIZE } from "./fleet.ts";
 import type { GraphileProcessConfig } from "./graphile-process.ts";
-import { Child, commits, createDatabase, dropDatabase, now, sleep, walBytes } from "./support.ts";
+import { Child } from "./children.ts";
+import { commits, createDatabase, dropDatabase, now, sleep, walBytes } from "./support.ts";
 
 export type GraphileResult = {
   jobs: number;
@@ -38,7 +39,7 @@ export async function graphileThroughput(jobs: number, concurrency: number, tune
     const enqueueMs = now() - enqueueStart;
     await utils.release();
 
-    child = new Child("./graphile-process.ts", { connectionString: url, concurrency, tuned } satisfies GraphileProcessConfig);
+    child = new Child("graphile-process", { connectionString: url, concurrency, tuned } satisfies GraphileProcessConfig);
     await child.next("ready");
     const before = await commits(url);
     const cpuBefore = { worker: processCpuSeconds(child.process.pid), postgres: postgresCpuSeconds() };

@@ -1,46 +1,46 @@
 // Scenario 4 on an idle fleet: probe work orders enqueued one at a time (each after the previous
 // one started), timed from just before the POST until the adapter's start is called on an agent.
 // (Under load: jobfleetThroughput with `probeEveryMs`.)
-import { CoordinatorProcess, type FleetShape, PROBE_ORDER, startAgents } from "./fleet.ts";
+import { bootAgents, CoordinatorProcess, type FleetShape, PROBE_ORDER } from "./fleet.ts";
 import { createDatabase, dropDatabase, now, sleep, waitUntil } from "./support.ts";
 
 const WARMUP = 20;
 
 /** Sorted latencies in ms. */
 export async function idleLatency(probes: number, shape: FleetShape): Promise<number[]> {
-  const url = await createDatabase("lat");
-  const coordinator = await CoordinatorProcess.start({ kind: "postgres", url });
+  const booting = bootAgents(shape, "idle");
+  let url: string | undefined;
+  let coordinator: CoordinatorProcess | undefined;
   try {
-    const agents = await startAgents(coordinator, shape, "idle");
-    try {
-      agents.go();
-      const api = coordinator.api;
-      const total = shape.processes * shape.perProcess;
-      await waitUntil(async () => (await api.connected()) === total, 100, 30_000, "every agent to connect");
-      await sleep(500);
-      let waiting: { id?: string; resolve: (t: number) => void } | undefined;
-      const early = new Map<string, number>();
-      agents.onProbe((id, t) => {
-        if (waiting?.id === id) waiting.resolve(t);
-        else early.set(id, t);
-      });
-      const latencies: number[] = [];
-      for (let i = 0; i < WARMUP + probes; i++) {
-        const started = new Promise<number>((resolve) => (waiting = { resolve }));
-        const t = now();
-        const id = await api.enqueue(PROBE_ORDER);
-        // The start may beat the POST's answer.
-        if (early.has(id)) waiting!.resolve(early.get(id)!);
-        else waiting!.id = id;
-        const s = await started;
-        if (i >= WARMUP) latencies.push(s - t);
-      }
-      return latencies.sort((a, b) => a - b);
-    } finally {
-      await agents.stop();
+    url = await createDatabase("lat");
+    coordinator = await CoordinatorProcess.start({ kind: "postgres", url });
+    const agents = await booting.fleet;
+    agents.go(coordinator);
+    const api = coordinator.api;
+    const total = shape.processes * shape.perProcess;
+    await waitUntil(async () => (await api.connected()) === total, 100, 30_000, "every agent to connect");
+    await sleep(500);
+    let waiting: { id?: string; resolve: (t: number) => void } | undefined;
+    const early = new Map<string, number>();
+    agents.onProbe((id, t) => {
+      if (waiting?.id === id) waiting.resolve(t);
+      else early.set(id, t);
+    });
+    const latencies: number[] = [];
+    for (let i = 0; i < WARMUP + probes; i++) {
+      const started = new Promise<number>((resolve) => (waiting = { resolve }));
+      const t = now();
+      const id = await api.enqueue(PROBE_ORDER);
+      // The start may beat the POST's answer.
+      if (early.has(id)) waiting!.resolve(early.get(id)!);
+      else waiting!.id = id;
+      const s = await started;
+      if (i >= WARMUP) latencies.push(s - t);
     }
+    return latencies.sort((a, b) => a - b);
   } finally {
-    await coordinator.stop();
-    await dropDatabase(url);
+    await booting.stop();
+    await coordinator?.stop();
+    if (url) await dropDatabase(url);
   }
 }

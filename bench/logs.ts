@@ -16,7 +16,7 @@
 // One probe every 50 ms while the load runs (until 90% of it is done), then as many on the same
 // fleet once it is idle.
 import postgres from "postgres";
-import { CoordinatorProcess, startAgents, type AgentFleet, type FleetShape } from "./fleet.ts";
+import { type AgentFleet, bootAgents, CoordinatorProcess, type FleetShape } from "./fleet.ts";
 import { postgresCpuSeconds } from "./cpu.ts";
 import { createDatabase, dropDatabase, now, percentile, sleep } from "./support.ts";
 import type { Row } from "./table.ts";
@@ -39,7 +39,7 @@ export type LogScenarioOptions = {
 
 export async function logScenario(options: LogScenarioOptions): Promise<Row[]> {
   const note = options.note ?? ((text: string) => process.stderr.write(`  note: ${text}\n`));
-  const sizes = options.quick ? { jobs: 200, idleProbes: 100 } : { jobs: 1_000, idleProbes: 400 };
+  const sizes = options.quick ? { jobs: 200, idleProbes: 40 } : { jobs: 1_000, idleProbes: 400 };
   const { jobs } = sizes;
   const lines = jobs * LINES_PER_JOB;
   const bytes = lines * BYTES_PER_LINE;
@@ -49,8 +49,8 @@ export async function logScenario(options: LogScenarioOptions): Promise<Row[]> {
   );
 
   const url = await createDatabase("logs");
+  const booting = bootAgents(FLEET, "logs");
   let coordinator: CoordinatorProcess | undefined;
-  let agents: AgentFleet | undefined;
   let loaded: ReturnType<LogProbes["every"]> | undefined;
   // Counted on a connection of our own, as the throughput scenario's monitor does.
   const monitor = postgres(url, { max: 1, fetch_types: false, onnotice: () => {} });
@@ -64,13 +64,13 @@ export async function logScenario(options: LogScenarioOptions): Promise<Row[]> {
     const persistedBytes = async () =>
       Number((await monitor<{ n: string }[]>`SELECT coalesce(sum(log_bytes), 0)::text AS n FROM jobs WHERE work_order_id <= ${last}`)[0]!.n);
 
-    agents = await startAgents(coordinator, FLEET, "logs");
+    const agents = await booting.fleet;
     const probes = new LogProbes(coordinator, agents);
     const cpuBefore = { coordinator: (await coordinator.usage()).cpu, agents: agents.cpu(), postgres: postgresCpuSeconds() };
 
     // Lines/s, with probes under load.
     const start = now();
-    agents.go();
+    agents.go(coordinator);
     loaded = probes.every(PROBE_EVERY_MS);
     const deadline = Date.now() + Math.max(120_000, lines / 100);
     let seconds: number;
@@ -143,7 +143,7 @@ export async function logScenario(options: LogScenarioOptions): Promise<Row[]> {
     return rows;
   } finally {
     loaded?.stop();
-    await agents?.stop().catch(() => {});
+    await booting.stop();
     await coordinator?.stop().catch(() => {});
     await monitor.end().catch(() => {});
     await dropDatabase(url);

@@ -14,7 +14,8 @@ import { replicas } from "./replicas.ts";
 import { type Row, ratio, Table } from "./table.ts";
 import type { FleetShape } from "./fleet.ts";
 import { jobfleetThroughput } from "./throughput.ts";
-import { dropAll, killAll, percentile } from "./support.ts";
+import { buildChildren, killAll } from "./children.ts";
+import { dropAll, percentile } from "./support.ts";
 
 const { values } = parseArgs({
   options: { quick: { type: "boolean", default: false }, only: { type: "string" } },
@@ -139,17 +140,22 @@ async function replicaScenario(): Promise<void> {
   for (const note of rows.notes) table.note(note);
 }
 
+/** On disk, as `jobfleet start` runs; the full run also in memory, for the ratio (the quick run saves the second PGlite's start-up). */
 async function embedded(): Promise<void> {
   const n = sizes.embedded;
-  process.stderr.write(`embedded: ${n} no-op jobs on PGlite, in a data directory (what \`jobfleet start\` uses) and in memory\n`);
+  process.stderr.write(`embedded: ${n} no-op jobs on PGlite, in a data directory (what \`jobfleet start\` uses)${quick ? "" : " and in memory"}\n`);
   const dir = mkdtempSync(join(tmpdir(), "jobfleet-bench-pglite-"));
   try {
     const onDisk = await jobfleetThroughput({ kind: "pglite", dataDir: dir, orders: n, fleet: FLEET });
-    const inMemory = await jobfleetThroughput({ kind: "pglite", orders: n, fleet: FLEET });
     table.add({ scenario: `8 throughput jobfleet, PGlite in a data directory, N=${n}`, figure: onDisk.jobsPerSecond, unit: "jobs/s" });
-    table.add({ scenario: `8 throughput jobfleet, PGlite in memory, N=${n}`, figure: inMemory.jobsPerSecond, unit: "jobs/s", ratio: ratio(inMemory.jobsPerSecond, onDisk.jobsPerSecond, "on disk") });
+    const runs = [onDisk];
+    if (!quick) {
+      const inMemory = await jobfleetThroughput({ kind: "pglite", orders: n, fleet: FLEET });
+      table.add({ scenario: `8 throughput jobfleet, PGlite in memory, N=${n}`, figure: inMemory.jobsPerSecond, unit: "jobs/s", ratio: ratio(inMemory.jobsPerSecond, onDisk.jobsPerSecond, "on disk") });
+      runs.push(inMemory);
+    }
     table.add({ scenario: "8 CPU per 1k jobs, jobfleet coordinator (PGlite inside, on disk)", figure: onDisk.cpuPerThousand.coordinator, unit: "CPU s" });
-    for (const result of [onDisk, inMemory]) if (result.unsucceeded > 0) table.note(`embedded: ${result.unsucceeded} work orders did not end succeeded`);
+    for (const result of runs) if (result.unsucceeded > 0) table.note(`embedded: ${result.unsucceeded} work orders did not end succeeded`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -167,19 +173,29 @@ process.on("uncaughtException", (error) => {
 });
 
 const started = Date.now();
+const took: string[] = [];
 try {
-  if (only.has("throughput")) await throughput();
-  if (only.has("enqueue")) await enqueue();
-  if (only.has("latency")) await latency();
-  if (only.has("fleet")) await fleet();
-  if (only.has("logs")) await logs();
-  if (only.has("replicas")) await replicaScenario();
-  if (only.has("embedded")) await embedded();
+  await buildChildren();
+  const scenarios: Record<(typeof SCENARIOS)[number], () => Promise<void>> = {
+    throughput,
+    enqueue,
+    latency,
+    fleet,
+    logs,
+    replicas: replicaScenario,
+    embedded,
+  };
+  for (const name of SCENARIOS) {
+    if (!only.has(name)) continue;
+    const t0 = Date.now();
+    await scenarios[name]();
+    took.push(`${name} ${((Date.now() - t0) / 1000).toFixed(0)}`);
+  }
 } catch (error) {
   table.note(`stopped by an error: ${error instanceof Error ? error.stack : String(error)}`);
   process.exitCode = 1;
 } finally {
   await cleanup();
 }
-table.note(`wall time ${((Date.now() - started) / 1000).toFixed(0)} s`);
+table.note(`wall time ${((Date.now() - started) / 1000).toFixed(0)} s (${took.join(", ")} s)`);
 console.log(table.render(quick ? "quick" : "full"));

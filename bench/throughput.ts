@@ -4,7 +4,7 @@
 // dial until the last work order ended; the database's commits and each party's CPU are read
 // around that working phase only.
 import postgres from "postgres";
-import { CoordinatorProcess, type FleetShape, NOOP_ORDER, PROBE_ORDER, startAgents } from "./fleet.ts";
+import { type AgentFleet, bootAgents, CoordinatorProcess, type FleetShape, NOOP_ORDER, PROBE_ORDER } from "./fleet.ts";
 import { postgresCpuSeconds } from "./cpu.ts";
 import { commits, createDatabase, dropDatabase, now, sleep, walBytes } from "./support.ts";
 
@@ -53,77 +53,71 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
   const replicas = options.coordinators ?? 1;
   if (!Number.isInteger(replicas) || replicas < 1) throw new RangeError(`coordinators: ${replicas}`);
   if (replicas > 1 && kind !== "postgres") throw new RangeError("several coordinators need a shared Postgres database");
-  const url = kind === "postgres" ? await createDatabase("jf") : undefined;
-  // One at a time, so a failed start leaves only started ones to stop (they would migrate one at a time anyway).
+  const booting = bootAgents(shape);
   const coordinators: CoordinatorProcess[] = [];
   const stopCoordinators = () => Promise.all(coordinators.map((c) => c.stop()));
   const coordinatorCpu = async () => (await Promise.all(coordinators.map((c) => c.usage()))).reduce((sum, u) => sum + u.cpu, 0);
-  try {
-    for (let i = 0; i < replicas; i++) coordinators.push(await CoordinatorProcess.start(url ? { kind: "postgres", url } : { kind: "pglite", dataDir: options.dataDir ?? ":memory:" }));
-  } catch (error) {
-    await stopCoordinators();
-    if (url) await dropDatabase(url);
-    throw error;
-  }
-  const coordinator = coordinators[0]!;
+  let url: string | undefined;
   // Postgres: counted on a connection of our own, each poll one commit, subtracted below.
-  const monitor = url ? postgres(url, { max: 1, fetch_types: false, onnotice: () => {} }) : undefined;
-  let monitorQueries = 0;
-  const count = async (sql: string): Promise<number> => {
-    if (!monitor) return (await coordinator.query<{ n: number }>(sql))[0]!.n;
-    monitorQueries++;
-    return (await monitor.unsafe<{ n: number }[]>(sql))[0]!.n;
-  };
+  let monitor: postgres.Sql | undefined;
   try {
+    url = kind === "postgres" ? await createDatabase("jf") : undefined;
+    // One at a time (they would migrate one at a time anyway).
+    for (let i = 0; i < replicas; i++) coordinators.push(await CoordinatorProcess.start(url ? { kind: "postgres", url } : { kind: "pglite", dataDir: options.dataDir ?? ":memory:" }));
+    const coordinator = coordinators[0]!;
+    monitor = url ? postgres(url, { max: 1, fetch_types: false, onnotice: () => {} }) : undefined;
+    let monitorQueries = 0;
+    const count = async (sql: string): Promise<number> => {
+      if (!monitor) return (await coordinator.query<{ n: number }>(sql))[0]!.n;
+      monitorQueries++;
+      return (await monitor.unsafe<{ n: number }[]>(sql))[0]!.n;
+    };
     const enqueue = await coordinator.api.enqueueMany(NOOP_ORDER, orders);
-    const agents = await startAgents(coordinators, shape);
-    try {
-      const probes = probing(coordinator, agents, options.probeEveryMs);
-      const before = url ? await commits(url) : 0;
-      const cpuBefore = { coordinator: await coordinatorCpu(), agents: agents.cpu(), postgres: url ? postgresCpuSeconds() : 0 };
-      const walBefore = url ? await walBytes() : 0;
+    const agents = await booting.fleet;
+    const probes = probing(coordinator, agents, options.probeEveryMs);
+    const before = url ? await commits(url) : 0;
+    const cpuBefore = { coordinator: await coordinatorCpu(), agents: agents.cpu(), postgres: url ? postgresCpuSeconds() : 0 };
+    const walBefore = url ? await walBytes() : 0;
 
-      const start = now();
-      agents.go();
-      const deadline = Date.now() + Math.max(120_000, orders * 20);
-      for (;;) {
-        // Probe once the fleet is working (its first 1% done: the connect phase is not load),
-        // while most of the backlog is still there; then let the probes drain too.
-        if (probes.active) {
-          const left = await count(OPEN);
-          if (left <= orders * 0.99) probes.start();
-          if (left < orders * 0.1) probes.stop();
-        }
-        const open = await count(ANY_OPEN);
-        if (open === 0 && !probes.active && (await probes.settled())) break;
-        if (Date.now() > deadline) throw new Error(`throughput: work orders still open after the deadline (${await count(OPEN)})`);
-        await sleep(50);
+    const start = now();
+    agents.go(coordinators);
+    const deadline = Date.now() + Math.max(120_000, orders * 20);
+    for (;;) {
+      // Probe once the fleet is working (its first 1% done: the connect phase is not load),
+      // while most of the backlog is still there; then let the probes drain too.
+      if (probes.active) {
+        const left = await count(OPEN);
+        if (left <= orders * 0.99) probes.start();
+        if (left < orders * 0.1) probes.stop();
       }
-      const seconds = (now() - start) / 1000;
-      const jobs = orders + probes.sent;
-      const cpu = { coordinator: (await coordinatorCpu()) - cpuBefore.coordinator, agents: agents.cpu() - cpuBefore.agents, postgres: url ? postgresCpuSeconds() - cpuBefore.postgres : 0 };
-      const wal = url ? (await walBytes()) - walBefore : 0;
-      const unsucceeded = await count(UNSUCCEEDED);
-
-      await agents.stop();
-      await stopCoordinators();
-      await monitor?.end();
-      const after = url ? await commits(url) : 0;
-      return {
-        orders: jobs,
-        seconds,
-        jobsPerSecond: jobs / seconds,
-        unsucceeded,
-        enqueue,
-        commitsPerJob: url ? (after - before - monitorQueries - probes.sent) / jobs : undefined,
-        walPerJob: url ? wal / jobs : undefined,
-        cpuPerThousand: { coordinator: (cpu.coordinator * 1000) / jobs, agents: (cpu.agents * 1000) / jobs, postgres: url ? (cpu.postgres * 1000) / jobs : undefined },
-        probeLatencies: probes.latencies(),
-      };
-    } finally {
-      await agents.stop();
+      const open = await count(ANY_OPEN);
+      if (open === 0 && !probes.active && (await probes.settled())) break;
+      if (Date.now() > deadline) throw new Error(`throughput: work orders still open after the deadline (${await count(OPEN)})`);
+      await sleep(50);
     }
+    const seconds = (now() - start) / 1000;
+    const jobs = orders + probes.sent;
+    const cpu = { coordinator: (await coordinatorCpu()) - cpuBefore.coordinator, agents: agents.cpu() - cpuBefore.agents, postgres: url ? postgresCpuSeconds() - cpuBefore.postgres : 0 };
+    const wal = url ? (await walBytes()) - walBefore : 0;
+    const unsucceeded = await count(UNSUCCEEDED);
+
+    await agents.stop();
+    await stopCoordinators();
+    await monitor?.end();
+    const after = url ? await commits(url) : 0;
+    return {
+      orders: jobs,
+      seconds,
+      jobsPerSecond: jobs / seconds,
+      unsucceeded,
+      enqueue,
+      commitsPerJob: url ? (after - before - monitorQueries - probes.sent) / jobs : undefined,
+      walPerJob: url ? wal / jobs : undefined,
+      cpuPerThousand: { coordinator: (cpu.coordinator * 1000) / jobs, agents: (cpu.agents * 1000) / jobs, postgres: url ? (cpu.postgres * 1000) / jobs : undefined },
+      probeLatencies: probes.latencies(),
+    };
   } finally {
+    await booting.stop();
     await stopCoordinators();
     await monitor?.end();
     if (url) await dropDatabase(url);
@@ -134,7 +128,7 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
  * High-priority probe work orders, one every `everyMs` from `start()` on, each timed from just
  * before its POST until its adapter starts on some agent. Inactive without `everyMs`.
  */
-function probing(coordinator: CoordinatorProcess, agents: Awaited<ReturnType<typeof startAgents>>, everyMs?: number) {
+function probing(coordinator: CoordinatorProcess, agents: AgentFleet, everyMs?: number) {
   const enqueuedAt = new Map<string, number>();
   const startedAt = new Map<string, number>();
   const off = agents.onProbe((id, t) => startedAt.set(id, t));
