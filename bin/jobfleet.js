@@ -4,5 +4,12 @@
 import { pathToFileURL } from "node:url";
 import { bundled } from "./bundle.js";
 
+let bundle;
+try {
+  bundle = await bundled("cli/main.ts");
+} catch (error) {
+  process.stderr.write(`jobfleet: ${error.message}\n`);
+  process.exit(1);
+}
 process.setSourceMapsEnabled(true);
-await import(pathToFileURL(await bundled("cli/main.ts")).href);
+await import(pathToFileURL(bundle).href);

@@ -2,14 +2,17 @@
 // (bin/bundle.js). Each bundle here is built from sources in a temp directory and run by a real
 // `node`, kept where the test says.
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { bundled } from "../../bin/bundle.js";
 
 const run = promisify(execFile);
+const BUNDLE_JS = new URL("../../bin/bundle.js", import.meta.url).href;
+const NODE_MODULES = fileURLToPath(new URL("../../node_modules/", import.meta.url));
 
 describe("the command's bundle", () => {
   let sources: string;
@@ -23,10 +26,19 @@ describe("the command's bundle", () => {
     rmSync(cache, { recursive: true, force: true });
   });
 
-  const write = (file: string, text: string) => writeFileSync(join(sources, file), text);
-  const output = async (bundle: string) => JSON.parse((await run(process.execPath, [bundle])).stdout) as Record<string, unknown>;
+  const write = (file: string, text: string) => {
+    mkdirSync(dirname(join(sources, file)), { recursive: true });
+    writeFileSync(join(sources, file), text);
+  };
+  const output = async (bundle: string) => JSON.parse((await run(process.execPath, [bundle])).stdout) as unknown;
+  const printing = (value: string) => `console.log(JSON.stringify(${JSON.stringify(value)}));\n`;
+  /** `bundled` as a command calls it: in a process of its own (Node keeps what it read of packages for the life of a process). */
+  const bundledByCommand = async (entry: string, options: { cwd?: string } = {}) => {
+    const script = `import { bundled } from ${JSON.stringify(BUNDLE_JS)}; console.log(await bundled(${JSON.stringify(entry)}, [${JSON.stringify(cache)}]));`;
+    return (await run(process.execPath, ["--input-type=module", "-e", script], options)).stdout.trim();
+  };
 
-  it("is built once, and again when a source it imports changes", async () => {
+  it("is built once, and again when a source it imports changes; a bundle an hour older is dropped then", async () => {
     write("value.ts", "export const value: number = 1;\n");
     write("entry.ts", 'import { value } from "./value.ts";\nconsole.log(JSON.stringify({ value, here: new URL(".", import.meta.url).pathname }));\n');
     const entry = join(sources, "entry.ts");
@@ -43,8 +55,21 @@ describe("the command's bundle", () => {
     write("value.ts", "export const value: number = 2;\n");
     const second = await bundled(entry, [cache]);
     expect(second).not.toBe(first);
-    expect(existsSync(first)).toBe(false);
     expect(await output(second)).toMatchObject({ value: 2 });
+    expect(existsSync(first)).toBe(true); // a process started a moment ago may still fork from it
+
+    const twoHoursAgo = new Date(Date.now() - 7_200_000);
+    for (const file of [first, `${first}.map`]) utimesSync(file, twoHoursAgo, twoHoursAgo);
+    write("value.ts", "export const value: number = 3;\n");
+    expect(await output(await bundled(entry, [cache]))).toMatchObject({ value: 3 });
+    expect(existsSync(first)).toBe(false);
+    expect(existsSync(`${first}.map`)).toBe(false);
+    expect(existsSync(second)).toBe(true);
+  });
+
+  it("is built the same from any working directory", async () => {
+    write("entry.ts", printing("built elsewhere"));
+    expect(await output(await bundledByCommand(join(sources, "entry.ts"), { cwd: "/" }))).toBe("built elsewhere");
   });
 
   it("is kept in the next place when the first cannot take it, and imports packages from wherever it is", async () => {
@@ -55,6 +80,60 @@ describe("the command's bundle", () => {
     const bundle = await bundled(join(sources, "entry.ts"), [join(file, "cache"), join(cache, "next")]);
     expect(bundle.startsWith(join(cache, "next"))).toBe(true);
     expect(await output(bundle)).toEqual({ parsed: 7 });
+  });
+
+  it("is kept in a private directory only if no one else may write there, and never run from one that another may", async () => {
+    write("entry.ts", printing("mine"));
+    const entry = join(sources, "entry.ts");
+    const own = join(cache, "own");
+    const bundle = await bundled(entry, [{ private: own }]);
+    expect(statSync(own).mode & 0o777).toBe(0o700);
+    expect(await output(bundle)).toBe("mine");
+
+    // Someone else could have written this bundle: it is neither run nor written to.
+    chmodSync(own, 0o777);
+    writeFileSync(bundle, printing("planted"));
+    const rebuilt = await bundled(entry, [{ private: own }, join(cache, "next")]);
+    expect(rebuilt.startsWith(join(cache, "next"))).toBe(true);
+    expect(await output(rebuilt)).toBe("mine");
+    await expect(bundled(entry, [{ private: own }])).rejects.toThrow(/not a directory of this user's alone/);
+  });
+
+  it("is built again when a package file it imports is gone", async () => {
+    const name = `jobfleet-test-package-${process.pid}-${Date.now()}`;
+    const root = join(NODE_MODULES, name);
+    mkdirSync(root);
+    try {
+      const release = (file: string, value: string) => {
+        writeFileSync(join(root, "package.json"), JSON.stringify({ name, type: "module", exports: `./${file}` }));
+        writeFileSync(join(root, file), `export const value = ${JSON.stringify(value)};\n`);
+      };
+      release("v1.js", "first");
+      write("entry.ts", `import { value } from ${JSON.stringify(name)};\nconsole.log(JSON.stringify(value));\n`);
+      const entry = join(sources, "entry.ts");
+      expect(await output(await bundledByCommand(entry))).toBe("first");
+
+      rmSync(join(root, "v1.js"));
+      release("v2.js", "second");
+      expect(await output(await bundledByCommand(entry))).toBe("second");
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it("tells two entries apart whose names flatten alike", async () => {
+    write("a/b.ts", printing("a/b"));
+    write("a-b.ts", printing("a-b"));
+    expect(await output(await bundled(join(sources, "a/b.ts"), [cache]))).toBe("a/b");
+    expect(await output(await bundled(join(sources, "a-b.ts"), [cache]))).toBe("a-b");
+    expect(await output(await bundled(join(sources, "a/b.ts"), [cache]))).toBe("a/b");
+  });
+
+  it("names the source and line it cannot bundle, and refuses import.meta properties it cannot keep", async () => {
+    write("broken.ts", "export const x = ;\n");
+    await expect(bundled(join(sources, "broken.ts"), [cache])).rejects.toThrow(/cannot bundle .*broken\.ts: .*broken\.ts:1:\d+: Unexpected ";"/);
+    write("dirname.ts", "console.log(import.meta.dirname);\n");
+    await expect(bundled(join(sources, "dirname.ts"), [cache])).rejects.toThrow(/import\.meta\.dirname is not supported/);
   });
 
   it("names nowhere it could be kept, if nowhere takes it", async () => {
