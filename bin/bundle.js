@@ -14,6 +14,8 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** Hashed with the sources: a bundle made another way is made again. */
 const BUILD_INPUTS = [fileURLToPath(import.meta.url), join(ROOT, "tsconfig.json")];
+/** Builds under way in this process: esbuild's service is stopped after the last, not under another. */
+let building = 0;
 /** A bundle of the same entry this much older than a new one is dropped (a running bench still forks from its own). */
 const DROP_AFTER_MS = 3_600_000;
 
@@ -77,6 +79,7 @@ async function build(entry) {
   });
   const loaded = new Map();
   const externals = new Set();
+  building++;
   try {
     const result = await esbuild.build({
       absWorkingDir: ROOT,
@@ -104,7 +107,7 @@ async function build(entry) {
     const at = first.location ? `${first.location.file}:${first.location.line}:${first.location.column}: ` : "";
     throw new Error(`cannot bundle ${entry}: ${at}${first.text}`);
   } finally {
-    await esbuild.stop();
+    if (--building === 0) await esbuild.stop();
   }
 }
 

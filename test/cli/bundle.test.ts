@@ -121,6 +121,13 @@ describe("the command's bundle", () => {
     }
   });
 
+  it("bundles several entries at once in one process", async () => {
+    const entries = ["one", "two", "three"];
+    for (const entry of entries) write(`${entry}.ts`, printing(entry));
+    const bundles = await Promise.all(entries.map((entry) => bundled(join(sources, `${entry}.ts`), [cache])));
+    expect(await Promise.all(bundles.map(output))).toEqual(entries);
+  });
+
   it("tells two entries apart whose names flatten alike", async () => {
     write("a/b.ts", printing("a/b"));
     write("a-b.ts", printing("a-b"));
