@@ -2,12 +2,12 @@
 // sources stay the same. A command then starts in about 0.6 s, against 1.2 s with tsx compiling
 // every module as it loads. A bundle is named by a hash of the sources it was built from (as
 // esbuild read them), of tsconfig.json and of this file; its manifest lists those sources and
-// the package files it imports, so that a source edited or a package file gone since is seen at
-// the next start and the entry is bundled again (a few tenths of a second).
-import { createHash } from "node:crypto";
-import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+// the package files it imports, so that a source edited or a package resolving elsewhere since is
+// seen at the next start and the entry is bundled again (a few tenths of a second).
+import { createHash, randomUUID } from "node:crypto";
+import { lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { isBuiltin } from "node:module";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
@@ -16,14 +16,18 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BUILD_INPUTS = [fileURLToPath(import.meta.url), join(ROOT, "tsconfig.json")];
 /** Builds under way in this process: esbuild's service is stopped after the last, not under another. */
 let building = 0;
-/** A bundle of the same entry this much older than a new one is dropped (a running bench still forks from its own). */
+/** A bundle unused this long is dropped when its entry is bundled again (a running bench forks from the one it got). */
 const DROP_AFTER_MS = 3_600_000;
 
 /**
- * Kept with the package, or else (a package installed by another user) in a directory of this
- * user's own in the temp directory, which is refused unless only this user can write it.
+ * Kept with the package; or else (a package installed by another user) in this user's cache; or
+ * else (no home) in a directory of this user's in the temp directory, refused if another may write there.
  */
-const DIRS = [join(ROOT, "node_modules/.cache/jobfleet"), { private: join(tmpdir(), `jobfleet-${process.getuid?.() ?? "user"}`) }];
+const DIRS = [
+  join(ROOT, "node_modules/.cache/jobfleet"),
+  join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "jobfleet"),
+  { private: join(tmpdir(), `jobfleet-${process.getuid?.() ?? "user"}`) },
+];
 
 /** The bundle of `entry` (a path from the package root, or absolute), built if its sources changed, kept in the first of `dirs` that takes it. */
 export async function bundled(entry, dirs = DIRS) {
@@ -45,19 +49,19 @@ export async function bundled(entry, dirs = DIRS) {
   throw new Error(`nowhere to keep the bundle of ${entry} (${failures.join("; ")})`);
 }
 
-/** The directory's path; a private one only if it is this user's alone (else it throws, or is absent without `create`). */
+/** The directory's path; a private one only if only this user may write there (else it throws, or is absent without `create`). */
 function usable(dir, { create = false } = {}) {
   if (typeof dir === "string") return dir;
   if (create) mkdirSync(dir.private, { recursive: true, mode: 0o700 });
   const stat = lstatSync(dir.private, { throwIfNoEntry: create });
   if (!stat) return undefined;
-  if (!stat.isDirectory() || stat.uid !== process.getuid?.() || (stat.mode & 0o077) !== 0) {
-    throw new Error(`${dir.private} is not a directory of this user's alone`);
+  if (!stat.isDirectory() || stat.uid !== process.getuid?.() || (stat.mode & 0o022) !== 0) {
+    throw new Error("not a directory only this user may write");
   }
   return dir.private;
 }
 
-/** The kept bundle, if it was built from `source` as it is now and the package files it imports are still there. */
+/** The kept bundle, if it was built from `source` as it is now and its packages resolve as they did; marked used. */
 function current(place, name, source) {
   try {
     const dir = usable(place);
@@ -65,11 +69,22 @@ function current(place, name, source) {
     const manifest = JSON.parse(readFileSync(join(dir, `${name}.json`), "utf8"));
     const contents = manifest.inputs.map((input) => readFileSync(input));
     if (manifest.entry !== source || manifest.file !== fileName(name, manifest.inputs, contents)) return undefined;
-    for (const external of manifest.externals) statSync(external);
-    statSync(join(dir, manifest.file));
-    return join(dir, manifest.file);
+    for (const [specifier, url] of manifest.externals) if (import.meta.resolve(specifier) !== url) return undefined;
+    const file = join(dir, manifest.file);
+    statSync(file);
+    markUsed(file);
+    return file;
   } catch {
-    return undefined; // none kept, a source or package file gone, or a private directory not ours
+    return undefined; // none kept, a source or package gone, or a private directory another may write
+  }
+}
+
+function markUsed(file) {
+  const now = new Date();
+  try {
+    utimesSync(file, now, now);
+  } catch {
+    // a cache this user may read but not write: kept by its owner
   }
 }
 
@@ -78,7 +93,7 @@ async function build(entry) {
     throw new Error("esbuild is not installed (npm install)");
   });
   const loaded = new Map();
-  const externals = new Set();
+  const externals = new Map();
   building++;
   try {
     const result = await esbuild.build({
@@ -111,24 +126,25 @@ async function build(entry) {
   }
 }
 
-/** Writes the bundle, its source map and its manifest (each whole, by rename), and drops bundles of the entry an hour older. */
+/** Writes the bundle, its source map and its manifest (each whole, by rename), and drops the entry's bundles unused for an hour. */
 function keep(dir, name, { entry, inputs, contents, externals, code, map }) {
   mkdirSync(dir, { recursive: true });
   const file = fileName(name, inputs, contents);
   const atomically = (path, text) => {
-    const temporary = `${path}.${process.pid}.tmp`;
-    rmSync(temporary, { force: true });
+    const temporary = `${path}.${randomUUID()}.tmp`;
     writeFileSync(temporary, text, { flag: "wx" });
     renameSync(temporary, path);
   };
   atomically(join(dir, `${file}.map`), map);
   atomically(join(dir, file), `${code.replace(/\/\/# sourceMappingURL=\S*\s*$/, "")}//# sourceMappingURL=${file}.map\n`);
   atomically(join(dir, `${name}.json`), JSON.stringify({ entry, file, inputs, externals }));
-  const older = new RegExp(`^${name.replace(/[^\w-]/g, "\\$&")}\\.[0-9a-f]{16}\\.mjs(\\.map)?$`);
+  const bundle = new RegExp(`^${name.replace(/[^\w-]/g, "\\$&")}\\.[0-9a-f]{16}\\.mjs$`);
   const before = Date.now() - DROP_AFTER_MS;
   for (const other of readdirSync(dir)) {
     const path = join(dir, other);
-    if (older.test(other) && !other.startsWith(file) && statSync(path, { throwIfNoEntry: false })?.mtimeMs < before) rmSync(path, { force: true });
+    if (!bundle.test(other) || other === file || !(statSync(path, { throwIfNoEntry: false })?.mtimeMs < before)) continue;
+    rmSync(path, { force: true });
+    rmSync(`${path}.map`, { force: true });
   }
   return join(dir, file);
 }
@@ -147,8 +163,13 @@ function packagesByFile(externals) {
     setup(build) {
       build.onResolve({ filter: /^[^./]/ }, ({ path }) => {
         if (isBuiltin(path)) return { path, external: true };
-        const url = import.meta.resolve(path);
-        externals.add(fileURLToPath(url));
+        let url;
+        try {
+          url = import.meta.resolve(path);
+        } catch {
+          return { errors: [{ text: `cannot find package "${path}"` }] };
+        }
+        externals.set(path, url);
         return { path: url, external: true };
       });
     },
@@ -169,9 +190,14 @@ function ownImportMetaUrl(loaded) {
         loaded.set(path, text);
         if (path.endsWith(".json")) return { contents: text, loader: "json" };
         const other = /import\.meta\.(?!url\b)\w+/.exec(text);
-        if (other) return { errors: [{ text: `${other[0]} is not supported in bundled sources (only import.meta.url)` }] };
+        if (other) return { errors: [{ text: `${other[0]} is not supported in bundled sources (only import.meta.url)`, location: locate(path, text, other.index) }] };
         return { contents: text.replaceAll("import.meta.url", JSON.stringify(pathToFileURL(path).href)), loader: "ts" };
       });
     },
   };
+}
+
+function locate(file, text, index) {
+  const before = text.slice(0, index).split("\n");
+  return { file, line: before.length, column: before.at(-1).length };
 }

@@ -38,7 +38,7 @@ describe("the command's bundle", () => {
     return (await run(process.execPath, ["--input-type=module", "-e", script], options)).stdout.trim();
   };
 
-  it("is built once, and again when a source it imports changes; a bundle an hour older is dropped then", async () => {
+  it("is built once, and again when a source it imports changes; a bundle unused for an hour is dropped then", async () => {
     write("value.ts", "export const value: number = 1;\n");
     write("entry.ts", 'import { value } from "./value.ts";\nconsole.log(JSON.stringify({ value, here: new URL(".", import.meta.url).pathname }));\n');
     const entry = join(sources, "entry.ts");
@@ -47,10 +47,10 @@ describe("the command's bundle", () => {
     expect(first.startsWith(cache)).toBe(true);
     // Each module keeps its own import.meta.url, not the bundle's.
     expect(await output(first)).toEqual({ value: 1, here: `${sources}/` });
-    const builtAt = statSync(first).mtimeMs;
+    const built = statSync(first).ino;
 
     expect(await bundled(entry, [cache])).toBe(first);
-    expect(statSync(first).mtimeMs).toBe(builtAt);
+    expect(statSync(first).ino).toBe(built); // not written again
 
     write("value.ts", "export const value: number = 2;\n");
     const second = await bundled(entry, [cache]);
@@ -58,8 +58,11 @@ describe("the command's bundle", () => {
     expect(await output(second)).toMatchObject({ value: 2 });
     expect(existsSync(first)).toBe(true); // a process started a moment ago may still fork from it
 
+    // Built long ago, but used a moment ago: kept.
     const twoHoursAgo = new Date(Date.now() - 7_200_000);
-    for (const file of [first, `${first}.map`]) utimesSync(file, twoHoursAgo, twoHoursAgo);
+    utimesSync(second, twoHoursAgo, twoHoursAgo);
+    expect(await bundled(entry, [cache])).toBe(second);
+    utimesSync(first, twoHoursAgo, twoHoursAgo);
     write("value.ts", "export const value: number = 3;\n");
     expect(await output(await bundled(entry, [cache]))).toMatchObject({ value: 3 });
     expect(existsSync(first)).toBe(false);
@@ -89,6 +92,8 @@ describe("the command's bundle", () => {
     const bundle = await bundled(entry, [{ private: own }]);
     expect(statSync(own).mode & 0o777).toBe(0o700);
     expect(await output(bundle)).toBe("mine");
+    chmodSync(own, 0o755);
+    expect(await bundled(entry, [{ private: own }])).toBe(bundle);
 
     // Someone else could have written this bundle: it is neither run nor written to.
     chmodSync(own, 0o777);
@@ -96,10 +101,10 @@ describe("the command's bundle", () => {
     const rebuilt = await bundled(entry, [{ private: own }, join(cache, "next")]);
     expect(rebuilt.startsWith(join(cache, "next"))).toBe(true);
     expect(await output(rebuilt)).toBe("mine");
-    await expect(bundled(entry, [{ private: own }])).rejects.toThrow(/not a directory of this user's alone/);
+    await expect(bundled(entry, [{ private: own }])).rejects.toThrow(/not a directory only this user may write/);
   });
 
-  it("is built again when a package file it imports is gone", async () => {
+  it("is built again when a package it imports resolves to another file", async () => {
     const name = `jobfleet-test-package-${process.pid}-${Date.now()}`;
     const root = join(NODE_MODULES, name);
     mkdirSync(root);
@@ -113,9 +118,11 @@ describe("the command's bundle", () => {
       const entry = join(sources, "entry.ts");
       expect(await output(await bundledByCommand(entry))).toBe("first");
 
-      rmSync(join(root, "v1.js"));
       release("v2.js", "second");
       expect(await output(await bundledByCommand(entry))).toBe("second");
+      rmSync(join(root, "v1.js"));
+      release("v3.js", "third");
+      expect(await output(await bundledByCommand(entry))).toBe("third");
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
@@ -139,8 +146,11 @@ describe("the command's bundle", () => {
   it("names the source and line it cannot bundle, and refuses import.meta properties it cannot keep", async () => {
     write("broken.ts", "export const x = ;\n");
     await expect(bundled(join(sources, "broken.ts"), [cache])).rejects.toThrow(/cannot bundle .*broken\.ts: .*broken\.ts:1:\d+: Unexpected ";"/);
-    write("dirname.ts", "console.log(import.meta.dirname);\n");
-    await expect(bundled(join(sources, "dirname.ts"), [cache])).rejects.toThrow(/import\.meta\.dirname is not supported/);
+    write("uses-dirname.ts", 'import "./dirname.ts";\n');
+    write("dirname.ts", "// the directory:\nconsole.log(import.meta.dirname);\n");
+    await expect(bundled(join(sources, "uses-dirname.ts"), [cache])).rejects.toThrow(/dirname\.ts:2:12: import\.meta\.dirname is not supported/);
+    write("no-package.ts", 'export { x } from "no-such-package-here";\n');
+    await expect(bundled(join(sources, "no-package.ts"), [cache])).rejects.toThrow(/no-package\.ts:1:\d+: cannot find package "no-such-package-here"/);
   });
 
   it("names nowhere it could be kept, if nowhere takes it", async () => {
