@@ -135,6 +135,23 @@ describe("the command's bundle", () => {
     expect(await Promise.all(bundles.map(output))).toEqual(entries);
   });
 
+  it("leaves no esbuild process behind once bundled", async () => {
+    write("entry.ts", printing("done"));
+    const script = [
+      `import { readdirSync, readFileSync } from "node:fs";`,
+      `import { bundled } from ${JSON.stringify(BUNDLE_JS)};`,
+      `await bundled(${JSON.stringify(join(sources, "entry.ts"))}, [${JSON.stringify(cache)}]);`,
+      // After the command's name in /proc/PID/stat: the state (Z: exited, not yet reaped), then the parent's pid.
+      `const stat = (pid) => { try { return readFileSync(\`/proc/\${pid}/stat\`, "utf8").replace(/^.*\\) /, "").split(" "); } catch { return []; } };`,
+      `const alive = () => readdirSync("/proc").filter((pid) => /^\\d+$/.test(pid)).map(stat).filter(([state, parent]) => parent === String(process.pid) && state !== "Z").length;`,
+      // A killed process takes a moment to go; a service left running stays.
+      `for (let i = 0; i < 20 && alive() > 0; i++) await new Promise((resolve) => setTimeout(resolve, 100));`,
+      `console.log(JSON.stringify(alive()));`,
+    ].join("\n");
+    const { stdout } = await run(process.execPath, ["--input-type=module", "-e", script]);
+    expect(JSON.parse(stdout)).toBe(0);
+  });
+
   it("tells two entries apart whose names flatten alike", async () => {
     write("a/b.ts", printing("a/b"));
     write("a-b.ts", printing("a-b"));
