@@ -1,6 +1,6 @@
 // The bench's child processes, each run from its entry's bundle (bin/bundle.js: the same bundling
 // the jobfleet command gets, kept until a source changes). Under tsx's loader a child took 0.9 s
-// to start, bundled 0.4 s; a quick run starts about 60 children.
+// to start, bundled 0.35-0.42 s; a quick run starts about 60 children.
 import { type ChildProcess, fork } from "node:child_process";
 import { bundled } from "../bin/bundle.js";
 import type { Message } from "./support.ts";

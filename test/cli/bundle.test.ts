@@ -2,7 +2,7 @@
 // (bin/bundle.js). Each bundle here is built from sources in a temp directory and run by a real
 // `node`, kept where the test says.
 import { execFile } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -125,6 +125,53 @@ describe("the command's bundle", () => {
       expect(await output(await bundledByCommand(entry))).toBe("third");
     } finally {
       rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it("bundles packages, but for those that find files beside their own, which it imports from where they are", async () => {
+    const stamp = `${process.pid}-${Date.now()}`;
+    const roots: string[] = [];
+    const pkg = (suffix: string, manifest: object, files: Record<string, string>) => {
+      const name = `jobfleet-test-${suffix}-${stamp}`;
+      const root = join(NODE_MODULES, name);
+      roots.push(root);
+      mkdirSync(root);
+      writeFileSync(join(root, "package.json"), JSON.stringify({ name, ...manifest }));
+      for (const [file, text] of Object.entries(files)) writeFileSync(join(root, file), text);
+      return { name, root };
+    };
+    try {
+      const meta = pkg("meta", { type: "module", exports: "./index.js" }, {
+        "index.js": 'import { readFileSync } from "node:fs";\nexport const meta = readFileSync(new URL("./data.txt", import.meta.url), "utf8");\n',
+        "data.txt": "beside the module",
+      });
+      // Left outside, and required from a bundled package as a require() resolves it.
+      const dirname = pkg("dirname", { exports: { import: "./index.mjs", require: "./index.js" } }, {
+        "index.mjs": 'import { createRequire } from "node:module";\nexport default createRequire(import.meta.url)("./index.js");\n',
+        "index.js": 'module.exports = require("node:fs").readFileSync(require("node:path").join(__dirname, "data.txt"), "utf8");\n',
+        "data.txt": "beside the script",
+      });
+      // Resolved as Node resolves it: esbuild alone would take the `module` condition.
+      const plain = pkg("plain", { exports: { module: "./bundlers.js", default: "./index.js" } }, {
+        "index.js": `module.exports = require("node:path").posix.join("in", "bundle") + " with " + require(${JSON.stringify(dirname.name)});\n`,
+        "bundlers.js": 'module.exports = "for bundlers";\n',
+      });
+      write(
+        "entry.ts",
+        `import { meta } from ${JSON.stringify(meta.name)};\nimport dirname from ${JSON.stringify(dirname.name)};\nimport plain from ${JSON.stringify(plain.name)};\n` +
+          "console.log(JSON.stringify([meta, dirname, plain]));\n",
+      );
+      const entry = join(sources, "entry.ts");
+      const bundle = await bundledByCommand(entry);
+      expect(await output(bundle)).toEqual(["beside the module", "beside the script", "in/bundle with beside the script"]);
+      const text = readFileSync(bundle, "utf8");
+      expect(text).toContain('posix.join("in", "bundle")');
+      expect(text).not.toContain("beside");
+
+      writeFileSync(join(plain.root, "index.js"), 'module.exports = "edited";\n');
+      expect(await output(await bundledByCommand(entry))).toEqual(["beside the module", "beside the script", "edited"]);
+    } finally {
+      for (const root of roots) rmSync(root, { recursive: true, force: true });
     }
   });
 
