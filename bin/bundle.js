@@ -183,7 +183,7 @@ function packageOf(file) {
   return match ? { name: match[2].replaceAll("\\", "/"), root: join(match[1], match[2]), modules: match[1] } : undefined;
 }
 
-/** Writes the bundle, its source map and its manifest (each whole, by rename), and drops the entry's bundles unused for an hour. */
+/** Writes the bundle, its source map and its manifest (each whole, by rename), and drops what was unused for an hour. */
 function keep(dir, name, { entry, inputs, contents, externals, code, map }) {
   mkdirSync(dir, { recursive: true });
   const file = fileName(name, inputs, contents);
@@ -195,15 +195,24 @@ function keep(dir, name, { entry, inputs, contents, externals, code, map }) {
   atomically(join(dir, `${file}.map`), map);
   atomically(join(dir, file), `${code.replace(/\/\/# sourceMappingURL=\S*\s*$/, "")}//# sourceMappingURL=${file}.map\n`);
   atomically(join(dir, `${name}.json`), JSON.stringify({ entry, file, inputs, externals }));
-  const bundle = new RegExp(`^${name.replace(/[^\w-]/g, "\\$&")}\\.[0-9a-f]{16}\\.mjs$`);
+  dropUnused(dir, file);
+  return join(dir, file);
+}
+
+/**
+ * Drops every bundle (of any entry, one no longer built too) unused for an hour, with its source
+ * map, and temporary files as old, left by a writer that died; a manifest whose bundle is gone
+ * makes its entry bundled again.
+ */
+function dropUnused(dir, keeping) {
   const before = Date.now() - DROP_AFTER_MS;
   for (const other of readdirSync(dir)) {
     const path = join(dir, other);
-    if (!bundle.test(other) || other === file || !(statSync(path, { throwIfNoEntry: false })?.mtimeMs < before)) continue;
+    const bundle = /\.[0-9a-f]{16}\.mjs$/.test(other);
+    if ((!bundle && !other.endsWith(".tmp")) || other === keeping || !(statSync(path, { throwIfNoEntry: false })?.mtimeMs < before)) continue;
     rmSync(path, { force: true });
-    rmSync(`${path}.map`, { force: true });
+    if (bundle) rmSync(`${path}.map`, { force: true });
   }
-  return join(dir, file);
 }
 
 function fileName(name, inputs, contents) {

@@ -38,7 +38,7 @@ describe("the command's bundle", () => {
     return (await run(process.execPath, ["--input-type=module", "-e", script], options)).stdout.trim();
   };
 
-  it("is built once, and again when a source it imports changes; a bundle unused for an hour is dropped then", async () => {
+  it("is built once, and again when a source it imports changes; bundles and temporary files unused for an hour are dropped then", async () => {
     write("value.ts", "export const value: number = 1;\n");
     write("entry.ts", 'import { value } from "./value.ts";\nconsole.log(JSON.stringify({ value, here: new URL(".", import.meta.url).pathname }));\n');
     const entry = join(sources, "entry.ts");
@@ -63,11 +63,22 @@ describe("the command's bundle", () => {
     utimesSync(second, twoHoursAgo, twoHoursAgo);
     expect(await bundled(entry, [cache])).toBe(second);
     utimesSync(first, twoHoursAgo, twoHoursAgo);
+    // Another entry's bundle, and temporary files a writer that died left, old and new.
+    write("other.ts", printing("other"));
+    const other = await bundled(join(sources, "other.ts"), [cache]);
+    utimesSync(other, twoHoursAgo, twoHoursAgo);
+    const [oldTemporary, newTemporary] = [join(cache, "entry.json.1.tmp"), join(cache, "entry.json.2.tmp")];
+    writeFileSync(oldTemporary, "");
+    utimesSync(oldTemporary, twoHoursAgo, twoHoursAgo);
+    writeFileSync(newTemporary, "");
     write("value.ts", "export const value: number = 3;\n");
     expect(await output(await bundled(entry, [cache]))).toMatchObject({ value: 3 });
     expect(existsSync(first)).toBe(false);
     expect(existsSync(`${first}.map`)).toBe(false);
     expect(existsSync(second)).toBe(true);
+    expect([existsSync(other), existsSync(`${other}.map`), existsSync(oldTemporary), existsSync(newTemporary)]).toEqual([false, false, false, true]);
+    // Its manifest left behind, the other entry is bundled again.
+    expect(await output(await bundled(join(sources, "other.ts"), [cache]))).toBe("other");
   });
 
   it("is built the same from any working directory", async () => {
