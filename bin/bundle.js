@@ -1,22 +1,21 @@
 // jobfleet's TypeScript, bundled into one JavaScript file per entry with esbuild, packages and all,
-// and kept while its sources stay the same. A command then starts in about 0.5 s, against 1.2 s
-// with tsx compiling every module as it loads (0.7 s with the packages left outside, each resolved
-// and loaded as its own files). A bundle is named by a hash of the sources it was built from, of
-// the bundled packages' package.json files and npm's record of their node_modules, of
-// tsconfig.json and of this file; its manifest lists those inputs, and each package left outside
-// with the file it resolved to, so that a source edited, a package installed or one resolving
-// elsewhere since is seen at the next start and the entry is bundled again (a few tenths of a
-// second).
+// and kept while what it was built from stays the same. A command then starts in about 0.5 s,
+// against 1.2 s with tsx compiling every module as it loads (0.7 s with the packages left outside,
+// each resolved and loaded as its own files). A bundle is named by a hash of the sources it was
+// built from, of the package.json of each package it bundles or imports, of npm's record of what
+// is installed in their node_modules, and of tsconfig.json, package.json and this file; its
+// manifest lists those inputs, so that a source edited, a package installed or resolving elsewhere
+// since is seen at the next start and the entry is bundled again (about a second).
 import { createHash, randomUUID } from "node:crypto";
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
-import { createRequire, isBuiltin } from "node:module";
+import { isBuiltin } from "node:module";
 import { homedir, tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** Hashed with the sources: a bundle made another way is made again. */
-const BUILD_INPUTS = [fileURLToPath(import.meta.url), join(ROOT, "tsconfig.json")];
+const BUILD_INPUTS = [fileURLToPath(import.meta.url), join(ROOT, "tsconfig.json"), join(ROOT, "package.json")];
 /** Builds under way in this process: esbuild's service is stopped after the last, not under another. */
 let building = 0;
 /** A bundle unused this long is dropped when its entry is bundled again (a running bench forks from the one it got). */
@@ -36,11 +35,14 @@ const DIRS = [
 export async function bundled(entry, dirs = DIRS) {
   const source = resolve(ROOT, entry);
   const name = entry.replace(/\.ts$/, "").replaceAll("/", "-");
+  let outside;
   for (const dir of dirs) {
-    const kept = current(dir, name, source);
-    if (kept) return kept;
+    const manifest = kept(dir, name, source);
+    const file = manifest && current(dir, name, manifest);
+    if (file) return file;
+    outside ??= manifest?.outside;
   }
-  const built = await build(source);
+  const built = await build(source, outside ?? []);
   const failures = [];
   for (const dir of dirs) {
     try {
@@ -64,21 +66,28 @@ function usable(dir, { create = false } = {}) {
   return dir.private;
 }
 
-/** The kept bundle, if it was built from `source` as it is now and its packages resolve as they did; marked used. */
-function current(place, name, source) {
+/** The manifest of the entry's last bundle in this place, if there is one. */
+function kept(place, name, source) {
   try {
     const dir = usable(place);
-    if (!dir) return undefined;
-    const manifest = JSON.parse(readFileSync(join(dir, `${name}.json`), "utf8"));
+    const manifest = dir && JSON.parse(readFileSync(join(dir, `${name}.json`), "utf8"));
+    return manifest?.entry === source ? manifest : undefined;
+  } catch {
+    return undefined; // none kept, or a private directory another may write
+  }
+}
+
+/** The manifest's bundle, if it was built from its inputs as they are now; marked used. */
+function current(dir, name, manifest) {
+  try {
     const contents = manifest.inputs.map((input) => readFileSync(input));
-    if (manifest.entry !== source || manifest.file !== fileName(name, manifest.inputs, contents)) return undefined;
-    for (const [specifier, url, how] of manifest.externals) if (resolvePackage(specifier, how) !== url) return undefined;
+    if (manifest.file !== fileName(name, manifest.inputs, contents)) return undefined;
     const file = join(dir, manifest.file);
     statSync(file);
     markUsed(file);
     return file;
   } catch {
-    return undefined; // none kept, a source or package gone, or a private directory another may write
+    return undefined; // an input or the bundle gone
   }
 }
 
@@ -93,36 +102,47 @@ function markUsed(file) {
 
 /**
  * Packages that find files beside their own (`import.meta`, `__dirname`: PGlite's WebAssembly,
- * pino's transport worker) cannot run from a bundle kept elsewhere; the first build finds them
- * and the next leaves them outside.
+ * pino's transport worker), or that esbuild cannot bundle (an addon, a require() of a computed
+ * name), cannot run from a bundle kept elsewhere: a build finds them and the next leaves them
+ * outside, as do later builds of the entry (`outside`, from its last manifest). A build that
+ * read an input changed while it ran is made again.
  */
-async function build(entry) {
+async function build(entry, outside) {
   const esbuild = await import("esbuild").catch(() => {
     throw new Error("esbuild is not installed (npm install)");
   });
   building++;
   try {
-    const outside = new Set();
-    for (;;) {
-      const built = await buildOnce(esbuild, entry, outside);
-      if (built.locating.every((name) => outside.has(name))) return built;
-      for (const name of built.locating) outside.add(name);
+    const left = new Set(outside);
+    for (let pass = 0; ; pass++) {
+      const began = Date.now();
+      const built = await buildOnce(esbuild, entry, left);
+      const more = built.outside.filter((name) => !left.has(name));
+      for (const name of more) left.add(name);
+      if (more.length === 0 && (pass >= 3 || !changedSince(built.inputs, began))) return { ...built, outside: [...left] };
     }
   } finally {
     if (--building === 0) await esbuild.stop();
   }
 }
 
-const FROM_ROOT = Symbol("resolved from the package root");
+const changedSince = (files, time) => files.some((file) => !(statSync(file, { throwIfNoEntry: false })?.mtimeMs < time));
 
-/** Text by which a package finds files beside its own. */
-const LOCATES_FILES = /\bimport\.meta\b|\b__dirname\b|\b__filename\b/;
+const RESOLVING = Symbol("resolving");
 
+/**
+ * Text by which a package finds files of its own, or loads modules by a computed name (which
+ * esbuild leaves to run time, to resolve from the bundle, not the package).
+ */
+const LOCATES_FILES = /\bimport\.meta\b|\b__dirname\b|\b__filename\b|\brequire\.resolve\b|\bmodule\.filename\b|\b(?:require|import)\(\s*[^'"`\s)]/;
+
+/** One esbuild build leaving `outside` outside; `outside` in its result names the packages found that must be. */
 async function buildOnce(esbuild, entry, outside) {
   const loaded = new Map();
-  const externals = new Map();
+  const outsideFiles = new Set();
+  let result;
   try {
-    const result = await esbuild.build({
+    result = await esbuild.build({
       absWorkingDir: ROOT,
       entryPoints: [entry],
       bundle: true,
@@ -137,39 +157,47 @@ async function buildOnce(esbuild, entry, outside) {
       sourceRoot: pathToFileURL(ROOT).href,
       // Stack traces need the mappings only; the sources are on disk.
       sourcesContent: false,
-      // Packages resolved as Node resolves them: no `module` field or condition.
+      // Packages resolved as Node 20 resolves them: no `module` field or condition, `module-sync` on.
       mainFields: ["main"],
-      conditions: [],
-      // For the packages' own require() calls, resolved from the package root wherever the bundle is kept.
-      banner: { js: `import { createRequire as __bundleRequire } from "node:module";\nconst require = __bundleRequire(${JSON.stringify(join(ROOT, "package.json"))});` },
-      plugins: [packagesOutside(outside, externals), ownImportMetaUrl(loaded)],
+      conditions: ["module-sync"],
+      // Packages' require() calls, resolved from the package root wherever the bundle is kept. An
+      // ESM package asking `typeof require` sees it too (none of ours do).
+      banner: { js: `import { createRequire as __jobfleetCreateRequire } from "node:module";\nconst require = __jobfleetCreateRequire(${JSON.stringify(join(ROOT, "package.json"))});` },
+      plugins: [packagesOutside(outside, outsideFiles), ownImportMetaUrl(loaded)],
       logLevel: "silent",
     });
-    const output = (extension) => result.outputFiles.find((file) => file.path.endsWith(extension)).text;
-    const sources = Object.keys(result.metafile.inputs).map((input) => resolve(ROOT, input));
-    return { entry, ...inputsOf(sources, loaded), externals: [...externals.values()], code: output(".mjs"), map: output(".map") };
   } catch (error) {
     const first = error.errors?.[0];
     if (!first) throw error;
+    const failing = first.location && packageOf(resolve(ROOT, first.location.file));
+    if (failing && !outside.has(failing.name)) return { inputs: [], outside: [failing.name] };
     const at = first.location ? `${shown(first.location.file)}:${first.location.line}:${first.location.column}: ` : "";
     throw new Error(`cannot bundle ${entry}: ${at}${first.text}`);
   }
+  const output = (extension) => result.outputFiles.find((file) => file.path.endsWith(extension)).text;
+  const sources = Object.keys(result.metafile.inputs).map((input) => resolve(ROOT, input));
+  const { inputs, contents, locating } = inputsOf(sources, [...outsideFiles], loaded);
+  return { entry, inputs, contents, outside: locating, code: output(".mjs"), map: output(".map") };
 }
 
 /**
- * What the bundle was made from, to hash: the sources esbuild read; each bundled package's
- * package.json (its exports) and npm's record of the node_modules it is in (what is installed
- * where). And the packages among them that find files beside their own.
+ * What the bundle was made from, to hash: the sources esbuild read; the package.json (its exports)
+ * of each package bundled or left outside, and npm's record of the node_modules it is in (what is
+ * installed where). And the bundled packages that find files beside their own.
  */
-function inputsOf(sources, loaded) {
-  const packages = sources.map(packageOf);
-  const roots = new Set(packages.filter(Boolean).map((p) => p.root));
-  const records = new Set(packages.filter(Boolean).map((p) => join(p.modules, ".package-lock.json")));
-  const inputs = [...sources, ...[...roots].map((root) => join(root, "package.json")), ...[...records].filter((file) => existsSync(file))];
+function inputsOf(sources, outsideFiles, loaded) {
+  const bundledPackages = sources.map(packageOf);
+  const packages = [...bundledPackages, ...outsideFiles.map(packageOf)].filter(Boolean);
+  const roots = new Set(packages.map((p) => join(p.root, "package.json")));
+  const records = [...new Set(packages.map((p) => join(p.modules, ".package-lock.json")))].filter((file) => existsSync(file));
+  const inputs = [...sources, ...roots, ...records];
   const contents = inputs.map((input) => loaded.get(input) ?? readFileSync(input));
-  const locating = new Set(packages.flatMap((p, i) => (p && LOCATES_FILES.test(contents[i]) ? [p.name] : [])));
+  const locating = new Set(bundledPackages.flatMap((p, i) => (p && LOCATES_FILES.test(contents[i]) ? [p.name] : [])));
   return { inputs, contents, locating: [...locating] };
 }
+
+/** The package a bare specifier names: `name` of `name/sub`, `@scope/name` of `@scope/name/sub`. */
+const packageName = (specifier) => specifier.split("/").slice(0, specifier.startsWith("@") ? 2 : 1).join("/");
 
 /** A path esbuild gave relative to the root: from the root if it is inside, else absolute. */
 function shown(file) {
@@ -184,7 +212,7 @@ function packageOf(file) {
 }
 
 /** Writes the bundle, its source map and its manifest (each whole, by rename), and drops what was unused for an hour. */
-function keep(dir, name, { entry, inputs, contents, externals, code, map }) {
+function keep(dir, name, { entry, inputs, contents, outside, code, map }) {
   mkdirSync(dir, { recursive: true });
   const file = fileName(name, inputs, contents);
   const atomically = (path, text) => {
@@ -194,7 +222,7 @@ function keep(dir, name, { entry, inputs, contents, externals, code, map }) {
   };
   atomically(join(dir, `${file}.map`), map);
   atomically(join(dir, file), `${code.replace(/\/\/# sourceMappingURL=\S*\s*$/, "")}//# sourceMappingURL=${file}.map\n`);
-  atomically(join(dir, `${name}.json`), JSON.stringify({ entry, file, inputs, externals }));
+  atomically(join(dir, `${name}.json`), JSON.stringify({ entry, file, inputs, outside }));
   dropUnused(dir, file);
   return join(dir, file);
 }
@@ -222,36 +250,26 @@ function fileName(name, inputs, contents) {
   return `${name}.${digest.digest("hex").slice(0, 16)}.mjs`;
 }
 
-/** The file URL a package specifier resolves to from the package root, as an import or a require() would have it. */
-function resolvePackage(specifier, how) {
-  return how === "require" ? pathToFileURL(createRequire(join(ROOT, "package.json")).resolve(specifier)).href : import.meta.resolve(specifier);
-}
-
 /**
- * Packages are resolved from the package root, wherever the importing source is. Those named in
- * `outside` stay outside the bundle, imported by the file they resolve to, so that it runs from
- * wherever it is kept; esbuild bundles the others.
+ * Packages are resolved as Node resolves them: from the importing package, and for the project's
+ * own sources from the package root, wherever the source is. Those named in `outside` stay
+ * outside the bundle, imported by the file they resolve to, so that it runs from wherever it is
+ * kept; esbuild bundles the others.
  */
-function packagesOutside(outside, externals) {
+function packagesOutside(outside, outsideFiles) {
   return {
     name: "packages-outside",
     setup(build) {
-      build.onResolve({ filter: /^[^./]/ }, async ({ path, kind, importer, pluginData }) => {
+      build.onResolve({ filter: /^[^./]/ }, async ({ path, kind, importer, resolveDir, pluginData }) => {
         if (isBuiltin(path)) return { path, external: true };
-        if (!outside.has(path.split("/").slice(0, path.startsWith("@") ? 2 : 1).join("/"))) {
-          if (pluginData === FROM_ROOT || packageOf(importer)) return undefined;
-          const found = await build.resolve(path, { kind, resolveDir: ROOT, pluginData: FROM_ROOT });
-          return found.errors.length > 0 ? { errors: [{ text: `cannot find package "${path}"` }] } : found;
-        }
-        const how = kind === "require-call" ? "require" : "import";
-        let url;
-        try {
-          url = resolvePackage(path, how);
-        } catch {
-          return { errors: [{ text: `cannot find package "${path}"` }] };
-        }
-        externals.set(`${how} ${path}`, [path, url, how]);
-        return { path: how === "require" ? fileURLToPath(url) : url, external: true };
+        const fromPackage = packageOf(importer);
+        if (pluginData === RESOLVING || (fromPackage && !outside.has(packageName(path)))) return undefined;
+        const found = await build.resolve(path, { kind, resolveDir: fromPackage ? resolveDir : ROOT, pluginData: RESOLVING });
+        if (found.errors.length > 0) return undefined; // esbuild's own resolution says why
+        const pkg = found.external ? undefined : packageOf(found.path);
+        if (!pkg || !outside.has(pkg.name)) return found;
+        outsideFiles.add(found.path);
+        return { path: kind === "require-call" ? found.path : pathToFileURL(found.path).href, external: true };
       });
     },
   };

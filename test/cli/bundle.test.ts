@@ -139,48 +139,73 @@ describe("the command's bundle", () => {
     }
   });
 
-  it("bundles packages, but for those that find files beside their own, which it imports from where they are", async () => {
+  it("bundles packages, but for those that find their own files or that it cannot bundle, which it imports from where they are", async () => {
     const stamp = `${process.pid}-${Date.now()}`;
     const roots: string[] = [];
-    const pkg = (suffix: string, manifest: object, files: Record<string, string>) => {
+    const pkg = (suffix: string, manifest: object, files: Record<string, string>, under = NODE_MODULES) => {
       const name = `jobfleet-test-${suffix}-${stamp}`;
-      const root = join(NODE_MODULES, name);
-      roots.push(root);
-      mkdirSync(root);
-      writeFileSync(join(root, "package.json"), JSON.stringify({ name, ...manifest }));
-      for (const [file, text] of Object.entries(files)) writeFileSync(join(root, file), text);
+      const root = join(under, name);
+      if (under === NODE_MODULES) roots.push(root);
+      for (const [file, text] of Object.entries({ "package.json": JSON.stringify({ name, ...manifest }), ...files })) {
+        mkdirSync(dirname(join(root, file)), { recursive: true });
+        writeFileSync(join(root, file), text);
+      }
       return { name, root };
     };
+    const data = { "data.txt": "beside" };
     try {
-      const meta = pkg("meta", { type: "module", exports: "./index.js" }, {
-        "index.js": 'import { readFileSync } from "node:fs";\nexport const meta = readFileSync(new URL("./data.txt", import.meta.url), "utf8");\n',
-        "data.txt": "beside the module",
-      });
-      // Left outside, and required from a bundled package as a require() resolves it.
-      const dirname = pkg("dirname", { exports: { import: "./index.mjs", require: "./index.js" } }, {
-        "index.mjs": 'import { createRequire } from "node:module";\nexport default createRequire(import.meta.url)("./index.js");\n',
-        "index.js": 'module.exports = require("node:fs").readFileSync(require("node:path").join(__dirname, "data.txt"), "utf8");\n',
-        "data.txt": "beside the script",
-      });
-      // Resolved as Node resolves it: esbuild alone would take the `module` condition.
-      const plain = pkg("plain", { exports: { module: "./bundlers.js", default: "./index.js" } }, {
-        "index.js": `module.exports = require("node:path").posix.join("in", "bundle") + " with " + require(${JSON.stringify(dirname.name)});\n`,
+      // Each of these finds a file of its own, or cannot be bundled, in its own way.
+      const outside = [
+        pkg("meta", { type: "module", exports: "./index.js" }, {
+          "index.js": 'import { readFileSync } from "node:fs";\nexport default readFileSync(new URL("./data.txt", import.meta.url), "utf8");\n',
+          ...data,
+        }),
+        pkg("dirname", { exports: { import: "./index.mjs", require: "./index.js" } }, {
+          "index.mjs": 'export { default } from "./index.js";\n',
+          "index.js": 'module.exports = require("node:fs").readFileSync(require("node:path").join(__dirname, "data.txt"), "utf8");\n',
+          ...data,
+        }),
+        pkg("filename", { main: "index.js" }, { "index.js": 'module.exports = require("node:fs").readFileSync(__filename.replace(/index\\.js$/, "data.txt"), "utf8");\n', ...data }),
+        pkg("resolve", { main: "index.js" }, { "index.js": 'module.exports = require("node:fs").readFileSync(require.resolve("./data.txt"), "utf8");\n', ...data }),
+        pkg("computed", { main: "index.js" }, { "index.js": 'const file = ["./data", "js"].join(".");\nmodule.exports = require(file);\n', "data.js": 'module.exports = "beside";\n' }),
+        pkg("addon", { main: "index.js" }, {
+          "index.js": 'try {\n  module.exports = require("./build/addon.node");\n} catch {\n  module.exports = "beside";\n}\n',
+          "build/addon.node": "not an addon",
+        }),
+      ];
+      // Bundled, and requiring a package left outside of which it has its own version.
+      const nested = pkg("nested", { main: "index.js" }, { "index.js": 'module.exports = require("./version.cjs");\n' });
+      const user = pkg("user", { main: "index.js" }, { "index.js": `module.exports = require(${JSON.stringify(nested.name)});\n` });
+      for (const [root, version] of [[NODE_MODULES, "top level"], [join(user.root, "node_modules"), "its own"]] as const) {
+        pkg("nested", { main: "index.js" }, { "index.js": 'module.exports = require(require("node:path").join(__dirname, "version.cjs"));\n', "version.cjs": `module.exports = ${JSON.stringify(version)};\n` }, root);
+      }
+      // Bundled, resolved as Node resolves it (esbuild alone would take `module`, and not `module-sync`), and requiring one left outside.
+      const plain = pkg("plain", { exports: { module: "./bundlers.js", "module-sync": "./index.js", default: "./bundlers.js" } }, {
+        "index.js": `module.exports = require("node:path").posix.join("in", "bundle") + " with " + require(${JSON.stringify(outside[1]!.name)});\n`,
         "bundlers.js": 'module.exports = "for bundlers";\n',
       });
-      write(
-        "entry.ts",
-        `import { meta } from ${JSON.stringify(meta.name)};\nimport dirname from ${JSON.stringify(dirname.name)};\nimport plain from ${JSON.stringify(plain.name)};\n` +
-          "console.log(JSON.stringify([meta, dirname, plain]));\n",
-      );
+      // Bundled: a package with no main (esbuild alone would take `module`), and one with an optional
+      // require() of a package installed later, resolved from the package root wherever the bundle is.
+      const indexed = pkg("indexed", { module: "./bundlers.js" }, { "index.js": 'module.exports = "index";\n', "bundlers.js": 'module.exports = "for bundlers";\n' });
+      const optionalName = `jobfleet-test-optional-${stamp}`;
+      const optional = pkg("optional-user", { main: "index.js" }, {
+        "index.js": `try {\n  module.exports = require(${JSON.stringify(optionalName)});\n} catch {\n  module.exports = "optional missing";\n}\n`,
+      });
+      const names = [...outside, user, plain, indexed, optional].map(({ name }) => name);
+      write("entry.ts", `${names.map((name, i) => `import p${i} from ${JSON.stringify(name)};\n`).join("")}console.log(JSON.stringify([${names.map((_, i) => `p${i}`).join(", ")}]));\n`);
       const entry = join(sources, "entry.ts");
       const bundle = await bundledByCommand(entry);
-      expect(await output(bundle)).toEqual(["beside the module", "beside the script", "in/bundle with beside the script"]);
+      const expected = [...outside.map(() => "beside"), "its own", "in/bundle with beside", "index", "optional missing"];
+      expect(await output(bundle)).toEqual(expected);
       const text = readFileSync(bundle, "utf8");
       expect(text).toContain('posix.join("in", "bundle")');
+      expect(text).toContain("optional missing");
       expect(text).not.toContain("beside");
+      pkg("optional", { main: "index.js" }, { "index.js": 'module.exports = "optional found";\n' });
+      expect(await output(bundle)).toEqual([...expected.slice(0, -1), "optional found"]);
 
       writeFileSync(join(plain.root, "index.js"), 'module.exports = "edited";\n');
-      expect(await output(await bundledByCommand(entry))).toEqual(["beside the module", "beside the script", "edited"]);
+      expect(await output(await bundledByCommand(entry))).toEqual([...expected.slice(0, -3), "edited", "index", "optional found"]);
     } finally {
       for (const root of roots) rmSync(root, { recursive: true, force: true });
     }
@@ -225,7 +250,7 @@ describe("the command's bundle", () => {
     write("dirname.ts", "// the directory:\nconsole.log(import.meta.dirname);\n");
     await expect(bundled(join(sources, "uses-dirname.ts"), [cache])).rejects.toThrow(/dirname\.ts:2:12: import\.meta\.dirname is not supported/);
     write("no-package.ts", 'export { x } from "no-such-package-here";\n');
-    await expect(bundled(join(sources, "no-package.ts"), [cache])).rejects.toThrow(/no-package\.ts:1:\d+: cannot find package "no-such-package-here"/);
+    await expect(bundled(join(sources, "no-package.ts"), [cache])).rejects.toThrow(/no-package\.ts:1:\d+: Could not resolve "no-such-package-here"/);
   });
 
   it("names nowhere it could be kept, if nowhere takes it", async () => {
