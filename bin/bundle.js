@@ -163,6 +163,8 @@ async function buildOnce(esbuild, entry, outside) {
       // Packages' require() calls, resolved from the package root wherever the bundle is kept. An
       // ESM package asking `typeof require` sees it too (none of ours do).
       banner: { js: `import { createRequire as __jobfleetCreateRequire } from "node:module";\nconst require = __jobfleetCreateRequire(${JSON.stringify(join(ROOT, "package.json"))});` },
+      // A package's `sideEffects: false` would drop an import made only to run it; Node runs it.
+      ignoreAnnotations: true,
       plugins: [packagesOutside(outside, outsideFiles), ownImportMetaUrl(loaded)],
       logLevel: "silent",
     });

@@ -191,21 +191,27 @@ describe("the command's bundle", () => {
       const optional = pkg("optional-user", { main: "index.js" }, {
         "index.js": `try {\n  module.exports = require(${JSON.stringify(optionalName)});\n} catch {\n  module.exports = "optional missing";\n}\n`,
       });
+      // Imported only to run it, as Node does, though it says it has no side effects.
+      const effect = pkg("effect", { main: "index.js", sideEffects: false }, { "index.js": 'globalThis.effect = "ran";\n' });
       const names = [...outside, user, plain, indexed, optional].map(({ name }) => name);
-      write("entry.ts", `${names.map((name, i) => `import p${i} from ${JSON.stringify(name)};\n`).join("")}console.log(JSON.stringify([${names.map((_, i) => `p${i}`).join(", ")}]));\n`);
+      write(
+        "entry.ts",
+        `${names.map((name, i) => `import p${i} from ${JSON.stringify(name)};\n`).join("")}import ${JSON.stringify(effect.name)};\n` +
+          `console.log(JSON.stringify([${names.map((_, i) => `p${i}`).join(", ")}, (globalThis as { effect?: string }).effect]));\n`,
+      );
       const entry = join(sources, "entry.ts");
       const bundle = await bundledByCommand(entry);
-      const expected = [...outside.map(() => "beside"), "its own", "in/bundle with beside", "index", "optional missing"];
+      const expected = [...outside.map(() => "beside"), "its own", "in/bundle with beside", "index", "optional missing", "ran"];
       expect(await output(bundle)).toEqual(expected);
       const text = readFileSync(bundle, "utf8");
       expect(text).toContain('posix.join("in", "bundle")');
       expect(text).toContain("optional missing");
       expect(text).not.toContain("beside");
       pkg("optional", { main: "index.js" }, { "index.js": 'module.exports = "optional found";\n' });
-      expect(await output(bundle)).toEqual([...expected.slice(0, -1), "optional found"]);
+      expect(await output(bundle)).toEqual([...expected.slice(0, -2), "optional found", "ran"]);
 
       writeFileSync(join(plain.root, "index.js"), 'module.exports = "edited";\n');
-      expect(await output(await bundledByCommand(entry))).toEqual([...expected.slice(0, -3), "edited", "index", "optional found"]);
+      expect(await output(await bundledByCommand(entry))).toEqual([...expected.slice(0, -4), "edited", "index", "optional found", "ran"]);
     } finally {
       for (const root of roots) rmSync(root, { recursive: true, force: true });
     }
