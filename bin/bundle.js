@@ -118,15 +118,24 @@ async function build(entry, outside) {
       const began = Date.now();
       const built = await buildOnce(esbuild, entry, left);
       const more = built.outside.filter((name) => !left.has(name));
+      // Reached under another name (a `#imports` mapping, a link), a package left outside was bundled.
+      if (more.length < built.outside.length) throw new Error(`cannot bundle ${entry}: ${built.outside.filter((name) => left.has(name)).join(", ")} must stay outside, but was reached under another name`);
       for (const name of more) left.add(name);
-      if (more.length === 0 && (pass >= 3 || !changedSince(built.inputs, began))) return { ...built, outside: [...left] };
+      if (more.length === 0 && !built.vanished && (pass >= 3 || !changedDuring(built.inputs, began, Date.now()))) return { ...built, outside: [...left] };
+      if (pass >= 3 && built.vanished) throw new Error(`cannot bundle ${entry}: its inputs keep changing`);
     }
   } finally {
     if (--building === 0) await esbuild.stop();
   }
 }
 
-const changedSince = (files, time) => files.some((file) => !(statSync(file, { throwIfNoEntry: false })?.mtimeMs < time));
+/** Whether a file was removed, or modified between `began` and `ended` (a clock ahead of ours, as on a network disk, is not a change). */
+function changedDuring(files, began, ended) {
+  return files.some((file) => {
+    const modified = statSync(file, { throwIfNoEntry: false })?.mtimeMs;
+    return modified === undefined || (modified >= began && modified <= ended);
+  });
+}
 
 const RESOLVING = Symbol("resolving");
 
@@ -148,7 +157,8 @@ async function buildOnce(esbuild, entry, outside) {
       bundle: true,
       platform: "node",
       format: "esm",
-      target: "node20",
+      // Import attributes (`with { type: "json" }`) kept, for an outside package's JSON.
+      target: "node20.10",
       // Not written there: the path only makes the source map's paths relative to the root.
       outfile: join(ROOT, "bundle.mjs"),
       write: false,
@@ -178,7 +188,14 @@ async function buildOnce(esbuild, entry, outside) {
   }
   const output = (extension) => result.outputFiles.find((file) => file.path.endsWith(extension)).text;
   const sources = Object.keys(result.metafile.inputs).map((input) => resolve(ROOT, input));
-  const { inputs, contents, locating } = inputsOf(sources, [...outsideFiles], loaded);
+  let read;
+  try {
+    read = inputsOf(sources, [...outsideFiles], loaded);
+  } catch (error) {
+    if (error.code === "ENOENT") return { inputs: [], outside: [], vanished: true }; // removed since esbuild read it (an install under way)
+    throw error;
+  }
+  const { inputs, contents, locating } = read;
   return { entry, inputs, contents, outside: locating, code: output(".mjs"), map: output(".map") };
 }
 
@@ -265,7 +282,8 @@ function packagesOutside(outside, outsideFiles) {
       build.onResolve({ filter: /^[^./]/ }, async ({ path, kind, importer, resolveDir, pluginData }) => {
         if (isBuiltin(path)) return { path, external: true };
         const fromPackage = packageOf(importer);
-        if (pluginData === RESOLVING || (fromPackage && !outside.has(packageName(path)))) return undefined;
+        // A package's `#imports` may name another package: resolved, to see which.
+        if (pluginData === RESOLVING || (fromPackage && !path.startsWith("#") && !outside.has(packageName(path)))) return undefined;
         const found = await build.resolve(path, { kind, resolveDir: fromPackage ? resolveDir : ROOT, pluginData: RESOLVING });
         if (found.errors.length > 0) return undefined; // esbuild's own resolution says why
         const pkg = found.external ? undefined : packageOf(found.path);

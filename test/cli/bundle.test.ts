@@ -191,9 +191,11 @@ describe("the command's bundle", () => {
       const optional = pkg("optional-user", { main: "index.js" }, {
         "index.js": `try {\n  module.exports = require(${JSON.stringify(optionalName)});\n} catch {\n  module.exports = "optional missing";\n}\n`,
       });
+      // Bundled, and reaching a package left outside through its own `#imports`.
+      const mapper = pkg("mapper", { main: "index.js", imports: { "#dep": outside[2]!.name } }, { "index.js": 'module.exports = require("#dep");\n' });
       // Imported only to run it, as Node does, though it says it has no side effects.
       const effect = pkg("effect", { main: "index.js", sideEffects: false }, { "index.js": 'globalThis.effect = "ran";\n' });
-      const names = [...outside, user, plain, indexed, optional].map(({ name }) => name);
+      const names = [...outside, user, plain, indexed, optional, mapper].map(({ name }) => name);
       write(
         "entry.ts",
         `${names.map((name, i) => `import p${i} from ${JSON.stringify(name)};\n`).join("")}import ${JSON.stringify(effect.name)};\n` +
@@ -201,17 +203,17 @@ describe("the command's bundle", () => {
       );
       const entry = join(sources, "entry.ts");
       const bundle = await bundledByCommand(entry);
-      const expected = [...outside.map(() => "beside"), "its own", "in/bundle with beside", "index", "optional missing", "ran"];
+      const expected = [...outside.map(() => "beside"), "its own", "in/bundle with beside", "index", "optional missing", "beside", "ran"];
       expect(await output(bundle)).toEqual(expected);
       const text = readFileSync(bundle, "utf8");
       expect(text).toContain('posix.join("in", "bundle")');
       expect(text).toContain("optional missing");
       expect(text).not.toContain("beside");
       pkg("optional", { main: "index.js" }, { "index.js": 'module.exports = "optional found";\n' });
-      expect(await output(bundle)).toEqual([...expected.slice(0, -2), "optional found", "ran"]);
+      expect(await output(bundle)).toEqual([...expected.slice(0, -3), "optional found", "beside", "ran"]);
 
       writeFileSync(join(plain.root, "index.js"), 'module.exports = "edited";\n');
-      expect(await output(await bundledByCommand(entry))).toEqual([...expected.slice(0, -4), "edited", "index", "optional found", "ran"]);
+      expect(await output(await bundledByCommand(entry))).toEqual([...expected.slice(0, -5), "edited", "index", "optional found", "beside", "ran"]);
     } finally {
       for (const root of roots) rmSync(root, { recursive: true, force: true });
     }
