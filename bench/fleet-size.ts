@@ -132,13 +132,10 @@ export async function fleetSize(options: FleetSizeOptions): Promise<Row[]> {
         } satisfies IdleAgentsConfig),
       );
     }
-    const ready = Promise.all(clients.map((child) => child.next("ready", 120_000)));
-    ready.catch(() => {}); // awaited below
+    await Promise.all(clients.map((child) => child.next("ready", 120_000)));
     const statuses = () => Promise.all(clients.map((child) => child.request<IdleAgentsStatus>({ type: "status" })));
 
-    // Before: the coordinator with no agent, after a GC; and its own CPU while idle (reaper,
-    // statistics). Measured while the agent processes boot: they dial only on `go`, and the
-    // coordinator's CPU and memory are its own.
+    // Before: the coordinator with no agent, after a GC; and its own CPU while idle (reaper, statistics).
     await sleep(1_000);
     const before = await coordinator.memory();
     // The forced GC's helper threads go on sweeping for a while; let them finish before counting.
@@ -146,7 +143,6 @@ export async function fleetSize(options: FleetSizeOptions): Promise<Row[]> {
     let cpu0 = coordinator.cpu();
     await sleep(windows.baseline * 1000);
     const idleCores = (coordinator.cpu() - cpu0) / windows.baseline;
-    await ready;
 
     log(`${target} agents over ${shares.length} processes, ${dialling} (ulimit -Hn ${hardLimit}; coordinator fd limit ${limits.soft})`);
     if (options.profileDir) await coordinator.child.request({ type: "profileStart" });
