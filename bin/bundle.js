@@ -224,8 +224,12 @@ function shown(file) {
   return path.startsWith(ROOT) ? relative(ROOT, path) : path;
 }
 
-/** The package a file belongs to, if it is in a node_modules directory: its name, root and that directory. */
+/**
+ * The package a file belongs to, if it is in a node_modules directory but not one of this
+ * project's own files (which are in one when it is installed): its name, root and that directory.
+ */
 function packageOf(file) {
+  if (file.startsWith(ROOT) && !file.startsWith(join(ROOT, "node_modules"))) return undefined;
   const match = /^(.*[\\/]node_modules)[\\/]((?:@[^\\/]+[\\/])?[^\\/]+)/.exec(file);
   return match ? { name: match[2].replaceAll("\\", "/"), root: join(match[1], match[2]), modules: match[1] } : undefined;
 }

@@ -2,10 +2,10 @@
 // (bin/bundle.js). Each bundle here is built from sources in a temp directory and run by a real
 // `node`, kept where the test says.
 import { execFile } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { bundled } from "../../bin/bundle.js";
@@ -217,6 +217,20 @@ describe("the command's bundle", () => {
     } finally {
       for (const root of roots) rmSync(root, { recursive: true, force: true });
     }
+  });
+
+  it("tells its own sources from packages when it is itself installed as a package", async () => {
+    const project = join(sources, "node_modules/jobfleet");
+    mkdirSync(join(project, "bin"), { recursive: true });
+    writeFileSync(join(project, "bin/bundle.js"), readFileSync(fileURLToPath(BUNDLE_JS)));
+    writeFileSync(join(project, "package.json"), JSON.stringify({ name: "jobfleet", type: "module" }));
+    writeFileSync(join(project, "tsconfig.json"), "{}");
+    for (const name of ["esbuild", "zod"]) symlinkSync(join(NODE_MODULES, name), join(sources, "node_modules", name));
+    writeFileSync(join(project, "entry.ts"), 'import { z } from "zod";\nconsole.log(JSON.stringify([z.int().parse(7), new URL(".", import.meta.url).pathname]));\n');
+    const script = `import { bundled } from ${JSON.stringify(pathToFileURL(join(project, "bin/bundle.js")).href)}; console.log(await bundled("entry.ts", [${JSON.stringify(cache)}]));`;
+    const bundle = (await run(process.execPath, ["--input-type=module", "-e", script])).stdout.trim();
+    expect(await output(bundle)).toEqual([7, `${project}/`]);
+    expect(readFileSync(bundle, "utf8")).toContain("z.int"); // zod is bundled
   });
 
   it("bundles several entries at once in one process", async () => {
