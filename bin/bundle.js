@@ -10,15 +10,17 @@ import { createHash, randomUUID } from "node:crypto";
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { isBuiltin } from "node:module";
 import { homedir, tmpdir } from "node:os";
-import { join, relative, resolve } from "node:path";
+import { join, relative, resolve, sep } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
+/** The project's own packages, under its root as its sources are. */
+const OWN_MODULES = join(ROOT, "node_modules", sep);
 /** Hashed with the sources: a bundle made another way is made again. */
 const BUILD_INPUTS = [fileURLToPath(import.meta.url), join(ROOT, "tsconfig.json"), join(ROOT, "package.json")];
 /** Builds under way in this process: esbuild's service is stopped after the last, not under another. */
 let building = 0;
-/** A bundle unused this long is dropped when its entry is bundled again (a running bench forks from the one it got). */
+/** A bundle unused this long is dropped when any bundle is made (a running bench forks from the one it got). */
 const DROP_AFTER_MS = 3_600_000;
 
 /**
@@ -229,7 +231,7 @@ function shown(file) {
  * project's own files (which are in one when it is installed): its name, root and that directory.
  */
 function packageOf(file) {
-  if (file.startsWith(ROOT) && !file.startsWith(join(ROOT, "node_modules"))) return undefined;
+  if (file.startsWith(ROOT) && !file.startsWith(OWN_MODULES)) return undefined;
   const match = /^(.*[\\/]node_modules)[\\/]((?:@[^\\/]+[\\/])?[^\\/]+)/.exec(file);
   return match ? { name: match[2].replaceAll("\\", "/"), root: join(match[1], match[2]), modules: match[1] } : undefined;
 }
