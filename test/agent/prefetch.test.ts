@@ -74,10 +74,13 @@ test("a drain returns the held jobs: back in the queue at once, the attempt not 
 
   const stopped = holder.stop(10_000);
   await vi.waitFor(() => expect(began).toContain(ids[1]));
-  expect(await jobsOf(ids[1]!)).toEqual([
-    { attempt: 1, agent: "idle", state: "running" },
-    { attempt: 1, agent: "drainer", state: "returned" },
-  ]);
+  // Begun on the agent; its report of running reaches the coordinator a moment later.
+  await vi.waitFor(async () =>
+    expect(await jobsOf(ids[1]!)).toEqual([
+      { attempt: 1, agent: "idle", state: "running" },
+      { attempt: 1, agent: "drainer", state: "returned" },
+    ]),
+  );
   expect((await api<WorkOrderView>("GET", `/v1/work-orders/${ids[1]}`)).attempts).toBe(1);
 
   runs.get(ids[0]!)!({ outcome: "succeeded", exitCode: 0 });
