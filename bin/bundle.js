@@ -5,7 +5,8 @@
 // built from, of the package.json of each package it bundles or imports, of npm's record of what
 // is installed in their node_modules, and of tsconfig.json, package.json and this file; its
 // manifest lists those inputs, so that a source edited, a package installed or resolving elsewhere
-// since is seen at the next start and the entry is bundled again (about a second).
+// since is seen at the next start and the entry is bundled again (about a second). Inputs whose
+// size and modification time are as the manifest recorded are not read again.
 import { createHash, randomUUID } from "node:crypto";
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { isBuiltin } from "node:module";
@@ -22,6 +23,12 @@ const BUILD_INPUTS = [fileURLToPath(import.meta.url), join(ROOT, "tsconfig.json"
 let building = 0;
 /** A bundle unused this long is dropped when any bundle is made (a running bench forks from the one it got). */
 const DROP_AFTER_MS = 3_600_000;
+/**
+ * A file modified this shortly before it was read may be modified again within the clock's tick
+ * (the kernel stamps files from a coarse clock) at the same size: its stamp is not trusted, and it
+ * is read and hashed at each start until it is older (git's "racily clean" entries).
+ */
+const SETTLED_MS = 1_000;
 
 /**
  * Kept with the package; or else (a package installed by another user) in this user's cache; or
@@ -79,17 +86,41 @@ function kept(place, name, source) {
   }
 }
 
-/** The manifest's bundle, if it was built from its inputs as they are now; marked used. */
+/**
+ * The manifest's bundle, if it was built from its inputs as they are now (as stamped, or else as
+ * hashed: then the manifest is stamped anew); marked used.
+ */
 function current(dir, name, manifest) {
   try {
-    const contents = manifest.inputs.map((input) => readFileSync(input));
-    if (manifest.file !== fileName(name, manifest.inputs, contents)) return undefined;
+    const files = [...BUILD_INPUTS, ...manifest.inputs];
+    const stamps = stampsOf(files, Date.now());
+    if (!stamps.every((stamp, i) => stamp !== null && stamp === manifest.stamps?.[i])) {
+      const contents = manifest.inputs.map((input) => readFileSync(input));
+      if (manifest.file !== fileName(name, manifest.inputs, contents)) return undefined;
+      if (stamps.some((stamp, i) => stamp !== manifest.stamps?.[i])) restamp(dir, name, { ...manifest, stamps });
+    }
     const file = join(dir, manifest.file);
     statSync(file);
     markUsed(file);
     return file;
   } catch {
     return undefined; // an input or the bundle gone
+  }
+}
+
+/** Each file's size and modification time, or null where it was modified too shortly before `before` to be trusted (SETTLED_MS). */
+function stampsOf(files, before) {
+  return files.map((file) => {
+    const { size, mtimeMs } = statSync(file);
+    return mtimeMs < before - SETTLED_MS ? `${size}:${mtimeMs}` : null;
+  });
+}
+
+function restamp(dir, name, manifest) {
+  try {
+    atomically(join(dir, `${name}.json`), JSON.stringify(manifest));
+  } catch {
+    // a cache this user may read but not write: hashed at each start
   }
 }
 
@@ -123,7 +154,8 @@ async function build(entry, outside) {
       // Reached under another name (a `#imports` mapping, a link), a package left outside was bundled.
       if (more.length < built.outside.length) throw new Error(`cannot bundle ${entry}: ${built.outside.filter((name) => left.has(name)).join(", ")} must stay outside, but was reached under another name`);
       for (const name of more) left.add(name);
-      if (more.length === 0 && !built.vanished && (pass >= 3 || !changedDuring(built.inputs, began, Date.now()))) return { ...built, outside: [...left] };
+      // Stamped as of the pass's start: an input modified since is read again at the next start.
+      if (more.length === 0 && !built.vanished && (pass >= 3 || !changedDuring(built.inputs, began, Date.now()))) return { ...built, outside: [...left], stamps: stampsOf([...BUILD_INPUTS, ...built.inputs], began) };
       if (pass >= 3 && built.vanished) throw new Error(`cannot bundle ${entry}: its inputs keep changing`);
     }
   } finally {
@@ -237,19 +269,20 @@ function packageOf(file) {
 }
 
 /** Writes the bundle, its source map and its manifest (each whole, by rename), and drops what was unused for an hour. */
-function keep(dir, name, { entry, inputs, contents, outside, code, map }) {
+function keep(dir, name, { entry, inputs, contents, outside, stamps, code, map }) {
   mkdirSync(dir, { recursive: true });
   const file = fileName(name, inputs, contents);
-  const atomically = (path, text) => {
-    const temporary = `${path}.${randomUUID()}.tmp`;
-    writeFileSync(temporary, text, { flag: "wx" });
-    renameSync(temporary, path);
-  };
   atomically(join(dir, `${file}.map`), map);
   atomically(join(dir, file), `${code.replace(/\/\/# sourceMappingURL=\S*\s*$/, "")}//# sourceMappingURL=${file}.map\n`);
-  atomically(join(dir, `${name}.json`), JSON.stringify({ entry, file, inputs, outside }));
+  atomically(join(dir, `${name}.json`), JSON.stringify({ entry, file, inputs, outside, stamps }));
   dropUnused(dir, file);
   return join(dir, file);
+}
+
+function atomically(path, text) {
+  const temporary = `${path}.${randomUUID()}.tmp`;
+  writeFileSync(temporary, text, { flag: "wx" });
+  renameSync(temporary, path);
 }
 
 /**

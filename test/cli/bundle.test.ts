@@ -81,6 +81,45 @@ describe("the command's bundle", () => {
     expect(await output(await bundled(join(sources, "other.ts"), [cache]))).toBe("other");
   });
 
+  it("reads an input again only when its size or modification time differ from the manifest's, or it was modified a moment before", async () => {
+    const entry = join(sources, "entry.ts");
+    const valueFile = join(sources, "value.ts");
+    const release = (value: number, at: Date) => {
+      write("value.ts", `export const value: number = ${value};\n`);
+      utimesSync(valueFile, at, at);
+    };
+    const hoursAgo = (hours: number) => new Date(Date.now() - hours * 3_600_000);
+    const anHourAgo = hoursAgo(1);
+    const stamps = () => (JSON.parse(readFileSync(join(cache, `${entry.slice(0, -3).replaceAll("/", "-")}.json`), "utf8")) as { stamps: (string | null)[] }).stamps;
+    write("entry.ts", 'import { value } from "./value.ts";\nconsole.log(JSON.stringify(value));\n');
+    utimesSync(entry, anHourAgo, anHourAgo);
+    release(1, anHourAgo);
+    const first = await bundled(entry, [cache]);
+    expect(await output(first)).toBe(1);
+
+    // Same size, same time: taken as unchanged, as make and git take it.
+    release(2, anHourAgo);
+    expect(await bundled(entry, [cache])).toBe(first);
+    // Another time: read, and found changed.
+    utimesSync(valueFile, hoursAgo(2), hoursAgo(2));
+    const second = await bundled(entry, [cache]);
+    expect(await output(second)).toBe(2);
+    // Touched but the same: read, kept, and stamped anew.
+    const stamped = stamps();
+    utimesSync(valueFile, hoursAgo(3), hoursAgo(3));
+    expect(await bundled(entry, [cache])).toBe(second);
+    expect(stamps()).not.toEqual(stamped);
+    expect(stamps()).not.toContain(null);
+
+    // Modified a moment ago, then again within the same tick of the clock at the same size: read each time.
+    const now = new Date();
+    release(3, now);
+    expect(await output(await bundled(entry, [cache]))).toBe(3);
+    expect(stamps()).toContain(null);
+    release(4, now);
+    expect(await output(await bundled(entry, [cache]))).toBe(4);
+  });
+
   it("is built the same from any working directory", async () => {
     write("entry.ts", printing("built elsewhere"));
     expect(await output(await bundledByCommand(join(sources, "entry.ts"), { cwd: "/" }))).toBe("built elsewhere");
