@@ -6,7 +6,7 @@
 // is installed in their node_modules, and of tsconfig.json, package.json and this file; its
 // manifest lists those inputs, so that a source edited, a package installed or resolving elsewhere
 // since is seen at the next start and the entry is bundled again (about a second). Inputs whose
-// size and modification time are as the manifest recorded are not read again.
+// inode, size, modification and change times are as the manifest recorded are not read again.
 import { createHash, randomUUID } from "node:crypto";
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { isBuiltin } from "node:module";
@@ -24,9 +24,9 @@ let building = 0;
 /** A bundle unused this long is dropped when any bundle is made (a running bench forks from the one it got). */
 const DROP_AFTER_MS = 3_600_000;
 /**
- * A file modified this shortly before it was read may be modified again within the clock's tick
- * (the kernel stamps files from a coarse clock) at the same size: its stamp is not trusted, and it
- * is read and hashed at each start until it is older (git's "racily clean" entries).
+ * A file changed this shortly before it was read may change again within the clock's tick (the
+ * kernel stamps files from a coarse clock) at the same size: its stamp is not trusted, and it is
+ * read and hashed at each start until it is older (git's "racily clean" entries).
  */
 const SETTLED_MS = 1_000;
 
@@ -108,11 +108,15 @@ function current(dir, name, manifest) {
   }
 }
 
-/** Each file's size and modification time, or null where it was modified too shortly before `before` to be trusted (SETTLED_MS). */
+/**
+ * Each file's inode, size, modification and change times, as git compares them: a copy or an
+ * unpacking that keeps modification times (`tar`, `cp -p`, `rsync -t`) still makes a new change time.
+ * Null where it changed too shortly before `before` to be trusted (SETTLED_MS).
+ */
 function stampsOf(files, before) {
   return files.map((file) => {
-    const { size, mtimeMs } = statSync(file);
-    return mtimeMs < before - SETTLED_MS ? `${size}:${mtimeMs}` : null;
+    const { ino, size, mtimeMs, ctimeMs } = statSync(file);
+    return ctimeMs < before - SETTLED_MS ? `${ino}:${size}:${mtimeMs}:${ctimeMs}` : null;
   });
 }
 

@@ -6,6 +6,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, st
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { setTimeout } from "node:timers/promises";
 import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { bundled } from "../../bin/bundle.js";
@@ -81,42 +82,43 @@ describe("the command's bundle", () => {
     expect(await output(await bundled(join(sources, "other.ts"), [cache]))).toBe("other");
   });
 
-  it("reads an input again only when its size or modification time differ from the manifest's, or it was modified a moment before", async () => {
+  it("reads an input again only when its inode, size, modification or change time differ from the manifest's, or it changed a moment before", async () => {
     const entry = join(sources, "entry.ts");
     const valueFile = join(sources, "value.ts");
-    const release = (value: number, at: Date) => {
+    const anHourAgo = new Date(Date.now() - 3_600_000);
+    /** Written, its modification time then set back an hour, as `tar` or `rsync -t` would keep it. */
+    const release = (value: number) => {
       write("value.ts", `export const value: number = ${value};\n`);
-      utimesSync(valueFile, at, at);
+      utimesSync(valueFile, anHourAgo, anHourAgo);
     };
-    const hoursAgo = (hours: number) => new Date(Date.now() - hours * 3_600_000);
-    const anHourAgo = hoursAgo(1);
+    // Older than a change the bundler trusts (a second).
+    const settle = () => setTimeout(1_100);
     const stamps = () => (JSON.parse(readFileSync(join(cache, `${entry.slice(0, -3).replaceAll("/", "-")}.json`), "utf8")) as { stamps: (string | null)[] }).stamps;
     write("entry.ts", 'import { value } from "./value.ts";\nconsole.log(JSON.stringify(value));\n');
-    utimesSync(entry, anHourAgo, anHourAgo);
-    release(1, anHourAgo);
+    release(1);
+    await settle();
     const first = await bundled(entry, [cache]);
     expect(await output(first)).toBe(1);
+    expect(stamps()).not.toContain(null);
 
-    // Same size, same time: taken as unchanged, as make and git take it.
-    release(2, anHourAgo);
-    expect(await bundled(entry, [cache])).toBe(first);
-    // Another time: read, and found changed.
-    utimesSync(valueFile, hoursAgo(2), hoursAgo(2));
+    // Same size and modification time, but changed since: read, and built again.
+    release(2);
+    await settle();
     const second = await bundled(entry, [cache]);
     expect(await output(second)).toBe(2);
     // Touched but the same: read, kept, and stamped anew.
     const stamped = stamps();
-    utimesSync(valueFile, hoursAgo(3), hoursAgo(3));
+    utimesSync(valueFile, new Date(), new Date());
+    await settle();
     expect(await bundled(entry, [cache])).toBe(second);
     expect(stamps()).not.toEqual(stamped);
     expect(stamps()).not.toContain(null);
 
-    // Modified a moment ago, then again within the same tick of the clock at the same size: read each time.
-    const now = new Date();
-    release(3, now);
+    // Changed a moment ago, so possibly again within the clock's tick at the same size: read each time.
+    release(3);
     expect(await output(await bundled(entry, [cache]))).toBe(3);
     expect(stamps()).toContain(null);
-    release(4, now);
+    release(4);
     expect(await output(await bundled(entry, [cache]))).toBe(4);
   });
 
