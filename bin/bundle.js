@@ -26,9 +26,10 @@ const DROP_AFTER_MS = 3_600_000;
 /**
  * A file changed this shortly before it was read may change again within the clock's tick (the
  * kernel stamps files from a coarse clock) at the same size: its stamp is not trusted, and it is
- * read and hashed at each start until it is older (git's "racily clean" entries).
+ * read and hashed at each start until it is older (git's "racily clean" entries). Two seconds: FAT
+ * keeps times to two.
  */
-const SETTLED_MS = 1_000;
+const SETTLED_MS = 2_000;
 
 /**
  * Kept with the package; or else (a package installed by another user) in this user's cache; or
@@ -47,7 +48,7 @@ export async function bundled(entry, dirs = DIRS) {
   let outside;
   for (const dir of dirs) {
     const manifest = kept(dir, name, source);
-    const file = manifest && current(dir, name, manifest);
+    const file = manifest && current(usable(dir), name, manifest);
     if (file) return file;
     outside ??= manifest?.outside;
   }
@@ -92,15 +93,13 @@ function kept(place, name, source) {
  */
 function current(dir, name, manifest) {
   try {
-    const files = [...BUILD_INPUTS, ...manifest.inputs];
-    const stamps = stampsOf(files, Date.now());
-    if (!stamps.every((stamp, i) => stamp !== null && stamp === manifest.stamps?.[i])) {
-      const contents = manifest.inputs.map((input) => readFileSync(input));
-      if (manifest.file !== fileName(name, manifest.inputs, contents)) return undefined;
-      if (stamps.some((stamp, i) => stamp !== manifest.stamps?.[i])) restamp(dir, name, { ...manifest, stamps });
-    }
+    const now = Date.now();
+    const stamps = [...BUILD_INPUTS, ...manifest.inputs].map((input) => stampOf(statSync(input), now));
+    const trusted = stamps.every((stamp, i) => stamp !== null && stamp === manifest.stamps?.[i]);
+    if (!trusted && manifest.file !== fileName(name, manifest.inputs, manifest.inputs.map((input) => readFileSync(input)))) return undefined;
     const file = join(dir, manifest.file);
     statSync(file);
+    if (stamps.some((stamp, i) => stamp !== manifest.stamps?.[i])) restamp(dir, name, { ...manifest, stamps });
     markUsed(file);
     return file;
   } catch {
@@ -109,15 +108,12 @@ function current(dir, name, manifest) {
 }
 
 /**
- * Each file's inode, size, modification and change times, as git compares them: a copy or an
- * unpacking that keeps modification times (`tar`, `cp -p`, `rsync -t`) still makes a new change time.
- * Null where it changed too shortly before `before` to be trusted (SETTLED_MS).
+ * A file's inode, size, modification and change times, as git compares them: a copy or an
+ * unpacking that keeps modification times (`tar`, `cp -p`, `rsync -t`) still makes a new change
+ * time. Null where it changed too shortly before `before` to be trusted (SETTLED_MS).
  */
-function stampsOf(files, before) {
-  return files.map((file) => {
-    const { ino, size, mtimeMs, ctimeMs } = statSync(file);
-    return ctimeMs < before - SETTLED_MS ? `${ino}:${size}:${mtimeMs}:${ctimeMs}` : null;
-  });
+function stampOf({ ino, size, mtimeMs, ctimeMs }, before) {
+  return ctimeMs < before - SETTLED_MS ? `${ino}:${size}:${mtimeMs}:${ctimeMs}` : null;
 }
 
 function restamp(dir, name, manifest) {
@@ -158,8 +154,10 @@ async function build(entry, outside) {
       // Reached under another name (a `#imports` mapping, a link), a package left outside was bundled.
       if (more.length < built.outside.length) throw new Error(`cannot bundle ${entry}: ${built.outside.filter((name) => left.has(name)).join(", ")} must stay outside, but was reached under another name`);
       for (const name of more) left.add(name);
-      // Stamped as of the pass's start: an input modified since is read again at the next start.
-      if (more.length === 0 && !built.vanished && (pass >= 3 || !changedDuring(built.inputs, began, Date.now()))) return { ...built, outside: [...left], stamps: stampsOf([...BUILD_INPUTS, ...built.inputs], began) };
+      if (more.length === 0 && !built.vanished) {
+        const { changed, stamps } = inspect([...BUILD_INPUTS, ...built.inputs], began, Date.now());
+        if (!changed || pass >= 3) return { ...built, outside: [...left], stamps };
+      }
       if (pass >= 3 && built.vanished) throw new Error(`cannot bundle ${entry}: its inputs keep changing`);
     }
   } finally {
@@ -167,12 +165,17 @@ async function build(entry, outside) {
   }
 }
 
-/** Whether a file was removed, or modified between `began` and `ended` (a clock ahead of ours, as on a network disk, is not a change). */
-function changedDuring(files, began, ended) {
-  return files.some((file) => {
-    const modified = statSync(file, { throwIfNoEntry: false })?.mtimeMs;
-    return modified === undefined || (modified >= began && modified <= ended);
-  });
+/**
+ * Whether a file was removed, or changed between `began` and `ended` (a clock ahead of ours, as on
+ * a network disk, is not a change); and each one's stamp as of `began`, so that one changed since
+ * is read again at the next start.
+ */
+function inspect(files, began, ended) {
+  const stats = files.map((file) => statSync(file, { throwIfNoEntry: false }));
+  return {
+    changed: stats.some((stat) => !stat || (stat.ctimeMs >= began && stat.ctimeMs <= ended)),
+    stamps: stats.map((stat) => (stat ? stampOf(stat, began) : null)),
+  };
 }
 
 const RESOLVING = Symbol("resolving");
