@@ -1,7 +1,7 @@
 import { PGlite, types } from "@electric-sql/pglite";
 import { drizzle } from "drizzle-orm/pglite";
 import { migrate } from "drizzle-orm/pglite/migrator";
-import type { Database, Orm, Queryable } from "./database.ts";
+import type { Database, Orm } from "./database.ts";
 import { migrationsFolder } from "./migrations.ts";
 import { PreparedStatements } from "./pglite-prepared.ts";
 import * as schema from "./schema.ts";

@@ -648,7 +648,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const busA = new Bus();
       // Gathering for longer than the stop takes: a flush its hello asked for would come after it.
       const relayA = await start(new Relay(busA, slow, () => {}, (e) => errors.push(e), { gatherMs: 300 }));
-      const { enqueued } = await joined(start, b);
+      await joined(start, b);
       const stopping = relayA.stop();
       await new Promise((r) => setTimeout(r, 50));
       await b.listener!.notify(CHANNEL, [JSON.stringify({ from: b.listener!.name, events: [], hello: true, reset: true, watch: [] })]);
@@ -762,7 +762,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const errors: unknown[] = [];
       const busA = new Bus();
       const relayA = await start(new Relay(busA, flaky.listener, () => {}, (e) => errors.push(e)));
-      const { enqueued } = await joined(start, b);
+      await joined(start, b);
       wake(busA, "1");
       flaky.state.armed = true;
       await relayA.stop();
