@@ -7,7 +7,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     // The suite mostly waits (on child processes, the database, heartbeats), so two files at once
-    // even on 2 cores, where vitest's default of one fewer than the cores would run one: 347-391 s
+    // even on 2 cores, where vitest's default of one fewer than the cores would run one: 347-421 s
     // there against 545.
     maxWorkers: Math.max(2, availableParallelism() - 1),
   },
