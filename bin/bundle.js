@@ -47,10 +47,10 @@ export async function bundled(entry, dirs = DIRS) {
   const name = entry.replace(/\.ts$/, "").replaceAll("/", "-");
   let outside;
   for (const dir of dirs) {
-    const manifest = kept(dir, name, source);
-    const file = manifest && current(usable(dir), name, manifest);
+    const last = kept(dir, name, source);
+    const file = last && current(last.dir, name, last.manifest);
     if (file) return file;
-    outside ??= manifest?.outside;
+    outside ??= last?.manifest.outside;
   }
   const built = await build(source, outside ?? []);
   const failures = [];
@@ -76,12 +76,12 @@ function usable(dir, { create = false } = {}) {
   return dir.private;
 }
 
-/** The manifest of the entry's last bundle in this place, if there is one. */
+/** The manifest of the entry's last bundle in this place, if there is one, and the place's directory. */
 function kept(place, name, source) {
   try {
     const dir = usable(place);
     const manifest = dir && JSON.parse(readFileSync(join(dir, `${name}.json`), "utf8"));
-    return manifest?.entry === source ? manifest : undefined;
+    return manifest?.entry === source ? { dir, manifest } : undefined;
   } catch {
     return undefined; // none kept, or a private directory another may write
   }
@@ -150,11 +150,11 @@ async function build(entry, outside) {
     for (let pass = 0; ; pass++) {
       const began = Date.now();
       const built = await buildOnce(esbuild, entry, left);
-      const more = built.outside.filter((name) => !left.has(name));
       // Reached under another name (a `#imports` mapping, a link), a package left outside was bundled.
-      if (more.length < built.outside.length) throw new Error(`cannot bundle ${entry}: ${built.outside.filter((name) => left.has(name)).join(", ")} must stay outside, but was reached under another name`);
-      for (const name of more) left.add(name);
-      if (more.length === 0 && !built.vanished) {
+      const reached = built.outside.filter((name) => left.has(name));
+      if (reached.length > 0) throw new Error(`cannot bundle ${entry}: ${reached.join(", ")} must stay outside, but was reached under another name`);
+      for (const name of built.outside) left.add(name);
+      if (built.outside.length === 0 && !built.vanished) {
         const { changed, stamps } = inspect([...BUILD_INPUTS, ...built.inputs], began, Date.now());
         if (!changed || pass >= 3) return { ...built, outside: [...left], stamps };
       }
