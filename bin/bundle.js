@@ -19,6 +19,8 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const OWN_MODULES = join(ROOT, "node_modules", sep);
 /** Hashed with the sources: a bundle made another way is made again. */
 const BUILD_INPUTS = [fileURLToPath(import.meta.url), join(ROOT, "tsconfig.json"), join(ROOT, "package.json")];
+/** Import attributes (`with { type: "json" }`) kept, for an outside package's JSON. */
+const TARGET = "node20.10";
 /** Builds under way in this process: esbuild's service is stopped after the last, not under another. */
 let building = 0;
 /** A bundle unused this long is dropped when any bundle is made (a running bench forks from the one it got). */
@@ -198,8 +200,7 @@ async function buildOnce(esbuild, entry, outside) {
       bundle: true,
       platform: "node",
       format: "esm",
-      // Import attributes (`with { type: "json" }`) kept, for an outside package's JSON.
-      target: "node20.10",
+      target: TARGET,
       // Not written there: the path only makes the source map's paths relative to the root.
       outfile: join(ROOT, "bundle.mjs"),
       write: false,
@@ -343,26 +344,40 @@ function packagesOutside(outside, outsideFiles) {
 
 /**
  * Each module keeps its own `import.meta.url` (the migrations folder is found from it), not the
- * bundle's; any other `import.meta` property would silently be the bundle's, so it is refused.
- * What is read is what is hashed.
+ * bundle's; any other use of `import.meta` would silently be the bundle's, so it is refused. Both
+ * are decided by esbuild on the module's syntax, so comments and strings that name them are left
+ * alone. What is read is what is hashed.
  */
 function ownImportMetaUrl(loaded) {
   return {
     name: "own-import-meta-url",
     setup(build) {
-      build.onLoad({ filter: /\.(ts|json)$/ }, ({ path }) => {
+      build.onLoad({ filter: /\.(ts|json)$/ }, async ({ path }) => {
         const text = readFileSync(path, "utf8");
         loaded.set(path, text);
         if (path.endsWith(".json")) return { contents: text, loader: "json" };
-        const other = /import\.meta\.(?!url\b)\w+/.exec(text);
-        if (other) return { errors: [{ text: `${other[0]} is not supported in bundled sources (only import.meta.url)`, location: locate(path, text, other.index) }] };
-        return { contents: text.replaceAll("import.meta.url", JSON.stringify(pathToFileURL(path).href)), loader: "ts" };
+        // `import.meta` cannot be written without the word (an escaped keyword is a syntax error).
+        if (!text.includes("meta")) return { contents: text, loader: "ts" };
+        const transformed = await build.esbuild.transform(text, {
+          loader: "ts",
+          format: "esm",
+          target: TARGET,
+          sourcefile: path,
+          sourcemap: "inline",
+          tsconfigRaw: readFileSync(join(ROOT, "tsconfig.json"), "utf8"),
+          define: { "import.meta.url": JSON.stringify(pathToFileURL(path).href) },
+          // What is left of import.meta once its url is replaced is flagged, where it stands.
+          supported: { "import-meta": false },
+          logLevel: "silent",
+        }).catch((error) => ({ errors: error.errors ?? [{ text: error.message }] }));
+        if (transformed.errors) return { errors: transformed.errors };
+        const { code, warnings } = transformed;
+        const other = warnings.find((warning) => warning.id === "empty-import-meta");
+        if (!other) return { contents: code, loader: "js" };
+        const { lineText, column } = other.location;
+        const named = /^import\s*\.\s*meta(?:\s*\.\s*\w+)?/.exec(lineText.slice(column))?.[0] ?? "import.meta";
+        return { errors: [{ text: `${named} is not supported in bundled sources (only import.meta.url)`, location: other.location }] };
       });
     },
   };
-}
-
-function locate(file, text, index) {
-  const before = text.slice(0, index).split("\n");
-  return { file, line: before.length, column: before.at(-1).length };
 }

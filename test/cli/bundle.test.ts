@@ -41,13 +41,17 @@ describe("the command's bundle", () => {
 
   it("is built once, and again when a source it imports changes; bundles and temporary files unused for an hour are dropped then", async () => {
     write("value.ts", "export const value: number = 1;\n");
-    write("entry.ts", 'import { value } from "./value.ts";\nconsole.log(JSON.stringify({ value, here: new URL(".", import.meta.url).pathname }));\n');
+    write(
+      "entry.ts",
+      'import { value } from "./value.ts";\n// Not import.meta.dirname: comments and strings naming it are left as they are.\n' +
+        'console.log(JSON.stringify({ value, here: new URL(".", import.meta.url).pathname, said: "import.meta.url" }));\n',
+    );
     const entry = join(sources, "entry.ts");
 
     const first = await bundled(entry, [cache]);
     expect(first.startsWith(cache)).toBe(true);
     // Each module keeps its own import.meta.url, not the bundle's.
-    expect(await output(first)).toEqual({ value: 1, here: `${sources}/` });
+    expect(await output(first)).toEqual({ value: 1, here: `${sources}/`, said: "import.meta.url" });
     const built = statSync(first).ino;
 
     expect(await bundled(entry, [cache])).toBe(first);
@@ -310,12 +314,14 @@ describe("the command's bundle", () => {
     expect(await output(await bundled(join(sources, "a/b.ts"), [cache]))).toBe("a/b");
   });
 
-  it("names the source and line it cannot bundle, and refuses import.meta properties it cannot keep", async () => {
+  it("names the source and line it cannot bundle, and refuses any use of import.meta but its url", async () => {
     write("broken.ts", "export const x = ;\n");
     await expect(bundled(join(sources, "broken.ts"), [cache])).rejects.toThrow(/cannot bundle .*broken\.ts: .*broken\.ts:1:\d+: Unexpected ";"/);
     write("uses-dirname.ts", 'import "./dirname.ts";\n');
-    write("dirname.ts", "// the directory:\nconsole.log(import.meta.dirname);\n");
+    write("dirname.ts", "// import.meta.dirname, the directory:\nconsole.log(import.meta.dirname);\n");
     await expect(bundled(join(sources, "uses-dirname.ts"), [cache])).rejects.toThrow(/dirname\.ts:2:12: import\.meta\.dirname is not supported/);
+    write("meta.ts", 'const { url, dirname } = import.meta;\nconsole.log(url, dirname);\n');
+    await expect(bundled(join(sources, "meta.ts"), [cache])).rejects.toThrow(/meta\.ts:1:25: import\.meta is not supported/);
     write("no-package.ts", 'export { x } from "no-such-package-here";\n');
     await expect(bundled(join(sources, "no-package.ts"), [cache])).rejects.toThrow(/no-package\.ts:1:\d+: Could not resolve "no-such-package-here"/);
   });
@@ -327,10 +333,12 @@ describe("the command's bundle", () => {
     await expect(bundled(join(sources, "entry.ts"), [join(file, "cache")])).rejects.toThrow(/nowhere to keep the bundle .*a-file\/cache/);
   });
 
-  it("maps a stack trace to the TypeScript source", async () => {
-    write("entry.ts", 'type Never = never;\nfunction fail(): Never {\n  throw new Error("failed here");\n}\nfail();\n');
+  it("maps a stack trace to the TypeScript source, of a module that uses import.meta.url too", async () => {
+    write("entry.ts", 'import { fail } from "./located.ts";\ntype Never = never;\nfunction call(): Never {\n  return fail();\n}\ncall();\n');
+    write("located.ts", 'const here: string = import.meta.url;\ntype Never = never;\nexport function fail(): Never {\n  throw new Error(`failed in ${here}`);\n}\n');
     const bundle = await bundled(join(sources, "entry.ts"), [cache]);
     const failed = await run(process.execPath, ["--enable-source-maps", bundle]).catch((error: { stderr: string }) => error);
-    expect(failed.stderr).toContain(`${join(sources, "entry.ts")}:3:`);
+    expect(failed.stderr).toContain(`${join(sources, "located.ts")}:4:`);
+    expect(failed.stderr).toContain(`${join(sources, "entry.ts")}:4:`);
   });
 });
