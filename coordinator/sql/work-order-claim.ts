@@ -19,9 +19,11 @@ if (FROM !== "pending" || others.length > 0) throw new Error("claim assumes pend
 // index (a probe per member name, and none at all while no addressed work is pending); the slots
 // left take queue work. `NULLS LAST` matches the work_orders_pending index, so the queue scan stops
 // after LIMIT rows instead of sorting the whole backlog (priority is never null, so the order is
-// the same; the addressed scan needs it too, to walk its index). The update and the adoption
-// lookup go by key (`= ANY(ARRAY(...))`, a correlated subquery): the planner cannot estimate the
-// dealt rows, and a hash join over the whole table would cost more than the claim.
+// the same; the addressed scan needs it too, to walk its index). The queue scan locks only as many
+// rows as addressed work left slots for: a row locked and not dealt would be skipped by a
+// concurrent claim, which could then find the group's pool empty while it is not. The update and
+// the adoption lookup go by key (`= ANY(ARRAY(...))`, a correlated subquery): the planner cannot
+// estimate the dealt rows, and a hash join over the whole table would cost more than the claim.
 const CLAIM = `
 WITH member AS (
   SELECT agent_id, name, want, (n - 1)::int AS ord
@@ -45,7 +47,7 @@ WITH member AS (
     WHERE $5 AND wo.state = '${FROM}' AND wo.target_agent IS NULL AND wo.run_after <= now()
       AND ${storedSelectorMatches("wo.selector", "$4::jsonb")}
     ORDER BY wo.priority DESC NULLS LAST, wo.id
-    LIMIT $6
+    LIMIT $6 - (SELECT count(*) FROM kept)
     FOR UPDATE SKIP LOCKED
   ) q
 ), slot AS (

@@ -4,7 +4,7 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { workOrderGet } from "../../coordinator/sql/work-order-read.ts";
 import { type GroupAssignment, type Member, workOrdersClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { forEachDatabase } from "../support/databases.ts";
+import { describePostgres, forEachDatabase } from "../support/databases.ts";
 import { cancelAllPending, connectAgent, order, seededRandom, useDatabase, workOrderInsert } from "./fixtures.ts";
 
 const LINUX = { labels: { os: "linux" }, queueMode: true };
@@ -145,6 +145,25 @@ forEachDatabase("workOrdersClaim", (kind) => {
       expect(job.agent_id).toBe(owner.get(job.work_order_id));
       if (job.target !== null) expect(job.name).toBe(job.target);
     }
+  });
+});
+
+describePostgres("workOrdersClaim beside a claim waiting for its commit [postgres]", () => {
+  const db = useDatabase("postgres", 4);
+
+  it("locks no queue work it does not deal: what a member's addressed work left untaken goes to the other claim", async () => {
+    const a = await connectAgent(db(), "waiting-a", LINUX.labels);
+    const b = await connectAgent(db(), "waiting-b", LINUX.labels);
+    const toA = (await workOrderInsert(db(), order({ selector: "os=linux", agent: a.name }))).row.id;
+    const queued = (await workOrderInsert(db(), order({ selector: "os=linux" }))).row.id;
+    let other: GroupAssignment[] = [];
+    await db().transaction(async (tx) => {
+      const held = await workOrdersClaim(tx, LINUX, [{ agentId: a.agentId, name: a.name, want: 1 }]);
+      expect(held.map((x) => x.workOrderId)).toEqual([toA]);
+      // Before the first commits, as a round in flight would be.
+      other = await workOrdersClaim(db(), LINUX, [{ agentId: b.agentId, name: b.name, want: 1 }]);
+    });
+    expect(other.map((x) => x.workOrderId)).toEqual([queued]);
   });
 });
 
