@@ -115,13 +115,13 @@ export class AgentSession implements Claimer {
   }
 
   private write(message: CoordinatorMessage): void {
-    if (this.socket.readyState !== this.socket.OPEN) return;
+    if (!this.open) return;
     this.cork.hold(this.socket);
     this.socket.send(JSON.stringify(message));
   }
 
   assign(jobs: Assignment[]): void {
-    if (this.socket.readyState !== this.socket.OPEN) return this.handBack(jobs);
+    if (!this.open) return this.handBack(jobs);
     this.holdings.assigned(jobs.map((job) => job.jobId));
     for (const job of jobs) this.send({ type: "assign", job });
   }
@@ -274,9 +274,13 @@ export class AgentSession implements Claimer {
       this.error("unauthenticated", "the token is not a valid agent token", { fatal: true });
       return this.close(CloseCode.unauthenticated, "unauthenticated");
     }
+    if (!this.open) return;
     const { name, labels, capacity, prefetch, mode, version } = message;
     const leaseFrom = Date.now();
     const agentId = await agentConnect(this.ctx.db, { name, labels, capacity, prefetch, mode, version }, this.sessionId, this.ctx.leaseSeconds);
+    // Gone while it was registered: `closed()` found no agent to let go of, so it is let go here,
+    // never registered with the hub (whose lease renewals would keep its jobs its own for good).
+    if (!this.open) return this.disconnect(agentId, name);
     this.claimant = { agentId, name, labels, queueMode: mode === "queue" };
     this.leaseFrom = leaseFrom;
     this.holdings = new Holdings(capacity + prefetch);
@@ -341,16 +345,24 @@ export class AgentSession implements Claimer {
     }
   }
 
+  private get open(): boolean {
+    return this.socket.readyState === this.socket.OPEN;
+  }
+
   private closed(): void {
     clearTimeout(this.helloTimer);
     clearTimeout(this.ackTimer);
     if (!this.claimant) return;
     this.ctx.dispatcher.remove(this);
     this.unregister?.();
-    void agentDisconnect(this.ctx.db, this.claimant.agentId, this.sessionId, this.ctx.leaseSeconds).catch((error) =>
-      this.ctx.log("agent disconnect not recorded", { agent: this.claimant.name, error: String(error) }),
+    this.disconnect(this.claimant.agentId, this.claimant.name);
+  }
+
+  private disconnect(agentId: string, name: string): void {
+    void agentDisconnect(this.ctx.db, agentId, this.sessionId, this.ctx.leaseSeconds).catch((error) =>
+      this.ctx.log("agent disconnect not recorded", { agent: name, error: String(error) }),
     );
-    this.ctx.log("agent disconnected", { agent: this.claimant.name, session: this.sessionId });
+    this.ctx.log("agent disconnected", { agent: name, session: this.sessionId });
   }
 }
 

@@ -7,6 +7,7 @@ import { tokenCreate } from "../../coordinator/auth/tokens.ts";
 import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
 import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION } from "../../protocol/limits.ts";
 import type { CoordinatorMessage } from "../../protocol/messages.ts";
+import { until } from "../support/until.ts";
 
 let coordinator: Coordinator;
 let agentToken: string;
@@ -62,6 +63,11 @@ class Peer {
     await this.open();
     this.send({ type: "hello", protocol: PROTOCOL_VERSION, token: this.at.token, name, labels: { os: "linux" }, capacity: 2, version: "test", ...extra });
   }
+}
+
+async function agentsListed(): Promise<{ name: string; connected: boolean }[]> {
+  const response = await fetch(`${coordinator.url}/v1/agents`, { headers: { authorization: `Bearer ${ciToken}` } });
+  return ((await response.json()) as { items: { name: string; connected: boolean }[] }).items;
 }
 
 async function enqueue(body: Record<string, unknown>, at = { url: coordinator.url, token: ciToken }): Promise<{ id: string }> {
@@ -143,6 +149,29 @@ describe("hello", () => {
     await second.next("welcome");
     expect((await first.closed).code).toBe(4002);
     second.socket.close();
+  });
+
+  test("a connection that closes while its hello waits on the database leaves its agent disconnected, not registered", async () => {
+    let entered!: () => void;
+    let release!: () => void;
+    const inside = new Promise<void>((resolve) => (entered = resolve));
+    const held = new Promise<void>((resolve) => (release = resolve));
+    // PGlite runs one statement at a time: the hello's token check and registration wait for this.
+    const holding = coordinator.db.transaction(async () => {
+      entered();
+      await held;
+    });
+    await inside;
+    const peer = new Peer();
+    await peer.hello("gone-during-hello");
+    peer.socket.close();
+    await peer.closed;
+    // The coordinator's side of the socket has closed too, before the hello goes on.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    release();
+    await holding;
+    const connected = async () => ((await agentsListed()).find((a) => a.name === "gone-during-hello")?.connected ?? false);
+    await until(async () => !(await connected()), "the agent to be let go");
   });
 });
 
