@@ -39,6 +39,16 @@ function refusal(job: LockedJob, msg: JobMessage): string | undefined {
   return jobMachine.can(job.state, to) ? undefined : `job ${msg.jobId} is ${job.state}; ${msg.type} would make it ${to}`;
 }
 
+/**
+ * An agent reports a job lost only to disown it: the job was listed as its own at its welcome, and
+ * it holds no such job (it restarted). Numbered from the seq the welcome gave, it may meet messages
+ * of the agent's previous run still on their way, which take that number first; it applies whatever
+ * its number while the job has not ended, or the job would stay active under a connected agent.
+ */
+function disowns(job: LockedJob, msg: JobMessage): boolean {
+  return msg.type === "job.finished" && msg.outcome === "lost" && !jobMachine.isTerminal(job.state);
+}
+
 /** The batch's view of the locked rows, kept current as its messages are decided. */
 class Batch {
   readonly writes = new JobWrites();
@@ -54,12 +64,12 @@ class Batch {
     const locked = this.jobs.get(msg.jobId);
     if (!locked || locked.agent_id !== agentId) return { kind: "unknown" };
     const job = { ...locked, order_state: this.orderStates.get(locked.work_order_id)! };
-    if (msg.seq <= job.seq) return { kind: "duplicate" };
+    if (msg.seq <= job.seq && !disowns(job, msg)) return { kind: "duplicate" };
     if (msg.seq > job.seq + 1) return { kind: "gap", expected: job.seq + 1 };
-    locked.seq = msg.seq;
+    locked.seq = Math.max(job.seq, msg.seq);
     const refused = refusal(job, msg);
     if (refused) {
-      this.writes.job(msg.jobId, { seq: msg.seq });
+      this.writes.job(msg.jobId, { seq: locked.seq });
       return { kind: "rejected", reason: refused };
     }
     this.apply(locked, job, msg);
@@ -67,7 +77,8 @@ class Batch {
   }
 
   private apply(locked: LockedJob, job: LockedJob, msg: JobMessage): void {
-    const { jobId, seq } = msg;
+    const { jobId } = msg;
+    const { seq } = locked;
     switch (msg.type) {
       case "job.log":
         locked.log_bytes = String(Number(locked.log_bytes) + this.writes.log(jobId, Number(locked.log_bytes), msg.data, seq));

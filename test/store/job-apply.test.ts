@@ -210,6 +210,21 @@ forEachDatabase("jobApply", (kind) => {
       expect(await workOrderGet(db(), workOrderId)).toMatchObject({ state: "pending", attempts: 0 });
     });
 
+    it("a job its restarted agent disowns is lost, though a message of the agent's previous run took the seq the welcome gave", async () => {
+      const { agent, jobId, workOrderId } = await claimedJob(db());
+      await jobApply(db(), agent.agentId, started(jobId, 1));
+      // The welcome read seq 1; the previous run's last log, still on its way, is applied as 2.
+      expect(await jobApply(db(), agent.agentId, log(jobId, 2, "the last line"))).toMatchObject({ kind: "applied" });
+      const disown: JobMessage = { type: "job.finished", jobId, seq: 2, outcome: "lost", exitCode: null, error: "the agent restarted" };
+      expect(await jobApply(db(), agent.agentId, disown)).toMatchObject({ kind: "applied", workOrderId });
+      expect(await jobRow(db(), jobId)).toMatchObject({ state: "lost", seq: 2, error: "the agent restarted" });
+      expect(await workOrderState(db(), workOrderId)).toBe("failed");
+      // Sent again (its acknowledgement lost), or met by the previous run's finish: the job has ended.
+      expect(await jobApply(db(), agent.agentId, disown)).toEqual({ kind: "duplicate" });
+      expect(await jobApply(db(), agent.agentId, finished(jobId, 3, "succeeded", 0))).toMatchObject({ kind: "rejected" });
+      expect(await jobRow(db(), jobId)).toMatchObject({ state: "lost", seq: 3 });
+    });
+
     it("a job that began cannot be returned", async () => {
       const { agent, jobId, workOrderId } = await claimedJob(db());
       await jobApply(db(), agent.agentId, { type: "job.starting", jobId, seq: 1 });

@@ -298,13 +298,6 @@ async function eventsOf(orderId: string): Promise<string[]> {
   return ((await response.json()) as { events: { to: string }[] }).events.map((e) => e.to);
 }
 
-async function until(check: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; !(await check()); i++) {
-    if (i === 100) throw new Error("timed out");
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
 describe("sessions that go while work is dealt", () => {
   test("a replaced connection whose closing never completes is dealt no more work", async () => {
     const first = new Peer();
@@ -340,7 +333,7 @@ describe("sessions that go while work is dealt", () => {
     await first.closed;
     release();
     await held;
-    await until(async () => (await stateOf(order.id)) === "pending");
+    await until(async () => (await stateOf(order.id)) === "pending", "the work order back in the queue");
     const second = new Peer();
     await second.hello("gone", { labels: { pool: "gone" } });
     expect((await second.next("welcome")).jobs).toEqual([]);
@@ -385,7 +378,10 @@ test("an acknowledgement waits for the next message to the agent, and goes ahead
     peer.send({ type: "claim", slots: 1 });
     const { job } = await peer.next("assign");
     peer.send({ type: "job.finished", jobId: job.jobId, seq: 1, outcome: "succeeded", exitCode: 0 });
-    await until(async () => (await patient.db.query<{ state: string }>("SELECT state FROM jobs WHERE id = $1", [job.jobId]))[0]!.state === "succeeded");
+    await until(
+      async () => (await patient.db.query<{ state: string }>("SELECT state FROM jobs WHERE id = $1", [job.jobId]))[0]!.state === "succeeded",
+      "the job to succeed",
+    );
     // Applied: an acknowledgement sent now would arrive before the answer to a ping sent later.
     await new Promise((resolve) => setTimeout(resolve, 200));
     await new Promise((resolve) => peer.socket.once("pong", resolve).ping());
