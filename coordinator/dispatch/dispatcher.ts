@@ -182,6 +182,7 @@ export class Dispatcher {
       if (this.named.get(name) === group) this.named.delete(name);
     }
     if (group.members.size === 0) this.groups.delete(group.key);
+    this.unpark(group);
   }
 
   stop(): void {
@@ -310,7 +311,18 @@ export class Dispatcher {
       setTimeout(() => this.schedule(group), RETRY_MS).unref();
     } finally {
       group.rounds--;
+      this.unpark(group);
     }
+  }
+
+  /**
+   * Orders woken for wait in a group for its next round. A group left with no slot to take them and
+   * no round to give any back (its agents left, or the last slots went to rounds that have ended)
+   * would keep them from every other group that may run them: they are offered to those.
+   */
+  private unpark(group: Group): void {
+    if (group.hints.length === 0 || (this.isLive(group) && (group.open > 0 || group.rounds > 0))) return;
+    this.wake(group.hints.splice(0));
   }
 
   /**

@@ -451,3 +451,32 @@ test("work addressed to an agent whose own round is under way, and missed it, re
   await until(() => x!.jobs.some((j) => j.workOrderId === id));
   dispatcher.stop();
 });
+
+test("an order woken for in a group whose rounds are all in flight goes to another group that may run it when the first one's agent leaves", async () => {
+  const [busy] = await agents("parked", 1, { pool: "parked" });
+  const [other] = await agents("parked-gpu", 1, { pool: "parked", gpu: "yes" });
+  const bus = new Bus();
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  // The busy agent's rounds wait, as on a slow commit.
+  const gated = claimingThrough(async (text, params) => {
+    const result = await db.generic.query(text, params);
+    if (text.includes("FOR UPDATE SKIP LOCKED") && params![3] === JSON.stringify(busy!.claimant.labels)) await gate;
+    return result;
+  });
+  const dispatcher = new Dispatcher(gated, bus, (e) => expect.unreachable(String(e)));
+  const turn = () => new Promise((r) => setTimeout(r, 20));
+  // Three rounds in flight, the most a group runs at once, and a fourth slot waiting for one.
+  for (let i = 0; i < 4; i++) {
+    dispatcher.claim(busy!, 1);
+    await turn();
+  }
+  dispatcher.claim(other!, 1);
+  await turn(); // the other group found nothing
+  const id = await enqueue(bus, { selector: "pool=parked" });
+  // The wake-up offered the order to the busy agent's group, the first that may run it; its agent leaves.
+  dispatcher.remove(busy!);
+  open();
+  await until(() => other!.jobs.some((j) => j.workOrderId === id));
+  dispatcher.stop();
+});
