@@ -216,18 +216,21 @@ export class Relay {
   }
 
   /**
-   * The others may have missed what this one watches, and the changes it answered a watch with: all
-   * it watches, its hello and the changes are sent again a little later (wake-ups and cancels are
-   * looked for again by their own means).
+   * The others may have missed what this one watches, the changes it answered a watch with, and the
+   * wake-ups it carried, which nothing else would send them: all it watches, its hello, the changes
+   * and the wake-ups are sent again a little later (a wake-up heard twice costs a claim round).
+   * Cancels are sent again by the lease renewals of the coordinator holding the agent.
    */
   private failed(out: Outgoing): void {
     this.resetDue = true;
     this.helloDue ||= out.hello === true;
-    for (const event of out.events) {
-      if (event[0] !== "changed" || this.changed.has(event[1][0])) continue;
+    const again = out.events.filter((event) => {
+      if (event[0] === "enqueued") return true;
+      if (event[0] !== "changed" || this.changed.has(event[1][0])) return false;
       this.changed.add(event[1][0]);
-      this.pending.unshift(event);
-    }
+      return true;
+    });
+    this.pending = [...again, ...this.pending];
     if (!this.stopped) this.timer ??= setTimeout(() => void this.flush(), RETRY_MS);
   }
 

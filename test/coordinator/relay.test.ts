@@ -740,6 +740,20 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
     });
   });
 
+  test("a wake-up that could not be sent is sent again", async () => {
+    await onFreshDatabase(async ({ open, start }) => {
+      const [a, b] = [await open(), await open()];
+      const flaky = failingOnce(a.listener!, (messages) => messages.some((m) => m.events.some(([name]) => name === "enqueued")));
+      const busA = new Bus();
+      await start(new Relay(busA, flaky.listener, () => {}, () => {}));
+      const { enqueued } = await joined(start, b);
+      flaky.state.armed = true;
+      busA.emit("enqueued", [{ id: "7", selector: parseSelector("os=linux"), targetAgent: "runner-7" }]);
+      await vi.waitFor(() => expect(enqueued).toContain("7"), { timeout: 5_000 });
+      expect(flaky.state.armed).toBe(false);
+    });
+  });
+
   test("what gathers while a notification fails is sent after it, without waiting for more", async () => {
     await onFreshDatabase(async ({ open, start }) => {
       const [a, b] = [await open(), await open()];
@@ -748,10 +762,10 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       await start(new Relay(busA, flaky.listener, () => {}, () => {}));
       const { enqueued } = await joined(start, b);
       flaky.state.armed = true;
-      wake(busA, "lost");
+      wake(busA, "failed");
       await new Promise((r) => setTimeout(r, 20));
-      wake(busA, "kept");
-      await vi.waitFor(() => expect(enqueued).toContain("kept"), { timeout: 5_000 });
+      wake(busA, "gathered");
+      await vi.waitFor(() => expect(enqueued).toContain("gathered"), { timeout: 5_000 });
     });
   });
 
