@@ -32,16 +32,42 @@ export class LogBatcher {
   }
 }
 
-/** Splits text into pieces of at most `maxBytes` of UTF-8, never inside a character. */
+/** Control characters that JSON writes as `\u00XX`: six bytes for one (its other escapes take two). */
+const WIDE_ESCAPES = /[\u0000-\u0007\u000b\u000e-\u001f]/;
+
+/**
+ * Splits text into pieces of at most `maxBytes` of UTF-8, never inside a character, each at most
+ * twice that once escaped as JSON: a piece of control characters (terminal colours, binary output)
+ * is cut shorter, so that its message never outgrows a frame.
+ */
 export function splitUtf8(text: string, maxBytes: number): string[] {
   const bytes = Buffer.from(text);
+  const wide = WIDE_ESCAPES.test(text);
   const pieces: string[] = [];
   let start = 0;
   while (start < bytes.length) {
-    let end = Math.min(start + maxBytes, bytes.length);
+    let end = wide ? escapedEnd(bytes, start, maxBytes) : Math.min(start + maxBytes, bytes.length);
     while (end < bytes.length && (bytes[end]! & 0xc0) === 0x80) end--;
     pieces.push(bytes.toString("utf8", start, end));
     start = end;
   }
   return pieces;
+}
+
+/** Where a piece from `start` ends: at most `maxBytes` of UTF-8, at most twice that escaped. */
+function escapedEnd(bytes: Buffer, start: number, maxBytes: number): number {
+  const end = Math.min(start + maxBytes, bytes.length);
+  let escaped = 0;
+  for (let i = start; i < end; i++) {
+    escaped += escapedSize(bytes[i]!);
+    if (escaped > 2 * maxBytes) return i;
+  }
+  return end;
+}
+
+/** Bytes JSON writes for this byte of UTF-8 (a byte of a longer character is written as it is). */
+function escapedSize(byte: number): number {
+  if (byte === 0x22 || byte === 0x5c) return 2;
+  if (byte >= 0x20) return 1;
+  return byte >= 0x08 && byte <= 0x0d && byte !== 0x0b ? 2 : 6;
 }

@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { expect, test, vi } from "vitest";
 import { LogBatcher, splitUtf8 } from "../../agent/log-batcher.ts";
+import { MAX_LOG_CHUNK_BYTES, MAX_MESSAGE_BYTES } from "../../protocol/limits.ts";
 
 test("splitUtf8 never cuts a character and keeps every piece within the limit", () => {
   fc.assert(
@@ -10,6 +11,29 @@ test("splitUtf8 never cuts a character and keeps every piece within the limit", 
       for (const piece of pieces) expect(Buffer.byteLength(piece)).toBeLessThanOrEqual(max);
     }),
   );
+});
+
+test("splitUtf8 keeps every piece within twice the limit once escaped as JSON, control characters and all", () => {
+  const unit = fc.constantFrom("\x01", "\x1b", "\x00", "\n", "\t", '"', "\\", "a", "é", "😀");
+  fc.assert(
+    fc.property(fc.string({ unit, maxLength: 300 }), fc.integer({ min: 4, max: 64 }), (text, max) => {
+      const pieces = splitUtf8(text, max);
+      expect(pieces.join("")).toBe(text);
+      for (const piece of pieces) {
+        expect(Buffer.byteLength(piece)).toBeLessThanOrEqual(max);
+        expect(Buffer.byteLength(JSON.stringify(piece)) - 2).toBeLessThanOrEqual(2 * max);
+      }
+    }),
+  );
+});
+
+test("a flood of control characters (terminal colours, binary output) goes in messages that each fit a frame", () => {
+  const sent: string[] = [];
+  const batcher = new LogBatcher((data) => sent.push(data));
+  batcher.append("\x1b".repeat(MAX_LOG_CHUNK_BYTES));
+  batcher.flush();
+  expect(sent.join("")).toBe("\x1b".repeat(MAX_LOG_CHUNK_BYTES));
+  for (const data of sent) expect(Buffer.byteLength(JSON.stringify({ type: "job.log", jobId: "1", seq: 1, data }))).toBeLessThan(MAX_MESSAGE_BYTES);
 });
 
 test("output is sent in one message per delay, or as soon as the size limit is reached", () => {
