@@ -3,7 +3,7 @@
 // resumes after it, so a client that reconnects with `Last-Event-ID` misses nothing and sees
 // nothing twice.
 import type { Context } from "hono";
-import { streamSSE, streamText } from "hono/streaming";
+import { streamSSE } from "hono/streaming";
 import { type LogCursor, logCursor, logCursorOf, type LogEvent } from "../../protocol/api.ts";
 import { endOf, followLog, type FollowTarget } from "../logs/follow.ts";
 import { jobGet } from "../sql/job-read.ts";
@@ -29,11 +29,58 @@ async function resumeOf(c: Context, services: Services, target: FollowTarget): P
   return parsed.data;
 }
 
+const TEXT_HEADERS = { "content-type": "text/plain; charset=UTF-8", "x-content-type-options": "nosniff" };
+const SSE_HEADERS = { "content-type": "text/event-stream", "cache-control": "no-cache" };
+
+/**
+ * The log's text as a stream. Its first slice is read before the answer, so a database that cannot
+ * be reached is a 503, not an empty 200; one that fails later cuts the connection, so the client
+ * sees a broken answer rather than a short log that looks whole.
+ */
+async function plainText(events: AsyncGenerator<LogEvent>, abort: AbortController, done: () => void): Promise<ReadableStream<Uint8Array>> {
+  const encoder = new TextEncoder();
+  const next = async () => {
+    for (;;) {
+      const { value, done: ended } = await events.next();
+      if (ended) return undefined;
+      if (value.type === "log") return encoder.encode(value.data);
+    }
+  };
+  let first: Uint8Array | undefined;
+  try {
+    first = await next();
+  } catch (error) {
+    done();
+    throw error;
+  }
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const chunk = first ?? (await next());
+        first = undefined;
+        if (chunk) return controller.enqueue(chunk);
+        done();
+        controller.close();
+      } catch (error) {
+        done();
+        controller.error(error);
+      }
+    },
+    cancel() {
+      abort.abort();
+      done();
+    },
+  });
+}
+
 /** How long a follower turned away is asked to wait before it tries again. */
 const FULL_RETRY_AFTER_SECONDS = 5;
 
 export async function logResponse(c: Context, services: Services, target: FollowTarget, offset: number, follow: boolean) {
   const resume = follow ? await resumeOf(c, services, target) : undefined;
+  // Answered without its body, which would be read and dropped: a follow would keep its slot and
+  // its watch, tied to no connection, until the job ended.
+  if (c.req.method === "HEAD") return c.body(null, 200, follow ? SSE_HEADERS : TEXT_HEADERS);
   if (follow && !services.followers.enter()) {
     const message = `this coordinator has ${services.followers.max} log followers, its most; try again shortly`;
     throw new ApiError(503, "too_many_followers", message, undefined, FULL_RETRY_AFTER_SECONDS);
@@ -44,16 +91,8 @@ export async function logResponse(c: Context, services: Services, target: Follow
   services.closing?.addEventListener("abort", onClosing, { once: true });
   if (services.closing?.aborted) abort.abort();
   const events = followLog(services.db, services.bus, target, { offset, resume, follow, signal: abort.signal });
-  if (!follow) {
-    return streamText(c, async (stream) => {
-      stream.onAbort(() => abort.abort());
-      try {
-        for await (const event of events) if (event.type === "log") await stream.write(event.data);
-      } finally {
-        services.closing?.removeEventListener("abort", onClosing);
-      }
-    });
-  }
+  const done = () => services.closing?.removeEventListener("abort", onClosing);
+  if (!follow) return c.body(await plainText(events, abort, done), 200, TEXT_HEADERS);
   return streamSSE(c, async (stream) => {
     stream.onAbort(() => abort.abort());
     const keepalive = setInterval(() => void stream.write(": keepalive\n\n"), KEEPALIVE_MS);
@@ -61,7 +100,7 @@ export async function logResponse(c: Context, services: Services, target: Follow
       for await (const event of events) await stream.writeSSE({ event: event.type, data: JSON.stringify(event), id: idOf(event) });
     } finally {
       clearInterval(keepalive);
-      services.closing?.removeEventListener("abort", onClosing);
+      done();
       services.followers.leave();
     }
   });

@@ -22,9 +22,11 @@ type Snapshot = {
   exitCode: number | null;
 };
 
+// A work order's latest job handed back unbegun has no log, and is not its log's job: the offset
+// asked for is into the attempt that runs.
 const SNAPSHOT = `
 SELECT wo.state AS "orderState", j.state AS "jobState", j.id::text AS "jobId", j.attempt, j.exit_code AS "exitCode"
-FROM work_orders wo LEFT JOIN jobs j ON j.id = coalesce($2::bigint, wo.latest_job_id)
+FROM work_orders wo LEFT JOIN jobs j ON j.id = coalesce($2::bigint, wo.latest_job_id) AND ($2::bigint IS NOT NULL OR j.state <> 'returned')
 WHERE wo.id = $1`;
 
 /** How long a follower waits for a wake-up before it looks anyway: one lost between replicas costs no more. */

@@ -264,6 +264,20 @@ describe("followed logs", () => {
     expect(await text(`/v1/jobs/${job.jobId}/log`)).toBe("nobody listens\n");
   });
 
+  it("a HEAD of a follow is answered without one, so it holds no follower's place", async () => {
+    const job = await claimedJob();
+    await job.send({ type: "job.started" });
+    const path = `/v1/jobs/${job.jobId}/log?follow=true`;
+    for (let i = 0; i <= MAX_FOLLOWERS; i++) {
+      const head = await h.request(path, { token: h.tokens.ci, method: "HEAD" });
+      expect(head.status).toBe(200);
+      expect(head.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    }
+    const follow = await h.request(path, { token: h.tokens.ci });
+    expect(follow.status).toBe(200);
+    await follow.body!.cancel();
+  });
+
   it("followers past the bound are turned away with 503 and Retry-After until one leaves", async () => {
     const job = await claimedJob();
     await job.send({ type: "job.started" });
@@ -382,6 +396,28 @@ describe("cancelling a job in progress", () => {
     expect(logEvents(seen)).toEqual(retriedLog(first, second, "a1"));
   });
 
+  it("a follower asking for an offset while the latest job was handed back unbegun reads from it in the attempt that runs", async () => {
+    const first = await claimedJob();
+    await first.send({ type: "job.finished", outcome: "returned", exitCode: null });
+    const reader = new EventReader((await h.request(`/v1/work-orders/${first.workOrderId}/log?follow=true&offset=6`)).body!);
+    try {
+      const second = await first.next();
+      await second.send({ type: "job.started" });
+      await second.log("hello world\n");
+      await second.send({ type: "job.finished", outcome: "succeeded", exitCode: 0 });
+      h.services.bus.emit("changed", first.workOrderId);
+      const seen: ServerSentEvent[] = [];
+      for (let event = await reader.next(); event; event = await reader.next()) seen.push(event);
+      expect(seen.map((e) => JSON.parse(e.data))).toEqual([
+        { type: "job", jobId: second.jobId, attempt: 1, offset: 6 },
+        { type: "log", jobId: second.jobId, offset: 6, data: "world\n" },
+        { type: "end", state: "succeeded", exitCode: 0 },
+      ]);
+    } finally {
+      await reader.cancel();
+    }
+  });
+
   it("Last-Event-ID of a job before a retry resumes in that job, then goes on to the retry", async () => {
     const { first, second } = await retriedWorkOrder();
     const response = await h.request(`/v1/work-orders/${first.workOrderId}/log?follow=true`, { headers: { "last-event-id": `${first.jobId}:3` } });
@@ -436,6 +472,32 @@ describe("cancelling a job in progress", () => {
     } finally {
       abort.abort();
       await events.return(undefined);
+    }
+  });
+});
+
+describe("a plain log read while the database goes away", () => {
+  it("is 503 when the database cannot be reached as it begins, and a broken answer, not a short log, when it goes later", async () => {
+    const job = await endedJob();
+    const db = h.services.db;
+    const query = db.query;
+    // The nth read of the log fails as when the database server shuts down.
+    const failingRead = (nth: number) => {
+      let reads = 0;
+      db.query = (async (text: string, params?: unknown[]) => {
+        if (text.includes("FROM job_logs") && ++reads === nth) throw Object.assign(new Error("terminating connection"), { code: "57P01" });
+        return query.call(db, text, params);
+      }) as typeof db.query;
+    };
+    try {
+      failingRead(1);
+      await expectError(await h.request(`/v1/jobs/${job.jobId}/log`, { token: h.tokens.ci }), 503, "unavailable");
+      failingRead(2);
+      const response = await h.request(`/v1/jobs/${job.jobId}/log`, { token: h.tokens.ci });
+      expect(response.status).toBe(200);
+      await expect(response.text()).rejects.toThrow("terminating connection");
+    } finally {
+      db.query = query;
     }
   });
 });
