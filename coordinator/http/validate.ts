@@ -43,24 +43,32 @@ export async function body<S extends z.ZodType>(c: Context, schema: S, { orElse,
 async function boundedText(c: Context, maxBytes: number): Promise<string> {
   const tooLarge = () => new ApiError(413, "payload_too_large", `bodies are limited to ${maxBytes} bytes`);
   const length = c.req.header("content-length");
+  // Bytes that are not UTF-8 are refused, not read as U+FFFD: a command would run other than sent.
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  const decode = (bytes?: Uint8Array, stream = false) => {
+    try {
+      return decoder.decode(bytes, { stream });
+    } catch {
+      throw new ApiError(400, "invalid_json", "body is not valid UTF-8");
+    }
+  };
   if (length !== undefined && c.req.header("transfer-encoding") === undefined) {
     if (Number(length) > maxBytes) throw tooLarge();
-    return c.req.text();
+    return decode(new Uint8Array(await c.req.arrayBuffer()));
   }
   const reader = c.req.raw.body?.getReader();
   if (!reader) return "";
-  const decoder = new TextDecoder();
   let size = 0;
   let text = "";
   for (;;) {
     const { done, value } = await reader.read();
-    if (done) return text + decoder.decode();
+    if (done) return text + decode();
     size += value.byteLength;
     if (size > maxBytes) {
       await reader.cancel();
       throw tooLarge();
     }
-    text += decoder.decode(value, { stream: true });
+    text += decode(value, true);
   }
 }
 

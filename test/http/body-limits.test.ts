@@ -1,6 +1,6 @@
 // Body limits through Node's HTTP server on loopback, as the coordinator serves them: a body sized
 // by Content-Length is refused before it is read, a chunked body once it passes the limit, and the
-// bulk endpoint takes bodies past the general limit.
+// bulk endpoint takes bodies past the general limit. A body must be UTF-8, whichever way it comes.
 import type { AddressInfo } from "node:net";
 import { request } from "node:http";
 import { createAdaptorServer } from "@hono/node-server";
@@ -27,7 +27,7 @@ afterAll(async () => {
 type Sent = { status: number; body: { error?: { code: string; message: string } } & Record<string, unknown> };
 
 /** POSTs `chunks`, with a Content-Length or (chunked: true) without one. */
-function post(path: string, chunks: string[], chunked: boolean): Promise<Sent> {
+function post(path: string, chunks: (string | Buffer)[], chunked: boolean): Promise<Sent> {
   const length = chunks.reduce((n, c) => n + Buffer.byteLength(c), 0);
   const headers: Record<string, string | number> = { "content-type": "application/json", authorization: `Bearer ${h.tokens.admin}` };
   if (!chunked) headers["content-length"] = length;
@@ -71,4 +71,15 @@ it.each([false, true])("a bulk body past the general limit is taken, and past it
   const refused = await post("/v1/work-orders/bulk", huge.match(/[\s\S]{1,1048576}/g)!, chunked);
   expect(refused.status).toBe(413);
   expect(refused.body.error?.message).toContain(String(MAX_BULK_BODY_BYTES));
+});
+
+it.each([false, true])("bytes that are not UTF-8 are refused, not read as U+FFFD; a character cut between chunks is read whole, chunked: %s", async (chunked) => {
+  const [head, tail] = ['{"spec":{"command":["', '"]}}'];
+  const { status, body } = await post("/v1/work-orders", [head, Buffer.from([0xff, 0xfe]), tail], chunked);
+  expect(status).toBe(400);
+  expect(body.error).toMatchObject({ code: "invalid_json", message: "body is not valid UTF-8" });
+  const e = Buffer.from("é");
+  const cut = await post("/v1/work-orders", [head, e.subarray(0, 1), e.subarray(1), tail], chunked);
+  expect(cut.status).toBe(201);
+  expect(cut.body.spec).toMatchObject({ command: ["é"] });
 });
