@@ -28,7 +28,10 @@ export type Run = {
   externalUrl?: string;
   /** Settles once the run has ended and all its output was passed to `log`; never rejects. */
   result: Promise<RunResult>;
-  /** Asks the run to stop, forcefully after `graceMs`; `result` then settles as `cancelled`. */
+  /**
+   * Asks the run to stop, forcefully after `graceMs`; `result` then settles as `cancelled`. If it
+   * fails (the external system refused), the agent logs a warning and waits on `result` still.
+   */
   cancel(graceMs: number): Promise<void>;
   /**
    * For runs that live on without the agent: stop following the run and leave it running, for a

@@ -243,7 +243,11 @@ export class Agent {
     this.outbox.open(job.jobId);
     // Past its timeout by a lease, the reaper ends the job and may retry it: by then it must be gone.
     const timeoutGraceMs = this.lease && Math.min(this.options.cancelGraceMs, (this.lease.seconds - this.lease.heartbeatSeconds) * 1000);
-    const runner = new JobRunner(job, (body) => this.outbox.push(body), this.options.cancelGraceMs, this.options.adapters ?? adapterFor, timeoutGraceMs);
+    const runner = new JobRunner(job, (body) => this.outbox.push(body), this.options.adapters ?? adapterFor, {
+      cancelGraceMs: this.options.cancelGraceMs,
+      ...(timeoutGraceMs !== undefined && { timeoutGraceMs }),
+      warn: (message, fields) => this.log.warn(fields, message),
+    });
     this.runners.set(job.jobId, runner);
     this.hold(runner);
     // Assigned as the drain crossed it: the claim is withdrawn, so it goes straight back.

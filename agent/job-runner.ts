@@ -16,6 +16,13 @@ export type AdapterLookup = (name: AdapterName) => Adapter<unknown>;
 
 export type Ending = { outcome: Outcome; exitCode: number | null; error?: string; infrastructure: boolean };
 
+export type JobRunnerOptions = {
+  cancelGraceMs: number;
+  /** The grace at the run timeout (default: the cancel grace). */
+  timeoutGraceMs?: number;
+  warn(message: string, fields: Record<string, unknown>): void;
+};
+
 export class JobRunner {
   readonly done: Promise<Ending>;
   private went = false;
@@ -28,17 +35,21 @@ export class JobRunner {
 
   private readonly report: (body: JobMessageBody) => void;
 
+  private readonly cancelGraceMs: number;
+  /** The grace at the run timeout: the coordinator ends a job that long past its timeout and may retry it. */
+  private readonly timeoutGraceMs: number;
+
   constructor(
     readonly job: Assignment,
     report: (body: JobMessageBody) => void,
-    private readonly cancelGraceMs: number,
     private readonly adapterFor: AdapterLookup,
-    /** The grace at the run timeout: the coordinator ends a job that long past its timeout and may retry it. */
-    private readonly timeoutGraceMs = cancelGraceMs,
+    private readonly options: JobRunnerOptions,
   ) {
     // An adapter that reports after its run ended (it should not) is ignored, not fatal.
     this.report = (body) => this.ended || report(fitted(body));
-    this.graceMs = cancelGraceMs;
+    this.cancelGraceMs = options.cancelGraceMs;
+    this.timeoutGraceMs = options.timeoutGraceMs ?? options.cancelGraceMs;
+    this.graceMs = options.cancelGraceMs;
     this.done = this.execute();
   }
 
@@ -75,19 +86,25 @@ export class JobRunner {
       // Stopped already: a later deadline that comes sooner (a fence after a drain) still holds.
       if (graceMs < this.graceMs) {
         this.graceMs = graceMs;
-        if (this.run && !this.detaches(this.run)) void this.run.cancel(graceMs);
+        if (this.run && !this.detaches(this.run)) this.halt(this.run);
       }
       return;
     }
     this.stopReason = reason;
     this.graceMs = graceMs;
     this.release();
-    if (this.run) void this.halt(this.run);
+    if (this.run) this.halt(this.run);
   }
 
-  /** A run handed back that can live on without us is only let go, for the next attempt to adopt. */
-  private halt(run: Run): Promise<void> {
-    return this.detaches(run) ? run.detach!() : run.cancel(this.graceMs);
+  /**
+   * Stops the run; one handed back that can live on without us is only let go, for the next attempt
+   * to adopt. An adapter that cannot (its system refused) is warned of, not fatal to the agent: the
+   * run's result still ends the job.
+   */
+  private halt(run: Run): void {
+    const { graceMs } = this;
+    const stopping = attempted(() => (this.detaches(run) ? run.detach!() : run.cancel(graceMs)));
+    stopping.catch((error) => this.options.warn("the adapter could not stop the run", { job: this.job.jobId, error: String(error) }));
   }
 
   private detaches(run: Run): boolean {
@@ -128,7 +145,7 @@ export class JobRunner {
     const { adopt } = this.job;
     this.run = adopt && adapter.adopt ? await adapter.adopt(ctx, adopt) : await adapter.start(ctx);
     this.report({ type: "job.started", jobId, externalId: this.run.externalId, externalUrl: this.run.externalUrl });
-    if (this.stopReason) void this.halt(this.run);
+    if (this.stopReason) this.halt(this.run);
     const timer = timeoutSeconds === null ? undefined : setTimeout(() => this.stop("timed_out", this.timeoutGraceMs), timeoutSeconds * 1000);
     try {
       return this.ending(await this.run.result);
@@ -149,6 +166,15 @@ export class JobRunner {
       return { outcome: "failed", exitCode, infrastructure: true, error: "the agent stopped the job: it shut down or lost touch" };
     }
     return { outcome: this.stopReason ?? "cancelled", exitCode, infrastructure: false };
+  }
+}
+
+/** What `call` returns, or its throw as a rejection. */
+function attempted(call: () => Promise<void>): Promise<void> {
+  try {
+    return call();
+  } catch (error) {
+    return Promise.reject(error);
   }
 }
 

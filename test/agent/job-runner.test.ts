@@ -29,9 +29,11 @@ function gated(timeoutSeconds: number | null, endOnCancel: boolean) {
   return { graces, adapter, job, end: (result: RunResult) => end(result) };
 }
 
+const unexpected = (message: string) => expect.unreachable(message);
+
 test("a later stop with a sooner deadline brings the first one's forward", async () => {
   const { graces, adapter, job, end } = gated(null, false);
-  const runner = new JobRunner(job, () => {}, 60_000, () => adapter);
+  const runner = new JobRunner(job, () => {}, () => adapter, { cancelGraceMs: 60_000, warn: unexpected });
   runner.begin();
   await new Promise((resolve) => setImmediate(resolve));
   runner.handBack(); // a drain: the whole cancel grace
@@ -46,9 +48,33 @@ test("a later stop with a sooner deadline brings the first one's forward", async
 test("the run timeout stops the run with the timeout grace, and the job ends timed_out", async () => {
   const { graces, adapter, job } = gated(1, true);
   const reports: JobMessageBody[] = [];
-  const runner = new JobRunner(job, (body) => reports.push(body), 60_000, () => adapter, 50);
+  const runner = new JobRunner(job, (body) => reports.push(body), () => adapter, { cancelGraceMs: 60_000, timeoutGraceMs: 50, warn: unexpected });
   runner.begin();
   expect(await runner.done).toMatchObject({ outcome: "timed_out" });
   expect(graces).toEqual([50]);
   expect(reports.at(-1)).toMatchObject({ type: "job.finished", outcome: "timed_out" });
+});
+
+test.each([
+  ["rejects", async () => Promise.reject(new Error("the CI system answered 503"))],
+  ["throws", () => {
+    throw new Error("the CI system answered 503");
+  }],
+])("an adapter whose cancel %s is warned of, and the run's result still ends the job", async (_, cancel) => {
+  let end!: (result: RunResult) => void;
+  const adapter: Adapter<unknown> = {
+    name: "exec",
+    spec: z.unknown(),
+    start: async () => ({ result: new Promise<RunResult>((resolve) => (end = resolve)), cancel: cancel as (graceMs: number) => Promise<void> }),
+  };
+  const job = { jobId: "7", workOrderId: "7", attempt: 1, priority: 0, adapter: "exec", spec: {}, timeoutSeconds: null, adopt: null } as const;
+  const warnings: unknown[] = [];
+  const runner = new JobRunner(job, () => {}, () => adapter, { cancelGraceMs: 1_000, warn: (message, fields) => warnings.push({ message, ...fields }) });
+  runner.begin();
+  await new Promise((resolve) => setImmediate(resolve));
+  runner.cancel();
+  await new Promise((resolve) => setImmediate(resolve));
+  expect(warnings).toEqual([{ message: "the adapter could not stop the run", job: "7", error: "Error: the CI system answered 503" }]);
+  end({ outcome: "cancelled", exitCode: null });
+  expect(await runner.done).toMatchObject({ outcome: "cancelled" });
 });
