@@ -174,8 +174,9 @@ export class Agent {
     const ours = new Set(message.jobs.map((j) => j.jobId));
     for (const [jobId, runner] of this.runners) {
       if (ours.has(jobId)) continue;
+      // Given up, it may be running elsewhere already: stopped at once, not after the cancel grace.
       this.log.warn({ job: jobId }, "the coordinator gave this job up while we were away; stopping it");
-      runner.handBack();
+      runner.handBack(0);
     }
     this.resends.reset();
     this.outbox.resend();

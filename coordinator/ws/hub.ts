@@ -9,7 +9,7 @@ import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
 import { MAX_MESSAGE_BYTES } from "../../protocol/limits.ts";
 import { agentsSeen, type HeldJob, type PendingCancel } from "../sql/agent-session.ts";
-import { AgentSession, CloseCode, type SessionContext } from "./session.ts";
+import { AgentSession, CloseCode, leaseOverdue, type SessionContext } from "./session.ts";
 
 export const AGENT_PATH = "/v1/agent";
 
@@ -38,7 +38,7 @@ export class Hub {
   constructor(private readonly ctx: Omit<SessionContext, "register" | "resync" | "finishing">) {
     const heartbeatMs = ctx.heartbeatSeconds * 1000;
     this.timer = setInterval(() => void this.tick(), heartbeatMs / 2);
-    this.watchdog = setInterval(() => this.overdue(heartbeatMs), Math.min(1000, heartbeatMs / 10));
+    this.watchdog = setInterval(() => this.overdue(), Math.min(1000, heartbeatMs / 10));
     this.unsubscribe = ctx.bus.on("cancel", (cancel) => this.cancel(cancel));
   }
 
@@ -125,16 +125,15 @@ export class Hub {
   }
 
   /**
-   * An agent out of touch stops its jobs a full lease less a heartbeat after the last word it
-   * heard (pongs included, which need no database), trusting that its lease was renewed within a
-   * heartbeat before that word. So once a lease has gone most of a heartbeat unrenewed (the
-   * database unreachable or stuck), that agent hears no more from here: its socket is closed, and
-   * it redials, here or elsewhere. Renewals run twice a heartbeat, so one may take 0.3 of it.
+   * Once a lease has gone most of a heartbeat unrenewed (the database unreachable or stuck), its
+   * agent hears no more from here (`leaseOverdue`; pongs included, which need no database): its
+   * socket is closed, and it redials, here or elsewhere. Renewals run twice a heartbeat, so one may
+   * take 0.3 of it.
    */
-  private overdue(heartbeatMs: number): void {
-    const before = Date.now() - heartbeatMs * 0.8;
+  private overdue(): void {
+    const now = Date.now();
     for (const session of this.agents.values()) {
-      if (session.leaseFrom < before) session.close(CloseCode.unavailable, "the lease could not be renewed; reconnect later");
+      if (leaseOverdue(session.leaseFrom, this.ctx.heartbeatSeconds, now)) session.close(CloseCode.unavailable, "the lease could not be renewed; reconnect later");
     }
   }
 

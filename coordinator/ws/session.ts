@@ -67,6 +67,15 @@ export const CloseCode = {
   shutdown: 4004,
 } as const;
 
+/**
+ * Whether a lease last set at `leaseFrom` has gone most of a heartbeat unrenewed. An agent out of
+ * touch stops its jobs a full lease less a heartbeat after the last word it heard, trusting that its
+ * lease was renewed within a heartbeat before that word: past this, it hears no more from here.
+ */
+export function leaseOverdue(leaseFrom: number, heartbeatSeconds: number, now = Date.now()): boolean {
+  return now - leaseFrom > heartbeatSeconds * 800;
+}
+
 export class AgentSession implements Claimer {
   claimant!: Claimant;
   private holdings!: Holdings;
@@ -287,6 +296,11 @@ export class AgentSession implements Claimer {
     this.lastSeen = Date.now();
     this.unregister = this.ctx.register(this);
     const jobs = await agentActiveJobs(this.ctx.db, agentId);
+    // A database that stalled the registration may have let the lease it set run out: the agent
+    // must not be welcomed to begin jobs on it (the rule the hub holds registered sessions to).
+    if (leaseOverdue(this.leaseFrom, this.ctx.heartbeatSeconds)) {
+      return this.close(CloseCode.unavailable, "the lease could not be set in time; reconnect later");
+    }
     this.holdings.welcome(jobs.map((job) => job.jobId));
     this.listed = true;
     this.send({

@@ -1,9 +1,10 @@
 // A coordinator that does not know a job at all (its database lost it: restored from a backup)
 // answers each of its messages `unknown_job` and never acknowledges them. The agent stops such a
 // job and drops what it would send of it, rather than sending it again after every reconnect.
-// The coordinator here is a script over a real WebSocket: a real one never forgets a job.
+// A job it no longer lists at a reconnect (it gave the job up) is stopped at once. The coordinator
+// here is a script over a real WebSocket: a real one never forgets a job.
 import { pino } from "pino";
-import { afterEach, expect, test } from "vitest";
+import { afterEach, expect, test, vi } from "vitest";
 import { type AddressInfo, type WebSocket, WebSocketServer } from "ws";
 import { z } from "zod";
 import type { Adapter } from "../../adapters/adapter.ts";
@@ -70,4 +71,50 @@ test("messages of a job the coordinator does not know are not sent again after a
   expect(connections[0]!.map((m) => m.type)).toEqual(["hello", "claim", "job.starting", "job.started", "job.finished", "claim"]);
   // The claim follows the resend of everything unacknowledged: nothing of job 7 came before it.
   expect(connections[1]!.map((m) => m.type)).toEqual(["hello", "claim"]);
+});
+
+test("a running job the coordinator no longer lists at a reconnect (it gave the job up) is stopped at once, not after the cancel grace", async () => {
+  const wss = new WebSocketServer({ port: 0, host: "127.0.0.1" });
+  await new Promise((resolve) => wss.once("listening", resolve));
+  cleanups.push(() => new Promise<void>((resolve) => wss.close(() => resolve())));
+  const graces: number[] = [];
+  let end!: () => void;
+  const running: Adapter<unknown> = {
+    name: "exec",
+    spec: z.unknown(),
+    start: async () => ({
+      result: new Promise((resolve) => (end = () => resolve({ outcome: "cancelled", exitCode: null }))),
+      cancel: async (graceMs) => {
+        graces.push(graceMs);
+        end();
+      },
+    }),
+  };
+  let connections = 0;
+  wss.on("connection", (socket: WebSocket) => {
+    const first = connections++ === 0;
+    const send = (message: CoordinatorMessage) => socket.send(JSON.stringify(message));
+    socket.on("message", (data) => {
+      const message = JSON.parse(data.toString()) as AgentMessage;
+      // The second welcome lists no job: while the agent was away, its lease ran out.
+      if (message.type === "hello") send({ type: "welcome", agentId: "1", heartbeatSeconds: 10, leaseSeconds: 30, jobs: [] });
+      if (message.type === "claim" && first) send({ type: "assign", job: JOB });
+      if (message.type === "job.started") socket.close(1013, "reconnect");
+    });
+  });
+  const agent = new Agent({
+    urls: [`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`],
+    token: "t",
+    name: "given-up",
+    labels: {},
+    capacity: 1,
+    mode: "queue",
+    version: "test",
+    cancelGraceMs: 60_000,
+    logger: pino({ level: "silent" }),
+    adapters: () => running,
+  });
+  agent.start();
+  cleanups.push(() => agent.stop(1000));
+  await vi.waitFor(() => expect(graces).toEqual([0]), { timeout: 10_000 });
 });

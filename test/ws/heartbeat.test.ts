@@ -98,4 +98,39 @@ describePostgres("leases", () => {
       await dropPostgresDatabase(url);
     }
   });
+
+  test("an agent whose registration waited most of a heartbeat on the database is closed with 1013, not welcomed on that lease", { timeout: 20_000 }, async () => {
+    const url = await createPostgresDatabase();
+    const stalled = await startCoordinator({ database: { kind: "postgres", url: url.toString() }, port: 0, heartbeatSeconds: 1, leaseSeconds: 3, logger: pino({ level: "silent" }) });
+    const locker = postgres(url.toString(), { max: 1, onnotice: () => {} });
+    try {
+      const agentToken = (await tokenCreate(stalled.db, "agents", "agent")).token;
+      let locked!: () => void;
+      let unlock!: () => void;
+      const isLocked = new Promise<void>((resolve) => (locked = resolve));
+      const unlocked = new Promise<void>((resolve) => (unlock = resolve));
+      // The registration waits on a lock, as on a database that stalls.
+      const holding = locker.begin(async (tx) => {
+        await tx`LOCK TABLE agents IN ACCESS EXCLUSIVE MODE`;
+        locked();
+        await unlocked;
+      });
+      await isLocked;
+      const socket = new WebSocket(stalled.agentUrl);
+      const heard: string[] = [];
+      socket.on("message", (data) => heard.push((JSON.parse(String(data)) as { type: string }).type));
+      const closed = new Promise<number>((resolve) => socket.on("close", (code) => resolve(code)));
+      await new Promise((resolve) => socket.once("open", resolve));
+      socket.send(JSON.stringify({ type: "hello", protocol: PROTOCOL_VERSION, token: agentToken, name: "stalled", labels: {}, capacity: 1, version: "test" }));
+      await new Promise((r) => setTimeout(r, 1_500));
+      unlock();
+      await holding;
+      expect(await closed).toBe(1013);
+      expect(heard).not.toContain("welcome");
+    } finally {
+      await stalled.stop();
+      await locker.end();
+      await dropPostgresDatabase(url);
+    }
+  });
 });
