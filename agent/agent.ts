@@ -32,6 +32,8 @@ export type AgentOptions = {
   adapters?: AdapterLookup;
   /** Unacknowledged messages kept in memory before the rest go to a spill file (default 64 MiB). */
   outboxMemoryBytes?: number;
+  /** How often the agent pings a coordinator that has not welcomed it yet (default 10 s; two unanswered, it dials the next). */
+  welcomeBeatMs?: number;
 };
 
 /** Close codes after which redialling cannot help. */
@@ -84,7 +86,7 @@ export class Agent {
       close: (code, reason) => this.disconnected(code, reason),
       drained: () => this.outbox.pump(),
       warn: (message, fields) => this.log.warn(fields ?? {}, message),
-    });
+    }, options.welcomeBeatMs);
     this.stopped = new Promise((resolve, reject) => {
       this.finish = resolve;
       this.fail = reject;

@@ -19,6 +19,12 @@ export type ConnectionEvents = {
 
 /** An idle agent asks for an answer every this many beats. */
 export const IDLE_PINGS = 3;
+/**
+ * Until the welcome, a ping every this long (default): a coordinator that took the socket and then
+ * froze, or whose host vanished, is left for the next within two, as one slow to welcome (its
+ * database busy under a connect storm) still answers them.
+ */
+export const WELCOME_BEAT_MS = 10_000;
 /** Bytes queued on the socket, not yet handed to the kernel, past which it is congested. */
 export const HIGH_WATER_BYTES = 1024 * 1024;
 const LOW_WATER_BYTES = 256 * 1024;
@@ -31,12 +37,14 @@ export class Connection {
   private pinger?: NodeJS.Timeout;
   private next = 0;
   private lastHeard = 0;
+  private unanswered = false;
   private awaitingDrain = false;
   private readonly cork = new TurnCork();
 
   constructor(
     private readonly urls: string[],
     private readonly events: ConnectionEvents,
+    private readonly welcomeBeatMs = WELCOME_BEAT_MS,
   ) {}
 
   start(): void {
@@ -86,17 +94,17 @@ export class Connection {
    */
   established(beatMs: number, wantAnswer: () => boolean): void {
     this.backoff.reset();
+    this.beat(beatMs, wantAnswer);
+  }
+
+  private beat(beatMs: number, wantAnswer: () => boolean): void {
     clearInterval(this.pinger);
-    let unanswered = false;
+    this.unanswered = false;
     let beats = 0;
-    this.socket?.on("pong", () => {
-      unanswered = false;
-      this.lastHeard = Date.now();
-    });
     this.pinger = setInterval(() => {
       if (!wantAnswer() && ++beats % IDLE_PINGS !== 0) return this.socket?.pong();
-      if (unanswered) return this.socket?.terminate();
-      unanswered = true;
+      if (this.unanswered) return this.socket?.terminate();
+      this.unanswered = true;
       this.socket?.ping();
     }, beatMs);
   }
@@ -125,7 +133,12 @@ export class Connection {
     this.socket = socket;
     socket.on("open", () => {
       this.lastHeard = Date.now();
+      this.beat(this.welcomeBeatMs, () => true);
       this.events.open();
+    });
+    socket.on("pong", () => {
+      this.unanswered = false;
+      this.lastHeard = Date.now();
     });
     socket.on("message", (data) => {
       this.lastHeard = Date.now();

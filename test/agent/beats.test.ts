@@ -1,6 +1,6 @@
 // The agent's heartbeat on the wire: an idle agent sends unsolicited pongs (one-way beats) and asks
 // for an answer with a ping every third beat; an agent with jobs running pings every beat; a ping
-// left unanswered until the next one cuts the socket.
+// left unanswered until the next one cuts the socket, before the welcome as after it.
 import { afterEach, expect, test } from "vitest";
 import { type AddressInfo, WebSocketServer } from "ws";
 import { Connection, IDLE_PINGS } from "../../agent/connection.ts";
@@ -71,4 +71,23 @@ test.each([
   await closed;
   expect(frames.filter((f) => f === "ping")).toHaveLength(1);
   expect(frames.filter((f) => f === "pong")).toHaveLength(pongs);
+});
+
+test("until the welcome every beat is a ping: a coordinator that answers is waited for, one that does not is left for the next", { timeout: 10_000 }, async () => {
+  const [answering, frozen, next] = [await server(true), await server(false), await server(true)];
+  const dialled = (urls: string[]) => {
+    const opened: string[] = [];
+    const connection = new Connection(urls, { open: () => opened.push(urls[opened.length % urls.length]!), message: () => {}, close: () => {}, drained: () => {}, warn: () => {} }, BEAT_MS);
+    connection.start();
+    cleanups.push(() => connection.stop());
+    return opened;
+  };
+  const waited = dialled([answering.url, next.url]);
+  const left = dialled([frozen.url, next.url]);
+  await frozen.closed;
+  await until(() => left.length === 2);
+  expect(left).toEqual([frozen.url, next.url]);
+  expect(answering.frames.length).toBeGreaterThanOrEqual(2);
+  expect(answering.frames.every((frame) => frame === "ping")).toBe(true);
+  expect(waited).toEqual([answering.url]);
 });
