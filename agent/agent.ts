@@ -43,6 +43,9 @@ const FATAL_CLOSE = new Map([
   [4002, "another agent connected with the same name"],
 ]);
 
+/** How long a refused agent waits for its stopped jobs to end before it gives up on them. */
+const FATAL_STOP_MS = 5_000;
+
 /** Error codes by which the coordinator refuses a job's message because the job is not this agent's (any more). */
 const NOT_OURS = new Set(["illegal_transition", "unknown_job"]);
 
@@ -284,11 +287,17 @@ export class Agent {
     const fatal = FATAL_CLOSE.get(code);
     if (!fatal) return;
     this.log.error({ code, reason }, fatal);
+    clearTimeout(this.fence);
     clearInterval(this.watchdog);
     this.resends.stop();
     void this.connection.stop();
-    this.outbox.close();
-    this.fail(new AgentFailed(`${fatal}: ${reason}`));
+    // Never to be reported, and perhaps already given to another (an agent that took this one's
+    // name disowns them): its jobs are stopped at once, and end before the agent does.
+    for (const runner of this.runners.values()) runner.handBack(0);
+    void within(Promise.all([...this.runners.values()].map((runner) => runner.done)), FATAL_STOP_MS).then(() => {
+      this.outbox.close();
+      this.fail(new AgentFailed(`${fatal}: ${reason}`));
+    });
   }
 }
 

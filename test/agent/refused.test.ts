@@ -1,9 +1,11 @@
 // A job the coordinator no longer counts as the agent's (here: its lease ran out while the socket
 // stayed open, and the reaper returned the job it only held) is stopped the moment the coordinator
-// refuses one of its messages, so it does not run on beside the attempt that replaced it.
+// refuses one of its messages, so it does not run on beside the attempt that replaced it; and so
+// are the jobs of an agent that another took the name of.
 import { afterAll, expect, test, vi } from "vitest";
 import { z } from "zod";
 import type { Adapter, RunResult } from "../../adapters/adapter.ts";
+import { AgentFailed } from "../../agent/agent.ts";
 import type { WorkOrderView } from "../../protocol/api.ts";
 import { useInProcessCoordinator } from "../support/in-process.ts";
 
@@ -55,4 +57,19 @@ test("a held job begun after the coordinator returned it is stopped when its sta
   await vi.waitFor(() => expect(cancelled).toContain(stale));
   expect(cancelled).not.toContain(replacement);
   expect(await stateOf(held.id)).toBe("running");
+});
+
+test("an agent replaced by another under its name (4002) stops its jobs at once, and fails once they have ended", async () => {
+  const first = fleet().agent({ name: "twice", labels: { pool: "twice" }, adapter: gate });
+  const failed = first.stopped.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+  const { id } = await api<WorkOrderView>("POST", "/v1/work-orders", { spec: { command: ["gate"] }, selector: "pool=twice" });
+  await vi.waitFor(() => expect(runsOf(id)).toHaveLength(1));
+  const [jobId] = runsOf(id);
+  fleet().agent({ name: "twice", labels: { pool: "elsewhere" }, adapter: gate });
+  // Not after the fence (half the lease, 15 s), by which time the work order may run again elsewhere.
+  await vi.waitFor(() => expect(cancelled).toContain(jobId), { timeout: 3_000 });
+  expect(await failed).toBeInstanceOf(AgentFailed);
 });
