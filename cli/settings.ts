@@ -43,10 +43,17 @@ export function dataDir(flags: Flags): string {
 
 /** The coordinator's URL and a token: flags, then JOBFLEET_URL / JOBFLEET_TOKEN, then `jobfleet start`'s. */
 export function endpoint(flags: Flags): { url: string; token: string } {
-  const url = (setting(flags, "url") ?? DEFAULT_URL).replace(/\/+$/, "");
+  const url = httpUrl(setting(flags, "url") ?? DEFAULT_URL);
   const token = setting(flags, "token") ?? localToken(flags);
   if (!token) throw CliError.usage("no token: pass --token or set JOBFLEET_TOKEN (jobfleet start prints one)");
   return { url, token };
+}
+
+/** The coordinator's address, checked: a typo must not pass for an outage that the CLI waits out. */
+function httpUrl(text: string): string {
+  const protocol = URL.canParse(text) ? new URL(text).protocol : undefined;
+  if (protocol !== "http:" && protocol !== "https:") throw CliError.usage(`--url must be an http(s) URL such as ${DEFAULT_URL}, not '${text}'`);
+  return text.replace(/\/+$/, "");
 }
 
 function localToken(flags: Flags): string | undefined {

@@ -99,9 +99,11 @@ async function stopWithin(c: Coordinator, log: Logger): Promise<never> {
 }
 
 function agentUrl(text: string): string {
+  const refused = () => CliError.usage(`--url must be a ws(s) or http(s) URL, not '${text}'`);
+  if (!URL.canParse(text)) throw refused();
   const url = new URL(text);
   if (url.protocol === "http:" || url.protocol === "https:") url.protocol = url.protocol === "http:" ? "ws:" : "wss:";
-  if (url.protocol !== "ws:" && url.protocol !== "wss:") throw CliError.usage(`--url must be a ws(s) or http(s) URL, not '${text}'`);
+  if (url.protocol !== "ws:" && url.protocol !== "wss:") throw refused();
   if (url.hash) throw CliError.usage(`--url cannot have a #fragment: '${text}'`);
   if (url.pathname === "/") url.pathname = "/v1/agent";
   return url.toString();

@@ -25,6 +25,10 @@ const cases: [string[], RegExp][] = [
   // The bad --cancel-grace (checked after --prefetch) keeps an agent from running if '' were taken as 0.
   [["agent", "--url", "ws://127.0.0.1:1", "--token", "t", "--prefetch", "", "--cancel-grace", "x"], /--prefetch must be a whole number from 0 to 1000, not ''/],
   [["agent", "--url", "ftp://x", "--token", "t"], /--url must be a ws\(s\) or http\(s\) URL/],
+  [["agent", "--url", "127.0.0.1:7700", "--token", "t"], /--url must be a ws\(s\) or http\(s\) URL, not '127.0.0.1:7700'/],
+  // Without a scheme, an address is no outage to wait out.
+  [["work-orders", "list", "--url", "127.0.0.1:7700", "--token", "t"], /--url must be an http\(s\) URL such as http:\/\/127.0.0.1:7700, not '127.0.0.1:7700'/],
+  [["run", "--url", "localhost:7700", "--token", "t", "--", "true"], /--url must be an http\(s\) URL such as .*, not 'localhost:7700'/],
   [["agent", "--url", "http://127.0.0.1:1/#x", "--token", "t"], /--url cannot have a #fragment/],
   [["work-orders", "show", "abc", "--token", "t"], /'abc' is not a work order id/],
   [["jobs"], /'jobs' needs an action/],
