@@ -81,6 +81,7 @@ export class Agent {
       memoryBytes: options.outboxMemoryBytes ?? 64 * 1024 * 1024,
       spillPath: join(tmpdir(), `jobfleet-agent-${process.pid}-${options.name}.spill`),
       ready: () => this.welcomed && !this.connection.congested,
+      warn: (message, fields) => this.log.warn(fields, message),
     });
     this.resends = new Resends(this.outbox);
     this.connection = new Connection(options.urls, {

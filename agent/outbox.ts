@@ -2,10 +2,11 @@
 // kept until the coordinator acknowledges it, so everything unacknowledged can be sent again after
 // a reconnect; the coordinator ignores what it already applied. Past `memoryBytes` of messages
 // waiting, further ones are kept in a spill file (only their place in it stays in memory), so a
-// long disconnection under heavy output costs disk, not the agent's memory. Messages go out only
-// while the wire takes them (`ready`); the rest wait here, in order, until `pump()`, so output
-// faster than the coordinator takes it waits in the budget and the spill file, never unbounded in
-// the socket's own buffer.
+// long disconnection under heavy output costs disk, not the agent's memory (while the disk takes
+// it: a message that cannot be spilled stays in memory). Messages go out only while the wire takes
+// them (`ready`); the rest wait here, in order, until `pump()`, so output faster than the
+// coordinator takes it waits in the budget and the spill file, never unbounded in the socket's own
+// buffer.
 import { closeSync, ftruncateSync, openSync, readSync, rmSync, writeSync } from "node:fs";
 import type { JobMessage } from "../protocol/messages.ts";
 
@@ -24,6 +25,7 @@ export type OutboxOptions = {
   spillPath: string;
   /** Whether the wire takes another message now (default: always). */
   ready?: () => boolean;
+  warn?: (message: string, fields: Record<string, unknown>) => void;
 };
 
 export class Outbox {
@@ -31,6 +33,8 @@ export class Outbox {
   private readonly waiters = new Set<() => void>();
   private memory = 0;
   private spill?: { fd: number; size: number; entries: number };
+  /** The last spill failed (warned of once until one succeeds). */
+  private spillFailing = false;
   /** Messages not yet sent (or to be sent again), oldest first from `head`. */
   private waiting: Entry[] = [];
   private head = 0;
@@ -93,15 +97,30 @@ export class Outbox {
   private keep(message: JobMessage): Entry {
     const text = JSON.stringify(message);
     const bytes = Buffer.byteLength(text);
-    if (this.memory + bytes <= this.options.memoryBytes) {
-      this.memory += bytes;
-      return { jobId: message.jobId, seq: message.seq, type: message.type, released: false, text, bytes };
+    const entry = { jobId: message.jobId, seq: message.seq, type: message.type, released: false };
+    if (this.memory + bytes > this.options.memoryBytes) {
+      try {
+        return { ...entry, spilled: this.spilled(text, bytes) };
+      } catch (error) {
+        // A full disk must not cost the message, nor the agent: it is kept in memory, over budget.
+        if (!this.spillFailing) this.options.warn?.("the outbox cannot spill to disk; keeping messages in memory", { error: String(error) });
+        this.spillFailing = true;
+      }
     }
+    this.memory += bytes;
+    return { ...entry, text, bytes };
+  }
+
+  /** Writes `text` at the end of the spill file; where it stands, or a throw with nothing kept. */
+  private spilled(text: string, bytes: number): { position: number; length: number } {
     this.spill ??= { fd: openSync(this.options.spillPath, "w+", 0o600), size: 0, entries: 0 };
     const position = this.spill.size;
-    this.spill.size += writeSync(this.spill.fd, text, position);
+    // Written at its place: a failed or short write leaves what is before it whole, and is overwritten.
+    if (writeSync(this.spill.fd, text, position) < bytes) throw new Error("short write to the spill file");
+    this.spill.size += bytes;
     this.spill.entries++;
-    return { jobId: message.jobId, seq: message.seq, type: message.type, released: false, spilled: { position, length: bytes } };
+    this.spillFailing = false;
+    return { position, length: bytes };
   }
 
   private text(entry: Entry): string {

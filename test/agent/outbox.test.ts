@@ -155,6 +155,22 @@ describe("Outbox past its memory budget", () => {
     expect(sent).toEqual([...original.filter((m) => m.jobId === "1"), ...original.filter((m) => m.jobId === "2")]);
   });
 
+  test("keeps in memory what it cannot spill (no disk to write to), warning once, and loses nothing", () => {
+    const warnings: string[] = [];
+    const sent: JobMessage[] = [];
+    const spillPath = join(dir, "no-such-directory", "spill");
+    const box = new Outbox((text) => sent.push(JSON.parse(text)), { memoryBytes: 100, spillPath, warn: (message) => warnings.push(message) });
+    box.open("1");
+    for (let i = 0; i < 10; i++) box.push({ type: "job.log", jobId: "1", data: `${i} ${"z".repeat(50)}` });
+    expect(sent.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(box.memoryBytes).toBeGreaterThan(100);
+    expect(box.spilledBytes).toBe(0);
+    expect(warnings).toEqual(["the outbox cannot spill to disk; keeping messages in memory"]);
+    const original = sent.splice(0);
+    box.resend();
+    expect(sent).toEqual(original);
+  });
+
   test("empties the spill file once nothing spilled is waiting, and removes it on close", () => {
     const { box, spillPath } = outbox(200);
     box.open("1");
