@@ -66,8 +66,10 @@ async function plainText(events: AsyncGenerator<LogEvent>, abort: AbortControlle
         controller.error(error);
       }
     },
+    // The reader is closed too: left paused, it would keep its watch on the work order for good.
     cancel() {
       abort.abort();
+      void events.return(undefined);
       done();
     },
   });

@@ -98,6 +98,17 @@ describe("plain logs", () => {
     expect(await text(`/v1/work-orders/${job.workOrderId}/log?offset=7`)).toBe(WHOLE.slice(7));
   });
 
+  it("a plain read the client abandons midway lets go of the work order", async () => {
+    const job = await claimedJob();
+    await job.send({ type: "job.started" });
+    for (let i = 0; i < 300; i++) await job.log(`line ${i}\n`);
+    const response = await h.request(`/v1/jobs/${job.jobId}/log`, { token: h.tokens.ci });
+    const reader = response.body!.getReader();
+    expect((await reader.read()).done).toBe(false);
+    await reader.cancel();
+    await vi.waitFor(() => expect(h.services.bus.watched()).not.toContain(job.workOrderId));
+  });
+
   it("a running job's log so far, without waiting for more", async () => {
     const job = await claimedJob();
     await job.send({ type: "job.started" });
