@@ -38,6 +38,26 @@ export function retryAfterMs(header: string | null, now = Date.now()): number | 
   return Number.isNaN(ms) ? undefined : Math.min(MAX_RETRY_AFTER_MS, Math.max(0, ms));
 }
 
+/** Network failures that pass: the coordinator restarting or not up yet, the network or DNS down a while. */
+const TRANSIENT = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "EHOSTDOWN",
+  "ENETUNREACH",
+  "ENETDOWN",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "UND_ERR_SOCKET",
+  "UND_ERR_CLOSED",
+  "UND_ERR_CONNECT_TIMEOUT",
+  "UND_ERR_HEADERS_TIMEOUT",
+  "UND_ERR_BODY_TIMEOUT",
+]);
+
 /** Statuses of a coordinator restarting or rate-limiting, or a proxy in front of it: they pass. */
 const PASSING = new Set([429, 502, 503, 504]);
 
@@ -150,7 +170,11 @@ export class Client {
     } catch (error) {
       if (signal?.aborted) throw error;
       const { cause } = error as { cause?: { code?: string; message?: string } };
-      const reason = cause?.code ?? cause?.message ?? (error as Error).message;
+      const reason = cause?.code ?? cause?.message;
+      // Only a network that may come back is waited out: a certificate refused is not. A request
+      // that could not even be made names nothing of itself, as its message may hold the token.
+      if (reason === undefined) throw new CliError("the request to the coordinator could not be made: check --url and --token");
+      if (cause?.code === undefined || !TRANSIENT.has(cause.code)) throw new CliError(`cannot reach the coordinator at ${this.url} (${reason})`);
       throw new Interrupted(`cannot reach the coordinator at ${this.url} (${reason})`);
     }
     if (response.ok) return response;

@@ -123,6 +123,13 @@ export async function main(argv: string[]): Promise<number> {
   return command.run(flags, args);
 }
 
+// A reader that went away (`| head`) takes no more output: the rest is dropped, and the command
+// goes on to its end (`run`, to its job's exit code) rather than dying on an unhandled EPIPE.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code !== "EPIPE") throw error;
+  process.stdout.write = (() => true) as typeof process.stdout.write;
+});
+
 try {
   process.exitCode = await main(process.argv.slice(2));
 } catch (error) {

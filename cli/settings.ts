@@ -46,13 +46,16 @@ export function endpoint(flags: Flags): { url: string; token: string } {
   const url = httpUrl(setting(flags, "url") ?? DEFAULT_URL);
   const token = setting(flags, "token") ?? localToken(flags);
   if (!token) throw CliError.usage("no token: pass --token or set JOBFLEET_TOKEN (jobfleet start prints one)");
+  // Not echoed: it is a secret, and what is wrong with it is a character (a newline pasted in).
+  if (!/^[\x21-\x7e]+$/.test(token)) throw CliError.usage("the token (--token or JOBFLEET_TOKEN) holds a character other than printable ASCII");
   return { url, token };
 }
 
 /** The coordinator's address, checked: a typo must not pass for an outage that the CLI waits out. */
 function httpUrl(text: string): string {
-  const protocol = URL.canParse(text) ? new URL(text).protocol : undefined;
-  if (protocol !== "http:" && protocol !== "https:") throw CliError.usage(`--url must be an http(s) URL such as ${DEFAULT_URL}, not '${text}'`);
+  const url = URL.canParse(text) ? new URL(text) : undefined;
+  if (url?.username || url?.password) throw CliError.usage("--url cannot carry a user name or password: the token is the credential");
+  if (url?.protocol !== "http:" && url?.protocol !== "https:") throw CliError.usage(`--url must be an http(s) URL such as ${DEFAULT_URL}, not '${text}'`);
   return text.replace(/\/+$/, "");
 }
 

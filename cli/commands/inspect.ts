@@ -139,10 +139,11 @@ export async function tokens(action: string, flags: Flags, args: string[]): Prom
       const { items } = await c.request<{ items: TokenView[] }>("GET", "/v1/tokens");
       return print(flags, items, () => table(["ID", "NAME", "ROLE", "AGE"], items.map((t) => [t.id, t.name, t.role, age(t.createdAt)])));
     }
-    case "revoke":
-      await c.request("DELETE", `/v1/tokens/${idArgument(args, "token")}`);
-      process.stdout.write("revoked\n");
-      return 0;
+    case "revoke": {
+      const id = idArgument(args, "token");
+      await c.request("DELETE", `/v1/tokens/${id}`);
+      return print(flags, { id, revoked: true }, () => "revoked\n");
+    }
   }
   throw CliError.usage(`unknown action 'tokens ${action}'`);
 }

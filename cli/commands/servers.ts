@@ -54,7 +54,13 @@ async function coordinatorFrom(flags: Flags, log: Logger): Promise<Coordinator> 
   const address = listen(flags);
   // Only once every flag has been checked: a usage error leaves nothing behind.
   if (config.kind === "pglite") mkdirSync(config.dataDir, { recursive: true });
-  return startCoordinator({ database: config, ...address, heartbeatSeconds, leaseSeconds, maxFollowers, requestsPerSecond, logger: log });
+  return startCoordinator({ database: config, ...address, heartbeatSeconds, leaseSeconds, maxFollowers, requestsPerSecond, logger: log }).catch((error) => {
+    const { code } = error as NodeJS.ErrnoException;
+    if (code === "EADDRINUSE" || code === "EADDRNOTAVAIL" || code === "EACCES") {
+      throw new CliError(`cannot listen on ${address.host}:${address.port} (${code}): another process may hold it; choose another with --listen`);
+    }
+    throw error;
+  });
 }
 
 /** Resolves on the first SIGINT or SIGTERM; a second one calls `again`. */
@@ -110,13 +116,13 @@ function agentUrl(text: string): string {
 }
 
 /** The agent's settings from its flags; all but where it dials and its token. */
-function agentSettings(flags: Flags, log: Logger) {
+function agentSettings(flags: Flags, log: Logger, defaults: { name?: string; capacity?: number } = {}) {
   const mode = setting(flags, "mode") ?? "queue";
   if (!agentModes.includes(mode as AgentMode)) throw CliError.usage(`--mode is one of ${agentModes.join(", ")}, not '${mode}'`);
   return {
-    name: setting(flags, "name") ?? hostname(),
+    name: setting(flags, "name") ?? defaults.name ?? hostname(),
     labels: agentLabels(setting(flags, "labels")),
-    capacity: integer(flags, "capacity", 1, 1, MAX_CAPACITY),
+    capacity: integer(flags, "capacity", defaults.capacity ?? 1, 1, MAX_CAPACITY),
     prefetch: integer(flags, "prefetch", 0, 0, MAX_PREFETCH),
     mode: mode as AgentMode,
     version: pkg.version,
@@ -172,7 +178,7 @@ async function localCiToken(c: Coordinator, dir: string): Promise<string> {
 export async function start(flags: Flags): Promise<number> {
   const log = logger(flags, "jobfleet");
   // Checked before anything starts, so a bad flag leaves no coordinator running.
-  const settings = agentSettings({ name: "local", capacity: String(availableParallelism()), ...flags }, log);
+  const settings = agentSettings(flags, log, { name: "local", capacity: Math.min(availableParallelism(), MAX_CAPACITY) });
   const drainSeconds = integer(flags, "drain-timeout", 60, 0, 86_400);
   const c = await coordinatorFrom(flags, log);
   try {
@@ -203,7 +209,7 @@ jobfleet is running
                (saved in ${join(dir, CI_TOKEN_FILE)}, where the CLI in this directory finds it)
 
 Run a job, from another terminal in this directory:
-  npx jobfleet run --selector 'os=linux' -- sh -c 'echo hello; exit 3'
+  npx jobfleet run --selector 'os=${options.labels.os}' -- sh -c 'echo hello; exit 3'
 
 From anywhere else:
   export JOBFLEET_URL=${c.url} JOBFLEET_TOKEN=${ciToken}

@@ -122,20 +122,30 @@ export function exitCodeOf(state: WorkOrderState | JobState, exitCode: number | 
 export async function run(flags: Flags, command: string[]): Promise<number> {
   const { url, token } = endpoint(flags);
   const client = new Client(url, token);
-  const order = await submit(client, workOrderBody(flags, command));
-  process.stderr.write(`jobfleet: work order ${order.id} enqueued (selector '${order.selector}')\n`);
-  const cancel = () => {
-    process.stderr.write(`jobfleet: cancelling work order ${order.id} (interrupt again to stop waiting)\n`);
-    process.once("SIGINT", () => process.exit(RUN_EXIT.cancelled));
-    void client.request("POST", `/v1/work-orders/${order.id}/cancel`, { reason: "interrupted at the CLI" }).catch(() => {});
+  const body = workOrderBody(flags, command);
+  const cancel = (id: string) => {
+    process.stderr.write(`jobfleet: cancelling work order ${id} (interrupt again to stop waiting)\n`);
+    const request = () => client.request("POST", `/v1/work-orders/${id}/cancel`, { reason: "interrupted at the CLI" });
+    retried("cancelling", FOLLOW.reconnectForMs, request).catch((error) => process.stderr.write(`jobfleet: work order ${id} not cancelled: ${(error as Error).message}\n`));
   };
-  process.once("SIGINT", cancel);
-  process.once("SIGTERM", cancel);
+  // Heard from before the enqueue: a work order enqueued as the user interrupts is cancelled, not
+  // left to run unwatched.
+  let order: WorkOrderView | undefined;
+  let interrupted = false;
+  const interrupt = () => {
+    if (interrupted) process.exit(RUN_EXIT.cancelled);
+    interrupted = true;
+    if (order) cancel(order.id);
+    else process.stderr.write("jobfleet: interrupted; the work order is cancelled once enqueued (interrupt again to stop waiting)\n");
+  };
+  process.on("SIGINT", interrupt).on("SIGTERM", interrupt);
   try {
+    order = await submit(client, body);
+    process.stderr.write(`jobfleet: work order ${order.id} enqueued (selector '${order.selector}')\n`);
+    if (interrupted) cancel(order.id);
     return await follow(client, `/v1/work-orders/${order.id}/log?follow=true`, `work order ${order.id}`);
   } finally {
-    process.off("SIGINT", cancel);
-    process.off("SIGTERM", cancel);
+    process.off("SIGINT", interrupt).off("SIGTERM", interrupt);
   }
 }
 
@@ -189,14 +199,19 @@ export async function follow(client: Client, path: string, subject: string, { id
  * Its idempotency key makes a POST sent again after its answer was lost enqueue once.
  */
 export async function submit(client: Client, body: Record<string, unknown>, { reconnectForMs }: Pick<FollowOptions, "reconnectForMs"> = FOLLOW): Promise<WorkOrderView> {
+  return retried("enqueuing", reconnectForMs, () => client.request<WorkOrderView>("POST", "/v1/work-orders", body));
+}
+
+/** `attempt`, made again through an outage or a rate limit for up to `reconnectForMs`. */
+async function retried<T>(doing: string, reconnectForMs: number, attempt: () => Promise<T>): Promise<T> {
   const since = Date.now();
   const backoff = new Backoff(500, 5000);
   for (;;) {
     try {
-      return await client.request<WorkOrderView>("POST", "/v1/work-orders", body);
+      return await attempt();
     } catch (error) {
       if (!(error instanceof Interrupted)) throw error;
-      await waitOut(error, since, backoff, reconnectForMs, "enqueuing");
+      await waitOut(error, since, backoff, reconnectForMs, doing);
     }
   }
 }

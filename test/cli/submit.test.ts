@@ -7,7 +7,7 @@ import { pino } from "pino";
 import { expect, test } from "vitest";
 import { tokenCreate } from "../../coordinator/auth/tokens.ts";
 import { startCoordinator } from "../../coordinator/coordinator.ts";
-import { Client } from "../../cli/client.ts";
+import { Client, Interrupted } from "../../cli/client.ts";
 import { submit, workOrderBody } from "../../cli/commands/work.ts";
 import { CliError } from "../../cli/errors.ts";
 
@@ -82,4 +82,11 @@ test("against a coordinator's rate limit, the enqueue waits its turn", async () 
   } finally {
     await coordinator.stop();
   }
+});
+
+test("a request that cannot even be made is no outage to wait out, and its error names no secret", async () => {
+  const failed = await submit(new Client("http://user:s3cret@127.0.0.1:1", "t"), workOrderBody({}, ["true"])).catch((e: unknown) => e);
+  expect(failed).toBeInstanceOf(CliError);
+  expect(failed).not.toBeInstanceOf(Interrupted);
+  expect((failed as Error).message).toBe("the request to the coordinator could not be made: check --url and --token");
 });

@@ -29,6 +29,9 @@ const cases: [string[], RegExp][] = [
   // Without a scheme, an address is no outage to wait out.
   [["work-orders", "list", "--url", "127.0.0.1:7700", "--token", "t"], /--url must be an http\(s\) URL such as http:\/\/127.0.0.1:7700, not '127.0.0.1:7700'/],
   [["run", "--url", "localhost:7700", "--token", "t", "--", "true"], /--url must be an http\(s\) URL such as .*, not 'localhost:7700'/],
+  // Refused at once, and neither secret echoed (fetch refuses both, which was taken for an outage).
+  [["enqueue", "--url", "http://user:s3cret@127.0.0.1:7700", "--token", "t", "--", "true"], /^(?![\s\S]*s3cret)[\s\S]*--url cannot carry a user name or password/],
+  [["enqueue", "--token", "jft_pasted\nwrapped", "--", "true"], /^(?![\s\S]*jft_pasted)[\s\S]*holds a character other than printable ASCII/],
   [["agent", "--url", "http://127.0.0.1:1/#x", "--token", "t"], /--url cannot have a #fragment/],
   [["work-orders", "show", "abc", "--token", "t"], /'abc' is not a work order id/],
   [["jobs"], /'jobs' needs an action/],

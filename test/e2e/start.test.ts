@@ -1,7 +1,7 @@
 // The quick start as the README gives it: `jobfleet start` (what `npm start` runs) brings up a
 // coordinator on the embedded database and a local agent, and the next command runs a job.
 import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { platform, tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, test } from "vitest";
 import { listening } from "../support/fleet.ts";
@@ -15,8 +15,27 @@ test("jobfleet start serves a local agent, and jobfleet run finds it with the sa
     const url = await listening(start);
     await start.waitFor(/"msg":"agent connected"/);
     expect(start.stderr).toMatch(/agent {8}local {2}labels os=linux,arch=\S+, capacity \d+, prefetch 1\n/);
+    // The command it shows selects this machine's agent, whatever its OS.
+    expect(start.stderr).toContain(`npx jobfleet run --selector 'os=${platform()}' -- sh -c 'echo hello; exit 3'`);
     const run = jobfleet(["run", "--selector", "os=linux", "--", "sh", "-c", "echo hello; exit 3"], { ...env, JOBFLEET_URL: url });
     expect(await run.exited).toMatchObject({ code: 3, stdout: "hello\n" });
+    // Its address taken, a second coordinator there says so in one line.
+    const second = await jobfleet(["coordinator", "--listen", new URL(url).host], env).exited;
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(/^jobfleet: cannot listen on 127\.0\.0\.1:\d+ \(EADDRINUSE\)[^\n]*\n$/m);
+    expect(second.stderr).not.toMatch(/\n\s+at /);
+  } finally {
+    await start.stop("SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("jobfleet start takes its agent's name and capacity from the environment as from flags", { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "jobfleet-start-"));
+  const start = jobfleet(["start", "--listen", "127.0.0.1:0"], { JOBFLEET_DATA_DIR: join(dir, ".jobfleet"), JOBFLEET_NAME: "from-env", JOBFLEET_CAPACITY: "1" });
+  try {
+    await listening(start);
+    await start.waitFor(/agent {8}from-env {2}labels \S+, capacity 1\n/);
   } finally {
     await start.stop("SIGTERM");
     rmSync(dir, { recursive: true, force: true });
