@@ -21,8 +21,8 @@ export type ConnectionEvents = {
 export const IDLE_PINGS = 3;
 /**
  * Until the welcome, a ping every this long (default): a coordinator that took the socket and then
- * froze, or whose host vanished, is left for the next within two, as one slow to welcome (its
- * database busy under a connect storm) still answers them.
+ * froze, or whose host vanished, is left for the next once a ping goes a beat unanswered (20 s in),
+ * as one slow to welcome (its database busy under a connect storm) still answers them.
  */
 export const WELCOME_BEAT_MS = 10_000;
 /** Bytes queued on the socket, not yet handed to the kernel, past which it is congested. */
