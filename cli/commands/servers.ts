@@ -12,6 +12,7 @@ import pkg from "../../package.json" with { type: "json" };
 import { MAX_CAPACITY, MAX_PREFETCH } from "../../protocol/limits.ts";
 import { agentModes, type AgentMode } from "../../protocol/messages.ts";
 import { type Labels, parseLabels, SelectorError } from "../../protocol/selector.ts";
+import { DataDirInUse } from "../../coordinator/db/pglite-data-dir.ts";
 import { CliError } from "../errors.ts";
 import { logger } from "../logger.ts";
 import { CI_TOKEN_FILE, dataDir, DEFAULT_URL, type Flags, integer, required, setting } from "../settings.ts";
@@ -55,6 +56,7 @@ async function coordinatorFrom(flags: Flags, log: Logger): Promise<Coordinator> 
   // Only once every flag has been checked: a usage error leaves nothing behind.
   if (config.kind === "pglite") mkdirSync(config.dataDir, { recursive: true });
   return startCoordinator({ database: config, ...address, heartbeatSeconds, leaseSeconds, maxFollowers, requestsPerSecond, logger: log }).catch((error) => {
+    if (error instanceof DataDirInUse) throw new CliError(error.message);
     const { code } = error as NodeJS.ErrnoException;
     if (code === "EADDRINUSE" || code === "EADDRNOTAVAIL" || code === "EACCES") {
       throw new CliError(`cannot listen on ${address.host}:${address.port} (${code}): another process may hold it; choose another with --listen`);

@@ -3,11 +3,23 @@ import { drizzle } from "drizzle-orm/pglite";
 import { migrate } from "drizzle-orm/pglite/migrator";
 import type { Database, Orm } from "./database.ts";
 import { migrationsFolder } from "./migrations.ts";
+import { claimDataDir, initialiseDataDir } from "./pglite-data-dir.ts";
 import { PreparedStatements } from "./pglite-prepared.ts";
 import * as schema from "./schema.ts";
 
 export async function openPglite(dataDir: string): Promise<Database> {
-  const client = new PGlite(dataDir === ":memory:" ? undefined : dataDir);
+  if (dataDir === ":memory:") return opened(new PGlite(), () => {});
+  const release = claimDataDir(dataDir);
+  try {
+    await initialiseDataDir(dataDir, async (dir) => (await PGlite.create(dir)).close());
+    return await opened(new PGlite(dataDir), release);
+  } catch (error) {
+    release();
+    throw error;
+  }
+}
+
+async function opened(client: PGlite, release: () => void): Promise<Database> {
   await client.waitReady;
   // Its one session, whatever the database's default: array parameters write a missing value as NULL.
   await client.exec("SET array_nulls = on");
@@ -23,6 +35,9 @@ export async function openPglite(dataDir: string): Promise<Database> {
     ...prepared.queryable,
     generic: prepared.generic,
     transaction: (fn) => client.transaction(() => fn(prepared.inTransaction)),
-    close: () => client.close(),
+    close: async () => {
+      await client.close();
+      release();
+    },
   };
 }

@@ -10,14 +10,20 @@ const CONNECTION_CODES = new Set([
   "ECONNRESET",
   "EPIPE",
   "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "EHOSTDOWN",
+  "ENETUNREACH",
+  "ENETDOWN",
   "ENOTFOUND",
+  "EAI_AGAIN",
 ]);
 
 /** SQLSTATE classes and codes of a server that is going away or not yet accepting work. */
 const SERVER_CODES = /^(08|57P0[1-3]|53300)/;
 
 /** Codes of a connection that was never made: no statement was sent on it. */
-const UNSENT_CODES = /^(ECONNREFUSED|ENOTFOUND|CONNECT_TIMEOUT|53300|57P03)$/;
+// (A host or network unreachable may be an open connection's too, its retransmissions given up.)
+const UNSENT_CODES = /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|CONNECT_TIMEOUT|53300|57P03)$/;
 
 export function isUnavailable(error: unknown): boolean {
   return unavailableCode(error) !== undefined;

@@ -5,7 +5,7 @@ import { isUnavailable, mayHaveCommitted } from "../../coordinator/db/unavailabl
 
 const withCode = (code: string) => Object.assign(new Error(code), { code });
 
-test.each(["ECONNREFUSED", "CONNECTION_CLOSED", "57P01", "57P03", "08006", "53300"])("%s means the database is unavailable", (code) => {
+test.each(["ECONNREFUSED", "CONNECTION_CLOSED", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN", "57P01", "57P03", "08006", "53300"])("%s means the database is unavailable", (code) => {
   expect(isUnavailable(withCode(code))).toBe(true);
 });
 
@@ -23,7 +23,9 @@ test.each([
   ["ECONNRESET", true],
   ["57P01", true],
   ["08006", true],
+  ["EHOSTUNREACH", true],
   ["ECONNREFUSED", false],
+  ["EAI_AGAIN", false],
   ["CONNECT_TIMEOUT", false],
   ["53300", false],
   ["57P03", false],

@@ -1,0 +1,83 @@
+// A PGlite data directory is one process's at a time, and is made whole or not at all: a start
+// killed while it makes the database leaves a directory the next start can use.
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { PGlite } from "@electric-sql/pglite";
+import { afterEach, expect, test } from "vitest";
+import { openDatabase } from "../../coordinator/db/database.ts";
+import { DataDirInUse, initialiseDataDir } from "../../coordinator/db/pglite-data-dir.ts";
+import { jobfleet } from "../support/processes.ts";
+import { until } from "../support/until.ts";
+
+const temps: string[] = [];
+afterEach(() => {
+  for (const temp of temps.splice(0)) rmSync(temp, { recursive: true, force: true });
+});
+const fresh = () => {
+  const temp = mkdtempSync(join(tmpdir(), "jobfleet-data-dir-"));
+  temps.push(temp);
+  return { temp, dir: join(temp, ".jobfleet") };
+};
+
+/** The pid of a process that has exited. */
+async function gonePid(): Promise<number> {
+  const child = spawn(process.execPath, ["-e", ""]);
+  await new Promise((resolve) => child.on("exit", resolve));
+  return child.pid!;
+}
+
+test("a data directory in use is refused, by this process or another one alive; a claim whose process is gone is taken over", async () => {
+  const { dir } = fresh();
+  const db = await openDatabase({ kind: "pglite", dataDir: dir });
+  await expect(openDatabase({ kind: "pglite", dataDir: dir })).rejects.toThrow(DataDirInUse);
+  await db.close();
+  // Another process holds it: the test runner's parent is alive.
+  writeFileSync(join(dir, "jobfleet.pid"), String(process.ppid));
+  await expect(openDatabase({ kind: "pglite", dataDir: dir })).rejects.toThrow(`in use by process ${process.ppid}`);
+  writeFileSync(join(dir, "jobfleet.pid"), String(await gonePid()));
+  const reopened = await openDatabase({ kind: "pglite", dataDir: dir });
+  expect(await reopened.query("SELECT count(*)::int AS n FROM work_orders")).toEqual([{ n: 0 }]);
+  await reopened.close();
+  expect(existsSync(join(dir, "jobfleet.pid"))).toBe(false);
+});
+
+test("a database is moved in only once it is whole: one whose making failed midway leaves no PG_VERSION, and the next is made", async () => {
+  const { temp, dir } = fresh();
+  // As initdb killed after it wrote PG_VERSION, and as one killed once it had finished.
+  const partial = async (building: string) => {
+    mkdirSync(building, { recursive: true });
+    writeFileSync(join(building, "PG_VERSION"), "17\n");
+    throw new Error("killed");
+  };
+  const whole = async (building: string) => {
+    await (await PGlite.create(building)).close();
+    throw new Error("killed");
+  };
+  for (const create of [partial, whole]) {
+    await expect(initialiseDataDir(dir, create)).rejects.toThrow("killed");
+    expect(readdirSync(dir)).toEqual([]);
+  }
+  await initialiseDataDir(dir, async (building) => (await PGlite.create(building)).close());
+  expect(existsSync(join(dir, "PG_VERSION"))).toBe(true);
+  expect(readdirSync(temp)).toEqual([".jobfleet"]);
+  const db = await openDatabase({ kind: "pglite", dataDir: dir });
+  expect(await db.query("SELECT count(*)::int AS n FROM work_orders")).toEqual([{ n: 0 }]);
+  await db.close();
+});
+
+test("a first start killed while it makes the database leaves a directory the next start makes it in", { timeout: 60_000 }, async () => {
+  const { temp, dir } = fresh();
+  mkdirSync(dir);
+  const first = jobfleet(["coordinator", "--data-dir", dir, "--listen", "127.0.0.1:0"]);
+  // Killed once initdb has begun to write the database, wherever it writes it.
+  const begun = () => readdirSync(temp).some((name) => existsSync(join(temp, name, "PG_VERSION")));
+  await until(begun, "the database to be begun");
+  first.child.kill("SIGKILL");
+  await first.exited;
+  const db = await openDatabase({ kind: "pglite", dataDir: dir });
+  expect(await db.query("SELECT count(*)::int AS n FROM work_orders")).toEqual([{ n: 0 }]);
+  await db.close();
+  expect(readdirSync(temp)).toEqual([".jobfleet"]);
+});
