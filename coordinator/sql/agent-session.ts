@@ -3,7 +3,6 @@ import type { AgentMode } from "../../protocol/messages.ts";
 import type { Labels } from "../../protocol/selector.ts";
 import type { Queryable } from "../db/database.ts";
 import { ACTIVE_JOB_STATES } from "./active-jobs.ts";
-import { arrayLiteral } from "./array-literal.ts";
 
 export type AgentHello = { name: string; labels: Labels; capacity: number; prefetch?: number; mode: AgentMode; version: string };
 
@@ -35,45 +34,21 @@ export type PendingCancel = { jobId: string; agentId: string; reason: string };
 /** `claimed`: not begun, so possibly never heard of by its agent (a claim whose answer was lost). */
 export type HeldJob = { jobId: string; agentId: string; claimed: boolean; cancelReason: string | null };
 
-export type Seen = {
-  held: HeldJob[];
-  /** Agents whose row names another session: a newer connection under the name, here or on another coordinator. */
-  replaced: string[];
-};
-
-// A session's lease is renewed only while the agent's row still names it: the one a newer
-// connection under the agent's name (on another coordinator, say) took is not kept alive by the
-// old one's coordinator, which is told so and closes it.
-const SEEN = `
-WITH session AS (
-  SELECT * FROM unnest($1::bigint[], $2::text[]) AS s(agent_id, session_id)
-), seen AS (
-  UPDATE agents a SET last_seen_at = now(), lease_expires_at = now() + make_interval(secs => $3)
-  FROM session s WHERE a.id = s.agent_id AND a.session_id = s.session_id
-  RETURNING a.id
-)
-SELECT j.id::text AS "jobId", j.agent_id::text AS "agentId", j.state = 'claimed' AS claimed, j.cancel_reason AS "cancelReason", false AS replaced
-FROM jobs j
-WHERE j.agent_id = ANY(ARRAY(SELECT id FROM seen)) AND j.state IN (${ACTIVE_JOB_STATES}) AND (j.state = 'claimed' OR j.cancel_reason IS NOT NULL)
-UNION ALL
-SELECT NULL, s.agent_id::text, false, NULL, true FROM session s WHERE s.agent_id NOT IN (SELECT id FROM seen)`;
-
 /**
- * Renews the leases of the sessions connected here and records that their agents were seen; answers
- * their jobs not yet begun, and those with a cancel asked and not yet confirmed, to be sent again (a
- * cancel travels to the coordinator holding the agent by a notification, which can be lost); and
- * the agents whose row names another session.
+ * Renews the leases of the agents connected here and records that they were seen; answers their
+ * jobs not yet begun, and those with a cancel asked and not yet confirmed, to be sent again (a
+ * cancel travels to the coordinator holding the agent by a notification, which can be lost).
  */
-export async function agentsSeen(db: Queryable, sessions: { agentId: string; sessionId: string }[], leaseSeconds: number): Promise<Seen> {
-  const rows = await db.query<HeldJob & { replaced: boolean }>(SEEN, [
-    arrayLiteral(sessions.map((s) => s.agentId)),
-    arrayLiteral(sessions.map((s) => s.sessionId)),
-    leaseSeconds,
-  ]);
-  return {
-    held: rows.filter((row) => !row.replaced).map(({ replaced: _, ...job }) => job),
-    replaced: rows.filter((row) => row.replaced).map((row) => row.agentId),
-  };
+export async function agentsSeen(db: Queryable, agentIds: string[], leaseSeconds: number): Promise<HeldJob[]> {
+  return db.query<HeldJob>(
+    `WITH seen AS (
+       UPDATE agents SET last_seen_at = now(), lease_expires_at = now() + make_interval(secs => $2)
+       WHERE id = ANY($1::bigint[])
+     )
+     SELECT id::text AS "jobId", agent_id::text AS "agentId", state = 'claimed' AS claimed, cancel_reason AS "cancelReason" FROM jobs
+     WHERE agent_id = ANY($1::bigint[]) AND state IN (${ACTIVE_JOB_STATES}) AND (state = 'claimed' OR cancel_reason IS NOT NULL)`,
+    [agentIds, leaseSeconds],
+  );
 }
 
 export type ActiveJob = { jobId: string; seq: number; cancelReason: string | null };

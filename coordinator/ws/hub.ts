@@ -87,12 +87,8 @@ export class Hub {
     const renewing = [...this.agents.values()];
     if (renewing.length === 0) return;
     try {
-      const { held, replaced } = await agentsSeen(this.ctx.db, renewing.map((session) => ({ agentId: session.agentId!, sessionId: session.sessionId })), this.ctx.leaseSeconds);
-      const gone = new Set(replaced);
-      for (const session of renewing) {
-        if (gone.has(session.agentId!)) session.close(CloseCode.replaced, "replaced by a newer connection under the same name");
-        else session.leaseFrom = Math.max(session.leaseFrom, started);
-      }
+      const held = await agentsSeen(this.ctx.db, renewing.map((session) => session.agentId!), this.ctx.leaseSeconds);
+      for (const session of renewing) session.leaseFrom = Math.max(session.leaseFrom, started);
       for (const { jobId, agentId, cancelReason } of held) if (cancelReason !== null) this.cancel({ jobId, agentId, reason: cancelReason });
       // Renewals may overlap (one stuck on a dead connection must not hold up the leases): only one
       // begun after the last reconciled answer arrived may follow it.
