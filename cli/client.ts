@@ -43,6 +43,7 @@ const TRANSIENT = new Set([
   "ECONNREFUSED",
   "ECONNRESET",
   "ECONNABORTED",
+  "EADDRNOTAVAIL",
   "ETIMEDOUT",
   "EPIPE",
   "EHOSTUNREACH",
@@ -169,12 +170,14 @@ export class Client {
       });
     } catch (error) {
       if (signal?.aborted) throw error;
-      const { cause } = error as { cause?: { code?: string; message?: string } };
+      const { cause } = error as { cause?: { code?: string; message?: string; errors?: { code?: string }[] } };
       const reason = cause?.code ?? cause?.message;
       // Only a network that may come back is waited out: a certificate refused is not. A request
       // that could not even be made names nothing of itself, as its message may hold the token.
       if (reason === undefined) throw new CliError("the request to the coordinator could not be made: check --url and --token");
-      if (cause?.code === undefined || !TRANSIENT.has(cause.code)) throw new CliError(`cannot reach the coordinator at ${this.url} (${reason})`);
+      // Each address tried (IPv6, then IPv4) failed its own way: any that may pass is enough.
+      const codes = [cause?.code, ...(cause?.errors ?? []).map((e) => e.code)];
+      if (!codes.some((code) => code !== undefined && TRANSIENT.has(code))) throw new CliError(`cannot reach the coordinator at ${this.url} (${reason})`);
       throw new Interrupted(`cannot reach the coordinator at ${this.url} (${reason})`);
     }
     if (response.ok) return response;

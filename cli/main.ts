@@ -123,12 +123,15 @@ export async function main(argv: string[]): Promise<number> {
   return command.run(flags, args);
 }
 
-// A reader that went away (`| head`) takes no more output: the rest is dropped, and the command
-// goes on to its end (`run`, to its job's exit code) rather than dying on an unhandled EPIPE.
-process.stdout.on("error", (error: NodeJS.ErrnoException) => {
-  if (error.code !== "EPIPE") throw error;
-  process.stdout.write = (() => true) as typeof process.stdout.write;
-});
+// A reader that went away (`| head`, `2>&1 | head`) takes no more output: the rest is dropped,
+// and the command goes on to its end (`run`, to its job's exit code) rather than dying on an
+// unhandled EPIPE.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code !== "EPIPE") throw error;
+    stream.write = (() => true) as typeof stream.write;
+  });
+}
 
 try {
   process.exitCode = await main(process.argv.slice(2));

@@ -1,3 +1,4 @@
+import { realpathSync } from "node:fs";
 import { PGlite, types } from "@electric-sql/pglite";
 import { drizzle } from "drizzle-orm/pglite";
 import { migrate } from "drizzle-orm/pglite/migrator";
@@ -7,10 +8,12 @@ import { claimDataDir, initialiseDataDir } from "./pglite-data-dir.ts";
 import { PreparedStatements } from "./pglite-prepared.ts";
 import * as schema from "./schema.ts";
 
-export async function openPglite(dataDir: string): Promise<Database> {
-  if (dataDir === ":memory:") return opened(new PGlite(), () => {});
-  const release = claimDataDir(dataDir);
+export async function openPglite(given: string): Promise<Database> {
+  if (given === ":memory:") return opened(new PGlite(), () => {});
+  const release = claimDataDir(given);
   try {
+    // PGlite's file system does not follow a symlinked directory (a volume linked in): the real one.
+    const dataDir = realpathSync(given);
     await initialiseDataDir(dataDir, async (dir) => (await PGlite.create(dir)).close());
     return await opened(new PGlite(dataDir), release);
   } catch (error) {

@@ -23,6 +23,7 @@ type Follower = { event(name: string, data: unknown): void; end(): void };
  */
 async function coordinator(enqueueMs: number, following: (follower: Follower) => void = () => {}) {
   const cancels: number[] = [];
+  const posted: number[] = [];
   let follower: ServerResponse | undefined;
   const event = (name: string, data: unknown) => follower?.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
   const server = createServer((request, response) => {
@@ -31,7 +32,10 @@ async function coordinator(enqueueMs: number, following: (follower: Follower) =>
       response.writeHead(status, { "content-type": "application/json", ...headers });
       response.end(JSON.stringify(body));
     };
-    if (request.method === "POST" && request.url === "/v1/work-orders") return void setTimeout(() => json(201, { id: "5", selector: "os=linux" }), enqueueMs);
+    if (request.method === "POST" && request.url === "/v1/work-orders") {
+      posted.push(Date.now());
+      return void setTimeout(() => json(201, { id: "5", selector: "os=linux" }), enqueueMs);
+    }
     if (request.method === "POST" && request.url === "/v1/work-orders/5/cancel") {
       cancels.push(Date.now());
       if (cancels.length === 1) return json(503, { error: { code: "unavailable", message: "the database is unavailable" } }, { "retry-after": "1" });
@@ -49,7 +53,7 @@ async function coordinator(enqueueMs: number, following: (follower: Follower) =>
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   closers.push(() => server.close(), () => server.closeAllConnections());
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, cancels };
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, cancels, posted };
 }
 
 test("a cancel the coordinator refuses (it is restarting) is sent again, and run exits 130 once the work order is cancelled", { timeout: 20_000 }, async () => {
@@ -64,10 +68,10 @@ test("a cancel the coordinator refuses (it is restarting) is sent again, and run
 });
 
 test("an interrupt while the work order is being enqueued cancels it once it is", { timeout: 20_000 }, async () => {
-  const { url, cancels } = await coordinator(1_500);
+  const { url, cancels, posted } = await coordinator(1_500);
   const run = jobfleet(["run", "--url", url, "--token", "t", "--", "sleep", "60"]);
-  // The process is up and sending once its bundle has loaded; the answer is 1.5 s away.
-  await new Promise((resolve) => setTimeout(resolve, 800));
+  // Once the enqueue has reached the coordinator, whose answer is 1.5 s away.
+  await until(() => posted.length === 1, "the enqueue to be sent");
   run.child.kill("SIGTERM");
   await until(() => cancels.length === 2, "the cancel to be sent again");
   const exit = await run.exited;
@@ -88,4 +92,19 @@ test("a reader that goes away (| head) takes the rest of the output with it; run
   expect(exit.stderr).not.toMatch(/EPIPE|Unhandled/);
   expect(exit.stderr).toMatch(/work order 5 failed \(exit 3\)/);
   expect(exit.code).toBe(3);
+});
+
+test("so does one reading both of its outputs (2>&1 | head)", { timeout: 20_000 }, async () => {
+  const { url } = await coordinator(0, (follower) => {
+    setTimeout(() => {
+      follower.event("end", { type: "end", state: "failed", exitCode: 3 });
+      follower.end();
+    }, 500);
+  });
+  const run = jobfleet(["run", "--url", url, "--token", "t", "--", "yes"]);
+  // Gone once it has the enqueue's line: the job's line and the ending go to a closed pipe.
+  await run.waitFor(/enqueued/);
+  run.child.stdout!.destroy();
+  run.child.stderr!.destroy();
+  expect((await run.exited).code).toBe(3);
 });

@@ -1,7 +1,7 @@
 // A PGlite data directory is one process's at a time, and is made whole or not at all: a start
 // killed while it makes the database leaves a directory the next start can use.
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
@@ -36,6 +36,9 @@ test("a data directory in use is refused, by this process or another one alive; 
   // Another process holds it: the test runner's parent is alive.
   writeFileSync(join(dir, "jobfleet.pid"), String(process.ppid));
   await expect(openDatabase({ kind: "pglite", dataDir: dir })).rejects.toThrow(`in use by process ${process.ppid}`);
+  // Its pid taken again by a process that started later (a container restarted): not the holder.
+  writeFileSync(join(dir, "jobfleet.pid"), `${process.ppid} 1`);
+  await (await openDatabase({ kind: "pglite", dataDir: dir })).close();
   writeFileSync(join(dir, "jobfleet.pid"), String(await gonePid()));
   const reopened = await openDatabase({ kind: "pglite", dataDir: dir });
   expect(await reopened.query("SELECT count(*)::int AS n FROM work_orders")).toEqual([{ n: 0 }]);
@@ -61,6 +64,7 @@ test("a database is moved in only once it is whole: one whose making failed midw
   }
   await initialiseDataDir(dir, async (building) => (await PGlite.create(building)).close());
   expect(existsSync(join(dir, "PG_VERSION"))).toBe(true);
+  expect(readdirSync(dir).filter((name) => name.startsWith("."))).toEqual([]);
   expect(readdirSync(temp)).toEqual([".jobfleet"]);
   const db = await openDatabase({ kind: "pglite", dataDir: dir });
   expect(await db.query("SELECT count(*)::int AS n FROM work_orders")).toEqual([{ n: 0 }]);
@@ -68,16 +72,27 @@ test("a database is moved in only once it is whole: one whose making failed midw
 });
 
 test("a first start killed while it makes the database leaves a directory the next start makes it in", { timeout: 60_000 }, async () => {
-  const { temp, dir } = fresh();
+  const { dir } = fresh();
   mkdirSync(dir);
   const first = jobfleet(["coordinator", "--data-dir", dir, "--listen", "127.0.0.1:0"]);
   // Killed once initdb has begun to write the database, wherever it writes it.
-  const begun = () => readdirSync(temp).some((name) => existsSync(join(temp, name, "PG_VERSION")));
+  const begun = () => existsSync(dir) && readdirSync(dir).some((name) => existsSync(join(dir, name, "PG_VERSION")) || name === "PG_VERSION");
   await until(begun, "the database to be begun");
   first.child.kill("SIGKILL");
   await first.exited;
   const db = await openDatabase({ kind: "pglite", dataDir: dir });
   expect(await db.query("SELECT count(*)::int AS n FROM work_orders")).toEqual([{ n: 0 }]);
   await db.close();
+  expect(readdirSync(dir).filter((name) => name.startsWith("."))).toEqual([]);
+});
+
+test("a data directory that is a symlink to another filesystem (a mounted volume) is made and opened", async () => {
+  const { temp, dir } = fresh();
+  const elsewhere = mkdtempSync(join("/dev/shm", "jobfleet-volume-"));
+  temps.push(elsewhere);
+  symlinkSync(elsewhere, dir);
+  const db = await openDatabase({ kind: "pglite", dataDir: dir });
+  await db.close();
+  expect(existsSync(join(elsewhere, "PG_VERSION"))).toBe(true);
   expect(readdirSync(temp)).toEqual([".jobfleet"]);
 });
