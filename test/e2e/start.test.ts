@@ -7,8 +7,7 @@ import { expect, test } from "vitest";
 import { listening } from "../support/fleet.ts";
 import { jobfleet } from "../support/processes.ts";
 
-// Up to four processes, three of them starting an embedded database, on a machine the suite keeps busy.
-test("jobfleet start serves a local agent, and jobfleet run finds it with the saved CI token", { timeout: 120_000 }, async () => {
+test("jobfleet start serves a local agent, and jobfleet run finds it with the saved CI token", { timeout: 60_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "jobfleet-start-"));
   const env = { JOBFLEET_DATA_DIR: join(dir, ".jobfleet") };
   const start = jobfleet(["start", "--listen", "127.0.0.1:0", "--prefetch", "1"], env);

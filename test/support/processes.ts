@@ -16,7 +16,8 @@ export class JobfleetProcess {
 
   constructor(args: string[], env: Record<string, string | undefined> = {}) {
     this.child = spawn(process.execPath, [BIN, ...args], {
-      env: { ...process.env, JOBFLEET_URL: undefined, JOBFLEET_TOKEN: undefined, ...env },
+      // Nothing from the shell that runs the tests picks their coordinator or database for them.
+      env: { ...process.env, JOBFLEET_URL: undefined, JOBFLEET_TOKEN: undefined, DATABASE_URL: undefined, ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     this.child.stdout!.setEncoding("utf8").on("data", (text: string) => this.seen(() => (this.stdout += text)));
