@@ -97,10 +97,10 @@ export class Outbox {
   private keep(message: JobMessage): Entry {
     const text = JSON.stringify(message);
     const bytes = Buffer.byteLength(text);
-    const entry = { jobId: message.jobId, seq: message.seq, type: message.type, released: false };
+    const { jobId, seq, type } = message;
     if (this.memory + bytes > this.options.memoryBytes) {
       try {
-        return { ...entry, spilled: this.spilled(text, bytes) };
+        return { jobId, seq, type, released: false, spilled: this.spilled(text, bytes) };
       } catch (error) {
         // A full disk must not cost the message, nor the agent: it is kept in memory, over budget.
         if (!this.spillFailing) this.options.warn?.("the outbox cannot spill to disk; keeping messages in memory", { error: String(error) });
@@ -108,7 +108,7 @@ export class Outbox {
       }
     }
     this.memory += bytes;
-    return { ...entry, text, bytes };
+    return { jobId, seq, type, released: false, text, bytes };
   }
 
   /** Writes `text` at the end of the spill file; where it stands, or a throw with nothing kept. */
