@@ -10,10 +10,17 @@ import { afterEach, expect, test } from "vitest";
 import { jobfleet } from "../support/processes.ts";
 import { until } from "../support/until.ts";
 
-const closers: (() => void)[] = [];
-afterEach(() => {
-  for (const close of closers.splice(0)) close();
+const closers: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const close of closers.splice(0)) await close();
 });
+
+/** `jobfleet run` against `url`, stopped after the test if it has not ended. */
+function run(url: string) {
+  const child = jobfleet(["run", "--url", url, "--token", "t", "--", "sleep", "60"]);
+  closers.push(() => child.stop("SIGKILL"));
+  return child;
+}
 
 type Follower = { event(name: string, data: unknown): void; end(): void };
 
@@ -58,10 +65,10 @@ async function coordinator(enqueueMs: number, following: (follower: Follower) =>
 
 test("a cancel the coordinator refuses (it is restarting) is sent again, and run exits 130 once the work order is cancelled", { timeout: 20_000 }, async () => {
   const { url, cancels } = await coordinator(0);
-  const run = jobfleet(["run", "--url", url, "--token", "t", "--", "sleep", "60"]);
-  await run.waitFor(/job 9 \(attempt 1\)/);
-  run.child.kill("SIGINT");
-  const exit = await run.exited;
+  const running = run(url);
+  await running.waitFor(/job 9 \(attempt 1\)/);
+  running.child.kill("SIGINT");
+  const exit = await running.exited;
   expect(cancels).toHaveLength(2);
   expect(exit.stderr).toMatch(/cancelling again in/);
   expect(exit.code).toBe(130);
@@ -69,12 +76,12 @@ test("a cancel the coordinator refuses (it is restarting) is sent again, and run
 
 test("an interrupt while the work order is being enqueued cancels it once it is", { timeout: 20_000 }, async () => {
   const { url, cancels, posted } = await coordinator(1_500);
-  const run = jobfleet(["run", "--url", url, "--token", "t", "--", "sleep", "60"]);
+  const running = run(url);
   // Once the enqueue has reached the coordinator, whose answer is 1.5 s away.
   await until(() => posted.length === 1, "the enqueue to be sent");
-  run.child.kill("SIGTERM");
+  running.child.kill("SIGTERM");
   await until(() => cancels.length === 2, "the cancel to be sent again");
-  const exit = await run.exited;
+  const exit = await running.exited;
   expect(exit.stderr).toMatch(/interrupted; the work order is cancelled once enqueued/);
   expect(exit.code).toBe(130);
 });
@@ -86,9 +93,9 @@ test("a reader that goes away (| head) takes the rest of the output with it; run
     follower.event("end", { type: "end", state: "failed", exitCode: 3 });
     follower.end();
   });
-  const run = jobfleet(["run", "--url", url, "--token", "t", "--", "yes"]);
-  run.child.stdout!.once("data", () => run.child.stdout!.destroy());
-  const exit = await run.exited;
+  const running = run(url);
+  running.child.stdout!.once("data", () => running.child.stdout!.destroy());
+  const exit = await running.exited;
   expect(exit.stderr).not.toMatch(/EPIPE|Unhandled/);
   expect(exit.stderr).toMatch(/work order 5 failed \(exit 3\)/);
   expect(exit.code).toBe(3);
@@ -101,10 +108,10 @@ test("so does one reading both of its outputs (2>&1 | head)", { timeout: 20_000 
       follower.end();
     }, 500);
   });
-  const run = jobfleet(["run", "--url", url, "--token", "t", "--", "yes"]);
+  const running = run(url);
   // Gone once it has the enqueue's line: the job's line and the ending go to a closed pipe.
-  await run.waitFor(/enqueued/);
-  run.child.stdout!.destroy();
-  run.child.stderr!.destroy();
-  expect((await run.exited).code).toBe(3);
+  await running.waitFor(/enqueued/);
+  running.child.stdout!.destroy();
+  running.child.stderr!.destroy();
+  expect((await running.exited).code).toBe(3);
 });

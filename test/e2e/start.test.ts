@@ -5,12 +5,13 @@ import { platform, tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, test } from "vitest";
 import { listening } from "../support/fleet.ts";
-import { jobfleet } from "../support/processes.ts";
+import { jobfleet, type JobfleetProcess } from "../support/processes.ts";
 
 test("jobfleet start serves a local agent, and jobfleet run finds it with the saved CI token", { timeout: 60_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "jobfleet-start-"));
   const env = { JOBFLEET_DATA_DIR: join(dir, ".jobfleet") };
   const start = jobfleet(["start", "--listen", "127.0.0.1:0", "--prefetch", "1"], env);
+  const others: JobfleetProcess[] = [];
   try {
     const url = await listening(start);
     await start.waitFor(/"msg":"agent connected"/);
@@ -20,11 +21,13 @@ test("jobfleet start serves a local agent, and jobfleet run finds it with the sa
     const run = jobfleet(["run", "--selector", "os=linux", "--", "sh", "-c", "echo hello; exit 3"], { ...env, JOBFLEET_URL: url });
     expect(await run.exited).toMatchObject({ code: 3, stdout: "hello\n" });
     // A second coordinator on its data directory, or at its address, says why it cannot, in one line.
-    const sameDir = await jobfleet(["coordinator", "--listen", "127.0.0.1:0"], env).exited;
-    expect(sameDir).toMatchObject({ code: 1, stderr: expect.stringMatching(/^jobfleet: the data directory \S+ is in use by process \d+ [^\n]*\n$/) });
-    const samePort = await jobfleet(["coordinator", "--listen", new URL(url).host], { JOBFLEET_DATA_DIR: join(dir, "other") }).exited;
-    expect(samePort).toMatchObject({ code: 1, stderr: expect.stringMatching(/^jobfleet: cannot listen on 127\.0\.0\.1:\d+ \(EADDRINUSE\)[^\n]*\n$/) });
+    others.push(jobfleet(["coordinator", "--listen", "127.0.0.1:0"], env));
+    expect(await others[0]!.exited).toMatchObject({ code: 1, stderr: expect.stringMatching(/^jobfleet: the data directory \S+ is in use by process \d+ [^\n]*\n$/) });
+    others.push(jobfleet(["coordinator", "--listen", new URL(url).host], { JOBFLEET_DATA_DIR: join(dir, "other") }));
+    expect(await others[1]!.exited).toMatchObject({ code: 1, stderr: expect.stringMatching(/^jobfleet: cannot listen on 127\.0\.0\.1:\d+ \(EADDRINUSE\)[^\n]*\n$/) });
   } finally {
+    // Those that did not refuse to start, as they should have, are not left running.
+    await Promise.all(others.map((other) => other.stop("SIGKILL")));
     await start.stop("SIGTERM");
     rmSync(dir, { recursive: true, force: true });
   }

@@ -75,12 +75,14 @@ test("a first start killed while it makes the database leaves a directory the ne
   const { dir } = fresh();
   mkdirSync(dir);
   const first = jobfleet(["coordinator", "--data-dir", dir, "--listen", "127.0.0.1:0"]);
-  // Killed once initdb has begun to write the database, wherever it writes it.
-  const begun = () => existsSync(dir) && readdirSync(dir).some((name) => existsSync(join(dir, name, "PG_VERSION")) || name === "PG_VERSION");
-  // Or it exits first, which is no start to kill: said so, not waited out.
-  await Promise.race([until(begun, "the database to be begun"), first.exited.then((exit) => Promise.reject(new Error(`it exited first: ${exit.stderr}`)))]);
-  first.child.kill("SIGKILL");
-  await first.exited;
+  try {
+    // Killed once initdb has begun to write the database, wherever it writes it.
+    const begun = () => existsSync(dir) && readdirSync(dir).some((name) => existsSync(join(dir, name, "PG_VERSION")) || name === "PG_VERSION");
+    // Or it exits first, which is no start to kill: said so, not waited out.
+    await Promise.race([until(begun, "the database to be begun"), first.exited.then((exit) => Promise.reject(new Error(`it exited first: ${exit.stderr}`)))]);
+  } finally {
+    await first.stop("SIGKILL");
+  }
   const db = await openDatabase({ kind: "pglite", dataDir: dir });
   expect(await db.query("SELECT count(*)::int AS n FROM work_orders")).toEqual([{ n: 0 }]);
   await db.close();
