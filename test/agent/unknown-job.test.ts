@@ -24,48 +24,63 @@ const done: Adapter<unknown> = {
 
 const JOB: Assignment = { jobId: "7", workOrderId: "3", attempt: 1, priority: 0, adapter: "exec", spec: {}, timeoutSeconds: null, adopt: null };
 
-test("messages of a job the coordinator does not know are not sent again after a reconnect", async () => {
+/**
+ * A scripted coordinator: `answer` hears each message of the `n`th connection (from 0) and answers
+ * through `send`; stopped after the test.
+ */
+async function coordinator(answer: (message: AgentMessage, send: (reply: CoordinatorMessage) => void, socket: WebSocket, n: number) => void): Promise<string> {
   const wss = new WebSocketServer({ port: 0, host: "127.0.0.1" });
   await new Promise((resolve) => wss.once("listening", resolve));
   cleanups.push(() => new Promise<void>((resolve) => wss.close(() => resolve())));
+  let connections = 0;
+  wss.on("connection", (socket: WebSocket) => {
+    const n = connections++;
+    const send = (reply: CoordinatorMessage) => socket.send(JSON.stringify(reply));
+    socket.on("message", (data) => answer(JSON.parse(data.toString()) as AgentMessage, send, socket, n));
+  });
+  return `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`;
+}
+
+/** A started agent of capacity 1 dialling `url`, whose jobs run through `adapter`; stopped after the test. */
+function agentOf(url: string, name: string, adapter: Adapter<unknown>, cancelGraceMs: number): Agent {
+  const agent = new Agent({
+    urls: [url],
+    token: "t",
+    name,
+    labels: {},
+    capacity: 1,
+    mode: "queue",
+    version: "test",
+    cancelGraceMs,
+    logger: pino({ level: "silent" }),
+    adapters: () => adapter,
+  });
+  agent.start();
+  cleanups.push(() => agent.stop(1000));
+  return agent;
+}
+
+test("messages of a job the coordinator does not know are not sent again after a reconnect", async () => {
   /** What each connection received, in order. */
   const connections: AgentMessage[][] = [];
   const claimed: (() => void)[] = [];
   let assigned = false;
   const secondClaim = new Promise<void>((resolve) => (claimed[1] = resolve));
-  wss.on("connection", (socket: WebSocket) => {
-    const n = connections.push([]) - 1;
-    const send = (message: CoordinatorMessage) => socket.send(JSON.stringify(message));
-    socket.on("message", (data) => {
-      const message = JSON.parse(data.toString()) as AgentMessage;
-      connections[n]!.push(message);
-      if (message.type === "hello") send({ type: "welcome", agentId: "1", heartbeatSeconds: 10, leaseSeconds: 30, jobs: [] });
-      if (message.type === "claim") {
-        if (!assigned) send({ type: "assign", job: JOB });
-        assigned = true;
-        claimed[n]?.();
-      }
-      if (message.type.startsWith("job.")) {
-        send({ type: "error", code: "unknown_job", message: "job 7 is not assigned to this agent", jobId: "7", fatal: false });
-        // Its last word: the agent redials, and says again whatever it still holds.
-        if (message.type === "job.finished") setTimeout(() => socket.close(1013, "reconnect"), 50);
-      }
-    });
+  const url = await coordinator((message, send, socket, n) => {
+    (connections[n] ??= []).push(message);
+    if (message.type === "hello") send({ type: "welcome", agentId: "1", heartbeatSeconds: 10, leaseSeconds: 30, jobs: [] });
+    if (message.type === "claim") {
+      if (!assigned) send({ type: "assign", job: JOB });
+      assigned = true;
+      claimed[n]?.();
+    }
+    if (message.type.startsWith("job.")) {
+      send({ type: "error", code: "unknown_job", message: "job 7 is not assigned to this agent", jobId: "7", fatal: false });
+      // Its last word: the agent redials, and says again whatever it still holds.
+      if (message.type === "job.finished") setTimeout(() => socket.close(1013, "reconnect"), 50);
+    }
   });
-  const agent = new Agent({
-    urls: [`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`],
-    token: "t",
-    name: "forgotten",
-    labels: {},
-    capacity: 1,
-    mode: "queue",
-    version: "test",
-    cancelGraceMs: 100,
-    logger: pino({ level: "silent" }),
-    adapters: () => done,
-  });
-  agent.start();
-  cleanups.push(() => agent.stop(1000));
+  agentOf(url, "forgotten", done, 100);
 
   await secondClaim;
   expect(connections[0]!.map((m) => m.type)).toEqual(["hello", "claim", "job.starting", "job.started", "job.finished", "claim"]);
@@ -74,9 +89,6 @@ test("messages of a job the coordinator does not know are not sent again after a
 });
 
 test("a running job the coordinator no longer lists at a reconnect (it gave the job up) is stopped at once, not after the cancel grace", async () => {
-  const wss = new WebSocketServer({ port: 0, host: "127.0.0.1" });
-  await new Promise((resolve) => wss.once("listening", resolve));
-  cleanups.push(() => new Promise<void>((resolve) => wss.close(() => resolve())));
   const graces: number[] = [];
   let end!: () => void;
   const running: Adapter<unknown> = {
@@ -90,31 +102,12 @@ test("a running job the coordinator no longer lists at a reconnect (it gave the 
       },
     }),
   };
-  let connections = 0;
-  wss.on("connection", (socket: WebSocket) => {
-    const first = connections++ === 0;
-    const send = (message: CoordinatorMessage) => socket.send(JSON.stringify(message));
-    socket.on("message", (data) => {
-      const message = JSON.parse(data.toString()) as AgentMessage;
-      // The second welcome lists no job: while the agent was away, its lease ran out.
-      if (message.type === "hello") send({ type: "welcome", agentId: "1", heartbeatSeconds: 10, leaseSeconds: 30, jobs: [] });
-      if (message.type === "claim" && first) send({ type: "assign", job: JOB });
-      if (message.type === "job.started") socket.close(1013, "reconnect");
-    });
+  const url = await coordinator((message, send, socket, n) => {
+    // The second welcome lists no job: while the agent was away, its lease ran out.
+    if (message.type === "hello") send({ type: "welcome", agentId: "1", heartbeatSeconds: 10, leaseSeconds: 30, jobs: [] });
+    if (message.type === "claim" && n === 0) send({ type: "assign", job: JOB });
+    if (message.type === "job.started") socket.close(1013, "reconnect");
   });
-  const agent = new Agent({
-    urls: [`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`],
-    token: "t",
-    name: "given-up",
-    labels: {},
-    capacity: 1,
-    mode: "queue",
-    version: "test",
-    cancelGraceMs: 60_000,
-    logger: pino({ level: "silent" }),
-    adapters: () => running,
-  });
-  agent.start();
-  cleanups.push(() => agent.stop(1000));
+  agentOf(url, "given-up", running, 60_000);
   await vi.waitFor(() => expect(graces).toEqual([0]), { timeout: 10_000 });
 });
