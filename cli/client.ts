@@ -1,5 +1,6 @@
 // The coordinator's HTTP API as the CLI uses it: JSON requests, API errors as CliErrors, and
 // server-sent events read as an async stream.
+import { PASSING_NETWORK_ERRORS } from "../protocol/network-errors.ts";
 import { CliError } from "./errors.ts";
 
 export type SseEvent = { event: string; data: string; id?: string };
@@ -38,20 +39,14 @@ export function retryAfterMs(header: string | null, now = Date.now()): number | 
   return Number.isNaN(ms) ? undefined : Math.min(MAX_RETRY_AFTER_MS, Math.max(0, ms));
 }
 
-/** Network failures that pass: the coordinator restarting or not up yet, the network or DNS down a while. */
-const TRANSIENT = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
+/**
+ * Network failures that pass: the coordinator restarting or not up yet, the network or DNS down a
+ * while; with fetch's own (undici) codes, and an address refused for a while (a dual-stack try).
+ */
+const TRANSIENT = new Set<string>([
+  ...PASSING_NETWORK_ERRORS,
   "ECONNABORTED",
   "EADDRNOTAVAIL",
-  "ETIMEDOUT",
-  "EPIPE",
-  "EHOSTUNREACH",
-  "EHOSTDOWN",
-  "ENETUNREACH",
-  "ENETDOWN",
-  "ENOTFOUND",
-  "EAI_AGAIN",
   "UND_ERR_SOCKET",
   "UND_ERR_CLOSED",
   "UND_ERR_CONNECT_TIMEOUT",

@@ -1,22 +1,10 @@
 // Whether an error means the database cannot be reached right now (restarting, down, unreachable),
 // as opposed to a bad query: the first is answered with 503 and retried, the second is a bug.
 
-const CONNECTION_CODES = new Set([
-  "CONNECTION_CLOSED",
-  "CONNECTION_ENDED",
-  "CONNECTION_DESTROYED",
-  "CONNECT_TIMEOUT",
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "EPIPE",
-  "ETIMEDOUT",
-  "EHOSTUNREACH",
-  "EHOSTDOWN",
-  "ENETUNREACH",
-  "ENETDOWN",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-]);
+import { PASSING_NETWORK_ERRORS } from "../../protocol/network-errors.ts";
+
+/** postgres-js's own codes of a connection lost or not made, and the system's. */
+const CONNECTION_CODES = new Set<string>(["CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "CONNECT_TIMEOUT", ...PASSING_NETWORK_ERRORS]);
 
 /** SQLSTATE classes and codes of a server that is going away or not yet accepting work. */
 const SERVER_CODES = /^(08|57P0[1-3]|53300)/;
