@@ -32,7 +32,7 @@ export type AgentOptions = {
   adapters?: AdapterLookup;
   /** Unacknowledged messages kept in memory before the rest go to a spill file (default 64 MiB). */
   outboxMemoryBytes?: number;
-  /** How often the agent pings a coordinator that has not welcomed it yet (default 10 s; two unanswered, it dials the next). */
+  /** How often the agent pings a coordinator that has not welcomed it yet (default 10 s; one a beat unanswered, it dials the next). */
   welcomeBeatMs?: number;
 };
 
@@ -252,7 +252,7 @@ export class Agent {
     const timeoutGraceMs = this.lease && Math.min(this.options.cancelGraceMs, (this.lease.seconds - this.lease.heartbeatSeconds) * 1000);
     const runner = new JobRunner(job, (body) => this.outbox.push(body), this.options.adapters ?? adapterFor, {
       cancelGraceMs: this.options.cancelGraceMs,
-      ...(timeoutGraceMs !== undefined && { timeoutGraceMs }),
+      timeoutGraceMs,
       warn: (message, fields) => this.log.warn(fields, message),
     });
     this.runners.set(job.jobId, runner);

@@ -38,18 +38,20 @@ export class JobRunner {
   private readonly cancelGraceMs: number;
   /** The grace at the run timeout: the coordinator ends a job that long past its timeout and may retry it. */
   private readonly timeoutGraceMs: number;
+  private readonly warn: JobRunnerOptions["warn"];
 
   constructor(
     readonly job: Assignment,
     report: (body: JobMessageBody) => void,
     private readonly adapterFor: AdapterLookup,
-    private readonly options: JobRunnerOptions,
+    { cancelGraceMs, timeoutGraceMs = cancelGraceMs, warn }: JobRunnerOptions,
   ) {
     // An adapter that reports after its run ended (it should not) is ignored, not fatal.
     this.report = (body) => this.ended || report(fitted(body));
-    this.cancelGraceMs = options.cancelGraceMs;
-    this.timeoutGraceMs = options.timeoutGraceMs ?? options.cancelGraceMs;
-    this.graceMs = options.cancelGraceMs;
+    this.cancelGraceMs = cancelGraceMs;
+    this.timeoutGraceMs = timeoutGraceMs;
+    this.warn = warn;
+    this.graceMs = cancelGraceMs;
     this.done = this.execute();
   }
 
@@ -104,7 +106,7 @@ export class JobRunner {
   private halt(run: Run): void {
     const { graceMs } = this;
     const stopping = attempted(() => (this.detaches(run) ? run.detach!() : run.cancel(graceMs)));
-    stopping.catch((error) => this.options.warn("the adapter could not stop the run", { job: this.job.jobId, error: String(error) }));
+    stopping.catch((error) => this.warn("the adapter could not stop the run", { job: this.job.jobId, error: String(error) }));
   }
 
   private detaches(run: Run): boolean {
