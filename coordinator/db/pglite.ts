@@ -23,6 +23,16 @@ export async function openPglite(given: string): Promise<Database> {
 }
 
 async function opened(client: PGlite, release: () => void): Promise<Database> {
+  try {
+    return await ready(client, release);
+  } catch (error) {
+    // Closed before the caller releases the claim: no second coordinator opens the directory under it.
+    await client.close().catch(() => {});
+    throw error;
+  }
+}
+
+async function ready(client: PGlite, release: () => void): Promise<Database> {
   await client.waitReady;
   // Its one session, whatever the database's default: array parameters write a missing value as NULL.
   await client.exec("SET array_nulls = on");

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, w
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
-import { afterEach, expect, test } from "vitest";
+import { afterEach, expect, test, vi } from "vitest";
 import { openDatabase } from "../../coordinator/db/database.ts";
 import { DataDirInUse, initialiseDataDir } from "../../coordinator/db/pglite-data-dir.ts";
 import { jobfleet } from "../support/processes.ts";
@@ -98,4 +98,27 @@ test("a data directory that is a symlink to another filesystem (a mounted volume
   await db.close();
   expect(existsSync(join(elsewhere, "PG_VERSION"))).toBe(true);
   expect(readdirSync(temp)).toEqual([".jobfleet"]);
+});
+
+test("a database that fails to open (a migration refused) is closed before its directory is released", async () => {
+  const { dir } = fresh();
+  await (await openDatabase({ kind: "pglite", dataDir: dir })).close();
+  // A table the first migration would create, under another shape: drizzle's record of the migrations gone with it.
+  const raw = await PGlite.create(dir);
+  await raw.exec("DROP SCHEMA drizzle CASCADE; DROP TABLE work_order_events");
+  await raw.exec("CREATE TABLE work_order_events (x int)");
+  await raw.close();
+  const close = PGlite.prototype.close;
+  const claimedAtClose: boolean[] = [];
+  const closes = vi.spyOn(PGlite.prototype, "close").mockImplementation(function (this: PGlite) {
+    claimedAtClose.push(existsSync(join(dir, "jobfleet.pid")));
+    return close.call(this);
+  });
+  try {
+    await expect(openDatabase({ kind: "pglite", dataDir: dir })).rejects.toThrow();
+    expect(claimedAtClose).toEqual([true]);
+    expect(existsSync(join(dir, "jobfleet.pid"))).toBe(false);
+  } finally {
+    closes.mockRestore();
+  }
 });
