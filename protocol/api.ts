@@ -2,6 +2,8 @@
 import { z } from "zod";
 import { adapterNames, adapterSpecs } from "./adapter-specs.ts";
 import { agentName, id, labels, selector } from "./fields.ts";
+import { jsonFits } from "./json-size.ts";
+import { MAX_METADATA_BYTES, MAX_SPEC_BYTES } from "./limits.ts";
 import { agentModes } from "./messages.ts";
 import { DEFAULT_RETRY_ON, MAX_RETRY_DELAY_SECONDS, retryableEndings, type RetryableEnding } from "./retry.ts";
 import { jobStates, workOrderStates } from "./states.ts";
@@ -27,13 +29,22 @@ export const workOrderCreate = z
     /** How long the work order may wait to be claimed before it ends `timed_out`. */
     queueTimeoutSeconds: z.int().min(1).max(30 * 24 * 3600).optional(),
     idempotencyKey: z.string().min(1).max(256).optional(),
-    metadata: z.record(z.string().max(256), z.json()).default({}),
+    metadata: z
+      .record(z.string().max(256), z.json())
+      .refine((metadata) => jsonFits(metadata, MAX_METADATA_BYTES), `at most ${MAX_METADATA_BYTES} bytes as JSON`)
+      .default({}),
   })
   .transform((body, ctx) => {
     const spec = adapterSpecs[body.adapter].safeParse(body.spec);
-    if (spec.success) return { ...body, spec: spec.data };
-    for (const issue of spec.error.issues) ctx.addIssue({ ...issue, path: ["spec", ...issue.path] } as never);
-    return z.NEVER;
+    if (!spec.success) {
+      for (const issue of spec.error.issues) ctx.addIssue({ ...issue, path: ["spec", ...issue.path] } as never);
+      return z.NEVER;
+    }
+    if (!jsonFits(spec.data, MAX_SPEC_BYTES)) {
+      ctx.addIssue({ code: "custom", path: ["spec"], message: `at most ${MAX_SPEC_BYTES} bytes as JSON (it goes to the agent in one message)` });
+      return z.NEVER;
+    }
+    return { ...body, spec: spec.data };
   });
 export type WorkOrderCreate = z.infer<typeof workOrderCreate>;
 

@@ -9,6 +9,12 @@ export const MAX_MESSAGE_BYTES = 1024 * 1024;
 /** Largest log chunk an agent sends in one message (bytes of UTF-8). */
 export const MAX_LOG_CHUNK_BYTES = 256 * 1024;
 
+/** Largest spec of a work order, as JSON: it goes to its agent whole, in one message. */
+export const MAX_SPEC_BYTES = 512 * 1024;
+
+/** Largest metadata of a work order, as JSON: it comes back with the work order in every listing. */
+export const MAX_METADATA_BYTES = 64 * 1024;
+
 /** Largest HTTP request body the coordinator reads. */
 export const MAX_BODY_BYTES = 1024 * 1024;
 

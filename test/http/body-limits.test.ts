@@ -45,30 +45,28 @@ function post(path: string, chunks: (string | Buffer)[], chunked: boolean): Prom
   });
 }
 
-const order = (blob: string) => JSON.stringify({ adapter: "exec", spec: { command: ["true"] }, metadata: { blob } });
+const ORDER = JSON.stringify({ adapter: "exec", spec: { command: ["true"] } });
 
-/** An order whose JSON is `bytes` long, cut into chunks of 64 KiB. */
-function sized(bytes: number): string[] {
-  const text = order("x".repeat(bytes - order("").length));
-  return text.match(/[\s\S]{1,65536}/g)!;
+/** `text` padded with whitespace to `bytes`, cut into chunks of 64 KiB (no field may hold that much). */
+function sized(text: string, bytes: number): string[] {
+  return (text + " ".repeat(bytes - text.length)).match(/[\s\S]{1,65536}/g)!;
 }
 
 it.each([false, true])("an order one byte over the limit is 413, chunked: %s", async (chunked) => {
-  const { status, body } = await post("/v1/work-orders", sized(MAX_BODY_BYTES + 1), chunked);
+  const { status, body } = await post("/v1/work-orders", sized(ORDER, MAX_BODY_BYTES + 1), chunked);
   expect(status).toBe(413);
   expect(body.error).toMatchObject({ code: "payload_too_large", message: expect.stringContaining(String(MAX_BODY_BYTES)) });
 });
 
 it.each([false, true])("an order of exactly the limit is taken, chunked: %s", async (chunked) => {
-  expect((await post("/v1/work-orders", sized(MAX_BODY_BYTES), chunked)).status).toBe(201);
+  expect((await post("/v1/work-orders", sized(ORDER, MAX_BODY_BYTES), chunked)).status).toBe(201);
 });
 
 it.each([false, true])("a bulk body past the general limit is taken, and past its own is 413, chunked: %s", async (chunked) => {
-  const orders = Array.from({ length: 3 }, () => JSON.parse(order("x".repeat(MAX_BODY_BYTES / 2))));
-  const taken = await post("/v1/work-orders/bulk", [JSON.stringify({ workOrders: orders })], chunked);
+  const bulk = JSON.stringify({ workOrders: [JSON.parse(ORDER), JSON.parse(ORDER)] });
+  const taken = await post("/v1/work-orders/bulk", sized(bulk, MAX_BODY_BYTES * 2), chunked);
   expect(taken.status).toBe(201);
-  const huge = JSON.stringify({ workOrders: [JSON.parse(order("x".repeat(MAX_BULK_BODY_BYTES)))] });
-  const refused = await post("/v1/work-orders/bulk", huge.match(/[\s\S]{1,1048576}/g)!, chunked);
+  const refused = await post("/v1/work-orders/bulk", sized(bulk, MAX_BULK_BODY_BYTES + 1), chunked);
   expect(refused.status).toBe(413);
   expect(refused.body.error?.message).toContain(String(MAX_BULK_BODY_BYTES));
 });
