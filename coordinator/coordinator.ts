@@ -18,6 +18,7 @@ import { createApp } from "./http/app.ts";
 import { withoutData } from "./loggable.ts";
 import { DEFAULT_MAX_FOLLOWERS, Followers } from "./logs/followers.ts";
 import { AGENT_PATH, Hub } from "./ws/hub.ts";
+import { MAX_LEASE_SECONDS, MIN_BEAT_SECONDS } from "../protocol/limits.ts";
 
 export type CoordinatorOptions = {
   database: DatabaseConfig;
@@ -52,6 +53,9 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const heartbeatSeconds = options.heartbeatSeconds ?? 10;
   const leaseSeconds = options.leaseSeconds ?? 30;
   if (leaseSeconds < 2 * heartbeatSeconds) throw new RangeError("the lease must be at least twice the heartbeat interval");
+  if (heartbeatSeconds < MIN_BEAT_SECONDS || leaseSeconds > MAX_LEASE_SECONDS) {
+    throw new RangeError(`the heartbeat must be at least ${MIN_BEAT_SECONDS} s and the lease at most ${MAX_LEASE_SECONDS} s`);
+  }
   const db = await openDatabase(options.database);
   const bus = new Bus();
   const verifier = new TokenVerifier(db, { failures: new RateLimits(options.authFailures ?? { perSecond: 1, burst: 30 }) });

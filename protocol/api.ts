@@ -3,7 +3,7 @@ import { z } from "zod";
 import { adapterNames, adapterSpecs } from "./adapter-specs.ts";
 import { agentName, id, labels, selector } from "./fields.ts";
 import { jsonFits } from "./json-size.ts";
-import { MAX_METADATA_BYTES, MAX_SPEC_BYTES } from "./limits.ts";
+import { MAX_METADATA_BYTES, MAX_SPEC_BYTES, MAX_TIMEOUT_SECONDS } from "./limits.ts";
 import { agentModes } from "./messages.ts";
 import { DEFAULT_RETRY_ON, MAX_RETRY_DELAY_SECONDS, retryableEndings, type RetryableEnding } from "./retry.ts";
 import { jobStates, workOrderStates } from "./states.ts";
@@ -20,7 +20,7 @@ export const workOrderCreate = z
     agent: agentName.optional(),
     labels: labels.default({}),
     priority: z.int().min(-1000).max(1000).default(0),
-    timeoutSeconds: z.int().min(1).max(7 * 24 * 3600).optional(),
+    timeoutSeconds: z.int().min(1).max(MAX_TIMEOUT_SECONDS).optional(),
     maxAttempts: z.int().min(1).max(100).default(1),
     /** Which endings of a job start another attempt while attempts are left. */
     retryOn: z.array(z.enum(retryableEndings)).max(retryableEndings.length).default(DEFAULT_RETRY_ON),

@@ -32,5 +32,12 @@ export const MAX_ERROR_CHARS = 4096;
 export const MAX_EXTERNAL_ID_CHARS = 512;
 export const MAX_URL_CHARS = 2048;
 
+/** Longest a job may run (`timeoutSeconds`): a week. */
+export const MAX_TIMEOUT_SECONDS = 7 * 24 * 3600;
+
+/** Bounds of the heartbeat and the lease a coordinator may give: timers the agent sets from them. */
+export const MIN_BEAT_SECONDS = 0.05;
+export const MAX_LEASE_SECONDS = 86_400;
+
 /** Exit codes are stored as Postgres int: a 32-bit exit code (Windows') travels as its signed value. */
 export const INT32 = { min: -(2 ** 31), max: 2 ** 31 - 1 };

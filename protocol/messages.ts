@@ -9,10 +9,13 @@ import {
   MAX_CAPACITY,
   MAX_ERROR_CHARS,
   MAX_EXTERNAL_ID_CHARS,
+  MAX_LEASE_SECONDS,
   MAX_LOG_CHUNK_BYTES,
   MAX_PREFETCH,
   MAX_STATUS_CHARS,
+  MAX_TIMEOUT_SECONDS,
   MAX_URL_CHARS,
+  MIN_BEAT_SECONDS,
 } from "./limits.ts";
 import { outcomes } from "./states.ts";
 
@@ -21,7 +24,8 @@ export type AgentMode = (typeof agentModes)[number];
 
 const jobScoped = { jobId: id, seq: z.int().min(1) };
 export const externalId = z.string().min(1).max(MAX_EXTERNAL_ID_CHARS);
-export const externalUrl = z.url().max(MAX_URL_CHARS);
+/** A link for people to follow to the external run: http or https only (no `javascript:` in a UI). */
+export const externalUrl = z.url({ protocol: /^https?$/ }).max(MAX_URL_CHARS);
 const externalRef = { externalId: externalId.optional(), externalUrl: externalUrl.optional() };
 
 export const hello = z.strictObject({
@@ -33,7 +37,8 @@ export const hello = z.strictObject({
   capacity: z.int().min(1).max(MAX_CAPACITY),
   /** Jobs the agent holds beyond its capacity, queued to begin as slots free. */
   prefetch: z.int().min(0).max(MAX_PREFETCH).default(0),
-  version: z.string().min(1).max(64),
+  /** Stored and shown: printable ASCII (a NUL would be refused by the database on every reconnect). */
+  version: z.string().regex(/^[\x20-\x7e]{1,64}$/, "expected 1-64 printable ASCII characters"),
   mode: z.enum(agentModes).default("queue"),
 });
 
@@ -95,7 +100,7 @@ export const assignment = z.strictObject({
   priority: z.int(),
   adapter: z.enum(adapterNames),
   spec: z.unknown(),
-  timeoutSeconds: z.int().positive().nullable(),
+  timeoutSeconds: z.int().positive().max(MAX_TIMEOUT_SECONDS).nullable(),
   /** The run the previous attempt started and lost hold of: follow it rather than start another. */
   adopt: externalRun.nullable(),
 });
@@ -105,9 +110,9 @@ export const coordinatorMessage = z.discriminatedUnion("type", [
   z.strictObject({
     type: z.literal("welcome"),
     agentId: id,
-    heartbeatSeconds: z.number().positive(),
+    heartbeatSeconds: z.number().min(MIN_BEAT_SECONDS).max(MAX_LEASE_SECONDS),
     /** How long the agent's jobs stay its own once it is out of touch; after that they are lost. */
-    leaseSeconds: z.number().positive(),
+    leaseSeconds: z.number().min(MIN_BEAT_SECONDS).max(MAX_LEASE_SECONDS),
     /** The highest sequence number the coordinator holds for each of this agent's open jobs. */
     jobs: z.array(z.strictObject({ jobId: id, seq: z.int().min(0) })),
   }),

@@ -217,6 +217,10 @@ export function parseSelector(input: string): Selector {
     throw new SelectorError(`selector longer than ${MAX_SELECTOR_LENGTH} characters`, MAX_SELECTOR_LENGTH);
   }
   const selector = frozen(canonical(new Parser(tokenize(input), input.length).parse()));
+  // Its canonical text is what is stored and shown, and must parse again: `a in(b,c)` grows a space.
+  if (formatSelector(selector).length > MAX_SELECTOR_LENGTH) {
+    throw new SelectorError(`selector longer than ${MAX_SELECTOR_LENGTH} characters once written canonically`, input.length);
+  }
   if (parsed.size === MAX_PARSED) parsed.clear();
   parsed.set(input, selector);
   return selector;

@@ -85,6 +85,8 @@ function unstorableAt(value: unknown, depth = 0): { path: string[]; problem: str
   if (depth >= MAX_JSON_DEPTH) return { path: [], problem: `JSON may nest at most ${MAX_JSON_DEPTH} deep` };
   for (const key in value) {
     if (UNSTORABLE.test(key)) return { path: [key], problem: "keys may not contain NUL (\\u0000) or an unpaired surrogate" };
+    // Schemas would drop it without a word (it names an object's prototype), losing what was sent.
+    if (key === "__proto__") return { path: [key], problem: "the key __proto__ is not taken" };
     const found = unstorableAt((value as Record<string, unknown>)[key], depth + 1);
     if (found) {
       found.path.unshift(key);

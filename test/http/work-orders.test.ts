@@ -232,6 +232,9 @@ describe("bad input", () => {
     ["an unpaired surrogate in an environment value", { spec: { command: ["true"], env: { SECRET: "s3cr3t\ud800" } } }, "spec.env.SECRET"],
     ["an unpaired surrogate in a metadata key", execOrder({ metadata: { "k\udc00": 1 } }), "metadata.k\udc00"],
     ["an unpaired surrogate in an idempotency key", execOrder({ idempotencyKey: "\ud83d" }), "idempotencyKey"],
+    // Own keys, as JSON.parse makes them: a schema would drop them without a word.
+    ["a __proto__ key in metadata", execOrder({ metadata: JSON.parse('{"__proto__": {"a": 1}, "keep": 1}') }), "metadata.__proto__"],
+    ["a __proto__ key in the environment", { spec: { command: ["true"], env: JSON.parse('{"__proto__": "x"}') } }, "spec.env.__proto__"],
     // The body is 64 deep where this nests 62 arrays into metadata.deep; 2,000 once overflowed the stack.
     ["metadata nested 65 deep", execOrder({ metadata: { deep: nested(65) } }), `metadata.deep${".0".repeat(62)}`],
     ["metadata nested 2,000 deep", execOrder({ metadata: { deep: nested(2000) } }), `metadata.deep${".0".repeat(62)}`],

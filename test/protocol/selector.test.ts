@@ -195,6 +195,17 @@ describe("parseSelector: errors name the offending position", () => {
     expect(errorOf(() => parseSelector(`a${" ".repeat(MAX_SELECTOR_LENGTH)}`)).position).toBe(MAX_SELECTOR_LENGTH);
   });
 
+  it("refuses a selector whose canonical text would be too long to parse again", () => {
+    const spelled = (n: number) => Array.from({ length: n }, (_, i) => `k${i} in(a,b)`).join(",");
+    // Written canonically, each requirement grows a space: `k0 in (a,b)`.
+    let n = 1;
+    while (spelled(n + 1).length + n + 1 <= MAX_SELECTOR_LENGTH) n++;
+    expect(formatSelector(parseSelector(spelled(n))).length).toBe(spelled(n).length + n);
+    expect(parseSelector(formatSelector(parseSelector(spelled(n))))).toHaveLength(n);
+    expect(spelled(n + 1).length).toBeLessThanOrEqual(MAX_SELECTOR_LENGTH);
+    expect(errorOf(() => parseSelector(spelled(n + 1))).reason).toBe(`selector longer than ${MAX_SELECTOR_LENGTH} characters once written canonically`);
+  });
+
   it("reports what it expected", () => {
     expect(errorOf(() => parseSelector("arch in (a,b")).reason).toBe("expected ',' or ')' but the selector ended");
     expect(errorOf(() => parseSelector("os=$")).reason).toBe("unexpected character '$'");
