@@ -8,6 +8,7 @@ import { TokenVerifier } from "./auth/tokens.ts";
 import { Bus } from "./bus.ts";
 import { Completer } from "./completer.ts";
 import { type Database, type DatabaseConfig, openDatabase } from "./db/database.ts";
+import { afterUncertainCommits } from "./db/uncertain-commits.ts";
 import { Dispatcher } from "./dispatch/dispatcher.ts";
 import { RateLimits } from "./rate/rate-limits.ts";
 import type { Rate } from "./rate/token-bucket.ts";
@@ -56,7 +57,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   if (heartbeatSeconds < MIN_BEAT_SECONDS || leaseSeconds > MAX_LEASE_SECONDS) {
     throw new RangeError(`the heartbeat must be at least ${MIN_BEAT_SECONDS} s and the lease at most ${MAX_LEASE_SECONDS} s`);
   }
-  const db = await openDatabase(options.database);
+  // What a write lost at its commit may have made claimable was never announced: the groups look again.
+  const db = afterUncertainCommits(await openDatabase(options.database), () => dispatcher.sweep());
   const bus = new Bus();
   const verifier = new TokenVerifier(db, { failures: new RateLimits(options.authFailures ?? { perSecond: 1, burst: 30 }) });
   const onError = (error: unknown) => logger.error({ err: withoutData(error) }, "internal error");

@@ -1,7 +1,8 @@
 // Carries bus events between coordinators over Postgres LISTEN/NOTIFY. Events are gathered for a
 // few milliseconds and sent as few notifications as fit (a NOTIFY per event would serialise
 // commits); each coordinator drops its own. Where a notification may have been missed (the
-// listening connection was re-established), `onResync` lets the dispatcher look again.
+// listening connection was re-established, or a listener went away, perhaps with wake-ups it had
+// not sent yet), `onResync` lets the dispatcher look again.
 // A coordinator alone on its database sends nothing. A starting one says `hello`; one that
 // starts relaying then (or finds a listener it did not know of) sends `welcome`, and whoever hears
 // it looks again for what was not relayed before. Every few seconds a relay looks for listeners
@@ -11,7 +12,7 @@
 // A work order's changes matter only to log followers, so they go only to the coordinators that
 // say they watch it, and to all while a listener may be there that has not said (an earlier
 // version, or one not yet heard from).
-import type { Bus, Events } from "../bus.ts";
+import type { Bus, Enqueued, Events } from "../bus.ts";
 import { type Message, type Outgoing, pack, type Wire } from "./pack.ts";
 import { PeerWatches } from "./peer-watches.ts";
 
@@ -162,7 +163,10 @@ export class Relay {
   private async look(): Promise<void> {
     const [heard, heardUnknown] = [this.heard, this.heardUnknown];
     const listening = await this.db.othersListening(CHANNEL);
+    const before = this.found;
     this.found = new Set(listening);
+    // One gone may have died with wake-ups gathered and not sent, for work it had committed.
+    if ([...before].some((name) => !this.found.has(name))) this.onResync();
     this.peers.keepOnly(this.found, heard);
     if (this.heardUnknown === heardUnknown) this.relayAll = listening.some((name) => !this.peers.knows(name));
     if (this.heard === heard) this.sendingTo(listening.length > 0);
@@ -267,7 +271,28 @@ export class Relay {
       this.schedule();
     }
     if (parsed.welcome) this.onResync();
-    for (const [name, args] of parsed.events) this.bus.deliver(name, ...(args as Events[typeof name]));
+    this.deliver(parsed.events);
+  }
+
+  /**
+   * Hands the events to this coordinator's listeners in order, a run of wake-ups as one: the
+   * dispatcher looks over its groups once per wake-up, and a bulk enqueue comes an order per event.
+   */
+  private deliver(events: Wire[]): void {
+    let orders: Enqueued[] = [];
+    const wake = () => {
+      if (orders.length > 0) this.bus.deliver("enqueued", orders);
+      orders = [];
+    };
+    for (const [name, args] of events) {
+      if (name === "enqueued") {
+        orders.push(...(args as Events["enqueued"])[0]);
+        continue;
+      }
+      wake();
+      this.bus.deliver(name, ...(args as Events[typeof name]));
+    }
+    wake();
   }
 
   /**

@@ -315,7 +315,8 @@ export class AgentSession implements Claimer {
   }
 
   private claim(slots: number): void {
-    if (slots > 0) this.ctx.dispatcher.claim(this, slots);
+    // A closing socket still delivers what the agent sent before it heard: that must not put it back among the claimants.
+    if (slots > 0 && this.open) this.ctx.dispatcher.claim(this, slots);
   }
 
   /** A message of one of its jobs: a finish frees its slot at once, before the completer applies it. */

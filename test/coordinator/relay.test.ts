@@ -467,6 +467,38 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
     });
   });
 
+  test("a listener that goes away makes the next look ask the dispatcher to look again: it may have died with wake-ups unsent", async () => {
+    await onFreshDatabase(async ({ open, start, client }) => {
+      const a = await open();
+      let resyncs = 0;
+      await start(new Relay(new Bus(), a.listener!, () => resyncs++, fail, { checkEveryMs: 100 }));
+      const ghost = client("ghost");
+      await ghost.listen(CHANNEL, () => {});
+      // Looks that find it there, and then find it still there, ask for nothing.
+      await new Promise((r) => setTimeout(r, 400));
+      const before = resyncs;
+      await new Promise((r) => setTimeout(r, 300));
+      expect(resyncs).toBe(before);
+      await ghost.end();
+      await vi.waitFor(() => expect(resyncs).toBe(before + 1), { timeout: 5_000 });
+    });
+  });
+
+  test("a bulk enqueue's wake-ups reach the other coordinator as one per notification, not one per order, in order", async () => {
+    await withRelays(async (busA, busB) => {
+      const deliveries: string[][] = [];
+      busB.on("enqueued", (orders) => deliveries.push(orders.map((o) => o.id)));
+      const orders = Array.from({ length: 1_000 }, (_, i) => ({ id: String(i + 1), selector: parseSelector("os=linux"), targetAgent: null }));
+      busA.emit("enqueued", orders);
+      busA.emit("changed", "7");
+      busA.emit("enqueued", [{ id: "1001", selector: null, targetAgent: null }]);
+      await vi.waitFor(() => expect(deliveries.flat()).toHaveLength(1_001), { timeout: 5_000 });
+      expect(deliveries.flat()).toEqual([...orders.map((o) => o.id), "1001"]);
+      // 1,000 orders take a few notifications of 8,000 bytes; the change between splits the last one off.
+      expect(deliveries.length).toBeLessThan(20);
+    });
+  });
+
   test("a relay's notifications leave one statement at a time, in order", async () => {
     await onFreshDatabase(async ({ open, start }) => {
       const [a, b] = [await open(), await open()];

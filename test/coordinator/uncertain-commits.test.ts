@@ -1,0 +1,41 @@
+// A write whose connection was lost once it was sent may have committed unanswered; the first
+// success after it tells whoever waits for announcements to look again, once. A write that was
+// never sent, or that the database refused, committed nothing and tells no one.
+import { afterAll, beforeAll, expect, test } from "vitest";
+import type { Database } from "../../coordinator/db/database.ts";
+import { openDatabase } from "../../coordinator/db/database.ts";
+import { afterUncertainCommits } from "../../coordinator/db/uncertain-commits.ts";
+
+let raw: Database;
+beforeAll(async () => {
+  raw = await openDatabase({ kind: "pglite", dataDir: ":memory:" });
+});
+afterAll(() => raw.close());
+
+const failure = (code: string) => Object.assign(new Error(code), { code });
+
+test("the first success after a write that may have committed unanswered looks again, once; other failures do not", async () => {
+  let recovered = 0;
+  const db = afterUncertainCommits(raw, () => recovered++);
+  const failing = (code: string) =>
+    db.transaction(async (tx) => {
+      await tx.query("SELECT 1");
+      throw failure(code);
+    });
+  await expect(failing("ECONNREFUSED")).rejects.toThrow("ECONNREFUSED");
+  await expect(db.query("SELECT nonsense")).rejects.toThrow();
+  await db.query("SELECT 1");
+  expect(recovered).toBe(0);
+
+  await expect(failing("CONNECTION_CLOSED")).rejects.toThrow("CONNECTION_CLOSED");
+  await expect(failing("57P01")).rejects.toThrow("57P01");
+  expect(recovered).toBe(0);
+  expect(await db.query<{ n: number }>("SELECT 2 AS n")).toEqual([{ n: 2 }]);
+  expect(recovered).toBe(1);
+  await db.transaction((tx) => tx.query("SELECT 3"));
+  expect(recovered).toBe(1);
+
+  await expect(failing("ECONNRESET")).rejects.toThrow();
+  await db.transaction((tx) => tx.query("SELECT 4"));
+  expect(recovered).toBe(2);
+});
