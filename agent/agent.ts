@@ -28,6 +28,8 @@ export type AgentOptions = {
   version: string;
   cancelGraceMs: number;
   logger: Logger;
+  /** Bytes of output a job's log may take; the rest is dropped, after a line that says so (default: no limit). */
+  maxLogBytes?: number;
   /** Where jobs find their adapter by name (the built-in ones unless given). */
   adapters?: AdapterLookup;
   /** Unacknowledged messages kept in memory before the rest go to a spill file (default 64 MiB). */
@@ -253,6 +255,7 @@ export class Agent {
     const runner = new JobRunner(job, (body) => this.outbox.push(body), this.options.adapters ?? adapterFor, {
       cancelGraceMs: this.options.cancelGraceMs,
       timeoutGraceMs,
+      maxLogBytes: this.options.maxLogBytes,
       warn: (message, fields) => this.log.warn(fields, message),
     });
     this.runners.set(job.jobId, runner);

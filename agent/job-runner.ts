@@ -20,6 +20,8 @@ export type JobRunnerOptions = {
   cancelGraceMs: number;
   /** The grace at the run timeout (default: the cancel grace). */
   timeoutGraceMs?: number;
+  /** Bytes of output the job's log may take (default: no limit). */
+  maxLogBytes?: number;
   warn(message: string, fields: Record<string, unknown>): void;
 };
 
@@ -39,18 +41,20 @@ export class JobRunner {
   /** The grace at the run timeout: the coordinator ends a job that long past its timeout and may retry it. */
   private readonly timeoutGraceMs: number;
   private readonly warn: JobRunnerOptions["warn"];
+  private readonly maxLogBytes?: number;
 
   constructor(
     readonly job: Assignment,
     report: (body: JobMessageBody) => void,
     private readonly adapterFor: AdapterLookup,
-    { cancelGraceMs, timeoutGraceMs = cancelGraceMs, warn }: JobRunnerOptions,
+    { cancelGraceMs, timeoutGraceMs = cancelGraceMs, maxLogBytes, warn }: JobRunnerOptions,
   ) {
     // An adapter that reports after its run ended (it should not) is ignored, not fatal.
     this.report = (body) => this.ended || report(fitted(body));
     this.cancelGraceMs = cancelGraceMs;
     this.timeoutGraceMs = timeoutGraceMs;
     this.warn = warn;
+    this.maxLogBytes = maxLogBytes;
     this.graceMs = cancelGraceMs;
     this.done = this.execute();
   }
@@ -115,7 +119,7 @@ export class JobRunner {
 
   private async execute(): Promise<Ending> {
     const { jobId } = this.job;
-    const logs = new LogBatcher((data) => this.report({ type: "job.log", jobId, data }));
+    const logs = new LogBatcher((data) => this.report({ type: "job.log", jobId, data }), { limitBytes: this.maxLogBytes });
     const ending = await this.attempt(logs).catch(
       (error): Ending => ({ outcome: "failed", exitCode: null, error: infrastructureError(error), infrastructure: true }),
     );

@@ -1,22 +1,42 @@
 // Collects a job's output into log chunks: one message per `delayMs` or per `maxBytes`, whichever
-// comes first, each cut on a UTF-8 character boundary and no larger than the protocol allows.
+// comes first, each cut on a UTF-8 character boundary and no larger than the protocol allows. Past
+// `limitBytes` of a job's output, the rest is dropped, with a line that says so (the job runs on):
+// a job printing without end would otherwise fill the agent's spill file and the database.
 import { MAX_LOG_CHUNK_BYTES } from "../protocol/limits.ts";
+
+export type LogBatcherOptions = { delayMs?: number; maxBytes?: number; limitBytes?: number };
 
 export class LogBatcher {
   private buffered: string[] = [];
   private bytes = 0;
   private timer: NodeJS.Timeout | undefined;
+  private readonly delayMs: number;
+  private readonly maxBytes: number;
+  private readonly limitBytes: number;
+  /** What the job's output may still add before the limit; below 0 once it was reached. */
+  private room: number;
 
   constructor(
     private readonly send: (data: string) => void,
-    private readonly delayMs = 50,
-    private readonly maxBytes = 64 * 1024,
-  ) {}
+    { delayMs = 50, maxBytes = 64 * 1024, limitBytes = Infinity }: LogBatcherOptions = {},
+  ) {
+    this.delayMs = delayMs;
+    this.maxBytes = maxBytes;
+    this.limitBytes = limitBytes;
+    this.room = limitBytes;
+  }
 
   append(text: string): void {
-    if (text === "") return;
+    if (text === "" || this.room < 0) return;
+    let bytes = Buffer.byteLength(text);
+    if (bytes > this.room) {
+      const kept = this.room > 0 ? splitUtf8(text, this.room)[0]! : "";
+      text = `${kept}\n[jobfleet: the log reached its limit of ${this.limitBytes} bytes; the rest of the job's output is dropped]\n`;
+      bytes = Buffer.byteLength(text);
+      this.room = -1;
+    } else this.room -= bytes;
     this.buffered.push(text);
-    this.bytes += Buffer.byteLength(text);
+    this.bytes += bytes;
     if (this.bytes >= this.maxBytes) this.flush();
     else this.timer ??= setTimeout(() => this.flush(), this.delayMs);
   }

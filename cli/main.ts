@@ -28,6 +28,7 @@ const agentFlags = {
   mode: { type: "string" },
   "cancel-grace": { type: "string" },
   "drain-timeout": { type: "string" },
+  "log-limit-mb": { type: "string" },
 } satisfies Options;
 
 type Command = { options: Options; run: (flags: Flags, args: string[]) => Promise<number> };
@@ -35,7 +36,7 @@ type Command = { options: Options; run: (flags: Flags, args: string[]) => Promis
 const commands: Record<string, Command> = {
   start: { options: { ...server, ...agentFlags }, run: start },
   coordinator: { options: server, run: coordinator },
-  agent: { options: { ...agentFlags, url: { type: "string" }, token: { type: "string" }, "log-level": { type: "string" } }, run: agent },
+  agent: { options: { ...agentFlags, url: { type: "string" }, token: { type: "string" }, "token-file": { type: "string" }, "log-level": { type: "string" } }, run: agent },
   run: { options: workOrderOptions, run },
   enqueue: { options: workOrderOptions, run: enqueue },
 };
@@ -47,8 +48,10 @@ Usage:
   jobfleet coordinator                run the coordinator        [--listen HOST:PORT] [--data-dir DIR] [--database-url URL]
                                                                  [--heartbeat-seconds S] [--lease-seconds S] [--max-followers N]
                                                                  [--rate-limit N]
-  jobfleet agent --url URL[,URL…] --token T   run an agent       [--name N] [--labels K=V,...] [--capacity N] [--prefetch N]
+  jobfleet agent --url URL[,URL…] --token-file F | --token T    run an agent
+                                                                 [--name N] [--labels K=V,...] [--capacity N] [--prefetch N]
                                                                  [--mode queue|work-order] [--drain-timeout S] [--cancel-grace S]
+                                                                 [--log-limit-mb N]
   jobfleet run [flags] -- CMD ARGS…   enqueue, follow the log, exit as the job did
   jobfleet enqueue [flags] -- CMD…    enqueue and print the work order's id  [--json]
   jobfleet work-orders list|show|logs|cancel [ID]   [--state S] [--labels SEL] [--selector SEL] [--follow] [--json]
@@ -73,8 +76,9 @@ Work-order flags (run, enqueue):
       --metadata K=V        free-form metadata (repeatable)
       --adapter NAME --spec JSON   another adapter and its spec
 
-Settings come from flags, then JOBFLEET_<FLAG> (JOBFLEET_URL, JOBFLEET_TOKEN, JOBFLEET_DATA_DIR, …),
-then defaults; DATABASE_URL selects Postgres. Without a token, the CLI uses the one 'jobfleet start'
+Server, agent and client settings come from flags, then JOBFLEET_<FLAG> (JOBFLEET_URL,
+JOBFLEET_TOKEN, JOBFLEET_DATA_DIR, …), then defaults; work-order and list flags from flags only.
+DATABASE_URL selects Postgres. start, coordinator and agent take --log-level (debug, info, warn, error). Without a token, the CLI uses the one 'jobfleet start'
 saved in .jobfleet/ci-token.
 
 Exit codes of run: the job's own exit code; 124 timed out; 125 failed without an exit code;

@@ -181,7 +181,7 @@ export type TokenView = { id: string; name: string; role: Role; createdAt: strin
 export type LogEvent =
   | { type: "job"; jobId: string; attempt: number; offset: number }
   | { type: "log"; jobId: string; offset: number; data: string }
-  /** `state` is the work order's, or the job's when one job's log is followed. */
-  | { type: "end"; state: (typeof workOrderStates)[number] | (typeof jobStates)[number]; exitCode: number | null };
+  /** `state` is the work order's, or the job's when one job's log is followed; `error`, why its last job failed, where it says. */
+  | { type: "end"; state: (typeof workOrderStates)[number] | (typeof jobStates)[number]; exitCode: number | null; error?: string };
 
 export type ApiError = { error: { code: string; message: string; field?: string } };

@@ -12,7 +12,7 @@ import pkg from "../../package.json" with { type: "json" };
 import { MAX_CAPACITY, MAX_PREFETCH } from "../../protocol/limits.ts";
 import { agentModes, type AgentMode } from "../../protocol/messages.ts";
 import { type Labels, parseLabels, SelectorError } from "../../protocol/selector.ts";
-import { DataDirInUse } from "../../coordinator/db/pglite-data-dir.ts";
+import { DataDirInUse, DataDirUnsafe } from "../../coordinator/db/pglite-data-dir.ts";
 import { CliError } from "../errors.ts";
 import { logger } from "../logger.ts";
 import { CI_TOKEN_FILE, dataDir, DEFAULT_URL, type Flags, integer, required, setting } from "../settings.ts";
@@ -54,9 +54,9 @@ async function coordinatorFrom(flags: Flags, log: Logger): Promise<Coordinator> 
   const requestsPerSecond = integer(flags, "rate-limit", DEFAULT_REQUESTS_PER_SECOND, 0, 1_000_000);
   const address = listen(flags);
   // Only once every flag has been checked: a usage error leaves nothing behind.
-  if (config.kind === "pglite") mkdirSync(config.dataDir, { recursive: true });
+  if (config.kind === "pglite") mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   return startCoordinator({ database: config, ...address, heartbeatSeconds, leaseSeconds, maxFollowers, requestsPerSecond, logger: log }).catch((error) => {
-    if (error instanceof DataDirInUse) throw new CliError(error.message);
+    if (error instanceof DataDirInUse || error instanceof DataDirUnsafe) throw new CliError(error.message);
     const { code } = error as NodeJS.ErrnoException;
     if (code === "EADDRINUSE" || code === "EADDRNOTAVAIL" || code === "EACCES") {
       throw new CliError(`cannot listen on ${address.host}:${address.port} (${code}): another process may hold it; choose another with --listen`);
@@ -80,13 +80,17 @@ function signalled(again: () => void): Promise<string> {
 export async function coordinator(flags: Flags): Promise<number> {
   const log = logger(flags, "coordinator");
   const c = await coordinatorFrom(flags, log);
-  if ((await tokenList(c.db)).length === 0) {
-    const { token } = await tokenCreate(c.db, "bootstrap", "admin");
-    process.stderr.write(`\nNo tokens existed, so an admin token was made. It is shown once:\n\n  ${token}\n\n`);
-  }
+  await bootstrapAdmin(c);
   await signalled(() => process.exit(1));
   log.info("shutting down");
   return stopWithin(c, log);
+}
+
+/** A coordinator with no admin token left makes one, shown this once: no one could manage tokens otherwise. */
+async function bootstrapAdmin(c: Coordinator): Promise<void> {
+  if ((await tokenList(c.db)).some((t) => t.role === "admin")) return;
+  const { token } = await tokenCreate(c.db, "bootstrap", "admin");
+  process.stderr.write(`\nNo admin token existed, so one was made. It is shown this once:\n\n  ${token}\n\n`);
 }
 
 const STOP_DEADLINE_MS = 15_000;
@@ -129,8 +133,15 @@ function agentSettings(flags: Flags, log: Logger, defaults: { name?: string; cap
     mode: mode as AgentMode,
     version: pkg.version,
     cancelGraceMs: integer(flags, "cancel-grace", 10, 0, 3600) * 1000,
+    maxLogBytes: logLimit(flags),
     logger: log,
   };
+}
+
+/** A job's log may take this much (`--log-limit-mb`, default 100; 0 for no limit); the rest of its output is dropped. */
+function logLimit(flags: Flags): number | undefined {
+  const mb = integer(flags, "log-limit-mb", 100, 0, 1_000_000);
+  return mb === 0 ? undefined : mb * 1024 * 1024;
 }
 
 /** Runs an agent until a signal drains it (a second signal hands back at once what still runs). */
@@ -157,9 +168,28 @@ export async function agent(flags: Flags): Promise<number> {
         throw error;
       }
     });
-  const options = { ...agentSettings(flags, log), urls, token: required(flags, "token") };
+  const options = { ...agentSettings(flags, log), urls, token: agentToken(flags) };
   await runAgent(new Agent(options), integer(flags, "drain-timeout", 60, 0, 86_400));
   return 0;
+}
+
+/**
+ * The agent's token, from a file (`--token-file`: other local users see a command line, and its
+ * environment is the agent's own to hide), or given as it is.
+ */
+function agentToken(flags: Flags): string {
+  const file = setting(flags, "token-file");
+  if (file === undefined) return required(flags, "token");
+  if (setting(flags, "token") !== undefined) throw CliError.usage("give --token-file or --token, not both");
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    throw CliError.usage(`--token-file ${file} cannot be read (${(error as NodeJS.ErrnoException).code})`);
+  }
+  const token = text.trim();
+  if (token === "" || /\s/.test(token)) throw CliError.usage(`--token-file ${file} must hold one token`);
+  return token;
 }
 
 /** The CI token left for this checkout's CLI, still valid or made anew. */
@@ -184,6 +214,7 @@ export async function start(flags: Flags): Promise<number> {
   const drainSeconds = integer(flags, "drain-timeout", 60, 0, 86_400);
   const c = await coordinatorFrom(flags, log);
   try {
+    await bootstrapAdmin(c);
     await startLocal(c, flags, settings, drainSeconds);
   } catch (error) {
     // The local agent could not run: the coordinator goes too, or it would keep the process alive.

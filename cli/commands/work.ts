@@ -77,6 +77,7 @@ function spec(flags: Flags, command: string[]): unknown {
     if (command.length > 0) throw CliError.usage("give --script, or a command after --, not both");
     return { script: flags.script, shell: flags.shell, env, cwd };
   }
+  if (flags.shell !== undefined) throw CliError.usage("--shell goes with --script");
   if (command.length === 0) throw CliError.usage("give the command to run after --, or --script");
   return { command, env, cwd };
 }
@@ -180,7 +181,8 @@ export async function follow(client: Client, path: string, subject: string, { id
         if (event === "log" && message.type === "log") process.stdout.write(message.data);
         else if (event === "job" && message.type === "job") process.stderr.write(`jobfleet: job ${message.jobId} (attempt ${message.attempt})\n`);
         else if (event === "end" && message.type === "end") {
-          process.stderr.write(`jobfleet: ${subject} ${message.state}${message.exitCode === null ? "" : ` (exit ${message.exitCode})`}\n`);
+          const why = message.error === undefined ? "" : `: ${message.error}`;
+          process.stderr.write(`jobfleet: ${subject} ${message.state}${message.exitCode === null ? "" : ` (exit ${message.exitCode})`}${why}\n`);
           return exitCodeOf(message.state, message.exitCode);
         }
         lastEventId = id ?? lastEventId;

@@ -106,6 +106,12 @@ export class TokenVerifier {
     return ok ? { tokenId: row.id, name: row.name, role: row.role } : undefined;
   }
 
+  /** Whether the token of this id no longer holds (revoked, or gone), as of the cache's age at most. */
+  async revoked(id: string): Promise<boolean> {
+    const { row } = await this.row(id);
+    return row === undefined || row.revokedAt !== null;
+  }
+
   /** The token's row; `charged`: this call started a read, and charged `failures` for it. */
   private async row(id: string, failures?: Charges): Promise<{ row: Row | undefined; charged: boolean }> {
     const cached = this.cache.get(id);

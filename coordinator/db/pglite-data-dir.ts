@@ -5,7 +5,7 @@
 // filesystem, so a mount point or a symlinked directory works, and no write beside it), then moved
 // up entry by entry, PG_VERSION, which marks a database, last.
 import { randomUUID } from "node:crypto";
-import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 /** The claim's file, in the directory: Postgres passes over files it does not know there. */
@@ -14,12 +14,14 @@ const BUILDING = ".init-";
 
 export class DataDirInUse extends Error {}
 
+export class DataDirUnsafe extends Error {}
+
 /** Claims held by this process, so that a claim naming its own pid from before a restart is told apart. */
 const held = new Set<string>();
 
 /** Claims `dir` for this process; the function returned lets it go. */
 export function claimDataDir(dir: string): () => void {
-  mkdirSync(dir, { recursive: true });
+  makePrivate(dir);
   const file = join(dir, CLAIM);
   const ours = `${process.pid} ${startOf(process.pid) ?? ""}`;
   // Written whole beside it, then linked into place: a reader never sees a claim half written.
@@ -46,6 +48,23 @@ export function claimDataDir(dir: string): () => void {
     }
   } finally {
     rmSync(draft, { force: true });
+  }
+}
+
+/**
+ * Makes `dir` (if missing) its owner's alone, as Postgres demands of its data directory: PGlite
+ * writes its files readable and writable by all, and whoever can write them can rewrite the tokens
+ * and the commands agents run.
+ */
+function makePrivate(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const mode = statSync(dir).mode & 0o777;
+  if ((mode & 0o077) === 0) return;
+  try {
+    chmodSync(dir, 0o700);
+  } catch (error) {
+    const { code } = error as NodeJS.ErrnoException;
+    throw new DataDirUnsafe(`the data directory ${dir} is open to other users (mode ${mode.toString(8)}) and could not be made private (${code}): chmod 700 it as its owner`);
   }
 }
 

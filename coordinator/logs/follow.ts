@@ -20,12 +20,13 @@ type Snapshot = {
   jobId: string | null;
   attempt: number | null;
   exitCode: number | null;
+  error: string | null;
 };
 
 // A work order's latest job handed back unbegun has no log, and is not its log's job: the offset
 // asked for is into the attempt that runs.
 const SNAPSHOT = `
-SELECT wo.state AS "orderState", j.state AS "jobState", j.id::text AS "jobId", j.attempt, j.exit_code AS "exitCode"
+SELECT wo.state AS "orderState", j.state AS "jobState", j.id::text AS "jobId", j.attempt, j.exit_code AS "exitCode", j.error
 FROM work_orders wo LEFT JOIN jobs j ON j.id = coalesce($2::bigint, wo.latest_job_id) AND ($2::bigint IS NOT NULL OR j.state <> 'returned')
 WHERE wo.id = $1`;
 
@@ -128,7 +129,7 @@ export async function* followLog(
       }
       const ended = target.jobId ? now.jobState !== null && jobMachine.isTerminal(now.jobState) : workOrderMachine.isTerminal(now.orderState);
       if (ended) {
-        yield { type: "end", state: target.jobId ? now.jobState! : now.orderState, exitCode: now.exitCode };
+        yield { type: "end", state: target.jobId ? now.jobState! : now.orderState, exitCode: now.exitCode, ...(now.error !== null && { error: now.error }) };
         return;
       }
       if (!options.follow) return;

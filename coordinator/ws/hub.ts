@@ -93,8 +93,28 @@ export class Hub {
       // Renewals may overlap (one stuck on a dead connection must not hold up the leases): only one
       // begun after the last reconciled answer arrived may follow it.
       if (started >= this.reconciledAt) this.reconcile(held);
+      await this.closeRevoked(renewing);
     } catch (error) {
       this.ctx.log("leases not renewed", { error: String(error) });
+    }
+  }
+
+  /**
+   * Closes, for good (4001), the sessions let in with a token revoked since: a token is checked at
+   * the hello, and an agent may stay connected for weeks. Each token is read at most once per the
+   * verifier's cache age, however many agents share it.
+   */
+  private async closeRevoked(sessions: AgentSession[]): Promise<void> {
+    const byToken = new Map<string, AgentSession[]>();
+    for (const session of sessions) {
+      const holders = byToken.get(session.tokenId!);
+      if (holders) holders.push(session);
+      else byToken.set(session.tokenId!, [session]);
+    }
+    for (const [tokenId, holders] of byToken) {
+      if (!(await this.ctx.verifier.revoked(tokenId))) continue;
+      this.ctx.log("agent token revoked; connection closed", { agents: holders.map((s) => s.claimant.name) });
+      for (const session of holders) session.close(CloseCode.unauthenticated, "the agent token was revoked");
     }
   }
 

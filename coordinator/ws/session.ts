@@ -78,6 +78,8 @@ export function leaseOverdue(leaseFrom: number, heartbeatSeconds: number, now = 
 
 export class AgentSession implements Claimer {
   claimant!: Claimant;
+  /** The token its hello was let in with: once revoked, the hub closes the session. */
+  tokenId?: string;
   private holdings!: Holdings;
   /** The jobs the database lists as the agent's at the welcome are in `holdings`. */
   private listed = false;
@@ -284,6 +286,7 @@ export class AgentSession implements Claimer {
       return this.close(CloseCode.unauthenticated, "unauthenticated");
     }
     if (!this.open) return;
+    this.tokenId = principal.tokenId;
     const { name, labels, capacity, prefetch, mode, version } = message;
     const leaseFrom = Date.now();
     const agentId = await agentConnect(this.ctx.db, { name, labels, capacity, prefetch, mode, version }, this.sessionId, this.ctx.leaseSeconds);

@@ -78,3 +78,21 @@ test.each([
   end({ outcome: "cancelled", exitCode: null });
   expect(await runner.done).toMatchObject({ outcome: "cancelled" });
 });
+
+test("a job's output past its log limit is dropped after a line that says so, and the job runs on to its end", async () => {
+  const adapter: Adapter<unknown> = {
+    name: "exec",
+    spec: z.unknown(),
+    start: async ({ log }) => {
+      for (let i = 0; i < 100; i++) log("x".repeat(1000));
+      return { result: Promise.resolve({ outcome: "succeeded", exitCode: 0 }), cancel: async () => {} };
+    },
+  };
+  const { job } = gated(null, false);
+  const reports: JobMessageBody[] = [];
+  const runner = new JobRunner(job, (body) => reports.push(body), () => adapter, { cancelGraceMs: 1000, maxLogBytes: 5_000, warn: unexpected });
+  runner.begin();
+  expect(await runner.done).toMatchObject({ outcome: "succeeded" });
+  const logged = reports.flatMap((r) => (r.type === "job.log" ? [r.data] : [])).join("");
+  expect(logged).toBe(`${"x".repeat(5_000)}\n[jobfleet: the log reached its limit of 5000 bytes; the rest of the job's output is dropped]\n`);
+});

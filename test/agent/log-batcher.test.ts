@@ -40,7 +40,7 @@ test("output is sent in one message per delay, or as soon as the size limit is r
   vi.useFakeTimers();
   try {
     const sent: string[] = [];
-    const batcher = new LogBatcher((data) => sent.push(data), 50, 10);
+    const batcher = new LogBatcher((data) => sent.push(data), { delayMs: 50, maxBytes: 10 });
     batcher.append("abc");
     batcher.append("def");
     expect(sent).toEqual([]);
@@ -54,4 +54,25 @@ test("output is sent in one message per delay, or as soon as the size limit is r
   } finally {
     vi.useRealTimers();
   }
+});
+
+test("past its limit a job's output is dropped, after a line that says so; the limit never cuts a character", () => {
+  const note = "\n[jobfleet: the log reached its limit of 10 bytes; the rest of the job's output is dropped]\n";
+  const sent: string[] = [];
+  const batcher = new LogBatcher((data) => sent.push(data), { limitBytes: 10 });
+  batcher.append("12345678");
+  batcher.append("éé");
+  batcher.append("more");
+  batcher.flush();
+  expect(sent.join("")).toBe(`12345678é${note}`);
+  batcher.append("still more");
+  batcher.flush();
+  expect(sent.join("")).toBe(`12345678é${note}`);
+  // Reached exactly, the next byte goes.
+  const exact: string[] = [];
+  const full = new LogBatcher((data) => exact.push(data), { limitBytes: 3 });
+  full.append("abc");
+  full.append("d");
+  full.flush();
+  expect(exact.join("")).toBe(`abc${note.replace("10 bytes", "3 bytes")}`);
 });

@@ -97,6 +97,12 @@ forEachDatabase("a fleet of real processes", (kind) => {
     expect(exit.stderr).toMatch(/timed_out/);
   });
 
+  test("a job that could not start says why, and run exits 125", async () => {
+    const exit = await jobfleet(["run", "-s", "arch=amd64", "--", "no-such-command-xyz"], { JOBFLEET_URL: fleet.url, JOBFLEET_TOKEN: fleet.ci.token }).exited;
+    expect(exit.code).toBe(125);
+    expect(exit.stderr).toMatch(/work order \d+ failed: command not found: no-such-command-xyz\n/);
+  });
+
   test("retry and queue-timeout flags reach the work order", async () => {
     const exit = await jobfleet(
       ["enqueue", "--json", "-s", "arch=riscv64", "--max-attempts", "3", "--retry-on", "lost,failed", "--retry-backoff", "1m", "--queue-timeout", "5m", "--", "true"],

@@ -1,6 +1,6 @@
 // The quick start as the README gives it: `jobfleet start` (what `npm start` runs) brings up a
 // coordinator on the embedded database and a local agent, and the next command runs a job.
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { platform, tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, test } from "vitest";
@@ -20,6 +20,14 @@ test("jobfleet start serves a local agent, and jobfleet run finds it with the sa
     expect(start.stderr).toContain(`npx jobfleet run --selector 'os=${platform()}' -- sh -c 'echo hello; exit 3'`);
     const run = jobfleet(["run", "--selector", "os=linux", "--", "sh", "-c", "echo hello; exit 3"], { ...env, JOBFLEET_URL: url });
     expect(await run.exited).toMatchObject({ code: 3, stdout: "hello\n" });
+    // An admin token, shown once, manages the tokens; the database is its owner's alone.
+    const admin = /No admin token existed, so one was made\. It is shown this once:\n\n {2}(jft_\S+)\n/.exec(start.stderr)?.[1];
+    expect(admin).toBeDefined();
+    const tokens = jobfleet(["tokens", "list", "--json"], { ...env, JOBFLEET_URL: url, JOBFLEET_TOKEN: admin! });
+    const listed = await tokens.exited;
+    expect(listed.code).toBe(0);
+    expect(JSON.parse(listed.stdout).map((t: { role: string }) => t.role)).toEqual(["admin", "ci", "agent"]);
+    expect(statSync(join(dir, ".jobfleet")).mode & 0o777).toBe(0o700);
     // A second coordinator on its data directory, or at its address, says why it cannot, in one line.
     others.push(jobfleet(["coordinator", "--listen", "127.0.0.1:0"], env));
     expect(await others[0]!.exited).toMatchObject({ code: 1, stderr: expect.stringMatching(/^jobfleet: the data directory \S+ is in use by process \d+ [^\n]*\n$/) });

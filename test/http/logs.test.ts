@@ -203,7 +203,7 @@ describe("followed logs", () => {
       await job.send({ type: "job.finished", outcome: "failed", exitCode: 2, error: "exit status 2" });
       h.services.bus.emit("changed", job.workOrderId);
       expect(await next()).toEqual({ event: "log", data: { type: "log", jobId: job.jobId, offset: 13, data: "last\n" } });
-      expect(await next()).toEqual({ event: "end", data: { type: "end", state: "failed", exitCode: 2 } });
+      expect(await next()).toEqual({ event: "end", data: { type: "end", state: "failed", exitCode: 2, error: "exit status 2" } });
       expect(await reader.next()).toBeUndefined();
     } finally {
       await reader.cancel();

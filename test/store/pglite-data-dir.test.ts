@@ -1,13 +1,13 @@
 // A PGlite data directory is one process's at a time, and is made whole or not at all: a start
 // killed while it makes the database leaves a directory the next start can use.
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { afterEach, expect, test, vi } from "vitest";
 import { openDatabase } from "../../coordinator/db/database.ts";
-import { DataDirInUse, initialiseDataDir } from "../../coordinator/db/pglite-data-dir.ts";
+import { DataDirInUse, DataDirUnsafe, initialiseDataDir } from "../../coordinator/db/pglite-data-dir.ts";
 import { jobfleet } from "../support/processes.ts";
 import { until } from "../support/until.ts";
 
@@ -121,4 +121,17 @@ test("a database that fails to open (a migration refused) is closed before its d
   } finally {
     closes.mockRestore();
   }
+});
+
+test("a data directory is made its owner's alone, or refused if it cannot be", async () => {
+  const { temp, dir } = fresh();
+  mkdirSync(dir, { mode: 0o777 });
+  chmodSync(dir, 0o777);
+  await (await openDatabase({ kind: "pglite", dataDir: dir })).close();
+  expect(statSync(dir).mode & 0o777).toBe(0o700);
+  const made = join(temp, "made");
+  await (await openDatabase({ kind: "pglite", dataDir: made })).close();
+  expect(statSync(made).mode & 0o777).toBe(0o700);
+  // A directory open to others whose mode no one may change, not even root.
+  await expect(openDatabase({ kind: "pglite", dataDir: "/proc/self" })).rejects.toThrow(DataDirUnsafe);
 });

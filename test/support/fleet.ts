@@ -1,5 +1,5 @@
 // A coordinator and agents as separate processes on loopback, with an admin token and a CI client.
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { LogEvent, WorkOrderView } from "../../protocol/api.ts";
@@ -131,7 +131,9 @@ export async function startFleet(kind: Kind, options: FleetOptions = {}): Promis
     urls.push(await listening(coordinators[i]!));
   }
   const ciToken = await admin.mintToken("e2e-ci", "ci");
-  const agentToken = await admin.mintToken("e2e-agents", "agent");
+  // Given as a file, as the README advises: other local users see a command line.
+  const agentTokenFile = join(dir, "agent-token");
+  writeFileSync(agentTokenFile, `${await admin.mintToken("e2e-agents", "agent")}\n`, { mode: 0o600 });
   const agents = new Map<string, JobfleetProcess>();
   return {
     get coordinator() {
@@ -151,7 +153,7 @@ export async function startFleet(kind: Kind, options: FleetOptions = {}): Promis
     agents,
     async startAgent(name, flags, at = [0]) {
       const url = at.map((i) => urls[i]).join(",");
-      const agent = jobfleet(["agent", "--url", url, "--token", agentToken, "--name", name, "--cancel-grace", "2", ...flags]);
+      const agent = jobfleet(["agent", "--url", url, "--token-file", agentTokenFile, "--name", name, "--cancel-grace", "2", ...flags]);
       agents.set(name, agent);
       await agent.waitForLog("connected");
       return agent;
