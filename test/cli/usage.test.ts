@@ -41,6 +41,7 @@ const cases: [string[], RegExp][] = [
   [["agent", "--url", "http://127.0.0.1:1/#x", "--token", "t"], /--url cannot have a #fragment/],
   [["work-orders", "show", "abc", "--token", "t"], /'abc' is not a work order id/],
   [["jobs"], /'jobs' needs an action/],
+  [["coordinator", "--log-level", "bogus"], /--log-level is one of trace, debug, info, warn, error, fatal, silent, not 'bogus'/],
   [["coordinator", "--max-followers", "0"], /--max-followers must be a whole number from 1 to 1000000, not '0'/],
   [["coordinator", "--rate-limit", "1e3"], /--rate-limit must be a whole number from 0 to 1000000, not '1e3'/],
 ];
