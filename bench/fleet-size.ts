@@ -1,5 +1,5 @@
 // Scenario 5, fleet size: as many idle agents as the open-files limit of one process allows
-// (`ulimit -Hn`, at most 20,000, less a margin for the coordinator's other files) connected to one
+// (`ulimit -Hn`, less a margin for the coordinator's other files; or the loopback ports, if fewer) connected to one
 // coordinator process on Postgres, spread over several agent processes, each of which keeps a few
 // dozen dialling at a time (or, with `inFlight: 0`, all at once: a fleet coming back to a restarted
 // coordinator). Measured: how many connected, how long that took and what it cost, the
@@ -22,7 +22,7 @@ import type { Row } from "./table.ts";
 
 export type FleetSizeOptions = {
   quick: boolean;
-  /** How many agents (default: the open-files limit, at most 20,000, less `FD_MARGIN`); for trials. */
+  /** How many agents (default: the open-files limit or the ephemeral ports, the fewer, less `FD_MARGIN`); for trials. */
   agents?: number;
   /** Agents dialled and not yet welcomed at a time, per agent process (default `IN_FLIGHT`); 0: all dial at once. */
   inFlight?: number;
@@ -34,7 +34,6 @@ export type FleetSizeOptions = {
 
 /** Agent processes the fleet is spread over (a few thousand agents each). */
 const PROCESSES = 8;
-const CEILING = 20_000;
 /** Files the coordinator holds besides agent sockets: stdio, IPC, epoll, the pool's 10 connections, the listener... */
 const FD_MARGIN = 100;
 /**
@@ -99,7 +98,9 @@ class Coordinator {
 export async function fleetSize(options: FleetSizeOptions): Promise<Row[]> {
   const note = options.note ?? (() => {});
   const hardLimit = fileLimit();
-  const target = options.agents ?? (options.quick ? QUICK_AGENTS : Math.min(CEILING, hardLimit) - FD_MARGIN);
+  const ports = ephemeralPorts();
+  const bound = ports < hardLimit ? `loopback ports ${ports}` : `ulimit -Hn ${hardLimit}`;
+  const target = options.agents ?? (options.quick ? QUICK_AGENTS : Math.min(ports, hardLimit) - FD_MARGIN);
   const inFlight = options.inFlight ?? IN_FLIGHT;
   // Seconds: the heartbeat; after the first GC, the wait for its sweeping; the windows of idle CPU,
   // of settling after the connect, and of CPU while they heartbeat.
@@ -144,7 +145,7 @@ export async function fleetSize(options: FleetSizeOptions): Promise<Row[]> {
     await sleep(windows.baseline * 1000);
     const idleCores = (coordinator.cpu() - cpu0) / windows.baseline;
 
-    log(`${target} agents over ${shares.length} processes, ${dialling} (ulimit -Hn ${hardLimit}; coordinator fd limit ${limits.soft})`);
+    log(`${target} agents over ${shares.length} processes, ${dialling} (${bound}; coordinator fd limit ${limits.soft})`);
     if (options.profileDir) await coordinator.child.request({ type: "profileStart" });
     const overflows0 = listenOverflows();
     let pg0 = await backends(monitor);
@@ -243,7 +244,7 @@ export async function fleetSize(options: FleetSizeOptions): Promise<Row[]> {
     );
 
     return [
-      { scenario: `5 fleet size: idle agents connected, one coordinator (ulimit -Hn ${hardLimit})`, figure: stillConnected, unit: "agents" },
+      { scenario: `5 fleet size: idle agents connected, one coordinator (${bound})`, figure: stillConnected, unit: "agents" },
       { scenario: `5 fleet size: time for ${connected} agents to connect, ${dialling}`, figure: connectSeconds, unit: "s" },
       { scenario: "5 fleet size: coordinator CPU per agent connect", figure: (connectCpu * 1000) / Math.max(1, connected), unit: "ms" },
       { scenario: "5 fleet size: coordinator memory per idle agent (RSS after GC)", figure: perAgent("rss"), unit: "KiB/agent" },
@@ -289,6 +290,12 @@ function listenOverflows(): number {
   } catch {
     return NaN;
   }
+}
+
+/** The local ports a connection to one address may take: every agent's socket to the coordinator needs one. */
+function ephemeralPorts(): number {
+  const [low, high] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number);
+  return high! - low! + 1;
 }
 
 /** `ulimit -Hn` of a shell started from here (what a coordinator started alike may raise its own limit to). */

@@ -105,6 +105,12 @@ export class AgentFleet {
     return () => offs.forEach((off) => off());
   }
 
+  /** Jobs the agents' adapters have started so far (retries counted again). */
+  async ran(): Promise<number> {
+    const all = await Promise.all(this.children.map((child) => child.request<number>({ type: "ran" })));
+    return all.reduce((sum, n) => sum + n, 0);
+  }
+
   async rss(): Promise<number> {
     const all = await Promise.all(this.children.map((child) => child.request<{ rss: number }>({ type: "usage" })));
     return all.reduce((sum, u) => sum + u.rss, 0);

@@ -1,10 +1,12 @@
-// Scenario 4 on an idle fleet: probe work orders enqueued one at a time (each after the previous
-// one started), timed from just before the POST until the adapter's start is called on an agent.
+// Scenario 4 on an idle fleet: probe work orders enqueued one at a time (each 10 ms after the
+// previous one started), timed from just before the POST until the adapter's start is called on an agent.
 // (Under load: jobfleetThroughput with `probeEveryMs`.)
 import { bootAgents, CoordinatorProcess, type FleetShape, PROBE_ORDER } from "./fleet.ts";
 import { createDatabase, dropDatabase, now, sleep, waitUntil } from "./support.ts";
 
 const WARMUP = 20;
+/** Between a probe's start and the next POST: the time its run takes to end, so the next one finds the fleet idle. */
+const GAP_MS = 10;
 
 /** Sorted latencies in ms. */
 export async function idleLatency(probes: number, shape: FleetShape): Promise<number[]> {
@@ -36,6 +38,7 @@ export async function idleLatency(probes: number, shape: FleetShape): Promise<nu
       else waiting!.id = id;
       const s = await started;
       if (i >= WARMUP) latencies.push(s - t);
+      await sleep(GAP_MS);
     }
     return latencies.sort((a, b) => a - b);
   } finally {

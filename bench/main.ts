@@ -15,7 +15,7 @@ import { type Row, ratio, Table } from "./table.ts";
 import type { FleetShape } from "./fleet.ts";
 import { jobfleetThroughput } from "./throughput.ts";
 import { buildChildren, killAll } from "./children.ts";
-import { dropAll, percentile } from "./support.ts";
+import { dropAll, percentile, serverSettings } from "./support.ts";
 
 const { values } = parseArgs({
   options: { quick: { type: "boolean", default: false }, only: { type: "string" } },
@@ -28,7 +28,9 @@ for (const name of only) if (!(SCENARIOS as readonly string[]).includes(name)) t
 
 const sizes = quick
   ? { throughput: 2_000, embedded: 1_000, singles: 1_000, bulk: 20_000, idleProbes: 100, loadOrders: 1_000 }
-  : { throughput: 50_000, embedded: 10_000, singles: 10_000, bulk: 50_000, idleProbes: 1_000, loadOrders: 20_000 };
+  : { throughput: 50_000, embedded: 50_000, singles: 10_000, bulk: 50_000, idleProbes: 1_000, loadOrders: 50_000 };
+/** Under load, a probe every this many ms: hundreds of samples in a full run, about 1% of its jobs. */
+const PROBE_EVERY_MS = 10;
 /** 100 agents of capacity 1 over 4 agent processes: total concurrency 100, as graphile-worker's. */
 const FLEET: FleetShape = { processes: 4, perProcess: 25, capacity: 1 };
 const CONCURRENCY = FLEET.processes * FLEET.perProcess * FLEET.capacity;
@@ -113,13 +115,15 @@ async function enqueue(): Promise<void> {
 }
 
 async function latency(): Promise<void> {
-  process.stderr.write(`latency: ${sizes.idleProbes} sequential probes on an idle fleet; probes every 50 ms while ${sizes.loadOrders} no-op jobs are worked\n`);
+  process.stderr.write(`latency: ${sizes.idleProbes} sequential probes on an idle fleet; probes every ${PROBE_EVERY_MS} ms while ${sizes.loadOrders} no-op jobs are worked\n`);
   const idle = await idleLatency(sizes.idleProbes, FLEET);
   for (const row of latencyRows(`4 latency enqueue→start, idle fleet (${sizes.idleProbes} orders)`, idle)) table.add(row);
   for (const [label, fleet] of [["", FLEET], [`, ${PREFETCH}`, PREFETCH_FLEET]] as const) {
-    const loaded = await jobfleetThroughput({ kind: "postgres", orders: sizes.loadOrders, fleet, probeEveryMs: 50 });
+    const loaded = await jobfleetThroughput({ kind: "postgres", orders: sizes.loadOrders, fleet, probeEveryMs: PROBE_EVERY_MS });
     const scenario = `4 latency enqueue→start, under load${label} (${loaded.probeLatencies.length} probes, priority 1000)`;
     for (const row of latencyRows(scenario, loaded.probeLatencies)) table.add(row);
+    const answered = ([50, 90, 99] as const).map((p) => `p${p} ${percentile(loaded.probeAnswers, p).toFixed(1)}`).join(", ");
+    table.note(`latency under load${label}: of enqueue→start, the POST's answer took ${answered} ms`);
   }
 }
 
@@ -135,7 +139,7 @@ async function logs(): Promise<void> {
 
 async function replicaScenario(): Promise<void> {
   process.stderr.write("replicas: the throughput scenario with one coordinator, then two\n");
-  const rows = await replicas({ quick });
+  const rows = await replicas(sizes.throughput);
   for (const row of rows) table.add(row);
   for (const note of rows.notes) table.note(note);
 }
@@ -176,6 +180,7 @@ const started = Date.now();
 const took: string[] = [];
 try {
   await buildChildren();
+  table.note(`Postgres: ${await serverSettings()}`);
   const scenarios: Record<(typeof SCENARIOS)[number], () => Promise<void>> = {
     throughput,
     enqueue,

@@ -85,8 +85,7 @@ function bound(one: Busy, two: Busy, speedup: number, cores: number): string {
   );
 }
 
-export async function replicas(options: { quick: boolean }): Promise<ReplicaRows> {
-  const n = options.quick ? 2_000 : 20_000;
+export async function replicas(n: number): Promise<ReplicaRows> {
   process.stderr.write(`replicas: ${n} no-op jobs, ${FLEET.processes}×${FLEET.perProcess} agents, against one coordinator, then two on the same database\n`);
   const one = await jobfleetThroughput({ kind: "postgres", orders: n, fleet: FLEET, coordinators: 1 });
   const two = await jobfleetThroughput({ kind: "postgres", orders: n, fleet: FLEET, coordinators: 2 });

@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import postgres from "postgres";
 
 /** A server where the bench may create and drop databases (never touching this one's own data). */
-export const ADMIN_URL = process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
+export const ADMIN_URL = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -13,15 +13,20 @@ export const now = () => performance.timeOrigin + performance.now();
 
 const created = new Set<string>();
 
-/** A fresh, empty database on the admin server; returns its URL. Dropped by `dropDatabase` or `dropAll`. */
-export async function createDatabase(prefix: string): Promise<string> {
-  const name = `jobfleet_bench_${prefix}_${randomBytes(4).toString("hex")}`;
+/** `fn` on a connection of its own to the admin database, closed after. */
+async function withAdmin<T>(fn: (admin: postgres.Sql) => Promise<T>): Promise<T> {
   const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
   try {
-    await admin.unsafe(`CREATE DATABASE ${name}`);
+    return await fn(admin);
   } finally {
     await admin.end();
   }
+}
+
+/** A fresh, empty database on the admin server; returns its URL. Dropped by `dropDatabase` or `dropAll`. */
+export async function createDatabase(prefix: string): Promise<string> {
+  const name = `jobfleet_bench_${prefix}_${randomBytes(4).toString("hex")}`;
+  await withAdmin((admin) => admin.unsafe(`CREATE DATABASE ${name}`));
   created.add(name);
   const url = new URL(ADMIN_URL);
   url.pathname = `/${name}`;
@@ -30,12 +35,7 @@ export async function createDatabase(prefix: string): Promise<string> {
 
 export async function dropDatabase(url: string): Promise<void> {
   const name = new URL(url).pathname.slice(1);
-  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-  try {
-    await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  } finally {
-    await admin.end();
-  }
+  await withAdmin((admin) => admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
   created.delete(name);
 }
 
@@ -55,8 +55,7 @@ export async function dropAll(): Promise<void> {
  */
 export async function commits(url: string): Promise<number> {
   const name = new URL(url).pathname.slice(1);
-  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-  try {
+  return withAdmin(async (admin) => {
     let last = -1;
     for (let i = 0; i < 50; i++) {
       const [row] = await admin<{ n: string }[]>`SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = ${name}`;
@@ -66,20 +65,34 @@ export async function commits(url: string): Promise<number> {
       await sleep(150);
     }
     return last;
-  } finally {
-    await admin.end();
-  }
+  });
 }
 
 /** Bytes of WAL the server has written so far (the whole cluster: run nothing else meanwhile). */
 export async function walBytes(): Promise<number> {
-  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-  try {
+  return withAdmin(async (admin) => {
     const [row] = await admin<{ n: string }[]>`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::text AS n`;
     return Number(row!.n);
-  } finally {
-    await admin.end();
-  }
+  });
+}
+
+/** The server's version and the settings that bear on the figures, for the table's notes. */
+export async function serverSettings(): Promise<string> {
+  return withAdmin(async (admin) => {
+    const rows = await admin<{ name: string; setting: string }[]>`
+      SELECT name, setting FROM pg_settings
+      WHERE name IN ('server_version', 'shared_buffers', 'synchronous_commit', 'fsync', 'autovacuum', 'max_connections', 'max_wal_size')
+      ORDER BY name`;
+    return rows.map((r) => `${r.name} ${r.setting}`).join(", ");
+  });
+}
+
+/**
+ * Writes out every dirty page now, before a measured phase: a checkpoint that fell inside one
+ * party's phase would charge it alone with the writes and full-page images of every run before.
+ */
+export async function checkpoint(): Promise<void> {
+  await withAdmin((admin) => admin`CHECKPOINT`);
 }
 
 /** Polls `check` every `intervalMs` until it answers true; rejects after `timeoutMs`. */

@@ -44,7 +44,8 @@ export function format(n: number): string {
   if (!Number.isFinite(n)) return "n/a";
   if (Math.abs(n) >= 100) return Math.round(n).toLocaleString("en-US");
   if (Math.abs(n) >= 10) return n.toFixed(1);
-  return n.toFixed(2);
+  // Three significant figures: 0.0073 commits a job beside a ratio worked out from it, not 0.01.
+  return n === 0 ? "0.00" : n.toPrecision(3);
 }
 
 /** "1.85× <peer>": how many times the peer's figure ours is. */

@@ -6,8 +6,7 @@
 import postgres from "postgres";
 import { type AgentFleet, bootAgents, CoordinatorProcess, type FleetShape, NOOP_ORDER, PROBE_ORDER } from "./fleet.ts";
 import { postgresCpuSeconds } from "./cpu.ts";
-import { commits, createDatabase, dropDatabase, now, sleep, walBytes } from "./support.ts";
-
+import { checkpoint, commits, createDatabase, dropDatabase, now, sleep, walBytes } from "./support.ts";
 
 export type ThroughputOptions = {
   kind: "postgres" | "pglite";
@@ -37,12 +36,16 @@ export type ThroughputResult = {
   walPerJob?: number;
   /** CPU seconds per 1,000 jobs, by party (Postgres: the whole server; coordinator: all of them). */
   cpuPerThousand: { coordinator: number; agents: number; postgres?: number };
-  /** Enqueue → adapter start of each probe, ms. */
+  /** Enqueue → adapter start of each probe, ms, sorted. */
   probeLatencies: number[];
+  /** Enqueue → the POST's answer of each probe, ms, sorted. */
+  probeAnswers: number[];
 };
 
-// Polled every 50 ms, so it must not scan the table: each state's first row through the (state, id)
-// index. The full count (a scan of the open rows) is taken only while probes run.
+/** How often the run's end is looked for (a short wait, as graphile-worker's run's). */
+export const POLL_MS = 10;
+// Asked only once the agents have started every job: each state's first row, through the (state, id)
+// index for claimed and running (a scan of the pending, which are none by then).
 const OPEN_STATES = ["pending", "claimed", "running"] as const;
 const ANY_OPEN = `SELECT (${OPEN_STATES.map((s) => `EXISTS (SELECT 1 FROM work_orders WHERE state = '${s}' ORDER BY state, id LIMIT 1)`).join(" OR ")})::int AS n`;
 const OPEN = `SELECT count(*)::int AS n FROM work_orders WHERE state IN (${OPEN_STATES.map((s) => `'${s}'`).join(", ")})`;
@@ -75,6 +78,7 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
     const enqueue = await coordinator.api.enqueueMany(NOOP_ORDER, orders);
     const agents = await booting.fleet;
     const probes = probing(coordinator, agents, options.probeEveryMs);
+    if (url) await checkpoint();
     const before = url ? await commits(url) : 0;
     const cpuBefore = { coordinator: await coordinatorCpu(), agents: agents.cpu(), postgres: url ? postgresCpuSeconds() : 0 };
     const walBefore = url ? await walBytes() : 0;
@@ -82,18 +86,17 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
     const start = now();
     agents.go(coordinators);
     const deadline = Date.now() + Math.max(120_000, orders * 20);
+    // Followed by the agents' count of the jobs they started, not by the database: a count there
+    // would be load on what is measured (on PGlite, inside the measured process).
     for (;;) {
-      // Probe once the fleet is working (its first 1% done: the connect phase is not load),
+      const ran = await agents.ran();
+      // Probe once the fleet is working (its first 1% started: the connect phase is not load),
       // while most of the backlog is still there; then let the probes drain too.
-      if (probes.active) {
-        const left = await count(OPEN);
-        if (left <= orders * 0.99) probes.start();
-        if (left < orders * 0.1) probes.stop();
-      }
-      const open = await count(ANY_OPEN);
-      if (open === 0 && !probes.active && (await probes.settled())) break;
+      if (probes.active && ran >= orders * 0.01) probes.start();
+      if (probes.active && ran >= orders * 0.9) probes.stop();
+      if (ran >= orders + probes.sent && !probes.active && (await probes.settled()) && (await count(ANY_OPEN)) === 0) break;
       if (Date.now() > deadline) throw new Error(`throughput: work orders still open after the deadline (${await count(OPEN)})`);
-      await sleep(50);
+      await sleep(POLL_MS);
     }
     const seconds = (now() - start) / 1000;
     const jobs = orders + probes.sent;
@@ -108,13 +111,15 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
     return {
       orders: jobs,
       seconds,
-      jobsPerSecond: jobs / seconds,
+      // Only what succeeded counts: graphile-worker's run could not end with a job failed either.
+      jobsPerSecond: (jobs - unsucceeded) / seconds,
       unsucceeded,
       enqueue,
       commitsPerJob: url ? (after - before - monitorQueries - probes.sent) / jobs : undefined,
       walPerJob: url ? wal / jobs : undefined,
       cpuPerThousand: { coordinator: (cpu.coordinator * 1000) / jobs, agents: (cpu.agents * 1000) / jobs, postgres: url ? (cpu.postgres * 1000) / jobs : undefined },
       probeLatencies: probes.latencies(),
+      probeAnswers: probes.answers(),
     };
   } finally {
     await booting.stop();
@@ -126,11 +131,13 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
 
 /**
  * High-priority probe work orders, one every `everyMs` from `start()` on, each timed from just
- * before its POST until its adapter starts on some agent. Inactive without `everyMs`.
+ * before its POST until its adapter starts on some agent. A POST does not wait for the one before:
+ * a slow answer must not thin out the probes of a slow moment. Inactive without `everyMs`.
  */
 function probing(coordinator: CoordinatorProcess, agents: AgentFleet, everyMs?: number) {
   const enqueuedAt = new Map<string, number>();
   const startedAt = new Map<string, number>();
+  const answers: number[] = [];
   const off = agents.onProbe((id, t) => startedAt.set(id, t));
   let active = everyMs !== undefined;
   let sent = 0;
@@ -140,13 +147,19 @@ function probing(coordinator: CoordinatorProcess, agents: AgentFleet, everyMs?: 
   const loop = (async () => {
     if (everyMs === undefined) return;
     await begun;
+    const posts: Promise<void>[] = [];
     while (active) {
       const t = now();
       sent++;
-      const id = await api.enqueue({ ...PROBE_ORDER, priority: 1000 });
-      enqueuedAt.set(id, t);
+      posts.push(
+        api.enqueue({ ...PROBE_ORDER, priority: 1000 }).then((id) => {
+          enqueuedAt.set(id, t);
+          answers.push(now() - t);
+        }),
+      );
       await sleep(Math.max(0, everyMs - (now() - t)));
     }
+    await Promise.all(posts);
   })();
   return {
     get active() {
@@ -170,6 +183,10 @@ function probing(coordinator: CoordinatorProcess, agents: AgentFleet, everyMs?: 
     latencies(): number[] {
       off();
       return [...enqueuedAt].flatMap(([id, t]) => (startedAt.has(id) ? [startedAt.get(id)! - t] : [])).sort((a, b) => a - b);
+    },
+    /** How long each probe's POST took to be answered, sorted. */
+    answers(): number[] {
+      return answers.toSorted((a, b) => a - b);
     },
   };
 }
