@@ -78,8 +78,9 @@ Work-order flags (run, enqueue):
 
 Server, agent and client settings come from flags, then JOBFLEET_<FLAG> (JOBFLEET_URL,
 JOBFLEET_TOKEN, JOBFLEET_DATA_DIR, …), then defaults; work-order and list flags from flags only.
-DATABASE_URL selects Postgres. start, coordinator and agent take --log-level (debug, info, warn, error). Without a token, the CLI uses the one 'jobfleet start'
-saved in .jobfleet/ci-token.
+DATABASE_URL selects Postgres. start, coordinator and agent take --log-level (trace, debug, info,
+warn, error, fatal, silent). Without a token, the CLI uses the one 'jobfleet start' saved in
+.jobfleet/ci-token.
 
 Exit codes of run: the job's own exit code; 124 timed out; 125 failed without an exit code;
 130 cancelled. Of every command: 1 for an error, 2 for a usage error.

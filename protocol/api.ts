@@ -14,7 +14,7 @@ export type Role = (typeof roles)[number];
 export const workOrderCreate = z
   .strictObject({
     adapter: z.enum(adapterNames).default("exec"),
-    spec: z.unknown(),
+    spec: z.custom<unknown>((value) => value !== undefined, "required"),
     selector: selector.default([]),
     /** Work-order mode: only the agent with this name may run it. */
     agent: agentName.optional(),

@@ -8,6 +8,11 @@ export function describeIssues(error: z.ZodError): FieldError {
   if (!issue) return { message: "invalid input" };
   const path = issue.code === "unrecognized_keys" ? [...issue.path, issue.keys[0]!] : issue.path;
   const field = path.map(String).join(".");
-  const message = issue.code === "unrecognized_keys" ? "unknown field" : issue.message;
+  const message = issue.code === "unrecognized_keys" ? "unknown field" : issue.code === "invalid_key" ? keyProblem(issue) : issue.message;
   return field ? { message: `${field}: ${message}`, field } : { message };
+}
+
+/** Why a record's key was refused: the key's own check says, where zod says only "Invalid key in record". */
+function keyProblem(issue: z.core.$ZodIssueInvalidKey): string {
+  return issue.issues[0]?.message ?? issue.message;
 }

@@ -243,8 +243,14 @@ describe("bad input", () => {
     expect(error.message.startsWith(`${field}: `)).toBe(true);
   });
 
-  it("a work order without a spec is 400 naming spec", async () => {
-    await expectError(await post({ json: {} }), 400, "invalid_request", "spec");
+  it("a work order without a spec is 400 naming spec, and saying it is required", async () => {
+    const error = await expectError(await post({ json: {} }), 400, "invalid_request", "spec");
+    expect(error.message).toBe("spec: required");
+  });
+
+  it("a bad label key is 400 saying what is wrong with it, not only that it is a bad key", async () => {
+    const error = await expectError(await post({ json: execOrder({ labels: { "-x": "y" } }) }), 400, "invalid_request", "labels.-x");
+    expect(error.message).toBe("labels.-x: invalid label key");
   });
 
   it.each([["[]"], ["null"], ['"text"'], ["42"]])("a body that is not an object (%s) is 400", async (body) => {
