@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
 import { afterEach, expect, test, vi } from "vitest";
 import { openDatabase } from "../../coordinator/db/database.ts";
-import { DataDirInUse, DataDirUnsafe, initialiseDataDir } from "../../coordinator/db/pglite-data-dir.ts";
+import { claimDataDir, DataDirInUse, DataDirUnsafe, initialiseDataDir } from "../../coordinator/db/pglite-data-dir.ts";
 import { jobfleet } from "../support/processes.ts";
 import { until } from "../support/until.ts";
 
@@ -123,15 +123,15 @@ test("a database that fails to open (a migration refused) is closed before its d
   }
 });
 
-test("a data directory is made its owner's alone, or refused if it cannot be", async () => {
+test("a data directory is made its owner's alone when claimed, or refused if it cannot be", () => {
   const { temp, dir } = fresh();
   mkdirSync(dir, { mode: 0o777 });
   chmodSync(dir, 0o777);
-  await (await openDatabase({ kind: "pglite", dataDir: dir })).close();
+  claimDataDir(dir)();
   expect(statSync(dir).mode & 0o777).toBe(0o700);
-  const made = join(temp, "made");
-  await (await openDatabase({ kind: "pglite", dataDir: made })).close();
+  const made = join(temp, "made", "deeper");
+  claimDataDir(made)();
   expect(statSync(made).mode & 0o777).toBe(0o700);
   // A directory open to others whose mode no one may change, not even root.
-  await expect(openDatabase({ kind: "pglite", dataDir: "/proc/self" })).rejects.toThrow(DataDirUnsafe);
+  expect(() => claimDataDir("/proc/self")).toThrow(DataDirUnsafe);
 });
