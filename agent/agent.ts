@@ -48,6 +48,9 @@ const FATAL_CLOSE = new Map([
 /** How long a refused agent waits for its stopped jobs to end before it gives up on them. */
 const FATAL_STOP_MS = 5_000;
 
+/** How long past the cancel grace a drain waits for the jobs it handed back to end. */
+const HAND_BACK_MARGIN_MS = 5_000;
+
 /** Error codes by which the coordinator refuses a job's message because the job is not this agent's (any more). */
 const NOT_OURS = new Set(["illegal_transition", "unknown_job"]);
 
@@ -118,7 +121,11 @@ export class Agent {
     if (!(await within(jobs, timeoutMs))) {
       this.log.warn({ running: this.runners.size }, "drain timed out; handing back the jobs left");
       for (const runner of this.runners.values()) runner.handBack();
-      await jobs;
+      // A run its adapter cannot end (a system that never answers) is left to the coordinator, which
+      // finds it lost once the lease runs out, and its process group goes with the agent.
+      if (!(await within(jobs, this.options.cancelGraceMs + HAND_BACK_MARGIN_MS))) {
+        this.log.error({ running: [...this.runners.keys()] }, "jobs did not end after their cancel grace; leaving them to the coordinator");
+      }
     }
     await within(this.outbox.settled(), 5_000);
     this.resends.stop();
