@@ -30,8 +30,7 @@ export class LogBatcher {
     if (text === "" || this.room < 0) return;
     let bytes = Buffer.byteLength(text);
     if (bytes > this.room) {
-      const kept = this.room > 0 ? splitUtf8(text, this.room)[0]! : "";
-      text = `${kept}\n[jobfleet: the log reached its limit of ${this.limitBytes} bytes; the rest of the job's output is dropped]\n`;
+      text = `${headUtf8(text, this.room)}\n[jobfleet: the log reached its limit of ${this.limitBytes} bytes; the rest of the job's output is dropped]\n`;
       bytes = Buffer.byteLength(text);
       this.room = -1;
     } else this.room -= bytes;
@@ -52,6 +51,15 @@ export class LogBatcher {
   }
 }
 
+/** The longest start of `text` that fits `maxBytes` of UTF-8 without cutting a character; it may be empty. */
+export function headUtf8(text: string, maxBytes: number): string {
+  const bytes = Buffer.from(text);
+  if (bytes.length <= maxBytes) return text;
+  let end = Math.max(0, maxBytes);
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.toString("utf8", 0, end);
+}
+
 /** Control characters that JSON writes as `\u00XX`: six bytes for one (its other escapes take two). */
 const WIDE_ESCAPES = /[\u0000-\u0007\u000b\u000e-\u001f]/;
 
@@ -68,6 +76,8 @@ export function splitUtf8(text: string, maxBytes: number): string[] {
   while (start < bytes.length) {
     let end = wide ? escapedEnd(bytes, start, maxBytes) : Math.min(start + maxBytes, bytes.length);
     while (end < bytes.length && (bytes[end]! & 0xc0) === 0x80) end--;
+    // A piece narrower than one character (a limit of a few bytes): the character goes whole.
+    if (end <= start) for (end = start + 1; end < bytes.length && (bytes[end]! & 0xc0) === 0x80; ) end++;
     pieces.push(bytes.toString("utf8", start, end));
     start = end;
   }

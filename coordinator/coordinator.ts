@@ -57,8 +57,12 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   if (heartbeatSeconds < MIN_BEAT_SECONDS || leaseSeconds > MAX_LEASE_SECONDS) {
     throw new RangeError(`the heartbeat must be at least ${MIN_BEAT_SECONDS} s and the lease at most ${MAX_LEASE_SECONDS} s`);
   }
-  // What a write lost at its commit may have made claimable was never announced: the groups look again.
-  const db = afterUncertainCommits(await openDatabase(options.database), () => dispatcher.sweep());
+  // What a write lost at its commit may have made claimable was never announced: the groups look
+  // again, here and, told as a wake-up for every queue, on the other replicas.
+  const db = afterUncertainCommits(await openDatabase(options.database), () => {
+    dispatcher.sweep();
+    bus.publish?.("enqueued", [[{ id: "0", selector: null, targetAgent: null }]]);
+  });
   const bus = new Bus();
   const verifier = new TokenVerifier(db, { failures: new RateLimits(options.authFailures ?? { perSecond: 1, burst: 30 }) });
   const onError = (error: unknown) => logger.error({ err: withoutData(error) }, "internal error");

@@ -4,7 +4,7 @@ import { arch, availableParallelism, hostname, platform } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { Agent, AgentFailed } from "../../agent/agent.ts";
-import { tokenCreate, tokenList, tokenRevokeNamed, TokenVerifier } from "../../coordinator/auth/tokens.ts";
+import { adminEverMade, tokenCreate, tokenRevokeNamed, TokenVerifier } from "../../coordinator/auth/tokens.ts";
 import { type Coordinator, DEFAULT_REQUESTS_PER_SECOND, startCoordinator } from "../../coordinator/coordinator.ts";
 import type { DatabaseConfig } from "../../coordinator/db/database.ts";
 import { DEFAULT_MAX_FOLLOWERS } from "../../coordinator/logs/followers.ts";
@@ -12,7 +12,7 @@ import pkg from "../../package.json" with { type: "json" };
 import { MAX_CAPACITY, MAX_PREFETCH } from "../../protocol/limits.ts";
 import { agentModes, type AgentMode } from "../../protocol/messages.ts";
 import { type Labels, parseLabels, SelectorError } from "../../protocol/selector.ts";
-import { DataDirInUse, DataDirUnsafe } from "../../coordinator/db/pglite-data-dir.ts";
+import { DataDirInUse } from "../../coordinator/db/pglite-data-dir.ts";
 import { CliError } from "../errors.ts";
 import { logger } from "../logger.ts";
 import { CI_TOKEN_FILE, dataDir, DEFAULT_URL, type Flags, integer, required, setting } from "../settings.ts";
@@ -56,7 +56,7 @@ async function coordinatorFrom(flags: Flags, log: Logger): Promise<Coordinator> 
   // Only once every flag has been checked: a usage error leaves nothing behind.
   if (config.kind === "pglite") mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   return startCoordinator({ database: config, ...address, heartbeatSeconds, leaseSeconds, maxFollowers, requestsPerSecond, logger: log }).catch((error) => {
-    if (error instanceof DataDirInUse || error instanceof DataDirUnsafe) throw new CliError(error.message);
+    if (error instanceof DataDirInUse) throw new CliError(error.message);
     const { code } = error as NodeJS.ErrnoException;
     if (code === "EADDRINUSE" || code === "EADDRNOTAVAIL" || code === "EACCES") {
       throw new CliError(`cannot listen on ${address.host}:${address.port} (${code}): another process may hold it; choose another with --listen`);
@@ -86,9 +86,13 @@ export async function coordinator(flags: Flags): Promise<number> {
   return stopWithin(c, log);
 }
 
-/** A coordinator with no admin token left makes one, shown this once: no one could manage tokens otherwise. */
+/**
+ * A database that never had an admin token gets one, shown this once: no one could manage tokens
+ * otherwise. Admin tokens revoked on purpose are not replaced, nor a secret written to the logs
+ * at every start.
+ */
 async function bootstrapAdmin(c: Coordinator): Promise<void> {
-  if ((await tokenList(c.db)).some((t) => t.role === "admin")) return;
+  if (await adminEverMade(c.db)) return;
   const { token } = await tokenCreate(c.db, "bootstrap", "admin");
   process.stderr.write(`\nNo admin token existed, so one was made. It is shown this once:\n\n  ${token}\n\n`);
 }
@@ -178,9 +182,11 @@ export async function agent(flags: Flags): Promise<number> {
  * environment is the agent's own to hide), or given as it is.
  */
 function agentToken(flags: Flags): string {
+  if (flags["token-file"] !== undefined && flags.token !== undefined) throw CliError.usage("give --token-file or --token, not both");
+  // A flag before either variable, as for every setting; of the variables, the file's.
+  if (typeof flags.token === "string") return flags.token;
   const file = setting(flags, "token-file");
   if (file === undefined) return required(flags, "token");
-  if (setting(flags, "token") !== undefined) throw CliError.usage("give --token-file or --token, not both");
   let text: string;
   try {
     text = readFileSync(file, "utf8");

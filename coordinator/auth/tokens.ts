@@ -4,7 +4,7 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { and, asc, eq, isNull } from "drizzle-orm";
 import type { Role, TokenView } from "../../protocol/api.ts";
 import { id as rowId } from "../../protocol/fields.ts";
-import type { Database } from "../db/database.ts";
+import type { Database, Queryable } from "../db/database.ts";
 import { tokens } from "../db/schema.ts";
 import type { Charges, RateLimits } from "../rate/rate-limits.ts";
 
@@ -51,6 +51,17 @@ type Row = typeof tokens.$inferSelect;
 type Cached = { row: Row; until: number };
 
 /** A client that has failed to authenticate too often: it may try again in `waitMs`. */
+/** Whether an admin token was ever made here, revoked since or not. */
+export async function adminEverMade(db: Queryable): Promise<boolean> {
+  return (await db.query(`SELECT 1 FROM tokens WHERE role = 'admin' LIMIT 1`)).length > 0;
+}
+
+/** Of these tokens, by id, those revoked since: one statement however many agents hold them. */
+export async function tokensRevoked(db: Queryable, ids: string[]): Promise<Set<string>> {
+  const rows = await db.query<{ id: string }>(`SELECT id::text AS id FROM tokens WHERE id = ANY($1::bigint[]) AND revoked_at IS NOT NULL`, [ids]);
+  return new Set(rows.map((row) => row.id));
+}
+
 export class Throttled extends Error {
   constructor(
     readonly from: string,
@@ -104,12 +115,6 @@ export class TokenVerifier {
     if (ok && charged) failures?.refund();
     if (!ok && !charged) failures?.take();
     return ok ? { tokenId: row.id, name: row.name, role: row.role } : undefined;
-  }
-
-  /** Whether the token of this id no longer holds (revoked, or gone), as of the cache's age at most. */
-  async revoked(id: string): Promise<boolean> {
-    const { row } = await this.row(id);
-    return row === undefined || row.revokedAt !== null;
   }
 
   /** The token's row; `charged`: this call started a read, and charged `failures` for it. */

@@ -14,8 +14,6 @@ const BUILDING = ".init-";
 
 export class DataDirInUse extends Error {}
 
-export class DataDirUnsafe extends Error {}
-
 /** Claims held by this process, so that a claim naming its own pid from before a restart is told apart. */
 const held = new Set<string>();
 
@@ -52,20 +50,26 @@ export function claimDataDir(dir: string): () => void {
 }
 
 /**
- * Makes `dir` (if missing) its owner's alone, as Postgres demands of its data directory: PGlite
- * writes its files readable and writable by all, and whoever can write them can rewrite the tokens
- * and the commands agents run.
+ * Makes `dir` (if missing) its owner's alone, as Postgres does its data directory: PGlite writes its
+ * files readable and writable by all, and whoever can reach them can rewrite the tokens and the
+ * commands agents run. One this process may not change (a volume another user owns, as a
+ * container's often is) or whose filesystem keeps no modes is used as it is, with a warning.
  */
 function makePrivate(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const mode = statSync(dir).mode & 0o777;
-  if ((mode & 0o077) === 0) return;
+  const open = () => statSync(dir).mode & 0o077;
+  if (open() === 0) return;
   try {
     chmodSync(dir, 0o700);
   } catch (error) {
-    const { code } = error as NodeJS.ErrnoException;
-    throw new DataDirUnsafe(`the data directory ${dir} is open to other users (mode ${mode.toString(8)}) and could not be made private (${code}): chmod 700 it as its owner`);
+    if ((error as NodeJS.ErrnoException).code !== "EPERM") throw error;
   }
+  if (open() === 0) return;
+  process.emitWarning(
+    `the data directory ${dir} is open to other users (mode ${(statSync(dir).mode & 0o777).toString(8)}) and could not be made private: ` +
+      "whoever can reach its files can change the tokens and the commands agents run",
+    { code: "JOBFLEET_DATA_DIR_OPEN" },
+  );
 }
 
 /** Whether the process a claim names still runs: the same pid, started at the same time where that can be told. */

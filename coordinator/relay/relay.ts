@@ -165,8 +165,9 @@ export class Relay {
     const listening = await this.db.othersListening(CHANNEL);
     const before = this.found;
     this.found = new Set(listening);
-    // One gone may have died with wake-ups gathered and not sent, for work it had committed.
-    if ([...before].some((name) => !this.found.has(name))) this.onResync();
+    // One gone may have died with wake-ups gathered and not sent, for work it had committed. Not
+    // the unnamed: any session of another role is one, and their comings and goings say nothing.
+    if ([...before].some((name) => name !== "" && !this.found.has(name))) this.onResync();
     this.peers.keepOnly(this.found, heard);
     if (this.heardUnknown === heardUnknown) this.relayAll = listening.some((name) => !this.peers.knows(name));
     if (this.heard === heard) this.sendingTo(listening.length > 0);

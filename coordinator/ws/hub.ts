@@ -8,6 +8,7 @@ import type { IncomingMessage, Server } from "node:http";
 import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
 import { MAX_MESSAGE_BYTES } from "../../protocol/limits.ts";
+import { tokensRevoked } from "../auth/tokens.ts";
 import { agentsSeen, type HeldJob, type PendingCancel } from "../sql/agent-session.ts";
 import { AgentSession, CloseCode, leaseOverdue, type SessionContext } from "./session.ts";
 
@@ -93,29 +94,27 @@ export class Hub {
       // Renewals may overlap (one stuck on a dead connection must not hold up the leases): only one
       // begun after the last reconciled answer arrived may follow it.
       if (started >= this.reconciledAt) this.reconcile(held);
-      await this.closeRevoked(renewing);
     } catch (error) {
       this.ctx.log("leases not renewed", { error: String(error) });
+    }
+    try {
+      await this.closeRevoked(renewing);
+    } catch (error) {
+      this.ctx.log("revoked tokens not looked for", { error: String(error) });
     }
   }
 
   /**
    * Closes, for good (4001), the sessions let in with a token revoked since: a token is checked at
-   * the hello, and an agent may stay connected for weeks. Each token is read at most once per the
-   * verifier's cache age, however many agents share it.
+   * the hello, and an agent may stay connected for weeks. One statement asks after every token
+   * the sessions came in with.
    */
   private async closeRevoked(sessions: AgentSession[]): Promise<void> {
-    const byToken = new Map<string, AgentSession[]>();
-    for (const session of sessions) {
-      const holders = byToken.get(session.tokenId!);
-      if (holders) holders.push(session);
-      else byToken.set(session.tokenId!, [session]);
-    }
-    for (const [tokenId, holders] of byToken) {
-      if (!(await this.ctx.verifier.revoked(tokenId))) continue;
-      this.ctx.log("agent token revoked; connection closed", { agents: holders.map((s) => s.claimant.name) });
-      for (const session of holders) session.close(CloseCode.unauthenticated, "the agent token was revoked");
-    }
+    const revoked = await tokensRevoked(this.ctx.db, [...new Set(sessions.map((session) => session.tokenId!))]);
+    if (revoked.size === 0) return;
+    const closing = sessions.filter((session) => revoked.has(session.tokenId!));
+    this.ctx.log("agent token revoked; connections closed", { agents: closing.map((session) => session.claimant.name) });
+    for (const session of closing) session.close(CloseCode.unauthenticated, "the agent token was revoked");
   }
 
   /**

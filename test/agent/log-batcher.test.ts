@@ -76,3 +76,27 @@ test("past its limit a job's output is dropped, after a line that says so; the l
   full.flush();
   expect(exact.join("")).toBe(`abc${note.replace("10 bytes", "3 bytes")}`);
 });
+
+test("the limit reached with less room than the next character (or its escape) ends the log there, and returns", () => {
+  const note = (limit: number) => `\n[jobfleet: the log reached its limit of ${limit} bytes; the rest of the job's output is dropped]\n`;
+  for (const [limit, appends, kept] of [
+    [9, ["12345678", "éé"], "12345678"],
+    [10, ["12345678", "\x1b[31mred"], "12345678\x1b["],
+    [3, ["ab", "😀"], "ab"],
+  ] as const) {
+    const sent: string[] = [];
+    const batcher = new LogBatcher((data) => sent.push(data), { limitBytes: limit });
+    for (const text of appends) batcher.append(text);
+    batcher.flush();
+    expect(sent.join("")).toBe(kept + note(limit));
+  }
+});
+
+test("splitUtf8 under a character's width still moves on, a character a piece", () => {
+  const unit = fc.constantFrom("\x1b", "a", "é", "😀", "\u20ac");
+  fc.assert(
+    fc.property(fc.string({ unit, maxLength: 50 }), fc.integer({ min: 1, max: 4 }), (text, max) => {
+      expect(splitUtf8(text, max).join("")).toBe(text);
+    }),
+  );
+});

@@ -52,6 +52,12 @@ test.each(cases)("jobfleet %j exits 2 with a usage message", async (args, messag
   expect(exit.code).toBe(2);
 });
 
+test("a --token-file flag goes before a JOBFLEET_TOKEN in the environment, as flags go before variables", async () => {
+  const exit = await jobfleet(["agent", "--url", "ws://127.0.0.1:1", "--token-file", "/nonexistent/token"], { JOBFLEET_TOKEN: "t" }).exited;
+  expect(exit.stderr).toMatch(/--token-file \/nonexistent\/token cannot be read \(ENOENT\)/);
+  expect(exit.code).toBe(2);
+});
+
 test("an unreachable coordinator is a clear error with exit 1", async () => {
   const url = `http://127.0.0.1:${await freePort()}`;
   const exit = await jobfleet(["work-orders", "list", "--url", url, "--token", "t"]).exited;

@@ -94,7 +94,7 @@ async function onFreshDatabase(run: (fresh: Fresh) => Promise<void>): Promise<vo
         return relay;
       },
       client: (name) => {
-        const sql = postgres(url, { max: 1, onnotice: () => {}, ...(name && { connection: { application_name: name } }) });
+        const sql = postgres(url, { max: 1, onnotice: () => {}, ...(name !== undefined && { connection: { application_name: name } }) });
         closers.push(() => sql.end());
         return sql;
       },
@@ -472,12 +472,16 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       const a = await open();
       let resyncs = 0;
       await start(new Relay(new Bus(), a.listener!, () => resyncs++, fail, { checkEveryMs: 100 }));
-      const ghost = client("ghost");
-      await ghost.listen(CHANNEL, () => {});
-      // Looks that find it there, and then find it still there, ask for nothing.
+      const [ghost, unnamed] = [client("ghost"), client("")];
+      for (const peer of [ghost, unnamed]) await peer.listen(CHANNEL, () => {});
+      // Looks that find them there, and then find them still there, ask for nothing.
       await new Promise((r) => setTimeout(r, 400));
       const before = resyncs;
       await new Promise((r) => setTimeout(r, 300));
+      expect(resyncs).toBe(before);
+      // One that cannot be named (as any session of another role shows) going says nothing.
+      await unnamed.end();
+      await new Promise((r) => setTimeout(r, 500));
       expect(resyncs).toBe(before);
       await ghost.end();
       await vi.waitFor(() => expect(resyncs).toBe(before + 1), { timeout: 5_000 });

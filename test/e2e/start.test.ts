@@ -33,6 +33,15 @@ test("jobfleet start serves a local agent, and jobfleet run finds it with the sa
     expect(await others[0]!.exited).toMatchObject({ code: 1, stderr: expect.stringMatching(/^jobfleet: the data directory \S+ is in use by process \d+ [^\n]*\n$/) });
     others.push(jobfleet(["coordinator", "--listen", new URL(url).host], { JOBFLEET_DATA_DIR: join(dir, "other") }));
     expect(await others[1]!.exited).toMatchObject({ code: 1, stderr: expect.stringMatching(/^jobfleet: cannot listen on 127\.0\.0\.1:\d+ \(EADDRINUSE\)[^\n]*\n$/) });
+    // Revoked on purpose, it is not made again at the next start, nor its secret written to the log.
+    const adminId = JSON.parse(listed.stdout)[0].id;
+    expect((await jobfleet(["tokens", "revoke", adminId], { ...env, JOBFLEET_URL: url, JOBFLEET_TOKEN: admin! }).exited).code).toBe(0);
+    await start.stop("SIGTERM");
+    const again = jobfleet(["start", "--listen", "127.0.0.1:0"], env);
+    others.push(again);
+    await listening(again);
+    await again.waitFor(/"msg":"agent connected"/);
+    expect(again.stderr).not.toMatch(/No admin token existed/);
   } finally {
     // Those that did not refuse to start, as they should have, are not left running.
     await Promise.all(others.map((other) => other.stop("SIGKILL")));
