@@ -11,6 +11,9 @@ export type Enqueued = {
   targetAgent: string | null;
 };
 
+/** A wake-up for every queue-mode group: work may be there that no wake-up announced. */
+export const EVERY_QUEUE: Enqueued = { id: "0", selector: null, targetAgent: null };
+
 export type Events = {
   /** Work orders became claimable. */
   enqueued: [orders: Enqueued[]];

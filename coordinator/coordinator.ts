@@ -5,7 +5,7 @@ import type { Server } from "node:http";
 import { createAdaptorServer } from "@hono/node-server";
 import type { Logger } from "pino";
 import { TokenVerifier } from "./auth/tokens.ts";
-import { Bus } from "./bus.ts";
+import { Bus, EVERY_QUEUE } from "./bus.ts";
 import { Completer } from "./completer.ts";
 import { type Database, type DatabaseConfig, openDatabase } from "./db/database.ts";
 import { afterUncertainCommits } from "./db/uncertain-commits.ts";
@@ -61,7 +61,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   // again, here and, told as a wake-up for every queue, on the other replicas.
   const db = afterUncertainCommits(await openDatabase(options.database), () => {
     dispatcher.sweep();
-    bus.publish?.("enqueued", [[{ id: "0", selector: null, targetAgent: null }]]);
+    bus.publish?.("enqueued", [[EVERY_QUEUE]]);
   });
   const bus = new Bus();
   const verifier = new TokenVerifier(db, { failures: new RateLimits(options.authFailures ?? { perSecond: 1, burst: 30 }) });

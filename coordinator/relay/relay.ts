@@ -12,7 +12,7 @@
 // A work order's changes matter only to log followers, so they go only to the coordinators that
 // say they watch it, and to all while a listener may be there that has not said (an earlier
 // version, or one not yet heard from).
-import type { Bus, Enqueued, Events } from "../bus.ts";
+import { type Bus, type Enqueued, type Events, EVERY_QUEUE } from "../bus.ts";
 import { type Message, type Outgoing, pack, type Wire } from "./pack.ts";
 import { PeerWatches } from "./peer-watches.ts";
 
@@ -186,7 +186,7 @@ export class Relay {
    * watches; if they cannot be told, the next look tries again.
    */
   private async welcome(): Promise<void> {
-    const everyone: Wire = ["enqueued", [[{ id: "0", selector: null, targetAgent: null }]]];
+    const everyone: Wire = ["enqueued", [[EVERY_QUEUE]]];
     try {
       await this.send({ events: [everyone], welcome: true, ...this.everythingWatched() });
     } catch (error) {
