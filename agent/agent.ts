@@ -117,7 +117,7 @@ export class Agent {
       this.log.info({ running: this.begun, returning: this.queued.length, timeoutMs }, "draining");
       for (const runner of this.queued) runner.handBack();
     }
-    const jobs = Promise.all([...this.runners.values()].map((r) => r.done));
+    const jobs = this.jobsEnded();
     if (!(await within(jobs, timeoutMs))) {
       this.log.warn({ running: this.runners.size }, "drain timed out; handing back the jobs left");
       for (const runner of this.runners.values()) runner.handBack();
@@ -292,6 +292,11 @@ export class Agent {
     this.queued.splice(at === -1 ? this.queued.length : at, 0, runner);
   }
 
+  /** Settles once every job held now has ended. */
+  private jobsEnded(): Promise<unknown> {
+    return Promise.all([...this.runners.values()].map((runner) => runner.done));
+  }
+
   private disconnected(code: number, reason: string): void {
     if (this.welcomed && this.lease !== undefined && this.runners.size > 0) this.armFence(this.lease);
     this.welcomed = false;
@@ -305,7 +310,7 @@ export class Agent {
     // Never to be reported, and perhaps already given to another (an agent that took this one's
     // name disowns them): its jobs are stopped at once, and end before the agent does.
     for (const runner of this.runners.values()) runner.handBack(0);
-    void within(Promise.all([...this.runners.values()].map((runner) => runner.done)), FATAL_STOP_MS).then(() => {
+    void within(this.jobsEnded(), FATAL_STOP_MS).then(() => {
       this.outbox.close();
       this.fail(new AgentFailed(`${fatal}: ${reason}`));
     });

@@ -56,9 +56,12 @@ export function headUtf8(text: string, maxBytes: number): string {
   const bytes = Buffer.from(text);
   if (bytes.length <= maxBytes) return text;
   let end = Math.max(0, maxBytes);
-  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  while (end > 0 && continues(bytes[end]!)) end--;
   return bytes.toString("utf8", 0, end);
 }
+
+/** Whether this byte of UTF-8 continues a character (so no piece may begin at it). */
+const continues = (byte: number) => (byte & 0xc0) === 0x80;
 
 /** Control characters that JSON writes as `\u00XX`: six bytes for one (its other escapes take two). */
 const WIDE_ESCAPES = /[\u0000-\u0007\u000b\u000e-\u001f]/;
@@ -75,9 +78,9 @@ export function splitUtf8(text: string, maxBytes: number): string[] {
   let start = 0;
   while (start < bytes.length) {
     let end = wide ? escapedEnd(bytes, start, maxBytes) : Math.min(start + maxBytes, bytes.length);
-    while (end < bytes.length && (bytes[end]! & 0xc0) === 0x80) end--;
+    while (end < bytes.length && continues(bytes[end]!)) end--;
     // A piece narrower than one character (a limit of a few bytes): the character goes whole.
-    if (end <= start) for (end = start + 1; end < bytes.length && (bytes[end]! & 0xc0) === 0x80; ) end++;
+    if (end <= start) for (end = start + 1; end < bytes.length && continues(bytes[end]!); ) end++;
     pieces.push(bytes.toString("utf8", start, end));
     start = end;
   }
