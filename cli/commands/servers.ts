@@ -53,8 +53,6 @@ async function coordinatorFrom(flags: Flags, log: Logger): Promise<Coordinator> 
   const maxFollowers = integer(flags, "max-followers", DEFAULT_MAX_FOLLOWERS, 1, 1_000_000);
   const requestsPerSecond = integer(flags, "rate-limit", DEFAULT_REQUESTS_PER_SECOND, 0, 1_000_000);
   const address = listen(flags);
-  // Only once every flag has been checked: a usage error leaves nothing behind.
-  if (config.kind === "pglite") mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   return startCoordinator({ database: config, ...address, heartbeatSeconds, leaseSeconds, maxFollowers, requestsPerSecond, logger: log }).catch((error) => {
     if (error instanceof DataDirInUse) throw new CliError(error.message);
     const { code } = error as NodeJS.ErrnoException;
