@@ -1,5 +1,6 @@
 // Gathers work items from many callers into batches that share one transaction and one commit.
-// Batches run one after another, never side by side; what arrives while one runs forms the next.
+// Batches run one after another (or up to `inFlight` side by side); what arrives while they run
+// forms the next.
 // A batch that fails for any reason but an outage is run again one item at a time, so one bad
 // item cannot hold the others back. Each caller's promise settles only after its batch committed.
 import { isUnavailable } from "./db/unavailable.ts";
@@ -13,13 +14,15 @@ export type BatcherOptions<In> = {
   /** A batch closes once its items weigh this much (a heavier item still goes, alone). */
   maxWeight?: number;
   weigh?: (input: In) => number;
+  /** Batches that may run side by side (default 1: one after another). */
+  inFlight?: number;
 };
 
 export class Batcher<In, Out> {
   private queue: Item<In, Out>[] = [];
   private queuedWeight = 0;
   private timer?: NodeJS.Timeout | NodeJS.Immediate;
-  private flushing = false;
+  private readonly running = new Set<Promise<void>>();
 
   constructor(
     private readonly runBatch: (inputs: In[]) => Promise<Out[]>,
@@ -36,21 +39,21 @@ export class Batcher<In, Out> {
       const weight = this.options.weigh?.(input) ?? 0;
       this.queue.push({ input, weight, resolve, reject });
       this.queuedWeight += weight;
-      if (this.queue.length >= this.options.maxBatch || this.queuedWeight >= (this.options.maxWeight ?? Infinity)) void this.flush();
-      else this.timer ??= this.options.delayMs === 0 ? setImmediate(() => void this.flush()) : setTimeout(() => void this.flush(), this.options.delayMs);
+      if (this.queue.length >= this.options.maxBatch || this.queuedWeight >= (this.options.maxWeight ?? Infinity)) this.flush();
+      else this.timer ??= this.options.delayMs === 0 ? setImmediate(() => this.flush()) : setTimeout(() => this.flush(), this.options.delayMs);
     });
   }
 
-  private async flush(): Promise<void> {
+  private flush(): void {
     clearTimeout(this.timer as NodeJS.Timeout);
     clearImmediate(this.timer as NodeJS.Immediate);
     this.timer = undefined;
-    if (this.flushing || this.queue.length === 0) return;
-    this.flushing = true;
-    try {
-      while (this.queue.length > 0) await this.run(this.take());
-    } finally {
-      this.flushing = false;
+    while (this.queue.length > 0 && this.running.size < (this.options.inFlight ?? 1)) {
+      const run: Promise<void> = this.run(this.take()).finally(() => {
+        this.running.delete(run);
+        this.flush();
+      });
+      this.running.add(run);
     }
   }
 
@@ -76,6 +79,9 @@ export class Batcher<In, Out> {
 
   /** Waits for what is queued to be done. */
   async drain(): Promise<void> {
-    while (this.queue.length > 0 || this.flushing) await this.flush().then(() => new Promise((r) => setImmediate(r)));
+    while (this.queue.length > 0 || this.running.size > 0) {
+      this.flush();
+      await Promise.all(this.running);
+    }
   }
 }

@@ -1,5 +1,6 @@
 // The batcher's promises: items of one turn share a batch, batches close at their count or weight
-// limit and run one at a time, and a failing batch is retried item by item.
+// limit and run one at a time (or as many side by side as allowed), and a failing batch is retried
+// item by item.
 import { expect, test } from "vitest";
 import { Batcher } from "../../coordinator/batcher.ts";
 
@@ -49,4 +50,20 @@ test("when a batch fails, its items are run alone: only the bad one is refused",
   const settled = await Promise.allSettled(["x", "bad", "y"].map((s) => batcher.submit(s)));
   expect(settled.map((s) => s.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
   expect(r.batches).toEqual([["x", "bad", "y"], ["x"], ["bad"], ["y"]]);
+});
+
+test("with inFlight, that many batches run side by side, and what comes meanwhile waits for one to end", async () => {
+  const r = recorder();
+  const batcher = new Batcher(r.run, { delayMs: 0, maxBatch: 100, inFlight: 2 });
+  const first = batcher.submit("a");
+  await new Promise((resolve) => setImmediate(resolve));
+  const second = batcher.submit("b");
+  await new Promise((resolve) => setImmediate(resolve));
+  const rest = ["c", "d"].map((s) => batcher.submit(s));
+  await new Promise((resolve) => setImmediate(resolve));
+  expect(r.batches).toEqual([["a"], ["b"]]);
+  await batcher.drain();
+  expect(r.batches).toEqual([["a"], ["b"], ["c", "d"]]);
+  expect(await Promise.all([first, second, ...rest])).toEqual(["A", "B", "C", "D"]);
+  expect(r.maxInFlight()).toBe(2);
 });

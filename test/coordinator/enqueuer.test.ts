@@ -8,6 +8,7 @@ import { type Claimer, Dispatcher } from "../../coordinator/dispatch/dispatcher.
 import { Enqueuer } from "../../coordinator/enqueuer.ts";
 import type { Assignment } from "../../protocol/messages.ts";
 import { cancelAllPending, commits, commitsOverhead, connectAgent, eventsOf, order } from "../store/fixtures.ts";
+import { describePostgres, freshDatabase } from "../support/databases.ts";
 
 let db: Database;
 
@@ -139,4 +140,39 @@ test("an insert that may have committed unseen has the agent its slot was held o
   const [row] = await db.query<{ state: string }>(`SELECT state FROM work_orders WHERE metadata = '{"unseen":true}'`);
   expect(row!.state).toBe("claimed");
   dispatcher.stop();
+});
+
+describePostgres("batches side by side on Postgres", () => {
+  test("the same keys in two batches in flight at once, in either order, make one work order each; every caller gets it", async () => {
+    const pg = await freshDatabase("postgres");
+    try {
+      let running = 0;
+      let most = 0;
+      const counted: Database = {
+        ...pg,
+        transaction: async (fn) => {
+          most = Math.max(most, ++running);
+          try {
+            return await pg.transaction(fn);
+          } finally {
+            running--;
+          }
+        },
+      };
+      const enqueuer = new Enqueuer(counted);
+      const send = (keys: string[]) => keys.map((key) => enqueuer.enqueue(order({ idempotencyKey: key })));
+      const first = send(["k1", "k2"]);
+      // The next turn: a second batch, while the first is in flight; its keys in the other order.
+      await new Promise((resolve) => setImmediate(resolve));
+      const second = send(["k2", "k1"]);
+      const [a1, a2, b2, b1] = await Promise.all([...first, ...second]);
+      expect(most).toBe(2);
+      expect([a1!.row.id, a2!.row.id]).toEqual([b1!.row.id, b2!.row.id]);
+      expect([a1, a2, b1, b2].filter((r) => r!.created)).toHaveLength(2);
+      const [count] = await pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM work_orders`);
+      expect(count!.n).toBe(2);
+    } finally {
+      await pg.close();
+    }
+  });
 });
