@@ -18,7 +18,11 @@ import { Resends } from "./resends.ts";
 export type AgentOptions = {
   /** ws://host:port/v1/agent of each coordinator; the agent moves to the next when one is lost. */
   urls: string[];
-  token: string;
+  /**
+   * The token, or where to read it at each dial (a token file): a token refused at a dial or
+   * revoked later is then read again, and if it has changed the agent dials with the new one.
+   */
+  token: string | (() => string);
   name: string;
   labels: Labels;
   capacity: number;
@@ -75,6 +79,8 @@ export class Agent {
   private fence?: NodeJS.Timeout;
   private watchdog?: NodeJS.Timeout;
   private lease?: Lease;
+  /** The token of the last hello. */
+  private token = "";
   private fail!: (error: AgentFailed) => void;
   /** Rejects when the agent cannot go on (bad token, duplicate name); resolves after `stop`. */
   readonly stopped: Promise<void>;
@@ -137,9 +143,15 @@ export class Agent {
   }
 
   private hello(): void {
-    const { token, name, labels, capacity, prefetch = 0, mode, version } = this.options;
+    const { name, labels, capacity, prefetch = 0, mode, version } = this.options;
     this.welcomed = false;
-    this.connection.send({ type: "hello", protocol: PROTOCOL_VERSION, token, name, labels, capacity, prefetch, mode, version });
+    this.token = this.currentToken();
+    this.connection.send({ type: "hello", protocol: PROTOCOL_VERSION, token: this.token, name, labels, capacity, prefetch, mode, version });
+  }
+
+  private currentToken(): string {
+    const { token } = this.options;
+    return typeof token === "string" ? token : token();
   }
 
   private receive(message: CoordinatorMessage): void {
@@ -302,6 +314,8 @@ export class Agent {
     this.welcomed = false;
     const fatal = FATAL_CLOSE.get(code);
     if (!fatal) return;
+    // A rotation: the new token was put in place before the old one was revoked.
+    if (code === 4001 && this.currentToken() !== this.token) return this.log.warn({ code, reason }, "token refused; dialling again with the new one");
     this.log.error({ code, reason }, fatal);
     clearTimeout(this.fence);
     clearInterval(this.watchdog);

@@ -170,29 +170,48 @@ export async function agent(flags: Flags): Promise<number> {
         throw error;
       }
     });
-  const options = { ...agentSettings(flags, log), urls, token: agentToken(flags) };
+  const options = { ...agentSettings(flags, log), urls, token: agentToken(flags, log) };
   await runAgent(new Agent(options), integer(flags, "drain-timeout", 60, 0, 86_400));
   return 0;
 }
 
 /**
  * The agent's token, from a file (`--token-file`: other local users see a command line, and its
- * environment is the agent's own to hide), or given as it is.
+ * environment is the agent's own to hide), or given as it is. The file is read again at each dial,
+ * so a token is rotated by writing the new one there before revoking the old; a file that cannot
+ * be read then, or holds no token, leaves the one read last.
  */
-function agentToken(flags: Flags): string {
+function agentToken(flags: Flags, log: Logger): string | (() => string) {
   if (flags["token-file"] !== undefined && flags.token !== undefined) throw CliError.usage("give --token-file or --token, not both");
   // A flag before either variable, as for every setting; of the variables, the file's.
   if (typeof flags.token === "string") return flags.token;
   const file = setting(flags, "token-file");
   if (file === undefined) return required(flags, "token");
+  let last: string;
+  try {
+    last = readToken(file);
+  } catch (error) {
+    throw CliError.usage((error as Error).message);
+  }
+  return () => {
+    try {
+      last = readToken(file);
+    } catch (error) {
+      log.warn({ file }, `${(error as Error).message}; dialling with the token read before`);
+    }
+    return last;
+  };
+}
+
+function readToken(file: string): string {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
   } catch (error) {
-    throw CliError.usage(`--token-file ${file} cannot be read (${(error as NodeJS.ErrnoException).code})`);
+    throw new Error(`--token-file ${file} cannot be read (${(error as NodeJS.ErrnoException).code})`);
   }
   const token = text.trim();
-  if (token === "" || /\s/.test(token)) throw CliError.usage(`--token-file ${file} must hold one token`);
+  if (token === "" || /\s/.test(token)) throw new Error(`--token-file ${file} must hold one token`);
   return token;
 }
 

@@ -1,5 +1,8 @@
 // The whole product as users run it: a coordinator and agents as separate processes on loopback,
 // work enqueued over HTTP and with the CLI, on the embedded database and on Postgres.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { forEachDatabase } from "../support/databases.ts";
 import { type Fleet, sh, startFleet } from "../support/fleet.ts";
@@ -141,6 +144,34 @@ forEachDatabase("a fleet of real processes", (kind) => {
     const exit = await agent.exited;
     expect(exit.code).toBe(1);
     expect(exit.stderr).toMatch(/jobfleet: agent stopped: the coordinator refused the token/);
+  });
+
+  test("an agent given --token-file dials again with the token written there once its old one is revoked, and stops once the file has none", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "jobfleet-rotate-"));
+    const file = join(dir, "token");
+    const old = await fleet.admin.mintToken("rotating-old", "agent");
+    writeFileSync(file, `${old}\n`, { mode: 0o600 });
+    const agent = jobfleet(["agent", "--url", fleet.url, "--token-file", file, "--name", "rotating", "--labels", "pool=rotate"]);
+    try {
+      await agent.waitForLog("connected");
+      const fresh = await fleet.admin.mintToken("rotating-new", "agent");
+      writeFileSync(file, `${fresh}\n`);
+      expect((await fleet.admin.call("DELETE", `/v1/tokens/${old.split("_")[1]}`)).status).toBe(204);
+      await agent.waitForLog("token refused; dialling again with the new one");
+      const order = await fleet.ci.enqueue({ ...sh("echo rotated"), selector: "pool=rotate" });
+      expect(await fleet.ci.follow(order.id)).toMatchObject({ state: "succeeded", log: "rotated\n" });
+      expect(agent.child.exitCode).toBeNull();
+      // Revoked with no token left in the file: the one read last is all it has, and it is refused.
+      rmSync(file);
+      await fleet.admin.call("DELETE", `/v1/tokens/${fresh.split("_")[1]}`);
+      const exit = await agent.exited;
+      expect(exit.code).toBe(1);
+      expect(exit.stderr).toMatch(/"msg":"--token-file \S+ cannot be read \(ENOENT\); dialling with the token read before"/);
+      expect(exit.stderr).toMatch(/jobfleet: agent stopped: the coordinator refused the token/);
+    } finally {
+      await agent.stop("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("a draining agent finishes its running job before it exits", async () => {

@@ -1,6 +1,7 @@
 // A token is checked at an agent's hello, and an agent may stay connected for weeks: once its token
 // is revoked, its connection is closed for good (4001) within the verifier's cache age and half a
-// heartbeat, and it cannot come back with it. An agent let in with another token stays.
+// heartbeat, and it cannot come back with it. An agent let in with another token stays. An agent
+// that reads its token at each dial (a token file) dials again with a new one put in place first.
 import { pino } from "pino";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { Agent, AgentFailed } from "../../agent/agent.ts";
@@ -16,7 +17,7 @@ beforeAll(async () => {
 });
 afterAll(() => coordinator.stop());
 
-const agent = (name: string, token: string) => {
+const agent = (name: string, token: string | (() => string)) => {
   const started = new Agent({ urls: [coordinator.agentUrl], token, name, labels: {}, capacity: 1, mode: "queue", version: "test", cancelGraceMs: 100, logger, adapters: () => execAdapter });
   started.start();
   return started;
@@ -35,4 +36,31 @@ test("an agent whose token is revoked is closed for good; one with another token
   expect(String(error)).toContain("the coordinator refused the token");
   await expect.poll(connected, { timeout: 5_000 }).toEqual(["kept-agent"]);
   await b.stop(1000);
+});
+
+test("an agent whose token source holds a new token when the old is revoked dials again with it; its job runs on", { timeout: 30_000 }, async () => {
+  const old = await tokenCreate(coordinator.db, "rotated-old", "agent");
+  let current = old.token;
+  const a = agent("rotated-agent", () => current);
+  const session = async () => (await coordinator.db.query<{ s: string | null }>(`SELECT session_id::text AS s FROM agents WHERE name = 'rotated-agent'`))[0]?.s ?? null;
+  await expect.poll(session, { timeout: 10_000 }).not.toBeNull();
+  const before = await session();
+  const ci = await tokenCreate(coordinator.db, "rotated-ci", "ci");
+  const posted = await fetch(`${coordinator.url}/v1/work-orders`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${ci.token}`, "content-type": "application/json" },
+    body: JSON.stringify({ spec: { command: ["sleep", "4"] }, agent: "rotated-agent" }),
+  });
+  const row = (await posted.json()) as { id: string };
+  const state = async () => (await coordinator.db.query<{ state: string }>(`SELECT state FROM work_orders WHERE id = $1`, [row.id]))[0]!.state;
+  await expect.poll(state, { timeout: 10_000 }).toBe("running");
+
+  current = (await tokenCreate(coordinator.db, "rotated-new", "agent")).token;
+  expect(await tokenRevoke(coordinator.db, old.view.id)).toBe(true);
+  let failed: unknown;
+  void a.stopped.catch((error: unknown) => (failed = error));
+  await expect.poll(async () => { const now = await session(); return now !== null && now !== before; }, { timeout: 15_000 }).toBe(true);
+  await expect.poll(state, { timeout: 15_000 }).toBe("succeeded");
+  expect(failed).toBeUndefined();
+  await a.stop(1000);
 });
