@@ -81,8 +81,8 @@ export type VerifierOptions = {
 
 /**
  * Checks presented tokens; a found row is cached for `ttlMs`, so a revocation takes that long to
- * bite. An unknown id is not cached: a token made a moment ago works at once. Requests presenting
- * one id while it is read share the read.
+ * bite, and is read again in the background once past half that. An unknown id is not cached: a
+ * token made a moment ago works at once. Requests presenting one id while it is read share the read.
  */
 export class TokenVerifier {
   private readonly cache = new Map<string, Cached>();
@@ -120,18 +120,33 @@ export class TokenVerifier {
   /** The token's row; `charged`: this call started a read, and charged `failures` for it. */
   private async row(id: string, failures?: Charges): Promise<{ row: Row | undefined; charged: boolean }> {
     const cached = this.cache.get(id);
-    if (cached && cached.until > Date.now()) return { row: cached.row, charged: false };
+    const now = Date.now();
+    if (cached && cached.until > now) {
+      // Read again once past half its age, meanwhile, so that a busy token's requests never wait for it.
+      if (cached.until - now < this.ttlMs / 2) void this.reread(id);
+      return { row: cached.row, charged: false };
+    }
     const shared = this.reading.get(id);
     if (shared) return { row: await shared, charged: false };
     failures?.take();
-    const read = this.read(id).finally(() => this.reading.delete(id));
-    this.reading.set(id, read);
     try {
-      return { row: await read, charged: true };
+      return { row: await this.reread(id), charged: true };
     } catch (error) {
       failures?.refund();
       throw error;
     }
+  }
+
+  /** The read of the token's row under way, or a new one. */
+  private reread(id: string): Promise<Row | undefined> {
+    let read = this.reading.get(id);
+    if (!read) {
+      read = this.read(id).finally(() => this.reading.delete(id));
+      // One nobody waits for fails quietly: the entry runs out, and the read after it says why.
+      read.catch(() => {});
+      this.reading.set(id, read);
+    }
+    return read;
   }
 
   private async read(id: string): Promise<Row | undefined> {

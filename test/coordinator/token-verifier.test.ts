@@ -1,8 +1,9 @@
 // The verifier counts failed authentications per client address. Guesses sent at once are charged
 // as their reads start, so they cannot outrun the limit; requests that present one token at once
-// share its read, and a good token costs its address nothing.
-import { afterAll, beforeAll, expect, test } from "vitest";
-import { Throttled, tokenCreate, TokenVerifier } from "../../coordinator/auth/tokens.ts";
+// share its read, and a good token costs its address nothing. A cached token past half its age is
+// read again while its requests go on.
+import { afterAll, beforeAll, expect, test, vi } from "vitest";
+import { Throttled, tokenCreate, tokenRevoke, TokenVerifier } from "../../coordinator/auth/tokens.ts";
 import { type Database, openDatabase } from "../../coordinator/db/database.ts";
 import { RateLimits } from "../../coordinator/rate/rate-limits.ts";
 
@@ -54,4 +55,26 @@ test("requests presenting one good token at once share a read and cost their add
   const wrong = `${token.slice(0, -1)}${token.endsWith("A") ? "B" : "A"}`;
   for (let i = 0; i < 3; i++) expect(await verifier.verify(wrong, "10.0.0.3")).toBeUndefined();
   await expect(verifier.verify(token, "10.0.0.3")).rejects.toBeInstanceOf(Throttled);
+});
+
+test("a token cached past half its age is read again in the background: its request does not wait, and a revocation is seen sooner", async () => {
+  const { token, view } = await tokenCreate(db, "busy", "ci");
+  const verifier = new TokenVerifier(counting, { ttlMs: 1000 });
+  vi.useFakeTimers({ toFake: ["Date"] });
+  try {
+    expect(await verifier.verify(token)).toMatchObject({ name: "busy" });
+    reads = 0;
+    await tokenRevoke(db, view.id);
+    vi.setSystemTime(Date.now() + 400);
+    expect(await verifier.verify(token)).toMatchObject({ name: "busy" });
+    expect(reads).toBe(0);
+    vi.setSystemTime(Date.now() + 200);
+    // Answered from the cache while the read (slowed to 20 ms) goes on.
+    expect(await verifier.verify(token)).toMatchObject({ name: "busy" });
+    expect(reads).toBe(1);
+    await vi.waitFor(async () => expect(await verifier.verify(token)).toBeUndefined());
+    expect(reads).toBe(1);
+  } finally {
+    vi.useRealTimers();
+  }
 });
