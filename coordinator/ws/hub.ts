@@ -45,8 +45,11 @@ export class Hub {
 
   attach(server: Server): void {
     server.on("upgrade", (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-      if (new URL(request.url ?? "/", "http://x").pathname !== AGENT_PATH) {
-        socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n");
+      // Any client may send any request target: one that is no URL (`http://`) must not throw here.
+      const target = request.url ?? "/";
+      const path = URL.canParse(target, "http://x") ? new URL(target, "http://x").pathname : undefined;
+      if (path !== AGENT_PATH) {
+        socket.end(`HTTP/1.1 ${path === undefined ? "400 Bad Request" : "404 Not Found"}\r\nConnection: close\r\n\r\n`);
         return;
       }
       const address = request.socket.remoteAddress;

@@ -1,5 +1,6 @@
 // The agent WebSocket endpoint, spoken to by a raw client: bad frames get error frames (never a
 // crash), hello is authenticated and versioned, and job messages apply once, in sequence.
+import { connect } from "node:net";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import WebSocket from "ws";
@@ -64,6 +65,26 @@ class Peer {
     this.send({ type: "hello", protocol: PROTOCOL_VERSION, token: this.at.token, name, labels: { os: "linux" }, capacity: 2, version: "test", ...extra });
   }
 }
+
+/** What the coordinator answers a raw upgrade request for `target`. */
+function rawUpgrade(target: string): Promise<string> {
+  const { port } = new URL(coordinator.agentUrl);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(port), "127.0.0.1", () => socket.write(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`));
+    let answer = "";
+    socket.setEncoding("utf8").on("data", (text: string) => (answer += text));
+    socket.on("end", () => resolve(answer));
+    socket.on("error", reject);
+  });
+}
+
+describe("the upgrade", () => {
+  test("a request target that is no URL gets a 400, and the coordinator goes on serving", async () => {
+    for (const target of ["http://", "//a:99999/"]) expect(await rawUpgrade(target)).toMatch(/^HTTP\/1.1 400 Bad Request/);
+    expect(await rawUpgrade("/v2/elsewhere")).toMatch(/^HTTP\/1.1 404 Not Found/);
+    expect((await fetch(`${coordinator.url}/healthz`)).status).toBe(200);
+  });
+});
 
 async function agentsListed(): Promise<{ name: string; connected: boolean }[]> {
   const response = await fetch(`${coordinator.url}/v1/agents`, { headers: { authorization: `Bearer ${ciToken}` } });
