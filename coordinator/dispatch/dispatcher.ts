@@ -6,7 +6,8 @@
 // Once a round comes back short, the pool holds nothing more for the group, and until a wake-up
 // says otherwise a round asks only for slots claimed since (a large idle fleet is not asked for
 // again and again). A wake-up claims only for groups that may run a new work order, one group per
-// order; if that group's claim came back full without the order, the next matching group gets it.
+// order; if that group's claim came back full without the order, the next matching group gets it
+// (and a group that had no room for it is no longer quiet).
 // While the orders woken for are all the group can have gained since it came back short, a round
 // asks for as many slots as they are, from the members waiting longest, not for every member.
 // A group whose round came back short, with nothing arrived since, is quiet: the pool holds
@@ -268,11 +269,16 @@ export class Dispatcher {
 
   /**
    * Whether the group has a slot not yet promised in this wake-up. If not, and its slots are all in
-   * a round that may have looked before the order was there, it is told to look again.
+   * a round that may have looked before the order was there, it is told to look again; with no
+   * round, it is no longer quiet, and the round its next slot brings looks at everything.
    */
   private hasRoom(group: Group, budget: Map<Group, number>): boolean {
     if (group.open > (budget.get(group) ?? 0)) return true;
     if (group.rounds > 0) this.stale(group);
+    else {
+      group.generation++;
+      group.counted = false;
+    }
     return false;
   }
 
@@ -417,7 +423,8 @@ export class Dispatcher {
       group.again = true;
       if (!short) group.counted &&= missed.length === 0;
     }
-    if (group.open === 0 && missed.length > 0) this.wake(missed);
+    // Passed over for other work: offered to the next group that may run them, which may be idle.
+    if ((group.open === 0 || !short) && missed.length > 0) this.wake(missed);
   }
 
   /** Returns reserved slots a round did not fill, unless the member left meanwhile. */

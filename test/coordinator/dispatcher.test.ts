@@ -480,3 +480,39 @@ test("an order woken for in a group whose rounds are all in flight goes to anoth
   await until(() => other!.jobs.some((j) => j.workOrderId === id));
   dispatcher.stop();
 });
+
+test("an order woken for that a full round passed over goes to another group that may run it, though the first still has slots", async () => {
+  // The gpu group forms first, so the wake-up offers it the order first.
+  const [y1, y2] = await agents("passed-gpu", 2, { pool: "passed", gpu: "yes" });
+  const [x] = await agents("passed", 1, { pool: "passed" });
+  const bus = new Bus();
+  const dispatcher = new Dispatcher(db, bus, (e) => expect.unreachable(String(e)));
+  dispatcher.claim(y1!, 1);
+  dispatcher.claim(y2!, 1);
+  dispatcher.claim(x!, 1);
+  await new Promise((r) => setTimeout(r, 50));
+  // Urgent gpu work pending without a wake-up (a retry come due, another replica's order on its way).
+  for (let i = 0; i < 2; i++) await workOrderInsert(db, order({ selector: "pool=passed,gpu=yes", priority: 10 }));
+  const id = await enqueue(bus, { selector: "pool=passed" });
+  await until(() => x!.jobs.some((j) => j.workOrderId === id));
+  expect(y1!.jobs.length + y2!.jobs.length).toBe(2);
+  dispatcher.stop();
+});
+
+test("a quiet group that a wake-up found full is quiet no more: its next slot goes to the order woken for, not to a newer one held for it", async () => {
+  const [x] = await agents("full-quiet", 1, { pool: "full-quiet" });
+  const bus = new Bus();
+  const dispatcher = new Dispatcher(db, bus, (e) => expect.unreachable(String(e)));
+  const selector = parseSelector("pool=full-quiet");
+  dispatcher.claim(x!, 1);
+  await new Promise((r) => setTimeout(r, 50));
+  // Its one slot held for an order created claimed for it: the agent is busy.
+  expect(dispatcher.hold([{ selector }])[0]?.agentId).toBe(x!.claimant.agentId);
+  const urgent = await enqueue(bus, { selector: "pool=full-quiet", priority: 100 });
+  await new Promise((r) => setTimeout(r, 20));
+  // The agent finishes and claims again; in the same turn a routine order is enqueued.
+  dispatcher.claim(x!, 1);
+  expect(dispatcher.hold([{ selector }])).toEqual([undefined]);
+  await until(() => x!.jobs.some((j) => j.workOrderId === urgent));
+  dispatcher.stop();
+});
