@@ -43,6 +43,8 @@ const INSERT_BRIEF = insertBrief("");
 const INSERT_BRIEF_KEYED = insertBrief(ON_KEY_CONFLICT);
 
 // The job ids are drawn with the input, so that each job finds the agent its order was created for.
+// Keyed rows go in key order (the unkeyed after them, in the order given): two of these in flight
+// at once then wait for each other's keys in one order, and cannot deadlock.
 const INSERT_CLAIMED = `
 WITH input AS MATERIALIZED (
   SELECT *, CASE WHEN claim_agent IS NOT NULL THEN nextval('jobs_id_seq') END AS job_id
@@ -50,7 +52,7 @@ WITH input AS MATERIALIZED (
 ), wo AS (
   INSERT INTO work_orders (${COLUMNS}, state, attempts, latest_job_id)
   SELECT ${VALUES}, CASE WHEN job_id IS NULL THEN 'pending' ELSE 'claimed' END::work_order_state, (job_id IS NOT NULL)::int, job_id
-  FROM input ORDER BY ord
+  FROM input ORDER BY idempotency_key, ord
   ${ON_KEY_CONFLICT}
   RETURNING *
 ), job AS (

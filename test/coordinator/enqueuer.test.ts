@@ -143,6 +143,33 @@ test("an insert that may have committed unseen has the agent its slot was held o
 });
 
 describePostgres("batches side by side on Postgres", () => {
+  test("two batches in flight with the same keys in opposite orders, both held up mid-insert, do not deadlock", async () => {
+    const pg = await freshDatabase("postgres");
+    try {
+      const errors: unknown[] = [];
+      const watched: Database = { ...pg, transaction: (fn) => pg.transaction(fn).catch((error: unknown) => (errors.push((error as { code?: string }).code), Promise.reject(error))) };
+      const enqueuer = new Enqueuer(watched);
+      // Another session inserts the middle key and holds it uncommitted, so both batches wait there.
+      const holding = pg.transaction(async (tx) => {
+        await tx.query(`INSERT INTO work_orders (adapter, spec, selector, selector_text, labels, metadata, idempotency_key) VALUES ('exec', '{}', '[]', '', '{}', '{}', 'dl-1')`);
+        await new Promise((r) => setTimeout(r, 300));
+      });
+      await new Promise((r) => setTimeout(r, 50));
+      const send = (keys: string[]) => keys.map((key) => enqueuer.enqueue(order({ idempotencyKey: key })));
+      const first = send(["dl-0", "dl-1", "dl-2"]);
+      await new Promise((resolve) => setImmediate(resolve));
+      const second = send(["dl-2", "dl-1", "dl-0"]);
+      await holding;
+      const [a0, a1, a2, b2, b1, b0] = await Promise.all([...first, ...second]);
+      expect(errors).toEqual([]);
+      expect([a0!.row.id, a1!.row.id, a2!.row.id]).toEqual([b0!.row.id, b1!.row.id, b2!.row.id]);
+      const [count] = await pg.query<{ n: number }>(`SELECT count(*)::int AS n FROM work_orders`);
+      expect(count!.n).toBe(3);
+    } finally {
+      await pg.close();
+    }
+  });
+
   test("the same keys in two batches in flight at once, in either order, make one work order each; every caller gets it", async () => {
     const pg = await freshDatabase("postgres");
     try {
