@@ -2,17 +2,9 @@
 // code past 32 bits, would get its message refused, and a refused message leaves a gap in the
 // job's sequence that no later message can fill: the job would never finish.
 import { MAX_ERROR_CHARS, MAX_STATUS_CHARS } from "../protocol/limits.ts";
+import { cut } from "../protocol/cut.ts";
 import { externalId, externalUrl } from "../protocol/messages.ts";
 import type { JobMessageBody } from "./outbox.ts";
-
-const ELLIPSIS = "…";
-
-/** At most `max` code units, never ending inside a surrogate pair. */
-export function cut(text: string, max: number): string {
-  if (text.length <= max) return text;
-  const kept = text.slice(0, max - ELLIPSIS.length);
-  return (/[\uD800-\uDBFF]$/.test(kept) ? kept.slice(0, -1) : kept) + ELLIPSIS;
-}
 
 /** An id or address the coordinator would refuse is left out: a cut one would name another run. */
 const valid = (schema: typeof externalId | typeof externalUrl, value: string | undefined) =>

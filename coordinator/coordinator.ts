@@ -37,6 +37,8 @@ export type CoordinatorOptions = {
   authFailures?: Rate;
   /** How long an acknowledgement to an agent waits for another message to ride with (default 50 ms). */
   ackDelayMs?: number;
+  /** Bytes sent to an agent and not yet read by it past which it is cut off (default 64 MiB). */
+  maxAgentBufferedBytes?: number;
   logger: Logger;
 };
 
@@ -96,6 +98,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     heartbeatSeconds,
     leaseSeconds,
     ackDelayMs: options.ackDelayMs ?? 50,
+    maxBufferedBytes: options.maxAgentBufferedBytes ?? 64 * 1024 * 1024,
     log: (event, fields) => logger.info(fields, event),
   });
   hub.attach(server);

@@ -44,6 +44,11 @@ export type SessionContext = {
    * little longer, and loses nothing by it.
    */
   ackDelayMs: number;
+  /**
+   * Bytes written to an agent and not yet taken by it past which it is cut off: one that stops
+   * reading must not make the coordinator hold what is sent to it without end.
+   */
+  maxBufferedBytes: number;
   /** Called once the agent is known; returns a function that forgets it. */
   register(session: AgentSession): () => void;
   /** Jobs with a finish on its way to the database, across the process's sessions: how many finishes. */
@@ -54,6 +59,13 @@ export type SessionContext = {
 };
 
 const HELLO_TIMEOUT_MS = 10_000;
+/**
+ * The most a frame may be before a hello: a hello with 64 labels of the longest keys and values is
+ * under 30 KiB, and a client with no token is not parsed a megabyte at a time.
+ */
+export const MAX_HELLO_BYTES = 64 * 1024;
+/** How long a closing socket has to answer the close before it is cut: none holds a descriptor for long. */
+const CLOSE_GRACE_MS = 2_000;
 /** Job messages waiting to be applied before the socket is paused. */
 const MAX_QUEUED = 256;
 
@@ -83,6 +95,8 @@ export class AgentSession implements Claimer {
   private holdings!: Holdings;
   /** The jobs the database lists as the agent's at the welcome are in `holdings`. */
   private listed = false;
+  /** A hello came: until then the client has shown no sign of being an agent. */
+  private greeted = false;
   lastSeen = Date.now();
   /** When the lease the database holds for this agent was last set, at the latest (this process's clock). */
   leaseFrom = 0;
@@ -127,6 +141,10 @@ export class AgentSession implements Claimer {
 
   private write(message: CoordinatorMessage): void {
     if (!this.open) return;
+    if (this.socket.bufferedAmount > this.ctx.maxBufferedBytes) {
+      this.ctx.log("agent not reading; cut off", { session: this.sessionId, agent: this.claimant?.name, buffered: this.socket.bufferedAmount });
+      return this.socket.terminate();
+    }
     this.cork.hold(this.socket);
     this.socket.send(JSON.stringify(message));
   }
@@ -168,6 +186,7 @@ export class AgentSession implements Claimer {
     // What it has been told was applied, so that it need not send it again.
     this.flushAcks();
     this.socket.close(code, reason);
+    setTimeout(() => this.socket.terminate(), CLOSE_GRACE_MS).unref();
   }
 
   /**
@@ -194,16 +213,28 @@ export class AgentSession implements Claimer {
 
   private receive(data: Buffer, isBinary: boolean): void {
     this.throttle();
+    if (!this.greeted && data.length > MAX_HELLO_BYTES) return this.refuse("hello_too_large", `a hello takes at most ${MAX_HELLO_BYTES} bytes`);
     let parsed: unknown;
     try {
       if (isBinary) throw new Error("binary frames are not part of the protocol");
       parsed = JSON.parse(data.toString("utf8"));
     } catch (error) {
-      return this.error("invalid_json", `message is not JSON text: ${(error as Error).message}`);
+      return this.invalid("invalid_json", `message is not JSON text: ${(error as Error).message}`);
     }
     const result = agentMessage.safeParse(parsed);
-    if (!result.success) return this.error("invalid_message", describeIssues(result.error).message);
+    if (!result.success) return this.invalid("invalid_message", describeIssues(result.error).message);
     this.dispatch(result.data);
+  }
+
+  /** A bad message: after a hello, refused alone; before one, the client is no agent of ours. */
+  private invalid(code: string, message: string): void {
+    return this.greeted ? this.error(code, message) : this.refuse(code, message);
+  }
+
+  /** Refuses a client that spoke out of turn before its hello, and closes its socket. */
+  private refuse(code: string, message: string): void {
+    this.error(code, message, { fatal: true });
+    this.close(CloseCode.protocol, "hello expected");
   }
 
   private throttle(): void {
@@ -227,8 +258,10 @@ export class AgentSession implements Claimer {
     if (message.type === "hello") {
       // Received is enough: under a connect storm the answer may wait on the database a while.
       clearTimeout(this.helloTimer);
+      this.greeted = true;
       return void this.enqueue(() => this.hello(message));
     }
+    if (!this.greeted) return this.refuse("no_hello", "send hello first");
     if (!this.claimant) return this.error("no_hello", "send hello first");
     switch (message.type) {
       case "claim":

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import WebSocket from "ws";
 import { tokenCreate } from "../../coordinator/auth/tokens.ts";
 import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
+import { MAX_HELLO_BYTES } from "../../coordinator/ws/session.ts";
 import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION } from "../../protocol/limits.ts";
 import type { CoordinatorMessage } from "../../protocol/messages.ts";
 import { until } from "../support/until.ts";
@@ -116,20 +117,36 @@ async function healthy(): Promise<boolean> {
 }
 
 describe("bad frames", () => {
-  test("non-JSON, unknown and malformed messages get error frames and the socket stays open", async () => {
-    const peer = await new Peer().open();
+  test("after a hello, non-JSON, unknown and malformed messages get error frames and the socket stays open", async () => {
+    const peer = new Peer();
+    await peer.hello("bad-frames");
+    await peer.next("welcome");
     peer.send("not json");
     expect(await peer.next("error")).toMatchObject({ code: "invalid_json", fatal: false });
     peer.send({ type: "launch-missiles" });
     expect(await peer.next("error")).toMatchObject({ code: "invalid_message" });
     peer.send({ type: "claim", slots: "two" });
     expect((await peer.next("error")).message).toMatch(/^slots: /);
-    peer.send({ type: "claim", slots: 1 });
-    expect(await peer.next("error")).toMatchObject({ code: "no_hello" });
     peer.socket.send(Buffer.from([1, 2, 3]), { binary: true });
     expect(await peer.next("error")).toMatchObject({ code: "invalid_json" });
+    // A key is the client's to choose: one of 10,000 characters is named cut, not echoed whole.
+    peer.send({ type: "heartbeat", [`k${"K".repeat(9_999)}`]: 0 });
+    const unknown = await peer.next("error");
+    expect(unknown.message).toBe(`k${"K".repeat(62)}…: unknown field`);
     expect(peer.socket.readyState).toBe(WebSocket.OPEN);
     peer.socket.close();
+  });
+
+  test.each([
+    ["non-JSON", "not json", "invalid_json"],
+    ["a message of no known type", { type: "launch-missiles" }, "invalid_message"],
+    ["a claim", { type: "claim", slots: 1 }, "no_hello"],
+    ["a frame larger than any hello", "x".repeat(MAX_HELLO_BYTES + 1), "hello_too_large"],
+  ])("before a hello, %s gets a fatal error and the socket is closed (4000)", async (_, message, code) => {
+    const peer = await new Peer().open();
+    peer.send(message);
+    expect(await peer.next("error")).toMatchObject({ code, fatal: true });
+    expect((await peer.closed).code).toBe(4000);
   });
 
   test("a frame over the size limit closes that socket only", async () => {
@@ -387,6 +404,33 @@ test("a cancel requested while the agent was away is delivered when it reconnect
   await second.next("welcome");
   expect(await second.next("cancel")).toEqual({ type: "cancel", jobId: job.jobId, reason: "while you were out" });
   second.socket.close();
+});
+
+test("an agent that stops reading is cut off once more than the limit waits for it, and the coordinator goes on", async () => {
+  const small = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, maxAgentBufferedBytes: 256 * 1024, logger: pino({ level: "silent" }) });
+  try {
+    const token = (await tokenCreate(small.db, "agents", "agent")).token;
+    const ci = (await tokenCreate(small.db, "ci", "ci")).token;
+    const peer = new Peer({ url: small.agentUrl, token });
+    await peer.hello("deaf", { labels: { pool: "deaf" }, capacity: 100 });
+    await peer.next("welcome");
+    // 20 MB of assignments: more than the kernel's buffers on loopback take, and far past the limit.
+    const order = { spec: { script: `true # ${"x".repeat(200_000)}` }, selector: "pool=deaf" };
+    const bulk = await fetch(`${small.url}/v1/work-orders/bulk`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ci}`, "content-type": "application/json" },
+      body: JSON.stringify({ workOrders: Array.from({ length: 100 }, () => order) }),
+    });
+    expect(bulk.status).toBe(201);
+    peer.socket.pause();
+    peer.send({ type: "claim", slots: 100 });
+    const connected = async () => (await small.db.query<{ s: string | null }>(`SELECT session_id::text AS s FROM agents WHERE name = 'deaf'`))[0]!.s !== null;
+    await until(async () => !(await connected()), "the agent to be cut off");
+    expect((await fetch(`${small.url}/healthz`)).status).toBe(200);
+    peer.socket.terminate();
+  } finally {
+    await small.stop();
+  }
 });
 
 test("an acknowledgement waits for the next message to the agent, and goes ahead of it", async () => {
