@@ -285,10 +285,16 @@ describe("exec adapter", () => {
     expect((await run.result).outcome).toBe("cancelled");
   });
 
-  it("cancel after the run ended does nothing", async () => {
+  it("cancel after the run ended does nothing: no signal goes to a process group id that may have been reused", async () => {
     const { run } = await start({ command: ["true"] });
     expect((await run.result).outcome).toBe("succeeded");
-    await run.cancel(100);
+    const kill = vi.spyOn(process, "kill");
+    try {
+      await run.cancel(100);
+      expect(kill).not.toHaveBeenCalled();
+    } finally {
+      kill.mockRestore();
+    }
     expect((await run.result).outcome).toBe("succeeded");
   });
 

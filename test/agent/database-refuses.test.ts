@@ -9,13 +9,15 @@ import type { WorkOrderView } from "../../protocol/api.ts";
 import { useInProcessCoordinator } from "../support/in-process.ts";
 
 const runs = new Map<string, (result: RunResult) => void>();
+/** Lines each chatty run printed. */
+const printed = new Map<string, number>();
 /** Runs until the test ends it; one whose command is `chatty` prints a numbered line every 10 ms meanwhile. */
 const gate: Adapter<unknown> = {
   name: "exec",
   spec: z.unknown(),
   start: async ({ workOrderId, spec, log }) => {
     let line = 0;
-    const printer = (spec as { command: string[] }).command[0] === "chatty" ? setInterval(() => log(`line ${line++}\n`), 10) : undefined;
+    const printer = (spec as { command: string[] }).command[0] === "chatty" ? setInterval(() => (log(`line ${line++}\n`), printed.set(workOrderId, line)), 10) : undefined;
     const result = new Promise<RunResult>((resolve) => runs.set(workOrderId, resolve)).finally(() => clearInterval(printer));
     return { result, cancel: async () => runs.get(workOrderId)!({ outcome: "cancelled", exitCode: null }) };
   },
@@ -98,6 +100,7 @@ test("while a job's output is refused, its new chunks do not each send everythin
   const response = await fetch(`${fleet().coordinator.url}/v1/work-orders/${order.id}/log`, { headers: { authorization: `Bearer ${fleet().ciToken}` } });
   const lines = (await response.text()).trimEnd().split("\n");
   expect(lines.length).toBeGreaterThan(100);
+  expect(lines.length).toBe(printed.get(order.id));
   expect(lines).toEqual(lines.map((_, i) => `line ${i}`));
 }, 40_000);
 

@@ -46,7 +46,8 @@ const cases: [string[], RegExp][] = [
   [["coordinator", "--rate-limit", "1e3"], /--rate-limit must be a whole number from 0 to 1000000, not '1e3'/],
 ];
 
-test.each(cases)("jobfleet %j exits 2 with a usage message", async (args, message) => {
+// Each its own process, nothing shared: run side by side.
+test.concurrent.for(cases)("jobfleet %j exits 2 with a usage message", async ([args, message], { expect }) => {
   const exit = await jobfleet(args, { JOBFLEET_DATA_DIR: "/nonexistent" }).exited;
   expect(exit.stderr).toMatch(message);
   expect(exit.code).toBe(2);

@@ -352,7 +352,9 @@ describe("bad input", () => {
   });
 
   it("numbers in decimal digits are taken", async () => {
-    expect((await list({ limit: "010" })).items.length).toBeLessThanOrEqual(10);
+    for (let i = 0; i < 11; i++) await enqueue();
+    // Ten, not eight: a leading zero does not make it octal.
+    expect((await list({ limit: "010" })).items.length).toBe(10);
     const { id } = await enqueue();
     expect((await h.request(`/v1/work-orders/${id}/log?offset=0`)).status).toBe(200);
   });
