@@ -49,6 +49,9 @@ const FATAL_CLOSE = new Map([
   [4002, "another agent connected with the same name"],
 ]);
 
+/** The coordinator's close when the name was let in with another token still good (a rotation under way, or an impostor). */
+const NAME_TAKEN = 4005;
+
 /** How long a refused agent waits for its stopped jobs to end before it gives up on them. */
 const FATAL_STOP_MS = 5_000;
 
@@ -312,6 +315,7 @@ export class Agent {
   private disconnected(code: number, reason: string): void {
     if (this.welcomed && this.lease !== undefined && this.runners.size > 0) this.armFence(this.lease);
     this.welcomed = false;
+    if (code === NAME_TAKEN) this.log.warn({ code, reason }, "the name is held by another token that is still good; redialling until it is revoked");
     const fatal = FATAL_CLOSE.get(code);
     if (!fatal) return;
     // A rotation: the new token was put in place before the old one was revoked.

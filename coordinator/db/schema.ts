@@ -53,6 +53,11 @@ export const agents = pgTable("agents", {
   prefetch: integer("prefetch").notNull().default(0),
   mode: agentMode("mode").notNull(),
   version: text("version").notNull(),
+  /**
+   * The token the name was last let in with: while it is good, a hello under this name with
+   * another token is refused, so that one agent's token cannot take over another's name and jobs.
+   */
+  tokenId: bigintText("token_id"),
   /** The coordinator session holding the agent's socket; null while it is disconnected. */
   sessionId: text("session_id"),
   /** Renewed while the agent is connected; once it passes, the agent's open jobs are lost. */

@@ -4,20 +4,26 @@ import type { Labels } from "../../protocol/selector.ts";
 import type { Queryable } from "../db/database.ts";
 import { ACTIVE_JOB_STATES } from "./active-jobs.ts";
 
-export type AgentHello = { name: string; labels: Labels; capacity: number; prefetch?: number; mode: AgentMode; version: string };
+export type AgentHello = { name: string; labels: Labels; capacity: number; prefetch?: number; mode: AgentMode; version: string; tokenId?: string };
 
-/** Registers (or updates) the agent and starts its lease; its open jobs are its own again. */
-export async function agentConnect(db: Queryable, agent: AgentHello, sessionId: string, leaseSeconds = 30): Promise<string> {
+/**
+ * Registers (or updates) the agent and starts its lease; its open jobs are its own again. Undefined
+ * when the name was let in with another token that is still good: the name is that token's until
+ * it is revoked (a rotation: the agent comes back with the new one once the old is revoked).
+ */
+export async function agentConnect(db: Queryable, agent: AgentHello, sessionId: string, leaseSeconds = 30): Promise<string | undefined> {
   const [row] = await db.query<{ id: string }>(
-    `INSERT INTO agents (name, labels, capacity, prefetch, mode, version, session_id, lease_expires_at)
-     VALUES ($1, $2::jsonb, $3, $8, $4, $5, $6, now() + make_interval(secs => $7))
+    `INSERT INTO agents (name, labels, capacity, prefetch, mode, version, session_id, lease_expires_at, token_id)
+     VALUES ($1, $2::jsonb, $3, $8, $4, $5, $6, now() + make_interval(secs => $7), $9)
      ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity, prefetch = excluded.prefetch,
        mode = excluded.mode, version = excluded.version, session_id = excluded.session_id, last_seen_at = now(),
-       lease_expires_at = excluded.lease_expires_at
+       lease_expires_at = excluded.lease_expires_at, token_id = excluded.token_id
+     WHERE agents.token_id IS NULL OR agents.token_id IS NOT DISTINCT FROM excluded.token_id
+       OR NOT EXISTS (SELECT 1 FROM tokens WHERE tokens.id = agents.token_id AND tokens.revoked_at IS NULL)
      RETURNING id::text AS id`,
-    [agent.name, JSON.stringify(agent.labels), agent.capacity, agent.mode, agent.version, sessionId, leaseSeconds, agent.prefetch ?? 0],
+    [agent.name, JSON.stringify(agent.labels), agent.capacity, agent.mode, agent.version, sessionId, leaseSeconds, agent.prefetch ?? 0, agent.tokenId ?? null],
   );
-  return row!.id;
+  return row?.id;
 }
 
 /** The agent's socket closed: its lease runs out after the grace unless it reconnects. */

@@ -77,6 +77,8 @@ export const CloseCode = {
   replaced: 4002,
   silent: 4003,
   shutdown: 4004,
+  /** The name is another good token's: the agent redials, and gets in once that token is revoked. */
+  nameTaken: 4005,
 } as const;
 
 /**
@@ -322,7 +324,11 @@ export class AgentSession implements Claimer {
     this.tokenId = principal.tokenId;
     const { name, labels, capacity, prefetch, mode, version } = message;
     const leaseFrom = Date.now();
-    const agentId = await agentConnect(this.ctx.db, { name, labels, capacity, prefetch, mode, version }, this.sessionId, this.ctx.leaseSeconds);
+    const agentId = await agentConnect(this.ctx.db, { name, labels, capacity, prefetch, mode, version, tokenId: principal.tokenId }, this.sessionId, this.ctx.leaseSeconds);
+    if (agentId === undefined) {
+      this.error("name_taken", `the name ${name} was let in with another token, which is still good: revoke that one first, or take another name`);
+      return this.close(CloseCode.nameTaken, "the name is another token's");
+    }
     // Gone while it was registered: `closed()` found no agent to let go of, so it is let go here,
     // never registered with the hub (whose lease renewals would keep its jobs its own for good).
     if (!this.open) return this.disconnect(agentId, name);

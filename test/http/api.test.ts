@@ -204,11 +204,11 @@ describe("health and agents", () => {
   });
 
   it("GET /v1/agents lists registered agents for a ci token", async () => {
-    const agentId = await agentConnect(
+    const agentId = (await agentConnect(
       h.services.db,
       { name: "builder-7", labels: { os: "linux", arch: "arm64" }, capacity: 3, prefetch: 2, mode: "queue", version: "1.2.3" },
       "session-7",
-    );
+    ))!;
     const response = await h.request("/v1/agents", { token: h.tokens.ci });
     expect(response.status).toBe(200);
     const { items } = (await response.json()) as { items: AgentView[] };

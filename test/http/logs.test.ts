@@ -29,11 +29,11 @@ let agents = 0;
 /** A work order enqueued over HTTP for its own agent, and claimed by that agent: one claimed job. */
 async function claimedJob(order: Record<string, unknown> = {}): Promise<Job & { next(): Promise<Job> }> {
   const name = `log-agent-${++agents}`;
-  const agentId = await agentConnect(
+  const agentId = (await agentConnect(
     h.services.db,
     { name, labels: {}, capacity: 1, mode: "work-order", version: "test" },
     `session-${name}`,
-  );
+  ))!;
   const response = await h.request("/v1/work-orders", { token: h.tokens.ci, json: execOrder({ agent: name, ...order }) });
   expect(response.status).toBe(201);
   const { id: workOrderId } = (await response.json()) as WorkOrderView;
@@ -218,11 +218,11 @@ describe("followed logs", () => {
     expect(follow.headers.get("content-type")).toMatch(/^text\/event-stream/);
     const reader = new EventReader(follow.body!);
     try {
-      const agentId = await agentConnect(
+      const agentId = (await agentConnect(
         h.services.db,
         { name: "late-agent", labels: {}, capacity: 1, mode: "work-order", version: "test" },
         "session-late",
-      );
+      ))!;
       const [assignment] = await workOrderClaim(h.services.db, { agentId, name: "late-agent", labels: {}, queueMode: false }, 1);
       const jobId = String(assignment!.jobId);
       h.services.bus.emit("changed", workOrderId);

@@ -2,6 +2,7 @@
 // is revoked, its connection is closed for good (4001) within the verifier's cache age and half a
 // heartbeat, and it cannot come back with it. An agent let in with another token stays. An agent
 // that reads its token at each dial (a token file) dials again with a new one put in place first.
+// A name another good token holds is waited for, not taken.
 import { pino } from "pino";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { Agent, AgentFailed } from "../../agent/agent.ts";
@@ -63,4 +64,24 @@ test("an agent whose token source holds a new token when the old is revoked dial
   await expect.poll(state, { timeout: 15_000 }).toBe("succeeded");
   expect(failed).toBeUndefined();
   await a.stop(1000);
+});
+
+test("an agent whose name another good token holds redials until that token is revoked, then gets in", { timeout: 30_000 }, async () => {
+  const held = await tokenCreate(coordinator.db, "holder", "agent");
+  const first = agent("contested", held.token);
+  await expect.poll(connected, { timeout: 10_000 }).toContain("contested");
+  await first.stop(1000);
+  await expect.poll(connected, { timeout: 10_000 }).not.toContain("contested");
+
+  const second = agent("contested", (await tokenCreate(coordinator.db, "newcomer", "agent")).token);
+  let failed: unknown;
+  void second.stopped.catch((error: unknown) => (failed = error));
+  // Refused (4005) and redialling: not connected, and not given up.
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  expect(await connected()).not.toContain("contested");
+  expect(failed).toBeUndefined();
+  expect(await tokenRevoke(coordinator.db, held.view.id)).toBe(true);
+  await expect.poll(connected, { timeout: 15_000 }).toContain("contested");
+  expect(failed).toBeUndefined();
+  await second.stop(1000);
 });

@@ -4,7 +4,7 @@ import { connect } from "node:net";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import WebSocket from "ws";
-import { tokenCreate } from "../../coordinator/auth/tokens.ts";
+import { tokenCreate, tokenRevoke } from "../../coordinator/auth/tokens.ts";
 import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
 import { MAX_HELLO_BYTES } from "../../coordinator/ws/session.ts";
 import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION } from "../../protocol/limits.ts";
@@ -187,6 +187,31 @@ describe("hello", () => {
     await second.next("welcome");
     expect((await first.closed).code).toBe(4002);
     second.socket.close();
+  });
+
+  test("a name let in with one token is refused (4005) to another while that one is good, and not taken from it; once it is revoked, the name is free", async () => {
+    const owner = await tokenCreate(coordinator.db, "owner", "agent");
+    const other = (await tokenCreate(coordinator.db, "other", "agent")).token;
+    const first = new Peer({ url: coordinator.agentUrl, token: owner.token });
+    await first.hello("owned");
+    await first.next("welcome");
+    const impostor = new Peer({ url: coordinator.agentUrl, token: other });
+    await impostor.hello("owned");
+    expect(await impostor.next("error")).toMatchObject({ code: "name_taken", fatal: false });
+    expect((await impostor.closed).code).toBe(4005);
+    expect(first.socket.readyState).toBe(WebSocket.OPEN);
+    first.socket.close();
+    await first.closed;
+    // Disconnected, the name is still the token's.
+    const again = new Peer({ url: coordinator.agentUrl, token: other });
+    await again.hello("owned");
+    expect((await again.closed).code).toBe(4005);
+
+    expect(await tokenRevoke(coordinator.db, owner.view.id)).toBe(true);
+    const heir = new Peer({ url: coordinator.agentUrl, token: other });
+    await heir.hello("owned");
+    await heir.next("welcome");
+    heir.socket.close();
   });
 
   test("a connection that closes while its hello waits on the database leaves its agent disconnected, not registered", async () => {
