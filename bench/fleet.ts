@@ -154,9 +154,8 @@ export class Api {
 
   /** How many agents are connected (GET /v1/agents). */
   async connected(): Promise<number> {
-    const response = await fetch(`${this.url}/v1/agents`, { headers: { authorization: `Bearer ${this.token}` } });
-    const { items } = (await response.json()) as { items: { connected: boolean }[] };
-    return items.filter((a) => a.connected).length;
+    const response = await fetch(`${this.url}/v1/agents?connected=true&limit=500`, { headers: { authorization: `Bearer ${this.token}` } });
+    return ((await response.json()) as { items: unknown[] }).items.length;
   }
 
   /** One work order through POST /v1/work-orders; its id. */

@@ -67,6 +67,8 @@ const FLAG_OF: Record<string, string> = {
   state: "state",
   limit: "limit",
   before: "before",
+  after: "after",
+  connected: "connected",
   selector: "selector",
   agent: "agent",
   adapter: "adapter",

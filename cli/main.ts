@@ -56,7 +56,7 @@ Usage:
   jobfleet enqueue [flags] -- CMD…    enqueue and print the work order's id  [--json]
   jobfleet work-orders list|show|logs|cancel [ID]   [--state S] [--labels SEL] [--selector SEL] [--follow] [--json]
   jobfleet jobs list|show|logs|cancel [ID]          [--work-order ID] [--agent NAME] [--state S] [--follow] [--json]
-  jobfleet agents list [--json]
+  jobfleet agents list [--connected true|false] [--labels SEL] [--limit N] [--after NAME] [--json]
   jobfleet tokens create --name N --role admin|ci|agent | list | revoke ID
 
 Work-order flags (run, enqueue):
@@ -105,7 +105,7 @@ const inspect: Record<string, (action: string, flags: Flags, args: string[]) => 
 const inspectOptions: Record<string, Options> = {
   "work-orders": { ...client, follow: { type: "boolean", short: "f" }, state: { type: "string" }, labels: { type: "string" }, selector: { type: "string" }, agent: { type: "string" }, limit: { type: "string" }, before: { type: "string" } },
   jobs: { ...client, follow: { type: "boolean", short: "f" }, "work-order": { type: "string" }, agent: { type: "string" }, state: { type: "string" }, limit: { type: "string" }, before: { type: "string" } },
-  agents: client,
+  agents: { ...client, connected: { type: "string" }, labels: { type: "string" }, limit: { type: "string" }, after: { type: "string" } },
   tokens: { ...client, name: { type: "string" }, role: { type: "string" } },
 };
 

@@ -61,6 +61,8 @@ export const workOrderBulk = z.strictObject({ workOrders: z.array(z.unknown()).m
 const queryNumber = (min: number, max: number) =>
   z.string().regex(/^[0-9]+$/, "expected a whole number in decimal digits").transform(Number).pipe(z.number().min(min).max(max));
 
+const queryBoolean = z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1");
+
 const listPaging = {
   limit: queryNumber(1, 500).default(50),
   /** Return rows with ids below this one (the `nextCursor` of the previous page). */
@@ -77,6 +79,15 @@ export const workOrderQuery = z.strictObject({
   ...listPaging,
 });
 
+/** Agents by name, a page at a time: `after` is the `next` of the page before. */
+export const agentQuery = z.strictObject({
+  connected: queryBoolean.optional(),
+  /** A selector over the agents' labels, as `kubectl get -l`. */
+  labels: selector.optional(),
+  limit: listPaging.limit,
+  after: agentName.optional(),
+});
+
 export const jobQuery = z.strictObject({
   workOrder: id.optional(),
   agent: agentName.optional(),
@@ -87,7 +98,7 @@ export const jobQuery = z.strictObject({
 export const logQuery = z.strictObject({
   /** Byte offset into the log to start from. */
   offset: queryNumber(0, Number.MAX_SAFE_INTEGER).default(0),
-  follow: z.enum(["true", "false", "1", "0"]).transform((v) => v === "true" || v === "1").default(false),
+  follow: queryBoolean.default(false),
 });
 
 /**

@@ -18,6 +18,13 @@ function print(flags: Flags, value: unknown, human: () => string): number {
   return 0;
 }
 
+/** A list page, and on stderr, where there is more, the flag that reads on. */
+function printPage<T>(flags: Flags, page: Page<T>, cursor: "before" | "after", human: () => string): number {
+  print(flags, page, human);
+  if (page.next !== null && !flags.json) process.stderr.write(`more: --${cursor} ${page.next}\n`);
+  return 0;
+}
+
 function idArgument(args: string[], what: string): string {
   const [id, extra] = args;
   if (!id || extra !== undefined) throw CliError.usage(`give one ${what} id`);
@@ -56,7 +63,7 @@ export async function workOrders(action: string, flags: Flags, args: string[]): 
   switch (action) {
     case "list": {
       const page = await c.request<Page<WorkOrderView>>("GET", `/v1/work-orders${queryString(flags, ["state", "labels", "selector", "agent", "limit", "before"])}`);
-      return print(flags, page, () =>
+      return printPage(flags, page, "before", () =>
         table(["ID", "STATE", "ADAPTER", "SELECTOR", "AGENT", "ATTEMPTS", "EXIT", "AGE"], page.items.map(workOrderRow)),
       );
     }
@@ -88,7 +95,7 @@ export async function jobs(action: string, flags: Flags, args: string[]): Promis
   switch (action) {
     case "list": {
       const page = await c.request<Page<JobView>>("GET", `/v1/jobs${queryString(flags, ["work-order", "agent", "state", "limit", "before"]).replace("work-order=", "workOrder=")}`);
-      return print(flags, page, () => table(["ID", "WORK ORDER", "ATTEMPT", "STATE", "AGENT", "EXIT", "AGE"], page.items.map(jobRow)));
+      return printPage(flags, page, "before", () => table(["ID", "WORK ORDER", "ATTEMPT", "STATE", "AGENT", "EXIT", "AGE"], page.items.map(jobRow)));
     }
     case "show": {
       const job = await c.request<JobView>("GET", `/v1/jobs/${idArgument(args, "job")}`);
@@ -108,11 +115,11 @@ export async function jobs(action: string, flags: Flags, args: string[]): Promis
 
 export async function agents(action: string, flags: Flags): Promise<number> {
   if (action !== "list") throw CliError.usage(`unknown action 'agents ${action}'`);
-  const { items } = await client(flags).request<{ items: AgentView[] }>("GET", "/v1/agents");
-  return print(flags, items, () =>
+  const page = await client(flags).request<Page<AgentView>>("GET", `/v1/agents${queryString(flags, ["connected", "labels", "limit", "after"])}`);
+  return printPage(flags, page, "after", () =>
     table(
       ["NAME", "CONNECTED", "MODE", "CAPACITY", "PREFETCH", "LABELS", "LAST SEEN"],
-      items.map((a) => [
+      page.items.map((a) => [
         a.name,
         a.connected ? "yes" : "no",
         a.mode,

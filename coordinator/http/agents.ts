@@ -1,24 +1,14 @@
-import { asc } from "drizzle-orm";
 import { Hono } from "hono";
-import type { AgentView } from "../../protocol/api.ts";
-import { agents } from "../db/schema.ts";
+import { agentQuery } from "../../protocol/api.ts";
+import { agentList } from "../sql/agent-read.ts";
 import { allow, type AuthEnv } from "./auth.ts";
 import type { Services } from "./services.ts";
+import { query } from "./validate.ts";
 
 export function agentRoutes({ db }: Services) {
   return new Hono<AuthEnv>().use(allow("ci")).get("/", async (c) => {
-    const rows = await db.orm.select().from(agents).orderBy(asc(agents.name));
-    const items: AgentView[] = rows.map((a) => ({
-      id: a.id,
-      name: a.name,
-      labels: a.labels,
-      capacity: a.capacity,
-      prefetch: a.prefetch,
-      mode: a.mode,
-      version: a.version,
-      connected: a.sessionId !== null,
-      lastSeenAt: a.lastSeenAt.toISOString(),
-    }));
-    return c.json({ items });
+    const filter = query(c, agentQuery);
+    const items = await agentList(db, filter);
+    return c.json({ items, next: items.length === filter.limit ? items.at(-1)!.name : null });
   });
 }

@@ -1,5 +1,6 @@
 // How the CLI shows what the coordinator refused, and answers that break off or are not the API's:
-// one line on stderr naming the flag where one set the field, exit 1, never a stack trace.
+// one line on stderr naming the flag where one set the field, exit 1, never a stack trace; and how
+// a list says there is more.
 import { createServer, type Server } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { useInProcessCoordinator } from "../support/in-process.ts";
@@ -12,6 +13,7 @@ describe("against a coordinator", () => {
     [["jobs", "list", "--work-order", "0"], "400: --work-order: expected a numeric id"],
     [["work-orders", "list", "--limit", "0x10"], "400: --limit: expected a whole number in decimal digits"],
     [["work-orders", "list", "--state", ""], "400: --state: "],
+    [["agents", "list", "--connected", "maybe"], "400: --connected: "],
     [["enqueue", "--timeout", "200h", "--", "true"], "400: --timeout: "],
     [["enqueue", "--max-attempts", "0", "--", "true"], "400: --max-attempts: "],
     [["enqueue", "--retry-on", "failed,bogus", "--", "true"], "400: --retry-on: "],
@@ -23,6 +25,17 @@ describe("against a coordinator", () => {
     expect(exit.stderr.startsWith(`jobfleet: ${message}`), exit.stderr).toBe(true);
     expect(exit.stderr.trim().split("\n")).toHaveLength(1);
     expect(exit.code).toBe(1);
+  });
+
+  it("a list with more than its page prints the page, and on stderr the flag that reads on", async () => {
+    const env = { JOBFLEET_URL: fleet().coordinator.url, JOBFLEET_TOKEN: fleet().ciToken };
+    for (let i = 0; i < 3; i++) expect((await jobfleet(["enqueue", "--", "true"], env).exited).code).toBe(0);
+    const exit = await jobfleet(["work-orders", "list", "--limit", "2"], env).exited;
+    expect(exit.stdout.trim().split("\n")).toHaveLength(3);
+    const [, next] = exit.stderr.match(/^more: --before (\d+)\n$/)!;
+    const rest = await jobfleet(["work-orders", "list", "--before", next!, "--json"], env).exited;
+    expect((JSON.parse(rest.stdout) as { items: unknown[] }).items.length).toBeGreaterThanOrEqual(1);
+    expect(rest.stderr).toBe("");
   });
 });
 

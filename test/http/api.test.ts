@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import type { AgentView, TokenView } from "../../protocol/api.ts";
 import { tokenCreate, TokenVerifier } from "../../coordinator/auth/tokens.ts";
 import { createApp } from "../../coordinator/http/app.ts";
-import { agentConnect } from "../../coordinator/sql/agent-session.ts";
+import { agentConnect, agentDisconnect } from "../../coordinator/sql/agent-session.ts";
 import { execOrder, expectError, send, useHarness } from "./harness.ts";
 
 const h = useHarness();
@@ -225,6 +225,41 @@ describe("health and agents", () => {
       lastSeenAt: expect.any(String),
     });
     expect(new Date(agent!.lastSeenAt).toISOString()).toBe(agent!.lastSeenAt);
+  });
+});
+
+describe("GET /v1/agents, a page at a time", () => {
+  const page = async (query: string) => {
+    const response = await h.request(`/v1/agents${query}`, { token: h.tokens.ci });
+    expect(response.status).toBe(200);
+    return (await response.json()) as { items: AgentView[]; next: string | null };
+  };
+  const names = (p: { items: AgentView[] }) => p.items.map((a) => a.name);
+
+  it("in name order, `limit` at a time, each page's `next` the `after` of the one after; filtered by connection and labels", async () => {
+    for (const [i, arch] of ["amd64", "arm64", "amd64", "arm64", "amd64"].entries()) {
+      const id = (await agentConnect(h.services.db, { name: `paged-${i}`, labels: { pool: "paged", arch }, capacity: 1, mode: "queue", version: "t" }, `s-paged-${i}`))!;
+      if (i === 4) await agentDisconnect(h.services.db, id, `s-paged-${i}`, 30);
+    }
+    const first = await page("?labels=pool%3Dpaged&limit=2");
+    expect(names(first)).toEqual(["paged-0", "paged-1"]);
+    expect(first.next).toBe("paged-1");
+    const second = await page(`?labels=pool%3Dpaged&limit=2&after=${first.next}`);
+    expect(names(second)).toEqual(["paged-2", "paged-3"]);
+    const last = await page(`?labels=pool%3Dpaged&limit=2&after=${second.next}`);
+    expect(last).toEqual({ items: [expect.objectContaining({ name: "paged-4", connected: false })], next: null });
+    expect(names(await page("?labels=pool%3Dpaged,arch%3Damd64&connected=true"))).toEqual(["paged-0", "paged-2"]);
+    expect(names(await page("?labels=pool%3Dpaged&connected=false"))).toEqual(["paged-4"]);
+  });
+
+  it.each([
+    ["?connected=maybe", "connected"],
+    ["?limit=501", "limit"],
+    ["?after=%20x", "after"],
+    ["?labels=os%3D%3D%3D", "labels"],
+    ["?bogus=1", "bogus"],
+  ])("a bad query (%s) is 400 naming the field", async (query, field) => {
+    await expectError(await h.request(`/v1/agents${query}`), 400, "invalid_request", field);
   });
 });
 
