@@ -10,5 +10,7 @@ export default defineConfig({
     // even on 2 cores, where vitest's default of one fewer than the cores would run one: 347-421 s
     // there against 545.
     maxWorkers: Math.max(2, availableParallelism() - 1),
+    globalSetup: ["test/support/pglite-template.global.ts"],
+    setupFiles: ["test/support/pglite-template.setup.ts"],
   },
 });
