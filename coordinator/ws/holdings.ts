@@ -42,6 +42,11 @@ export class Holdings {
     return granted;
   }
 
+  /** Its finish was not applied after all: the job is the agent's again (the slots it freed are not taken back). */
+  unfinished(jobId: string): void {
+    this.held.add(jobId);
+  }
+
   /** The agent withdrew its claim. */
   drain(): void {
     this.open = 0;

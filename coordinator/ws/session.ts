@@ -361,22 +361,33 @@ export class AgentSession implements Claimer {
     if (slots > 0 && this.open) this.ctx.dispatcher.claim(this, slots);
   }
 
-  /** A message of one of its jobs: a finish frees its slot at once, before the completer applies it. */
+  /**
+   * A message of one of its jobs: a finish frees its slot at once, before the completer applies it,
+   * and takes it again if it is not applied (out of sequence, or refused by the database): the job
+   * is the agent's until its finish is, or a finish sent again and again would free slots without end.
+   */
   private jobMessage(message: JobMessage): void {
+    const finishing = message.type === "job.finished" && this.holdings.holds(message.jobId);
     // Counted at once, ahead of any claim still in the session's queue: either order grants the same.
-    const owed = message.type === "job.finished" ? this.holdings.finished(message.jobId) : 0;
+    const owed = finishing ? this.holdings.finished(message.jobId) : 0;
     if (owed > 0) void this.enqueue(async () => this.claim(owed));
-    this.apply(message);
+    this.apply(message, finishing ? () => this.holdings.unfinished(message.jobId) : () => {});
   }
 
   /** Job messages go to the completer, which batches them; answers come back in order. */
-  private apply(message: JobMessage): void {
+  private apply(message: JobMessage, unapplied: () => void = () => {}): void {
     this.queued++;
     const finish = message.type === "job.finished" ? count(this.ctx.finishing, message.jobId) : () => {};
     this.ctx.completer
       .apply(this.claimant.agentId, message)
-      .then((result) => this.answer(message, result))
-      .catch((error) => this.failed(error, message.jobId))
+      .then((result) => {
+        if (result.kind === "gap") unapplied();
+        this.answer(message, result);
+      })
+      .catch((error) => {
+        unapplied();
+        this.failed(error, message.jobId);
+      })
       .finally(() => {
         this.queued--;
         finish();

@@ -308,6 +308,26 @@ describe("job messages", () => {
     peer.socket.close();
   });
 
+  test("a finish that is not applied (out of sequence) gives its job back to the agent's count: sent again and again, such finishes win one job more at most", async () => {
+    const peer = new Peer();
+    await peer.hello("hoarder", { labels: { pool: "hoard" }, capacity: 1 });
+    await peer.next("welcome");
+    const orders = [];
+    for (let i = 0; i < 5; i++) orders.push(await enqueue({ spec: { command: ["true"] }, selector: "pool=hoard" }));
+    peer.send({ type: "claim", slots: 1 });
+    const jobs = [(await peer.next("assign")).job];
+    for (let round = 0; round < 4; round++) {
+      peer.send({ type: "claim", slots: 1 });
+      peer.send({ type: "job.finished", jobId: jobs.at(-1)!.jobId, seq: 99, outcome: "succeeded", exitCode: 0 });
+      expect(await peer.next("error")).toMatchObject({ code: "sequence_gap" });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      while (peer.waiting("assign") > 0) jobs.push((await peer.next("assign")).job);
+    }
+    expect(jobs.length).toBeLessThanOrEqual(2);
+    expect((await Promise.all(orders.map((o) => stateOf(o.id)))).filter((state) => state === "pending")).toHaveLength(5 - jobs.length);
+    peer.socket.close();
+  });
+
   test("a drain read together with a finish grants the owed slots to no one", async () => {
     const peer = new Peer();
     await peer.hello("leaving", { labels: { pool: "leaving" }, capacity: 1 });
