@@ -82,8 +82,14 @@ export class Agent {
   private fence?: NodeJS.Timeout;
   private watchdog?: NodeJS.Timeout;
   private lease?: Lease;
-  /** The token of the last hello. */
+  /** The token of the last hello, and of the last welcome. */
   private token = "";
+  private welcomedToken?: string;
+  /**
+   * Dial with this rather than the token source's: the name is still held by the token it was
+   * last let in with, which is still good (a rotation, the new token written, the old not yet revoked).
+   */
+  private dialWith?: string;
   private fail!: (error: AgentFailed) => void;
   /** Rejects when the agent cannot go on (bad token, duplicate name); resolves after `stop`. */
   readonly stopped: Promise<void>;
@@ -148,7 +154,7 @@ export class Agent {
   private hello(): void {
     const { name, labels, capacity, prefetch = 0, mode, version } = this.options;
     this.welcomed = false;
-    this.token = this.currentToken();
+    this.token = this.dialWith ?? this.currentToken();
     this.connection.send({ type: "hello", protocol: PROTOCOL_VERSION, token: this.token, name, labels, capacity, prefetch, mode, version });
   }
 
@@ -193,6 +199,7 @@ export class Agent {
 
   private welcome(message: Extract<CoordinatorMessage, { type: "welcome" }>): void {
     this.welcomed = true;
+    this.welcomedToken = this.token;
     clearTimeout(this.fence);
     this.lease = { seconds: message.leaseSeconds, heartbeatSeconds: message.heartbeatSeconds };
     this.connection.established(beatInterval(message.heartbeatSeconds, message.leaseSeconds), () => this.runners.size > 0);
@@ -315,7 +322,12 @@ export class Agent {
   private disconnected(code: number, reason: string): void {
     if (this.welcomed && this.lease !== undefined && this.runners.size > 0) this.armFence(this.lease);
     this.welcomed = false;
-    if (code === NAME_TAKEN) this.log.warn({ code, reason }, "the name is held by another token that is still good; redialling until it is revoked");
+    if (code === NAME_TAKEN) {
+      // Its old token, if it has one that differs, holds the name: back to it until it is revoked.
+      if (this.welcomedToken !== undefined && this.welcomedToken !== this.token) this.dialWith = this.welcomedToken;
+      this.log.warn({ code, reason }, "the name is held by another token that is still good; redialling until it is revoked");
+    }
+    if (code === 4001) this.dialWith = undefined;
     const fatal = FATAL_CLOSE.get(code);
     if (!fatal) return;
     // A rotation: the new token was put in place before the old one was revoked.

@@ -7,6 +7,11 @@ import type { WebSocket } from "ws";
 export class TurnCork {
   private corked = false;
 
+  /** Whether writes are held for this turn: some were made in it already. */
+  get holding(): boolean {
+    return this.corked;
+  }
+
   /** Holds `socket`'s writes until the current turn ends. */
   hold(socket: WebSocket): void {
     // `_socket` is ws's own handle on the TCP socket.

@@ -45,6 +45,8 @@ export class Hub {
 
   attach(server: Server): void {
     server.on("upgrade", (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+      // Node takes its own error listener off an upgraded socket: a reset with none would throw.
+      socket.on("error", () => socket.destroy());
       // Any client may send any request target: one that is no URL (`http://`) must not throw here.
       const target = request.url ?? "/";
       const path = URL.canParse(target, "http://x") ? new URL(target, "http://x").pathname : undefined;
@@ -156,6 +158,7 @@ export class Hub {
     const now = Date.now();
     for (const session of this.agents.values()) {
       if (leaseOverdue(session.leaseFrom, this.ctx.heartbeatSeconds, now)) session.close(CloseCode.unavailable, "the lease could not be renewed; reconnect later");
+      else session.cutIfNotReading();
     }
   }
 

@@ -143,12 +143,22 @@ export class AgentSession implements Claimer {
 
   private write(message: CoordinatorMessage): void {
     if (!this.open) return;
-    if (this.socket.bufferedAmount > this.ctx.maxBufferedBytes) {
-      this.ctx.log("agent not reading; cut off", { session: this.sessionId, agent: this.claimant?.name, buffered: this.socket.bufferedAmount });
-      return this.socket.terminate();
-    }
+    // Only what earlier turns left unread counts: one turn's writes (a claim round's assignments) may
+    // pass the limit by themselves for an agent that reads.
+    if (!this.cork.holding && this.cutIfNotReading()) return;
     this.cork.hold(this.socket);
     this.socket.send(JSON.stringify(message));
+  }
+
+  /**
+   * Cuts off an agent that left more than the limit unread (checked before a turn's first write, and
+   * by the hub's watchdog: an agent that sends nothing is written to only now and then).
+   */
+  cutIfNotReading(): boolean {
+    if (this.socket.bufferedAmount <= this.ctx.maxBufferedBytes) return false;
+    this.ctx.log("agent not reading; cut off", { session: this.sessionId, agent: this.claimant?.name, buffered: this.socket.bufferedAmount });
+    this.socket.terminate();
+    return true;
   }
 
   assign(jobs: Assignment[]): void {
@@ -215,7 +225,8 @@ export class AgentSession implements Claimer {
 
   private receive(data: Buffer, isBinary: boolean): void {
     this.throttle();
-    if (!this.greeted && data.length > MAX_HELLO_BYTES) return this.refuse("hello_too_large", `a hello takes at most ${MAX_HELLO_BYTES} bytes`);
+    // Until its hello is let in, not just sent: a hello with any token must not open the door to large frames.
+    if (!this.claimant && data.length > MAX_HELLO_BYTES) return this.refuse("hello_too_large", `a hello takes at most ${MAX_HELLO_BYTES} bytes`);
     let parsed: unknown;
     try {
       if (isBinary) throw new Error("binary frames are not part of the protocol");

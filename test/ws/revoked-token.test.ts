@@ -9,6 +9,7 @@ import { Agent, AgentFailed } from "../../agent/agent.ts";
 import { tokenCreate, tokenRevoke } from "../../coordinator/auth/tokens.ts";
 import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
 import { execAdapter } from "../../adapters/exec.ts";
+import { Proxy } from "../support/proxy.ts";
 
 const logger = pino({ level: "silent" });
 let coordinator: Coordinator;
@@ -18,8 +19,8 @@ beforeAll(async () => {
 });
 afterAll(() => coordinator.stop());
 
-const agent = (name: string, token: string | (() => string)) => {
-  const started = new Agent({ urls: [coordinator.agentUrl], token, name, labels: {}, capacity: 1, mode: "queue", version: "test", cancelGraceMs: 100, logger, adapters: () => execAdapter });
+const agent = (name: string, token: string | (() => string), url = coordinator.agentUrl) => {
+  const started = new Agent({ urls: [url], token, name, labels: {}, capacity: 1, mode: "queue", version: "test", cancelGraceMs: 100, logger, adapters: () => execAdapter });
   started.start();
   return started;
 };
@@ -84,4 +85,39 @@ test("an agent whose name another good token holds redials until that token is r
   await expect.poll(connected, { timeout: 15_000 }).toContain("contested");
   expect(failed).toBeUndefined();
   await second.stop(1000);
+});
+
+test("an agent cut off after its new token was written, before the old was revoked, dials back with the old one; its job runs on, and it moves to the new one at the revocation", { timeout: 40_000 }, async () => {
+  const proxy = await Proxy.to({ host: "127.0.0.1", port: Number(new URL(coordinator.url).port) });
+  try {
+    const old = await tokenCreate(coordinator.db, "midway-old", "agent");
+    let current = old.token;
+    const a = agent("midway", () => current, `ws://127.0.0.1:${proxy.port}/v1/agent`);
+    let failed: unknown;
+    void a.stopped.catch((error: unknown) => (failed = error));
+    const session = async () => (await coordinator.db.query<{ s: string | null }>(`SELECT session_id::text AS s FROM agents WHERE name = 'midway'`))[0]?.s ?? null;
+    await expect.poll(session, { timeout: 10_000 }).not.toBeNull();
+    const ci = await tokenCreate(coordinator.db, "midway-ci", "ci");
+    const posted = await fetch(`${coordinator.url}/v1/work-orders`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ci.token}`, "content-type": "application/json" },
+      body: JSON.stringify({ spec: { command: ["sleep", "6"] }, agent: "midway" }),
+    });
+    const { id } = (await posted.json()) as { id: string };
+    const state = async () => (await coordinator.db.query<{ state: string }>(`SELECT state FROM work_orders WHERE id = $1`, [id]))[0]!.state;
+    await expect.poll(state, { timeout: 10_000 }).toBe("running");
+
+    current = (await tokenCreate(coordinator.db, "midway-new", "agent")).token;
+    const before = await session();
+    proxy.cut();
+    // Refused with the new token (the old one still holds the name), back in with the old.
+    await expect.poll(async () => { const now = await session(); return now !== null && now !== before; }, { timeout: 15_000 }).toBe(true);
+    expect(await tokenRevoke(coordinator.db, old.view.id)).toBe(true);
+    await expect.poll(state, { timeout: 20_000 }).toBe("succeeded");
+    await expect.poll(session, { timeout: 10_000 }).not.toBeNull();
+    expect(failed).toBeUndefined();
+    await a.stop(1000);
+  } finally {
+    await proxy.close();
+  }
 });

@@ -478,6 +478,48 @@ test("an agent that stops reading is cut off once more than the limit waits for 
   }
 });
 
+test("an agent that reads is never cut off, though one claim round's assignments pass the limit by themselves", async () => {
+  const small = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, maxAgentBufferedBytes: 1024 * 1024, logger: pino({ level: "silent" }) });
+  try {
+    const token = (await tokenCreate(small.db, "agents", "agent")).token;
+    const ci = (await tokenCreate(small.db, "ci", "ci")).token;
+    const peer = new Peer({ url: small.agentUrl, token });
+    await peer.hello("reader", { labels: { pool: "reader" }, capacity: 20 });
+    await peer.next("welcome");
+    const order = { spec: { script: `true # ${"x".repeat(100_000)}` }, selector: "pool=reader" };
+    const bulk = await fetch(`${small.url}/v1/work-orders/bulk`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ci}`, "content-type": "application/json" },
+      body: JSON.stringify({ workOrders: Array.from({ length: 20 }, () => order) }),
+    });
+    expect(bulk.status).toBe(201);
+    peer.send({ type: "claim", slots: 20 });
+    for (let i = 0; i < 20; i++) await peer.next("assign");
+    expect(peer.socket.readyState).toBe(WebSocket.OPEN);
+    peer.socket.close();
+  } finally {
+    await small.stop();
+  }
+});
+
+test("an upgrade its client resets before the answer leaves no unhandled error", async () => {
+  const { port } = new URL(coordinator.agentUrl);
+  await Promise.all(
+    Array.from({ length: 50 }, (_, i) =>
+      new Promise<void>((resolve) => {
+        const socket = connect(Number(port), "127.0.0.1", () => {
+          socket.write(`GET ${i % 2 ? "/elsewhere" : "http://"} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`);
+          socket.resetAndDestroy();
+          resolve();
+        });
+        socket.on("error", () => resolve());
+      }),
+    ),
+  );
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  expect(await healthy()).toBe(true);
+});
+
 test("an acknowledgement waits for the next message to the agent, and goes ahead of it", async () => {
   // Long enough that only another message can take the acknowledgement along.
   const patient = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, ackDelayMs: 60_000, logger: pino({ level: "silent" }) });
