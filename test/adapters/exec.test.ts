@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { execAdapter } from "../../adapters/exec.ts";
+import { execSpec, MAX_ARGUMENT_BYTES } from "../../protocol/adapter-specs.ts";
 import type { Adapter, Run } from "../../adapters/adapter.ts";
 import { adapterContract, startRun } from "./contract.ts";
 
@@ -89,6 +90,14 @@ describe("exec adapter", () => {
   it("runs a script with the shell it names", async () => {
     const result = await run({ script: 'echo "$0 ${BASH_VERSION:+is bash}"', shell: "/bin/bash" });
     expect(result.output).toBe("/bin/bash is bash\n");
+  });
+
+  it("runs a script of the largest size a spec takes (one argument to the shell)", async () => {
+    const script = `echo big #${"x".repeat(MAX_ARGUMENT_BYTES - 11)}`;
+    expect(execSpec.safeParse({ script }).success).toBe(true);
+    expect(execSpec.safeParse({ script: `${script}x` }).success).toBe(false);
+    const { run } = await start({ script });
+    expect((await run.result).outcome).toBe("succeeded");
   });
 
   it("runs a script with /bin/sh by default", async () => {
