@@ -457,18 +457,18 @@ test("an agent that stops reading is cut off once more than the limit waits for 
     const token = (await tokenCreate(small.db, "agents", "agent")).token;
     const ci = (await tokenCreate(small.db, "ci", "ci")).token;
     const peer = new Peer({ url: small.agentUrl, token });
-    await peer.hello("deaf", { labels: { pool: "deaf" }, capacity: 100 });
+    await peer.hello("deaf", { labels: { pool: "deaf" }, capacity: 200 });
     await peer.next("welcome");
-    // 20 MB of assignments: more than the kernel's buffers on loopback take, and far past the limit.
-    const order = { spec: { script: `true # ${"x".repeat(200_000)}` }, selector: "pool=deaf" };
+    // 24 MB of assignments: more than the kernel's buffers on loopback take, and far past the limit.
+    const order = { spec: { script: `true # ${"x".repeat(120_000)}` }, selector: "pool=deaf" };
     const bulk = await fetch(`${small.url}/v1/work-orders/bulk`, {
       method: "POST",
       headers: { authorization: `Bearer ${ci}`, "content-type": "application/json" },
-      body: JSON.stringify({ workOrders: Array.from({ length: 100 }, () => order) }),
+      body: JSON.stringify({ workOrders: Array.from({ length: 200 }, () => order) }),
     });
     expect(bulk.status).toBe(201);
     peer.socket.pause();
-    peer.send({ type: "claim", slots: 100 });
+    peer.send({ type: "claim", slots: 200 });
     const connected = async () => (await small.db.query<{ s: string | null }>(`SELECT session_id::text AS s FROM agents WHERE name = 'deaf'`))[0]!.s !== null;
     await until(async () => !(await connected()), "the agent to be cut off");
     expect((await fetch(`${small.url}/healthz`)).status).toBe(200);
