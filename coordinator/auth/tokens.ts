@@ -50,7 +50,6 @@ export async function tokenRevokeNamed(db: Database, name: string): Promise<void
 type Row = typeof tokens.$inferSelect;
 type Cached = { row: Row; until: number };
 
-/** A client that has failed to authenticate too often: it may try again in `waitMs`. */
 /** Whether an admin token was ever made here, revoked since or not. */
 export async function adminEverMade(db: Queryable): Promise<boolean> {
   return (await db.query(`SELECT 1 FROM tokens WHERE role = 'admin' LIMIT 1`)).length > 0;
@@ -62,6 +61,7 @@ export async function tokensRevoked(db: Queryable, ids: string[]): Promise<Set<s
   return new Set(rows.map((row) => row.id));
 }
 
+/** A client that has failed to authenticate too often: it may try again in `waitMs`. */
 export class Throttled extends Error {
   constructor(
     readonly from: string,

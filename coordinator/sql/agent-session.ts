@@ -18,7 +18,7 @@ export async function agentConnect(db: Queryable, agent: AgentHello, sessionId: 
      ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity, prefetch = excluded.prefetch,
        mode = excluded.mode, version = excluded.version, session_id = excluded.session_id, last_seen_at = now(),
        lease_expires_at = excluded.lease_expires_at, token_id = excluded.token_id
-     WHERE agents.token_id IS NULL OR agents.token_id IS NOT DISTINCT FROM excluded.token_id
+     WHERE agents.token_id IS NULL OR agents.token_id = excluded.token_id
        OR NOT EXISTS (SELECT 1 FROM tokens WHERE tokens.id = agents.token_id AND tokens.revoked_at IS NULL)
      RETURNING id::text AS id`,
     [agent.name, JSON.stringify(agent.labels), agent.capacity, agent.mode, agent.version, sessionId, leaseSeconds, agent.prefetch ?? 0, agent.tokenId ?? null],
