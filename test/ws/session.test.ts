@@ -451,55 +451,53 @@ test("a cancel requested while the agent was away is delivered when it reconnect
   second.socket.close();
 });
 
-test("an agent that stops reading is cut off once more than the limit waits for it, and the coordinator goes on", async () => {
-  const small = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, maxAgentBufferedBytes: 256 * 1024, logger: pino({ level: "silent" }) });
+/**
+ * A coordinator that cuts agents off past `maxBufferedBytes` unread, and an agent `name` welcomed
+ * there with `count` orders of a script of `scriptChars` waiting for it.
+ */
+async function withLargeOrders(
+  { maxBufferedBytes, name, count, scriptChars }: { maxBufferedBytes: number; name: string; count: number; scriptChars: number },
+  test: (peer: Peer, small: Coordinator) => Promise<void>,
+): Promise<void> {
+  const small = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, maxAgentBufferedBytes: maxBufferedBytes, logger: pino({ level: "silent" }) });
   try {
     const token = (await tokenCreate(small.db, "agents", "agent")).token;
     const ci = (await tokenCreate(small.db, "ci", "ci")).token;
     const peer = new Peer({ url: small.agentUrl, token });
-    await peer.hello("deaf", { labels: { pool: "deaf" }, capacity: 200 });
+    await peer.hello(name, { labels: { pool: name }, capacity: count });
     await peer.next("welcome");
-    // 24 MB of assignments: more than the kernel's buffers on loopback take, and far past the limit.
-    const order = { spec: { script: `true # ${"x".repeat(120_000)}` }, selector: "pool=deaf" };
+    const order = { spec: { script: `true # ${"x".repeat(scriptChars)}` }, selector: `pool=${name}` };
     const bulk = await fetch(`${small.url}/v1/work-orders/bulk`, {
       method: "POST",
       headers: { authorization: `Bearer ${ci}`, "content-type": "application/json" },
-      body: JSON.stringify({ workOrders: Array.from({ length: 200 }, () => order) }),
+      body: JSON.stringify({ workOrders: Array.from({ length: count }, () => order) }),
     });
     expect(bulk.status).toBe(201);
+    await test(peer, small);
+  } finally {
+    await small.stop();
+  }
+}
+
+test("an agent that stops reading is cut off once more than the limit waits for it, and the coordinator goes on", async () => {
+  // 24 MB of assignments: more than the kernel's buffers on loopback take, and far past the limit.
+  await withLargeOrders({ maxBufferedBytes: 256 * 1024, name: "deaf", count: 200, scriptChars: 120_000 }, async (peer, small) => {
     peer.socket.pause();
     peer.send({ type: "claim", slots: 200 });
     const connected = async () => (await small.db.query<{ s: string | null }>(`SELECT session_id::text AS s FROM agents WHERE name = 'deaf'`))[0]!.s !== null;
     await until(async () => !(await connected()), "the agent to be cut off");
     expect((await fetch(`${small.url}/healthz`)).status).toBe(200);
     peer.socket.terminate();
-  } finally {
-    await small.stop();
-  }
+  });
 });
 
 test("an agent that reads is never cut off, though one claim round's assignments pass the limit by themselves", async () => {
-  const small = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, maxAgentBufferedBytes: 1024 * 1024, logger: pino({ level: "silent" }) });
-  try {
-    const token = (await tokenCreate(small.db, "agents", "agent")).token;
-    const ci = (await tokenCreate(small.db, "ci", "ci")).token;
-    const peer = new Peer({ url: small.agentUrl, token });
-    await peer.hello("reader", { labels: { pool: "reader" }, capacity: 20 });
-    await peer.next("welcome");
-    const order = { spec: { script: `true # ${"x".repeat(100_000)}` }, selector: "pool=reader" };
-    const bulk = await fetch(`${small.url}/v1/work-orders/bulk`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${ci}`, "content-type": "application/json" },
-      body: JSON.stringify({ workOrders: Array.from({ length: 20 }, () => order) }),
-    });
-    expect(bulk.status).toBe(201);
+  await withLargeOrders({ maxBufferedBytes: 1024 * 1024, name: "reader", count: 20, scriptChars: 100_000 }, async (peer) => {
     peer.send({ type: "claim", slots: 20 });
     for (let i = 0; i < 20; i++) await peer.next("assign");
     expect(peer.socket.readyState).toBe(WebSocket.OPEN);
     peer.socket.close();
-  } finally {
-    await small.stop();
-  }
+  });
 });
 
 test("an upgrade its client resets before the answer leaves no unhandled error", async () => {
