@@ -10,6 +10,7 @@ import { WebSocketServer } from "ws";
 import { MAX_MESSAGE_BYTES } from "../../protocol/limits.ts";
 import { tokensRevoked } from "../auth/tokens.ts";
 import { agentsSeen, type HeldJob, type PendingCancel } from "../sql/agent-session.ts";
+import { LeaseFloor } from "./lease-floor.ts";
 import { AgentSession, CloseCode, leaseOverdue, type SessionContext } from "./session.ts";
 
 export const AGENT_PATH = "/v1/agent";
@@ -21,6 +22,9 @@ export class Hub {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
   private readonly agents = new Map<string, AgentSession>();
   private readonly sessions = new Set<AgentSession>();
+  private readonly leases = new LeaseFloor();
+  /** Sessions written to whose socket may still hold bytes the agent has not taken. */
+  private readonly unflushed = new Set<AgentSession>();
   /**
    * `sessionId/jobId` of jobs held in the database by an agent whose session did not know them, at
    * the last renewal reconciled, and when they were first seen so.
@@ -36,7 +40,7 @@ export class Hub {
   private readonly watchdog: NodeJS.Timeout;
   private readonly unsubscribe: () => void;
 
-  constructor(private readonly ctx: Omit<SessionContext, "register" | "resync" | "finishing">) {
+  constructor(private readonly ctx: Omit<SessionContext, "register" | "resync" | "finishing" | "unflushed">) {
     const heartbeatMs = ctx.heartbeatSeconds * 1000;
     this.timer = setInterval(() => void this.tick(), heartbeatMs / 2);
     this.watchdog = setInterval(() => this.overdue(), Math.min(1000, heartbeatMs / 10));
@@ -64,16 +68,21 @@ export class Hub {
       ...this.ctx,
       register: (s) => this.register(s),
       finishing: this.finishing,
+      unflushed: this.unflushed,
       resync: (agentId) => this.agents.get(agentId)?.close(CloseCode.unavailable, "a claim went unanswered; reconnect"),
     });
     this.sessions.add(session);
-    ws.on("close", () => this.sessions.delete(session));
+    ws.on("close", () => {
+      this.sessions.delete(session);
+      this.unflushed.delete(session);
+    });
   }
 
   private register(session: AgentSession): () => void {
     const agentId = session.agentId!;
     this.agents.get(agentId)?.close(CloseCode.replaced, "replaced by a newer connection");
     this.agents.set(agentId, session);
+    this.leases.joined(session.leaseFrom);
     return () => {
       if (this.agents.get(agentId) === session) this.agents.delete(agentId);
     };
@@ -92,9 +101,11 @@ export class Hub {
     for (const session of this.sessions) if (session.agentId && session.lastSeen < silentBefore) session.close(CloseCode.silent, "no heartbeat");
     const renewing = [...this.agents.values()];
     if (renewing.length === 0) return;
+    const mark = this.leases.mark();
     try {
       const held = await agentsSeen(this.ctx.db, renewing.map((session) => session.agentId!), this.ctx.leaseSeconds);
       for (const session of renewing) session.leaseFrom = Math.max(session.leaseFrom, started);
+      this.leases.renewed(mark, started);
       for (const { jobId, agentId, cancelReason } of held) if (cancelReason !== null) this.cancel({ jobId, agentId, reason: cancelReason });
       // Renewals may overlap (one stuck on a dead connection must not hold up the leases): only one
       // begun after the last reconciled answer arrived may follow it.
@@ -152,14 +163,22 @@ export class Hub {
    * Once a lease has gone most of a heartbeat unrenewed (the database unreachable or stuck), its
    * agent hears no more from here (`leaseOverdue`; pongs included, which need no database): its
    * socket is closed, and it redials, here or elsewhere. Renewals run twice a heartbeat, so one may
-   * take 0.3 of it.
+   * take 0.3 of it. Sessions are looked over only once the oldest lease may be overdue, and for
+   * unread bytes only those written to since they last had none.
    */
   private overdue(): void {
     const now = Date.now();
+    if (leaseOverdue(this.leases.oldest, this.ctx.heartbeatSeconds, now)) this.closeOverdue(now);
+    for (const session of this.unflushed) if (session.cutIfNotReading() || session.flushed) this.unflushed.delete(session);
+  }
+
+  private closeOverdue(now: number): void {
+    let oldest = Infinity;
     for (const session of this.agents.values()) {
       if (leaseOverdue(session.leaseFrom, this.ctx.heartbeatSeconds, now)) session.close(CloseCode.unavailable, "the lease could not be renewed; reconnect later");
-      else session.cutIfNotReading();
+      else oldest = Math.min(oldest, session.leaseFrom);
     }
+    this.leases.reset(oldest);
   }
 
   /**

@@ -51,6 +51,8 @@ export type SessionContext = {
   maxBufferedBytes: number;
   /** Called once the agent is known; returns a function that forgets it. */
   register(session: AgentSession): () => void;
+  /** Sessions written to whose socket may still hold bytes unread: the hub's watchdog checks them. */
+  unflushed: Set<AgentSession>;
   /** Jobs with a finish on its way to the database, across the process's sessions: how many finishes. */
   finishing: Map<string, number>;
   /** Closes the agent's current session, if it has one here, so that it reconnects. */
@@ -145,7 +147,10 @@ export class AgentSession implements Claimer {
     if (!this.open) return;
     // Only what earlier turns left unread counts: one turn's writes (a claim round's assignments) may
     // pass the limit by themselves for an agent that reads.
-    if (!this.cork.holding && this.cutIfNotReading()) return;
+    if (!this.cork.holding) {
+      if (this.cutIfNotReading()) return;
+      this.ctx.unflushed.add(this);
+    }
     this.cork.hold(this.socket);
     this.socket.send(JSON.stringify(message));
   }
@@ -159,6 +164,11 @@ export class AgentSession implements Claimer {
     this.ctx.log("agent not reading; cut off", { session: this.sessionId, agent: this.claimant?.name, buffered: this.socket.bufferedAmount });
     this.socket.terminate();
     return true;
+  }
+
+  /** Whether the socket holds nothing unsent (the kernel took it all). */
+  get flushed(): boolean {
+    return this.socket.bufferedAmount === 0;
   }
 
   assign(jobs: Assignment[]): void {
