@@ -7,7 +7,8 @@ import { workOrderCancel } from "../../coordinator/sql/work-order-cancel.ts";
 import { type Claimant, workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
 import { workOrderGet } from "../../coordinator/sql/work-order-read.ts";
 import type { JobMessage } from "../../protocol/messages.ts";
-import { forEachDatabase } from "../support/databases.ts";
+import { jobApplyIn } from "../../coordinator/sql/job-apply.ts";
+import { describePostgres, forEachDatabase } from "../support/databases.ts";
 import { connectAgent, eventsOf, jobApply, order, useDatabase, workOrderInsert } from "./fixtures.ts";
 
 type JobRow = {
@@ -533,6 +534,37 @@ forEachDatabase("jobApply", (kind) => {
       expect(count!.n).toBe(1);
       const [id] = ids;
       expect(await eventsOf(db(), id!)).toEqual([{ from_state: null, to_state: "pending", job_id: null, reason: null }]);
+    });
+  });
+});
+
+describePostgres("jobApply [postgres]: locks", () => {
+  const db = useDatabase("postgres", 4);
+
+  it("a batch locks only the jobs, and work orders, of the agents that sent their messages", async () => {
+    const { agent, jobId, workOrderId } = await claimedJob(db());
+    const stranger = await connectAgent(db(), "lock-stranger");
+    const locked = async (table: string, id: string) =>
+      db()
+        .query(`SELECT 1 FROM ${table} WHERE id = $1 FOR UPDATE NOWAIT`, [id])
+        .then(
+          () => false,
+          (error: { code?: string }) => (error.code === "55P03" ? true : Promise.reject(error)),
+        );
+    await db().transaction(async (tx) => {
+      expect(await jobApplyIn(tx, [{ agentId: stranger.agentId, message: started(jobId, 1) }])).toEqual([{ kind: "unknown" }]);
+      // Still in the stranger's batch: the owner's own batches must not wait on it.
+      expect(await locked("jobs", jobId)).toBe(false);
+      expect(await locked("work_orders", workOrderId)).toBe(false);
+    });
+    await db().transaction(async (tx) => {
+      const answers = await jobApplyIn(tx, [
+        { agentId: stranger.agentId, message: started(jobId, 1) },
+        { agentId: agent.agentId, message: started(jobId, 1) },
+      ]);
+      expect(answers).toEqual([{ kind: "unknown" }, { kind: "applied", workOrderId }]);
+      expect(await locked("jobs", jobId)).toBe(true);
+      expect(await locked("work_orders", workOrderId)).toBe(true);
     });
   });
 });
