@@ -24,13 +24,15 @@ type LockedJob = Settling & { agent_id: string; seq: number; log_bytes: string }
 
 // Locked in work order then job order, so two batches in flight cannot deadlock over them. The
 // work orders are named by key too: left to the join, the planner merge-joined the whole table.
-// Only a job of the agent that sent the message is locked (or read): messages about another's jobs
-// are answered `unknown`, and must not hold up that agent's own batches.
+// Only the jobs of the batch's own agents are locked (or read): a message about another agent's job
+// is answered `unknown`, and must not hold up that agent's own batches. (A job named by one agent
+// of the batch and held by another is locked, which holds up nothing: its holder's messages are
+// in this batch.) A filter on each row found; pairing each job with its sender cost PGlite more.
 const LOCK = `
 SELECT j.agent_id::text AS agent_id, j.seq, j.log_bytes::text AS log_bytes, ${SETTLING_COLUMNS}
 FROM jobs j JOIN work_orders wo ON wo.id = j.work_order_id
 WHERE j.id = ANY($1::bigint[]) AND wo.id = ANY(ARRAY(SELECT work_order_id FROM jobs WHERE id = ANY($1::bigint[])))
-  AND EXISTS (SELECT 1 FROM unnest($1::bigint[], $2::bigint[]) AS sent(job_id, agent_id) WHERE sent.job_id = j.id AND sent.agent_id = j.agent_id)
+  AND j.agent_id = ANY($2::bigint[])
 ORDER BY j.work_order_id, j.id
 FOR UPDATE OF j, wo`;
 
@@ -112,8 +114,9 @@ class Batch {
 
 /** Applies messages inside the caller's transaction, in order; one answer per message. */
 export async function jobApplyIn(tx: Queryable, incoming: Incoming[]): Promise<Applied[]> {
-  const sent = [...new Map(incoming.map(({ agentId, message }) => [`${message.jobId}/${agentId}`, [message.jobId, agentId] as const])).values()];
-  const batch = new Batch(await tx.query<LockedJob>(LOCK, [sent.map(([jobId]) => jobId), sent.map(([, agentId]) => agentId)]));
+  const ids = [...new Set(incoming.map((i) => i.message.jobId))];
+  const agents = [...new Set(incoming.map((i) => i.agentId))];
+  const batch = new Batch(await tx.query<LockedJob>(LOCK, [ids, agents]));
   const applied = incoming.map((item) => batch.decide(item));
   const requeued = new Map((await batch.writes.flush(tx)).map((order) => [order.id, order]));
   if (requeued.size === 0) return applied;
