@@ -18,6 +18,7 @@ const server = {
   "lease-seconds": { type: "string" },
   "max-followers": { type: "string" },
   "rate-limit": { type: "string" },
+  "retain-days": { type: "string" },
   "log-level": { type: "string" },
 } satisfies Options;
 const agentFlags = {
@@ -47,7 +48,7 @@ Usage:
   jobfleet start                      coordinator on the embedded database + one local agent
   jobfleet coordinator                run the coordinator        [--listen HOST:PORT] [--data-dir DIR] [--database-url URL]
                                                                  [--heartbeat-seconds S] [--lease-seconds S] [--max-followers N]
-                                                                 [--rate-limit N]
+                                                                 [--rate-limit N] [--retain-days N]
   jobfleet agent --url URL[,URL…] --token-file F | --token T    run an agent
                                                                  [--name N] [--labels K=V,...] [--capacity N] [--prefetch N]
                                                                  [--mode queue|work-order] [--drain-timeout S] [--cancel-grace S]

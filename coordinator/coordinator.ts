@@ -39,6 +39,8 @@ export type CoordinatorOptions = {
   ackDelayMs?: number;
   /** Bytes sent to an agent and not yet read by it past which it is cut off (default 64 MiB). */
   maxAgentBufferedBytes?: number;
+  /** Days an ended work order (with its jobs and logs), or an agent unseen, is kept (default 30); 0 keeps them. */
+  retainDays?: number;
   logger: Logger;
 };
 
@@ -58,6 +60,10 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   if (leaseSeconds < 2 * heartbeatSeconds) throw new RangeError("the lease must be at least twice the heartbeat interval");
   if (heartbeatSeconds < MIN_BEAT_SECONDS || leaseSeconds > MAX_LEASE_SECONDS) {
     throw new RangeError(`the heartbeat must be at least ${MIN_BEAT_SECONDS} s and the lease at most ${MAX_LEASE_SECONDS} s`);
+  }
+  const retainDays = options.retainDays ?? DEFAULT_RETAIN_DAYS;
+  if (!Number.isInteger(retainDays) || retainDays < 0 || retainDays > MAX_RETAIN_DAYS) {
+    throw new RangeError(`the retention must be a whole number of days from 0 to ${MAX_RETAIN_DAYS}`);
   }
   // What a write lost at its commit may have made claimable was never announced: the groups look
   // again, here and, told as a wake-up for every queue, on the other replicas.
@@ -102,7 +108,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     log: (event, fields) => logger.info(fields, event),
   });
   hub.attach(server);
-  const reaper = new Reaper(db, bus, { intervalMs: Math.min(1000, leaseSeconds * 100), leaseSeconds, onError });
+  const reaper = new Reaper(db, bus, { intervalMs: Math.min(1000, leaseSeconds * 100), leaseSeconds, retainDays, onError });
   reaper.start();
 
   let stopping: Promise<void> | undefined;
@@ -127,6 +133,8 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
 }
 
 export const DEFAULT_REQUESTS_PER_SECOND = 100;
+export const DEFAULT_RETAIN_DAYS = 30;
+export const MAX_RETAIN_DAYS = 36_500;
 
 /** How long requests in flight at a stop (an enqueue whose insert may have committed) get to answer. */
 const DRAIN_MS = 5000;

@@ -1,15 +1,26 @@
 // A loop that keeps the pool honest when nobody reports: it declares the jobs of agents gone past
 // their lease lost, ends work orders that waited past their queue timeout, ends jobs far past
-// their run timeout, and wakes the agents waiting for retries whose backoff is over.
+// their run timeout, and wakes the agents waiting for retries whose backoff is over. Now and then
+// it also deletes what outlived the retention.
 import type { Bus } from "./bus.ts";
 import type { Database } from "./db/database.ts";
 import { databaseNow, dueRetries, type Reaping, reapLost, reapOverdue, reapQueueTimeouts } from "./sql/reap.ts";
+import { purgeExpired } from "./sql/retention.ts";
 
-export type ReaperOptions = { intervalMs: number; leaseSeconds: number; onError(error: unknown): void };
+export type ReaperOptions = {
+  intervalMs: number;
+  leaseSeconds: number;
+  /** Ended work orders, and agents unseen, are deleted after this many days; 0 keeps them. */
+  retainDays: number;
+  /** How often retention looks for rows to delete while it finds none left over (default a minute). */
+  purgeEveryMs?: number;
+  onError(error: unknown): void;
+};
 
 export class Reaper {
   private timer?: NodeJS.Timeout;
   private since?: string;
+  private purgeDue = 0;
   private running?: Promise<void>;
   private stopped = false;
 
@@ -46,6 +57,15 @@ export class Reaper {
       if (due.length > 0) this.bus.emit("enqueued", due);
       this.since = now;
     });
+    await this.pass(() => this.purge());
+  }
+
+  private async purge(): Promise<void> {
+    const { retainDays, purgeEveryMs = 60_000 } = this.options;
+    if (retainDays === 0 || Date.now() < this.purgeDue) return;
+    this.purgeDue = Date.now() + purgeEveryMs;
+    const { more } = await purgeExpired(this.db, retainDays);
+    if (more) this.purgeDue = 0;
   }
 
   /** Wakes agents for the work orders a reaping put back in the queue, and followers of every one it changed. */

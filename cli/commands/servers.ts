@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import { Agent, AgentFailed } from "../../agent/agent.ts";
 import { adminEverMade, tokenCreate, tokenRevokeNamed, TokenVerifier } from "../../coordinator/auth/tokens.ts";
-import { type Coordinator, DEFAULT_REQUESTS_PER_SECOND, startCoordinator } from "../../coordinator/coordinator.ts";
+import { type Coordinator, DEFAULT_REQUESTS_PER_SECOND, DEFAULT_RETAIN_DAYS, MAX_RETAIN_DAYS, startCoordinator } from "../../coordinator/coordinator.ts";
 import type { DatabaseConfig } from "../../coordinator/db/database.ts";
 import { DEFAULT_MAX_FOLLOWERS } from "../../coordinator/logs/followers.ts";
 import pkg from "../../package.json" with { type: "json" };
@@ -52,8 +52,10 @@ async function coordinatorFrom(flags: Flags, log: Logger): Promise<Coordinator> 
   }
   const maxFollowers = integer(flags, "max-followers", DEFAULT_MAX_FOLLOWERS, 1, 1_000_000);
   const requestsPerSecond = integer(flags, "rate-limit", DEFAULT_REQUESTS_PER_SECOND, 0, 1_000_000);
+  const retainDays = integer(flags, "retain-days", DEFAULT_RETAIN_DAYS, 0, MAX_RETAIN_DAYS);
   const address = listen(flags);
-  return startCoordinator({ database: config, ...address, heartbeatSeconds, leaseSeconds, maxFollowers, requestsPerSecond, logger: log }).catch((error) => {
+  const options = { database: config, ...address, heartbeatSeconds, leaseSeconds, maxFollowers, requestsPerSecond, retainDays, logger: log };
+  return startCoordinator(options).catch((error) => {
     if (error instanceof DataDirInUse) throw new CliError(error.message);
     const { code } = error as NodeJS.ErrnoException;
     if (code === "EADDRINUSE" || code === "EADDRNOTAVAIL" || code === "EACCES") {

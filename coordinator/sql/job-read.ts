@@ -5,7 +5,7 @@ import { JOB_JSON, jobView } from "./views.ts";
 
 type JobRow = { job: Parameters<typeof jobView>[0] };
 
-const FROM = `FROM jobs j JOIN agents a ON a.id = j.agent_id`;
+const FROM = `FROM jobs j`;
 
 export async function jobGet(db: Queryable, id: string): Promise<JobView | undefined> {
   const [row] = await db.query<JobRow>(`SELECT ${JOB_JSON} AS job ${FROM} WHERE j.id = $1`, [id]);
@@ -20,7 +20,7 @@ export async function jobList(db: Queryable, filter: z.output<typeof jobQuery>):
     where.push(`${column} ${op} $${params.length}`);
   };
   if (filter.workOrder) add("j.work_order_id", "=", filter.workOrder);
-  if (filter.agent) add("a.name", "=", filter.agent);
+  if (filter.agent) add("j.agent_name", "=", filter.agent);
   if (filter.state) add("j.state", "=", filter.state);
   if (filter.before) add("j.id", "<", filter.before);
   params.push(filter.limit);

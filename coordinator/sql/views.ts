@@ -35,9 +35,9 @@ type JobJson = Omit<JobView, "createdAt" | "startedAt" | "finishedAt"> & {
   finishedAt: string | null;
 };
 
-/** One job (alias `j`, its agent `a`) as a jsonb object in the shape of JobView. */
+/** One job (alias `j`) as a jsonb object in the shape of JobView. */
 export const JOB_JSON = `jsonb_build_object(
-  'id', j.id::text, 'workOrderId', j.work_order_id::text, 'attempt', j.attempt, 'agent', a.name,
+  'id', j.id::text, 'workOrderId', j.work_order_id::text, 'attempt', j.attempt, 'agent', j.agent_name,
   'state', j.state, 'exitCode', j.exit_code, 'error', j.error, 'infrastructure', j.infrastructure, 'status', j.status,
   'externalId', j.external_id, 'externalUrl', j.external_url, 'logBytes', j.log_bytes,
   'createdAt', j.created_at, 'startedAt', j.started_at, 'finishedAt', j.finished_at)`;
@@ -49,7 +49,7 @@ export const ENQUEUED_COLUMNS = `id::text AS id, selector, target_agent AS "targ
 export const workOrderColumns = (jobs = "jobs") => `wo.id, wo.state, wo.adapter, wo.spec, wo.selector, wo.selector_text,
   wo.target_agent, wo.labels, wo.priority, wo.timeout_seconds, wo.max_attempts, wo.attempts,
   wo.retry_on, wo.retry_backoff_seconds, wo.queue_timeout_seconds, wo.run_after, wo.idempotency_key, wo.metadata, wo.created_at, wo.updated_at,
-  (SELECT ${JOB_JSON} FROM ${jobs} j JOIN agents a ON a.id = j.agent_id WHERE j.id = wo.latest_job_id) AS latest_job`;
+  (SELECT ${JOB_JSON} FROM ${jobs} j WHERE j.id = wo.latest_job_id) AS latest_job`;
 
 export const WORK_ORDER_COLUMNS = workOrderColumns();
 

@@ -32,7 +32,7 @@ WITH member AS (
   -- One member per name: two sessions of one agent (a reconnect in flight) must not both get its work.
   SELECT DISTINCT ON (name) * FROM member ORDER BY name, ord DESC
 ), kept AS (
-  SELECT a.id, n.agent_id, n.ord
+  SELECT a.id, n.agent_id, n.name, n.ord
   FROM named n CROSS JOIN LATERAL (
     SELECT wo.id FROM work_orders wo
     WHERE wo.state = '${FROM}' AND wo.target_agent = n.name AND wo.run_after <= now()
@@ -51,20 +51,20 @@ WITH member AS (
     FOR UPDATE SKIP LOCKED
   ) q
 ), slot AS (
-  SELECT m.agent_id, m.ord, row_number() OVER (ORDER BY s.i, m.ord) AS n
+  SELECT m.agent_id, m.name, m.ord, row_number() OVER (ORDER BY s.i, m.ord) AS n
   FROM member m CROSS JOIN LATERAL generate_series(1, m.want - (SELECT count(*) FROM kept k WHERE k.ord = m.ord)::int) AS s(i)
 ), assigned AS (
-  SELECT id, agent_id, ord FROM kept
+  SELECT id, agent_id, name, ord FROM kept
   UNION ALL
-  SELECT q.id, s.agent_id, s.ord FROM queued q JOIN slot s ON s.n = q.n
+  SELECT q.id, s.agent_id, s.name, s.ord FROM queued q JOIN slot s ON s.n = q.n
 ), claimed AS (
   UPDATE work_orders wo
   SET state = 'claimed', attempts = wo.attempts + 1, latest_job_id = nextval('jobs_id_seq'), updated_at = now()
   WHERE wo.id = ANY(ARRAY(SELECT id FROM assigned))
   RETURNING wo.id, wo.attempts, wo.latest_job_id, wo.adapter, wo.spec, wo.timeout_seconds, wo.priority
 ), job AS (
-  INSERT INTO jobs (id, work_order_id, attempt, agent_id)
-  SELECT c.latest_job_id, c.id, c.attempts, a.agent_id FROM claimed c JOIN assigned a ON a.id = c.id
+  INSERT INTO jobs (id, work_order_id, attempt, agent_id, agent_name)
+  SELECT c.latest_job_id, c.id, c.attempts, a.agent_id, a.name FROM claimed c JOIN assigned a ON a.id = c.id
 ), event AS (
   INSERT INTO work_order_events (work_order_id, job_id, from_state, to_state)
   SELECT id, latest_job_id, '${FROM}', 'claimed' FROM claimed

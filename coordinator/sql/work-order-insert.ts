@@ -56,8 +56,9 @@ WITH input AS MATERIALIZED (
   ${ON_KEY_CONFLICT}
   RETURNING *
 ), job AS (
-  INSERT INTO jobs (id, work_order_id, attempt, agent_id)
-  SELECT wo.latest_job_id, wo.id, 1, input.claim_agent FROM wo JOIN input ON input.job_id = wo.latest_job_id
+  INSERT INTO jobs (id, work_order_id, attempt, agent_id, agent_name)
+  SELECT wo.latest_job_id, wo.id, 1, input.claim_agent, (SELECT name FROM agents WHERE id = input.claim_agent)
+  FROM wo JOIN input ON input.job_id = wo.latest_job_id
   RETURNING *
 ), event AS (
   INSERT INTO work_order_events (work_order_id, job_id, from_state, to_state)

@@ -61,8 +61,8 @@ async function upgraded(kind: Kind, fill: (db: Queryable) => Promise<void>): Pro
   }
 }
 
-forEachDatabase("upgrading to the starting and returned job states", (kind) => {
-  it("keeps every job's state, and lets a returned job share its attempt number with the next", async () => {
+forEachDatabase("upgrading to the starting and returned job states, and to jobs that carry their agent's name", (kind) => {
+  it("keeps every job's state, names each job's agent, and lets a returned job share its attempt number with the next", async () => {
     let orderId = "";
     const db = await upgraded(kind, async (old) => {
       // Written as that release would: the coordinator's own statements may name later columns.
@@ -75,15 +75,22 @@ forEachDatabase("upgrading to the starting and returned job states", (kind) => {
       }
     });
     try {
-      const states = await db.query<{ attempt: number; state: string }>(`SELECT attempt, state::text AS state FROM jobs ORDER BY attempt`);
+      const states = await db.query<{ attempt: number; state: string; agent_name: string }>(
+        `SELECT attempt, state::text AS state, agent_name FROM jobs ORDER BY attempt`,
+      );
       expect(states).toEqual([
-        { attempt: 1, state: "lost" },
-        { attempt: 2, state: "failed" },
-        { attempt: 3, state: "running" },
+        { attempt: 1, state: "lost", agent_name: "old-agent" },
+        { attempt: 2, state: "failed", agent_name: "old-agent" },
+        { attempt: 3, state: "running", agent_name: "old-agent" },
       ]);
       const [agent] = await db.query<{ id: string }>(`SELECT id::text AS id FROM agents`);
       const job = (attempt: number, state: string) =>
-        db.query(`INSERT INTO jobs (work_order_id, attempt, agent_id, state) VALUES ($1, $2, $3, $4)`, [orderId, attempt, agent!.id, state]);
+        db.query(`INSERT INTO jobs (work_order_id, attempt, agent_id, agent_name, state) VALUES ($1, $2, $3, 'old-agent', $4)`, [
+          orderId,
+          attempt,
+          agent!.id,
+          state,
+        ]);
       await job(4, "returned");
       await job(4, "starting");
       await expect(job(4, "claimed")).rejects.toThrow(/jobs_work_order_attempt/);

@@ -8,6 +8,7 @@ import { expect, it } from "vitest";
 import type { Database, Queryable } from "../../coordinator/db/database.ts";
 import { jobApplyIn } from "../../coordinator/sql/job-apply.ts";
 import { databaseNow, dueRetries, reapLost, reapOverdue, reapQueueTimeouts } from "../../coordinator/sql/reap.ts";
+import { purgeExpired } from "../../coordinator/sql/retention.ts";
 import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
 import { workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
 import { forEachDatabase } from "../support/databases.ts";
@@ -132,6 +133,7 @@ forEachDatabase("hot-path query plans", (kind) => {
         ["overdue jobs", (d) => reapOverdue(d, 30)],
         ["queue timeouts", reapQueueTimeouts],
         ["due retries", (d) => dueRetries(d, now, now)],
+        ["retention", (d) => purgeExpired(d, 30)],
       ];
       for (const [step, run] of steps) {
         const statements: Statement[] = [];

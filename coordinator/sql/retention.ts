@@ -1,0 +1,64 @@
+// Retention: work orders that ended longer ago than the retention go, with their jobs, logs and
+// events; so do agents not seen for as long that hold no job. Each statement takes rows no other
+// coordinator holds (SKIP LOCKED), so replicas may clean at once without waiting on each other.
+import { endings } from "../../protocol/states.ts";
+import type { Database } from "../db/database.ts";
+import { ACTIVE_JOB_STATES } from "./active-jobs.ts";
+
+/** Work orders a statement deletes: each may bring a job's log of up to the log limit with it. */
+const BATCH = 100;
+/** Statements a pass runs at most, so that a long backlog cannot hold the reaper up. */
+const BATCHES_PER_PASS = 10;
+
+const ENDED = endings.map((s) => `'${s}'`).join(", ");
+const CUTOFF = "now() - make_interval(days => $1)";
+
+// Due work orders are found through work_orders_ended, their jobs through the index of their work
+// order and attempt, which leaves out returned jobs, and through jobs_returned for those.
+const PURGE = `
+WITH doomed AS (
+  SELECT id FROM work_orders
+  WHERE state IN (${ENDED}) AND updated_at < ${CUTOFF}
+  ORDER BY updated_at LIMIT ${BATCH}
+  FOR UPDATE SKIP LOCKED
+), job AS (
+  DELETE FROM jobs WHERE state <> 'returned' AND work_order_id IN (SELECT id FROM doomed) RETURNING id
+), returned AS (
+  DELETE FROM jobs WHERE state = 'returned' AND work_order_id IN (SELECT id FROM doomed) RETURNING id
+), logs AS (
+  DELETE FROM job_logs WHERE job_id IN (SELECT id FROM job UNION ALL SELECT id FROM returned)
+), events AS (
+  DELETE FROM work_order_events WHERE work_order_id IN (SELECT id FROM doomed)
+)
+DELETE FROM work_orders WHERE id IN (SELECT id FROM doomed) RETURNING id::text AS id`;
+
+// A job keeps its agent's name, so an agent's row may go while jobs of retained work orders name
+// it; not while it holds one. A hello under its name afterwards makes a new row.
+const FORGET = `
+DELETE FROM agents WHERE id IN (
+  SELECT a.id FROM agents a
+  WHERE a.session_id IS NULL AND a.last_seen_at < ${CUTOFF} AND (a.lease_expires_at IS NULL OR a.lease_expires_at < now())
+    AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.agent_id = a.id AND j.state IN (${ACTIVE_JOB_STATES}))
+  ORDER BY a.id LIMIT ${BATCH}
+  FOR UPDATE SKIP LOCKED
+) RETURNING id::text AS id`;
+
+export type Purged = { workOrders: number; agents: number; more: boolean };
+
+/**
+ * Deletes what outlived `retainDays`, a batch at a time; `more` says the pass stopped at its quota
+ * with rows perhaps left.
+ */
+export async function purgeExpired(db: Database, retainDays: number): Promise<Purged> {
+  const purged: Purged = { workOrders: 0, agents: 0, more: false };
+  for (let batch = 0; batch < BATCHES_PER_PASS; batch++) {
+    const deleted = await db.query(PURGE, [retainDays]);
+    purged.workOrders += deleted.length;
+    if (deleted.length < BATCH) break;
+    purged.more = batch === BATCHES_PER_PASS - 1;
+  }
+  const forgotten = await db.query(FORGET, [retainDays]);
+  purged.agents = forgotten.length;
+  purged.more ||= forgotten.length === BATCH;
+  return purged;
+}
