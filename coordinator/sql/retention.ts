@@ -13,32 +13,37 @@ const BATCHES_PER_PASS = 10;
 const ENDED = endings.map((s) => `'${s}'`).join(", ");
 const CUTOFF = "now() - make_interval(days => $1)";
 
-// Due work orders are found through work_orders_ended, their jobs through the index of their work
-// order and attempt, which leaves out returned jobs, and through jobs_returned for those.
-const PURGE = `
-WITH doomed AS (
-  SELECT id FROM work_orders
-  WHERE state IN (${ENDED}) AND updated_at < ${CUTOFF}
-  ORDER BY updated_at LIMIT ${BATCH}
-  FOR UPDATE SKIP LOCKED
-), job AS (
-  DELETE FROM jobs WHERE state <> 'returned' AND work_order_id IN (SELECT id FROM doomed) RETURNING id
+// Due work orders are found through work_orders_ended; their jobs through the index of their work
+// order and attempt, which leaves out returned jobs, and through jobs_returned for those. The jobs'
+// logs go by an array: rows a CTE passes on are guessed, and a guess too high reads job_logs whole.
+const DOOMED = `
+SELECT id::text AS id FROM work_orders
+WHERE state IN (${ENDED}) AND updated_at < ${CUTOFF}
+ORDER BY updated_at LIMIT ${BATCH}
+FOR UPDATE SKIP LOCKED`;
+
+const DELETE_DOOMED = `
+WITH job AS (
+  DELETE FROM jobs WHERE work_order_id = ANY($1::bigint[]) AND state <> 'returned' RETURNING id
 ), returned AS (
-  DELETE FROM jobs WHERE state = 'returned' AND work_order_id IN (SELECT id FROM doomed) RETURNING id
+  DELETE FROM jobs WHERE work_order_id = ANY($1::bigint[]) AND state = 'returned' RETURNING id
 ), logs AS (
-  DELETE FROM job_logs WHERE job_id IN (SELECT id FROM job UNION ALL SELECT id FROM returned)
+  DELETE FROM job_logs WHERE job_id = ANY(ARRAY(SELECT id FROM job UNION ALL SELECT id FROM returned))
 ), events AS (
-  DELETE FROM work_order_events WHERE work_order_id IN (SELECT id FROM doomed)
+  DELETE FROM work_order_events WHERE work_order_id = ANY($1::bigint[])
 )
-DELETE FROM work_orders WHERE id IN (SELECT id FROM doomed) RETURNING id::text AS id`;
+DELETE FROM work_orders WHERE id = ANY($1::bigint[])`;
 
 // A job keeps its agent's name, so an agent's row may go while jobs of retained work orders name
-// it; not while it holds one. A hello under its name afterwards makes a new row.
+// it; not while it holds one, nor while its name is bound to a token still good: another token's
+// agent could take the name, and the work addressed to it, once the row is gone. An agent still
+// connected renews its lease; one a stopped coordinator left marked connected has let it lapse.
 const FORGET = `
 DELETE FROM agents WHERE id IN (
   SELECT a.id FROM agents a
-  WHERE a.session_id IS NULL AND a.last_seen_at < ${CUTOFF} AND (a.lease_expires_at IS NULL OR a.lease_expires_at < now())
+  WHERE a.last_seen_at < ${CUTOFF} AND (a.lease_expires_at IS NULL OR a.lease_expires_at < now())
     AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.agent_id = a.id AND j.state IN (${ACTIVE_JOB_STATES}))
+    AND NOT EXISTS (SELECT 1 FROM tokens t WHERE t.id = a.token_id AND t.revoked_at IS NULL)
   ORDER BY a.id LIMIT ${BATCH}
   FOR UPDATE SKIP LOCKED
 ) RETURNING id::text AS id`;
@@ -52,13 +57,22 @@ export type Purged = { workOrders: number; agents: number; more: boolean };
 export async function purgeExpired(db: Database, retainDays: number): Promise<Purged> {
   const purged: Purged = { workOrders: 0, agents: 0, more: false };
   for (let batch = 0; batch < BATCHES_PER_PASS; batch++) {
-    const deleted = await db.query(PURGE, [retainDays]);
-    purged.workOrders += deleted.length;
-    if (deleted.length < BATCH) break;
+    const deleted = await purgeBatch(db, retainDays);
+    purged.workOrders += deleted;
+    if (deleted < BATCH) break;
     purged.more = batch === BATCHES_PER_PASS - 1;
   }
   const forgotten = await db.query(FORGET, [retainDays]);
   purged.agents = forgotten.length;
   purged.more ||= forgotten.length === BATCH;
   return purged;
+}
+
+/** Deletes a batch of due work orders with all they own; answers how many. */
+function purgeBatch(db: Database, retainDays: number): Promise<number> {
+  return db.transaction(async (tx) => {
+    const doomed = (await tx.query<{ id: string }>(DOOMED, [retainDays])).map((row) => row.id);
+    if (doomed.length > 0) await tx.query(DELETE_DOOMED, [doomed]);
+    return doomed.length;
+  });
 }

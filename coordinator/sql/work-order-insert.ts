@@ -96,23 +96,39 @@ function columns(orders: WorkOrderCreate[], claimFor: (string | undefined)[]): s
   ];
 }
 
+/** Times the orders whose keys' rows vanished are inserted again before the call gives up. */
+const VANISHED_ATTEMPTS = 3;
+
 /** Each order's row (created now, or found under its key) and whether this call created it. */
-async function insertAll<Row extends Brief>(db: Queryable, orders: WorkOrderCreate[], sql: string, bySql: string, claimFor: (string | undefined)[] = []) {
+async function insertAll<Row extends Brief>(
+  db: Queryable,
+  orders: WorkOrderCreate[],
+  sql: string,
+  bySql: string,
+  claimFor: (string | undefined)[] = [],
+  attempts = VANISHED_ATTEMPTS,
+): Promise<{ row: Row; created: boolean }[]> {
   const created = await db.query<Row>(sql, columns(orders, claimFor));
   const byKey = new Map(created.filter((c) => c.idempotency_key !== null).map((c) => [c.idempotency_key!, c]));
   const taken = [...new Set(orders.flatMap((o) => (o.idempotencyKey !== undefined && !byKey.has(o.idempotencyKey) ? [o.idempotencyKey] : [])))];
   const found = taken.length > 0 ? await db.query<Row>(bySql, [taken]) : [];
   const existing = new Map(found.map((row) => [row.idempotency_key!, row]));
-  if (existing.size < taken.length) throw new Error("a work order vanished while its idempotency key was looked up");
   const unkeyed = created.filter((c) => c.idempotency_key === null);
   let nextUnkeyed = 0;
   const fresh = new Set(created);
-  return orders.map((o) => {
+  const results = orders.map((o) => {
     // A key repeated within the call: the first occurrence created the row, the rest find it.
-    const row = o.idempotencyKey === undefined ? unkeyed[nextUnkeyed++]! : (byKey.get(o.idempotencyKey) ?? existing.get(o.idempotencyKey)!);
-    const isNew = fresh.delete(row);
-    return { row, created: isNew };
+    const row = o.idempotencyKey === undefined ? unkeyed[nextUnkeyed++]! : (byKey.get(o.idempotencyKey) ?? existing.get(o.idempotencyKey));
+    return row && { row, created: fresh.delete(row) };
   });
+  // Retention deleted a key's work order between the two statements: the key is free again.
+  const vanished = results.flatMap((result, i) => (result === undefined ? [i] : []));
+  if (vanished.length > 0) {
+    if (attempts === 1) throw new Error("work orders kept vanishing while their idempotency keys were looked up");
+    const again = await insertAll<Row>(db, vanished.map((i) => orders[i]!), sql, bySql, vanished.map((i) => claimFor[i]), attempts - 1);
+    for (const [n, i] of vanished.entries()) results[i] = again[n];
+  }
+  return results.map((result) => result!);
 }
 
 export type InsertedMany = { ids: string[]; created: Enqueued[] };

@@ -1,6 +1,7 @@
 // Bulk insertion on both databases: one statement, ids in the order given, keys resolved once; and
 // chunked, a statement per chunk in one transaction that nothing survives if any chunk fails.
 import { expect, it } from "vitest";
+import type { Queryable } from "../../coordinator/db/database.ts";
 import { INSERT_CHUNK, workOrderInsertChunked, workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
 import { workOrderEvents } from "../../coordinator/sql/work-order-read.ts";
 import { formatSelector } from "../../protocol/selector.ts";
@@ -34,6 +35,27 @@ forEachDatabase("workOrderInsertMany", (kind) => {
 
     const again = await workOrderInsertMany(db(), [order({ idempotencyKey: "many-1" })]);
     expect(again).toEqual({ ids: [ids[1]], created: [] });
+  });
+
+  it("inserts anew a key whose work order was deleted between the insert and the look-up", async () => {
+    const { ids: old } = await workOrderInsertMany(db(), [order({ idempotencyKey: "vanish-1" }), order({ idempotencyKey: "vanish-2" })]);
+    // Retention's delete lands right after the insert met the key.
+    let inserts = 0;
+    const racing: Queryable = {
+      query: async <T,>(text: string, params?: unknown[]) => {
+        const rows = await db().query<T>(text, params);
+        if (++inserts === 1) await db().query(`DELETE FROM work_orders WHERE idempotency_key = 'vanish-1'`);
+        return rows;
+      },
+    };
+    const orders = [order({ idempotencyKey: "vanish-1" }), order({}), order({ idempotencyKey: "vanish-2" }), order({ idempotencyKey: "vanish-1" })];
+    const { ids, created } = await workOrderInsertMany(racing, orders);
+    expect(ids[2]).toBe(old[1]);
+    expect(ids[3]).toBe(ids[0]);
+    expect(ids[0]).not.toBe(old[0]);
+    expect(created.map((c) => c.id).sort()).toEqual([ids[0], ids[1]].sort());
+    const [row] = await db().query<{ id: string }>(`SELECT id::text AS id FROM work_orders WHERE idempotency_key = 'vanish-1'`);
+    expect(row?.id).toBe(ids[0]);
   });
 
   it("stores every field as given, whatever its text holds", async () => {

@@ -5,7 +5,8 @@ import { expect, it } from "vitest";
 import type { Database } from "../../coordinator/db/database.ts";
 import { jobGet } from "../../coordinator/sql/job-read.ts";
 import { purgeExpired } from "../../coordinator/sql/retention.ts";
-import { agentDisconnect } from "../../coordinator/sql/agent-session.ts";
+import { tokenCreate, tokenRevoke } from "../../coordinator/auth/tokens.ts";
+import { agentConnect, agentDisconnect } from "../../coordinator/sql/agent-session.ts";
 import { type Claimant, workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
 import { workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
 import type { JobMessage } from "../../protocol/messages.ts";
@@ -87,11 +88,14 @@ forEachDatabase("retention", (kind) => {
     const holding = await connectAgent(db(), name("holding"), {}, "work-order");
     await addressed(holding, [started]);
     const connected = await connectAgent(db(), name("connected"), {}, "work-order");
+    // Marked connected by a coordinator that stopped without recording the disconnect.
+    const stranded = await connectAgent(db(), name("stranded"), {}, "work-order");
     for (const agent of [gone, holding]) await agentDisconnect(db(), agent.agentId, `session-${agent.name}`, 0);
-    await age("agents", [gone.agentId, holding.agentId, connected.agentId], 40, ["last_seen_at", "lease_expires_at"]);
+    await age("agents", [gone.agentId, holding.agentId, connected.agentId, stranded.agentId], 40, ["last_seen_at", "lease_expires_at"]);
+    await db().query(`UPDATE agents SET lease_expires_at = now() + interval '30 seconds' WHERE id = $1`, [connected.agentId]);
 
     const { agents } = await purgeExpired(db(), RETAIN_DAYS);
-    expect(agents).toBe(1);
+    expect(agents).toBe(2);
     const names = await db().query<{ name: string }>(`SELECT name FROM agents WHERE name LIKE $1 ORDER BY name`, [`retention-%-${kind}`]);
     expect(names.map((a) => a.name)).toEqual([name("connected"), name("holding"), `retention-worker-${kind}`]);
     expect((await jobGet(db(), goneJob.jobId))?.agent).toBe(name("gone"));
@@ -102,6 +106,22 @@ forEachDatabase("retention", (kind) => {
     expect((await jobGet(db(), goneJob.jobId))?.agent).toBe(name("gone"));
   });
 
+  it("keeps an agent's name bound to its token while the token is good, and lets it go once revoked", async () => {
+    const [owner, other, revoked] = await Promise.all(["owner", "other", "revoked"].map((t) => tokenCreate(db(), `retention-${t}-${kind}`, "agent")));
+    const hello = (name: string, tokenId: string) =>
+      agentConnect(db(), { name, labels: {}, capacity: 1, mode: "work-order", version: "test", tokenId }, `session-${name}-${tokenId}`);
+    const bound = `retention-bound-${kind}`;
+    const lapsed = `retention-lapsed-${kind}`;
+    const ids = [(await hello(bound, owner!.view.id))!, (await hello(lapsed, revoked!.view.id))!];
+    for (const [i, id] of ids.entries()) await agentDisconnect(db(), id, `session-${[bound, lapsed][i]}-${[owner, revoked][i]!.view.id}`, 0);
+    await age("agents", ids, 40, ["last_seen_at", "lease_expires_at"]);
+    expect(await tokenRevoke(db(), revoked!.view.id)).toBe(true);
+
+    expect((await purgeExpired(db(), RETAIN_DAYS)).agents).toBe(1);
+    expect(await hello(bound, other!.view.id)).toBeUndefined();
+    expect(await hello(bound, owner!.view.id)).toBe(ids[0]);
+    expect(await hello(lapsed, other!.view.id)).toBeDefined();
+  });
 });
 
 /** Ended work orders created and ended 40 days ago (cancelled while pending: no job). */
