@@ -24,6 +24,8 @@ if (FROM !== "pending" || others.length > 0) throw new Error("claim assumes pend
 // concurrent claim, which could then find the group's pool empty while it is not. The update and
 // the adoption lookup go by key (`= ANY(ARRAY(...))`, a correlated subquery): the planner cannot
 // estimate the dealt rows, and a hash join over the whole table would cost more than the claim.
+// Only a retry looks for a run to adopt: the generic plan is made once per connection, and one
+// made while `jobs` was analyzed empty scans the table for each lookup, however large it grew.
 const CLAIM = `
 WITH member AS (
   SELECT agent_id, name, want, (n - 1)::int AS ord
@@ -71,9 +73,11 @@ WITH member AS (
 )
 SELECT a.agent_id::text AS "agentId", a.ord AS member, c.latest_job_id AS "jobId", c.id AS "workOrderId", c.attempts AS attempt,
   c.priority, c.adapter, c.spec, c.timeout_seconds AS "timeoutSeconds",
-  (SELECT jsonb_build_object('externalId', prev.external_id, 'externalUrl', prev.external_url) FROM jobs prev
-   WHERE prev.work_order_id = c.id AND prev.attempt = c.attempts - 1 AND prev.state <> 'returned'
-     AND prev.external_id IS NOT NULL AND (prev.state = 'lost' OR prev.infrastructure)) AS adopt
+  CASE WHEN c.attempts > 1 THEN
+    (SELECT jsonb_build_object('externalId', prev.external_id, 'externalUrl', prev.external_url) FROM jobs prev
+     WHERE prev.work_order_id = c.id AND prev.attempt = c.attempts - 1 AND prev.state <> 'returned'
+       AND prev.external_id IS NOT NULL AND (prev.state = 'lost' OR prev.infrastructure))
+  END AS adopt
 FROM claimed c JOIN assigned a ON a.id = c.id
 ORDER BY c.priority DESC, c.id`;
 
