@@ -39,6 +39,8 @@ export type CoordinatorOptions = {
   ackDelayMs?: number;
   /** Bytes sent to an agent and not yet read by it past which it is cut off (default 64 MiB). */
   maxAgentBufferedBytes?: number;
+  /** Sockets one client address may hold open before their hello (default 1,024); one more is answered 503 with `Retry-After`. */
+  maxAwaitingHello?: number;
   /** Days an ended work order (with its jobs and logs), or an agent unseen, is kept (default 30); 0 keeps them. */
   retainDays?: number;
   logger: Logger;
@@ -105,6 +107,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
     leaseSeconds,
     ackDelayMs: options.ackDelayMs ?? 50,
     maxBufferedBytes: options.maxAgentBufferedBytes ?? 64 * 1024 * 1024,
+    maxAwaitingHello: options.maxAwaitingHello ?? 1024,
     log: (event, fields) => logger.info(fields, event),
   });
   hub.attach(server);

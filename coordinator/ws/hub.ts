@@ -10,6 +10,7 @@ import { WebSocketServer } from "ws";
 import { MAX_MESSAGE_BYTES } from "../../protocol/limits.ts";
 import { tokensRevoked } from "../auth/tokens.ts";
 import { agentsSeen, type HeldJob, type PendingCancel } from "../sql/agent-session.ts";
+import { AddressSlots } from "./address-slots.ts";
 import { LeaseFloor } from "./lease-floor.ts";
 import { AgentSession, CloseCode, leaseOverdue, type SessionContext } from "./session.ts";
 
@@ -17,6 +18,11 @@ export const AGENT_PATH = "/v1/agent";
 
 /** How long agents get to answer the closing handshake at shutdown. */
 const CLOSE_GRACE_MS = 2000;
+
+export type HubContext = Omit<SessionContext, "register" | "resync" | "finishing" | "unflushed" | "helloReceived"> & {
+  /** Sockets one client address may hold open before their hello; past it, an upgrade is answered 503. */
+  maxAwaitingHello: number;
+};
 
 export class Hub {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
@@ -39,8 +45,24 @@ export class Hub {
   private readonly timer: NodeJS.Timeout;
   private readonly watchdog: NodeJS.Timeout;
   private readonly unsubscribe: () => void;
+  private readonly awaitingHello: AddressSlots;
+  /** Gives back the slot of a session that has not said hello yet. */
+  private readonly unwelcomed = new Map<AgentSession, () => void>();
 
-  constructor(private readonly ctx: Omit<SessionContext, "register" | "resync" | "finishing" | "unflushed">) {
+  /** Shared by every session: a copy each held 0.5 KiB of heap an idle agent. */
+  private readonly sessionContext: SessionContext;
+
+  constructor(private readonly ctx: HubContext) {
+    const { maxAwaitingHello, ...shared } = ctx;
+    this.awaitingHello = new AddressSlots(maxAwaitingHello);
+    this.sessionContext = {
+      ...shared,
+      helloReceived: (session) => this.unwelcomed.get(session)?.(),
+      register: (session) => this.register(session),
+      finishing: this.finishing,
+      unflushed: this.unflushed,
+      resync: (agentId) => this.agents.get(agentId)?.close(CloseCode.unavailable, "a claim went unanswered; reconnect"),
+    };
     const heartbeatMs = ctx.heartbeatSeconds * 1000;
     this.timer = setInterval(() => void this.tick(), heartbeatMs / 2);
     this.watchdog = setInterval(() => this.overdue(), Math.min(1000, heartbeatMs / 10));
@@ -59,23 +81,34 @@ export class Hub {
         return;
       }
       const address = request.socket.remoteAddress;
-      this.wss.handleUpgrade(request, socket, head, (ws) => this.accept(ws, address));
+      const giveBack = this.awaitingHello.take(address ?? "");
+      if (!giveBack) {
+        socket.end("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n\r\n");
+        return;
+      }
+      // At the hello, or at the close, also of a failed handshake; nothing is kept after a hello.
+      let session: AgentSession | undefined;
+      const release = () => {
+        socket.off("close", release);
+        if (session) this.unwelcomed.delete(session);
+        giveBack();
+      };
+      socket.on("close", release);
+      this.wss.handleUpgrade(request, socket, head, (ws) => {
+        session = this.accept(ws, address);
+        this.unwelcomed.set(session, release);
+      });
     });
   }
 
-  private accept(ws: import("ws").WebSocket, address: string | undefined): void {
-    const session = new AgentSession(`${this.replica}-${++this.counter}`, ws, address, {
-      ...this.ctx,
-      register: (s) => this.register(s),
-      finishing: this.finishing,
-      unflushed: this.unflushed,
-      resync: (agentId) => this.agents.get(agentId)?.close(CloseCode.unavailable, "a claim went unanswered; reconnect"),
-    });
+  private accept(ws: import("ws").WebSocket, address: string | undefined): AgentSession {
+    const session = new AgentSession(`${this.replica}-${++this.counter}`, ws, address, this.sessionContext);
     this.sessions.add(session);
     ws.on("close", () => {
       this.sessions.delete(session);
       this.unflushed.delete(session);
     });
+    return session;
   }
 
   private register(session: AgentSession): () => void {

@@ -49,6 +49,8 @@ export type SessionContext = {
    * reading must not make the coordinator hold what is sent to it without end.
    */
   maxBufferedBytes: number;
+  /** Called when a hello arrives: the client no longer counts against its address's sockets before a hello. */
+  helloReceived(session: AgentSession): void;
   /** Called once the agent is known; returns a function that forgets it. */
   register(session: AgentSession): () => void;
   /** Sessions written to whose socket may still hold bytes unread: the hub's watchdog checks them. */
@@ -282,6 +284,7 @@ export class AgentSession implements Claimer {
       // Received is enough: under a connect storm the answer may wait on the database a while.
       clearTimeout(this.helloTimer);
       this.greeted = true;
+      this.ctx.helloReceived(this);
       return void this.enqueue(() => this.hello(message));
     }
     if (!this.greeted) return this.refuse("no_hello", "send hello first");

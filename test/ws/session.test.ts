@@ -1,9 +1,11 @@
 // The agent WebSocket endpoint, spoken to by a raw client: bad frames get error frames (never a
 // crash), hello is authenticated and versioned, and job messages apply once, in sequence.
 import { connect } from "node:net";
+import { Writable } from "node:stream";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import WebSocket from "ws";
+import { Agent } from "../../agent/agent.ts";
 import { tokenCreate, tokenRevoke } from "../../coordinator/auth/tokens.ts";
 import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
 import { MAX_HELLO_BYTES } from "../../coordinator/ws/session.ts";
@@ -68,8 +70,8 @@ class Peer {
 }
 
 /** What the coordinator answers a raw upgrade request for `target`. */
-function rawUpgrade(target: string): Promise<string> {
-  const { port } = new URL(coordinator.agentUrl);
+function rawUpgrade(target: string, url = coordinator.agentUrl): Promise<string> {
+  const { port } = new URL(url);
   return new Promise((resolve, reject) => {
     const socket = connect(Number(port), "127.0.0.1", () => socket.write(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`));
     let answer = "";
@@ -84,6 +86,74 @@ describe("the upgrade", () => {
     for (const target of ["http://", "//a:99999/"]) expect(await rawUpgrade(target)).toMatch(/^HTTP\/1.1 400 Bad Request/);
     expect(await rawUpgrade("/v2/elsewhere")).toMatch(/^HTTP\/1.1 404 Not Found/);
     expect((await fetch(`${coordinator.url}/healthz`)).status).toBe(200);
+  });
+});
+
+describe("sockets before their hello", () => {
+  const MAX = 2;
+  let small: Coordinator;
+  let at: { url: string; token: string };
+
+  beforeAll(async () => {
+    small = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, logger: pino({ level: "silent" }), maxAwaitingHello: MAX });
+    at = { url: small.agentUrl, token: (await tokenCreate(small.db, "agents", "agent")).token };
+  });
+  afterAll(async () => small?.stop());
+
+  /** The status an upgrade is answered with, and its `Retry-After`; a socket let in is closed again. */
+  function dial(): Promise<{ status: number; retryAfter?: string }> {
+    return new Promise((resolve, reject) => {
+      const socket = new WebSocket(at.url);
+      socket.on("open", () => (socket.close(), resolve({ status: 101 })));
+      socket.on("unexpected-response", (_, response) => {
+        resolve({ status: response.statusCode!, retryAfter: response.headers["retry-after"] });
+        socket.terminate();
+      });
+      socket.on("error", (error) => !/Unexpected server response/.test(error.message) && reject(error));
+    });
+  }
+
+  async function closed(peer: Peer): Promise<void> {
+    peer.socket.close();
+    await peer.closed;
+  }
+
+  test("one address holds only so many; the next is answered 503 until one of them says hello or goes", async () => {
+    const [first, second] = await Promise.all([new Peer(at).open(), new Peer(at).open()]);
+    expect(await dial()).toEqual({ status: 503, retryAfter: "1" });
+    await first.hello("says-hello");
+    await first.next("welcome");
+    const third = await new Peer(at).open();
+    expect((await dial()).status).toBe(503);
+    await closed(second);
+    await until(async () => (await dial()).status === 101, "a slot given back by a socket that closed");
+    await closed(third);
+    await closed(first);
+  });
+
+  test("an upgrade whose handshake fails gives its slot back", async () => {
+    // No Sec-WebSocket-Key: ws answers 400 and drops the socket.
+    for (let i = 0; i < MAX + 1; i++) expect(await rawUpgrade("/v1/agent", at.url)).toMatch(/^HTTP\/1.1 400/);
+    const peers = await Promise.all(Array.from({ length: MAX }, () => new Peer(at).open()));
+    for (const peer of peers) await closed(peer);
+  });
+
+  test("an agent refused at its upgrade dials again, and gets in once a slot is free", async () => {
+    const silent = await Promise.all(Array.from({ length: MAX }, () => new Peer(at).open()));
+    const said: { msg: string; error?: string }[] = [];
+    const lines = new Writable({
+      write(chunk, _encoding, done) {
+        said.push(JSON.parse(String(chunk)));
+        done();
+      },
+    });
+    const logger = pino({ level: "info" }, lines);
+    const agent = new Agent({ urls: [at.url], token: at.token, name: "refused-first", labels: {}, capacity: 1, mode: "queue", version: "test", cancelGraceMs: 100, logger });
+    agent.start();
+    await until(() => said.some((line) => line.msg === "connection error" && /\b503\b/.test(line.error ?? "")), "the agent's upgrade refused");
+    for (const peer of silent) await closed(peer);
+    await until(() => said.some((line) => line.msg === "connected"), "the agent welcomed");
+    await agent.stop(1_000);
   });
 });
 
