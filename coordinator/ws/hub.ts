@@ -19,10 +19,19 @@ export const AGENT_PATH = "/v1/agent";
 /** How long agents get to answer the closing handshake at shutdown. */
 const CLOSE_GRACE_MS = 2000;
 
-export type HubContext = Omit<SessionContext, "register" | "resync" | "finishing" | "unflushed" | "helloReceived"> & {
+export type HubContext = Omit<SessionContext, "register" | "resync" | "finishing" | "unflushed" | "admitted"> & {
   /** Sockets one client address may hold open before their hello; past it, an upgrade is answered 503. */
   maxAwaitingHello: number;
 };
+
+/**
+ * Answers an upgrade with `status` and drops the socket once the answer is out: after an upgrade
+ * request Node leaves it half open, and one whose client never closes would be held for good.
+ */
+function refuse(socket: Duplex, status: string): void {
+  socket.once("finish", () => socket.destroy());
+  socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`);
+}
 
 export class Hub {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
@@ -57,7 +66,7 @@ export class Hub {
     this.awaitingHello = new AddressSlots(maxAwaitingHello);
     this.sessionContext = {
       ...shared,
-      helloReceived: (session) => this.unwelcomed.get(session)?.(),
+      admitted: (session) => this.unwelcomed.get(session)?.(),
       register: (session) => this.register(session),
       finishing: this.finishing,
       unflushed: this.unflushed,
@@ -76,17 +85,11 @@ export class Hub {
       // Any client may send any request target: one that is no URL (`http://`) must not throw here.
       const target = request.url ?? "/";
       const path = URL.canParse(target, "http://x") ? new URL(target, "http://x").pathname : undefined;
-      if (path !== AGENT_PATH) {
-        socket.end(`HTTP/1.1 ${path === undefined ? "400 Bad Request" : "404 Not Found"}\r\nConnection: close\r\n\r\n`);
-        return;
-      }
+      if (path !== AGENT_PATH) return refuse(socket, path === undefined ? "400 Bad Request" : "404 Not Found");
       const address = request.socket.remoteAddress;
       const giveBack = this.awaitingHello.take(address ?? "");
-      if (!giveBack) {
-        socket.end("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n\r\n");
-        return;
-      }
-      // At the hello, or at the close, also of a failed handshake; nothing is kept after a hello.
+      if (!giveBack) return refuse(socket, "503 Service Unavailable\r\nRetry-After: 1");
+      // Once its token is let in, or at the close, also of a failed handshake; nothing is kept after.
       let session: AgentSession | undefined;
       const release = () => {
         socket.off("close", release);

@@ -49,8 +49,8 @@ export type SessionContext = {
    * reading must not make the coordinator hold what is sent to it without end.
    */
   maxBufferedBytes: number;
-  /** Called when a hello arrives: the client no longer counts against its address's sockets before a hello. */
-  helloReceived(session: AgentSession): void;
+  /** Called once a hello's token is let in: the client no longer counts against its address's sockets before a hello. */
+  admitted(session: AgentSession): void;
   /** Called once the agent is known; returns a function that forgets it. */
   register(session: AgentSession): () => void;
   /** Sessions written to whose socket may still hold bytes unread: the hub's watchdog checks them. */
@@ -284,7 +284,6 @@ export class AgentSession implements Claimer {
       // Received is enough: under a connect storm the answer may wait on the database a while.
       clearTimeout(this.helloTimer);
       this.greeted = true;
-      this.ctx.helloReceived(this);
       return void this.enqueue(() => this.hello(message));
     }
     if (!this.greeted) return this.refuse("no_hello", "send hello first");
@@ -344,6 +343,7 @@ export class AgentSession implements Claimer {
       this.error("unauthenticated", "the token is not a valid agent token", { fatal: true });
       return this.close(CloseCode.unauthenticated, "unauthenticated");
     }
+    this.ctx.admitted(this);
     if (!this.open) return;
     this.tokenId = principal.tokenId;
     const { name, labels, capacity, prefetch, mode, version } = message;

@@ -2,6 +2,7 @@
 // crash), hello is authenticated and versioned, and job messages apply once, in sequence.
 import { connect } from "node:net";
 import { Writable } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import WebSocket from "ws";
@@ -81,6 +82,31 @@ function rawUpgrade(target: string, url = coordinator.agentUrl): Promise<string>
   });
 }
 
+/**
+ * A client that upgrades on a raw socket, keeps what it is sent, and answers nothing: not a close,
+ * not the end of the stream. `gone` once its socket failed or closed.
+ */
+async function deafClient(url: string) {
+  const { port } = new URL(url);
+  let text = "";
+  const client = { socket: connect({ port: Number(port), host: "127.0.0.1", allowHalfOpen: true }), gone: false, received: () => text };
+  client.socket.on("data", (data: Buffer) => (text += data.toString("latin1")));
+  client.socket.on("error", () => (client.gone = true));
+  client.socket.on("close", () => (client.gone = true));
+  await new Promise((resolve) => client.socket.once("connect", resolve));
+  const key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13";
+  client.socket.write(`GET /v1/agent HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n${key}\r\n\r\n`);
+  return client;
+}
+
+/** `text` as a client's WebSocket text frame (masked with a zero key, which leaves it as it is). */
+function textFrame(text: string): Buffer {
+  const payload = Buffer.from(text);
+  if (payload.length >= 65_536) throw new RangeError("a short frame only");
+  const length = payload.length < 126 ? Buffer.from([0x80 | payload.length]) : Buffer.from([0x80 | 126, payload.length >> 8, payload.length & 0xff]);
+  return Buffer.concat([Buffer.from([0x81]), length, Buffer.alloc(4), payload]);
+}
+
 describe("the upgrade", () => {
   test("a request target that is no URL gets a 400, and the coordinator goes on serving", async () => {
     for (const target of ["http://", "//a:99999/"]) expect(await rawUpgrade(target)).toMatch(/^HTTP\/1.1 400 Bad Request/);
@@ -113,17 +139,31 @@ describe("sockets before their hello", () => {
     });
   }
 
+  /** A peer let in, once a place is free: a socket closed a moment ago may not have given its place back yet. */
+  async function admittedPeer(): Promise<Peer> {
+    for (;;) {
+      const peer = new Peer(at);
+      const opened = await new Promise<boolean>((resolve) => {
+        peer.socket.once("open", () => resolve(true));
+        peer.socket.once("unexpected-response", () => resolve(false));
+      });
+      if (opened) return peer;
+      peer.socket.on("error", () => {}).terminate();
+      await sleep(20);
+    }
+  }
+
   async function closed(peer: Peer): Promise<void> {
     peer.socket.close();
     await peer.closed;
   }
 
   test("one address holds only so many; the next is answered 503 until one of them says hello or goes", async () => {
-    const [first, second] = await Promise.all([new Peer(at).open(), new Peer(at).open()]);
+    const [first, second] = await Promise.all([admittedPeer(), admittedPeer()]);
     expect(await dial()).toEqual({ status: 503, retryAfter: "1" });
     await first.hello("says-hello");
     await first.next("welcome");
-    const third = await new Peer(at).open();
+    const third = await admittedPeer();
     expect((await dial()).status).toBe(503);
     await closed(second);
     await until(async () => (await dial()).status === 101, "a slot given back by a socket that closed");
@@ -131,15 +171,34 @@ describe("sockets before their hello", () => {
     await closed(first);
   });
 
+  test("a hello whose token is refused keeps its place until its socket is gone", async () => {
+    const deaf = await Promise.all(Array.from({ length: MAX }, () => deafClient(at.url)));
+    const hello = { type: "hello", protocol: PROTOCOL_VERSION, token: `jft_1_${"a".repeat(43)}`, name: "no-token", labels: {}, capacity: 1, version: "test" };
+    for (const client of deaf) client.socket.write(textFrame(JSON.stringify(hello)));
+    await until(() => deaf.every((client) => client.received().includes("unauthenticated")), "the hellos refused");
+    expect((await dial()).status).toBe(503);
+    await until(async () => (await dial()).status === 101, "the places given back once the refused sockets were cut");
+    for (const client of deaf) client.socket.destroy();
+  });
+
+  test("a refused upgrade's socket is dropped, though its client never closes it", async () => {
+    const held = await Promise.all(Array.from({ length: MAX }, admittedPeer));
+    const refused = await deafClient(at.url);
+    await until(() => refused.received().startsWith("HTTP/1.1 503"), "the upgrade refused");
+    // Written to a socket the coordinator dropped, a byte is answered with a reset.
+    await until(() => (refused.socket.write("x"), refused.gone), "the refused socket dropped");
+    for (const peer of held) await closed(peer);
+  });
+
   test("an upgrade whose handshake fails gives its slot back", async () => {
     // No Sec-WebSocket-Key: ws answers 400 and drops the socket.
     for (let i = 0; i < MAX + 1; i++) expect(await rawUpgrade("/v1/agent", at.url)).toMatch(/^HTTP\/1.1 400/);
-    const peers = await Promise.all(Array.from({ length: MAX }, () => new Peer(at).open()));
+    const peers = await Promise.all(Array.from({ length: MAX }, admittedPeer));
     for (const peer of peers) await closed(peer);
   });
 
   test("an agent refused at its upgrade dials again, and gets in once a slot is free", async () => {
-    const silent = await Promise.all(Array.from({ length: MAX }, () => new Peer(at).open()));
+    const silent = await Promise.all(Array.from({ length: MAX }, admittedPeer));
     const said: { msg: string; error?: string }[] = [];
     const lines = new Writable({
       write(chunk, _encoding, done) {
