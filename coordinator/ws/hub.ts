@@ -19,7 +19,7 @@ export const AGENT_PATH = "/v1/agent";
 /** How long agents get to answer the closing handshake at shutdown. */
 const CLOSE_GRACE_MS = 2000;
 
-export type HubContext = Omit<SessionContext, "register" | "resync" | "finishing" | "unflushed" | "admitted"> & {
+type HubContext = Omit<SessionContext, "register" | "resync" | "finishing" | "unflushed" | "admitted"> & {
   /** Sockets one client address may hold open before their hello; past it, an upgrade is answered 503. */
   maxAwaitingHello: number;
 };

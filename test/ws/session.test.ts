@@ -70,11 +70,14 @@ class Peer {
   }
 }
 
+/** An upgrade request for `target`, with `headers` (each ending in CRLF) besides the upgrade's own. */
+const upgradeRequest = (target: string, headers = "") => `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n${headers}\r\n`;
+
 /** What the coordinator answers a raw upgrade request for `target`. */
 function rawUpgrade(target: string, url = coordinator.agentUrl): Promise<string> {
   const { port } = new URL(url);
   return new Promise((resolve, reject) => {
-    const socket = connect(Number(port), "127.0.0.1", () => socket.write(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`));
+    const socket = connect(Number(port), "127.0.0.1", () => socket.write(upgradeRequest(target)));
     let answer = "";
     socket.setEncoding("utf8").on("data", (text: string) => (answer += text));
     socket.on("end", () => resolve(answer));
@@ -94,8 +97,7 @@ async function deafClient(url: string) {
   client.socket.on("error", () => (client.gone = true));
   client.socket.on("close", () => (client.gone = true));
   await new Promise((resolve) => client.socket.once("connect", resolve));
-  const key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13";
-  client.socket.write(`GET /v1/agent HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n${key}\r\n\r\n`);
+  client.socket.write(upgradeRequest("/v1/agent", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"));
   return client;
 }
 
