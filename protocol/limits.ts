@@ -21,6 +21,15 @@ export const MAX_BODY_BYTES = 1024 * 1024;
 /** Largest body of a bulk enqueue (up to 10,000 work orders). */
 export const MAX_BULK_BODY_BYTES = 32 * 1024 * 1024;
 
+/**
+ * Most pieces (each `{`, `[`, `,` and `:` outside a string: about one a key or value) of a body,
+ * of each work order in a bulk enqueue, of a whole bulk enqueue, and of a WebSocket message.
+ * Parsing costs by what the text builds, not its bytes: these bound how long one takes.
+ */
+export const MAX_BODY_PIECES = 65_536;
+export const MAX_BULK_PIECES = 2 * 1024 * 1024;
+export const MAX_MESSAGE_PIECES = 1024;
+
 export const MAX_CAPACITY = 1000;
 
 /** Most jobs an agent holds beyond its capacity, queued to start as slots free. */

@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import { z } from "zod";
-import { logQuery, workOrderBulk, workOrderCreate, workOrderQuery } from "../../protocol/api.ts";
+import { logQuery, MAX_BULK_ORDERS, workOrderBulk, workOrderCreate, workOrderQuery } from "../../protocol/api.ts";
 import { MAX_BULK_BODY_BYTES } from "../../protocol/limits.ts";
 import { Enqueuer } from "../enqueuer.ts";
 import { workOrderCancel } from "../sql/work-order-cancel.ts";
@@ -11,7 +11,7 @@ import { allow, type AuthEnv } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 import { logResponse } from "./log-response.ts";
 import type { Services } from "./services.ts";
-import { body, idParam, query, validItems } from "./validate.ts";
+import { body, idParam, itemsBody, query, validItems } from "./validate.ts";
 
 const cancelBody = z.strictObject({ reason: z.string().min(1).max(1024).default("cancelled by request") });
 
@@ -35,9 +35,9 @@ export function workOrderRoutes(services: Services) {
       return c.json(workOrderView(row), created ? 201 : 200);
     })
     .post("/bulk", async (c) => {
-      const { workOrders } = await body(c, workOrderBulk, { maxBytes: MAX_BULK_BODY_BYTES });
-      const valid = (from: number, to: number) => validItems(workOrderCreate, workOrders, from, to, "workOrders");
-      const { ids, created } = await workOrderInsertChunked(db, workOrders.length, valid);
+      const { count, item } = await itemsBody(c, workOrderBulk, "workOrders", { maxBytes: MAX_BULK_BODY_BYTES, maxItems: MAX_BULK_ORDERS });
+      const valid = (from: number, to: number) => validItems(workOrderCreate, item, from, to, "workOrders");
+      const { ids, created } = await workOrderInsertChunked(db, count, valid);
       if (created.length > 0) bus.emit("enqueued", created);
       return c.json({ ids, created: created.length }, 201);
     })

@@ -162,14 +162,14 @@ const DEADLOCK_ATTEMPTS = 3;
 export async function workOrderInsertChunked(
   db: Database,
   count: number,
-  chunk: (from: number, to: number) => WorkOrderCreate[],
+  chunk: (from: number, to: number) => WorkOrderCreate[] | Promise<WorkOrderCreate[]>,
 ): Promise<InsertedMany> {
   const inTransaction = async (tx: Queryable) => {
     const inserts: Promise<InsertedMany>[] = [];
     for (let from = 0; from < count; from += INSERT_CHUNK) {
       // postgres-js writes what was queried in a turn when the turn ends.
       if (from > 0) await setImmediate();
-      const insert = workOrderInsertMany(tx, chunk(from, Math.min(count, from + INSERT_CHUNK)));
+      const insert = workOrderInsertMany(tx, await chunk(from, Math.min(count, from + INSERT_CHUNK)));
       // Awaited below, after the chunks still to come: a failure meanwhile is not unhandled.
       insert.catch(() => {});
       inserts.push(insert);

@@ -6,7 +6,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type WebSocket from "ws";
 import { describeIssues } from "../../protocol/issues.ts";
-import { PROTOCOL_VERSION } from "../../protocol/limits.ts";
+import { MAX_MESSAGE_PIECES, PROTOCOL_VERSION } from "../../protocol/limits.ts";
 import { TurnCork } from "../../protocol/turn-cork.ts";
 import {
   type AgentMessage,
@@ -20,6 +20,7 @@ import { type Principal, Throttled, type TokenVerifier } from "../auth/tokens.ts
 import type { Bus } from "../bus.ts";
 import type { Database } from "../db/database.ts";
 import { isUnavailable } from "../db/unavailable.ts";
+import { boundPieces, TooComplex } from "../json-scan.ts";
 import type { Claimer, Dispatcher } from "../dispatch/dispatcher.ts";
 import { agentActiveJobs, agentConnect, agentDisconnect } from "../sql/agent-session.ts";
 import type { Completer } from "../completer.ts";
@@ -242,8 +243,11 @@ export class AgentSession implements Claimer {
     let parsed: unknown;
     try {
       if (isBinary) throw new Error("binary frames are not part of the protocol");
-      parsed = JSON.parse(data.toString("utf8"));
+      const text = data.toString("utf8");
+      boundPieces(text, MAX_MESSAGE_PIECES);
+      parsed = JSON.parse(text);
     } catch (error) {
+      if (error instanceof TooComplex) return this.invalid("message_too_large", `a message holds ${error.message}`);
       return this.invalid("invalid_json", `message is not JSON text: ${(error as Error).message}`);
     }
     const result = agentMessage.safeParse(parsed);

@@ -4,8 +4,8 @@
 import type { AddressInfo } from "node:net";
 import { request } from "node:http";
 import { createAdaptorServer } from "@hono/node-server";
-import { afterAll, beforeAll, expect, it } from "vitest";
-import { MAX_BODY_BYTES, MAX_BULK_BODY_BYTES } from "../../protocol/limits.ts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MAX_BODY_BYTES, MAX_BODY_PIECES, MAX_BULK_BODY_BYTES, MAX_BULK_PIECES } from "../../protocol/limits.ts";
 import { type Harness, startHarness } from "./harness.ts";
 
 let h: Harness;
@@ -84,4 +84,57 @@ it.each([false, true])("bytes that are not UTF-8 are refused, not read as U+FFFD
   const cut = await post("/v1/work-orders", [head, e.subarray(0, 1), e.subarray(1), tail], chunked);
   expect(cut.status).toBe(201);
   expect(cut.body.spec).toMatchObject({ command: ["é"] });
+});
+
+describe("bodies are bounded in pieces (each { [ , and : outside strings) before they are parsed", () => {
+  /** An order whose command holds `n` empty strings: 5 pieces and a comma between each two. */
+  const commandOf = (n: number) => `{"spec":{"command":[${Array(n).fill('""').join(",")}]}}`;
+  const sent = (path: string, text: string) => post(path, [text], false);
+
+  it("an order of more pieces than a body may hold is 413; one of as many is parsed and judged", async () => {
+    const over = await sent("/v1/work-orders", commandOf(MAX_BODY_PIECES - 3));
+    expect(over.status).toBe(413);
+    expect(over.body.error).toMatchObject({ code: "payload_too_large", message: `body holds more than ${MAX_BODY_PIECES} pieces (keys and values)` });
+    const at = await sent("/v1/work-orders", commandOf(MAX_BODY_PIECES - 4));
+    expect(at.status).toBe(400);
+    expect(at.body.error).toMatchObject({ field: "spec.command" });
+  });
+
+  it("a bulk enqueue holds each order to a body's bound, and the whole to its own", async () => {
+    const item = await sent("/v1/work-orders/bulk", `{"workOrders":[${ORDER},${commandOf(MAX_BODY_PIECES - 3)}]}`);
+    expect(item.status).toBe(413);
+    expect(item.body.error).toMatchObject({ field: "workOrders.1", message: `workOrders.1 holds more than ${MAX_BODY_PIECES} pieces (keys and values)` });
+    const many = Math.ceil(MAX_BULK_PIECES / (MAX_BODY_PIECES - 4));
+    const whole = await sent("/v1/work-orders/bulk", `{"workOrders":[${Array(many).fill(commandOf(MAX_BODY_PIECES - 4)).join(",")}]}`);
+    expect(whole.status).toBe(413);
+    expect(whole.body.error).toMatchObject({ message: `body holds more than ${MAX_BULK_PIECES} pieces (keys and values)` });
+    const outside = await sent("/v1/work-orders/bulk", `{"workOrders":[${ORDER}],"x":{"y":${commandOf(MAX_BODY_PIECES)}}}`);
+    expect(outside.status).toBe(413);
+    expect(outside.body.error?.message).toBe(`body holds more than ${MAX_BODY_PIECES} pieces (keys and values) outside workOrders`);
+  });
+
+  it("a bulk enqueue's orders, parsed one at a time, are judged as the body they came in, naming each place", async () => {
+    const bulk = (items: string, rest = "") => sent("/v1/work-orders/bulk", `{"workOrders":[${items}]${rest}}`);
+    const cases: [Sent, number, string, string][] = [
+      [await bulk(`${ORDER},{"spec":}`), 400, "invalid_json", "workOrders.1"],
+      [await bulk(`${ORDER},`), 400, "invalid_json", "workOrders.1"],
+      [await bulk(`${ORDER} ${ORDER}`), 400, "invalid_json", "workOrders.0"],
+      [await bulk(" "), 400, "invalid_request", "workOrders"],
+      [await bulk(`${ORDER},{"spec":{"command":["\\u0000"]}}`), 400, "invalid_request", "workOrders.1.spec.command.0"],
+      // 64 deep in the body: 60 arrays in metadata.deep, under workOrders.0.
+      [await bulk(`{"spec":{"command":["true"]},"metadata":{"deep":${"[".repeat(60)}${"]".repeat(60)}}}`), 201, "", ""],
+      [await bulk(`{"spec":{"command":["true"]},"metadata":{"deep":${"[".repeat(61)}${"]".repeat(61)}}}`), 400, "invalid_request", `workOrders.0.metadata.deep${".0".repeat(60)}`],
+      // Not one array among the body's values: the body is read whole, and the schema names what is amiss.
+      [await bulk(ORDER, ',"x":[]'), 400, "invalid_request", "x"],
+      [await bulk(ORDER, ',"workOrders":5'), 400, "invalid_request", "workOrders"],
+      [await bulk(ORDER, ',"x":5'), 400, "invalid_request", "x"],
+      [await sent("/v1/work-orders/bulk", `[{"workOrders":[${ORDER}]}]`), 400, "invalid_request", ""],
+      [await sent("/v1/work-orders/bulk", `{"workOrders":[${ORDER}]`), 400, "invalid_json", ""],
+      [await sent("/v1/work-orders/bulk", `{"workOrders":[${ORDER}}}`), 400, "invalid_json", ""],
+    ];
+    for (const [{ status, body }, expected, code, field] of cases) {
+      expect(status).toBe(expected);
+      if (code) expect(body.error).toMatchObject({ code, ...(field && { field }) });
+    }
+  });
 });

@@ -10,7 +10,7 @@ import { Agent } from "../../agent/agent.ts";
 import { tokenCreate, tokenRevoke } from "../../coordinator/auth/tokens.ts";
 import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
 import { MAX_HELLO_BYTES } from "../../coordinator/ws/session.ts";
-import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION } from "../../protocol/limits.ts";
+import { MAX_MESSAGE_BYTES, MAX_MESSAGE_PIECES, PROTOCOL_VERSION } from "../../protocol/limits.ts";
 import type { CoordinatorMessage } from "../../protocol/messages.ts";
 import { until } from "../support/until.ts";
 
@@ -260,6 +260,11 @@ describe("bad frames", () => {
     expect((await peer.next("error")).message).toMatch(/^slots: /);
     peer.socket.send(Buffer.from([1, 2, 3]), { binary: true });
     expect(await peer.next("error")).toMatchObject({ code: "invalid_json" });
+    // Counted in pieces before it is parsed: 512 empty arrays and the fields make 1,028.
+    peer.send({ type: "heartbeat", pad: Array.from({ length: MAX_MESSAGE_PIECES / 2 }, () => []) });
+    expect(await peer.next("error")).toMatchObject({ code: "message_too_large", message: `a message holds more than ${MAX_MESSAGE_PIECES} pieces (keys and values)` });
+    peer.send({ type: "heartbeat", pad: Array.from({ length: MAX_MESSAGE_PIECES / 2 - 3 }, () => []) });
+    expect((await peer.next("error")).message).toBe("pad: unknown field");
     // A key is the client's to choose: one of 10,000 characters is named cut, not echoed whole.
     peer.send({ type: "heartbeat", [`k${"K".repeat(9_999)}`]: 0 });
     const unknown = await peer.next("error");
@@ -273,6 +278,7 @@ describe("bad frames", () => {
     ["a message of no known type", { type: "launch-missiles" }, "invalid_message"],
     ["a claim", { type: "claim", slots: 1 }, "no_hello"],
     ["a frame larger than any hello", "x".repeat(MAX_HELLO_BYTES + 1), "hello_too_large"],
+    ["a frame of too many pieces", `[${"0,".repeat(MAX_MESSAGE_PIECES)}0]`, "message_too_large"],
   ])("before a hello, %s gets a fatal error and the socket is closed (4000)", async (_, message, code) => {
     const peer = await new Peer().open();
     peer.send(message);
