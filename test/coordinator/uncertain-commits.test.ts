@@ -39,3 +39,15 @@ test("the first success after a write that may have committed unanswered looks a
   await db.transaction((tx) => tx.query("SELECT 4"));
   expect(recovered).toBe(2);
 });
+
+test("so does a claim, which runs under a generic plan", async () => {
+  let recovered = 0;
+  let lost = true;
+  const claims = { query: <Row>(text: string) => (lost ? Promise.reject(failure("CONNECTION_ENDED")) : raw.generic.query<Row>(text)) };
+  const db = afterUncertainCommits({ ...raw, generic: claims } as Database, () => recovered++);
+  await expect(db.generic.query("SELECT 1")).rejects.toThrow("CONNECTION_ENDED");
+  lost = false;
+  expect(await db.generic.query<{ n: number }>("SELECT 5 AS n")).toEqual([{ n: 5 }]);
+  expect(recovered).toBe(1);
+});
+
