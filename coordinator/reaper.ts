@@ -1,7 +1,8 @@
 // A loop that keeps the pool honest when nobody reports: it declares the jobs of agents gone past
 // their lease lost, ends work orders that waited past their queue timeout, ends jobs far past
-// their run timeout, and wakes the agents waiting for retries whose backoff is over. Now and then
-// it also deletes what outlived the retention.
+// their run timeout, and wakes the agents waiting for retries whose backoff is over. A loop of its
+// own deletes what outlived the retention, now and then: a pass may take seconds over large logs,
+// which must not hold up the first loop's.
 import type { Bus } from "./bus.ts";
 import type { Database } from "./db/database.ts";
 import { databaseNow, dueRetries, type Reaping, reapLost, reapOverdue, reapQueueTimeouts } from "./sql/reap.ts";
@@ -17,27 +18,31 @@ export type ReaperOptions = {
   onError(error: unknown): void;
 };
 
+type Loop = { timer?: NodeJS.Timeout; running?: Promise<void> };
+
 export class Reaper {
-  private timer?: NodeJS.Timeout;
+  private readonly loops: Loop[] = [];
   private since?: string;
-  private purgeDue = 0;
-  private running?: Promise<void>;
+  private purgeDelayMs: number;
   private stopped = false;
 
   constructor(
     private readonly db: Database,
     private readonly bus: Bus,
     private readonly options: ReaperOptions,
-  ) {}
+  ) {
+    this.purgeDelayMs = options.intervalMs;
+  }
 
   start(): void {
-    this.schedule();
+    this.repeat(() => this.tick(), () => this.options.intervalMs);
+    if (this.options.retainDays > 0) this.repeat(() => this.purge(), () => this.purgeDelayMs);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+    for (const loop of this.loops) clearTimeout(loop.timer);
+    await Promise.all(this.loops.map((loop) => loop.running));
   }
 
   /** Each pass tells of what it committed at once, and a pass that fails does not hold back the others. */
@@ -57,15 +62,14 @@ export class Reaper {
       if (due.length > 0) this.bus.emit("enqueued", due);
       this.since = now;
     });
-    await this.pass(() => this.purge());
   }
 
+  /** One pass of the retention; while it stops at its quota, the next follows as soon as a tick would. */
   private async purge(): Promise<void> {
-    const { retainDays, purgeEveryMs = 60_000 } = this.options;
-    if (retainDays === 0 || Date.now() < this.purgeDue) return;
-    this.purgeDue = Date.now() + purgeEveryMs;
+    const { retainDays, intervalMs, purgeEveryMs = 60_000 } = this.options;
+    this.purgeDelayMs = purgeEveryMs;
     const { more } = await purgeExpired(this.db, retainDays);
-    if (more) this.purgeDue = 0;
+    if (more) this.purgeDelayMs = intervalMs;
   }
 
   /** Wakes agents for the work orders a reaping put back in the queue, and followers of every one it changed. */
@@ -82,12 +86,18 @@ export class Reaper {
     }
   }
 
-  private schedule(): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.tick()
-        .catch((error) => this.options.onError(error))
-        .finally(() => this.schedule());
-    }, this.options.intervalMs);
+  /** Runs `work` over and over, `delayMs()` apart, until the reaper stops. */
+  private repeat(work: () => Promise<void>, delayMs: () => number): void {
+    const loop: Loop = {};
+    this.loops.push(loop);
+    const next = () => {
+      if (this.stopped) return;
+      loop.timer = setTimeout(() => {
+        loop.running = work()
+          .catch((error) => this.options.onError(error))
+          .finally(next);
+      }, delayMs());
+    };
+    next();
   }
 }

@@ -68,3 +68,39 @@ it("deletes work orders ended before the retention, pass after pass, and none wh
   // More than a pass takes: the next pass follows at the next tick, not a minute later.
   await run(7, () => vi.waitFor(async () => expect(await left()).toEqual([recent])));
 });
+
+it("a retention pass that takes long does not hold up the reaping of agents gone past their lease", async () => {
+  let purging!: () => void;
+  const purgeStarted = new Promise<void>((resolve) => (purging = resolve));
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  // Held before it is sent (PGlite has one connection, which a statement held in a transaction would keep).
+  const slowPurge: Database = {
+    ...db(),
+    query: async <Row>(text: string, params?: unknown[]) => {
+      if (text.includes("DELETE FROM agents")) {
+        purging();
+        await released;
+      }
+      return db().query<Row>(text, params);
+    },
+  };
+  const bus = new Bus();
+  const woken: Enqueued[] = [];
+  bus.on("enqueued", (orders) => woken.push(...orders));
+  const errors: unknown[] = [];
+  const reaper = new Reaper(slowPurge, bus, { intervalMs: 10, leaseSeconds: 30, retainDays: 7, onError: (error) => errors.push(error) });
+  reaper.start();
+  try {
+    await purgeStarted;
+    const agent = await connectAgent(db(), "gone-while-purging");
+    const { row } = await workOrderInsert(db(), order({ agent: "gone-while-purging" }));
+    expect(await workOrderClaim(db(), agent, 1)).toHaveLength(1);
+    await db().query(`UPDATE agents SET lease_expires_at = now() - interval '1 second' WHERE id = $1`, [agent.agentId]);
+    await vi.waitFor(() => expect(woken.map((o) => o.id)).toContain(row.id));
+  } finally {
+    release();
+    await reaper.stop();
+  }
+  expect(errors).toEqual([]);
+});
