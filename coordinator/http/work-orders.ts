@@ -11,7 +11,8 @@ import { allow, type AuthEnv } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 import { logResponse } from "./log-response.ts";
 import type { Services } from "./services.ts";
-import { body, idParam, itemsBody, query, validItems } from "./validate.ts";
+import { itemsBody } from "./items-body.ts";
+import { body, idParam, query, validItems } from "./validate.ts";
 
 const cancelBody = z.strictObject({ reason: z.string().min(1).max(1024).default("cancelled by request") });
 

@@ -86,6 +86,17 @@ it.each([false, true])("bytes that are not UTF-8 are refused, not read as U+FFFD
   expect(cut.body.spec).toMatchObject({ command: ["é"] });
 });
 
+it("a bulk enqueue's orders come out in their order, each its own, however they were grouped to be parsed", async () => {
+  const orders = Array.from({ length: 3_000 }, (_, i) => ({ spec: { command: ["echo", String(i)] }, priority: i % 7 }));
+  const { status, body } = await post("/v1/work-orders/bulk", [JSON.stringify({ workOrders: orders })], false);
+  expect(status).toBe(201);
+  const ids = body.ids as string[];
+  for (const i of [0, 1, 1_169, 1_170, 1_171, 2_340, 2_341, 2_999]) {
+    const view = (await (await h.request(`/v1/work-orders/${ids[i]}`)).json()) as { spec: { command: string[] }; priority: number };
+    expect([view.spec.command, view.priority]).toEqual([["echo", String(i)], i % 7]);
+  }
+});
+
 describe("bodies are bounded in pieces (each { [ , and : outside strings) before they are parsed", () => {
   /** An order whose command holds `n` empty strings: 5 pieces and a comma between each two. */
   const commandOf = (n: number) => `{"spec":{"command":[${Array(n).fill('""').join(",")}]}}`;
@@ -108,12 +119,18 @@ describe("bodies are bounded in pieces (each { [ , and : outside strings) before
     const whole = await sent("/v1/work-orders/bulk", `{"workOrders":[${Array(many).fill(commandOf(MAX_BODY_PIECES - 4)).join(",")}]}`);
     expect(whole.status).toBe(413);
     expect(whole.body.error).toMatchObject({ message: `body holds more than ${MAX_BULK_PIECES} pieces (keys and values)` });
+    // And to a body's bytes: in characters as it is read, then in bytes of UTF-8 as it is parsed.
+    for (const text of ["x".repeat(MAX_BODY_BYTES), "é".repeat(MAX_BODY_BYTES / 2)]) {
+      const long = await sent("/v1/work-orders/bulk", `{"workOrders":[${ORDER},{"spec":{"command":["${text}"]}}]}`);
+      expect(long.status).toBe(413);
+      expect(long.body.error).toMatchObject({ code: "payload_too_large", field: "workOrders.1" });
+    }
     const outside = await sent("/v1/work-orders/bulk", `{"workOrders":[${ORDER}],"x":{"y":${commandOf(MAX_BODY_PIECES)}}}`);
     expect(outside.status).toBe(413);
     expect(outside.body.error?.message).toBe(`body holds more than ${MAX_BODY_PIECES} pieces (keys and values) outside workOrders`);
   });
 
-  it("a bulk enqueue's orders, parsed one at a time, are judged as the body they came in, naming each place", async () => {
+  it("a bulk enqueue's orders, parsed apart from the body, are judged as the body they came in, naming each place", async () => {
     const bulk = (items: string, rest = "") => sent("/v1/work-orders/bulk", `{"workOrders":[${items}]${rest}}`);
     const cases: [Sent, number, string, string][] = [
       [await bulk(`${ORDER},{"spec":}`), 400, "invalid_json", "workOrders.1"],
@@ -132,6 +149,13 @@ describe("bodies are bounded in pieces (each { [ , and : outside strings) before
       [await sent("/v1/work-orders/bulk", `{"workOrders":[${ORDER}]`), 400, "invalid_json", ""],
       [await sent("/v1/work-orders/bulk", `{"workOrders":[${ORDER}}}`), 400, "invalid_json", ""],
     ];
+    // Past a group of items parsed together (16,384 pieces), as much as within one.
+    const many = (bad: number, text: string) => Array.from({ length: 5_000 }, (_, i) => (i === bad ? text : ORDER)).join(",");
+    cases.push(
+      [await bulk(many(4_321, '{"spec":{"command":["\\u0000"]}}')), 400, "invalid_request", "workOrders.4321.spec.command.0"],
+      [await bulk(many(4_999, '{"spec":{"command":[,]}}')), 400, "invalid_json", "workOrders.4999"],
+      [await bulk(many(2_340, '{"spec":{"command":"true"}}')), 400, "invalid_request", "workOrders.2340.spec.command"],
+    );
     for (const [{ status, body }, expected, code, field] of cases) {
       expect(status).toBe(expected);
       if (code) expect(body.error).toMatchObject({ code, ...(field && { field }) });
