@@ -3,7 +3,6 @@ import type { HttpBindings } from "@hono/node-server";
 import type { Context, MiddlewareHandler } from "hono";
 import type { Role } from "../../protocol/api.ts";
 import { type Principal, Throttled, type TokenVerifier } from "../auth/tokens.ts";
-import { clientKey } from "../rate/client-key.ts";
 import type { RateLimits } from "../rate/rate-limits.ts";
 import { ApiError } from "./errors.ts";
 
@@ -29,7 +28,7 @@ async function principalOf(c: Context<AuthEnv>, verifier: TokenVerifier): Promis
     throw new ApiError(401, "unauthenticated", "send a token: Authorization: Bearer <token>");
   }
   // Requests made in-process (tests) have no address.
-  const principal = await verifier.verify(token, clientKey(c.env?.incoming?.socket.remoteAddress)).catch((error: unknown) => {
+  const principal = await verifier.verify(token, c.env?.incoming?.socket.remoteAddress).catch((error: unknown) => {
     throw error instanceof Throttled ? tooMany(error.message, error.waitMs) : error;
   });
   if (!principal) throw new ApiError(401, "unauthenticated", "the token is not valid");

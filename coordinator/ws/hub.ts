@@ -9,7 +9,6 @@ import type { Duplex } from "node:stream";
 import { WebSocketServer } from "ws";
 import { MAX_MESSAGE_BYTES } from "../../protocol/limits.ts";
 import { tokensRevoked } from "../auth/tokens.ts";
-import { clientKey } from "../rate/client-key.ts";
 import { agentsSeen, type HeldJob, type PendingCancel } from "../sql/agent-session.ts";
 import { AddressSlots } from "./address-slots.ts";
 import { LeaseFloor } from "./lease-floor.ts";
@@ -87,7 +86,7 @@ export class Hub {
       const target = request.url ?? "/";
       const path = URL.canParse(target, "http://x") ? new URL(target, "http://x").pathname : undefined;
       if (path !== AGENT_PATH) return refuse(socket, path === undefined ? "400 Bad Request" : "404 Not Found");
-      const address = clientKey(request.socket.remoteAddress);
+      const address = request.socket.remoteAddress;
       const giveBack = this.awaitingHello.take(address ?? "");
       if (!giveBack) return refuse(socket, "503 Service Unavailable\r\nRetry-After: 1");
       // Once its token is let in, or at the close, also of a failed handshake; nothing is kept after.
