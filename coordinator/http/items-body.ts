@@ -25,13 +25,16 @@ export async function itemsBody<S extends z.ZodType>(c: Context, schema: S, fiel
     throw refusal(error, field);
   });
   const { pieces, array } = scanner.end();
+  const outside = array ? text.length - (array.close - array.open - 1) : text.length;
+  const where = array ? ` outside ${field}` : "";
+  // What is not an item of the array is parsed in one go: it is held to a body's bounds.
+  if (outside > MAX_BODY_BYTES) throw refusal(new TooComplex(MAX_BODY_BYTES, undefined, `more than ${MAX_BODY_BYTES} characters`), field, where);
+  if (pieces - (array?.pieces ?? 0) > MAX_BODY_PIECES) throw refusal(new TooComplex(MAX_BODY_PIECES), field, where);
   if (!array) {
     // Not one array among an object's values: read whole, as any body, and let the schema say what is amiss.
-    if (pieces > MAX_BODY_PIECES) throw refusal(new TooComplex(MAX_BODY_PIECES));
     const items = (parsed(text.toString(), schema) as Record<string, unknown[]>)[field]!;
     return { count: items.length, item: (i) => items[i] };
   }
-  if (pieces - array.pieces > MAX_BODY_PIECES) throw refusal(new TooComplex(MAX_BODY_PIECES), field, ` outside ${field}`);
   const { open, close, spans } = array;
   const count = spans.length / 3;
   parsed(text.slice(0, open + 1) + Array(count).fill("null").join(",") + text.slice(close), schema);
@@ -50,15 +53,21 @@ class Groups {
     private readonly field: string,
   ) {}
 
+  /** Item `i`, checked storable; an error names it. Items are asked for in turn, and judged so. */
   item(i: number): unknown {
     if (i < this.from || i >= this.from + this.values.length) {
       this.values = this.group(i);
       this.from = i;
     }
-    return this.values[i - this.from];
+    const value = this.values[i - this.from];
+    storable(value, [this.field, String(i)]);
+    return value;
   }
 
-  /** The items from `from` on, as many as GROUP_PIECES and a body's length allow (at least one). */
+  /**
+   * The items from `from` on, as many as GROUP_PIECES and a body's length allow; if they do not
+   * parse together, those before the first that does not parse alone, or its error.
+   */
   private group(from: number): unknown[] {
     const { spans } = this;
     const start = spans[3 * from]!;
@@ -67,8 +76,16 @@ class Groups {
       pieces += spans[3 * to + 2]!;
       if (pieces > GROUP_PIECES || spans[3 * to + 1]! - start > MAX_BODY_BYTES) break;
     }
-    const values = this.together(from, to) ?? Array.from({ length: to - from }, (_, k) => this.one(from + k));
-    values.forEach((value, k) => storable(value, [this.field, String(from + k)]));
+    const together = this.together(from, to);
+    if (together) return together;
+    const values = [this.one(from)];
+    for (let i = from + 1; i < to; i++) {
+      try {
+        values.push(this.one(i));
+      } catch {
+        break;
+      }
+    }
     return values;
   }
 

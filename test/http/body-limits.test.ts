@@ -66,8 +66,10 @@ it.each([false, true])("an order of exactly the limit is taken, chunked: %s", as
 });
 
 it.each([false, true])("a bulk body past the general limit is taken, and past its own is 413, chunked: %s", async (chunked) => {
-  const bulk = JSON.stringify({ workOrders: [JSON.parse(ORDER), JSON.parse(ORDER)] });
-  const taken = await post("/v1/work-orders/bulk", sized(bulk, MAX_BODY_BYTES * 2, MAX_BODY_BYTES * 2), chunked);
+  const orders = Array.from({ length: 10_000 }, (_, i) => ({ spec: { command: ["echo", String(i).padStart(200, "x")] } }));
+  const bulk = JSON.stringify({ workOrders: orders });
+  expect(bulk.length).toBeGreaterThan(MAX_BODY_BYTES * 2);
+  const taken = await post("/v1/work-orders/bulk", [bulk], chunked);
   expect(taken.status).toBe(201);
   // In frames of 1 MiB, as before: the server answers and closes while they are still being written.
   const refused = await post("/v1/work-orders/bulk", sized(bulk, MAX_BULK_BODY_BYTES + 1, 1 << 20), chunked);
@@ -125,6 +127,14 @@ describe("bodies are bounded in pieces (each { [ , and : outside strings) before
       expect(long.status).toBe(413);
       expect(long.body.error).toMatchObject({ code: "payload_too_large", field: "workOrders.1" });
     }
+    // What is not an item of the one array is held to a body's bytes, as it is parsed whole.
+    const fat = `{"spec":{"command":["true"]}${" ".repeat(MAX_BODY_BYTES)}}`;
+    const twice = await sent("/v1/work-orders/bulk", `{"workOrders":[],"workOrders":[${fat}]}`);
+    expect(twice.status).toBe(413);
+    expect(twice.body.error?.message).toBe(`body holds more than ${MAX_BODY_BYTES} characters`);
+    const padded = await sent("/v1/work-orders/bulk", `{"x":"${"é".repeat(MAX_BODY_BYTES)}","workOrders":[${ORDER}]}`);
+    expect(padded.status).toBe(413);
+    expect(padded.body.error?.message).toBe(`body holds more than ${MAX_BODY_BYTES} characters outside workOrders`);
     const outside = await sent("/v1/work-orders/bulk", `{"workOrders":[${ORDER}],"x":{"y":${commandOf(MAX_BODY_PIECES)}}}`);
     expect(outside.status).toBe(413);
     expect(outside.body.error?.message).toBe(`body holds more than ${MAX_BODY_PIECES} pieces (keys and values) outside workOrders`);
@@ -149,6 +159,11 @@ describe("bodies are bounded in pieces (each { [ , and : outside strings) before
       [await sent("/v1/work-orders/bulk", `{"workOrders":[${ORDER}]`), 400, "invalid_json", ""],
       [await sent("/v1/work-orders/bulk", `{"workOrders":[${ORDER}}}`), 400, "invalid_json", ""],
     ];
+    // The first order that is wrong is named, whatever is wrong with those after it.
+    cases.push(
+      [await bulk(`{"spec":{"command":["\\u0000"]}},${ORDER},{"spec":}`), 400, "invalid_request", "workOrders.0.spec.command.0"],
+      [await bulk(`{"spec":{}},${ORDER},{"spec":{"command":["\\u0000"]}}`), 400, "invalid_request", "workOrders.0.spec.command"],
+    );
     // Past a group of items parsed together (16,384 pieces), as much as within one.
     const many = (bad: number, text: string) => Array.from({ length: 5_000 }, (_, i) => (i === bad ? text : ORDER)).join(",");
     cases.push(
