@@ -77,10 +77,14 @@ function columns(orders: WorkOrderCreate[], claimFor: (string | undefined)[]): s
   // The orders of a bulk request mostly share their documents.
   const quoted: Quoted = new Map();
   const column = (value: (order: WorkOrderCreate, i: number) => unknown) => arrayLiteral(orders.map(value), quoted);
+  // Orders that repeat a selector's text share its parse; the retries they take are a short list
+  // of names. Each is written once a statement: together they were half of building its input.
+  const selectors = new Map<WorkOrderCreate["selector"], string>();
+  const retries = new Map<string, string>();
   return [
     column((o) => o.adapter),
     column((o) => JSON.stringify(o.spec)),
-    column((o) => JSON.stringify(o.selector)),
+    column((o) => once(selectors, o.selector, () => JSON.stringify(o.selector))),
     column((o) => formatSelector(o.selector)),
     column((o) => o.agent),
     column((o) => JSON.stringify(o.labels)),
@@ -89,11 +93,18 @@ function columns(orders: WorkOrderCreate[], claimFor: (string | undefined)[]): s
     column((o) => o.maxAttempts),
     column((o) => o.idempotencyKey),
     column((o) => JSON.stringify(o.metadata)),
-    column((o) => arrayLiteral(o.retryOn)),
+    column((o) => once(retries, o.retryOn.join(), () => arrayLiteral(o.retryOn))),
     column((o) => o.retryBackoffSeconds),
     column((o) => o.queueTimeoutSeconds),
     column((_, i) => claimFor[i]),
   ];
+}
+
+/** What `make` gives for `key`, made the first time only. */
+function once<K, V>(made: Map<K, V>, key: K, make: () => V): V {
+  let value = made.get(key);
+  if (value === undefined) made.set(key, (value = make()));
+  return value;
 }
 
 /** Times the orders whose keys' rows vanished are inserted again before the call gives up. */

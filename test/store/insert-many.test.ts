@@ -37,6 +37,19 @@ forEachDatabase("workOrderInsertMany", (kind) => {
     expect(again).toEqual({ ids: [ids[1]], created: [] });
   });
 
+  it("writes each order's own selector and retries, though orders that repeat them share what is written", async () => {
+    const selectors = ["os=linux", "os=linux,gpu", ""];
+    const retries = [["failed"], ["lost", "timed_out"], undefined];
+    const orders = Array.from({ length: 12 }, (_, i) => order({ selector: selectors[i % 3], ...(retries[i % 4 % 3] && { retryOn: retries[i % 4 % 3] }) }));
+    const { ids } = await workOrderInsertMany(db(), orders);
+    const rows = await db().query<{ retry_on: string[]; selector_text: string; selector: unknown }>(
+      `SELECT retry_on, selector_text, selector FROM work_orders WHERE id = ANY($1::bigint[]) ORDER BY id`,
+      [ids],
+    );
+    expect(rows.map((r) => [r.selector_text, r.selector, r.retry_on])).toEqual(orders.map((o) => [formatSelector(o.selector), o.selector, o.retryOn]));
+    expect(new Set(rows.map((r) => JSON.stringify([r.selector_text, r.retry_on]))).size).toBe(9);
+  });
+
   it("inserts anew a key whose work order was deleted between the insert and the look-up", async () => {
     const { ids: old } = await workOrderInsertMany(db(), [order({ idempotencyKey: "vanish-1" }), order({ idempotencyKey: "vanish-2" })]);
     // Retention's delete lands right after the insert met the key.
