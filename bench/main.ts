@@ -1,10 +1,11 @@
-// npm run bench [-- --quick] [-- --only throughput,enqueue,latency,fleet,logs,replicas,embedded]
+// npm run bench [-- --quick] [-- --only throughput,enqueue,latency,fleet,logs,replicas,embedded,bodies]
 // Runs the scenarios in order and prints one table (figures only; nothing is asserted).
 // Every database and child process it starts is dropped or stopped at the end, also on Ctrl-C.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { bodyStalls } from "./bodies.ts";
 import { enqueueScenario } from "./enqueue.ts";
 import { graphileThroughput } from "./graphile.ts";
 import { fleetSize } from "./fleet-size.ts";
@@ -22,7 +23,7 @@ const { values } = parseArgs({
   allowPositionals: false,
 });
 const quick = values.quick!;
-const SCENARIOS = ["throughput", "enqueue", "latency", "fleet", "logs", "replicas", "embedded"] as const;
+const SCENARIOS = ["throughput", "enqueue", "latency", "fleet", "logs", "replicas", "embedded", "bodies"] as const;
 const only = new Set(values.only ? values.only.split(",") : SCENARIOS);
 for (const name of only) if (!(SCENARIOS as readonly string[]).includes(name)) throw new Error(`unknown scenario ${name}; one of ${SCENARIOS.join(", ")}`);
 
@@ -165,6 +166,22 @@ async function embedded(): Promise<void> {
   }
 }
 
+/** The same bodies in the quick run: each takes a second or so. */
+async function bodies(): Promise<void> {
+  process.stderr.write("bodies: built to be slow to parse, each POSTed while an unauthenticated GET is sent back to back\n");
+  const stalls = await bodyStalls();
+  const plain = stalls[0]!;
+  for (const stall of stalls) {
+    table.add({
+      scenario: `9 longest wait of a probe, taking ${stall.name}`,
+      figure: stall.longestProbeMs,
+      unit: "ms",
+      ...(stall !== plain && { ratio: ratio(stall.longestProbeMs, plain.longestProbeMs, "a plain bulk") }),
+    });
+  }
+  table.note(`bodies: answered ${stalls.map((s) => `${s.status} to ${(s.bytes / 2 ** 20).toFixed(1)} MiB`).join(", ")} (0: the connection was reset)`);
+}
+
 const cleanup = async () => {
   await killAll();
   await dropAll();
@@ -189,6 +206,7 @@ try {
     logs,
     replicas: replicaScenario,
     embedded,
+    bodies,
   };
   for (const name of SCENARIOS) {
     if (!only.has(name)) continue;
