@@ -71,7 +71,7 @@ export async function readBody(c: Context, maxBytes: number, onChunk: (chunk: st
   let pending = "";
   const pass = (text: string, last: boolean) => {
     pending += text;
-    if (pending.length < CHUNK_CHARS && !(last && pending)) return;
+    if (pending === "" || (pending.length < CHUNK_CHARS && !last)) return;
     onChunk(pending);
     body.push(pending);
     pending = "";

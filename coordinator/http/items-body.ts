@@ -95,7 +95,7 @@ class Groups {
    * items at the commas that separate them, wherever the text is JSON.
    */
   private together(from: number, to: number): unknown[] | undefined {
-    const text = this.text.slice(this.spans[3 * from]!, this.spans[3 * (to - 1) + 1]!);
+    const text = this.textOf(from, to);
     if (Buffer.byteLength(text) > MAX_BODY_BYTES) return undefined;
     try {
       const values = JSON.parse(`[${text}]`) as unknown[];
@@ -105,9 +105,14 @@ class Groups {
     }
   }
 
+  /** The text of items `[from, to)`, with what separates them. */
+  private textOf(from: number, to: number): string {
+    return this.text.slice(this.spans[3 * from]!, this.spans[3 * (to - 1) + 1]!);
+  }
+
   /** Item `i` alone, or an error that names it. */
   private one(i: number): unknown {
-    const text = this.text.slice(this.spans[3 * i]!, this.spans[3 * i + 1]!);
+    const text = this.textOf(i, i + 1);
     if (Buffer.byteLength(text) > MAX_BODY_BYTES) throw refusal(new TooComplex(MAX_BODY_BYTES, i, `more than ${MAX_BODY_BYTES} bytes`), this.field);
     return jsonOf(text, [this.field, String(i)]);
   }
