@@ -32,7 +32,9 @@ function post(path: string, chunks: (string | Buffer)[], chunked: boolean): Prom
   const headers: Record<string, string | number> = { "content-type": "application/json", authorization: `Bearer ${h.tokens.admin}` };
   if (!chunked) headers["content-length"] = length;
   return new Promise((resolve, reject) => {
-    const req = request({ host: "127.0.0.1", port, path, method: "POST", headers }, (res) => {
+    // A connection each (no keep-alive): the server closes one it refused mid-body, and a request
+    // sent on it as it closes would hang up.
+    const req = request({ host: "127.0.0.1", port, path, method: "POST", headers, agent: false }, (res) => {
       let text = "";
       res.setEncoding("utf8");
       res.on("data", (chunk) => (text += chunk));
