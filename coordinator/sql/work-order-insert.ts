@@ -8,7 +8,7 @@
 // its events begin with it (workOrderEvents), half the rows an enqueue would write otherwise.
 import { setImmediate } from "node:timers/promises";
 import type { WorkOrderCreate } from "../../protocol/api.ts";
-import { formatSelector } from "../../protocol/selector.ts";
+import { formatSelector, type Selector } from "../../protocol/selector.ts";
 import type { Database, Queryable } from "../db/database.ts";
 import type { Enqueued } from "../bus.ts";
 import { arrayLiteral, type Quoted } from "./array-literal.ts";
@@ -110,34 +110,53 @@ function once<K, V>(made: Map<K, V>, key: K, make: () => V): V {
 /** Times the orders whose keys' rows vanished are inserted again before the call gives up. */
 const VANISHED_ATTEMPTS = 3;
 
+/**
+ * What a statement keeps of its orders while it runs: their parameters and keys, and the orders
+ * themselves only where a key may send them round again. A bulk request's chunks are in flight
+ * together, and its orders, held by each, outlived young-generation collections that then copied them.
+ */
+type Statement = {
+  params: string[];
+  keys: (string | undefined)[];
+  /** The statement for the orders at these indexes, to insert them again; only where one has a key (only a key's row can vanish). */
+  again?: (indexes: number[]) => Statement;
+};
+
+function statement(orders: WorkOrderCreate[], claimFor: (string | undefined)[] = []): Statement {
+  const keys = orders.map((o) => o.idempotencyKey);
+  const again = keys.some((key) => key !== undefined)
+    ? (indexes: number[]) => statement(indexes.map((i) => orders[i]!), indexes.map((i) => claimFor[i]))
+    : undefined;
+  return { params: columns(orders, claimFor), keys, again };
+}
+
 /** Each order's row (created now, or found under its key) and whether this call created it. */
 async function insertAll<Row extends Brief>(
   db: Queryable,
-  orders: WorkOrderCreate[],
+  { params, keys, again }: Statement,
   sql: string,
   bySql: string,
-  claimFor: (string | undefined)[] = [],
   attempts = VANISHED_ATTEMPTS,
 ): Promise<{ row: Row; created: boolean }[]> {
-  const created = await db.query<Row>(sql, columns(orders, claimFor));
+  const created = await db.query<Row>(sql, params);
   const byKey = new Map(created.filter((c) => c.idempotency_key !== null).map((c) => [c.idempotency_key!, c]));
-  const taken = [...new Set(orders.flatMap((o) => (o.idempotencyKey !== undefined && !byKey.has(o.idempotencyKey) ? [o.idempotencyKey] : [])))];
+  const taken = [...new Set(keys.filter((key): key is string => key !== undefined && !byKey.has(key)))];
   const found = taken.length > 0 ? await db.query<Row>(bySql, [taken]) : [];
   const existing = new Map(found.map((row) => [row.idempotency_key!, row]));
   const unkeyed = created.filter((c) => c.idempotency_key === null);
   let nextUnkeyed = 0;
   const fresh = new Set(created);
-  const results = orders.map((o) => {
+  const results = keys.map((key) => {
     // A key repeated within the call: the first occurrence created the row, the rest find it.
-    const row = o.idempotencyKey === undefined ? unkeyed[nextUnkeyed++]! : (byKey.get(o.idempotencyKey) ?? existing.get(o.idempotencyKey));
+    const row = key === undefined ? unkeyed[nextUnkeyed++]! : (byKey.get(key) ?? existing.get(key));
     return row && { row, created: fresh.delete(row) };
   });
   // Retention deleted a key's work order between the two statements: the key is free again.
   const vanished = results.flatMap((result, i) => (result === undefined ? [i] : []));
   if (vanished.length > 0) {
     if (attempts === 1) throw new Error("work orders kept vanishing while their idempotency keys were looked up");
-    const again = await insertAll<Row>(db, vanished.map((i) => orders[i]!), sql, bySql, vanished.map((i) => claimFor[i]), attempts - 1);
-    for (const [n, i] of vanished.entries()) results[i] = again[n];
+    const inserted = await insertAll<Row>(db, again!(vanished), sql, bySql, attempts - 1);
+    for (const [n, i] of vanished.entries()) results[i] = inserted[n];
   }
   return results.map((result) => result!);
 }
@@ -145,14 +164,18 @@ async function insertAll<Row extends Brief>(
 export type InsertedMany = { ids: string[]; created: Enqueued[] };
 
 /** Inserts the work orders; `ids` answers each one in the order given (an existing one for a repeated key). */
-export async function workOrderInsertMany(db: Queryable, orders: WorkOrderCreate[]): Promise<InsertedMany> {
+export function workOrderInsertMany(db: Queryable, orders: WorkOrderCreate[]): Promise<InsertedMany> {
   const keyed = orders.some((o) => o.idempotencyKey !== undefined);
-  const results = await insertAll<Brief>(db, orders, keyed ? INSERT_BRIEF_KEYED : INSERT_BRIEF, BRIEF_BY_KEYS);
+  const inserting = insertAll<Brief>(db, statement(orders), keyed ? INSERT_BRIEF_KEYED : INSERT_BRIEF, BRIEF_BY_KEYS);
+  return answer(inserting, orders.map((o) => o.selector), orders.map((o) => o.agent ?? null));
+}
+
+/** The ids, and what a wake-up needs of each order created: kept apart from the orders, which may go. */
+async function answer(inserting: Promise<{ row: Brief; created: boolean }[]>, selectors: Selector[], agents: (string | null)[]): Promise<InsertedMany> {
+  const results = await inserting;
   return {
     ids: results.map((r) => r.row.id),
-    created: results.flatMap(({ row, created }, i) =>
-      created ? [{ id: row.id, selector: orders[i]!.selector, targetAgent: orders[i]!.agent ?? null }] : [],
-    ),
+    created: results.flatMap(({ row, created }, i) => (created ? [{ id: row.id, selector: selectors[i]!, targetAgent: agents[i]! }] : [])),
   };
 }
 
@@ -208,6 +231,6 @@ export type Inserted = { row: WorkOrderRow; created: boolean };
  * not commit without an answer, or a retry would insert the unkeyed ones again.
  */
 export function workOrderInsertRows(db: Database, orders: WorkOrderCreate[], claimFor: (string | undefined)[] = []): Promise<Inserted[]> {
-  const insert = (q: Queryable) => insertAll<WorkOrderRow>(q, orders, INSERT_CLAIMED, ROWS_BY_KEYS, claimFor);
+  const insert = (q: Queryable) => insertAll<WorkOrderRow>(q, statement(orders, claimFor), INSERT_CLAIMED, ROWS_BY_KEYS);
   return orders.some((o) => o.idempotencyKey !== undefined) ? db.transaction(insert) : insert(db);
 }

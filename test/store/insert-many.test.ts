@@ -1,12 +1,19 @@
 // Bulk insertion on both databases: one statement, ids in the order given, keys resolved once; and
 // chunked, a statement per chunk in one transaction that nothing survives if any chunk fails.
+import { setImmediate } from "node:timers/promises";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { expect, it } from "vitest";
 import type { Queryable } from "../../coordinator/db/database.ts";
+import type { WorkOrderCreate } from "../../protocol/api.ts";
 import { INSERT_CHUNK, workOrderInsertChunked, workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
 import { workOrderEvents } from "../../coordinator/sql/work-order-read.ts";
 import { formatSelector } from "../../protocol/selector.ts";
 import { forEachDatabase } from "../support/databases.ts";
 import { eventsOf, order, useDatabase } from "./fixtures.ts";
+
+// The collector, to see what a statement in flight keeps alive.
+setFlagsFromString("--expose-gc");
 
 forEachDatabase("workOrderInsertMany", (kind) => {
   const db = useDatabase(kind);
@@ -69,6 +76,37 @@ forEachDatabase("workOrderInsertMany", (kind) => {
     expect(created.map((c) => c.id).sort()).toEqual([ids[0], ids[1]].sort());
     const [row] = await db().query<{ id: string }>(`SELECT id::text AS id FROM work_orders WHERE idempotency_key = 'vanish-1'`);
     expect(row?.id).toBe(ids[0]);
+  });
+
+  it("lets go of unkeyed orders while their statement runs, and keeps keyed ones to insert again", async () => {
+    // A bulk request's chunks are in flight together: orders held by each outlived collections.
+    const gc = runInNewContext("gc") as () => void;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let sent!: () => void;
+    const sending = new Promise<void>((resolve) => (sent = resolve));
+    const holding: Queryable = {
+      query: async <T,>(text: string, params?: unknown[]) => {
+        sent();
+        await held;
+        return db().query<T>(text, params);
+      },
+    };
+    const track = (orders: WorkOrderCreate[]) => orders.map((o) => new WeakRef(o.spec as object));
+    const insert = (orders: WorkOrderCreate[]) => workOrderInsertMany(holding, orders);
+    const unkeyed = [order(), order({ selector: "os=linux" })];
+    const keyed = [order({ idempotencyKey: "held-1" }), order()];
+    const [unkeyedSpecs, keyedSpecs] = [track(unkeyed), track(keyed)];
+    const inserts = [insert(unkeyed.splice(0)), insert(keyed.splice(0))] as const;
+    await sending;
+    await setImmediate();
+    gc();
+    expect(unkeyedSpecs.map((spec) => spec.deref())).toEqual([undefined, undefined]);
+    expect(keyedSpecs.every((spec) => spec.deref() !== undefined)).toBe(true);
+    release();
+    const [first, second] = await Promise.all(inserts);
+    expect(first.created.map((c) => formatSelector(c.selector!))).toEqual(["", "os=linux"]);
+    expect(second.ids).toHaveLength(2);
   });
 
   it("stores every field as given, whatever its text holds", async () => {
