@@ -1,8 +1,8 @@
 // The coordinator as one service: database, HTTP API and agent WebSocket endpoint on one port.
 // `start` resolves once it listens; `stop` is idempotent.
 import type { AddressInfo } from "node:net";
-import type { Server } from "node:http";
-import { createAdaptorServer } from "@hono/node-server";
+import { createServer, type Server } from "node:http";
+import { getRequestListener } from "@hono/node-server";
 import type { Logger } from "pino";
 import { TokenVerifier } from "./auth/tokens.ts";
 import { Bus, EVERY_QUEUE } from "./bus.ts";
@@ -155,12 +155,23 @@ async function drainServer(server: Server): Promise<void> {
   }
 }
 
+/**
+ * The answer to a request the adapter could not turn into one (a Host header it cannot read): the
+ * API's error, not an empty 400. One without a Host at all (HTTP/1.0, as load balancers' health
+ * checks send) is taken as for `localhost`.
+ */
+function unreadable(error: unknown): Response {
+  const why = error instanceof Error ? error.message : String(error);
+  const message = `the request's Host header or target cannot be read (${why})`;
+  return Response.json({ error: { code: "invalid_request", message, ...(/host/i.test(why) && { field: "Host" }) } }, { status: 400 });
+}
+
 /** Room for a whole fleet redialling at once: Node's default accept queue (511) drops most of it. */
 const LISTEN_BACKLOG = 4096;
 
 function listen(fetch: (request: Request) => Response | Promise<Response>, host: string, port: number) {
   return new Promise<Server>((resolve, reject) => {
-    const server = createAdaptorServer({ fetch }) as Server;
+    const server = createServer(getRequestListener(fetch, { hostname: "localhost", errorHandler: unreadable }));
     server.once("listening", () => resolve(server));
     server.once("error", reject);
     server.listen({ host, port, backlog: LISTEN_BACKLOG });

@@ -107,12 +107,12 @@ export const logQuery = z.strictObject({
  */
 export const logCursor = z
   .string()
-  .regex(/^[0-9]+:[0-9]{1,15}$/, "expected JOB:OFFSET, the id of a log event")
+  .regex(/^[0-9]+:[0-9]{1,16}$/, "expected JOB:OFFSET, the id of a log event")
   .transform((text) => {
     const [jobId, offset] = text.split(":") as [string, string];
     return { jobId, offset: Number(offset) };
   })
-  .pipe(z.strictObject({ jobId: id, offset: z.number().int().min(0) }));
+  .pipe(z.strictObject({ jobId: id, offset: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }));
 export type LogCursor = z.output<typeof logCursor>;
 
 export const logCursorOf = (jobId: string, offset: number) => `${jobId}:${offset}`;

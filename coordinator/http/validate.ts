@@ -113,7 +113,8 @@ export async function validItems<S extends z.ZodType>(schema: S, item: (i: numbe
 
 /** The query string validated by `schema`; no parameter takes several values, so a repeated one is refused. */
 export function query<S extends z.ZodType>(c: Context, schema: S): z.output<S> {
-  const values: Record<string, string> = {};
+  // Without a prototype, `__proto__` is a parameter like any other, and refused as unknown.
+  const values: Record<string, string> = Object.create(null);
   for (const [name, [value, ...more]] of Object.entries(c.req.queries())) {
     if (more.length > 0) throw new ApiError(400, "invalid_request", `${name}: give it once, not ${more.length + 1} times`, name);
     values[name] = value!;

@@ -258,6 +258,8 @@ describe("GET /v1/agents, a page at a time", () => {
     ["?after=%20x", "after"],
     ["?labels=os%3D%3D%3D", "labels"],
     ["?bogus=1", "bogus"],
+    // Unknown like any other, though a plain object would have taken it for its prototype.
+    ["?__proto__=1", "__proto__"],
   ])("a bad query (%s) is 400 naming the field", async (query, field) => {
     await expectError(await h.request(`/v1/agents${query}`), 400, "invalid_request", field);
   });

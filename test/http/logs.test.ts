@@ -364,6 +364,17 @@ describe("cancelling a job in progress", () => {
     }
   });
 
+  it("takes back as Last-Event-ID the id of an event at any offset it serves from, up to the largest", async () => {
+    const job = await endedJob();
+    for (const offset of [10 ** 15, Number.MAX_SAFE_INTEGER]) {
+      const [event] = parseEvents(await (await h.request(`/v1/jobs/${job.jobId}/log?follow=true&offset=${offset}`)).text());
+      expect(event).toMatchObject({ event: "job", id: `${job.jobId}:${offset}` });
+      const resumed = await h.request(`/v1/jobs/${job.jobId}/log?follow=true`, { headers: { "last-event-id": event!.id! } });
+      expect(logEvents(parseEvents(await resumed.text())).map((e) => e.event)).toEqual(["end"]);
+    }
+    await expectError(await h.request(`/v1/jobs/${job.jobId}/log?follow=true`, { headers: { "last-event-id": `${job.jobId}:${Number.MAX_SAFE_INTEGER + 1}` } }), 400, "invalid_request", "Last-Event-ID");
+  });
+
   /** A work order whose first job logged a1 and a2 and failed, and whose retry logged b1 and succeeded. */
   async function retriedWorkOrder(during?: (first: Job) => Promise<void>) {
     const first = await claimedJob({ maxAttempts: 2, retryOn: ["failed"], retryBackoffSeconds: 0 });
