@@ -1,5 +1,5 @@
 // `jobfleet coordinator`, `jobfleet agent` and `jobfleet start` (both in one process, for a try-out).
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { arch, availableParallelism, hostname, platform } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -10,6 +10,8 @@ import type { DatabaseConfig } from "../../coordinator/db/database.ts";
 import { DEFAULT_MAX_FOLLOWERS } from "../../coordinator/logs/followers.ts";
 import pkg from "../../package.json" with { type: "json" };
 import { MAX_CAPACITY, MAX_PREFETCH } from "../../protocol/limits.ts";
+import { cut } from "../../protocol/cut.ts";
+import { agentName } from "../../protocol/fields.ts";
 import { agentModes, type AgentMode } from "../../protocol/messages.ts";
 import { type Labels, parseLabels, SelectorError } from "../../protocol/selector.ts";
 import { DataDirInUse } from "../../coordinator/db/pglite-data-dir.ts";
@@ -57,10 +59,15 @@ async function coordinatorFrom(flags: Flags, log: Logger): Promise<Coordinator> 
   const options = { database: config, ...address, heartbeatSeconds, leaseSeconds, maxFollowers, requestsPerSecond, retainDays, logger: log };
   return startCoordinator(options).catch((error) => {
     if (error instanceof DataDirInUse) throw new CliError(error.message);
-    const { code } = error as NodeJS.ErrnoException;
+    const { code, message } = error as NodeJS.ErrnoException;
     if (code === "EADDRINUSE" || code === "EADDRNOTAVAIL" || code === "EACCES") {
       throw new CliError(`cannot listen on ${address.host}:${address.port} (${code}): another process may hold it; choose another with --listen`);
     }
+    // Not shown: the URL may hold a password.
+    if (code === "ERR_INVALID_URL") throw CliError.usage("--database-url (or DATABASE_URL) is not a URL Postgres can be reached at");
+    // The database or the data directory refused (an unreachable server, a file where the
+    // directory should be): what they said, without a stack; nothing of the URL is in it.
+    if (code !== undefined) throw new CliError(`cannot open the ${config.kind === "postgres" ? "database" : `data directory ${config.dataDir}`}: ${message}`);
     throw error;
   });
 }
@@ -120,6 +127,7 @@ function agentUrl(text: string): string {
   const url = new URL(text);
   if (url.protocol === "http:" || url.protocol === "https:") url.protocol = url.protocol === "http:" ? "ws:" : "wss:";
   if (url.protocol !== "ws:" && url.protocol !== "wss:") throw refused();
+  if (url.username || url.password) throw CliError.usage("--url cannot carry a user name or password: the token is the credential");
   if (url.hash) throw CliError.usage(`--url cannot have a #fragment: '${text}'`);
   if (url.pathname === "/") url.pathname = "/v1/agent";
   return url.toString();
@@ -129,8 +137,11 @@ function agentUrl(text: string): string {
 function agentSettings(flags: Flags, log: Logger, defaults: { name?: string; capacity?: number } = {}) {
   const mode = setting(flags, "mode") ?? "queue";
   if (!agentModes.includes(mode as AgentMode)) throw CliError.usage(`--mode is one of ${agentModes.join(", ")}, not '${mode}'`);
+  const name = setting(flags, "name") ?? defaults.name ?? hostname();
+  const named = agentName.safeParse(name);
+  if (!named.success) throw CliError.usage(`--name: ${named.error.issues[0]!.message}, not '${cut(name, 140)}'`);
   return {
-    name: setting(flags, "name") ?? defaults.name ?? hostname(),
+    name,
     labels: agentLabels(setting(flags, "labels")),
     capacity: integer(flags, "capacity", defaults.capacity ?? 1, 1, MAX_CAPACITY),
     prefetch: integer(flags, "prefetch", 0, 0, MAX_PREFETCH),
@@ -228,7 +239,10 @@ async function localCiToken(c: Coordinator, dir: string): Promise<string> {
   }
   const { token } = await tokenCreate(c.db, "local-ci", "ci");
   mkdirSync(dir, { recursive: true });
-  writeFileSync(file, `${token}\n`, { mode: 0o600 });
+  // A new file, then moved over the old: a mode given to writeFileSync holds only for a file it creates.
+  const written = `${file}.${process.pid}`;
+  writeFileSync(written, `${token}\n`, { mode: 0o600 });
+  renameSync(written, file);
   return token;
 }
 

@@ -1,5 +1,5 @@
 // The CLI's answers to bad input: a message on stderr naming the problem, and a non-zero exit.
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, test } from "vitest";
@@ -39,6 +39,10 @@ const cases: [string[], RegExp][] = [
   [["enqueue", "--url", "http://user:s3cret@127.0.0.1:7700", "--token", "t", "--", "true"], /^(?![\s\S]*s3cret)[\s\S]*--url cannot carry a user name or password/],
   [["enqueue", "--token", "jft_pasted\nwrapped", "--", "true"], /^(?![\s\S]*jft_pasted)[\s\S]*holds a character other than printable ASCII/],
   [["agent", "--url", "http://127.0.0.1:1/#x", "--token", "t"], /--url cannot have a #fragment/],
+  // The agent logs where it dials: a password there would be in every log line of a redial.
+  [["agent", "--url", "http://proxy:s3cret@127.0.0.1:1", "--token", "t"], /^(?![\s\S]*s3cret)[\s\S]*--url cannot carry a user name or password/],
+  [["agent", "--url", "ws://127.0.0.1:1", "--token", "t", "--name", "bad name"], /--name: expected 1-128 letters, digits or -_.@: starting with a letter or digit, not 'bad name'/],
+  [["coordinator", "--listen", "127.0.0.1:1", "--database-url", "postgres://app:s3cret@127.0.0.1:5x432/jobs"], /^(?![\s\S]*s3cret)jobfleet: --database-url \(or DATABASE_URL\) is not a URL/],
   [["work-orders", "show", "abc", "--token", "t"], /'abc' is not a work order id/],
   [["jobs"], /'jobs' needs an action/],
   [["coordinator", "--log-level", "bogus"], /--log-level is one of trace, debug, info, warn, error, fatal, silent, not 'bogus'/],
@@ -82,6 +86,26 @@ test("a bad agent flag to start is refused before the coordinator starts, and th
     expect(exit.code).toBe(2);
     // Nothing started: no database and no token were made.
     expect(existsSync(join(dir, "data"))).toBe(false);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a coordinator whose database or data directory cannot be opened says so in one line, and exits 1", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "jobfleet-usage-"));
+  try {
+    const file = join(dir, "a-file");
+    writeFileSync(file, "");
+    const listen = ["--listen", `127.0.0.1:${await freePort()}`];
+    const unreachable = await jobfleet(["coordinator", ...listen, "--database-url", `postgres://app:s3cret@127.0.0.1:${await freePort()}/jobs`]).exited;
+    const notADirectory = await jobfleet(["coordinator", ...listen, "--data-dir", file]).exited;
+    expect(unreachable.stderr).toMatch(/^jobfleet: cannot open the database: .*ECONNREFUSED/);
+    expect(notADirectory.stderr).toMatch(new RegExp(`^jobfleet: cannot open the data directory ${file}: EEXIST`));
+    for (const exit of [unreachable, notADirectory]) {
+      expect(exit.stderr).not.toMatch(/^\s+at /m);
+      expect(exit.stderr).not.toContain("s3cret");
+      expect(exit.code).toBe(1);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

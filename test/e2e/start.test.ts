@@ -1,6 +1,6 @@
 // The quick start as the README gives it: `jobfleet start` (what `npm start` runs) brings up a
 // coordinator on the embedded database and a local agent, and the next command runs a job.
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { platform, tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, test } from "vitest";
@@ -50,12 +50,18 @@ test("jobfleet start serves a local agent, and jobfleet run finds it with the sa
   }
 });
 
-test("jobfleet start takes its agent's name and capacity from the environment as from flags", { timeout: 60_000 }, async () => {
+test("jobfleet start takes its agent's name and capacity from the environment as from flags, and saves its CI token for its owner alone", { timeout: 60_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "jobfleet-start-"));
+  // A token file left readable to others by hand: the new token must not land in it as it is.
+  const tokenFile = join(dir, ".jobfleet", "ci-token");
+  mkdirSync(join(dir, ".jobfleet"), { mode: 0o700 });
+  writeFileSync(tokenFile, "jft_1_stale\n", { mode: 0o644 });
   const start = jobfleet(["start", "--listen", "127.0.0.1:0"], { JOBFLEET_DATA_DIR: join(dir, ".jobfleet"), JOBFLEET_NAME: "from-env", JOBFLEET_CAPACITY: "1" });
   try {
     await listening(start);
     await start.waitFor(/agent {8}from-env {2}labels \S+, capacity 1\n/);
+    expect(readFileSync(tokenFile, "utf8")).toMatch(/^jft_(?!1_stale)\S+\n$/);
+    expect(statSync(tokenFile).mode & 0o777).toBe(0o600);
   } finally {
     await start.stop("SIGTERM");
     rmSync(dir, { recursive: true, force: true });
