@@ -130,21 +130,27 @@ export class Api {
   // node:http with kept-alive sockets, not fetch: with fetch, 64 clients in one process spent more
   // CPU than the coordinator serving them, so the enqueue scenario measured the client.
   private readonly agent = new HttpAgent({ keepAlive: true, maxSockets: 256 });
+  /** Requests on the kept-alive connections that had to open one (none was free). */
+  opened = 0;
 
   constructor(
     readonly url: string,
     readonly token: string,
   ) {}
 
-  private post(path: string, body: unknown): Promise<{ status: number; body: any }> {
+  /** `fresh`: on a connection of its own, opened for it. */
+  private post(path: string, body: unknown, { fresh = false } = {}): Promise<{ status: number; body: any }> {
     const payload = JSON.stringify(body);
     const headers = { authorization: `Bearer ${this.token}`, "content-type": "application/json", "content-length": Buffer.byteLength(payload) };
     return new Promise((resolve, reject) => {
-      const req = request(`${this.url}${path}`, { method: "POST", agent: this.agent, headers }, (response) => {
+      const req = request(`${this.url}${path}`, { method: "POST", agent: fresh ? false : this.agent, headers }, (response) => {
         let text = "";
         response.setEncoding("utf8");
         response.on("data", (chunk: string) => (text += chunk));
-        response.on("end", () => resolve({ status: response.statusCode!, body: text.startsWith("{") ? JSON.parse(text) : text }));
+        response.on("end", () => {
+          if (!fresh && !req.reusedSocket) this.opened++;
+          resolve({ status: response.statusCode!, body: text.startsWith("{") ? JSON.parse(text) : text });
+        });
         response.on("error", reject);
       });
       req.on("error", reject);
@@ -158,9 +164,23 @@ export class Api {
     return ((await response.json()) as { items: unknown[] }).items.length;
   }
 
-  /** One work order through POST /v1/work-orders; its id. */
-  async enqueue(order: unknown): Promise<string> {
-    const { status, body } = await this.post("/v1/work-orders", order);
+  /**
+   * Opens `sockets` kept-alive connections for the requests to come: as many requests at once that
+   * the coordinator answers without the database (no token: 401), so that none is a commit.
+   */
+  async warm(sockets: number): Promise<void> {
+    const get = () =>
+      new Promise<void>((resolve, reject) => {
+        const req = request(`${this.url}/v1/agents`, { agent: this.agent }, (response) => response.resume().on("end", resolve));
+        req.on("error", reject);
+        req.end();
+      });
+    await Promise.all(Array.from({ length: sockets }, get));
+  }
+
+  /** One work order through POST /v1/work-orders (`fresh`: on a connection of its own); its id. */
+  async enqueue(order: unknown, options: { fresh?: boolean } = {}): Promise<string> {
+    const { status, body } = await this.post("/v1/work-orders", order, options);
     if (status !== 201) throw new Error(`enqueue: ${status} ${JSON.stringify(body)}`);
     return String(body.id);
   }

@@ -36,11 +36,12 @@ export type ThroughputResult = {
   walPerJob?: number;
   /** CPU seconds per 1,000 jobs, by party (Postgres: the whole server; coordinator: all of them). */
   cpuPerThousand: { coordinator: number; agents: number; postgres?: number };
-  /** Enqueue → adapter start of each probe, ms, sorted. */
-  probeLatencies: number[];
-  /** Enqueue → the POST's answer of each probe, ms, sorted. */
-  probeAnswers: number[];
+  /** The probes on kept-alive connections, those each on a new connection, and how many of the first had to open one. */
+  probes: { kept: ProbeTimes; fresh: ProbeTimes; opened: number };
 };
+
+/** Enqueue → adapter start, and enqueue → the POST's answer, of each probe, ms, sorted. */
+export type ProbeTimes = { latencies: number[]; answers: number[] };
 
 /** How often the run's end is looked for (a short wait, as graphile-worker's run's). */
 export const POLL_MS = 10;
@@ -79,6 +80,7 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
     const agents = await booting.fleet;
     const probes = probing(coordinator, agents, options.probeEveryMs);
     if (url) await checkpoint();
+    await probes.ready();
     const before = url ? await commits(url) : 0;
     const cpuBefore = { coordinator: await coordinatorCpu(), agents: agents.cpu(), postgres: url ? postgresCpuSeconds() : 0 };
     const walBefore = url ? await walBytes() : 0;
@@ -118,8 +120,7 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
       commitsPerJob: url ? (after - before - monitorQueries - probes.sent) / jobs : undefined,
       walPerJob: url ? wal / jobs : undefined,
       cpuPerThousand: { coordinator: (cpu.coordinator * 1000) / jobs, agents: (cpu.agents * 1000) / jobs, postgres: url ? (cpu.postgres * 1000) / jobs : undefined },
-      probeLatencies: probes.latencies(),
-      probeAnswers: probes.answers(),
+      probes: await probes.results(),
     };
   } finally {
     await booting.stop();
@@ -129,37 +130,59 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
   }
 }
 
+/** Kept-alive connections the probe client opens before it is timed: more than are in flight at once (10-30 in the runs of 2026-12-02). */
+const PROBE_SOCKETS = 64;
+/** Every this many probes, one goes on a connection of its own, opened as it is sent. */
+const FRESH_EVERY = 10;
+
+/** Probes sent one way, each timed from just before its POST. */
+class ProbeSeries {
+  readonly enqueuedAt = new Map<string, number>();
+  readonly answers: number[] = [];
+
+  latencies(startedAt: Map<string, number>): number[] {
+    return [...this.enqueuedAt].flatMap(([id, t]) => (startedAt.has(id) ? [startedAt.get(id)! - t] : [])).sort((a, b) => a - b);
+  }
+}
+
 /**
  * High-priority probe work orders, one every `everyMs` from `start()` on, each timed from just
  * before its POST until its adapter starts on some agent. A POST does not wait for the one before:
  * a slow answer must not thin out the probes of a slow moment. Inactive without `everyMs`.
+ * They go on connections opened before the clock starts, as a client that keeps its connections
+ * does, except every `FRESH_EVERY`th, which opens its own: a busy coordinator takes a new
+ * connection once a turn of its event loop (libuv accepts one a turn since 1.45), and a client
+ * that opened them as it needed them, as this one did until 2026-12-02, timed its own connects.
  */
 function probing(coordinator: CoordinatorProcess, agents: AgentFleet, everyMs?: number) {
-  const enqueuedAt = new Map<string, number>();
   const startedAt = new Map<string, number>();
-  const answers: number[] = [];
+  const [kept, fresh] = [new ProbeSeries(), new ProbeSeries()];
   const off = agents.onProbe((id, t) => startedAt.set(id, t));
   let active = everyMs !== undefined;
   let sent = 0;
   let begin!: () => void;
   const begun = new Promise<void>((resolve) => (begin = resolve));
   const api = coordinator.api;
+  const warm = everyMs === undefined ? Promise.resolve() : api.warm(PROBE_SOCKETS);
   const loop = (async () => {
     if (everyMs === undefined) return;
+    await warm;
+    const opened = api.opened;
     await begun;
     const posts: Promise<void>[] = [];
     while (active) {
       const t = now();
-      sent++;
+      const series = ++sent % FRESH_EVERY === 0 ? fresh : kept;
       posts.push(
-        api.enqueue({ ...PROBE_ORDER, priority: 1000 }).then((id) => {
-          enqueuedAt.set(id, t);
-          answers.push(now() - t);
+        api.enqueue({ ...PROBE_ORDER, priority: 1000 }, { fresh: series === fresh }).then((id) => {
+          series.enqueuedAt.set(id, t);
+          series.answers.push(now() - t);
         }),
       );
       await sleep(Math.max(0, everyMs - (now() - t)));
     }
     await Promise.all(posts);
+    return api.opened - opened;
   })();
   return {
     get active() {
@@ -167,6 +190,10 @@ function probing(coordinator: CoordinatorProcess, agents: AgentFleet, everyMs?: 
     },
     get sent() {
       return sent;
+    },
+    /** Resolves once the probe client's connections are open. */
+    ready(): Promise<void> {
+      return warm;
     },
     start() {
       begin();
@@ -178,15 +205,13 @@ function probing(coordinator: CoordinatorProcess, agents: AgentFleet, everyMs?: 
     /** True once the last POST answered and every probe reported its start. */
     async settled(): Promise<boolean> {
       await loop;
-      return startedAt.size >= enqueuedAt.size;
+      return startedAt.size >= kept.enqueuedAt.size + fresh.enqueuedAt.size;
     },
-    latencies(): number[] {
+    /** Enqueue → start, and enqueue → the POST's answer, of each probe of each kind, ms, sorted. */
+    async results(): Promise<ThroughputResult["probes"]> {
       off();
-      return [...enqueuedAt].flatMap(([id, t]) => (startedAt.has(id) ? [startedAt.get(id)! - t] : [])).sort((a, b) => a - b);
-    },
-    /** How long each probe's POST took to be answered, sorted. */
-    answers(): number[] {
-      return answers.toSorted((a, b) => a - b);
+      const times = (series: ProbeSeries) => ({ latencies: series.latencies(startedAt), answers: series.answers.toSorted((a, b) => a - b) });
+      return { kept: times(kept), fresh: times(fresh), opened: (await loop) ?? 0 };
     },
   };
 }
