@@ -109,7 +109,7 @@ it("follow gives each outage its own reconnect window, however long ago the last
 
 it("follow waits as long as a 503's Retry-After asks before it tries again", async () => {
   const asked: number[] = [];
-  const server = createServer((request, response) => {
+  const server = createServer((_request, response) => {
     asked.push(Date.now());
     if (asked.length === 1) {
       response.writeHead(503, { "content-type": "application/json", "retry-after": "1" });
