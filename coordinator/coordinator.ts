@@ -166,12 +166,20 @@ function unreadable(error: unknown): Response {
   return Response.json({ error: { code: "invalid_request", message, ...(/host/i.test(why) && { field: "Host" }) } }, { status: 400 });
 }
 
+/**
+ * How long an idle client connection is kept: past the 60 s idle timeout of common load balancers,
+ * so that one never sends a request on a connection this end is closing. A busy coordinator takes
+ * in one new connection a turn of its event loop (libuv's rule since 1.45): a client whose
+ * connections it kept skips that queue. Node's default is 5 s.
+ */
+const KEEP_ALIVE_MS = 65_000;
+
 /** Room for a whole fleet redialling at once: Node's default accept queue (511) drops most of it. */
 const LISTEN_BACKLOG = 4096;
 
 function listen(fetch: (request: Request) => Response | Promise<Response>, host: string, port: number) {
   return new Promise<Server>((resolve, reject) => {
-    const server = createServer(getRequestListener(fetch, { hostname: "localhost", errorHandler: unreadable }));
+    const server = createServer({ keepAliveTimeout: KEEP_ALIVE_MS }, getRequestListener(fetch, { hostname: "localhost", errorHandler: unreadable }));
     server.once("listening", () => resolve(server));
     server.once("error", reject);
     server.listen({ host, port, backlog: LISTEN_BACKLOG });

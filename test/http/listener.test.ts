@@ -11,14 +11,17 @@ beforeAll(async () => {
 });
 afterAll(() => coordinator.stop());
 
-/** The status line and body of the answer to `request`, sent as it is. */
-function raw(request: string): Promise<{ status: string; headers: string; body: string }> {
+/** The status line, headers and body of the answer to `request`, sent as it is (`close`: closed by us once it came). */
+function raw(request: string, { close = false } = {}): Promise<{ status: string; headers: string; body: string }> {
   const { port } = new URL(coordinator.url);
   return new Promise((resolve, reject) => {
     const socket = connect(Number(port), "127.0.0.1", () => socket.end(request));
     let answer = "";
-    socket.setEncoding("utf8").on("data", (chunk: string) => (answer += chunk));
-    socket.on("end", () => {
+    socket.setEncoding("utf8").on("data", (chunk: string) => {
+      answer += chunk;
+      if (close && answer.includes("\r\n\r\n")) socket.destroy();
+    });
+    socket.on("close", () => {
       const [head = "", body = ""] = answer.split("\r\n\r\n");
       const [status = "", ...headers] = head.split("\r\n");
       resolve({ status, headers: headers.join("\n"), body });
@@ -43,4 +46,10 @@ it("answers a Host header it cannot read with the API's JSON error", async () =>
     expect(answer.headers).toMatch(/content-type: application\/json/i);
     expect(JSON.parse(answer.body).error).toMatchObject({ code: "invalid_request", message: expect.stringMatching(/^the request's Host header or target cannot be read \(.+\)$/) });
   }
+});
+
+it("keeps an idle client connection past a load balancer's 60 s, and says so", async () => {
+  const answer = await raw("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", { close: true });
+  expect(answer.status).toBe("HTTP/1.1 200 OK");
+  expect(answer.headers).toMatch(/^keep-alive: timeout=65$/im);
 });
