@@ -2,7 +2,7 @@
 // `start` resolves once it listens; `stop` is idempotent.
 import type { AddressInfo } from "node:net";
 import { createServer, type Server } from "node:http";
-import { getRequestListener } from "@hono/node-server";
+import { getRequestListener, RequestError } from "@hono/node-server";
 import type { Logger } from "pino";
 import { TokenVerifier } from "./auth/tokens.ts";
 import { Bus, EVERY_QUEUE } from "./bus.ts";
@@ -161,9 +161,10 @@ async function drainServer(server: Server): Promise<void> {
  * checks send) is taken as for `localhost`.
  */
 function unreadable(error: unknown): Response {
-  const why = error instanceof Error ? error.message : String(error);
-  const message = `the request's Host header or target cannot be read (${why})`;
-  return Response.json({ error: { code: "invalid_request", message, ...(/host/i.test(why) && { field: "Host" }) } }, { status: 400 });
+  // Anything else came out of the app itself, which answers its own errors: never the client's fault.
+  if (!(error instanceof RequestError)) return Response.json({ error: { code: "internal", message: "internal error" } }, { status: 500 });
+  const message = `the request's Host header or target cannot be read (${error.message})`;
+  return Response.json({ error: { code: "invalid_request", message, ...(/host/i.test(error.message) && { field: "Host" }) } }, { status: 400 });
 }
 
 /**
