@@ -162,6 +162,29 @@ describe("exec adapter", () => {
     expect(result.error).toBe("command not found: jobfleet-no-such-command");
   });
 
+  it("names the missing interpreter of a script that exists, not the script, by path or along the job's PATH", async () => {
+    const script = async (name: string, text: string) => {
+      await writeFile(join(dir, name), text);
+      await chmod(join(dir, name), 0o755);
+      return join(dir, name);
+    };
+    const elsewhere = await script("for-another-image", "#!/usr/bin/jobfleet-no-such-interpreter -e\necho built\n");
+    expect(await run({ command: [elsewhere] })).toMatchObject({
+      outcome: "failed",
+      exitCode: null,
+      error: `interpreter not found: /usr/bin/jobfleet-no-such-interpreter, named on the first line of ${elsewhere}`,
+    });
+    expect((await run({ command: ["for-another-image"], env: { PATH: `${dir}:/usr/bin:/bin` } })).error).toBe(
+      "interpreter not found: /usr/bin/jobfleet-no-such-interpreter, named on the first line of for-another-image",
+    );
+    const crlf = await script("from-windows", "#!/bin/sh\r\necho built\r\n");
+    expect((await run({ command: [crlf] })).error).toBe(
+      `interpreter not found: /bin/sh, named on the first line of ${crlf} (its lines end in CR LF, and the CR is read as part of the name)`,
+    );
+    // Not on the job's PATH at all: not found, whatever lies elsewhere.
+    expect((await run({ command: ["for-another-image"], env: { PATH: "/usr/bin:/bin" } })).error).toBe("command not found: for-another-image");
+  });
+
   it("fails with a clear message when the command is not executable", async () => {
     const file = join(dir, "not-executable");
     await writeFile(file, "#!/bin/sh\n");
