@@ -4,7 +4,7 @@
 // coordinator could serve no one while it took that body. Peer in the same run: the same probes
 // while it takes a plain bulk of 10,000 work orders.
 import { Agent as HttpAgent, request } from "node:http";
-import { CoordinatorProcess, NOOP_ORDER } from "./fleet.ts";
+import { CoordinatorProcess, get, NOOP_ORDER } from "./fleet.ts";
 import { createDatabase, dropDatabase, now } from "./support.ts";
 
 export type BodyStall = { name: string; status: number; bytes: number; longestProbeMs: number };
@@ -72,13 +72,5 @@ function send(agent: HttpAgent, base: string, token: string, path: string, body:
     });
     req.on("socket", (socket) => socket.on("error", () => {}));
     req.end(body);
-  });
-}
-
-function get(agent: HttpAgent, url: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    request(url, { agent }, (response) => response.resume().on("end", resolve))
-      .on("error", reject)
-      .end();
   });
 }

@@ -126,6 +126,15 @@ export class AgentFleet {
   }
 }
 
+/** A GET through `agent`, its answer read and dropped. */
+export function get(agent: HttpAgent, url: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    request(url, { agent }, (response) => response.resume().on("end", resolve))
+      .on("error", reject)
+      .end();
+  });
+}
+
 export class Api {
   // node:http with kept-alive sockets, not fetch: with fetch, 64 clients in one process spent more
   // CPU than the coordinator serving them, so the enqueue scenario measured the client.
@@ -169,13 +178,7 @@ export class Api {
    * the coordinator answers without the database (no token: 401), so that none is a commit.
    */
   async warm(sockets: number): Promise<void> {
-    const get = () =>
-      new Promise<void>((resolve, reject) => {
-        const req = request(`${this.url}/v1/agents`, { agent: this.agent }, (response) => response.resume().on("end", resolve));
-        req.on("error", reject);
-        req.end();
-      });
-    await Promise.all(Array.from({ length: sockets }, get));
+    await Promise.all(Array.from({ length: sockets }, () => get(this.agent, `${this.url}/v1/agents`)));
   }
 
   /** One work order through POST /v1/work-orders (`fresh`: on a connection of its own); its id. */
