@@ -9,7 +9,8 @@ const foreign: number[] = [];
 afterAll(() => foreign.forEach((pid) => process.kill(-pid, "SIGKILL")));
 
 // Needs root, to run the agent's side as another user; the machines that run this suite run it as root.
-it.runIf(process.getuid?.() === 0)("a group holding only another user's processes is signalled without an error", async () => {
+const root = process.getuid?.() === 0;
+it.runIf(root)(`a group holding only another user's processes is signalled without an error${root ? "" : " (skipped: needs root)"}`, async () => {
   // A group of root's alone, as a job's becomes once only the `sudo` it started is left.
   const sleeper = spawn("sleep", ["30"], { detached: true, stdio: "ignore" });
   foreign.push(sleeper.pid!);
