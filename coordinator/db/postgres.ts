@@ -39,15 +39,20 @@ function pool(url: string, max: number, settings: Record<string, string> = {}) {
 }
 
 /**
- * The application names of the sessions but this database's own that listen on the channel: those
- * whose last statement was the LISTEN (as postgres-js words it, in any version), and, unnamed, those
- * of another role, which cannot be read. Unnamed too when the server does not track statements.
- * Its own sessions all carry its application name.
+ * Who listens on the channel. `others`: the application names of the sessions but this database's
+ * own whose last statement was the LISTEN (as postgres-js words it, in any version), and, unnamed,
+ * those of another role, which cannot be read; unnamed too when the server does not track
+ * statements. `self`: whether one of its own sessions is among them (its sessions all carry its
+ * application name); taken as so when that cannot be told (statements untracked, or the URL's
+ * `application_name` in place of its own).
  */
-const OTHERS_LISTENING = `SELECT CASE WHEN current_setting('track_activities')::bool
-  THEN coalesce(json_agg(CASE WHEN query = $2 THEN application_name ELSE '' END), '[]') ELSE '[""]' END AS names
+const LISTENING = `SELECT CASE WHEN current_setting('track_activities')::bool
+    THEN coalesce(json_agg(CASE WHEN query = $2 THEN application_name ELSE '' END) FILTER (WHERE application_name <> $1), '[]')
+    ELSE '[""]' END AS others,
+  NOT current_setting('track_activities')::bool OR current_setting('application_name') <> $1
+    OR coalesce(bool_or(application_name = $1 AND query = $2), false) AS self
 FROM pg_stat_activity
-WHERE datname = current_database() AND application_name <> $1 AND query IN ($2, '<insufficient privilege>')`;
+WHERE datname = current_database() AND query IN ($2, '<insufficient privilege>')`;
 
 export async function openPostgres(url: string, poolSize = 10): Promise<Database> {
   await migrateLocked(url);
@@ -74,9 +79,9 @@ export async function openPostgres(url: string, poolSize = 10): Promise<Database
           JSON.stringify(payloads),
         ]);
       },
-      async othersListening(channel) {
-        const [row] = await client.unsafe<{ names: string[] }[]>(OTHERS_LISTENING, [name, `listen "${channel.replace(/"/g, '""')}"`]);
-        return row!.names;
+      async listening(channel) {
+        const [row] = await client.unsafe<{ others: string[]; self: boolean }[]>(LISTENING, [name, `listen "${channel.replace(/"/g, '""')}"`]);
+        return row!;
       },
     },
     close: async () => void (await Promise.all([client.end({ timeout: 5 }), generic.end({ timeout: 5 })])),

@@ -1,8 +1,8 @@
 // Carries bus events between coordinators over Postgres LISTEN/NOTIFY. Events are gathered for a
 // few milliseconds and sent as few notifications as fit (a NOTIFY per event would serialise
 // commits); each coordinator drops its own. Where a notification may have been missed (the
-// listening connection was re-established, or a listener went away, perhaps with wake-ups it had
-// not sent yet), `onResync` lets the dispatcher look again.
+// listening connection was re-established, or is lost and not yet back, or a listener went away,
+// perhaps with wake-ups it had not sent yet), `onResync` lets the dispatcher look again.
 // A coordinator alone on its database sends nothing. A starting one says `hello`; one that
 // starts relaying then (or finds a listener it did not know of) sends `welcome`, and whoever hears
 // it looks again for what was not relayed before. Every few seconds a relay looks for listeners
@@ -19,6 +19,8 @@ import { PeerWatches } from "./peer-watches.ts";
 export const CHANNEL = "jobfleet";
 const GATHER_MS = 5;
 const CHECK_EVERY_MS = 10_000;
+/** How often a coordinator looks while it may have lost its listening session (then looking for work itself too). */
+const DEAF_EVERY_MS = 1_000;
 /** After a failed notification, what is left is sent again this much later. */
 const RETRY_MS = 1_000;
 
@@ -28,8 +30,11 @@ export type Listener = {
   listen(channel: string, onPayload: (payload: string) => void, onListen: () => void): Promise<() => Promise<void>>;
   /** Sends the payloads in order, in one statement and one commit. */
   notify(channel: string, payloads: string[]): Promise<void>;
-  /** The names of the other sessions listening on the channel; "" for one that cannot be named (or when none can be told). */
-  othersListening(channel: string): Promise<string[]>;
+  /**
+   * `others`: the names of the other sessions listening on the channel, "" for one that cannot be
+   * named (or when none can be told); `self`: whether this coordinator's own listening session is there.
+   */
+  listening(channel: string): Promise<{ self: boolean; others: string[] }>;
 };
 
 export class Relay {
@@ -53,6 +58,8 @@ export class Relay {
   private relayAll = true;
   private timer?: NodeJS.Timeout;
   private checker?: NodeJS.Timeout;
+  /** Looks every second, while this coordinator's listening session is gone or its database cannot say. */
+  private deafChecker?: NodeJS.Timeout;
   private unlisten?: () => Promise<void>;
   private first = true;
   /** Whether another coordinator may be listening: only then are events sent. */
@@ -74,7 +81,7 @@ export class Relay {
     private readonly db: Listener,
     private readonly onResync: () => void,
     private readonly onError: (error: unknown) => void,
-    private readonly timing: { checkEveryMs?: number; gatherMs?: number } = {},
+    private readonly timing: { checkEveryMs?: number; gatherMs?: number; deafEveryMs?: number } = {},
   ) {
     this.id = db.name;
     this.ownPrefix = `{"from":${JSON.stringify(this.id)},`;
@@ -107,6 +114,7 @@ export class Relay {
     this.bus.onWatch = undefined;
     clearTimeout(this.timer);
     clearInterval(this.checker);
+    this.looksOften(false);
     await Promise.all(this.underway);
     await this.flush();
     await this.sending;
@@ -131,6 +139,7 @@ export class Relay {
 
   private listening(): void {
     if (this.stopped) return;
+    this.looksOften(false);
     if (!this.first) {
       this.onResync();
       // Others may have stopped sending while this one could not be seen listening.
@@ -162,7 +171,17 @@ export class Relay {
 
   private async look(): Promise<void> {
     const [heard, heardUnknown] = [this.heard, this.heardUnknown];
-    const listening = await this.db.othersListening(CHANNEL);
+    const { self, others: listening } = await this.db.listening(CHANNEL).catch((error) => {
+      // The server may be down, and the listening session with it: once it is back, this knows soon.
+      this.looksOften(!this.stopped);
+      throw error;
+    });
+    // What the others notify is missed until postgres-js listens again, with a backoff that grows to
+    // 20 s, and for ever while the server refuses it (at its connection limit, say): meanwhile the
+    // dispatcher looks for itself, every look, and `listening` resyncs once it is back.
+    const deaf = !self && !this.stopped;
+    this.looksOften(deaf);
+    if (deaf) this.onResync();
     const before = this.found;
     this.found = new Set(listening);
     // One gone may have died with wake-ups gathered and not sent, for work it had committed. Not
@@ -173,6 +192,16 @@ export class Relay {
     if (this.heard === heard) this.sendingTo(listening.length > 0);
     // What this one watches did not reach the others: say it all again.
     if (this.resetDue && this.others) this.schedule();
+  }
+
+  private looksOften(often: boolean): void {
+    if (!often) {
+      clearInterval(this.deafChecker);
+      this.deafChecker = undefined;
+      return;
+    }
+    const every = this.timing.deafEveryMs ?? DEAF_EVERY_MS;
+    this.deafChecker ??= setInterval(() => this.underway.size === 0 && this.track(this.look()), every).unref();
   }
 
   private sendingTo(others: boolean): void {

@@ -8,7 +8,7 @@ import { CHANNEL, type Listener, Relay } from "../../coordinator/relay/relay.ts"
 import type { Assignment } from "../../protocol/messages.ts";
 import { parseSelector } from "../../protocol/selector.ts";
 import { connectAgent, order, workOrderInsert } from "../store/fixtures.ts";
-import { createPostgresDatabase, describePostgres, dropPostgresDatabase } from "../support/databases.ts";
+import { createPostgresDatabase, describePostgres, dropPostgresDatabase, TEST_DATABASE_URL } from "../support/databases.ts";
 
 /** A valid selector (under the API's 4,096 chars) that is about 18 KB as JSON; it matches `os=linux`. */
 const HUGE_SELECTOR = ["os=linux", ...Array.from({ length: 600 }, (_, i) => `!x${i}`)].join(",");
@@ -285,15 +285,16 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
     await onFreshDatabase(async ({ open, client }) => {
       const [a, b] = [await open(), await open()];
       const older = client();
+      expect(await a.listener!.listening(CHANNEL)).toEqual({ self: false, others: [] });
       const own = await a.listener!.listen(CHANNEL, () => {}, () => {});
-      expect(await a.listener!.othersListening(CHANNEL)).toEqual([]);
+      expect(await a.listener!.listening(CHANNEL)).toEqual({ self: true, others: [] });
       const { unlisten } = await older.listen(CHANNEL, () => {});
       const other = await b.listener!.listen(CHANNEL, () => {}, () => {});
-      expect((await a.listener!.othersListening(CHANNEL)).sort()).toEqual([b.listener!.name, "postgres.js"].sort());
+      expect((await a.listener!.listening(CHANNEL)).others.sort()).toEqual([b.listener!.name, "postgres.js"].sort());
       await unlisten();
       await older.end();
       await other();
-      await vi.waitFor(async () => expect(await a.listener!.othersListening(CHANNEL)).toEqual([]), { timeout: 5_000 });
+      await vi.waitFor(async () => expect(await a.listener!.listening(CHANNEL)).toEqual({ self: true, others: [] }), { timeout: 5_000 });
       await own();
     });
   });
@@ -333,16 +334,81 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
     });
   });
 
+  test("a coordinator whose listening session is lost, and cannot be had again, looks for work itself at every look until it listens again", async () => {
+    await onFreshDatabase(async ({ open, start, client }) => {
+      const a = await open();
+      let resyncs = 0;
+      await start(new Relay(new Bus(), a.listener!, () => resyncs++, fail, { checkEveryMs: 100, deafEveryMs: 100 }));
+      // From the suite's own database: one cannot disallow connections to the one it is on.
+      const admin = postgres(TEST_DATABASE_URL!, { max: 1, onnotice: () => {} });
+      const [row] = await client()<{ name: string }[]>`SELECT current_database() AS name`;
+      const { name } = row!;
+      // No new session on the database, as when the server is at its connection limit: postgres-js redials in vain.
+      await admin.unsafe(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS false`);
+      try {
+        const ended = await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE application_name = ${a.listener!.name} AND query = ${`listen "${CHANNEL}"`}`;
+        expect(ended).toHaveLength(1);
+        await vi.waitFor(() => expect(resyncs).toBeGreaterThanOrEqual(3), { timeout: 5_000 });
+      } finally {
+        await admin.unsafe(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS true`);
+        await admin.end();
+      }
+      // postgres-js's own redial gets there in the end; then it no longer looks for itself.
+      await vi.waitFor(async () => expect(await a.listener!.listening(CHANNEL)).toEqual({ self: true, others: [] }), { timeout: 30_000 });
+      await vi.waitFor(
+        async () => {
+          const before = resyncs;
+          await new Promise((r) => setTimeout(r, 500));
+          expect(resyncs).toBe(before);
+        },
+        { timeout: 5_000 },
+      );
+    });
+  });
+
+  test("after a look that fails (the server down, perhaps its listening session with it), looks come often until one finds it listening", async () => {
+    await onFreshDatabase(async ({ open, start }) => {
+      const a = await open();
+      let [looks, down] = [0, false];
+      const errors: unknown[] = [];
+      const flaky: Listener = {
+        ...a.listener!,
+        listening: async (channel) => {
+          looks++;
+          if (down) throw new Error("connection refused");
+          return a.listener!.listening(channel);
+        },
+      };
+      await start(new Relay(new Bus(), flaky, () => {}, (e) => errors.push(e), { checkEveryMs: 500, deafEveryMs: 20 }));
+      down = true;
+      await vi.waitFor(() => expect(errors.map(String)).toContain("Error: connection refused"), { timeout: 5_000 });
+      const lookedBefore = looks;
+      await new Promise((r) => setTimeout(r, 400));
+      // At the usual pace, one look at most.
+      expect(looks - lookedBefore).toBeGreaterThanOrEqual(5);
+      down = false;
+      await vi.waitFor(
+        async () => {
+          const before = looks;
+          await new Promise((r) => setTimeout(r, 400));
+          expect(looks - before).toBeLessThanOrEqual(1);
+        },
+        { timeout: 5_000 },
+      );
+    });
+  });
+
   test("a stop waits for a look under way, so it does not outlive the database", async () => {
     await onFreshDatabase(async ({ open, start }) => {
       const a = await open();
       let looks = 0;
       const slow: Listener = {
         ...a.listener!,
-        othersListening: async (channel) => {
+        listening: async (channel) => {
           looks++;
           await new Promise((r) => setTimeout(r, 200));
-          return a.listener!.othersListening(channel);
+          return a.listener!.listening(channel);
         },
       };
       const relay = await start(new Relay(new Bus(), slow, () => {}, fail, { checkEveryMs: 50 }));
@@ -538,13 +604,14 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       // A's looks, held at will: one that runs while B's listening connection is down does not see B.
       const held: Listener = {
         ...a.listener!,
-        othersListening: async (channel) => {
-          const names = (await a.listener!.othersListening(channel)).filter((name) => name !== hide);
+        listening: async (channel) => {
+          const { self, others } = await a.listener!.listening(channel);
+          const names = others.filter((name) => name !== hide);
           if (hide) {
             looked();
             await new Promise<void>((resolve) => (release = resolve));
           }
-          return names;
+          return { self, others: names };
         },
       };
       const [busA, busB] = [new Bus(), new Bus()];
@@ -701,7 +768,10 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
       // As when the URL sets application_name: every listener is seen under the same name.
       const shared = (db: Database, side: "a" | "b"): Listener => ({
         ...db.listener!,
-        othersListening: async (channel) => (await db.listener!.othersListening(channel)).map(() => "shared"),
+        listening: async (channel) => {
+          const { self, others } = await db.listener!.listening(channel);
+          return { self, others: others.map(() => "shared") };
+        },
         notify: (channel, payloads) => {
           hellos[side] += payloads.filter((p) => JSON.parse(p).hello).length;
           return db.listener!.notify(channel, payloads);
@@ -837,7 +907,7 @@ describePostgres("relay over a real Postgres LISTEN/NOTIFY", () => {
           await new Promise((r) => setTimeout(r, 3));
           await a.listener!.notify(channel, payloads);
         },
-        othersListening: (channel) => (looks++, a.listener!.othersListening(channel)),
+        listening: (channel) => (looks++, a.listener!.listening(channel)),
       };
       const busA = new Bus();
       await start(new Relay(busA, busy, () => {}, fail, { checkEveryMs: 100 }));
