@@ -241,14 +241,16 @@ export class AgentSession implements Claimer {
     // Until its hello is let in, not just sent: a hello with any token must not open the door to large frames.
     if (!this.claimant && data.length > MAX_HELLO_BYTES) return this.refuse("hello_too_large", `a hello takes at most ${MAX_HELLO_BYTES} bytes`);
     let parsed: unknown;
+    if (isBinary) return this.invalid("invalid_json", "message is not JSON text: binary frames are not part of the protocol");
     try {
-      if (isBinary) throw new Error("binary frames are not part of the protocol");
       const text = data.toString("utf8");
       boundPieces(text, MAX_MESSAGE_PIECES);
       parsed = JSON.parse(text);
     } catch (error) {
       if (error instanceof TooComplex) return this.invalid("message_too_large", `a message holds ${error.message}`);
-      return this.invalid("invalid_json", `message is not JSON text: ${(error as Error).message}`);
+      // Not V8's message, which quotes the text, and the rejection is logged: a hello's text holds its token.
+      const at = /at position (\d+)/.exec((error as Error).message);
+      return this.invalid("invalid_json", `message is not JSON text${at ? ` (at position ${at[1]})` : ""}`);
     }
     const result = agentMessage.safeParse(parsed);
     if (!result.success) return this.invalid("invalid_message", describeIssues(result.error).message);

@@ -1,5 +1,9 @@
 // A database error is logged without the input it quotes, which may be a secret.
-import { expect, it } from "vitest";
+import { Writable } from "node:stream";
+import { pino } from "pino";
+import { afterAll, expect, it } from "vitest";
+import { tokenCreate } from "../../coordinator/auth/tokens.ts";
+import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
 import { withoutData } from "../../coordinator/loggable.ts";
 import { forEachDatabase, freshDatabase } from "../support/databases.ts";
 
@@ -17,4 +21,36 @@ forEachDatabase("errors as logged", (kind) => {
       await db.close();
     }
   });
+});
+
+let coordinator: Coordinator | undefined;
+afterAll(async () => coordinator?.stop());
+
+// A POST /v1/tokens whose insert the database refuses for a reason other than being unreachable (a
+// read-only database, as after a failover to a standby; a full disk) is an internal error. Drizzle's
+// wrapper quotes the parameters, the hash among them, in its message, stack and `params`; PGlite's
+// error in its `params`. Found by a review.
+it("a token whose insert fails is logged without its hash", async () => {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      lines.push(String(chunk));
+      done();
+    },
+  });
+  coordinator = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, logger: pino({ level: "info" }, sink), retainDays: 0 });
+  const admin = (await tokenCreate(coordinator.db, "admin", "admin")).token;
+  // The database now refuses writes (read-only), as a standby does.
+  await coordinator.db.query(`SET default_transaction_read_only = on`);
+  const response = await fetch(`${coordinator.url}/v1/tokens`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${admin}`, "content-type": "application/json" },
+    body: JSON.stringify({ name: "deploy", role: "admin" }),
+  });
+  expect(response.status).toBe(500);
+  await new Promise((r) => setTimeout(r, 100));
+  const logged = lines.join("");
+  expect(logged).toContain("internal error");
+  // The hash is 64 hex digits (SHA-256 of the secret).
+  expect(logged).not.toMatch(/[0-9a-f]{64}/);
 });

@@ -286,6 +286,17 @@ describe("bad frames", () => {
     expect((await peer.closed).code).toBe(4000);
   });
 
+  test.each([
+    ["cut short", () => `{"type":"hello","token":"${agentToken}"`, () => `message is not JSON text (at position ${agentToken.length + 26})`],
+    ["that begins with the token", () => `${agentToken} hello`, () => "message is not JSON text"],
+    ["with a stray comma", () => `{"token":"${agentToken}",}`, () => `message is not JSON text (at position ${agentToken.length + 12})`],
+  ])("a hello %s is refused without quoting its text, which holds the token (the refusal is logged)", async (_, text, message) => {
+    const peer = await new Peer().open();
+    peer.send(text());
+    expect(await peer.next("error")).toMatchObject({ code: "invalid_json", message: message() });
+    expect((await peer.closed).code).toBe(4000);
+  });
+
   test("a frame over the size limit closes that socket only", async () => {
     const peer = await new Peer().open();
     peer.send("x".repeat(MAX_MESSAGE_BYTES + 1));
