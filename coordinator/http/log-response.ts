@@ -5,7 +5,7 @@
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import { type LogCursor, logCursor, logCursorOf, type LogEvent } from "../../protocol/api.ts";
-import { endOf, followLog, type FollowTarget } from "../logs/follow.ts";
+import { endOf, followLog, type FollowTarget, LogGone } from "../logs/follow.ts";
 import { jobGet } from "../sql/job-read.ts";
 import { ApiError } from "./errors.ts";
 import type { Services } from "./services.ts";
@@ -51,7 +51,7 @@ async function plainText(events: AsyncGenerator<LogEvent>, abort: AbortControlle
     first = await next();
   } catch (error) {
     done();
-    throw error;
+    throw error instanceof LogGone ? new ApiError(404, "not_found", error.message) : error;
   }
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
@@ -100,6 +100,9 @@ export async function logResponse(c: Context, services: Services, target: Follow
     const keepalive = setInterval(() => void stream.write(": keepalive\n\n"), KEEPALIVE_MS);
     try {
       for await (const event of events) await stream.writeSSE({ event: event.type, data: JSON.stringify(event), id: idOf(event) });
+    } catch (error) {
+      // The stream ends without its `end`: the follower reconnects, and is told the work order is gone.
+      if (!(error instanceof LogGone)) throw error;
     } finally {
       clearInterval(keepalive);
       done();

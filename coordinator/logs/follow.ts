@@ -1,7 +1,9 @@
 // Reads a log from an offset to its current end and, when following, on until the job ends. Woken
 // by the bus whenever the work order changes; reads the state before the chunks, so when it sees a
 // job ended it also sees every chunk the agent sent before saying so. A work order's log moves to
-// its next job only after the rest of the one before, which has ended by then.
+// its next job only after the rest of the one before, which has ended by then. Retention deletes a
+// work order with its log in one transaction, perhaps between two pages of a read: a read that
+// comes to its end looks again for the work order, and throws `LogGone` if it went.
 import type { LogCursor, LogEvent } from "../../protocol/api.ts";
 import { type JobState, jobMachine, type WorkOrderState, workOrderMachine } from "../../protocol/states.ts";
 import type { Bus } from "../bus.ts";
@@ -29,6 +31,15 @@ const SNAPSHOT = `
 SELECT wo.state AS "orderState", j.state AS "jobState", j.id::text AS "jobId", j.attempt, j.exit_code AS "exitCode", j.error
 FROM work_orders wo LEFT JOIN jobs j ON j.id = coalesce($2::bigint, wo.latest_job_id) AND ($2::bigint IS NOT NULL OR j.state <> 'returned')
 WHERE wo.id = $1`;
+
+/** The work order went, with its log (retention deleted it), while the log was read: what was read may not be the whole. */
+export class LogGone extends Error {
+  constructor(workOrderId: string) {
+    super(`work order ${workOrderId} was deleted (its retention ran out) while its log was read`);
+  }
+}
+
+const EXISTS = `SELECT 1 FROM work_orders WHERE id = $1`;
 
 /** How long a follower waits for a wake-up before it looks anyway: one lost between replicas costs no more. */
 const RECHECK_MS = 15_000;
@@ -108,7 +119,7 @@ export async function* followLog(
     while (!options.signal.aborted) {
       wake.reset();
       const [now] = await db.query<Snapshot>(SNAPSHOT, [target.workOrderId, target.jobId ?? null]);
-      if (!now) return;
+      if (!now) throw new LogGone(target.workOrderId);
       if (now.jobId !== null && now.jobId !== jobId) {
         // A follower that was behind (woken late, or resuming) reads every attempt in turn.
         let next = { id: now.jobId, attempt: now.attempt! };
@@ -128,6 +139,10 @@ export async function* followLog(
         if (now.jobId !== null && jobId !== now.jobId) continue;
       }
       const ended = target.jobId ? now.jobState !== null && jobMachine.isTerminal(now.jobState) : workOrderMachine.isTerminal(now.orderState);
+      if (ended || !options.follow) {
+        const [still] = await db.query(EXISTS, [target.workOrderId]);
+        if (!still) throw new LogGone(target.workOrderId);
+      }
       if (ended) {
         yield { type: "end", state: target.jobId ? now.jobState! : now.orderState, exitCode: now.exitCode, ...(now.error !== null && { error: now.error }) };
         return;
