@@ -4,7 +4,6 @@
 // coordinator. On a lost connection it redials and resends whatever the coordinator has not
 // acknowledged; on drain it stops claiming, returns the jobs it only held, and finishes the rest.
 import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { Logger } from "pino";
 import { PROTOCOL_VERSION } from "../protocol/limits.ts";
 import { type AgentMode, type Assignment, type CoordinatorMessage, NOT_APPLIED } from "../protocol/messages.ts";
@@ -99,7 +98,7 @@ export class Agent {
     this.log = options.logger.child({ agent: options.name });
     this.outbox = new Outbox((text) => this.connection.sendText(text), {
       memoryBytes: options.outboxMemoryBytes ?? 64 * 1024 * 1024,
-      spillPath: join(tmpdir(), `jobfleet-agent-${process.pid}-${options.name}.spill`),
+      spillDir: tmpdir(),
       ready: () => this.welcomed && !this.connection.congested,
       warn: (message, fields) => this.log.warn(fields, message),
     });

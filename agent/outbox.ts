@@ -1,13 +1,20 @@
 // Job messages on their way to the coordinator. Each gets the job's next sequence number and is
 // kept until the coordinator acknowledges it, so everything unacknowledged can be sent again after
 // a reconnect; the coordinator ignores what it already applied. Past `memoryBytes` of messages
-// waiting, further ones are kept in a spill file (only their place in it stays in memory), so a
+// waiting, further ones are kept in spill files (only their place in them stays in memory), so a
 // long disconnection under heavy output costs disk, not the agent's memory (while the disk takes
-// it: a message that cannot be spilled stays in memory). Messages go out only while the wire takes
+// it: a message that cannot be spilled stays in memory). A spill file is created anew under a
+// random name, and unlinked at once: no one else's file or link is written to, and its disk is
+// the system's again once the agent lets it go, however the agent ends. Files are filled one after
+// another, each to the memory budget; one whose messages are all acknowledged is let go, so a
+// backlog that stays above the budget holds the disk its messages take, not all that passed.
+// Messages go out only while the wire takes
 // them (`ready`); the rest wait here, in order, until `pump()`, so output faster than the
 // coordinator takes it waits in the budget and the spill file, never unbounded in the socket's own
 // buffer.
-import { closeSync, ftruncateSync, openSync, readSync, rmSync, writeSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import { closeSync, ftruncateSync, openSync, readSync, unlinkSync, writeSync } from "node:fs";
+import { join } from "node:path";
 import type { JobMessage } from "../protocol/messages.ts";
 
 type Distribute<T> = T extends unknown ? Omit<T, "seq"> : never;
@@ -15,14 +22,18 @@ export type JobMessageBody = Distribute<JobMessage>;
 
 type Entry = { jobId: string; seq: number; type: JobMessage["type"]; released: boolean } & (
   | { text: string; bytes: number }
-  | { spilled: { position: number; length: number } }
+  | { spilled: { segment: Segment; position: number; length: number } }
 );
+
+/** An open spill file: its size, and how many of its messages are not yet acknowledged. */
+type Segment = { fd: number; size: number; entries: number };
 
 type Stream = { next: number; unacked: Entry[]; finished: boolean };
 
 export type OutboxOptions = {
   memoryBytes: number;
-  spillPath: string;
+  /** Where spill files are made (and at once unlinked). */
+  spillDir: string;
   /** Whether the wire takes another message now (default: always). */
   ready?: () => boolean;
   warn?: (message: string, fields: Record<string, unknown>) => void;
@@ -32,7 +43,9 @@ export class Outbox {
   private readonly streams = new Map<string, Stream>();
   private readonly waiters = new Set<() => void>();
   private memory = 0;
-  private spill?: { fd: number; size: number; entries: number };
+  /** The spill files open, the last the one written to. */
+  private readonly segments = new Set<Segment>();
+  private spill?: Segment;
   /** The last spill failed (warned of once until one succeeds). */
   private spillFailing = false;
   /** Messages not yet sent (or to be sent again), oldest first from `head`. */
@@ -62,9 +75,11 @@ export class Outbox {
     return this.memory;
   }
 
-  /** Bytes written to the spill file since it was last emptied. */
+  /** Bytes the spill files take. */
   get spilledBytes(): number {
-    return this.spill?.size ?? 0;
+    let bytes = 0;
+    for (const segment of this.segments) bytes += segment.size;
+    return bytes;
   }
 
   push(body: JobMessageBody): void {
@@ -112,21 +127,33 @@ export class Outbox {
   }
 
   /** Writes `text` at the end of the spill file; where it stands, or a throw with nothing kept. */
-  private spilled(text: string, bytes: number): { position: number; length: number } {
-    this.spill ??= { fd: openSync(this.options.spillPath, "w+", 0o600), size: 0, entries: 0 };
-    const position = this.spill.size;
+  private spilled(text: string, bytes: number): { segment: Segment; position: number; length: number } {
+    if (!this.spill || (this.spill.size > 0 && this.spill.size + bytes > this.options.memoryBytes)) this.spill = this.newSegment();
+    const segment = this.spill;
+    const position = segment.size;
     // Written at its place: a failed or short write leaves what is before it whole, and is overwritten.
-    if (writeSync(this.spill.fd, text, position) < bytes) throw new Error("short write to the spill file");
-    this.spill.size += bytes;
-    this.spill.entries++;
+    if (writeSync(segment.fd, text, position) < bytes) throw new Error("short write to the spill file");
+    segment.size += bytes;
+    segment.entries++;
     this.spillFailing = false;
-    return { position, length: bytes };
+    return { segment, position, length: bytes };
+  }
+
+  private newSegment(): Segment {
+    const path = join(this.options.spillDir, `jobfleet-agent-${randomUUID()}.spill`);
+    // Made here (wx: not a file or link already there), then unlinked while it stays open.
+    const fd = openSync(path, "wx+", 0o600);
+    unlinkSync(path);
+    const segment = { fd, size: 0, entries: 0 };
+    this.segments.add(segment);
+    return segment;
   }
 
   private text(entry: Entry): string {
     if ("text" in entry) return entry.text;
-    const buffer = Buffer.alloc(entry.spilled.length);
-    readSync(this.spill!.fd, buffer, 0, entry.spilled.length, entry.spilled.position);
+    const { segment, position, length } = entry.spilled;
+    const buffer = Buffer.alloc(length);
+    readSync(segment.fd, buffer, 0, length, position);
     return buffer.toString("utf8");
   }
 
@@ -136,10 +163,15 @@ export class Outbox {
       this.memory -= entry.bytes;
       return;
     }
-    // Once nothing spilled waits any more, the file starts over.
-    if (--this.spill!.entries === 0) {
-      ftruncateSync(this.spill!.fd, 0);
-      this.spill!.size = 0;
+    const { segment } = entry.spilled;
+    if (--segment.entries > 0) return;
+    // Nothing in it waits any more: the file written to starts over, an earlier one is let go.
+    if (segment === this.spill) {
+      ftruncateSync(segment.fd, 0);
+      segment.size = 0;
+    } else {
+      closeSync(segment.fd);
+      this.segments.delete(segment);
     }
   }
 
@@ -190,11 +222,10 @@ export class Outbox {
     return new Promise((resolve) => this.waiters.add(resolve));
   }
 
-  /** Removes the spill file. */
+  /** Lets the spill files go. */
   close(): void {
-    if (!this.spill) return;
-    closeSync(this.spill.fd);
-    rmSync(this.options.spillPath, { force: true });
+    for (const segment of this.segments) closeSync(segment.fd);
+    this.segments.clear();
     this.spill = undefined;
   }
 }

@@ -43,7 +43,7 @@ test("a coordinator that stops reading holds the agent's output in its outbox, a
       transmitted += text.length;
       connection.sendText(text);
     },
-    { memoryBytes: 1 << 20, spillPath: join(dir, "spill"), ready: () => connection.open && !connection.congested },
+    { memoryBytes: 1 << 20, spillDir: dir, ready: () => connection.open && !connection.congested },
   );
   connection.start();
   const socket = await peer;

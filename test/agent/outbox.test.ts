@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, test } from "vitest";
@@ -7,13 +7,31 @@ import type { JobMessage } from "../../protocol/messages.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "jobfleet-outbox-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-let files = 0;
+let dirs = 0;
 
 function outbox(memoryBytes = 1 << 20, ready?: () => boolean) {
   const sent: JobMessage[] = [];
-  const spillPath = join(dir, `spill-${++files}`);
-  return { sent, spillPath, box: new Outbox((text) => sent.push(JSON.parse(text)), { memoryBytes, spillPath, ready }) };
+  const spillDir = join(dir, `spill-${++dirs}`);
+  mkdirSync(spillDir);
+  return { sent, spillDir, box: new Outbox((text) => sent.push(JSON.parse(text)), { memoryBytes, spillDir, ready }) };
 }
+
+/** The sizes of the files this process holds open that were made in `spillDir` and unlinked since. */
+function spillFiles(spillDir: string): number[] {
+  const sizes: number[] = [];
+  for (const fd of readdirSync("/proc/self/fd")) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      continue;
+    }
+    if (target.startsWith(`${spillDir}/`) && target.endsWith(" (deleted)")) sizes.push(statSync(`/proc/self/fd/${fd}`).size);
+  }
+  return sizes;
+}
+
+const sum = (sizes: number[]) => sizes.reduce((a, b) => a + b, 0);
 
 describe("Outbox", () => {
   test("numbers each job's messages from 1 and sends them at once", () => {
@@ -143,13 +161,15 @@ describe("Outbox while the wire is not ready", () => {
 
 describe("Outbox past its memory budget", () => {
   test("keeps further messages in a spill file, and resends them whole and in order", () => {
-    const { sent, box, spillPath } = outbox(500);
+    const { sent, box, spillDir } = outbox(500);
     box.open("1");
     box.open("2");
     for (let i = 0; i < 50; i++) box.push({ type: "job.log", jobId: String((i % 2) + 1), data: `line ${i} ${"x".repeat(40)}\n` });
     expect(box.memoryBytes).toBeLessThanOrEqual(500);
     expect(box.spilledBytes).toBeGreaterThan(1000);
-    expect(statSync(spillPath).size).toBe(box.spilledBytes);
+    // Unlinked as soon as made: nothing is left behind however the agent ends.
+    expect(readdirSync(spillDir)).toEqual([]);
+    expect(sum(spillFiles(spillDir))).toBe(box.spilledBytes);
     const original = sent.splice(0);
     box.resend();
     expect(sent).toEqual([...original.filter((m) => m.jobId === "1"), ...original.filter((m) => m.jobId === "2")]);
@@ -158,8 +178,8 @@ describe("Outbox past its memory budget", () => {
   test("keeps in memory what it cannot spill (no disk to write to), warning once, and loses nothing", () => {
     const warnings: string[] = [];
     const sent: JobMessage[] = [];
-    const spillPath = join(dir, "no-such-directory", "spill");
-    const box = new Outbox((text) => sent.push(JSON.parse(text)), { memoryBytes: 100, spillPath, warn: (message) => warnings.push(message) });
+    const spillDir = join(dir, "no-such-directory");
+    const box = new Outbox((text) => sent.push(JSON.parse(text)), { memoryBytes: 100, spillDir, warn: (message) => warnings.push(message) });
     box.open("1");
     for (let i = 0; i < 10; i++) box.push({ type: "job.log", jobId: "1", data: `${i} ${"z".repeat(50)}` });
     expect(sent.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
@@ -171,8 +191,8 @@ describe("Outbox past its memory budget", () => {
     expect(sent).toEqual(original);
   });
 
-  test("empties the spill file once nothing spilled is waiting, and removes it on close", () => {
-    const { box, spillPath } = outbox(200);
+  test("empties the spill file once nothing spilled is waiting, and lets it go on close", () => {
+    const { box, spillDir } = outbox(200);
     box.open("1");
     for (let i = 0; i < 20; i++) box.push({ type: "job.log", jobId: "1", data: `${i} ${"y".repeat(50)}` });
     box.push({ type: "job.finished", jobId: "1", outcome: "succeeded", exitCode: 0 });
@@ -183,8 +203,29 @@ describe("Outbox past its memory budget", () => {
     expect(box.has("1")).toBe(false);
     expect(box.spilledBytes).toBe(0);
     expect(box.memoryBytes).toBe(0);
-    expect(statSync(spillPath).size).toBe(0);
+    expect(spillFiles(spillDir)).toEqual([0]);
     box.close();
-    expect(existsSync(spillPath)).toBe(false);
+    expect(spillFiles(spillDir)).toEqual([]);
   });
+
+  test("a backlog that stays above the budget holds the disk its messages take, not all that passed through", () => {
+    const { box, spillDir } = outbox(1 << 20);
+    box.open("1");
+    const chunk = "x".repeat(64 * 1024);
+    // 64 MiB passes through while 40 chunks (2.5 MiB) wait for their acknowledgement. Found by a
+    // review: one file, emptied only when nothing spilled waited, grew to 42 MB.
+    let acked = 0;
+    let most = 0;
+    for (let pushed = 1; pushed <= 1024; pushed++) {
+      box.push({ type: "job.log", jobId: "1", data: chunk });
+      if (pushed - acked > 40) box.ack("1", ++acked);
+      most = Math.max(most, sum(spillFiles(spillDir)));
+    }
+    expect(most).toBeLessThan(4 << 20);
+    expect(sum(spillFiles(spillDir))).toBe(box.spilledBytes);
+    box.ack("1", 1024);
+    expect(spillFiles(spillDir)).toEqual([0]);
+    box.close();
+  });
+
 });

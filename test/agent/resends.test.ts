@@ -14,7 +14,7 @@ afterEach(() => vi.useRealTimers());
 /** A real outbox holding job 1's start and finish, unacknowledged, and what it has sent since. */
 function setup() {
   const sent: JobMessage[] = [];
-  const outbox = new Outbox((text) => sent.push(JSON.parse(text)), { memoryBytes: 1 << 20, spillPath: join(dir, "spill") });
+  const outbox = new Outbox((text) => sent.push(JSON.parse(text)), { memoryBytes: 1 << 20, spillDir: dir });
   outbox.open("1");
   outbox.push({ type: "job.started", jobId: "1" });
   outbox.push({ type: "job.finished", jobId: "1", outcome: "succeeded", exitCode: 0, infrastructure: false });
