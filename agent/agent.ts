@@ -56,6 +56,8 @@ const FATAL_STOP_MS = 5_000;
 
 /** How long past the cancel grace a drain waits for the jobs it handed back to end. */
 const HAND_BACK_MARGIN_MS = 5_000;
+/** How long past its jobs' end a drain waits at least for the coordinator to acknowledge their reports. */
+const SETTLE_MS = 5_000;
 
 /** Error codes by which the coordinator refuses a job's message because the job is not this agent's (any more). */
 const NOT_OURS = new Set(["illegal_transition", "unknown_job"]);
@@ -125,6 +127,7 @@ export class Agent {
    * (briefly) for the coordinator to acknowledge every report, then disconnects.
    */
   async stop(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
     if (!this.draining) {
       this.draining = true;
       this.connection.send({ type: "drain" });
@@ -141,7 +144,9 @@ export class Agent {
         this.log.error({ running: [...this.runners.keys()] }, "jobs did not end after their cancel grace; leaving them to the coordinator");
       }
     }
-    await within(this.outbox.settled(), 5_000);
+    // The jobs' reports are waited for until the drain's deadline, at least a few seconds past their
+    // end: a coordinator away meanwhile (its database restarting) is still told how they ended.
+    await within(this.outbox.settled(), Math.max(deadline - Date.now(), SETTLE_MS));
     this.resends.stop();
     clearTimeout(this.fence);
     clearInterval(this.watchdog);
