@@ -8,10 +8,9 @@
 // the system's again once the agent lets it go, however the agent ends. Files are filled one after
 // another, each to the memory budget; one whose messages are all acknowledged is let go, so a
 // backlog that stays above the budget holds the disk its messages take, not all that passed.
-// Messages go out only while the wire takes
-// them (`ready`); the rest wait here, in order, until `pump()`, so output faster than the
-// coordinator takes it waits in the budget and the spill file, never unbounded in the socket's own
-// buffer.
+// Messages go out only while the wire takes them (`ready`); the rest wait here, in order, until
+// `pump()`, so output faster than the coordinator takes it waits in the budget and the spill files,
+// never unbounded in the socket's own buffer.
 import { randomUUID } from "node:crypto";
 import { closeSync, ftruncateSync, openSync, readSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
