@@ -59,8 +59,9 @@ async function coordinatorFrom(flags: Flags, log: Logger): Promise<Coordinator> 
   const options = { database: config, ...address, heartbeatSeconds, leaseSeconds, maxFollowers, requestsPerSecond, retainDays, logger: log };
   return startCoordinator(options).catch((error) => {
     if (error instanceof DataDirInUse) throw new CliError(error.message);
-    const { code, message } = error as NodeJS.ErrnoException;
-    if (code === "EADDRINUSE" || code === "EADDRNOTAVAIL" || code === "EACCES") {
+    const { code, message, syscall } = error as NodeJS.ErrnoException;
+    // Its own socket's: an EACCES of the data directory (another user's) is the directory's.
+    if ((syscall === "listen" || syscall === "bind") && (code === "EADDRINUSE" || code === "EADDRNOTAVAIL" || code === "EACCES")) {
       throw new CliError(`cannot listen on ${address.host}:${address.port} (${code}): another process may hold it; choose another with --listen`);
     }
     // Not shown: the URL may hold a password.

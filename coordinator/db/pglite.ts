@@ -26,8 +26,19 @@ export async function openPglite(given: string): Promise<Database> {
     return await opened(new PGlite(dataDir), release);
   } catch (error) {
     release();
-    throw error;
+    throw withCode(error);
   }
+}
+
+/**
+ * PGlite's own failures carry no code (a bare Error, or its file system's ErrnoError with only an
+ * errno, as on a full disk): given one, they are told as the data directory's, in a line.
+ */
+function withCode(error: unknown): unknown {
+  if ((error as NodeJS.ErrnoException).code !== undefined) return error;
+  const { message, errno } = error as { message?: string; errno?: number };
+  const said = message || (errno === undefined ? String(error) : `its file system failed (errno ${errno})`);
+  return Object.assign(new Error(said, { cause: error }), { code: "JOBFLEET_DATA_DIR_UNUSABLE" });
 }
 
 async function opened(client: PGlite, release: () => void): Promise<Database> {

@@ -1,10 +1,11 @@
 // The CLI's answers to bad input: a message on stderr naming the problem, and a non-zero exit.
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { expect, test } from "vitest";
 import { freePort } from "../support/ports.ts";
-import { jobfleet } from "../support/processes.ts";
+import { BIN, jobfleet } from "../support/processes.ts";
 
 const cases: [string[], RegExp][] = [
   [["frobnicate"], /unknown command 'frobnicate'/],
@@ -108,5 +109,40 @@ test("a coordinator whose database or data directory cannot be opened says so in
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a data directory of another Postgres version (one PGlite cannot open) is named in one line, not a stack trace", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "jobfleet-usage-"));
+  try {
+    writeFileSync(join(dir, "PG_VERSION"), "16\n");
+    const exit = await jobfleet(["coordinator", "--listen", `127.0.0.1:${await freePort()}`, "--data-dir", dir]).exited;
+    expect(exit.stderr).toMatch(new RegExp(`^jobfleet: cannot open the data directory ${dir}: `));
+    expect(exit.stderr).not.toMatch(/^\s+at /m);
+    expect(exit.code).toBe(1);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+const root = process.getuid?.() === 0;
+
+test.runIf(root)(`a data directory another user made (as \`sudo npm start\` leaves it) is named, not the port${root ? "" : " (skipped: needs root)"}`, async () => {
+  const home = mkdtempSync(join(tmpdir(), "jobfleet-usage-"));
+  try {
+    chmodSync(home, 0o755);
+    const dir = join(home, ".jobfleet");
+    mkdirSync(dir, { mode: 0o700 });
+    const listen = `127.0.0.1:${await freePort()}`;
+    // As nobody: root's directory is closed to it. Found by a review: this said the port was taken.
+    const run = spawnSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, BIN, "coordinator", "--listen", listen, "--data-dir", dir], {
+      encoding: "utf8",
+      env: { ...process.env, HOME: home },
+      timeout: 60_000,
+    });
+    expect(run.stderr).toMatch(new RegExp(`^jobfleet: cannot open the data directory ${dir}: EACCES`));
+    expect(run.status).toBe(1);
+  } finally {
+    rmSync(home, { recursive: true, force: true });
   }
 });
