@@ -11,6 +11,11 @@ import { join } from "node:path";
 /** The claim's file, in the directory: Postgres passes over files it does not know there. */
 const CLAIM = "jobfleet.pid";
 const BUILDING = ".init-";
+/** There while a made database's entries are moved up: what a move cut short left is ours to replace. */
+const MOVING = "jobfleet.moving";
+
+/** What a data directory holds of ours before it holds a database. */
+const ours = (name: string) => name.startsWith(CLAIM) || name.startsWith(BUILDING) || name === MOVING;
 
 export class DataDirInUse extends Error {}
 
@@ -101,20 +106,29 @@ function startOf(pid: number): string | undefined {
 /**
  * Makes a database in `dir` (claimed) with `create` unless it holds one: built in a directory inside
  * it, then moved up. An earlier attempt's leftovers are cleared: its building directories, and the
- * entries a database has, which in a directory without PG_VERSION are an interrupted move's.
+ * entries a database has, where a move was cut short. A directory that holds other files and no
+ * database is refused, as initdb refuses it: its `base` or `global` is not a database's to replace.
  */
 export async function initialiseDataDir(dir: string, create: (dir: string) => Promise<void>): Promise<void> {
   mkdirSync(dir, { recursive: true });
   for (const name of readdirSync(dir)) if (name.startsWith(BUILDING)) rmSync(join(dir, name), { recursive: true, force: true });
-  if (existsSync(join(dir, "PG_VERSION"))) return;
+  const moving = join(dir, MOVING);
+  if (existsSync(join(dir, "PG_VERSION"))) return rmSync(moving, { force: true });
+  const others = readdirSync(dir).filter((name) => !ours(name));
+  if (others.length > 0 && !existsSync(moving)) {
+    const listed = others.slice(0, 3).join(", ") + (others.length > 3 ? ", …" : "");
+    throw Object.assign(new Error(`it holds no database and is not empty (${listed}): give an empty or new directory`), { code: "JOBFLEET_DATA_DIR_NOT_EMPTY" });
+  }
   const building = join(dir, `${BUILDING}${randomUUID()}`);
   try {
     await create(building);
+    writeFileSync(moving, "");
     const entries = readdirSync(building).sort((a, b) => Number(a === "PG_VERSION") - Number(b === "PG_VERSION"));
     for (const name of entries) {
       rmSync(join(dir, name), { recursive: true, force: true });
       renameSync(join(building, name), join(dir, name));
     }
+    rmSync(moving);
   } finally {
     rmSync(building, { recursive: true, force: true });
   }

@@ -146,3 +146,29 @@ test("a data directory is made its owner's alone when claimed, or used with a wa
     ["JOBFLEET_DATA_DIR_OPEN", expect.stringContaining("the data directory /proc/self is open to other users (mode 555)")],
   ]);
 });
+
+test("a directory that holds other files and no database is refused, its files left as they were", async () => {
+  const { dir } = fresh();
+  mkdirSync(join(dir, "base"), { recursive: true });
+  writeFileSync(join(dir, "base", "kustomization.yaml"), "resources: []\n");
+  writeFileSync(join(dir, "README.md"), "mine\n");
+  // Found by a review: `--data-dir .` in a kustomize layout had its base/ replaced by the database's.
+  await expect(initialiseDataDir(dir, async (building) => (await PGlite.create(building)).close())).rejects.toThrow(
+    "it holds no database and is not empty (README.md, base): give an empty or new directory",
+  );
+  expect(readdirSync(dir).sort()).toEqual(["README.md", "base"]);
+  expect(readdirSync(join(dir, "base"))).toEqual(["kustomization.yaml"]);
+});
+
+test("a move cut short is finished by the next start, over the entries it had moved", async () => {
+  const { dir } = fresh();
+  await initialiseDataDir(dir, async (building) => (await PGlite.create(building)).close());
+  // As a start killed while it moved the entries up: PG_VERSION, moved last, is not there yet.
+  rmSync(join(dir, "PG_VERSION"));
+  writeFileSync(join(dir, "jobfleet.moving"), "");
+  await initialiseDataDir(dir, async (building) => (await PGlite.create(building)).close());
+  expect(existsSync(join(dir, "jobfleet.moving"))).toBe(false);
+  const db = await openDatabase({ kind: "pglite", dataDir: dir });
+  expect(await db.query("SELECT count(*)::int AS n FROM work_orders")).toEqual([{ n: 0 }]);
+  await db.close();
+});
