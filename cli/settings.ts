@@ -3,6 +3,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { CliError } from "./errors.ts";
+import { CI_TOKEN_FILE } from "../coordinator/db/pglite-data-dir.ts";
 
 export type Flags = Record<string, string | boolean | string[] | undefined>;
 
@@ -34,8 +35,7 @@ export function integer(flags: Flags, name: string, fallback: number, min = 1, m
 
 export const DEFAULT_URL = "http://127.0.0.1:7700";
 export const DEFAULT_DATA_DIR = ".jobfleet";
-/** Where `jobfleet start` leaves a CI token for the CLI of the same checkout. */
-export const CI_TOKEN_FILE = "ci-token";
+export { CI_TOKEN_FILE };
 
 export function dataDir(flags: Flags): string {
   return setting(flags, "data-dir") ?? DEFAULT_DATA_DIR;

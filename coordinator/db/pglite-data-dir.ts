@@ -5,7 +5,8 @@
 // filesystem, so a mount point or a symlinked directory works, and no write beside it), then moved
 // up entry by entry, PG_VERSION, which marks a database, last.
 import { randomUUID } from "node:crypto";
-import { chmodSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { join } from "node:path";
 
 /** The claim's file, in the directory: Postgres passes over files it does not know there. */
@@ -14,19 +15,39 @@ const BUILDING = ".init-";
 /** There while a made database's entries are moved up: what a move cut short left is ours to replace. */
 const MOVING = "jobfleet.moving";
 
-/** What a data directory holds of ours before it holds a database. */
-const ours = (name: string) => name.startsWith(CLAIM) || name.startsWith(BUILDING) || name === MOVING;
+/** The CI token `jobfleet start` saves for the CLI of its checkout: there with or without a database (one on Postgres). */
+export const CI_TOKEN_FILE = "ci-token";
+
+/** What a data directory holds of ours before it holds a database (the CI token with the file it is written to first). */
+const ours = (name: string) => [CLAIM, BUILDING, MOVING, CI_TOKEN_FILE].some((prefix) => name.startsWith(prefix));
 
 export class DataDirInUse extends Error {}
 
 /** Claims held by this process, so that a claim naming its own pid from before a restart is told apart. */
 const held = new Set<string>();
 
+/**
+ * Where a pid means one process: this host's pid namespace. A claim made in another (another
+ * container on a shared volume, where both may be pid 1; another host) is judged by its age instead:
+ * its holder touches it every TOUCH_MS, and one untouched for STALE_MS is stale.
+ */
+const SCOPE = `${hostname()}/${pidNamespace()}`;
+const TOUCH_MS = 5_000;
+const STALE_MS = 30_000;
+
+function pidNamespace(): string {
+  try {
+    return readlinkSync("/proc/self/ns/pid");
+  } catch {
+    return "";
+  }
+}
+
 /** Claims `dir` for this process; the function returned lets it go. */
 export function claimDataDir(dir: string): () => void {
   makePrivate(dir);
   const file = join(dir, CLAIM);
-  const ours = `${process.pid} ${startOf(process.pid) ?? ""}`;
+  const ours = `${process.pid} ${startOf(process.pid) ?? ""} ${SCOPE}`;
   // Written whole beside it, then linked into place: a reader never sees a claim half written.
   const draft = join(dir, `${CLAIM}.${randomUUID()}`);
   writeFileSync(draft, ours, { mode: 0o600 });
@@ -35,15 +56,25 @@ export function claimDataDir(dir: string): () => void {
       try {
         linkSync(draft, file);
         held.add(file);
+        const touch = setInterval(() => {
+          try {
+            utimesSync(file, new Date(), new Date());
+          } catch {
+            // Removed by hand: nothing to touch.
+          }
+        }, TOUCH_MS).unref();
         return () => {
+          clearInterval(touch);
           held.delete(file);
           if (readFileSync(file, "utf8") === ours) rmSync(file, { force: true });
         };
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
         const claim = readFileSync(file, "utf8");
-        if (held.has(file) || holds(claim) || attempt === 3) {
-          throw new DataDirInUse(`the data directory ${dir} is in use by process ${claim.split(" ")[0]} (if no jobfleet runs as that process, remove ${file})`);
+        if (held.has(file) || holds(claim, statSync(file).mtimeMs) || attempt === 3) {
+          const [pid, , scope] = claim.split(" ");
+          const where = scope === undefined || scope === SCOPE ? "" : ` of ${scope.split("/")[0]} (another container or host; its claim is taken over once untouched for ${STALE_MS / 1000} s)`;
+          throw new DataDirInUse(`the data directory ${dir} is in use by process ${pid}${where} (if no jobfleet runs as that process, remove ${file})`);
         }
         // Its process is gone (killed, or before a restart): the claim is stale.
         rmSync(file, { force: true });
@@ -77,9 +108,14 @@ function makePrivate(dir: string): void {
   );
 }
 
-/** Whether the process a claim names still runs: the same pid, started at the same time where that can be told. */
-function holds(claim: string): boolean {
-  const [pidText, started = ""] = claim.split(" ");
+/**
+ * Whether the process a claim names still runs: the same pid, started at the same time where that
+ * can be told; made in another pid namespace, whether it was touched lately. (A claim of an earlier
+ * version names no namespace: its pid is judged here.)
+ */
+function holds(claim: string, touchedMs: number): boolean {
+  const [pidText, started = "", scope] = claim.split(" ");
+  if (scope !== undefined && scope !== SCOPE) return Date.now() - touchedMs < STALE_MS;
   const pid = Number(pidText);
   if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
   try {

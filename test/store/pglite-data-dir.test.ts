@@ -1,7 +1,7 @@
 // A PGlite data directory is one process's at a time, and is made whole or not at all: a start
 // killed while it makes the database leaves a directory the next start can use.
 import { spawn } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PGlite } from "@electric-sql/pglite";
@@ -172,3 +172,30 @@ test("a move cut short is finished by the next start, over the entries it had mo
   expect(await db.query("SELECT count(*)::int AS n FROM work_orders")).toEqual([{ n: 0 }]);
   await db.close();
 });
+
+test("a claim made in another container or host (its pid means nothing here) holds while its holder touches it, and is taken over once it stops", async () => {
+  const { dir } = fresh();
+  mkdirSync(dir);
+  const claim = join(dir, "jobfleet.pid");
+  // Found by a review: two containers on one volume are both pid 1, and each took the other's claim
+  // for its own from before a restart; in a manual run both served the directory and gave out the same ids.
+  for (const pid of [process.pid, 1]) {
+    writeFileSync(claim, `${pid} 42 other-container/pid:[4026532999]`);
+    expect(() => claimDataDir(dir)).toThrow(`in use by process ${pid} of other-container (another container or host; its claim is taken over once untouched for 30 s)`);
+  }
+  const minuteAgo = new Date(Date.now() - 60_000);
+  utimesSync(claim, minuteAgo, minuteAgo);
+  vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] });
+  try {
+    const release = claimDataDir(dir);
+    utimesSync(claim, minuteAgo, minuteAgo);
+    // Its holder touches it, so that the other side sees it held.
+    vi.advanceTimersByTime(5_000);
+    expect(Date.now() - statSync(claim).mtimeMs).toBeLessThan(10_000);
+    release();
+    expect(existsSync(claim)).toBe(false);
+  } finally {
+    vi.useRealTimers();
+  }
+});
+
