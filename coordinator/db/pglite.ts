@@ -3,7 +3,7 @@ import { PGlite, types } from "@electric-sql/pglite";
 import { drizzle } from "drizzle-orm/pglite";
 import { migrate } from "drizzle-orm/pglite/migrator";
 import type { Database, Orm } from "./database.ts";
-import { migrationsFolder } from "./migrations.ts";
+import { migrationsFolder, refuseNewer } from "./migrations.ts";
 import { claimDataDir, initialiseDataDir } from "./pglite-data-dir.ts";
 import { PreparedStatements } from "./pglite-prepared.ts";
 import * as schema from "./schema.ts";
@@ -59,6 +59,7 @@ async function ready(client: PGlite, release: () => void): Promise<Database> {
   // parsers given with a query are merged into a copy of the whole map, 0.1 ms a query.
   client.parsers[types.INT8] = (value: string) => value;
   const orm = drizzle({ client, schema }) as unknown as Orm;
+  await refuseNewer(async (text) => (await client.query<{ newest: string | null }>(text)).rows);
   await migrate(drizzle({ client }), { migrationsFolder });
   const prepared = new PreparedStatements(client);
   return {

@@ -3,7 +3,7 @@ import { drizzle } from "drizzle-orm/postgres-js";
 import { migrate } from "drizzle-orm/postgres-js/migrator";
 import postgres from "postgres";
 import type { Database, Orm, Queryable } from "./database.ts";
-import { MIGRATION_LOCK, migrationsFolder } from "./migrations.ts";
+import { MIGRATION_LOCK, migrationsFolder, refuseNewer } from "./migrations.ts";
 import * as schema from "./schema.ts";
 
 type Client = postgres.Sql | postgres.TransactionSql;
@@ -20,6 +20,7 @@ async function migrateLocked(url: string): Promise<void> {
   const client = postgres(url, { max: 1, onnotice: () => {} });
   try {
     await client`select pg_advisory_lock(${MIGRATION_LOCK})`;
+    await refuseNewer((text) => client.unsafe(text));
     await migrate(drizzle({ client }), { migrationsFolder });
   } finally {
     await client.end();

@@ -99,3 +99,31 @@ forEachDatabase("upgrading to the starting and returned job states, and to jobs 
     }
   });
 });
+
+forEachDatabase("a database a newer version migrated", (kind) => {
+  it("is refused with the dates of both versions' newest migrations, not served on a schema this one cannot use", async () => {
+    // Found by a review: an older coordinator served it, and every enqueue was a 500.
+    const future = Date.UTC(2100, 0, 1);
+    const record = `INSERT INTO drizzle.__drizzle_migrations (hash, created_at) VALUES ('from-a-newer-version', ${future})`;
+    const refused = { code: "JOBFLEET_DATABASE_NEWER", message: expect.stringMatching(/^a newer jobfleet migrated it \(its newest migration is of 2100-01-01, this version's of \d{4}-\d\d-\d\d\)/) };
+    if (kind === "pglite") {
+      const dataDir = join(temp, `newer-${Date.now()}`);
+      await (await openDatabase({ kind, dataDir })).close();
+      const client = new PGlite(dataDir);
+      await client.exec(record);
+      await client.close();
+      await expect(openDatabase({ kind, dataDir })).rejects.toMatchObject(refused);
+      return;
+    }
+    const url = await createPostgresDatabase();
+    try {
+      await (await openDatabase({ kind, url: url.toString() })).close();
+      const client = postgres(url.toString(), { max: 1, onnotice: () => {} });
+      await client.unsafe(record);
+      await client.end();
+      await expect(openDatabase({ kind, url: url.toString() })).rejects.toMatchObject(refused);
+    } finally {
+      await dropPostgresDatabase(url);
+    }
+  });
+});
