@@ -70,18 +70,44 @@ export function claimDataDir(dir: string): () => void {
         };
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-        const claim = readFileSync(file, "utf8");
-        if (held.has(file) || holds(claim, statSync(file).mtimeMs) || attempt === 3) {
+        const found = read(file);
+        // Moved aside by another start meanwhile: look again.
+        if (!found) continue;
+        const { claim, touchedMs } = found;
+        if (held.has(file) || holds(claim, touchedMs) || attempt === 3) {
           const [pid, , scope] = claim.split(" ");
           const where = scope === undefined || scope === SCOPE ? "" : ` of ${scope.split("/")[0]} (another container or host; its claim is taken over once untouched for ${STALE_MS / 1000} s)`;
           throw new DataDirInUse(`the data directory ${dir} is in use by process ${pid}${where} (if no jobfleet runs as that process, remove ${file})`);
         }
-        // Its process is gone (killed, or before a restart): the claim is stale.
-        rmSync(file, { force: true });
+        // Its process is gone (killed, or before a restart): the claim is stale. Moved aside, not
+        // removed, so that of two starts taking it at once the second cannot remove the first's new
+        // claim in its place: what it moved aside, if not the stale claim, is put back.
+        const aside = `${draft}.stale`;
+        try {
+          renameSync(file, aside);
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code === "ENOENT") continue;
+          throw error;
+        }
+        try {
+          if (readFileSync(aside, "utf8") !== claim) linkSync(aside, file);
+        } finally {
+          rmSync(aside, { force: true });
+        }
       }
     }
   } finally {
     rmSync(draft, { force: true });
+  }
+}
+
+/** A claim and when it was last touched; undefined if there is none. */
+function read(file: string): { claim: string; touchedMs: number } | undefined {
+  try {
+    return { touchedMs: statSync(file).mtimeMs, claim: readFileSync(file, "utf8") };
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw error;
   }
 }
 
