@@ -18,8 +18,11 @@ const MOVING = "jobfleet.moving";
 /** The CI token `jobfleet start` saves for the CLI of its checkout: there with or without a database (one on Postgres). */
 export const CI_TOKEN_FILE = "ci-token";
 
-/** What a data directory holds of ours before it holds a database (the CI token with the file it is written to first). */
-const ours = (name: string) => [CLAIM, BUILDING, MOVING, CI_TOKEN_FILE].some((prefix) => name.startsWith(prefix));
+/**
+ * What a data directory may hold before it holds a database: ours (the CI token with the file it is
+ * written to first), and the `lost+found` of a volume mounted there.
+ */
+const ours = (name: string) => name === "lost+found" || [CLAIM, BUILDING, MOVING, CI_TOKEN_FILE].some((prefix) => name.startsWith(prefix));
 
 export class DataDirInUse extends Error {}
 

@@ -160,6 +160,14 @@ test("a directory that holds other files and no database is refused, its files l
   expect(readdirSync(join(dir, "base"))).toEqual(["kustomization.yaml"]);
 });
 
+test("a volume's root, with its lost+found, is made a database in, the lost+found left alone", async () => {
+  const { dir } = fresh();
+  mkdirSync(join(dir, "lost+found"), { recursive: true });
+  await initialiseDataDir(dir, async (building) => (await PGlite.create(building)).close());
+  expect(existsSync(join(dir, "PG_VERSION"))).toBe(true);
+  expect(readdirSync(join(dir, "lost+found"))).toEqual([]);
+});
+
 test("a move cut short is finished by the next start, over the entries it had moved", async () => {
   const { dir } = fresh();
   await initialiseDataDir(dir, async (building) => (await PGlite.create(building)).close());
