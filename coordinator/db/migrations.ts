@@ -15,13 +15,14 @@ const NEWEST_APPLIED = `SELECT max(created_at)::text AS newest FROM drizzle.__dr
  * what it does not know, and this version would serve on a schema it cannot use.
  */
 export async function refuseNewer(query: (text: string) => Promise<{ newest: string | null }[]>): Promise<void> {
-  let newest: string | null | undefined;
+  let rows: { newest: string | null }[];
   try {
-    [{ newest }] = (await query(NEWEST_APPLIED)) as [{ newest: string | null }];
+    rows = await query(NEWEST_APPLIED);
   } catch (error) {
     if ((error as { code?: string }).code === "42P01") return; // never migrated
     throw error;
   }
+  const newest = rows[0]?.newest ?? null;
   const { entries } = JSON.parse(readFileSync(join(migrationsFolder, "meta", "_journal.json"), "utf8")) as { entries: { when: number }[] };
   const known = entries.at(-1)!.when;
   if (newest === null || Number(newest) <= known) return;

@@ -22,7 +22,7 @@ export const CI_TOKEN_FILE = "ci-token";
  * What a data directory may hold before it holds a database: ours (the CI token with the file it is
  * written to first), and the `lost+found` of a volume mounted there.
  */
-const ours = (name: string) => name === "lost+found" || [CLAIM, BUILDING, MOVING, CI_TOKEN_FILE].some((prefix) => name.startsWith(prefix));
+const expectedBeforeDatabase = (name: string) => name === "lost+found" || [CLAIM, BUILDING, MOVING, CI_TOKEN_FILE].some((prefix) => name.startsWith(prefix));
 
 export class DataDirInUse extends Error {}
 
@@ -179,7 +179,7 @@ export async function initialiseDataDir(dir: string, create: (dir: string) => Pr
   for (const name of readdirSync(dir)) if (name.startsWith(BUILDING)) rmSync(join(dir, name), { recursive: true, force: true });
   const moving = join(dir, MOVING);
   if (existsSync(join(dir, "PG_VERSION"))) return rmSync(moving, { force: true });
-  const others = readdirSync(dir).filter((name) => !ours(name));
+  const others = readdirSync(dir).filter((name) => !expectedBeforeDatabase(name));
   if (others.length > 0 && !existsSync(moving)) {
     const listed = others.slice(0, 3).join(", ") + (others.length > 3 ? ", …" : "");
     throw Object.assign(new Error(`it holds no database and is not empty (${listed}): give an empty or new directory`), { code: "JOBFLEET_DATA_DIR_NOT_EMPTY" });

@@ -2,8 +2,8 @@
 // by the bus whenever the work order changes; reads the state before the chunks, so when it sees a
 // job ended it also sees every chunk the agent sent before saying so. A work order's log moves to
 // its next job only after the rest of the one before, which has ended by then. Retention deletes a
-// work order with its log in one transaction, perhaps between two pages of a read: a read that
-// comes to its end looks again for the work order, and throws `LogGone` if it went.
+// ended work order with its log in one transaction, perhaps between two pages of a read: a read
+// of an ended work order looks for it again at the end, and throws `LogGone` if it went.
 import type { LogCursor, LogEvent } from "../../protocol/api.ts";
 import { type JobState, jobMachine, type WorkOrderState, workOrderMachine } from "../../protocol/states.ts";
 import type { Bus } from "../bus.ts";
@@ -139,11 +139,11 @@ export async function* followLog(
         if (now.jobId !== null && jobId !== now.jobId) continue;
       }
       const ended = target.jobId ? now.jobState !== null && jobMachine.isTerminal(now.jobState) : workOrderMachine.isTerminal(now.orderState);
-      if (ended || !options.follow) {
+      if (ended) {
+        // Only an ended work order is deleted, and only long after: one not ended when the snapshot
+        // was read still has its log.
         const [still] = await db.query(EXISTS, [target.workOrderId]);
         if (!still) throw new LogGone(target.workOrderId);
-      }
-      if (ended) {
         yield { type: "end", state: target.jobId ? now.jobState! : now.orderState, exitCode: now.exitCode, ...(now.error !== null && { error: now.error }) };
         return;
       }
