@@ -2,7 +2,8 @@
 // is revoked, its connection is closed for good (4001) within the verifier's cache age and half a
 // heartbeat, and it cannot come back with it. An agent let in with another token stays. An agent
 // that reads its token at each dial (a token file) dials again with a new one put in place first.
-// A name another good token holds is waited for, not taken.
+// A name another good token holds is waited for, not taken. The lease is long enough that the
+// redials these take (a backoff step each) never let an agent's fence fall on its running job.
 import { pino } from "pino";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { Agent, AgentFailed } from "../../agent/agent.ts";
@@ -15,7 +16,7 @@ const logger = pino({ level: "silent" });
 let coordinator: Coordinator;
 
 beforeAll(async () => {
-  coordinator = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, heartbeatSeconds: 1, leaseSeconds: 3, logger });
+  coordinator = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, heartbeatSeconds: 1, leaseSeconds: 10, logger });
 });
 afterAll(() => coordinator.stop());
 
