@@ -5,6 +5,7 @@
 import { Logger, makeWorkerUtils, runMigrations } from "graphile-worker";
 import postgres from "postgres";
 import { postgresCpuSeconds, processCpuSeconds } from "./cpu.ts";
+import { processWrites } from "./writes.ts";
 import { BULK_SIZE } from "./fleet.ts";
 import type { GraphileProcessConfig } from "./graphile-process.ts";
 import { Child } from "./children.ts";
@@ -21,6 +22,8 @@ export type GraphileResult = {
   /** Bulk enqueue through addJobs, jobs/s. */
   enqueuePerSecond: number;
   cpuPerThousand: { worker: number; postgres: number };
+  /** The worker process's write calls per job (to the database). */
+  workerWritesPerJob: number;
 };
 
 const logger = new Logger(() => () => {});
@@ -47,6 +50,7 @@ export async function graphileThroughput(jobs: number, concurrency: number, tune
     const before = await commits(url);
     const cpuBefore = { worker: processCpuSeconds(child.process.pid), postgres: postgresCpuSeconds() };
     const walBefore = await walBytes();
+    const writesBefore = processWrites(child.process.pid);
 
     const start = now();
     child.send({ type: "go" });
@@ -62,6 +66,7 @@ export async function graphileThroughput(jobs: number, concurrency: number, tune
     const seconds = (now() - start) / 1000;
     const cpu = { worker: (processCpuSeconds(child.process.pid)) - cpuBefore.worker, postgres: postgresCpuSeconds() - cpuBefore.postgres };
     const wal = (await walBytes()) - walBefore;
+    const writes = processWrites(child.process.pid) - writesBefore;
 
     await child.stop();
     await monitor.end();
@@ -74,6 +79,7 @@ export async function graphileThroughput(jobs: number, concurrency: number, tune
       walPerJob: wal / jobs,
       enqueuePerSecond: jobs / (enqueueMs / 1000),
       cpuPerThousand: { worker: (cpu.worker * 1000) / jobs, postgres: (cpu.postgres * 1000) / jobs },
+      workerWritesPerJob: writes / jobs,
     };
   } finally {
     await child?.stop();

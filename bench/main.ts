@@ -89,6 +89,9 @@ async function throughput(): Promise<void> {
   table.add({ scenario: "2 CPU per 1k jobs, graphile-worker process (tuned)", figure: gTuned.cpuPerThousand.worker, unit: "CPU s" });
   table.add({ scenario: "2 CPU per 1k jobs, Postgres under graphile defaults", figure: gDefault.cpuPerThousand.postgres, unit: "CPU s" });
   table.add({ scenario: "2 CPU per 1k jobs, Postgres under graphile tuned", figure: gTuned.cpuPerThousand.postgres, unit: "CPU s" });
+  // The process that hands out the jobs: jobfleet's coordinator, graphile-worker's worker.
+  againstGraphile("2 write calls per job", "writes/job", jf.coordinatorWritesPerJob, gDefault.workerWritesPerJob, gTuned.workerWritesPerJob);
+  table.add({ scenario: `2 write calls per job, jobfleet ${PREFETCH}`, figure: jfAhead.coordinatorWritesPerJob, unit: "writes/job" });
   for (const run of [jf, jfAhead]) if (run.unsucceeded > 0) table.note(`throughput: ${run.unsucceeded} jobfleet work orders did not end succeeded`);
   if (!jf.enqueue.bulk) table.note("throughput: the coordinator has no bulk endpoint; enqueued with single POSTs");
   table.note(`throughput: enqueue before the timed phase took ${(jf.enqueue.ms / 1000).toFixed(1)} s for jobfleet (${jf.enqueue.bulk ? "bulk" : "single POSTs"}), graphile addJobs ${(n / gDefault.enqueuePerSecond).toFixed(1)} s`);

@@ -6,6 +6,7 @@
 import postgres from "postgres";
 import { type AgentFleet, bootAgents, CoordinatorProcess, type FleetShape, NOOP_ORDER, PROBE_ORDER } from "./fleet.ts";
 import { postgresCpuSeconds } from "./cpu.ts";
+import { processWrites } from "./writes.ts";
 import { checkpoint, commits, createDatabase, dropDatabase, now, sleep, walBytes } from "./support.ts";
 
 export type ThroughputOptions = {
@@ -36,6 +37,8 @@ export type ThroughputResult = {
   walPerJob?: number;
   /** CPU seconds per 1,000 jobs, by party (Postgres: the whole server; coordinator: all of them). */
   cpuPerThousand: { coordinator: number; agents: number; postgres?: number };
+  /** The coordinators' write calls per job (to agents and to the database). */
+  coordinatorWritesPerJob: number;
   /** The probes on kept-alive connections, those each on a new connection, and how many of the first had to open one. */
   probes: { kept: ProbeTimes; fresh: ProbeTimes; opened: number };
 };
@@ -61,6 +64,7 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
   const coordinators: CoordinatorProcess[] = [];
   const stopCoordinators = () => Promise.all(coordinators.map((c) => c.stop()));
   const coordinatorCpu = async () => (await Promise.all(coordinators.map((c) => c.usage()))).reduce((sum, u) => sum + u.cpu, 0);
+  const coordinatorWrites = () => coordinators.reduce((sum, c) => sum + processWrites(c.child.process.pid), 0);
   let url: string | undefined;
   // Postgres: counted on a connection of our own, each poll one commit, subtracted below.
   let monitor: postgres.Sql | undefined;
@@ -84,6 +88,7 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
     const before = url ? await commits(url) : 0;
     const cpuBefore = { coordinator: await coordinatorCpu(), agents: agents.cpu(), postgres: url ? postgresCpuSeconds() : 0 };
     const walBefore = url ? await walBytes() : 0;
+    const writesBefore = coordinatorWrites();
 
     const start = now();
     agents.go(coordinators);
@@ -104,6 +109,7 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
     const jobs = orders + probes.sent;
     const cpu = { coordinator: (await coordinatorCpu()) - cpuBefore.coordinator, agents: agents.cpu() - cpuBefore.agents, postgres: url ? postgresCpuSeconds() - cpuBefore.postgres : 0 };
     const wal = url ? (await walBytes()) - walBefore : 0;
+    const writes = coordinatorWrites() - writesBefore;
     const unsucceeded = await count(UNSUCCEEDED);
 
     await agents.stop();
@@ -120,6 +126,7 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
       commitsPerJob: url ? (after - before - monitorQueries - probes.sent) / jobs : undefined,
       walPerJob: url ? wal / jobs : undefined,
       cpuPerThousand: { coordinator: (cpu.coordinator * 1000) / jobs, agents: (cpu.agents * 1000) / jobs, postgres: url ? (cpu.postgres * 1000) / jobs : undefined },
+      coordinatorWritesPerJob: writes / jobs,
       probes: await probes.results(),
     };
   } finally {
