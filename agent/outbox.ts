@@ -183,7 +183,8 @@ export class Outbox {
       this.release(entry);
       if (entry.type === "job.finished") stream.finished = true;
     }
-    if (stream.finished && stream.unacked.length === 0) this.end(jobId);
+    if (stream.finished && stream.unacked.length === 0) this.streams.delete(jobId);
+    this.wake();
   }
 
   /** Drops a job's stream with what it holds: the coordinator will never take its messages. */
@@ -191,12 +192,8 @@ export class Outbox {
     const stream = this.streams.get(jobId);
     if (!stream) return;
     for (const entry of stream.unacked) this.release(entry);
-    this.end(jobId);
-  }
-
-  private end(jobId: string): void {
     this.streams.delete(jobId);
-    if (this.streams.size === 0) for (const resolve of this.waiters.values()) resolve();
+    this.wake();
   }
 
   /** Sends every unacknowledged message again (of one job, or of all), job by job, each job's in order; returns how many. */
@@ -215,10 +212,24 @@ export class Outbox {
     return count;
   }
 
-  /** Resolves when every job's stream has been acknowledged to its end. */
+  /**
+   * Resolves once every message pushed so far is acknowledged (or forgotten). A job still running
+   * counts once what it has said is held: a run that never ends holds up no one waiting here.
+   */
   settled(): Promise<void> {
-    if (this.streams.size === 0) return Promise.resolve();
+    if (this.acknowledged()) return Promise.resolve();
     return new Promise((resolve) => this.waiters.add(resolve));
+  }
+
+  private acknowledged(): boolean {
+    for (const stream of this.streams.values()) if (stream.unacked.length > 0) return false;
+    return true;
+  }
+
+  private wake(): void {
+    if (this.waiters.size === 0 || !this.acknowledged()) return;
+    for (const resolve of this.waiters) resolve();
+    this.waiters.clear();
   }
 
   /** Lets the spill files go. */

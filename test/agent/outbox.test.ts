@@ -85,6 +85,24 @@ describe("Outbox", () => {
     await settled;
   });
 
+  test("settled() waits for what a job still running has said, not for its end", async () => {
+    const { box } = outbox();
+    box.open("1");
+    box.open("2");
+    box.push({ type: "job.started", jobId: "1" });
+    box.push({ type: "job.started", jobId: "2" });
+    box.push({ type: "job.finished", jobId: "2", outcome: "succeeded", exitCode: 0 });
+    let settled = false;
+    void box.settled().then(() => (settled = true));
+    box.ack("2", 2);
+    await Promise.resolve();
+    expect(settled).toBe(false);
+    box.ack("1", 1);
+    await Promise.resolve();
+    expect(settled).toBe(true);
+    expect(box.has("1")).toBe(true);
+  });
+
   test("a forgotten stream is dropped with what it holds: never sent or resent, its memory freed", async () => {
     let wire = false;
     const { sent, box } = outbox(1 << 20, () => wire);
