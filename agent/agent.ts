@@ -327,8 +327,12 @@ export class Agent {
     if (this.welcomed && this.lease !== undefined && this.runners.size > 0) this.armFence(this.lease);
     this.welcomed = false;
     if (code === NAME_TAKEN) {
-      // Its old token, if it has one that differs, holds the name: back to it until it is revoked.
-      if (this.welcomedToken !== undefined && this.welcomedToken !== this.token) this.dialWith = this.welcomedToken;
+      // Its old token, if it has one that differs, holds the name: back to it (at once, since the
+      // jobs it runs count the time away) until it is revoked.
+      if (this.welcomedToken !== undefined && this.welcomedToken !== this.token) {
+        this.dialWith = this.welcomedToken;
+        this.connection.hurry();
+      }
       this.log.warn({ code, reason }, "the name is held by another token that is still good; redialling until it is revoked");
     }
     if (code === 4001) this.dialWith = undefined;

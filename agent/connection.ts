@@ -39,6 +39,8 @@ export class Connection {
   private lastHeard = 0;
   private unanswered = false;
   private awaitingDrain = false;
+  /** The next redial goes at once: it is not the same try again (another token, say). */
+  private hurried = false;
   private readonly cork = new TurnCork();
 
   constructor(
@@ -109,6 +111,11 @@ export class Connection {
     }, beatMs);
   }
 
+  /** After this loss, redials at once rather than after a backoff step. */
+  hurry(): void {
+    this.hurried = true;
+  }
+
   /** Cuts the socket at once (it redials as after any loss). */
   drop(): void {
     this.socket?.terminate();
@@ -149,7 +156,8 @@ export class Connection {
       clearInterval(this.pinger);
       this.events.close(code, reason.toString());
       if (this.stopped) return;
-      const delay = this.backoff.next();
+      const delay = this.hurried ? 0 : this.backoff.next();
+      this.hurried = false;
       this.events.warn("disconnected; redialling", { url, code, delayMs: Math.round(delay) });
       this.redial = setTimeout(() => this.dial(), delay);
     });

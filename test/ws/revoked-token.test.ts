@@ -2,8 +2,10 @@
 // is revoked, its connection is closed for good (4001) within the verifier's cache age and half a
 // heartbeat, and it cannot come back with it. An agent let in with another token stays. An agent
 // that reads its token at each dial (a token file) dials again with a new one put in place first.
-// A name another good token holds is waited for, not taken. The lease is long enough that the
+// A name another good token holds is waited for, not taken; an agent refused its new token for
+// that goes back to its old one at once. The lease is long enough that the
 // redials these take (a backoff step each) never let an agent's fence fall on its running job.
+import { Writable } from "node:stream";
 import { pino } from "pino";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { Agent, AgentFailed } from "../../agent/agent.ts";
@@ -20,8 +22,8 @@ beforeAll(async () => {
 });
 afterAll(() => coordinator.stop());
 
-const agent = (name: string, token: string | (() => string), url = coordinator.agentUrl) => {
-  const started = new Agent({ urls: [url], token, name, labels: {}, capacity: 1, mode: "queue", version: "test", cancelGraceMs: 100, logger, adapters: () => execAdapter });
+const agent = (name: string, token: string | (() => string), url = coordinator.agentUrl, log = logger) => {
+  const started = new Agent({ urls: [url], token, name, labels: {}, capacity: 1, mode: "queue", version: "test", cancelGraceMs: 100, logger: log, adapters: () => execAdapter });
   started.start();
   return started;
 };
@@ -93,7 +95,9 @@ test("an agent cut off after its new token was written, before the old was revok
   try {
     const old = await tokenCreate(coordinator.db, "midway-old", "agent");
     let current = old.token;
-    const a = agent("midway", () => current, `ws://127.0.0.1:${proxy.port}/v1/agent`);
+    const lines: { msg: string; code?: number; delayMs?: number }[] = [];
+    const log = pino({ level: "warn" }, new Writable({ write: (chunk, _encoding, done) => done(void lines.push(JSON.parse(String(chunk)))) }));
+    const a = agent("midway", () => current, `ws://127.0.0.1:${proxy.port}/v1/agent`, log);
     let failed: unknown;
     void a.stopped.catch((error: unknown) => (failed = error));
     const session = async () => (await coordinator.db.query<{ s: string | null }>(`SELECT session_id::text AS s FROM agents WHERE name = 'midway'`))[0]?.s ?? null;
@@ -113,6 +117,8 @@ test("an agent cut off after its new token was written, before the old was revok
     proxy.cut();
     // Refused with the new token (the old one still holds the name), back in with the old.
     await expect.poll(async () => { const now = await session(); return now !== null && now !== before; }, { timeout: 15_000 }).toBe(true);
+    // Back to the old token at once: the time away counts against the running job's lease.
+    expect(lines.filter((l) => l.msg === "disconnected; redialling" && l.code === 4005).map((l) => l.delayMs)).toEqual([0]);
     expect(await tokenRevoke(coordinator.db, old.view.id)).toBe(true);
     await expect.poll(state, { timeout: 20_000 }).toBe("succeeded");
     await expect.poll(session, { timeout: 10_000 }).not.toBeNull();
