@@ -91,6 +91,8 @@ export class Agent {
    * last let in with, which is still good (a rotation, the new token written, the old not yet revoked).
    */
   private dialWith?: string;
+  /** What the coordinator said as it refused this connection for good, which its close reason only sums up. */
+  private refusal?: string;
   private fail!: (error: AgentFailed) => void;
   /** Rejects when the agent cannot go on (bad token, duplicate name); resolves after `stop`. */
   readonly stopped: Promise<void>;
@@ -158,6 +160,7 @@ export class Agent {
   private hello(): void {
     const { name, labels, capacity, prefetch = 0, mode, version } = this.options;
     this.welcomed = false;
+    this.refusal = undefined;
     this.token = this.dialWith ?? this.currentToken();
     this.connection.send({ type: "hello", protocol: PROTOCOL_VERSION, token: this.token, name, labels, capacity, prefetch, mode, version });
   }
@@ -181,6 +184,7 @@ export class Agent {
         return this.resends.answered(message.jobId);
       case "error":
         this.log.warn({ code: message.code, job: message.jobId }, message.message);
+        if (message.fatal) this.refusal = message.message;
         if (message.code === "sequence_gap" && message.jobId && !this.resends.waiting(message.jobId)) this.outbox.resend(message.jobId);
         if (message.code === NOT_APPLIED && message.jobId) this.resends.later(message.jobId);
         if (NOT_OURS.has(message.code) && message.jobId) this.notOurs(message.jobId, message.code);
@@ -350,7 +354,7 @@ export class Agent {
     for (const runner of this.runners.values()) runner.handBack(0);
     void within(this.jobsEnded(), FATAL_STOP_MS).then(() => {
       this.outbox.close();
-      this.fail(new AgentFailed(`${fatal}: ${reason}`));
+      this.fail(new AgentFailed(`${fatal}: ${this.refusal ?? reason}`));
     });
   }
 }

@@ -66,7 +66,7 @@ function tokenize(input: string): Token[] {
       continue;
     }
     const op = OPERATORS.find((o) => input.startsWith(o, i));
-    if (!op) throw new SelectorError(`unexpected character '${ch}'`, i);
+    if (!op) throw new SelectorError(`unexpected character '${String.fromCodePoint(input.codePointAt(i)!)}'`, i);
     tokens.push({ kind: "op", text: op, at: i });
     i += op.length;
   }

@@ -13,7 +13,7 @@ import { MAX_CAPACITY, MAX_PREFETCH } from "../../protocol/limits.ts";
 import { cut } from "../../protocol/cut.ts";
 import { agentName } from "../../protocol/fields.ts";
 import { agentModes, type AgentMode } from "../../protocol/messages.ts";
-import { type Labels, parseLabels, SelectorError } from "../../protocol/selector.ts";
+import { type Labels, MAX_LABELS, parseLabels, SelectorError } from "../../protocol/selector.ts";
 import { DataDirInUse } from "../../coordinator/db/pglite-data-dir.ts";
 import { CliError } from "../errors.ts";
 import { logger } from "../logger.ts";
@@ -30,7 +30,10 @@ export function agentLabels(text: string | undefined): Labels {
     if (error instanceof SelectorError) throw CliError.usage(`--labels: ${error.message}`);
     throw error;
   }
-  return { os: platform(), arch: GOARCH[arch()] ?? arch(), ...given };
+  const labels = { os: platform(), arch: GOARCH[arch()] ?? arch(), ...given };
+  const count = Object.keys(labels).length;
+  if (count > MAX_LABELS) throw CliError.usage(`--labels: at most ${MAX_LABELS} labels with the os and arch the agent adds, not ${count}`);
+  return labels;
 }
 
 function database(flags: Flags): DatabaseConfig {

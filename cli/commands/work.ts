@@ -36,14 +36,15 @@ export const workOrderOptions = {
 /** Exit codes of `run` for endings that have no exit code of the job's own. */
 export const RUN_EXIT = { timed_out: 124, failed: 125, cancelled: 130 } as const;
 
+/** Each KEY=VALUE as typed, the last of a repeated key kept; `__proto__` too, as an own key the coordinator judges. */
 function pairs(values: string[] | undefined, flag: string): Record<string, string> {
-  const out: Record<string, string> = {};
+  const out = new Map<string, string>();
   for (const pair of values ?? []) {
     const eq = pair.indexOf("=");
     if (eq <= 0) throw CliError.usage(`--${flag} takes KEY=VALUE, not '${pair}'`);
-    out[pair.slice(0, eq)] = pair.slice(eq + 1);
+    out.set(pair.slice(0, eq), pair.slice(eq + 1));
   }
-  return out;
+  return Object.fromEntries(out);
 }
 
 const DURATION = /^(\d+)(s|m|h)?$/;

@@ -73,3 +73,10 @@ test("an agent replaced by another under its name (4002) stops its jobs at once,
   await vi.waitFor(() => expect(cancelled).toContain(jobId), { timeout: 3_000 });
   expect(await failed).toBeInstanceOf(AgentFailed);
 });
+
+test("an agent whose hello is refused fails with what the coordinator said, not only its close code's meaning", async () => {
+  const labels = Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, "v"]));
+  const error = await fleet().agent({ name: "overlabelled", labels, adapter: gate }).stopped.then(() => undefined, (e: unknown) => e);
+  expect(error).toBeInstanceOf(AgentFailed);
+  expect(String(error)).toMatch(/the coordinator refused the protocol: .*labels.*64/);
+});

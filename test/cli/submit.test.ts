@@ -90,3 +90,10 @@ test("a request that cannot even be made is no outage to wait out, and its error
   expect(failed).not.toBeInstanceOf(Interrupted);
   expect((failed as Error).message).toBe("the request to the coordinator could not be made: check --url and --token");
 });
+
+// The coordinator refuses such a key with a 400 naming it (test/http/work-orders.test.ts).
+test("a --label or --env pair named __proto__ is sent as typed, for the coordinator to refuse, not dropped", () => {
+  const body = JSON.parse(JSON.stringify(workOrderBody({ label: ["__proto__=x", "team=web"], env: ["__proto__=1"] }, ["true"])));
+  expect(Object.keys(body.labels)).toEqual(["__proto__", "team"]);
+  expect(Object.keys(body.spec.env)).toEqual(["__proto__"]);
+});

@@ -27,6 +27,8 @@ const cases: [string[], RegExp][] = [
   [["run", "--token", "t", "--shell", "/bin/bash", "--", "true"], /--shell goes with --script/],
   [["agent", "--url", "ws://127.0.0.1:1", "--token", "t", "--log-limit-mb", "1.5"], /--log-limit-mb must be a whole number from 0 to 1000000, not '1.5'/],
   [["agent", "--url", "ws://127.0.0.1:1", "--token", "t", "--labels", "os=li nux"], /--labels: invalid label value/],
+  // The coordinator takes 64; the agent adds os and arch, and would be refused its hello.
+  [["agent", "--url", "ws://127.0.0.1:1", "--token", "t", "--labels", Array.from({ length: 63 }, (_, i) => `k${i}=v`).join(",")], /--labels: at most 64 labels with the os and arch the agent adds, not 65/],
   [["agent", "--url", "ws://127.0.0.1:1", "--token", "t", "--capacity", "0"], /--capacity must be a whole number from 1/],
   [["agent", "--url", "ws://127.0.0.1:1", "--token", "t", "--prefetch", "1001"], /--prefetch must be a whole number from 0 to 1000/],
   // The bad --cancel-grace (checked after --prefetch) keeps an agent from running if '' were taken as 0.

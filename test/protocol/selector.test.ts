@@ -209,6 +209,8 @@ describe("parseSelector: errors name the offending position", () => {
   it("reports what it expected", () => {
     expect(errorOf(() => parseSelector("arch in (a,b")).reason).toBe("expected ',' or ')' but the selector ended");
     expect(errorOf(() => parseSelector("os=$")).reason).toBe("unexpected character '$'");
+    // The whole character, not half of its surrogate pair.
+    expect(errorOf(() => parseSelector("gpu=\u{1F600}")).reason).toBe("unexpected character '\u{1F600}'");
     expect(errorOf(() => parseSelector("a in b")).reason).toBe("expected '(', found 'b'");
   });
 });
