@@ -22,6 +22,22 @@ WHERE state IN (${ENDED}) AND updated_at < ${CUTOFF}
 ORDER BY updated_at LIMIT ${BATCH}
 FOR UPDATE SKIP LOCKED`;
 
+// Their jobs, locked without waiting. A cancel and a late job message lock a job before its work
+// order, so waiting here for one of them, which waits for the work order held above, would
+// deadlock: an order whose job another holds is left for a later pass.
+const FREE = `
+WITH live AS (
+  SELECT work_order_id FROM jobs WHERE work_order_id = ANY($1::bigint[]) AND state <> 'returned' FOR UPDATE SKIP LOCKED
+), returned AS (
+  SELECT work_order_id FROM jobs WHERE work_order_id = ANY($1::bigint[]) AND state = 'returned' FOR UPDATE SKIP LOCKED
+), held AS (
+  (SELECT work_order_id FROM jobs WHERE work_order_id = ANY($1::bigint[]) AND state <> 'returned'
+   UNION ALL SELECT work_order_id FROM jobs WHERE work_order_id = ANY($1::bigint[]) AND state = 'returned')
+  EXCEPT ALL
+  (SELECT work_order_id FROM live UNION ALL SELECT work_order_id FROM returned)
+)
+SELECT o.id::text AS id FROM unnest($1::bigint[]) AS o(id) WHERE o.id NOT IN (SELECT work_order_id FROM held)`;
+
 const DELETE_DOOMED = `
 WITH job AS (
   DELETE FROM jobs WHERE work_order_id = ANY($1::bigint[]) AND state <> 'returned' RETURNING id
@@ -57,9 +73,9 @@ export type Purged = { workOrders: number; agents: number; more: boolean };
 export async function purgeExpired(db: Database, retainDays: number): Promise<Purged> {
   const purged: Purged = { workOrders: 0, agents: 0, more: false };
   for (let batch = 0; batch < BATCHES_PER_PASS; batch++) {
-    const deleted = await purgeBatch(db, retainDays);
+    const { due, deleted } = await purgeBatch(db, retainDays);
     purged.workOrders += deleted;
-    if (deleted < BATCH) break;
+    if (due < BATCH) break;
     purged.more = batch === BATCHES_PER_PASS - 1;
   }
   const forgotten = await db.query(FORGET, [retainDays]);
@@ -68,11 +84,13 @@ export async function purgeExpired(db: Database, retainDays: number): Promise<Pu
   return purged;
 }
 
-/** Deletes a batch of due work orders with all they own; answers how many. */
-function purgeBatch(db: Database, retainDays: number): Promise<number> {
+/** Deletes a batch of due work orders with all they own; answers how many were due, and how many went. */
+function purgeBatch(db: Database, retainDays: number): Promise<{ due: number; deleted: number }> {
   return db.transaction(async (tx) => {
-    const doomed = (await tx.query<{ id: string }>(DOOMED, [retainDays])).map((row) => row.id);
+    const due = (await tx.query<{ id: string }>(DOOMED, [retainDays])).map((row) => row.id);
+    if (due.length === 0) return { due: 0, deleted: 0 };
+    const doomed = (await tx.query<{ id: string }>(FREE, [due])).map((row) => row.id);
     if (doomed.length > 0) await tx.query(DELETE_DOOMED, [doomed]);
-    return doomed.length;
+    return { due: due.length, deleted: doomed.length };
   });
 }
