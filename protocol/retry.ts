@@ -15,7 +15,8 @@ export type RetryPolicy = {
   maxAttempts: number;
   retryOn: readonly RetryableEnding[];
   backoffSeconds: number;
-  cancelRequested: boolean;
+  /** Why a cancel was asked for, if one was. */
+  cancelReason: string | null;
 };
 
 export type Settlement =
@@ -39,7 +40,7 @@ export function settle(
   policy: RetryPolicy,
   random = Math.random(),
 ): Settlement {
-  if (policy.cancelRequested && outcome !== "succeeded") return { state: "cancelled", reason: "cancelled by request" };
+  if (policy.cancelReason !== null && outcome !== "succeeded") return { state: "cancelled", reason: policy.cancelReason };
   if (outcome === "returned") return { state: "pending", delaySeconds: 0, reason: "returned before it began", refund: true };
   const ending = kind(outcome, infrastructure);
   if (ending && policy.retryOn.includes(ending) && policy.attempts < policy.maxAttempts) {

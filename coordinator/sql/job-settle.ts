@@ -34,7 +34,7 @@ export function jobSettle(writes: JobWrites, job: Settling, end: JobEnd): { job:
     maxAttempts: job.max_attempts,
     retryOn: job.retry_on,
     backoffSeconds: job.retry_backoff_seconds,
-    cancelRequested: job.cancel_reason !== null,
+    cancelReason: job.cancel_reason,
   });
   writes.job(job.job_id, {
     state: outcome,

@@ -6,7 +6,7 @@ const policy = (over: Partial<RetryPolicy> = {}) => ({
   maxAttempts: 3,
   retryOn: DEFAULT_RETRY_ON,
   backoffSeconds: 10,
-  cancelRequested: false,
+  cancelReason: null,
   ...over,
 });
 
@@ -33,8 +33,8 @@ describe("settle", () => {
   });
 
   it("never retries a work order whose cancel was requested", () => {
-    expect(settle("lost", false, policy({ cancelRequested: true }))).toEqual({ state: "cancelled", reason: "cancelled by request" });
-    expect(settle("succeeded", false, policy({ cancelRequested: true }))).toMatchObject({ state: "succeeded" });
+    expect(settle("lost", false, policy({ cancelReason: "superseded by #43" }))).toEqual({ state: "cancelled", reason: "superseded by #43" });
+    expect(settle("succeeded", false, policy({ cancelReason: "superseded by #43" }))).toMatchObject({ state: "succeeded" });
   });
 
   it("backs off exponentially, with jitter in the upper half of each step, up to an hour", () => {

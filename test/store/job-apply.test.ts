@@ -447,6 +447,8 @@ forEachDatabase("jobApply", (kind) => {
         kind: "applied",
       });
       expect(await workOrderState(db(), workOrderId)).toBe("cancelled");
+      // The trail gives the first reason asked, as for a pending one.
+      expect((await eventsOf(db(), workOrderId)).at(-1)).toMatchObject({ from_state: "running", to_state: "cancelled", reason: "operator" });
       expect(await workOrderCancel(db(), workOrderId, "too late")).toEqual({ kind: "not_active" });
     });
 
