@@ -1,7 +1,8 @@
 // Runs one assigned job through its adapter and reports it: starting, started, log chunks,
 // finished. A job waits, held, until `begin`; one stopped before that never began, and one handed
 // back then is `returned`. A cancel (or the run timeout) stops the run through the adapter; the
-// outcome says which it was.
+// outcome says which it was. The timeout counts the adapter's start too, and a stop that comes
+// while it starts ends the job after the grace, its run stopped if it ever starts.
 import { AdapterError, type Run, type RunResult } from "../adapters/adapter.ts";
 import type { Adapter } from "../adapters/adapter.ts";
 import type { AdapterName } from "../protocol/adapter-specs.ts";
@@ -34,6 +35,9 @@ export class JobRunner {
   private ended = false;
   private stopReason?: "cancelled" | "timed_out" | "handed_back";
   private graceMs: number;
+  private giveUp!: () => void;
+  /** Resolves a grace after a stop that came while the adapter was still starting the run. */
+  private readonly gaveUp = new Promise<void>((resolve) => (this.giveUp = resolve));
 
   private readonly report: (body: JobMessageBody) => void;
 
@@ -92,7 +96,8 @@ export class JobRunner {
       // Stopped already: a later deadline that comes sooner (a fence after a drain) still holds.
       if (graceMs < this.graceMs) {
         this.graceMs = graceMs;
-        if (this.run && !this.detaches(this.run)) this.halt(this.run);
+        if (!this.run) this.giveUpAfter(graceMs);
+        else if (!this.detaches(this.run)) this.halt(this.run);
       }
       return;
     }
@@ -100,6 +105,11 @@ export class JobRunner {
     this.graceMs = graceMs;
     this.release();
     if (this.run) this.halt(this.run);
+    else this.giveUpAfter(graceMs);
+  }
+
+  private giveUpAfter(ms: number): void {
+    setTimeout(this.giveUp, ms).unref();
   }
 
   /**
@@ -149,12 +159,20 @@ export class JobRunner {
       status: (status: string) => this.report({ type: "job.status", jobId, status }),
     };
     const { adopt } = this.job;
-    this.run = adopt && adapter.adopt ? await adapter.adopt(ctx, adopt) : await adapter.start(ctx);
-    this.report({ type: "job.started", jobId, externalId: this.run.externalId, externalUrl: this.run.externalUrl });
-    if (this.stopReason) this.halt(this.run);
+    // Armed before the adapter is called: the timeout counts a start that is slow or never returns.
     const timer = timeoutSeconds === null ? undefined : setTimeout(() => this.stop("timed_out", this.timeoutGraceMs), timeoutSeconds * 1000);
     try {
-      return this.ending(await this.run.result);
+      const starting = adopt && adapter.adopt ? adapter.adopt(ctx, adopt) : adapter.start(ctx);
+      const run = await Promise.race([starting, this.gaveUp]);
+      if (!run) {
+        // Stopped, and still starting after the grace: the job ends now, and its run is stopped if it ever starts.
+        void starting.then((late) => this.halt(late), () => {});
+        return this.stopped(null);
+      }
+      this.run = run;
+      this.report({ type: "job.started", jobId, externalId: run.externalId, externalUrl: run.externalUrl });
+      if (this.stopReason) this.halt(run);
+      return this.ending(await run.result);
     } finally {
       clearTimeout(timer);
     }
