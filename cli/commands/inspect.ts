@@ -1,5 +1,6 @@
 // `jobfleet work-orders …`, `jobfleet jobs …` and `jobfleet agents list`: read and cancel.
 import type { AgentView, JobView, TokenView, WorkOrderView } from "../../protocol/api.ts";
+import { id as rowId } from "../../protocol/fields.ts";
 import { Client } from "../client.ts";
 import { CliError } from "../errors.ts";
 import { age, table } from "../format.ts";
@@ -25,10 +26,14 @@ function printPage<T>(flags: Flags, page: Page<T>, cursor: "before" | "after", h
   return 0;
 }
 
+function noArguments(args: string[], what: string): void {
+  if (args.length > 0) throw CliError.usage(`${what} takes no argument, not '${args[0]}'`);
+}
+
 function idArgument(args: string[], what: string): string {
   const [id, extra] = args;
   if (!id || extra !== undefined) throw CliError.usage(`give one ${what} id`);
-  if (!/^[1-9][0-9]*$/.test(id)) throw CliError.usage(`'${id}' is not a ${what} id`);
+  if (!rowId.safeParse(id).success) throw CliError.usage(`'${id}' is not a ${what} id`);
   return id;
 }
 
@@ -62,6 +67,7 @@ export async function workOrders(action: string, flags: Flags, args: string[]): 
   const c = client(flags);
   switch (action) {
     case "list": {
+      noArguments(args, "work-orders list");
       const page = await c.request<Page<WorkOrderView>>("GET", `/v1/work-orders${queryString(flags, ["state", "labels", "selector", "agent", "limit", "before"])}`);
       return printPage(flags, page, "before", () =>
         table(["ID", "STATE", "ADAPTER", "SELECTOR", "AGENT", "ATTEMPTS", "EXIT", "AGE"], page.items.map(workOrderRow)),
@@ -94,6 +100,7 @@ export async function jobs(action: string, flags: Flags, args: string[]): Promis
   const c = client(flags);
   switch (action) {
     case "list": {
+      noArguments(args, "jobs list");
       const page = await c.request<Page<JobView>>("GET", `/v1/jobs${queryString(flags, ["work-order", "agent", "state", "limit", "before"]).replace("work-order=", "workOrder=")}`);
       return printPage(flags, page, "before", () => table(["ID", "WORK ORDER", "ATTEMPT", "STATE", "AGENT", "EXIT", "AGE"], page.items.map(jobRow)));
     }
@@ -107,6 +114,7 @@ export async function jobs(action: string, flags: Flags, args: string[]): Promis
     }
     case "cancel": {
       const job = await c.request<JobView>("GET", `/v1/jobs/${idArgument(args, "job")}`);
+      if (!["claimed", "starting", "running"].includes(job.state)) throw new CliError(`job ${job.id} has already ended (${job.state})`);
       return workOrders("cancel", flags, [job.workOrderId]);
     }
   }
@@ -143,6 +151,7 @@ export async function tokens(action: string, flags: Flags, args: string[]): Prom
       return print(flags, created, () => `${created.token}\n`);
     }
     case "list": {
+      noArguments(args, "tokens list");
       const { items } = await c.request<{ items: TokenView[] }>("GET", "/v1/tokens");
       return print(flags, items, () => table(["ID", "NAME", "ROLE", "AGE"], items.map((t) => [t.id, t.name, t.role, age(t.createdAt)])));
     }

@@ -4,8 +4,9 @@ import { jobGet, jobList } from "../sql/job-read.ts";
 import { allow, type AuthEnv } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 import { logResponse } from "./log-response.ts";
+import { page } from "./page.ts";
 import type { Services } from "./services.ts";
-import { idParam, query } from "./validate.ts";
+import { idParam, noQuery, query } from "./validate.ts";
 
 export function jobRoutes(services: Services) {
   const found = async (id: string) => {
@@ -18,10 +19,12 @@ export function jobRoutes(services: Services) {
     .use(allow("ci"))
     .get("/", async (c) => {
       const filter = query(c, jobQuery);
-      const items = await jobList(services.db, filter);
-      return c.json({ items, next: items.length === filter.limit ? items.at(-1)!.id : null });
+      return c.json(page(await jobList(services.db, filter), filter.limit, (job) => job.id));
     })
-    .get("/:id", async (c) => c.json(await found(idParam(c))))
+    .get("/:id", async (c) => {
+      noQuery(c);
+      return c.json(await found(idParam(c)));
+    })
     .get("/:id/log", async (c) => {
       const { offset, follow } = query(c, logQuery);
       const job = await found(idParam(c));

@@ -4,7 +4,7 @@ import { tokenCreate, tokenList, tokenRevoke } from "../auth/tokens.ts";
 import { allow, type AuthEnv } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 import type { Services } from "./services.ts";
-import { body, idParam } from "./validate.ts";
+import { body, idParam, noQuery } from "./validate.ts";
 
 export function tokenRoutes({ db }: Services) {
   return new Hono<AuthEnv>()
@@ -14,7 +14,10 @@ export function tokenRoutes({ db }: Services) {
       const { token, view } = await tokenCreate(db, name, role);
       return c.json({ ...view, token }, 201);
     })
-    .get("/", async (c) => c.json({ items: await tokenList(db) }))
+    .get("/", async (c) => {
+      noQuery(c);
+      return c.json({ items: await tokenList(db) });
+    })
     .delete("/:id", async (c) => {
       const id = idParam(c);
       if (!(await tokenRevoke(db, id))) throw ApiError.notFound("token", id);

@@ -1,7 +1,7 @@
 // Reads and validates what a request carries; anything off becomes an ApiError naming the field.
 import type { Context } from "hono";
 import { setImmediate } from "node:timers/promises";
-import { type z, ZodError } from "zod";
+import { z, ZodError } from "zod";
 import { id } from "../../protocol/fields.ts";
 import { MAX_BODY_BYTES, MAX_BODY_PIECES } from "../../protocol/limits.ts";
 import { UNSTORABLE } from "../db/storable.ts";
@@ -122,6 +122,13 @@ export function query<S extends z.ZodType>(c: Context, schema: S): z.output<S> {
   const parsed = schema.safeParse(values);
   if (!parsed.success) throw ApiError.invalid(parsed.error);
   return parsed.data;
+}
+
+const NO_PARAMETERS = z.strictObject({});
+
+/** Refuses any query parameter, naming it: the route takes none. */
+export function noQuery(c: Context): void {
+  query(c, NO_PARAMETERS);
 }
 
 export function idParam(c: Context, name = "id"): string {

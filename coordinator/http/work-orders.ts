@@ -10,9 +10,10 @@ import { iso, workOrderView } from "../sql/views.ts";
 import { allow, type AuthEnv } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 import { logResponse } from "./log-response.ts";
+import { page } from "./page.ts";
 import type { Services } from "./services.ts";
 import { itemsBody } from "./items-body.ts";
-import { body, idParam, query, validItems } from "./validate.ts";
+import { body, idParam, noQuery, query, validItems } from "./validate.ts";
 
 const cancelBody = z.strictObject({ reason: z.string().min(1).max(1024).default("cancelled by request") });
 
@@ -44,11 +45,11 @@ export function workOrderRoutes(services: Services) {
     })
     .get("/", async (c) => {
       const filter = query(c, workOrderQuery);
-      const rows = await workOrderList(db, filter);
-      const next = rows.length === filter.limit ? rows.at(-1)!.id : null;
-      return c.json({ items: rows.map(workOrderView), next });
+      const { items, next } = page(await workOrderList(db, filter), filter.limit, (row) => row.id);
+      return c.json({ items: items.map(workOrderView), next });
     })
     .get("/:id", async (c) => {
+      noQuery(c);
       const row = await found(idParam(c));
       const events = await workOrderEvents(db, row.id);
       return c.json({

@@ -138,6 +138,17 @@ export async function* followLog(
         }
         if (now.jobId !== null && jobId !== now.jobId) continue;
       }
+      // The latest job was returned unbegun, which the snapshot passes by: attempts after the one
+      // read may still have run, and are read before the end.
+      if (jobId !== null && now.jobId === null && target.jobId === undefined) {
+        const [later] = await db.query<{ id: string; attempt: number }>(NEXT_JOB, [target.workOrderId, jobId]);
+        if (later) {
+          jobId = later.id;
+          offset = 0;
+          yield { type: "job", jobId, attempt: later.attempt, offset };
+          continue;
+        }
+      }
       const ended = target.jobId ? now.jobState !== null && jobMachine.isTerminal(now.jobState) : workOrderMachine.isTerminal(now.orderState);
       if (ended) {
         // Only an ended work order is deleted, and only long after: one not ended when the snapshot

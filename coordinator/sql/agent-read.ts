@@ -10,16 +10,16 @@ type AgentRow = Omit<AgentView, "lastSeenAt"> & { lastSeenAt: string | Date };
 export async function agentList(db: Queryable, filter: z.output<typeof agentQuery>): Promise<AgentView[]> {
   const params: unknown[] = [];
   const where: string[] = [];
-  if (filter.connected !== undefined) where.push(`session_id IS ${filter.connected ? "NOT " : ""}NULL`);
+  if (filter.connected !== undefined) where.push(`${filter.connected ? "" : "NOT "}(session_id IS NOT NULL AND lease_expires_at > now())`);
   if (filter.after !== undefined) {
     params.push(filter.after);
     where.push(`name > $${params.length}`);
   }
   if (filter.labels) where.push(selectorMatches(filter.labels, "labels", params));
-  params.push(filter.limit);
+  params.push(filter.limit + 1); // one more: whether another page follows
   const rows = await db.query<AgentRow>(
     `SELECT id::text AS id, name, labels, capacity, prefetch, mode::text AS mode, version,
-       session_id IS NOT NULL AS connected, last_seen_at AS "lastSeenAt"
+       (session_id IS NOT NULL AND lease_expires_at > now()) AS connected, last_seen_at AS "lastSeenAt"
      FROM agents ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
      ORDER BY name LIMIT $${params.length}`,
     params,

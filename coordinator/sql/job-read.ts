@@ -23,7 +23,7 @@ export async function jobList(db: Queryable, filter: z.output<typeof jobQuery>):
   if (filter.agent) add("j.agent_name", "=", filter.agent);
   if (filter.state) add("j.state", "=", filter.state);
   if (filter.before) add("j.id", "<", filter.before);
-  params.push(filter.limit);
+  params.push(filter.limit + 1); // one more: whether another page follows
   const rows = await db.query<JobRow>(
     `SELECT ${JOB_JSON} AS job ${FROM} ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
      ORDER BY j.id DESC LIMIT $${params.length}`,

@@ -22,7 +22,7 @@ export async function workOrderList(db: Queryable, filter: z.output<typeof workO
   if (filter.selector) add((p) => `wo.selector_text = ${p}`, formatSelector(filter.selector));
   if (filter.before) add((p) => `wo.id < ${p}`, filter.before);
   if (filter.labels) where.push(selectorMatches(filter.labels, "wo.labels", params));
-  params.push(filter.limit);
+  params.push(filter.limit + 1); // one more: whether another page follows
   return db.query<WorkOrderRow>(
     `SELECT ${WORK_ORDER_COLUMNS} FROM work_orders wo
      ${where.length ? `WHERE ${where.join(" AND ")}` : ""}

@@ -3,6 +3,9 @@
 // a list says there is more.
 import { createServer, type Server } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { agentConnect } from "../../coordinator/sql/agent-session.ts";
+import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
+import { jobApply } from "../store/fixtures.ts";
 import { useInProcessCoordinator } from "../support/in-process.ts";
 import { jobfleet } from "../support/processes.ts";
 
@@ -36,6 +39,30 @@ describe("against a coordinator", () => {
     const rest = await jobfleet(["work-orders", "list", "--before", next!, "--json"], env).exited;
     expect((JSON.parse(rest.stdout) as { items: unknown[] }).items.length).toBeGreaterThanOrEqual(1);
     expect(rest.stderr).toBe("");
+  });
+
+  it("a list whose page holds the last items does not say there is more", async () => {
+    const env = { JOBFLEET_URL: fleet().coordinator.url, JOBFLEET_TOKEN: fleet().ciToken };
+    for (let i = 0; i < 2; i++) expect((await jobfleet(["enqueue", "--label", "suite=exact", "--", "true"], env).exited).code).toBe(0);
+    const exit = await jobfleet(["work-orders", "list", "--labels", "suite=exact", "--limit", "2"], env).exited;
+    expect(exit.stdout.trim().split("\n")).toHaveLength(3);
+    expect(exit.stderr).toBe("");
+  });
+
+  it("jobs cancel of a job that has ended is refused, and its work order's next attempt left alone", async () => {
+    const env = { JOBFLEET_URL: fleet().coordinator.url, JOBFLEET_TOKEN: fleet().ciToken };
+    const db = fleet().coordinator.db;
+    const name = "cancel-ended";
+    const agentId = (await agentConnect(db, { name, labels: {}, capacity: 1, mode: "work-order", version: "test" }, `session-${name}`))!;
+    await fleet().api("POST", "/v1/work-orders", { agent: name, maxAttempts: 2, retryOn: ["failed"], retryBackoffSeconds: 0, spec: { command: ["true"] } });
+    const claim = async () => (await workOrderClaim(db, { agentId, name, labels: {}, queueMode: false }, 1))[0]!.jobId;
+    const first = await claim();
+    await jobApply(db, agentId, { type: "job.finished", jobId: first, seq: 1, outcome: "failed", exitCode: 1 });
+    const second = await claim();
+    const exit = await jobfleet(["jobs", "cancel", first], env).exited;
+    expect(exit.stderr).toContain(`job ${first} has already ended (failed)`);
+    expect(exit.code).toBe(1);
+    expect(await db.query(`SELECT cancel_reason FROM jobs WHERE id = $1`, [second])).toEqual([{ cancel_reason: null }]);
   });
 });
 

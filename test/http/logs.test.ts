@@ -523,3 +523,59 @@ describe("a plain log read while the database goes away", () => {
     }
   });
 });
+
+/** Attempt 1 logs "a\n" and fails; attempt 2 logs "b\n" and fails; attempt 3 is claimed and handed back unbegun. */
+async function ranTwiceThenReturned(afterFirst?: (first: Job) => Promise<void>) {
+  const first = await claimedJob({ maxAttempts: 3, retryOn: ["failed"], retryBackoffSeconds: 0 });
+  const { workOrderId } = first;
+  await first.send({ type: "job.started" });
+  await first.send({ type: "job.log", data: "a\n" });
+  await afterFirst?.(first);
+  await first.send({ type: "job.finished", outcome: "failed", exitCode: 1 });
+  const second = await first.next();
+  await second.send({ type: "job.started" });
+  await second.send({ type: "job.log", data: "b\n" });
+  await second.send({ type: "job.finished", outcome: "failed", exitCode: 1 });
+  const third = await first.next();
+  await third.send({ type: "job.finished", outcome: "returned", exitCode: null });
+  return { workOrderId, first, second, third };
+}
+
+// The snapshot of a work order passes a returned job by: a follower behind still reads every attempt that ran.
+describe("a work order whose latest job was returned, then cancelled", () => {
+  it("a follower resuming in attempt 1 (Last-Event-ID) reads attempt 2 before the end", async () => {
+    const { workOrderId, first, second } = await ranTwiceThenReturned();
+    expect((await h.request(`/v1/work-orders/${workOrderId}/cancel`, { method: "POST", token: h.tokens.ci })).status).toBe(200);
+    const response = await h.request(`/v1/work-orders/${workOrderId}/log?follow=true`, { token: h.tokens.ci, headers: { "last-event-id": `${first.jobId}:2` } });
+    expect(response.status).toBe(200);
+    expect(logEvents(parseEvents(await response.text())).map((e) => e.data)).toEqual([
+      { type: "job", jobId: second.jobId, attempt: 2, offset: 0 },
+      { type: "log", jobId: second.jobId, offset: 0, data: "b\n" },
+      { type: "end", state: "cancelled", exitCode: null },
+    ]);
+  });
+
+  it("a live follower that was reading attempt 1 reads attempt 2 before the end", async () => {
+    let reader: EventReader | undefined;
+    const seen: ServerSentEvent[] = [];
+    const { workOrderId, first, second } = await ranTwiceThenReturned(async (job) => {
+      reader = new EventReader((await h.request(`/v1/work-orders/${job.workOrderId}/log?follow=true`, { token: h.tokens.ci })).body!);
+      seen.push((await reader.next())!, (await reader.next())!); // job, "a\n"
+      await setTimeout(100); // it waits to be woken
+    });
+    try {
+      expect((await h.request(`/v1/work-orders/${workOrderId}/cancel`, { method: "POST", token: h.tokens.ci })).status).toBe(200);
+      h.services.bus.emit("changed", workOrderId);
+      for (let event = await reader!.next(); event; event = await reader!.next()) seen.push(event);
+    } finally {
+      await reader!.cancel();
+    }
+    expect(logEvents(seen).map((e) => e.data)).toEqual([
+      { type: "job", jobId: first.jobId, attempt: 1, offset: 0 },
+      { type: "log", jobId: first.jobId, offset: 0, data: "a\n" },
+      { type: "job", jobId: second.jobId, attempt: 2, offset: 0 },
+      { type: "log", jobId: second.jobId, offset: 0, data: "b\n" },
+      { type: "end", state: "cancelled", exitCode: null },
+    ]);
+  });
+});
