@@ -19,9 +19,9 @@ export type RetryPolicy = {
   cancelReason: string | null;
 };
 
+/** `refund`: the job never began, so its attempt is not counted, however the work order goes on. */
 export type Settlement =
-  | { state: Ending; reason: string | null }
-  /** `refund`: the job never began, so its attempt is not counted. */
+  | { state: Ending; reason: string | null; refund?: true }
   | { state: "pending"; delaySeconds: number; reason: string; refund?: true };
 
 function kind(outcome: Outcome, infrastructure: boolean): RetryableEnding | null {
@@ -40,7 +40,9 @@ export function settle(
   policy: RetryPolicy,
   random = Math.random(),
 ): Settlement {
-  if (policy.cancelReason !== null && outcome !== "succeeded") return { state: "cancelled", reason: policy.cancelReason };
+  if (policy.cancelReason !== null && outcome !== "succeeded") {
+    return { state: "cancelled", reason: policy.cancelReason, ...(outcome === "returned" && { refund: true as const }) };
+  }
   if (outcome === "returned") return { state: "pending", delaySeconds: 0, reason: "returned before it began", refund: true };
   const ending = kind(outcome, infrastructure);
   if (ending && policy.retryOn.includes(ending) && policy.attempts < policy.maxAttempts) {

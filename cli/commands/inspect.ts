@@ -1,6 +1,7 @@
 // `jobfleet work-orders …`, `jobfleet jobs …` and `jobfleet agents list`: read and cancel.
 import type { AgentView, JobView, TokenView, WorkOrderView } from "../../protocol/api.ts";
 import { id as rowId } from "../../protocol/fields.ts";
+import { jobMachine } from "../../protocol/states.ts";
 import { Client } from "../client.ts";
 import { CliError } from "../errors.ts";
 import { age, table } from "../format.ts";
@@ -114,7 +115,7 @@ export async function jobs(action: string, flags: Flags, args: string[]): Promis
     }
     case "cancel": {
       const job = await c.request<JobView>("GET", `/v1/jobs/${idArgument(args, "job")}`);
-      if (!["claimed", "starting", "running"].includes(job.state)) throw new CliError(`job ${job.id} has already ended (${job.state})`);
+      if (jobMachine.isTerminal(job.state)) throw new CliError(`job ${job.id} has already ended (${job.state})`);
       return workOrders("cancel", flags, [job.workOrderId]);
     }
   }

@@ -7,10 +7,13 @@ import { iso } from "./views.ts";
 type AgentRow = Omit<AgentView, "lastSeenAt"> & { lastSeenAt: string | Date };
 
 /** A page of agents in name order, filtered as asked. */
+/** In session, its lease current: a coordinator that died without writing the disconnect leaves the session. */
+const CONNECTED = "(session_id IS NOT NULL AND lease_expires_at > now())";
+
 export async function agentList(db: Queryable, filter: z.output<typeof agentQuery>): Promise<AgentView[]> {
   const params: unknown[] = [];
   const where: string[] = [];
-  if (filter.connected !== undefined) where.push(`${filter.connected ? "" : "NOT "}(session_id IS NOT NULL AND lease_expires_at > now())`);
+  if (filter.connected !== undefined) where.push(`${filter.connected ? "" : "NOT "}${CONNECTED}`);
   if (filter.after !== undefined) {
     params.push(filter.after);
     where.push(`name > $${params.length}`);
@@ -19,7 +22,7 @@ export async function agentList(db: Queryable, filter: z.output<typeof agentQuer
   params.push(filter.limit + 1); // one more: whether another page follows
   const rows = await db.query<AgentRow>(
     `SELECT id::text AS id, name, labels, capacity, prefetch, mode::text AS mode, version,
-       (session_id IS NOT NULL AND lease_expires_at > now()) AS connected, last_seen_at AS "lastSeenAt"
+       ${CONNECTED} AS connected, last_seen_at AS "lastSeenAt"
      FROM agents ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
      ORDER BY name LIMIT $${params.length}`,
     params,

@@ -45,7 +45,7 @@ export function jobSettle(writes: JobWrites, job: Settling, end: JobEnd): { job:
     infrastructure: end.infrastructure,
   });
   if (!job.latest || !workOrderMachine.can(job.order_state, next.state)) return { job: outcome, order: job.order_state };
-  const { delay, refund } = next.state === "pending" ? { delay: next.delaySeconds, refund: next.refund ?? false } : { delay: 0, refund: outcome === "returned" };
-  writes.order(job.work_order_id, job.job_id, job.order_state, next.state, next.reason, delay, refund);
+  const delay = next.state === "pending" ? next.delaySeconds : 0;
+  writes.order(job.work_order_id, job.job_id, job.order_state, next.state, next.reason, delay, next.refund ?? false);
   return { job: outcome, order: next.state };
 }

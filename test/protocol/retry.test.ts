@@ -35,6 +35,7 @@ describe("settle", () => {
   it("never retries a work order whose cancel was requested", () => {
     expect(settle("lost", false, policy({ cancelReason: "superseded by #43" }))).toEqual({ state: "cancelled", reason: "superseded by #43" });
     expect(settle("succeeded", false, policy({ cancelReason: "superseded by #43" }))).toMatchObject({ state: "succeeded" });
+    expect(settle("returned", false, policy({ cancelReason: "superseded by #43" }))).toEqual({ state: "cancelled", reason: "superseded by #43", refund: true });
   });
 
   it("backs off exponentially, with jitter in the upper half of each step, up to an hour", () => {
