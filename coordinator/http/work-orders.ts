@@ -4,7 +4,7 @@ import { logQuery, MAX_BULK_ORDERS, workOrderBulk, workOrderCreate, workOrderQue
 import { MAX_BULK_BODY_BYTES } from "../../protocol/limits.ts";
 import { Enqueuer } from "../enqueuer.ts";
 import { workOrderCancel } from "../sql/work-order-cancel.ts";
-import { workOrderInsertChunked } from "../sql/work-order-insert.ts";
+import { describeReuse, type KeyReuse, KeyReused, workOrderInsertChunked } from "../sql/work-order-insert.ts";
 import { workOrderEvents, workOrderGet, workOrderList } from "../sql/work-order-read.ts";
 import { iso, workOrderView } from "../sql/views.ts";
 import { allow, type AuthEnv } from "./auth.ts";
@@ -14,6 +14,9 @@ import { page } from "./page.ts";
 import type { Services } from "./services.ts";
 import { itemsBody } from "./items-body.ts";
 import { body, idParam, noQuery, query, validItems } from "./validate.ts";
+
+/** A repeated key with another body: most likely a key reused for other work, which its order is not. */
+const keyReused = (reuse: KeyReuse, at: string) => new ApiError(422, "idempotency_key_reused", describeReuse(reuse), at);
 
 const cancelBody = z.strictObject({ reason: z.string().min(1).max(1024).default("cancelled by request") });
 
@@ -30,7 +33,8 @@ export function workOrderRoutes(services: Services) {
     .use(allow("ci"))
     .post("/", async (c) => {
       const order = await body(c, workOrderCreate);
-      const { row, created } = await enqueuer.enqueue(order);
+      const { row, created, reused } = await enqueuer.enqueue(order);
+      if (reused) throw keyReused(reused, "idempotencyKey");
       // Created claimed, it went straight to an agent: only its followers need to know.
       if (created && row.state === "claimed") bus.emit("changed", row.id);
       else if (created) bus.emit("enqueued", [{ id: row.id, selector: row.selector, targetAgent: row.target_agent }]);
@@ -39,7 +43,9 @@ export function workOrderRoutes(services: Services) {
     .post("/bulk", async (c) => {
       const { count, item } = await itemsBody(c, workOrderBulk, "workOrders", { maxBytes: MAX_BULK_BODY_BYTES, maxItems: MAX_BULK_ORDERS });
       const valid = (from: number, to: number) => validItems(workOrderCreate, item, from, to, "workOrders");
-      const { ids, created } = await workOrderInsertChunked(db, count, valid);
+      const { ids, created } = await workOrderInsertChunked(db, count, valid).catch((error: unknown) => {
+        throw error instanceof KeyReused ? keyReused(error.reuse, `workOrders.${error.index}.idempotencyKey`) : error;
+      });
       if (created.length > 0) bus.emit("enqueued", created);
       return c.json({ ids, created: created.length }, 201);
     })

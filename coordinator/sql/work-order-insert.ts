@@ -12,6 +12,7 @@ import { formatSelector, type Selector } from "../../protocol/selector.ts";
 import type { Database, Queryable } from "../db/database.ts";
 import type { Enqueued } from "../bus.ts";
 import { arrayLiteral, type Quoted } from "./array-literal.ts";
+import { firstDifference, REQUESTED_COLUMNS, requested, type Requested } from "./same-request.ts";
 import { WORK_ORDER_COLUMNS, type WorkOrderRow, workOrderColumns } from "./views.ts";
 
 const COLUMNS = `adapter, spec, selector, selector_text, target_agent, labels, priority, timeout_seconds,
@@ -67,7 +68,7 @@ WITH input AS MATERIALIZED (
 SELECT ${workOrderColumns("job")} FROM wo ORDER BY wo.id`;
 
 const byKeys = (columns: string) => `SELECT ${columns} FROM work_orders wo WHERE wo.idempotency_key = ANY($1::text[])`;
-const BRIEF_BY_KEYS = byKeys(BRIEF);
+const BRIEF_BY_KEYS = byKeys(`${BRIEF}, ${REQUESTED_COLUMNS}`);
 const ROWS_BY_KEYS = byKeys(WORK_ORDER_COLUMNS);
 
 type Brief = Pick<WorkOrderRow, "id" | "idempotency_key">;
@@ -112,56 +113,76 @@ const VANISHED_ATTEMPTS = 3;
 
 /**
  * What a statement keeps of its orders while it runs: their parameters and keys, and the orders
- * themselves only where a key may send them round again. A bulk request's chunks are in flight
+ * themselves only where a key may need them again. A bulk request's chunks are in flight
  * together, and its orders, held by each, outlived young-generation collections that then copied them.
  */
 type Statement = {
   params: string[];
   keys: (string | undefined)[];
-  /** The statement for the orders at these indexes, to insert them again; only where one has a key (only a key's row can vanish). */
-  again?: (indexes: number[]) => Statement;
+  /** Only where one has a key: to compare with the work order its key names, and to insert again if that vanished. */
+  keyed?: { orders: WorkOrderCreate[]; claimFor: (string | undefined)[] };
 };
 
 function statement(orders: WorkOrderCreate[], claimFor: (string | undefined)[] = []): Statement {
   const keys = orders.map((o) => o.idempotencyKey);
-  const again = keys.some((key) => key !== undefined)
-    ? (indexes: number[]) => statement(indexes.map((i) => orders[i]!), indexes.map((i) => claimFor[i]))
-    : undefined;
-  return { params: columns(orders, claimFor), keys, again };
+  const keyed = keys.some((key) => key !== undefined) ? { orders, claimFor } : undefined;
+  return { params: columns(orders, claimFor), keys, keyed };
 }
 
-/** Each order's row (created now, or found under its key) and whether this call created it. */
+/** A key that names a work order asked for otherwise: `field` is the first that differs. */
+export type KeyReuse = { field: string; key: string; workOrderId: string };
+
+export const describeReuse = ({ key, workOrderId, field }: KeyReuse) =>
+  `idempotency key ${JSON.stringify(key)} names work order ${workOrderId}, enqueued with a different ${field}`;
+
+type Result<Row> = { row: Row; created: boolean; reused?: KeyReuse };
+
+/** Each order's row (created now, or found under its key), whether this call created it, and how a key was reused. */
 async function insertAll<Row extends Brief>(
   db: Queryable,
-  { params, keys, again }: Statement,
+  { params, keys, keyed }: Statement,
   sql: string,
   bySql: string,
   attempts = VANISHED_ATTEMPTS,
-): Promise<{ row: Row; created: boolean }[]> {
+): Promise<Result<Row>[]> {
   const created = await db.query<Row>(sql, params);
   const byKey = new Map(created.filter((c) => c.idempotency_key !== null).map((c) => [c.idempotency_key!, c]));
   const taken = [...new Set(keys.filter((key): key is string => key !== undefined && !byKey.has(key)))];
-  const found = taken.length > 0 ? await db.query<Row>(bySql, [taken]) : [];
+  const found = taken.length > 0 ? await db.query<Row & Requested>(bySql, [taken]) : [];
   const existing = new Map(found.map((row) => [row.idempotency_key!, row]));
   const unkeyed = created.filter((c) => c.idempotency_key === null);
   let nextUnkeyed = 0;
   const fresh = new Set(created);
-  const results = keys.map((key) => {
-    // A key repeated within the call: the first occurrence created the row, the rest find it.
-    const row = key === undefined ? unkeyed[nextUnkeyed++]! : (byKey.get(key) ?? existing.get(key));
-    return row && { row, created: fresh.delete(row) };
+  /** The order that created a key's row in this call: a repeat within it is compared with that one. */
+  const creator = new Map<string, number>();
+  const asked = (i: number) => requested(keyed!.orders[i]!);
+  const results: (Result<Row> | undefined)[] = keys.map((key, i) => {
+    if (key === undefined) return { row: unkeyed[nextUnkeyed++]!, created: true };
+    const row = byKey.get(key) ?? existing.get(key);
+    if (!row) return undefined;
+    if (fresh.delete(row)) {
+      creator.set(key, i);
+      return { row, created: true };
+    }
+    const field = firstDifference(asked(i), existing.get(key) ?? asked(creator.get(key)!));
+    return { row, created: false, ...(field && { reused: { field, key, workOrderId: row.id } }) };
   });
   // Retention deleted a key's work order between the two statements: the key is free again.
   const vanished = results.flatMap((result, i) => (result === undefined ? [i] : []));
   if (vanished.length > 0) {
     if (attempts === 1) throw new Error("work orders kept vanishing while their idempotency keys were looked up");
-    const inserted = await insertAll<Row>(db, again!(vanished), sql, bySql, attempts - 1);
+    const again = statement(
+      vanished.map((i) => keyed!.orders[i]!),
+      vanished.map((i) => keyed!.claimFor[i]),
+    );
+    const inserted = await insertAll<Row>(db, again, sql, bySql, attempts - 1);
     for (const [n, i] of vanished.entries()) results[i] = inserted[n];
   }
   return results.map((result) => result!);
 }
 
-export type InsertedMany = { ids: string[]; created: Enqueued[] };
+/** `reused` by the index of the order (in the call) whose key named a work order asked for otherwise. */
+export type InsertedMany = { ids: string[]; created: Enqueued[]; reused: Map<number, KeyReuse> };
 
 /** Inserts the work orders; `ids` answers each one in the order given (an existing one for a repeated key). */
 export function workOrderInsertMany(db: Queryable, orders: WorkOrderCreate[]): Promise<InsertedMany> {
@@ -171,12 +192,24 @@ export function workOrderInsertMany(db: Queryable, orders: WorkOrderCreate[]): P
 }
 
 /** The ids, and what a wake-up needs of each order created: kept apart from the orders, which may go. */
-async function answer(inserting: Promise<{ row: Brief; created: boolean }[]>, selectors: Selector[], agents: (string | null)[]): Promise<InsertedMany> {
+async function answer(inserting: Promise<Result<Brief>[]>, selectors: Selector[], agents: (string | null)[]): Promise<InsertedMany> {
   const results = await inserting;
   return {
     ids: results.map((r) => r.row.id),
     created: results.flatMap(({ row, created }, i) => (created ? [{ id: row.id, selector: selectors[i]!, targetAgent: agents[i]! }] : [])),
+    reused: new Map(results.flatMap(({ reused }, i) => (reused ? [[i, reused] as const] : []))),
   };
+}
+
+/** Undoes a chunked insert: the order at `index` has a key that names a work order asked for otherwise. */
+export class KeyReused extends Error {
+  constructor(
+    readonly index: number,
+    readonly reuse: KeyReuse,
+  ) {
+    super(describeReuse(reuse));
+    this.name = "KeyReused";
+  }
 }
 
 /** Work orders per statement of a chunked insert. */
@@ -190,14 +223,15 @@ const DEADLOCK_ATTEMPTS = 3;
  * Inserts `count` work orders in one transaction, a statement per chunk of `INSERT_CHUNK` (and one
  * more for the rows keys already named: never committed without the others, nor unanswered). Each
  * chunk is asked of `chunk` (which may throw, undoing all) only once the statement before it is on
- * its way, so the caller's work on it overlaps the database's on the ones before. A transaction
- * aborted by a deadlock runs again, asking for its chunks anew.
+ * its way, so the caller's work on it overlaps the database's on the ones before. An order whose
+ * key names a work order asked for otherwise undoes all (`KeyReused`). A transaction aborted by a
+ * deadlock runs again, asking for its chunks anew.
  */
 export async function workOrderInsertChunked(
   db: Database,
   count: number,
   chunk: (from: number, to: number) => WorkOrderCreate[] | Promise<WorkOrderCreate[]>,
-): Promise<InsertedMany> {
+): Promise<Omit<InsertedMany, "reused">> {
   const inTransaction = async (tx: Queryable) => {
     const inserts: Promise<InsertedMany>[] = [];
     for (let from = 0; from < count; from += INSERT_CHUNK) {
@@ -209,6 +243,10 @@ export async function workOrderInsertChunked(
       inserts.push(insert);
     }
     const results = await Promise.all(inserts);
+    for (const [n, { reused }] of results.entries()) {
+      const [first] = reused;
+      if (first) throw new KeyReused(n * INSERT_CHUNK + first[0], first[1]);
+    }
     return { ids: results.flatMap((r) => r.ids), created: results.flatMap((r) => r.created) };
   };
   // Two inserts that share idempotency keys in different orders each wait for a row the other
@@ -222,7 +260,7 @@ export async function workOrderInsertChunked(
   }
 }
 
-export type Inserted = { row: WorkOrderRow; created: boolean };
+export type Inserted = Result<WorkOrderRow>;
 
 /**
  * Inserts the work orders, answering each with its whole row; one created with an agent in

@@ -30,6 +30,16 @@ describe("against a coordinator", () => {
     expect(exit.code).toBe(1);
   });
 
+  it("an idempotency key sent again with another command is refused, naming the work order it names", async () => {
+    const env = { JOBFLEET_URL: fleet().coordinator.url, JOBFLEET_TOKEN: fleet().ciToken };
+    const first = await jobfleet(["enqueue", "--idempotency-key", "cli-reuse", "--json", "--", "true"], env).exited;
+    const { id } = JSON.parse(first.stdout) as { id: string };
+    expect((await jobfleet(["enqueue", "--idempotency-key", "cli-reuse", "--json", "--", "true"], env).exited).code).toBe(0);
+    const exit = await jobfleet(["enqueue", "--idempotency-key", "cli-reuse", "--", "false"], env).exited;
+    expect(exit.stderr).toBe(`jobfleet: 422: idempotency key "cli-reuse" names work order ${id}, enqueued with a different spec\n`);
+    expect(exit.code).toBe(1);
+  });
+
   it("a list with more than its page prints the page, and on stderr the flag that reads on", async () => {
     const env = { JOBFLEET_URL: fleet().coordinator.url, JOBFLEET_TOKEN: fleet().ciToken };
     for (let i = 0; i < 3; i++) expect((await jobfleet(["enqueue", "--", "true"], env).exited).code).toBe(0);

@@ -98,6 +98,20 @@ describe("enqueue", () => {
     expect(events).toHaveLength(1);
   });
 
+  it("the same idempotencyKey with another body is 422 naming the key, the work order and the field that differs", async () => {
+    const body = { spec: { command: ["make"], env: { A: "1", B: "2" } }, selector: "os=linux", metadata: { pipeline: 7 } };
+    const first = (await (await h.request("/v1/work-orders", { token: h.tokens.ci, json: { ...body, idempotencyKey: "build-43" } })).json()) as WorkOrderView;
+    // Equal as JSON values, as the selector's canonical text: the same request.
+    const same = { spec: { env: { B: "2", A: "1" }, command: ["make"] }, selector: "os = linux", metadata: { pipeline: 7.0 }, idempotencyKey: "build-43" };
+    expect((await h.request("/v1/work-orders", { token: h.tokens.ci, json: same })).status).toBe(200);
+
+    const other = await h.request("/v1/work-orders", { token: h.tokens.ci, json: { ...body, spec: { command: ["make", "deploy"] }, idempotencyKey: "build-43" } });
+    const error = await expectError(other, 422, "idempotency_key_reused", "idempotencyKey");
+    expect(error).toMatchObject({ message: `idempotency key "build-43" names work order ${first.id}, enqueued with a different spec` });
+    const another = await h.request("/v1/work-orders", { token: h.tokens.ci, json: { ...body, priority: 5, idempotencyKey: "build-43" } });
+    expect((await expectError(another, 422, "idempotency_key_reused", "idempotencyKey")).message).toMatch(/different priority$/);
+  });
+
   it("GET /v1/work-orders/:id returns the view with its events", async () => {
     const created = await enqueue({ labels: { kind: "detail" } });
     const response = await h.request(`/v1/work-orders/${created.id}`, { token: h.tokens.ci });
@@ -444,7 +458,7 @@ describe("bulk enqueue", () => {
     const response = await bulk([
       execOrder({ priority: 1 }),
       execOrder({ idempotencyKey: "bulk-a", selector: "os=linux" }),
-      execOrder({ idempotencyKey: "bulk-a" }),
+      execOrder({ idempotencyKey: "bulk-a", selector: "os=linux" }),
       execOrder({ priority: 3 }),
     ]);
     expect(response.status).toBe(201);
@@ -467,6 +481,16 @@ describe("bulk enqueue", () => {
     const again = (await (await bulk([execOrder(), execOrder({ idempotencyKey: "bulk-b" })])).json()) as { ids: string[]; created: number };
     expect(again.created).toBe(1);
     expect(again.ids[1]).toBe(first.ids[0]);
+  });
+
+  it("a key that names a work order asked for otherwise is 422 naming its place, and enqueues none of them", async () => {
+    const [first] = ((await (await bulk([execOrder({ idempotencyKey: "bulk-c" })])).json()) as { ids: string[] }).ids;
+    const count = async () => (await h.services.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM work_orders`))[0]!.n;
+    const before = await count();
+    const response = await bulk([execOrder(), execOrder({ idempotencyKey: "bulk-c" }), execOrder({ idempotencyKey: "bulk-c", labels: { team: "web" } })]);
+    const error = await expectError(response, 422, "idempotency_key_reused", "workOrders.2.idempotencyKey");
+    expect(error.message).toBe(`idempotency key "bulk-c" names work order ${first}, enqueued with a different labels`);
+    expect(await count()).toBe(before);
   });
 
   it("names the field of a bad work order by its place, and enqueues none of them", async () => {

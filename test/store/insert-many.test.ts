@@ -6,7 +6,7 @@ import { runInNewContext } from "node:vm";
 import { expect, it } from "vitest";
 import type { Queryable } from "../../coordinator/db/database.ts";
 import type { WorkOrderCreate } from "../../protocol/api.ts";
-import { INSERT_CHUNK, workOrderInsertChunked, workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
+import { INSERT_CHUNK, KeyReused, workOrderInsertChunked, workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
 import { workOrderEvents } from "../../coordinator/sql/work-order-read.ts";
 import { formatSelector } from "../../protocol/selector.ts";
 import { forEachDatabase } from "../support/databases.ts";
@@ -22,7 +22,7 @@ forEachDatabase("workOrderInsertMany", (kind) => {
     const orders = [
       order({ priority: 5, selector: "arch in (arm64,amd64)" }),
       order({ idempotencyKey: "many-1", retryOn: ["failed"] }),
-      order({ idempotencyKey: "many-1" }),
+      order({ idempotencyKey: "many-1", retryOn: ["failed"] }),
       order({ labels: { team: "web" }, queueTimeoutSeconds: 60 }),
     ];
     const { ids, created } = await workOrderInsertMany(db(), orders);
@@ -40,8 +40,26 @@ forEachDatabase("workOrderInsertMany", (kind) => {
     ]);
     for (const id of new Set(ids)) expect((await eventsOf(db(), id)).map((e) => e.to_state)).toEqual(["pending"]);
 
-    const again = await workOrderInsertMany(db(), [order({ idempotencyKey: "many-1" })]);
-    expect(again).toEqual({ ids: [ids[1]], created: [] });
+    const again = await workOrderInsertMany(db(), [order({ idempotencyKey: "many-1", retryOn: ["failed"] })]);
+    expect(again).toEqual({ ids: [ids[1]], created: [], reused: new Map() });
+  });
+
+  it("reports a repeated key asking for another work order, against the stored one or an earlier order in the call", async () => {
+    const spec = { command: ["make", "test"], env: { A: "1", B: "2" } };
+    const [first] = (await workOrderInsertMany(db(), [order({ idempotencyKey: "reuse-1", spec, metadata: { x: 1, y: [1, 2] }, retryOn: ["failed", "lost"] })])).ids;
+    const { ids, reused } = await workOrderInsertMany(db(), [
+      // The same request: documents in another key order, retries in another order.
+      order({ idempotencyKey: "reuse-1", spec: { env: { B: "2", A: "1" }, command: ["make", "test"] }, metadata: { y: [1, 2], x: 1 }, retryOn: ["lost", "failed"] }),
+      order({ idempotencyKey: "reuse-1", spec, metadata: { x: 1, y: [1, 2] }, retryOn: ["failed", "lost"], priority: 4 }),
+      order({ idempotencyKey: "reuse-2", selector: "os=linux" }),
+      order({ idempotencyKey: "reuse-2", selector: "os=linux", metadata: { note: "other" } }),
+      order({ idempotencyKey: "reuse-2", selector: "os = linux" }),
+    ]);
+    expect(ids.slice(0, 2)).toEqual([first, first]);
+    expect([...reused]).toEqual([
+      [1, { field: "priority", key: "reuse-1", workOrderId: first }],
+      [3, { field: "metadata", key: "reuse-2", workOrderId: ids[2] }],
+    ]);
   });
 
   it("writes each order's own selector and retries, though orders that repeat them share what is written", async () => {
@@ -165,7 +183,7 @@ forEachDatabase("workOrderInsertMany", (kind) => {
 
   it("chunked: ids in the order given across chunks, a key repeated in a later chunk resolving to the first", async () => {
     const total = INSERT_CHUNK * 2 + 5;
-    const orders = Array.from({ length: total }, (_, i) => order({ priority: i % 7, ...(i === 3 || i === total - 2 ? { idempotencyKey: "chunks-1" } : {}) }));
+    const orders = Array.from({ length: total }, (_, i) => order(i === 3 || i === total - 2 ? { priority: 3, idempotencyKey: "chunks-1" } : { priority: i % 7 }));
     const asked: [number, number][] = [];
     const { ids, created } = await workOrderInsertChunked(db(), total, (from, to) => (asked.push([from, to]), orders.slice(from, to)));
     expect(asked).toEqual([
@@ -179,7 +197,17 @@ forEachDatabase("workOrderInsertMany", (kind) => {
     expect(unique).toEqual([...unique].sort((a, b) => a - b));
     const rows = await db().query<{ id: string; priority: number }>(`SELECT id::text AS id, priority FROM work_orders WHERE id = ANY($1::bigint[])`, [ids]);
     const priority = new Map(rows.map((r) => [r.id, r.priority]));
-    expect(ids.map((id) => priority.get(id))).toEqual(orders.map((o, i) => (i === total - 2 ? 3 : o.priority)));
+    expect(ids.map((id) => priority.get(id))).toEqual(orders.map((o) => o.priority));
+  });
+
+  it("chunked: a key repeated in a later chunk asking for another work order undoes all, naming its place", async () => {
+    const total = INSERT_CHUNK * 2 + 5;
+    const orders = Array.from({ length: total }, (_, i) => order(i === 3 || i === total - 2 ? { idempotencyKey: "chunks-2", priority: i % 7 } : {}));
+    const before = await count();
+    const refused = await workOrderInsertChunked(db(), total, (from, to) => orders.slice(from, to)).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(KeyReused);
+    expect(refused).toMatchObject({ index: total - 2, reuse: { field: "priority", key: "chunks-2" } });
+    expect(await count()).toBe(before);
   });
 
   it("chunked: a chunk that cannot be prepared undoes the chunks already inserted", async () => {
