@@ -58,7 +58,7 @@ Usage:
   jobfleet work-orders list|show|logs|cancel [ID]   [--state S] [--labels SEL] [--selector SEL] [--follow] [--json]
   jobfleet jobs list|show|logs|cancel [ID]          [--work-order ID] [--agent NAME] [--state S] [--follow] [--json]
   jobfleet agents list [--connected true|false] [--labels SEL] [--limit N] [--after NAME] [--json]
-  jobfleet tokens create --name N --role admin|ci|agent | list | revoke ID
+  jobfleet tokens create --name N --role admin|ci|agent | list [--limit N] [--after ID] | revoke ID
 
 Work-order flags (run, enqueue):
   -s, --selector SEL        agent labels to match, e.g. 'os=linux,arch in (amd64,arm64),!gpu'
@@ -107,7 +107,7 @@ const inspectOptions: Record<string, Options> = {
   "work-orders": { ...client, follow: { type: "boolean", short: "f" }, state: { type: "string" }, labels: { type: "string" }, selector: { type: "string" }, agent: { type: "string" }, limit: { type: "string" }, before: { type: "string" } },
   jobs: { ...client, follow: { type: "boolean", short: "f" }, "work-order": { type: "string" }, agent: { type: "string" }, state: { type: "string" }, limit: { type: "string" }, before: { type: "string" } },
   agents: { ...client, connected: { type: "string" }, labels: { type: "string" }, limit: { type: "string" }, after: { type: "string" } },
-  tokens: { ...client, name: { type: "string" }, role: { type: "string" } },
+  tokens: { ...client, name: { type: "string" }, role: { type: "string" }, limit: { type: "string" }, after: { type: "string" } },
 };
 
 export async function main(argv: string[]): Promise<number> {

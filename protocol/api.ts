@@ -88,6 +88,9 @@ export const agentQuery = z.strictObject({
   after: agentName.optional(),
 });
 
+/** Live tokens, oldest first: `after` is the `next` of the page before. */
+export const tokenQuery = z.strictObject({ limit: listPaging.limit, after: id.optional() });
+
 export const jobQuery = z.strictObject({
   workOrder: id.optional(),
   agent: agentName.optional(),

@@ -153,8 +153,8 @@ export async function tokens(action: string, flags: Flags, args: string[]): Prom
     }
     case "list": {
       noArguments(args, "tokens list");
-      const { items } = await c.request<{ items: TokenView[] }>("GET", "/v1/tokens");
-      return print(flags, items, () => table(["ID", "NAME", "ROLE", "AGE"], items.map((t) => [t.id, t.name, t.role, age(t.createdAt)])));
+      const page = await c.request<Page<TokenView>>("GET", `/v1/tokens${queryString(flags, ["limit", "after"])}`);
+      return printPage(flags, page, "after", () => table(["ID", "NAME", "ROLE", "AGE"], page.items.map((t) => [t.id, t.name, t.role, age(t.createdAt)])));
     }
     case "revoke": {
       const id = idArgument(args, "token");

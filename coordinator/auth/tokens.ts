@@ -1,7 +1,7 @@
 // API tokens: `jft_<id>_<secret>`. Only a SHA-256 of the secret is stored; a presented token is
 // found by its id and its secret compared in constant time. Each token has one role.
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { and, asc, eq, isNull } from "drizzle-orm";
+import { and, asc, eq, gt, isNull } from "drizzle-orm";
 import type { Role, TokenView } from "../../protocol/api.ts";
 import { id as rowId } from "../../protocol/fields.ts";
 import type { Database, Queryable } from "../db/database.ts";
@@ -24,8 +24,15 @@ export async function tokenCreate(db: Database, name: string, role: Role): Promi
   return { token: `jft_${row!.id}_${secret}`, view: view(row!) };
 }
 
-export async function tokenList(db: Database): Promise<TokenView[]> {
-  const rows = await db.orm.select().from(tokens).where(isNull(tokens.revokedAt)).orderBy(asc(tokens.id));
+/** Live tokens after `after`, oldest first, one more than `limit` (a page's read). */
+export async function tokenList(db: Database, { limit, after }: { limit: number; after?: string }): Promise<TokenView[]> {
+  const live = isNull(tokens.revokedAt);
+  const rows = await db.orm
+    .select()
+    .from(tokens)
+    .where(after === undefined ? live : and(live, gt(tokens.id, after)))
+    .orderBy(asc(tokens.id))
+    .limit(limit + 1);
   return rows.map(view);
 }
 

@@ -1,10 +1,11 @@
 import { Hono } from "hono";
-import { tokenCreate as tokenCreateBody } from "../../protocol/api.ts";
+import { tokenCreate as tokenCreateBody, tokenQuery } from "../../protocol/api.ts";
 import { tokenCreate, tokenList, tokenRevoke } from "../auth/tokens.ts";
 import { allow, type AuthEnv } from "./auth.ts";
 import { ApiError } from "./errors.ts";
 import type { Services } from "./services.ts";
-import { body, idParam, noQuery } from "./validate.ts";
+import { page } from "./page.ts";
+import { body, idParam, query } from "./validate.ts";
 
 export function tokenRoutes({ db }: Services) {
   return new Hono<AuthEnv>()
@@ -15,8 +16,8 @@ export function tokenRoutes({ db }: Services) {
       return c.json({ ...view, token }, 201);
     })
     .get("/", async (c) => {
-      noQuery(c);
-      return c.json({ items: await tokenList(db) });
+      const filter = query(c, tokenQuery);
+      return c.json(page(await tokenList(db, filter), filter.limit, (token) => token.id));
     })
     .delete("/:id", async (c) => {
       const id = idParam(c);

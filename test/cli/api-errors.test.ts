@@ -3,6 +3,7 @@
 // a list says there is more.
 import { createServer, type Server } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { tokenCreate } from "../../coordinator/auth/tokens.ts";
 import { agentConnect } from "../../coordinator/sql/agent-session.ts";
 import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
 import { jobApply } from "../store/fixtures.ts";
@@ -49,6 +50,20 @@ describe("against a coordinator", () => {
     const rest = await jobfleet(["work-orders", "list", "--before", next!, "--json"], env).exited;
     expect((JSON.parse(rest.stdout) as { items: unknown[] }).items.length).toBeGreaterThanOrEqual(1);
     expect(rest.stderr).toBe("");
+  });
+
+  it("tokens list pages as the other lists, reading on after the last id shown", async () => {
+    const admin = (await tokenCreate(fleet().coordinator.db, "cli-admin", "admin")).token;
+    const env = { JOBFLEET_URL: fleet().coordinator.url, JOBFLEET_TOKEN: admin };
+    const exit = await jobfleet(["tokens", "list", "--limit", "2"], env).exited;
+    const rows = exit.stdout.trim().split("\n").slice(1);
+    expect(rows).toHaveLength(2);
+    const [, next] = exit.stderr.match(/^more: --after (\d+)\n$/)!;
+    expect(next).toBe(rows[1]!.split(/\s+/)[0]);
+    const rest = await jobfleet(["tokens", "list", "--after", next!, "--json"], env).exited;
+    const { items } = JSON.parse(rest.stdout) as { items: { id: string; name: string }[] };
+    expect(items.map((t) => t.name)).toContain("cli-admin");
+    expect(items.every((t) => Number(t.id) > Number(next))).toBe(true);
   });
 
   it("a list whose page holds the last items does not say there is more", async () => {

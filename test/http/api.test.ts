@@ -172,6 +172,29 @@ describe("tokens", () => {
     expect(text).not.toContain(secretOf(h.tokens.admin));
   });
 
+  it("lists live tokens a page at a time, oldest first, each page's next reading on", async () => {
+    for (const name of ["paged-1", "paged-2", "paged-3"]) await h.request("/v1/tokens", { json: { name, role: "ci" } });
+    const revoked = (await (await h.request("/v1/tokens", { json: { name: "paged-revoked", role: "ci" } })).json()) as TokenView;
+    await h.request(`/v1/tokens/${revoked.id}`, { method: "DELETE" });
+    const all = ((await (await h.request("/v1/tokens?limit=500")).json()) as { items: TokenView[]; next: string | null });
+    expect(all.next).toBeNull();
+    const seen: TokenView[] = [];
+    for (let after: string | null = "", pages = 0; after !== null; pages++) {
+      expect(pages).toBeLessThan(all.items.length);
+      const response = await h.request(`/v1/tokens?limit=2${after ? `&after=${after}` : ""}`);
+      const { items, next } = (await response.json()) as { items: TokenView[]; next: string | null };
+      expect(items.length).toBeLessThanOrEqual(2);
+      seen.push(...items);
+      after = next;
+    }
+    expect(seen).toEqual(all.items);
+    expect(seen.map((t) => Number(t.id))).toEqual(seen.map((t) => Number(t.id)).sort((x, y) => x - y));
+    expect(seen.map((t) => t.name)).toEqual(expect.arrayContaining(["paged-1", "paged-2", "paged-3"]));
+    expect(seen.map((t) => t.id)).not.toContain(revoked.id);
+    await expectError(await h.request("/v1/tokens?after=x"), 400, "invalid_request", "after");
+    await expectError(await h.request("/v1/tokens?limit=501"), 400, "invalid_request", "limit");
+  });
+
   it("revokes a token: 204, then it is gone from the list; again or unknown is 404", async () => {
     const created = (await (await h.request("/v1/tokens", { json: { name: "to-revoke", role: "ci" } })).json()) as TokenView;
     const response = await h.request(`/v1/tokens/${created.id}`, { method: "DELETE" });
