@@ -13,10 +13,11 @@ import { JobWrites } from "./job-writes.ts";
 export type Applied =
   /** `requeued`: its work order is back in the queue and claimable now (returned unbegun, or retried without backoff). */
   | { kind: "applied"; workOrderId: string; requeued?: Enqueued }
-  | { kind: "duplicate" }
+  /** `ended`: whether the job has ended (a finish sent again), or runs on (the number was another message's). */
+  | { kind: "duplicate"; ended: boolean }
   | { kind: "gap"; expected: number }
   | { kind: "unknown" }
-  | { kind: "rejected"; reason: string };
+  | { kind: "rejected"; reason: string; ended: boolean };
 
 export type Incoming = { agentId: string; message: JobMessage };
 
@@ -69,13 +70,13 @@ class Batch {
     const locked = this.jobs.get(msg.jobId);
     if (!locked || locked.agent_id !== agentId) return { kind: "unknown" };
     const job = { ...locked, order_state: this.orderStates.get(locked.work_order_id)! };
-    if (msg.seq <= job.seq && !disowns(job, msg)) return { kind: "duplicate" };
+    if (msg.seq <= job.seq && !disowns(job, msg)) return { kind: "duplicate", ended: jobMachine.isTerminal(job.state) };
     if (msg.seq > job.seq + 1) return { kind: "gap", expected: job.seq + 1 };
     locked.seq = Math.max(job.seq, msg.seq);
     const refused = refusal(job, msg);
     if (refused) {
       this.writes.job(msg.jobId, { seq: locked.seq });
-      return { kind: "rejected", reason: refused };
+      return { kind: "rejected", reason: refused, ended: jobMachine.isTerminal(job.state) };
     }
     this.apply(locked, job, msg);
     return { kind: "applied", workOrderId: job.work_order_id };

@@ -36,7 +36,8 @@ export class Holdings {
   /** The agent says it finished `jobId`; returns the owed slots that fit now. */
   finished(jobId: string): number {
     if (!this.held.delete(jobId) || this.owed === 0) return 0;
-    const granted = Math.min(this.owed, this.room);
+    // Room is below zero while the jobs listed at a welcome pass a limit cut since.
+    const granted = Math.max(0, Math.min(this.owed, this.room));
     this.owed -= granted;
     this.open += granted;
     return granted;

@@ -393,8 +393,9 @@ export class AgentSession implements Claimer {
 
   /**
    * A message of one of its jobs: a finish frees its slot at once, before the completer applies it,
-   * and takes it again if it is not applied (out of sequence, or refused by the database): the job
-   * is the agent's until its finish is, or a finish sent again and again would free slots without end.
+   * and takes it again if the job runs on after all (the finish out of sequence, a repeat of another
+   * message's number, refused by the state machine or by the database): the job is the agent's until
+   * it ends, or a finish sent again and again would free slots without end.
    */
   private jobMessage(message: JobMessage): void {
     const finishing = message.type === "job.finished" && this.holdings.holds(message.jobId);
@@ -411,7 +412,7 @@ export class AgentSession implements Claimer {
     this.ctx.completer
       .apply(this.claimant.agentId, message)
       .then((result) => {
-        if (result.kind === "gap") unapplied();
+        if (runsOn(result)) unapplied();
         this.answer(message, result);
       })
       .catch((error) => {
@@ -472,4 +473,9 @@ function count(counts: Map<string, number>, key: string): () => void {
     if (left === 0) counts.delete(key);
     else counts.set(key, left);
   };
+}
+
+/** Whether the job a message that was not applied is about still runs: only a gap says nothing of it. */
+function runsOn(result: Applied): boolean {
+  return result.kind === "gap" || ((result.kind === "duplicate" || result.kind === "rejected") && !result.ended);
 }

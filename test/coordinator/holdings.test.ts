@@ -24,6 +24,14 @@ test("a claim that overtook the finish of a job listed at the welcome is granted
   expect(h.finished("x")).toBe(1);
 });
 
+test("jobs listed at a welcome past a limit cut since grant nothing until they are all finished", () => {
+  const h = new Holdings(1);
+  h.welcome(["a", "b", "c"]);
+  expect(h.claim(1)).toBe(0);
+  expect([h.finished("a"), h.finished("b"), h.finished("c")]).toEqual([0, 0, 1]);
+  expect(h.claim(1)).toBe(0);
+});
+
 test("a drain forgets the open claim and what was owed", () => {
   const h = new Holdings(2);
   h.welcome(["y"]);

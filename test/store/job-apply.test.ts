@@ -75,9 +75,10 @@ forEachDatabase("jobApply", (kind) => {
       expect(after.started_at).not.toBeNull();
 
       // Same seq, even with a different message: a resend, ignored.
-      expect(await jobApply(db(), agent.agentId, started(jobId, 1))).toEqual({ kind: "duplicate" });
-      expect(await jobApply(db(), agent.agentId, finished(jobId, 1, "succeeded", 0))).toEqual({ kind: "duplicate" });
-      expect(await jobApply(db(), agent.agentId, log(jobId, 1, "late"))).toEqual({ kind: "duplicate" });
+      expect(await jobApply(db(), agent.agentId, started(jobId, 1))).toEqual({ kind: "duplicate", ended: false });
+      // The job runs on: the session gives its slot back to the agent's count.
+      expect(await jobApply(db(), agent.agentId, finished(jobId, 1, "succeeded", 0))).toEqual({ kind: "duplicate", ended: false });
+      expect(await jobApply(db(), agent.agentId, log(jobId, 1, "late"))).toEqual({ kind: "duplicate", ended: false });
       expect(await jobRow(db(), jobId)).toEqual(after);
       expect(await workOrderState(db(), workOrderId)).toBe("running");
       expect(await logRead(db(), jobId, 0)).toEqual([]);
@@ -221,8 +222,8 @@ forEachDatabase("jobApply", (kind) => {
       expect(await jobRow(db(), jobId)).toMatchObject({ state: "lost", seq: 2, error: "the agent restarted" });
       expect(await workOrderState(db(), workOrderId)).toBe("failed");
       // Sent again (its acknowledgement lost), or met by the previous run's finish: the job has ended.
-      expect(await jobApply(db(), agent.agentId, disown)).toEqual({ kind: "duplicate" });
-      expect(await jobApply(db(), agent.agentId, finished(jobId, 3, "succeeded", 0))).toMatchObject({ kind: "rejected" });
+      expect(await jobApply(db(), agent.agentId, disown)).toEqual({ kind: "duplicate", ended: true });
+      expect(await jobApply(db(), agent.agentId, finished(jobId, 3, "succeeded", 0))).toMatchObject({ kind: "rejected", ended: true });
       expect(await jobRow(db(), jobId)).toMatchObject({ state: "lost", seq: 3 });
     });
 
@@ -230,7 +231,7 @@ forEachDatabase("jobApply", (kind) => {
       const { agent, jobId, workOrderId } = await claimedJob(db());
       await jobApply(db(), agent.agentId, { type: "job.starting", jobId, seq: 1 });
       const returned: JobMessage = { type: "job.finished", jobId, seq: 2, outcome: "returned", exitCode: null };
-      expect(await jobApply(db(), agent.agentId, returned)).toMatchObject({ kind: "rejected", reason: expect.stringMatching(/starting/) });
+      expect(await jobApply(db(), agent.agentId, returned)).toMatchObject({ kind: "rejected", reason: expect.stringMatching(/starting/), ended: false });
       expect(await workOrderGet(db(), workOrderId)).toMatchObject({ state: "claimed", attempts: 1 });
     });
 
@@ -278,7 +279,7 @@ forEachDatabase("jobApply", (kind) => {
       expect(await workOrderState(db(), workOrderId)).toBe("succeeded");
       expect(await eventsOf(db(), workOrderId)).toEqual(eventsBefore);
       // The seq advanced: a resend of 3 is a duplicate, and 5 is a gap expecting 4.
-      expect(await jobApply(db(), agent.agentId, finished(jobId, 3, second, 7))).toEqual({ kind: "duplicate" });
+      expect(await jobApply(db(), agent.agentId, finished(jobId, 3, second, 7))).toEqual({ kind: "duplicate", ended: true });
       expect(await jobApply(db(), agent.agentId, finished(jobId, 5, second, 7))).toEqual({ kind: "gap", expected: 4 });
     });
 
@@ -357,7 +358,7 @@ forEachDatabase("jobApply", (kind) => {
     it("a resent log chunk is not appended twice", async () => {
       const { agent, jobId } = await claimedJob(db());
       expect(await jobApply(db(), agent.agentId, log(jobId, 1, "once\n"))).toMatchObject({ kind: "applied" });
-      expect(await jobApply(db(), agent.agentId, log(jobId, 1, "once\n"))).toEqual({ kind: "duplicate" });
+      expect(await jobApply(db(), agent.agentId, log(jobId, 1, "once\n"))).toEqual({ kind: "duplicate", ended: false });
       expect(await logRead(db(), jobId, 0)).toEqual([{ offset: 0, data: "once\n" }]);
       expect((await jobRow(db(), jobId)).log_bytes).toBe("5");
     });

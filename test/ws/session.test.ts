@@ -476,6 +476,56 @@ describe("job messages", () => {
     peer.socket.close();
   });
 
+  test.each([
+    ["a repeat of another message's number", "repeat", (jobId: string) => [
+      { type: "job.started", jobId, seq: 1 },
+      { type: "job.finished", jobId, seq: 1, outcome: "succeeded", exitCode: 0 },
+    ]],
+    ["an ending the job may not take", "refused", (jobId: string) => [
+      { type: "job.starting", jobId, seq: 1 },
+      { type: "job.finished", jobId, seq: 2, outcome: "returned", exitCode: null },
+    ]],
+  ])("a finish whose job runs on (%s) gives its job back to the agent's count too", async (_, pool, messages) => {
+    const peer = new Peer();
+    await peer.hello(pool, { labels: { pool }, capacity: 1 });
+    await peer.next("welcome");
+    for (let i = 0; i < 5; i++) await enqueue({ spec: { command: ["true"] }, selector: `pool=${pool}` });
+    peer.send({ type: "claim", slots: 1 });
+    const jobs = [(await peer.next("assign")).job];
+    for (let round = 0; round < 4; round++) {
+      for (const message of messages(jobs.at(-1)!.jobId)) peer.send(message);
+      peer.send({ type: "claim", slots: 1 });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      while (peer.waiting("assign") > 0) jobs.push((await peer.next("assign")).job);
+    }
+    expect(jobs.length).toBeLessThanOrEqual(2);
+    peer.socket.close();
+  });
+
+  test("an agent back with a capacity below the jobs its welcome lists is given no more than it, as it disowns them", async () => {
+    const first = new Peer();
+    await first.hello("shrinker", { labels: { pool: "shrink" }, capacity: 3 });
+    await first.next("welcome");
+    for (let i = 0; i < 6; i++) await enqueue({ spec: { command: ["true"] }, selector: "pool=shrink" });
+    first.send({ type: "claim", slots: 3 });
+    for (let i = 0; i < 3; i++) await first.next("assign");
+    first.socket.close();
+    await first.closed;
+    const second = new Peer();
+    await second.hello("shrinker", { labels: { pool: "shrink" }, capacity: 1 });
+    const { jobs } = await second.next("welcome");
+    expect(jobs).toHaveLength(3);
+    // A claim that overtook the job messages: owed, since the three it holds pass its capacity.
+    second.send({ type: "claim", slots: 1 });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(second.waiting("assign")).toBe(0);
+    for (const { jobId, seq } of jobs) second.send({ type: "job.finished", jobId, seq: seq + 1, outcome: "lost", exitCode: null, error: "restarted" });
+    await second.next("assign");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(second.waiting("assign")).toBe(0);
+    second.socket.close();
+  });
+
   test("a drain read together with a finish grants the owed slots to no one", async () => {
     const peer = new Peer();
     await peer.hello("leaving", { labels: { pool: "leaving" }, capacity: 1 });
