@@ -16,6 +16,14 @@ import { AgentSession, CloseCode, leaseOverdue, type SessionContext } from "./se
 
 export const AGENT_PATH = "/v1/agent";
 
+/**
+ * Heartbeats after which a registration its coordinator never renewed is taken for one that landed
+ * after its socket closed, and the name goes back to the session renewing it elsewhere: a live one
+ * is renewed within half a heartbeat, and one that cannot be for 0.8 of one is closed where it is
+ * held (`leaseOverdue`).
+ */
+const STALE_REGISTRATION = 1.5;
+
 /** How long agents get to answer the closing handshake at shutdown. */
 const CLOSE_GRACE_MS = 2000;
 
@@ -139,9 +147,11 @@ export class Hub {
     if (renewing.length === 0) return;
     const mark = this.leases.mark();
     try {
-      const held = await agentsSeen(this.ctx.db, renewing.map((session) => session.agentId!), this.ctx.leaseSeconds);
+      const renewals = renewing.map((session) => ({ agentId: session.agentId!, sessionId: session.sessionId }));
+      const { held, replaced } = await agentsSeen(this.ctx.db, renewals, this.ctx.leaseSeconds, this.ctx.heartbeatSeconds * STALE_REGISTRATION);
       for (const session of renewing) session.leaseFrom = Math.max(session.leaseFrom, started);
       this.leases.renewed(mark, started);
+      for (const session of renewing) if (replaced.has(session.agentId!)) session.close(CloseCode.replaced, "replaced by a newer connection under the same name");
       for (const { jobId, agentId, cancelReason } of held) if (cancelReason !== null) this.cancel({ jobId, agentId, reason: cancelReason });
       // Renewals may overlap (one stuck on a dead connection must not hold up the leases): only one
       // begun after the last reconciled answer arrived may follow it.
