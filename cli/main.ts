@@ -89,11 +89,27 @@ Exit codes of run: the job's own exit code; 124 timed out; 125 failed without an
 
 function parse(options: Options, argv: string[]): { flags: Flags; args: string[] } {
   try {
-    const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    const { values, positionals } = parseArgs({ args: negativeValues(options, argv), options, allowPositionals: true, strict: true });
     return { flags: values as Flags, args: positionals };
   } catch (error) {
     throw CliError.usage((error as Error).message);
   }
+}
+
+/**
+ * Joins a negative number to the flag before it (`--priority -5` as `--priority=-5`): parseArgs
+ * takes an argument that begins with a dash for an option, and refuses the flag as missing its value.
+ */
+function negativeValues(options: Options, argv: string[]): string[] {
+  const joined: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const [arg, next] = [argv[i]!, argv[i + 1]];
+    if (arg === "--") return [...joined, ...argv.slice(i)];
+    const takesValue = arg.startsWith("--") && options[arg.slice(2)]?.type === "string";
+    if (takesValue && next !== undefined && /^-[0-9]/.test(next)) joined.push(`${arg}=${argv[++i]}`);
+    else joined.push(arg);
+  }
+  return joined;
 }
 
 const inspect: Record<string, (action: string, flags: Flags, args: string[]) => Promise<number>> = {

@@ -9,9 +9,16 @@ const CONNECTION_CODES = new Set<string>(["CONNECTION_CLOSED", "CONNECTION_ENDED
 /** SQLSTATE classes and codes of a server that is going away or not yet accepting work. */
 const SERVER_CODES = /^(08|57P0[1-3]|53300)/;
 
+/**
+ * A database that does not take connections now (`ALLOW_CONNECTIONS false`, as during maintenance):
+ * 55000 alone is also a statement's (a sequence's `currval` not yet defined), so only when fatal,
+ * which a statement's is not.
+ */
+const NOT_ACCEPTING = "55000";
+
 /** Codes of a connection that was never made: no statement was sent on it. */
 // (A host or network unreachable may be an open connection's too, its retransmissions given up.)
-const UNSENT_CODES = /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|CONNECT_TIMEOUT|53300|57P03)$/;
+const UNSENT_CODES = /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|CONNECT_TIMEOUT|53300|57P03|55000)$/;
 
 export function isUnavailable(error: unknown): boolean {
   return unavailableCode(error) !== undefined;
@@ -28,8 +35,10 @@ export function mayHaveCommitted(error: unknown): boolean {
 
 /** Looks through wrappers (drizzle wraps driver errors, with the original as `cause`). */
 function unavailableCode(error: unknown): string | undefined {
-  for (let e = error as { code?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
-    if (typeof e.code === "string" && (CONNECTION_CODES.has(e.code) || SERVER_CODES.test(e.code))) return e.code;
+  for (let e = error as { code?: unknown; severity?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 5; e = e.cause as typeof e, depth++) {
+    if (typeof e.code !== "string") continue;
+    if (CONNECTION_CODES.has(e.code) || SERVER_CODES.test(e.code)) return e.code;
+    if (e.code === NOT_ACCEPTING && e.severity === "FATAL") return e.code;
   }
   return undefined;
 }

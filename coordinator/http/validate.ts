@@ -128,7 +128,7 @@ const NO_PARAMETERS = z.strictObject({});
 
 /** Refuses any query parameter, naming it: the route takes none. */
 export function noQuery(c: Context): void {
-  query(c, NO_PARAMETERS);
+  if (c.req.url.includes("?")) query(c, NO_PARAMETERS);
 }
 
 export function idParam(c: Context, name = "id"): string {

@@ -32,6 +32,7 @@ export function workOrderRoutes(services: Services) {
   return new Hono<AuthEnv>()
     .use(allow("ci"))
     .post("/", async (c) => {
+      noQuery(c);
       const order = await body(c, workOrderCreate);
       const { row, created, reused } = await enqueuer.enqueue(order);
       if (reused) throw keyReused(reused, "idempotencyKey");
@@ -41,6 +42,7 @@ export function workOrderRoutes(services: Services) {
       return c.json(workOrderView(row), created ? 201 : 200);
     })
     .post("/bulk", async (c) => {
+      noQuery(c);
       const { count, item } = await itemsBody(c, workOrderBulk, "workOrders", { maxBytes: MAX_BULK_BODY_BYTES, maxItems: MAX_BULK_ORDERS });
       const valid = (from: number, to: number) => validItems(workOrderCreate, item, from, to, "workOrders");
       const { ids, created } = await workOrderInsertChunked(db, count, valid).catch((error: unknown) => {
@@ -70,6 +72,7 @@ export function workOrderRoutes(services: Services) {
       });
     })
     .post("/:id/cancel", async (c) => {
+      noQuery(c);
       const id = idParam(c);
       const { reason } = await body(c, cancelBody, { orElse: {} });
       const outcome = await workOrderCancel(db, id, reason);

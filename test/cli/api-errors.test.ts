@@ -31,6 +31,16 @@ describe("against a coordinator", () => {
     expect(exit.code).toBe(1);
   });
 
+  it("a negative number after a flag is its value, not another flag; what follows -- is left alone", async () => {
+    const env = { JOBFLEET_URL: fleet().coordinator.url, JOBFLEET_TOKEN: fleet().ciToken };
+    const exit = await jobfleet(["enqueue", "--priority", "-5", "--json", "--", "echo", "--priority", "-7"], env).exited;
+    expect(exit.code).toBe(0);
+    expect(JSON.parse(exit.stdout)).toMatchObject({ priority: -5, spec: { command: ["echo", "--priority", "-7"] } });
+    const refused = await jobfleet(["enqueue", "--priority", "-1001", "--", "true"], env).exited;
+    expect(refused.stderr).toMatch(/^jobfleet: 400: --priority: /);
+    expect(refused.code).toBe(1);
+  });
+
   it("an idempotency key sent again with another command is refused, naming the work order it names", async () => {
     const env = { JOBFLEET_URL: fleet().coordinator.url, JOBFLEET_TOKEN: fleet().ciToken };
     const first = await jobfleet(["enqueue", "--idempotency-key", "cli-reuse", "--json", "--", "true"], env).exited;

@@ -1,7 +1,9 @@
 // Which errors mean the database is out of reach, and which of those leave a statement that was sent
 // with no telling whether it committed.
+import postgres from "postgres";
 import { expect, test } from "vitest";
 import { isUnavailable, mayHaveCommitted } from "../../coordinator/db/unavailable.ts";
+import { createPostgresDatabase, describePostgres, dropPostgresDatabase, TEST_DATABASE_URL } from "../support/databases.ts";
 
 const withCode = (code: string) => Object.assign(new Error(code), { code });
 
@@ -32,4 +34,30 @@ test.each([
   ["40P01", false],
 ])("a statement that failed with %s may have committed: %s", (code, may) => {
   expect(mayHaveCommitted(new Error("Failed query", { cause: withCode(code) }))).toBe(may);
+});
+
+test("55000 is an outage only when fatal (a connection refused), not as a statement's error", () => {
+  expect(isUnavailable(Object.assign(withCode("55000"), { severity: "ERROR" }))).toBe(false);
+  expect(isUnavailable(Object.assign(withCode("55000"), { severity: "FATAL" }))).toBe(true);
+});
+
+describePostgres("a database that does not take connections", () => {
+  test("(ALLOW_CONNECTIONS false) is unavailable, and nothing sent to it can have committed", async () => {
+    const url = await createPostgresDatabase();
+    const admin = postgres(TEST_DATABASE_URL!, { max: 1, onnotice: () => {} });
+    const name = url.pathname.slice(1);
+    try {
+      await admin.unsafe(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS false`);
+      const client = postgres(url.toString(), { max: 1, onnotice: () => {} });
+      const error = await client`SELECT 1`.catch((e: unknown) => e);
+      await client.end();
+      expect(error).toMatchObject({ code: "55000" });
+      expect(isUnavailable(error)).toBe(true);
+      expect(mayHaveCommitted(error)).toBe(false);
+    } finally {
+      await admin.unsafe(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS true`);
+      await admin.end();
+      await dropPostgresDatabase(url);
+    }
+  });
 });

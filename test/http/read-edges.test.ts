@@ -48,9 +48,24 @@ it("an agent whose lease lapsed, its coordinator killed before it wrote the disc
   expect((await get<AgentView>("/v1/agents?labels=pool%3Dorphan&connected=true")).items).toEqual([]);
 });
 
-describe("reads that take no query parameter refuse one, naming it", () => {
-  it("GET /v1/tokens", async () => {
+describe("routes that take no query parameter refuse one, naming it", () => {
+  it("GET /v1/tokens, whose parameters are its page's", async () => {
     await expectError(await h.request("/v1/tokens?bogus=1"), 400, "invalid_request", "bogus");
+  });
+
+  it("the POSTs and DELETEs, before they change anything", async () => {
+    const count = async () => (await h.services.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM work_orders`))[0]!.n;
+    const before = await count();
+    await expectError(await h.request("/v1/work-orders?bogus=1", { token: h.tokens.ci, json: execOrder() }), 400, "invalid_request", "bogus");
+    await expectError(await h.request("/v1/work-orders/bulk?bogus=1", { token: h.tokens.ci, json: { workOrders: [execOrder()] } }), 400, "invalid_request", "bogus");
+    expect(await count()).toBe(before);
+    const created = (await (await h.request("/v1/work-orders", { token: h.tokens.ci, json: execOrder() })).json()) as WorkOrderView;
+    await expectError(await h.request(`/v1/work-orders/${created.id}/cancel?bogus=1`, { token: h.tokens.ci, method: "POST" }), 400, "invalid_request", "bogus");
+    expect(((await (await h.request(`/v1/work-orders/${created.id}`, { token: h.tokens.ci })).json()) as WorkOrderView).state).toBe("pending");
+    await expectError(await h.request("/v1/tokens?bogus=1", { json: { name: "x", role: "ci" } }), 400, "invalid_request", "bogus");
+    const token = (await (await h.request("/v1/tokens", { json: { name: "kept", role: "ci" } })).json()) as { id: string };
+    await expectError(await h.request(`/v1/tokens/${token.id}?bogus=1`, { method: "DELETE" }), 400, "invalid_request", "bogus");
+    expect((await h.request(`/v1/tokens/${token.id}`, { method: "DELETE" })).status).toBe(204);
   });
 
   it("GET /v1/work-orders/:id", async () => {
