@@ -26,7 +26,7 @@ test("jobfleet start serves a local agent, and jobfleet run finds it with the sa
     const tokens = jobfleet(["tokens", "list", "--json"], { ...env, JOBFLEET_URL: url, JOBFLEET_TOKEN: admin! });
     const listed = await tokens.exited;
     expect(listed.code).toBe(0);
-    expect(JSON.parse(listed.stdout).map((t: { role: string }) => t.role)).toEqual(["admin", "ci", "agent"]);
+    expect((JSON.parse(listed.stdout) as { items: { role: string }[] }).items.map((t) => t.role)).toEqual(["admin", "ci", "agent"]);
     expect(statSync(join(dir, ".jobfleet")).mode & 0o777).toBe(0o700);
     // A second coordinator on its data directory, or at its address, says why it cannot, in one line.
     others.push(jobfleet(["coordinator", "--listen", "127.0.0.1:0"], env));
@@ -34,7 +34,7 @@ test("jobfleet start serves a local agent, and jobfleet run finds it with the sa
     others.push(jobfleet(["coordinator", "--listen", new URL(url).host], { JOBFLEET_DATA_DIR: join(dir, "other") }));
     expect(await others[1]!.exited).toMatchObject({ code: 1, stderr: expect.stringMatching(/^jobfleet: cannot listen on 127\.0\.0\.1:\d+ \(EADDRINUSE\)[^\n]*\n$/) });
     // Revoked on purpose, it is not made again at the next start, nor its secret written to the log.
-    const adminId = JSON.parse(listed.stdout)[0].id;
+    const adminId = (JSON.parse(listed.stdout) as { items: { id: string }[] }).items[0]!.id;
     expect((await jobfleet(["tokens", "revoke", adminId], { ...env, JOBFLEET_URL: url, JOBFLEET_TOKEN: admin! }).exited).code).toBe(0);
     await start.stop("SIGTERM");
     const again = jobfleet(["start", "--listen", "127.0.0.1:0"], env);
