@@ -51,11 +51,14 @@ export function requested(order: WorkOrderCreate): Requested {
 export function firstDifference(order: Requested, stored: Requested): keyof typeof REQUESTED | undefined {
   for (const [field, column] of Object.entries(REQUESTED) as [keyof typeof REQUESTED, keyof Requested][]) {
     const [a, b] = [order[column], stored[column]];
-    const same = column === "retry_on" ? canonical([...(a as string[])].sort()) === canonical([...(b as string[])].sort()) : canonical(a) === canonical(b);
+    const same = column === "retry_on" ? canonical(endings(a)) === canonical(endings(b)) : canonical(a) === canonical(b);
     if (!same) return field;
   }
   return undefined;
 }
+
+/** Retries as a set: the same endings, in any order, any number of times each. */
+const endings = (list: unknown) => [...new Set(list as string[])].sort();
 
 /** JSON text with every object's keys sorted. */
 function canonical(value: unknown): string {

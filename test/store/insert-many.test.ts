@@ -49,7 +49,7 @@ forEachDatabase("workOrderInsertMany", (kind) => {
     const [first] = (await workOrderInsertMany(db(), [order({ idempotencyKey: "reuse-1", spec, metadata: { x: 1, y: [1, 2] }, retryOn: ["failed", "lost"] })])).ids;
     const { ids, reused } = await workOrderInsertMany(db(), [
       // The same request: documents in another key order, retries in another order.
-      order({ idempotencyKey: "reuse-1", spec: { env: { B: "2", A: "1" }, command: ["make", "test"] }, metadata: { y: [1, 2], x: 1 }, retryOn: ["lost", "failed"] }),
+      order({ idempotencyKey: "reuse-1", spec: { env: { B: "2", A: "1" }, command: ["make", "test"] }, metadata: { y: [1, 2], x: 1 }, retryOn: ["lost", "failed", "lost"] }),
       order({ idempotencyKey: "reuse-1", spec, metadata: { x: 1, y: [1, 2] }, retryOn: ["failed", "lost"], priority: 4 }),
       order({ idempotencyKey: "reuse-2", selector: "os=linux" }),
       order({ idempotencyKey: "reuse-2", selector: "os=linux", metadata: { note: "other" } }),
