@@ -4,10 +4,16 @@
 // would pass the limit is kept owing rather than refused: an agent's `claim` can overtake the
 // `job.finished` that freed its slot (job messages wait in its outbox while its socket is
 // congested; claims do not), and the slot is granted once that finish arrives.
+// A finish frees its slot as it is read, before the database has applied it, so that the next
+// claim need not wait for a commit; but one at a time: while it is being applied, the agent's other
+// finishes free theirs once applied. One that is not applied gives its job back, so an agent whose
+// finishes are refused holds one job beyond its limit at most, however it sends them.
 export class Holdings {
   private readonly held = new Set<string>();
   private open = 0;
   private owed = 0;
+  /** The finish whose slot was freed as it was read, while it is being applied. */
+  private early?: string;
 
   constructor(private readonly limit: number) {}
 
@@ -35,23 +41,36 @@ export class Holdings {
 
   /** The agent says it finished `jobId`; returns the owed slots that fit now. */
   finished(jobId: string): number {
-    if (!this.held.delete(jobId) || this.owed === 0) return 0;
-    // Room is below zero while the jobs listed at a welcome pass a limit cut since.
-    const granted = Math.max(0, Math.min(this.owed, this.room));
-    this.owed -= granted;
-    this.open += granted;
-    return granted;
+    if (this.early !== undefined || !this.held.delete(jobId)) return 0;
+    this.early = jobId;
+    return this.grant();
   }
 
-  /** Its finish was not applied after all: the job is the agent's again (the slots it freed are not taken back). */
-  unfinished(jobId: string): void {
-    this.held.add(jobId);
+  /**
+   * The finish of `jobId` was answered: `ended`, the job is over (this finish or one before it was
+   * applied); else it runs on, and is the agent's again. Returns the owed slots that fit now.
+   */
+  settled(jobId: string, ended: boolean): number {
+    if (this.early === jobId) {
+      this.early = undefined;
+      if (!ended) this.held.add(jobId);
+      return 0;
+    }
+    return ended && this.held.delete(jobId) ? this.grant() : 0;
   }
 
   /** The agent withdrew its claim. */
   drain(): void {
     this.open = 0;
     this.owed = 0;
+  }
+
+  private grant(): number {
+    // Room is below zero while the jobs listed at a welcome pass a limit cut since.
+    const granted = Math.max(0, Math.min(this.owed, this.room));
+    this.owed -= granted;
+    this.open += granted;
+    return granted;
   }
 
   private get room(): number {

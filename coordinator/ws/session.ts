@@ -392,31 +392,32 @@ export class AgentSession implements Claimer {
   }
 
   /**
-   * A message of one of its jobs: a finish frees its slot at once, before the completer applies it,
-   * and takes it again if the job runs on after all (the finish out of sequence, a repeat of another
-   * message's number, refused by the state machine or by the database): the job is the agent's until
-   * it ends, or a finish sent again and again would free slots without end.
+   * A message of one of its jobs. A finish frees its slot (./holdings.ts) as it is read or once it is
+   * applied; a job that runs on after all (the finish out of sequence, a repeat of another message's
+   * number, refused by the state machine or by the database) is the agent's until it ends, or a
+   * finish sent again and again would free slots without end.
    */
   private jobMessage(message: JobMessage): void {
-    const finishing = message.type === "job.finished" && this.holdings.holds(message.jobId);
+    const { jobId } = message;
+    const finishing = message.type === "job.finished" && this.holdings.holds(jobId);
     // Counted at once, ahead of any claim still in the session's queue: either order grants the same.
-    const owed = finishing ? this.holdings.finished(message.jobId) : 0;
-    if (owed > 0) void this.enqueue(async () => this.claim(owed));
-    this.apply(message, finishing ? () => this.holdings.unfinished(message.jobId) : () => {});
+    const grant = (owed: number) => owed > 0 && void this.enqueue(async () => this.claim(owed));
+    if (finishing) grant(this.holdings.finished(jobId));
+    this.apply(message, finishing ? (ended) => grant(this.holdings.settled(jobId, ended)) : () => {});
   }
 
   /** Job messages go to the completer, which batches them; answers come back in order. */
-  private apply(message: JobMessage, unapplied: () => void = () => {}): void {
+  private apply(message: JobMessage, settled: (ended: boolean) => void = () => {}): void {
     this.queued++;
     const finish = message.type === "job.finished" ? count(this.ctx.finishing, message.jobId) : () => {};
     this.ctx.completer
       .apply(this.claimant.agentId, message)
       .then((result) => {
-        if (runsOn(result)) unapplied();
+        settled(!runsOn(result));
         this.answer(message, result);
       })
       .catch((error) => {
-        unapplied();
+        settled(false);
         this.failed(error, message.jobId);
       })
       .finally(() => {

@@ -11,10 +11,43 @@ test("grants a claim up to the limit and owes the rest until jobs finish", () =>
   expect(h.claim(1)).toBe(0);
   expect(h.finished("a")).toBe(1);
   expect(h.finished("a")).toBe(0);
+  expect(h.settled("a", true)).toBe(0);
+  expect(h.settled("a", true)).toBe(0);
   h.assigned(["d"]);
-  expect(h.finished("b")).toBe(1);
-  expect(h.finished("c")).toBe(1);
+  for (const id of ["b", "c"]) {
+    expect(h.finished(id)).toBe(1);
+    expect(h.settled(id, true)).toBe(0);
+  }
   expect(h.finished("d")).toBe(0);
+});
+
+test("while one finish is being applied, the next frees its slot once it is applied", () => {
+  const h = new Holdings(2);
+  expect(h.claim(2)).toBe(2);
+  h.assigned(["a", "b"]);
+  expect(h.claim(2)).toBe(0);
+  expect(h.finished("a")).toBe(1);
+  expect(h.finished("b")).toBe(0);
+  expect(h.settled("b", true)).toBe(1);
+  expect(h.settled("a", true)).toBe(0);
+});
+
+test("finishes not applied, sent for every job at once round after round, win one job beyond the limit at most", () => {
+  const h = new Holdings(1);
+  let next = 0;
+  const held = new Set<string>();
+  const deal = (slots: number) => {
+    for (let i = 0; i < slots; i++) held.add(String(next++));
+    h.assigned([...held].slice(held.size - slots));
+  };
+  deal(h.claim(1));
+  for (let round = 0; round < 10; round++) {
+    const finishing = [...held];
+    for (const id of finishing) deal(h.finished(id));
+    deal(h.claim(1));
+    for (const id of finishing) deal(h.settled(id, false));
+    expect(held.size).toBeLessThanOrEqual(2);
+  }
 });
 
 test("a claim that overtook the finish of a job listed at the welcome is granted by that finish", () => {
@@ -28,7 +61,7 @@ test("jobs listed at a welcome past a limit cut since grant nothing until they a
   const h = new Holdings(1);
   h.welcome(["a", "b", "c"]);
   expect(h.claim(1)).toBe(0);
-  expect([h.finished("a"), h.finished("b"), h.finished("c")]).toEqual([0, 0, 1]);
+  expect([h.finished("a"), h.settled("a", true), h.finished("b"), h.settled("b", true), h.finished("c")]).toEqual([0, 0, 0, 0, 1]);
   expect(h.claim(1)).toBe(0);
 });
 
@@ -41,35 +74,60 @@ test("a drain forgets the open claim and what was owed", () => {
   expect(h.claim(2)).toBe(2);
 });
 
-test("whatever an agent sends, what it holds and may still be given never passes the limit", () => {
-  type Op = { kind: "claim"; slots: number } | { kind: "assign" } | { kind: "finish"; pick: number } | { kind: "drain" };
+test("whatever an agent sends, what it runs and may still be given passes the limit by one at most, and only once a finish was refused", () => {
+  type Op =
+    | { kind: "claim"; slots: number }
+    | { kind: "assign" }
+    | { kind: "finish"; pick: number; applies: boolean }
+    | { kind: "settle"; pick: number }
+    | { kind: "drain" };
   const op = fc.oneof(
     fc.record({ kind: fc.constant("claim" as const), slots: fc.integer({ min: 1, max: 6 }) }),
     fc.record({ kind: fc.constant("assign" as const) }),
-    fc.record({ kind: fc.constant("finish" as const), pick: fc.nat() }),
+    fc.record({ kind: fc.constant("finish" as const), pick: fc.nat(), applies: fc.boolean() }),
+    fc.record({ kind: fc.constant("settle" as const), pick: fc.nat() }),
     fc.record({ kind: fc.constant("drain" as const) }),
   );
   fc.assert(
-    fc.property(fc.integer({ min: 1, max: 5 }), fc.array(op, { maxLength: 60 }), (limit, ops: Op[]) => {
+    fc.property(fc.integer({ min: 1, max: 5 }), fc.array(op, { maxLength: 80 }), (limit, ops: Op[]) => {
       const h = new Holdings(limit);
-      const held: string[] = [];
+      /** Jobs not ended in the database, and the finishes read but not yet answered. */
+      const running: string[] = [];
+      const pending: { id: string; applies: boolean }[] = [];
       let open = 0;
       let next = 0;
+      let refused = false;
       for (const o of ops) {
         if (o.kind === "claim") open += h.claim(o.slots);
         if (o.kind === "assign" && open > 0) {
           const id = String(next++);
           h.assigned([id]);
-          held.push(id);
+          running.push(id);
           open--;
         }
-        if (o.kind === "finish" && held.length > 0) open += h.finished(held.splice(o.pick % held.length, 1)[0]!);
+        const unfinished = running.filter((id) => !pending.some((p) => p.id === id));
+        if (o.kind === "finish" && unfinished.length > 0) {
+          const id = unfinished[o.pick % unfinished.length]!;
+          pending.push({ id, applies: o.applies });
+          open += h.finished(id);
+        }
+        if (o.kind === "settle" && pending.length > 0) {
+          const [{ id, applies }] = pending.splice(o.pick % pending.length, 1) as [{ id: string; applies: boolean }];
+          if (applies) running.splice(running.indexOf(id), 1);
+          else refused = true;
+          open += h.settled(id, applies);
+        }
         if (o.kind === "drain") {
           h.drain();
           open = 0;
         }
-        expect(held.length + open).toBeLessThanOrEqual(limit);
+        // A finish to be refused frees its slot as it is read, as any: the one beyond starts there.
+        const beyond = refused || pending.some((p) => !p.applies) ? 1 : 0;
+        // A job whose finish will be applied has ended on the agent: it sent it.
+        const runs = running.filter((id) => !pending.some((p) => p.id === id && p.applies));
+        expect(runs.length + open).toBeLessThanOrEqual(limit + beyond);
       }
     }),
+    { numRuns: 1000 },
   );
 });

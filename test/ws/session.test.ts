@@ -485,7 +485,7 @@ describe("job messages", () => {
       { type: "job.starting", jobId, seq: 1 },
       { type: "job.finished", jobId, seq: 2, outcome: "returned", exitCode: null },
     ]],
-  ])("a finish whose job runs on (%s) gives its job back to the agent's count too", async (_, pool, messages) => {
+  ])("finishes whose jobs run on (%s), sent for all its jobs round after round, win one job beyond the limit at most", async (_, pool, messages) => {
     const peer = new Peer();
     await peer.hello(pool, { labels: { pool }, capacity: 1 });
     await peer.next("welcome");
@@ -493,7 +493,8 @@ describe("job messages", () => {
     peer.send({ type: "claim", slots: 1 });
     const jobs = [(await peer.next("assign")).job];
     for (let round = 0; round < 4; round++) {
-      for (const message of messages(jobs.at(-1)!.jobId)) peer.send(message);
+      // For every job it holds at once, each before the others are answered.
+      for (const { jobId } of jobs) for (const message of messages(jobId)) peer.send(message);
       peer.send({ type: "claim", slots: 1 });
       await new Promise((resolve) => setTimeout(resolve, 300));
       while (peer.waiting("assign") > 0) jobs.push((await peer.next("assign")).job);
