@@ -5,15 +5,17 @@
 // `job.finished` that freed its slot (job messages wait in its outbox while its socket is
 // congested; claims do not), and the slot is granted once that finish arrives.
 // A finish frees its slot as it is read, before the database has applied it, so that the next
-// claim need not wait for a commit; but one at a time: while it is being applied, the agent's other
-// finishes free theirs once applied. One that is not applied gives its job back, so an agent whose
-// finishes are refused holds one job beyond its limit at most, however it sends them.
+// claim need not wait for a commit. One that is then not applied gives its job back, and from then
+// on the session's finishes free their slots only once applied: an agent wins jobs beyond its limit
+// only by the finishes not applied that it sent before the first of them was answered, one each.
 export class Holdings {
   private readonly held = new Set<string>();
   private open = 0;
   private owed = 0;
-  /** The finish whose slot was freed as it was read, while it is being applied. */
-  private early?: string;
+  /** Finishes whose slots were freed as they were read, while they are being applied. */
+  private readonly early = new Set<string>();
+  /** Set once such a finish was not applied. */
+  private wary = false;
 
   constructor(private readonly limit: number) {}
 
@@ -41,8 +43,8 @@ export class Holdings {
 
   /** The agent says it finished `jobId`; returns the owed slots that fit now. */
   finished(jobId: string): number {
-    if (this.early !== undefined || !this.held.delete(jobId)) return 0;
-    this.early = jobId;
+    if (this.wary || !this.held.delete(jobId)) return 0;
+    this.early.add(jobId);
     return this.grant();
   }
 
@@ -51,9 +53,9 @@ export class Holdings {
    * applied); else it runs on, and is the agent's again. Returns the owed slots that fit now.
    */
   settled(jobId: string, ended: boolean): number {
-    if (this.early === jobId) {
-      this.early = undefined;
+    if (this.early.delete(jobId)) {
       if (!ended) this.held.add(jobId);
+      this.wary ||= !ended;
       return 0;
     }
     return ended && this.held.delete(jobId) ? this.grant() : 0;

@@ -21,18 +21,24 @@ test("grants a claim up to the limit and owes the rest until jobs finish", () =>
   expect(h.finished("d")).toBe(0);
 });
 
-test("while one finish is being applied, the next frees its slot once it is applied", () => {
+test("once a finish was not applied, finishes free their slots only once applied", () => {
   const h = new Holdings(2);
   expect(h.claim(2)).toBe(2);
   h.assigned(["a", "b"]);
   expect(h.claim(2)).toBe(0);
   expect(h.finished("a")).toBe(1);
-  expect(h.finished("b")).toBe(0);
-  expect(h.settled("b", true)).toBe(1);
-  expect(h.settled("a", true)).toBe(0);
+  expect(h.finished("b")).toBe(1);
+  expect(h.settled("a", false)).toBe(0);
+  expect(h.settled("b", true)).toBe(0);
+  h.assigned(["c"]);
+  expect(h.finished("c")).toBe(0);
+  expect(h.settled("c", true)).toBe(0);
+  expect(h.claim(1)).toBe(0);
+  expect(h.finished("a")).toBe(0);
+  expect(h.settled("a", true)).toBe(1);
 });
 
-test("finishes not applied, sent for every job at once round after round, win one job beyond the limit at most", () => {
+test("finishes not applied, sent for every job at once round after round, win one job each of the first round at most", () => {
   const h = new Holdings(1);
   let next = 0;
   const held = new Set<string>();
@@ -74,7 +80,7 @@ test("a drain forgets the open claim and what was owed", () => {
   expect(h.claim(2)).toBe(2);
 });
 
-test("whatever an agent sends, what it runs and may still be given passes the limit by one at most, and only once a finish was refused", () => {
+test("whatever an agent sends, what it runs and may still be given passes the limit by one job at most for each refused finish read before the first was answered", () => {
   type Op =
     | { kind: "claim"; slots: number }
     | { kind: "assign" }
@@ -93,10 +99,12 @@ test("whatever an agent sends, what it runs and may still be given passes the li
       const h = new Holdings(limit);
       /** Jobs not ended in the database, and the finishes read but not yet answered. */
       const running: string[] = [];
-      const pending: { id: string; applies: boolean }[] = [];
+      const pending: { id: string; applies: boolean; early: boolean }[] = [];
       let open = 0;
       let next = 0;
-      let refused = false;
+      /** Set once a refused finish freed early is answered, as the session's own. */
+      let wary = false;
+      let early = 0;
       for (const o of ops) {
         if (o.kind === "claim") open += h.claim(o.slots);
         if (o.kind === "assign" && open > 0) {
@@ -108,24 +116,25 @@ test("whatever an agent sends, what it runs and may still be given passes the li
         const unfinished = running.filter((id) => !pending.some((p) => p.id === id));
         if (o.kind === "finish" && unfinished.length > 0) {
           const id = unfinished[o.pick % unfinished.length]!;
-          pending.push({ id, applies: o.applies });
+          pending.push({ id, applies: o.applies, early: !wary });
+          if (!wary && !o.applies) early++;
           open += h.finished(id);
         }
         if (o.kind === "settle" && pending.length > 0) {
-          const [{ id, applies }] = pending.splice(o.pick % pending.length, 1) as [{ id: string; applies: boolean }];
+          const [done] = pending.splice(o.pick % pending.length, 1);
+          const { id, applies } = done!;
           if (applies) running.splice(running.indexOf(id), 1);
-          else refused = true;
+          wary ||= done!.early && !applies;
           open += h.settled(id, applies);
         }
         if (o.kind === "drain") {
           h.drain();
           open = 0;
         }
-        // A finish to be refused frees its slot as it is read, as any: the one beyond starts there.
-        const beyond = refused || pending.some((p) => !p.applies) ? 1 : 0;
-        // A job whose finish will be applied has ended on the agent: it sent it.
+        // A job whose finish will be applied has ended on the agent: it sent it. Each refused finish
+        // freed as it was read may have won one job.
         const runs = running.filter((id) => !pending.some((p) => p.id === id && p.applies));
-        expect(runs.length + open).toBeLessThanOrEqual(limit + beyond);
+        expect(runs.length + open).toBeLessThanOrEqual(limit + early);
       }
     }),
     { numRuns: 1000 },
