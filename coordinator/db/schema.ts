@@ -61,13 +61,14 @@ export const agents = pgTable("agents", {
   /** The coordinator session holding the agent's socket; null while it is disconnected. */
   sessionId: text("session_id"),
   /**
-   * When the session was registered, and when the coordinator holding it last renewed it (null
-   * until then): a registration alone does not show that its socket lives (it may have landed after
-   * the socket closed), a renewal does. Another replica's older session for the name closes (4002)
-   * once this one is renewed, and takes the name back if it never is.
+   * When the coordinator holding the session last renewed it (null until then), and by when it
+   * will have renewed it again, by its own heartbeat: a registration alone does not show that its
+   * socket lives (it may have landed after the socket closed), a renewal does. Another replica's
+   * older session for the name closes (4002) once this one is renewed, and takes the name back if
+   * it is not renewed by then.
    */
-  sessionSince: at("session_since"),
   sessionSeenAt: at("session_seen_at"),
+  sessionDue: at("session_due"),
   /** Renewed while the agent is connected; once it passes, the agent's open jobs are lost. */
   leaseExpiresAt: at("lease_expires_at"),
   lastSeenAt: at("last_seen_at").notNull().defaultNow(),

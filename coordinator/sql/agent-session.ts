@@ -11,17 +11,17 @@ export type AgentHello = { name: string; labels: Labels; capacity: number; prefe
  * when the name was let in with another token that is still good: the name is that token's until
  * it is revoked (a rotation: the agent comes back with the new one once the old is revoked).
  */
-export async function agentConnect(db: Queryable, agent: AgentHello, sessionId: string, leaseSeconds = 30): Promise<string | undefined> {
+export async function agentConnect(db: Queryable, agent: AgentHello, sessionId: string, leaseSeconds = 30, dueSeconds = leaseSeconds): Promise<string | undefined> {
   const [row] = await db.query<{ id: string }>(
-    `INSERT INTO agents (name, labels, capacity, prefetch, mode, version, session_id, session_since, lease_expires_at, token_id)
-     VALUES ($1, $2::jsonb, $3, $8, $4, $5, $6, now(), now() + make_interval(secs => $7), $9)
+    `INSERT INTO agents (name, labels, capacity, prefetch, mode, version, session_id, session_due, lease_expires_at, token_id)
+     VALUES ($1, $2::jsonb, $3, $8, $4, $5, $6, now() + make_interval(secs => $10), now() + make_interval(secs => $7), $9)
      ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity, prefetch = excluded.prefetch,
-       mode = excluded.mode, version = excluded.version, session_id = excluded.session_id, session_since = now(),
+       mode = excluded.mode, version = excluded.version, session_id = excluded.session_id, session_due = excluded.session_due,
        session_seen_at = NULL, last_seen_at = now(), lease_expires_at = excluded.lease_expires_at, token_id = excluded.token_id
      WHERE agents.token_id IS NULL OR agents.token_id = excluded.token_id
        OR NOT EXISTS (SELECT 1 FROM tokens WHERE tokens.id = agents.token_id AND tokens.revoked_at IS NULL)
      RETURNING id::text AS id`,
-    [agent.name, JSON.stringify(agent.labels), agent.capacity, agent.mode, agent.version, sessionId, leaseSeconds, agent.prefetch ?? 0, agent.tokenId ?? null],
+    [agent.name, JSON.stringify(agent.labels), agent.capacity, agent.mode, agent.version, sessionId, leaseSeconds, agent.prefetch ?? 0, agent.tokenId ?? null, dueSeconds],
   );
   return row?.id;
 }
@@ -29,7 +29,7 @@ export async function agentConnect(db: Queryable, agent: AgentHello, sessionId: 
 /** The agent's socket closed: its lease runs out after the grace unless it reconnects. */
 export async function agentDisconnect(db: Queryable, agentId: string, sessionId: string, leaseSeconds: number): Promise<void> {
   await db.query(
-    `UPDATE agents SET session_id = NULL, session_since = NULL, session_seen_at = NULL, last_seen_at = now(),
+    `UPDATE agents SET session_id = NULL, session_seen_at = NULL, session_due = NULL, last_seen_at = now(),
        lease_expires_at = now() + make_interval(secs => $3)
      WHERE id = $1 AND session_id = $2`,
     [agentId, sessionId, leaseSeconds],
@@ -41,9 +41,8 @@ export type PendingCancel = { jobId: string; agentId: string; reason: string };
 /** `claimed`: not begun, so possibly never heard of by its agent (a claim whose answer was lost). */
 export type HeldJob = { jobId: string; agentId: string; claimed: boolean; cancelReason: string | null };
 
-/** Whether the row names another session than the renewing one, unrenewed (or unrenewed since registered) for `$4` seconds. */
-const RETAKE = `(a.session_id IS DISTINCT FROM x.session_id
-  AND coalesce(a.session_seen_at, a.session_since, '-infinity') < now() - make_interval(secs => $4))`;
+/** Whether the row names another session than the renewing one, whose coordinator has let it pass its due renewal. */
+const RETAKE = `(a.session_id IS DISTINCT FROM x.session_id AND coalesce(a.session_due, '-infinity') < now())`;
 
 export type Renewal = { agentId: string; sessionId: string };
 
@@ -56,18 +55,19 @@ export type Renewed = { held: HeldJob[]; replaced: Set<string> };
  * cancel travels to the coordinator holding the agent by a notification, which can be lost).
  * A lease is renewed by agent, whichever session the row names: a registration that landed after
  * its socket closed must not cost the live one its jobs. The name is that session's once it has
- * been renewed where it is held; until then, for `staleSeconds`, it may be such a registration, and
- * the session renewing here waits, then takes the name back.
+ * been renewed where it is held; until then it may be such a registration, and the session renewing
+ * here waits until the renewal its coordinator promised is due (`dueSeconds` from each renewal or
+ * registration, by that coordinator's heartbeat), then takes the name back.
  */
-export async function agentsSeen(db: Queryable, renewals: Renewal[], leaseSeconds: number, staleSeconds: number): Promise<Renewed> {
+export async function agentsSeen(db: Queryable, renewals: Renewal[], leaseSeconds: number, dueSeconds: number): Promise<Renewed> {
   const rows = await db.query<{ jobId: string | null; agentId: string; claimed: boolean; cancelReason: string | null }>(
     `WITH input AS (
        SELECT * FROM unnest($1::bigint[], $3::text[]) AS x(id, session_id)
      ), seen AS (
        UPDATE agents a SET last_seen_at = now(), lease_expires_at = now() + make_interval(secs => $2),
          session_id = CASE WHEN ${RETAKE} THEN x.session_id ELSE a.session_id END,
-         session_since = CASE WHEN ${RETAKE} THEN now() ELSE a.session_since END,
-         session_seen_at = CASE WHEN ${RETAKE} OR a.session_id = x.session_id THEN now() ELSE a.session_seen_at END
+         session_seen_at = CASE WHEN ${RETAKE} OR a.session_id = x.session_id THEN now() ELSE a.session_seen_at END,
+         session_due = CASE WHEN ${RETAKE} OR a.session_id = x.session_id THEN now() + make_interval(secs => $4) ELSE a.session_due END
        FROM input x WHERE a.id = x.id
        RETURNING a.id, a.session_id IS DISTINCT FROM x.session_id AND a.session_seen_at IS NOT NULL AS replaced
      )
@@ -75,7 +75,7 @@ export async function agentsSeen(db: Queryable, renewals: Renewal[], leaseSecond
      WHERE agent_id = ANY($1::bigint[]) AND state IN (${ACTIVE_JOB_STATES}) AND (state = 'claimed' OR cancel_reason IS NOT NULL)
      UNION ALL
      SELECT NULL, id::text, false, NULL FROM seen WHERE replaced`,
-    [renewals.map((r) => r.agentId), leaseSeconds, renewals.map((r) => r.sessionId), staleSeconds],
+    [renewals.map((r) => r.agentId), leaseSeconds, renewals.map((r) => r.sessionId), dueSeconds],
   );
   const held = rows.filter((row): row is HeldJob => row.jobId !== null);
   return { held, replaced: new Set(rows.flatMap((row) => (row.jobId === null ? [row.agentId] : []))) };

@@ -12,17 +12,9 @@ import { tokensRevoked } from "../auth/tokens.ts";
 import { agentsSeen, type HeldJob, type PendingCancel } from "../sql/agent-session.ts";
 import { AddressSlots } from "./address-slots.ts";
 import { LeaseFloor } from "./lease-floor.ts";
-import { AgentSession, CloseCode, leaseOverdue, type SessionContext } from "./session.ts";
+import { AgentSession, CloseCode, leaseOverdue, renewalDue, type SessionContext } from "./session.ts";
 
 export const AGENT_PATH = "/v1/agent";
-
-/**
- * Heartbeats after which a registration its coordinator never renewed is taken for one that landed
- * after its socket closed, and the name goes back to the session renewing it elsewhere: a live one
- * is renewed within half a heartbeat, and one that cannot be for 0.8 of one is closed where it is
- * held (`leaseOverdue`).
- */
-const STALE_REGISTRATION = 1.5;
 
 /** How long agents get to answer the closing handshake at shutdown. */
 const CLOSE_GRACE_MS = 2000;
@@ -148,7 +140,7 @@ export class Hub {
     const mark = this.leases.mark();
     try {
       const renewals = renewing.map((session) => ({ agentId: session.agentId!, sessionId: session.sessionId }));
-      const { held, replaced } = await agentsSeen(this.ctx.db, renewals, this.ctx.leaseSeconds, this.ctx.heartbeatSeconds * STALE_REGISTRATION);
+      const { held, replaced } = await agentsSeen(this.ctx.db, renewals, this.ctx.leaseSeconds, renewalDue(this.ctx.heartbeatSeconds));
       for (const session of renewing) session.leaseFrom = Math.max(session.leaseFrom, started);
       this.leases.renewed(mark, started);
       for (const session of renewing) if (replaced.has(session.agentId!)) session.close(CloseCode.replaced, "replaced by a newer connection under the same name");

@@ -95,6 +95,14 @@ export function leaseOverdue(leaseFrom: number, heartbeatSeconds: number, now = 
   return now - leaseFrom > heartbeatSeconds * 800;
 }
 
+/**
+ * Seconds after a session's registration, or its renewal, by which its coordinator will have renewed
+ * it again, as the other replicas read it: renewals run twice a heartbeat, and a session that
+ * cannot be renewed for 0.8 of one is closed where it is held (`leaseOverdue`). Past it, a session
+ * never renewed is taken for a registration that landed after its socket closed.
+ */
+export const renewalDue = (heartbeatSeconds: number) => heartbeatSeconds * 1.5;
+
 export class AgentSession implements Claimer {
   claimant!: Claimant;
   /** The token its hello was let in with: once revoked, the hub closes the session. */
@@ -354,7 +362,7 @@ export class AgentSession implements Claimer {
     this.tokenId = principal.tokenId;
     const { name, labels, capacity, prefetch, mode, version } = message;
     const leaseFrom = Date.now();
-    const agentId = await agentConnect(this.ctx.db, { name, labels, capacity, prefetch, mode, version, tokenId: principal.tokenId }, this.sessionId, this.ctx.leaseSeconds);
+    const agentId = await agentConnect(this.ctx.db, { name, labels, capacity, prefetch, mode, version, tokenId: principal.tokenId }, this.sessionId, this.ctx.leaseSeconds, renewalDue(this.ctx.heartbeatSeconds));
     if (agentId === undefined) {
       this.error("name_taken", `the name ${name} was let in with another token, which is still good: revoke that one first, or take another name`);
       return this.close(CloseCode.nameTaken, "the name is another token's");
