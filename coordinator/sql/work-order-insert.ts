@@ -249,11 +249,19 @@ export async function workOrderInsertChunked(
     }
     return { ids: results.flatMap((r) => r.ids), created: results.flatMap((r) => r.created) };
   };
-  // Two inserts that share idempotency keys in different orders each wait for a row the other
-  // holds; Postgres aborts one after its deadlock_timeout, and that one runs again.
+  return retryingDeadlocks(() => db.transaction(inTransaction));
+}
+
+/**
+ * Runs `transaction` again if Postgres aborted it to break a deadlock: two inserts that share
+ * idempotency keys in different orders (a bulk takes them in the order given, a batch of single
+ * enqueues in key order) each wait for a row the other holds, and after its deadlock_timeout
+ * Postgres aborts one, whichever, which may then succeed.
+ */
+async function retryingDeadlocks<T>(transaction: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await db.transaction(inTransaction);
+      return await transaction();
     } catch (error) {
       if (attempt === DEADLOCK_ATTEMPTS || (error as { code?: unknown }).code !== DEADLOCK) throw error;
     }
@@ -270,5 +278,5 @@ export type Inserted = Result<WorkOrderRow>;
  */
 export function workOrderInsertRows(db: Database, orders: WorkOrderCreate[], claimFor: (string | undefined)[] = []): Promise<Inserted[]> {
   const insert = (q: Queryable) => insertAll<WorkOrderRow>(q, statement(orders, claimFor), INSERT_CLAIMED, ROWS_BY_KEYS);
-  return orders.some((o) => o.idempotencyKey !== undefined) ? db.transaction(insert) : insert(db);
+  return orders.some((o) => o.idempotencyKey !== undefined) ? retryingDeadlocks(() => db.transaction(insert)) : insert(db);
 }

@@ -6,10 +6,10 @@ import { runInNewContext } from "node:vm";
 import { expect, it } from "vitest";
 import type { Queryable } from "../../coordinator/db/database.ts";
 import type { WorkOrderCreate } from "../../protocol/api.ts";
-import { INSERT_CHUNK, KeyReused, workOrderInsertChunked, workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
+import { INSERT_CHUNK, KeyReused, workOrderInsertChunked, workOrderInsertMany, workOrderInsertRows } from "../../coordinator/sql/work-order-insert.ts";
 import { workOrderEvents } from "../../coordinator/sql/work-order-read.ts";
 import { formatSelector } from "../../protocol/selector.ts";
-import { forEachDatabase } from "../support/databases.ts";
+import { describePostgres, forEachDatabase } from "../support/databases.ts";
 import { eventsOf, order, useDatabase } from "./fixtures.ts";
 
 // The collector, to see what a statement in flight keeps alive.
@@ -248,5 +248,30 @@ forEachDatabase("workOrderInsertMany", (kind) => {
     ]);
     expect([ra.ids[0], ra.ids[late]]).toEqual([rb.ids[late], rb.ids[0]]);
     expect(ra.created.length + rb.created.length).toBe(total * 2 - 2);
+  }, 30_000);
+});
+
+describePostgres("single enqueues and a bulk sharing keys in opposite orders", () => {
+  const db = useDatabase("postgres");
+
+  it("the single enqueues' batch, aborted to break the deadlock, runs again", async () => {
+    const total = INSERT_CHUNK * 2;
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    // The bulk takes y in its first chunk and x in its second, once the batch waits for y.
+    const bulk = Array.from({ length: total }, (_, i) => order(i === 0 ? { idempotencyKey: "opposite-y" } : i === INSERT_CHUNK ? { idempotencyKey: "opposite-x" } : {}));
+    let chunks = 0;
+    const bulkDone = workOrderInsertChunked(db(), total, async (from, to) => {
+      if (chunks++ === 1) await gate;
+      return bulk.slice(from, to);
+    });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    // The batch takes its keys in key order: x, then y, which the bulk holds.
+    const batchDone = workOrderInsertRows(db(), [order({ idempotencyKey: "opposite-y" }), order({ idempotencyKey: "opposite-x" })]);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    release();
+    // The batch began to wait first, so its backend finds the deadlock and aborts it.
+    const [inserted, batch] = await Promise.all([bulkDone, batchDone]);
+    expect(batch.map((b) => b.row.id)).toEqual([inserted.ids[0], inserted.ids[INSERT_CHUNK]]);
   }, 30_000);
 });
