@@ -6,10 +6,10 @@ import { iso } from "./views.ts";
 
 type AgentRow = Omit<AgentView, "lastSeenAt"> & { lastSeenAt: string | Date };
 
-/** A page of agents in name order, filtered as asked. */
 /** In session, its lease current: a coordinator that died without writing the disconnect leaves the session. */
 const CONNECTED = "(session_id IS NOT NULL AND lease_expires_at > now())";
 
+/** A page of agents in name order, filtered as asked. */
 export async function agentList(db: Queryable, filter: z.output<typeof agentQuery>): Promise<AgentView[]> {
   const params: unknown[] = [];
   const where: string[] = [];

@@ -484,7 +484,7 @@ function count(counts: Map<string, number>, key: string): () => void {
   };
 }
 
-/** Whether the job a message that was not applied is about still runs: only a gap says nothing of it. */
+/** Whether the job a message is about runs on after its answer: not when applied or unknown here; a gap says nothing of it, so it does. */
 function runsOn(result: Applied): boolean {
   return result.kind === "gap" || ((result.kind === "duplicate" || result.kind === "rejected") && !result.ended);
 }
