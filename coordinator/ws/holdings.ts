@@ -28,6 +28,14 @@ export class Holdings {
     return this.held.has(jobId);
   }
 
+  /**
+   * Whether a finish of `jobId` counts: the job is held, or a finish of it freed its slot and is
+   * still being applied (a copy sent again meanwhile settles after it, and may be the one applied).
+   */
+  finishing(jobId: string): boolean {
+    return this.held.has(jobId) || this.early.has(jobId);
+  }
+
   /** Slots to claim now for a claim of `slots`; the rest, up to the limit, is owed. */
   claim(slots: number): number {
     const granted = Math.max(0, Math.min(slots, this.room));

@@ -407,7 +407,7 @@ export class AgentSession implements Claimer {
    */
   private jobMessage(message: JobMessage): void {
     const { jobId } = message;
-    const finishing = message.type === "job.finished" && this.holdings.holds(jobId);
+    const finishing = message.type === "job.finished" && this.holdings.finishing(jobId);
     // Counted at once, ahead of any claim still in the session's queue: either order grants the same.
     const grant = (owed: number) => owed > 0 && void this.enqueue(async () => this.claim(owed));
     if (finishing) grant(this.holdings.finished(jobId));

@@ -80,31 +80,66 @@ test("a drain forgets the open claim and what was owed", () => {
   expect(h.claim(2)).toBe(2);
 });
 
-test("whatever an agent sends, what it runs and may still be given passes the limit by one job at most for each refused finish read before the first was answered", () => {
+test("a finish sent again while the first copy is answered settles after it, so the slot comes back whichever copy is applied", () => {
+  for (const firstApplied of [false, true]) {
+    const h = new Holdings(1);
+    expect(h.claim(1)).toBe(1);
+    h.assigned(["a"]);
+    expect(h.claim(1)).toBe(0);
+    expect(h.finishing("a")).toBe(true);
+    expect(h.finished("a")).toBe(1);
+    h.assigned(["b"]);
+    expect(h.finishing("a")).toBe(true);
+    expect(h.finished("a")).toBe(0);
+    expect(h.settled("a", firstApplied)).toBe(0);
+    expect(h.settled("a", true)).toBe(0);
+    expect(h.finishing("a")).toBe(false);
+    expect([h.finished("b"), h.settled("b", true)]).toEqual([0, 0]);
+    expect(h.claim(1)).toBe(1);
+  }
+});
+
+test("whatever an agent sends, what it runs and may still be given passes the limit by one job at most for each refused finish read before the first was answered, and every slot comes back once its jobs have ended", () => {
   type Op =
     | { kind: "claim"; slots: number }
     | { kind: "assign" }
     | { kind: "finish"; pick: number; applies: boolean }
-    | { kind: "settle"; pick: number }
+    | { kind: "settle" }
     | { kind: "drain" };
   const op = fc.oneof(
     fc.record({ kind: fc.constant("claim" as const), slots: fc.integer({ min: 1, max: 6 }) }),
     fc.record({ kind: fc.constant("assign" as const) }),
     fc.record({ kind: fc.constant("finish" as const), pick: fc.nat(), applies: fc.boolean() }),
-    fc.record({ kind: fc.constant("settle" as const), pick: fc.nat() }),
+    fc.record({ kind: fc.constant("settle" as const) }),
     fc.record({ kind: fc.constant("drain" as const) }),
   );
   fc.assert(
     fc.property(fc.integer({ min: 1, max: 5 }), fc.array(op, { maxLength: 80 }), (limit, ops: Op[]) => {
       const h = new Holdings(limit);
-      /** Jobs not ended in the database, and the finishes read but not yet answered. */
+      /** Jobs not ended in the database; finishes read and not yet answered, answered in order as the session's are. */
       const running: string[] = [];
-      const pending: { id: string; applies: boolean; early: boolean }[] = [];
+      const pending: { id: string; applies: boolean; counts: boolean; early: boolean }[] = [];
       let open = 0;
       let next = 0;
       /** Set once a refused finish freed early is answered, as the session's own. */
       let wary = false;
-      let early = 0;
+      let refusedEarly = 0;
+      // Any job the agent was given may be finished again, ended or not, while an earlier copy is answered.
+      const read = (id: string, applies: boolean) => {
+        const counts = h.finishing(id);
+        const early = counts && !wary && !pending.some((p) => p.id === id && p.early);
+        if (early && !applies) refusedEarly++;
+        pending.push({ id, applies, counts, early });
+        if (counts) open += h.finished(id);
+      };
+      const settle = () => {
+        const { id, applies, counts, early } = pending.shift()!;
+        const runs = running.includes(id);
+        if (runs && applies) running.splice(running.indexOf(id), 1);
+        const ended = !running.includes(id);
+        wary ||= early && !ended;
+        if (counts) open += h.settled(id, ended);
+      };
       for (const o of ops) {
         if (o.kind === "claim") open += h.claim(o.slots);
         if (o.kind === "assign" && open > 0) {
@@ -113,29 +148,22 @@ test("whatever an agent sends, what it runs and may still be given passes the li
           running.push(id);
           open--;
         }
-        const unfinished = running.filter((id) => !pending.some((p) => p.id === id));
-        if (o.kind === "finish" && unfinished.length > 0) {
-          const id = unfinished[o.pick % unfinished.length]!;
-          pending.push({ id, applies: o.applies, early: !wary });
-          if (!wary && !o.applies) early++;
-          open += h.finished(id);
-        }
-        if (o.kind === "settle" && pending.length > 0) {
-          const [done] = pending.splice(o.pick % pending.length, 1);
-          const { id, applies } = done!;
-          if (applies) running.splice(running.indexOf(id), 1);
-          wary ||= done!.early && !applies;
-          open += h.settled(id, applies);
-        }
+        if (o.kind === "finish" && next > 0) read(String(o.pick % next), o.applies);
+        if (o.kind === "settle" && pending.length > 0) settle();
         if (o.kind === "drain") {
           h.drain();
           open = 0;
         }
-        // A job whose finish will be applied has ended on the agent: it sent it. Each refused finish
-        // freed as it was read may have won one job.
+        // A job whose finish will be applied has ended on the agent: it sent it.
         const runs = running.filter((id) => !pending.some((p) => p.id === id && p.applies));
-        expect(runs.length + open).toBeLessThanOrEqual(limit + early);
+        expect(runs.length + open).toBeLessThanOrEqual(limit + refusedEarly);
       }
+      while (pending.length > 0) settle();
+      for (const id of [...running]) {
+        read(id, true);
+        settle();
+      }
+      expect(h.claim(limit)).toBe(limit - open);
     }),
     { numRuns: 1000 },
   );
