@@ -69,6 +69,11 @@ export const agents = pgTable("agents", {
    */
   sessionSeenAt: at("session_seen_at"),
   sessionDue: at("session_due"),
+  /**
+   * When the session registered or took the name back: what replicas before `session_due` judge a
+   * registration by. Still written so that they work alongside this version during an upgrade.
+   */
+  sessionSince: at("session_since"),
   /** Renewed while the agent is connected; once it passes, the agent's open jobs are lost. */
   leaseExpiresAt: at("lease_expires_at"),
   lastSeenAt: at("last_seen_at").notNull().defaultNow(),

@@ -13,10 +13,10 @@ export type AgentHello = { name: string; labels: Labels; capacity: number; prefe
  */
 export async function agentConnect(db: Queryable, agent: AgentHello, sessionId: string, leaseSeconds = 30, dueSeconds = leaseSeconds): Promise<string | undefined> {
   const [row] = await db.query<{ id: string }>(
-    `INSERT INTO agents (name, labels, capacity, prefetch, mode, version, session_id, session_due, lease_expires_at, token_id)
-     VALUES ($1, $2::jsonb, $3, $8, $4, $5, $6, now() + make_interval(secs => $10), now() + make_interval(secs => $7), $9)
+    `INSERT INTO agents (name, labels, capacity, prefetch, mode, version, session_id, session_since, session_due, lease_expires_at, token_id)
+     VALUES ($1, $2::jsonb, $3, $8, $4, $5, $6, now(), now() + make_interval(secs => $10), now() + make_interval(secs => $7), $9)
      ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity, prefetch = excluded.prefetch,
-       mode = excluded.mode, version = excluded.version, session_id = excluded.session_id, session_due = excluded.session_due,
+       mode = excluded.mode, version = excluded.version, session_id = excluded.session_id, session_since = now(), session_due = excluded.session_due,
        session_seen_at = NULL, last_seen_at = now(), lease_expires_at = excluded.lease_expires_at, token_id = excluded.token_id
      WHERE agents.token_id IS NULL OR agents.token_id = excluded.token_id
        OR NOT EXISTS (SELECT 1 FROM tokens WHERE tokens.id = agents.token_id AND tokens.revoked_at IS NULL)
@@ -29,7 +29,7 @@ export async function agentConnect(db: Queryable, agent: AgentHello, sessionId: 
 /** The agent's socket closed: its lease runs out after the grace unless it reconnects. */
 export async function agentDisconnect(db: Queryable, agentId: string, sessionId: string, leaseSeconds: number): Promise<void> {
   await db.query(
-    `UPDATE agents SET session_id = NULL, session_seen_at = NULL, session_due = NULL, last_seen_at = now(),
+    `UPDATE agents SET session_id = NULL, session_since = NULL, session_seen_at = NULL, session_due = NULL, last_seen_at = now(),
        lease_expires_at = now() + make_interval(secs => $3)
      WHERE id = $1 AND session_id = $2`,
     [agentId, sessionId, leaseSeconds],
@@ -41,8 +41,14 @@ export type PendingCancel = { jobId: string; agentId: string; reason: string };
 /** `claimed`: not begun, so possibly never heard of by its agent (a claim whose answer was lost). */
 export type HeldJob = { jobId: string; agentId: string; claimed: boolean; cancelReason: string | null };
 
-/** Whether the row names another session than the renewing one, whose coordinator has let it pass its due renewal. */
-const RETAKE = `(a.session_id IS DISTINCT FROM x.session_id AND coalesce(a.session_due, '-infinity') < now())`;
+/**
+ * Whether the row names another session than the renewing one, whose coordinator has let it pass
+ * its due renewal. A replica from before migration 0012 writes no `session_due` (the row may hold
+ * an earlier session's): its session must also have gone unrenewed since it registered for as long
+ * as the renewing replica's own promise. Drop this, and `session_since`, once no such replica runs.
+ */
+const RETAKE = `(a.session_id IS DISTINCT FROM x.session_id AND coalesce(a.session_due, '-infinity') < now()
+  AND coalesce(a.session_seen_at, a.session_since, '-infinity') < now() - make_interval(secs => $4))`;
 
 export type Renewal = { agentId: string; sessionId: string };
 
@@ -66,6 +72,7 @@ export async function agentsSeen(db: Queryable, renewals: Renewal[], leaseSecond
      ), seen AS (
        UPDATE agents a SET last_seen_at = now(), lease_expires_at = now() + make_interval(secs => $2),
          session_id = CASE WHEN ${RETAKE} THEN x.session_id ELSE a.session_id END,
+         session_since = CASE WHEN ${RETAKE} THEN now() ELSE a.session_since END,
          session_seen_at = CASE WHEN ${RETAKE} OR a.session_id = x.session_id THEN now() ELSE a.session_seen_at END,
          session_due = CASE WHEN ${RETAKE} OR a.session_id = x.session_id THEN now() + make_interval(secs => $4) ELSE a.session_due END
        FROM input x WHERE a.id = x.id

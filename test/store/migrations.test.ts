@@ -13,29 +13,31 @@ import postgres from "postgres";
 import { afterAll, expect, it } from "vitest";
 import { type Database, openDatabase, type Queryable } from "../../coordinator/db/database.ts";
 import { migrationsFolder } from "../../coordinator/db/migrations.ts";
-import { createPostgresDatabase, dropPostgresDatabase, forEachDatabase, type Kind } from "../support/databases.ts";
+import { createPostgresDatabase, describePostgres, dropPostgresDatabase, forEachDatabase, type Kind } from "../support/databases.ts";
 import { workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
+import { agentConnect, agentsSeen } from "../../coordinator/sql/agent-session.ts";
 import { order } from "./fixtures.ts";
 
 const BEFORE = "0003_sweep_indexes_unchecked_events";
+const SESSION_SEEN = "0011_agent_session_seen";
 const temp = mkdtempSync(join(tmpdir(), "jobfleet-migrations-"));
 afterAll(() => rmSync(temp, { recursive: true, force: true }));
 
-/** The migrations folder as it was up to `BEFORE`. */
-function olderMigrations(): string {
-  const folder = join(temp, "migrations");
+/** The migrations folder as it was up to `before`. */
+function olderMigrations(before: string): string {
+  const folder = join(temp, `migrations-${before}`);
   cpSync(migrationsFolder, folder, { recursive: true });
   const journalPath = join(folder, "meta", "_journal.json");
   const journal = JSON.parse(readFileSync(journalPath, "utf8")) as { entries: { tag: string }[] };
-  const last = journal.entries.findIndex((e) => e.tag === BEFORE);
+  const last = journal.entries.findIndex((e) => e.tag === before);
   expect(last).toBeGreaterThan(0);
   writeFileSync(journalPath, JSON.stringify({ ...journal, entries: journal.entries.slice(0, last + 1) }));
   return folder;
 }
 
-/** Migrates a new database of `kind` to `BEFORE`, lets `fill` write to it, then opens it as the coordinator does. */
-async function upgraded(kind: Kind, fill: (db: Queryable) => Promise<void>): Promise<Database> {
-  const folder = olderMigrations();
+/** Migrates a new database of `kind` to `before`, lets `fill` write to it, then opens it as the coordinator does. */
+async function upgraded(kind: Kind, fill: (db: Queryable) => Promise<void>, before = BEFORE): Promise<Database> {
+  const folder = olderMigrations(before);
   if (kind === "pglite") {
     const dataDir = join(temp, `pglite-${Date.now()}`);
     const client = new PGlite(dataDir);
@@ -124,6 +126,69 @@ forEachDatabase("a database a newer version migrated", (kind) => {
       await expect(openDatabase({ kind, url: url.toString() })).rejects.toMatchObject(refused);
     } finally {
       await dropPostgresDatabase(url);
+    }
+  });
+});
+
+/** Its heartbeat 4 s, as the other replica's in the tests below. */
+const RETAKE_0011 = `(a.session_id IS DISTINCT FROM x.session_id
+  AND coalesce(a.session_seen_at, a.session_since, '-infinity') < now() - make_interval(secs => 6))`;
+
+/** A replica still on migration 0011's release registers and renews its agents so (its statements, on the columns that changed). */
+const REPLICA_0011 = {
+  connect: `INSERT INTO agents (name, labels, capacity, prefetch, mode, version, session_id, session_since, lease_expires_at, token_id)
+    VALUES ($1, '{}'::jsonb, 1, 0, 'queue', 'old', $2, now(), now() + make_interval(secs => 30), NULL)
+    ON CONFLICT (name) DO UPDATE SET session_id = excluded.session_id, session_since = now(), session_seen_at = NULL, last_seen_at = now(),
+      lease_expires_at = excluded.lease_expires_at
+    RETURNING id::text AS id`,
+  seen: `WITH input AS (SELECT * FROM unnest($1::bigint[], $2::text[]) AS x(id, session_id))
+    UPDATE agents a SET last_seen_at = now(), lease_expires_at = now() + make_interval(secs => 30),
+      session_id = CASE WHEN ${RETAKE_0011} THEN x.session_id ELSE a.session_id END,
+      session_since = CASE WHEN ${RETAKE_0011} THEN now() ELSE a.session_since END,
+      session_seen_at = CASE WHEN ${RETAKE_0011} OR a.session_id = x.session_id THEN now() ELSE a.session_seen_at END
+    FROM input x WHERE a.id = x.id
+    RETURNING a.id::text AS id, a.session_id IS DISTINCT FROM x.session_id AND a.session_seen_at IS NOT NULL AS replaced`,
+};
+
+describePostgres("a rolling upgrade from migration 0011's release", () => {
+  const hello = { name: "both", labels: {}, capacity: 1, mode: "queue" as const, version: "new" };
+
+  it("leaves the columns a replica still on it writes, so its hellos and renewals go on", async () => {
+    const db = await upgraded("postgres", async () => {}, SESSION_SEEN);
+    try {
+      const [{ id }] = (await db.query<{ id: string }>(REPLICA_0011.connect, ["both", "old-1"])) as [{ id: string }];
+      expect(await db.query(REPLICA_0011.seen, [[id], ["old-1"]])).toEqual([{ id, replaced: false }]);
+      await agentConnect(db, hello, "new-1", 30, 6);
+      expect(await db.query(REPLICA_0011.seen, [[id], ["old-1"]])).toEqual([{ id, replaced: false }]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("keeps the name with a newer connection on a replica still on it, which writes no renewal due, while that replica renews it", async () => {
+    const db = await upgraded("postgres", async () => {}, SESSION_SEEN);
+    try {
+      // The older connection, here, promised its next renewal within a second; the newer one then
+      // registered on the old replica, which leaves that promise in the row.
+      const id = (await agentConnect(db, hello, "new-older", 30, 1))!;
+      await new Promise((resolve) => setTimeout(resolve, 1_100));
+      await db.query(REPLICA_0011.connect, ["both", "old-newer"]);
+      await db.query(REPLICA_0011.seen, [[id], ["old-newer"]]);
+      const renewed = await agentsSeen(db, [{ agentId: id, sessionId: "new-older" }], 30, 1);
+      expect(renewed.replaced).toEqual(new Set([id]));
+      expect(await db.query(`SELECT session_id FROM agents`)).toEqual([{ session_id: "old-newer" }]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("gives the column back to a database where the first 0012, which dropped it, ran", async () => {
+    const db = await upgraded("postgres", async (old) => void (await old.query(`ALTER TABLE agents DROP COLUMN session_since`)), SESSION_SEEN);
+    try {
+      expect(await agentConnect(db, hello, "new-1", 30, 6)).toMatch(/^\d+$/);
+      expect(await db.query(`SELECT session_since IS NOT NULL AS since FROM agents`)).toEqual([{ since: true }]);
+    } finally {
+      await db.close();
     }
   });
 });

@@ -80,8 +80,9 @@ describePostgres("one name on two replicas", () => {
     // As a coordinator with a heartbeat of 2 s registers: due to be renewed within 3 s.
     await agentConnect(one.db, { name: "survivor", labels: {}, capacity: 1, mode: "queue", version: "test", tokenId }, "gone-replica-1", 12, 3);
     expect((await row("survivor")).session_id).toBe("gone-replica-1");
-    // Its renewal due and not come, the live one's next renewal takes the name back.
-    await new Promise((resolve) => setTimeout(resolve, 6_000));
+    // Its renewal due and not come, the live one's renewal takes the name back once its own
+    // coordinator's heartbeat and a half (6 s) has passed since the registration too.
+    await new Promise((resolve) => setTimeout(resolve, 9_000));
     expect(await Promise.race([live.closed, "open"])).toBe("open");
     expect(await row("survivor")).toEqual({ session_id: liveSession, lease: true });
     live.socket.close();
