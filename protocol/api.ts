@@ -140,6 +140,7 @@ export type JobView = {
   externalUrl: string | null;
   logBytes: number;
   createdAt: string;
+  /** When the agent began it: said `job.starting`, or `job.started` without one. The run timeout counts from here. */
   startedAt: string | null;
   finishedAt: string | null;
 };

@@ -160,6 +160,7 @@ export const jobs = pgTable(
     logBytes: bigintText("log_bytes").notNull().default("0"),
     cancelReason: text("cancel_reason"),
     createdAt: createdAt(),
+    /** When the agent began the job (`job.starting`, or `job.started` without one): the run timeout counts from it. */
     startedAt: at("started_at"),
     finishedAt: at("finished_at"),
   },

@@ -93,7 +93,7 @@ class Batch {
         return this.writes.job(jobId, { seq, status: msg.status, external_id: msg.externalId, external_url: msg.externalUrl });
       case "job.starting":
         locked.state = "starting";
-        return this.writes.job(jobId, { seq, state: "starting" });
+        return this.writes.job(jobId, { seq, state: "starting", started: true });
       case "job.started":
         locked.state = "running";
         this.writes.job(jobId, { seq, state: "running", started: true, external_id: msg.externalId, external_url: msg.externalUrl });

@@ -29,7 +29,7 @@ FOR SHARE OF a SKIP LOCKED`;
 const OVERDUE = `
 SELECT ${SETTLING_COLUMNS}, j.agent_id::text AS agent_id
 FROM jobs j JOIN work_orders wo ON wo.id = j.work_order_id
-WHERE j.state = 'running' AND wo.timeout_seconds IS NOT NULL
+WHERE j.state IN ('starting', 'running') AND wo.timeout_seconds IS NOT NULL
   AND j.started_at + make_interval(secs => wo.timeout_seconds + $1) <= now()
 ORDER BY j.id LIMIT ${BATCH}
 FOR UPDATE OF j, wo SKIP LOCKED`;
@@ -53,7 +53,8 @@ export function reapLost(db: Database): Promise<Reaping> {
 }
 
 /**
- * Running jobs past their run timeout by more than `graceSeconds`: the agent should have stopped
+ * Jobs begun (starting or running) past their run timeout by more than `graceSeconds`, counted from
+ * when the agent said it began, as the agent counts it: the agent should have stopped
  * them itself, so it is not answering; they end timed_out and the agent is told to cancel.
  */
 export function reapOverdue(db: Database, graceSeconds: number): Promise<Reaping> {

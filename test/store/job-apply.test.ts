@@ -176,10 +176,12 @@ forEachDatabase("jobApply", (kind) => {
     it("starting marks the job begun without moving its work order", async () => {
       const { agent, jobId, workOrderId } = await claimedJob(db());
       expect(await jobApply(db(), agent.agentId, { type: "job.starting", jobId, seq: 1 })).toEqual({ kind: "applied", workOrderId });
-      expect(await jobRow(db(), jobId)).toMatchObject({ state: "starting", started_at: null });
+      const { started_at: began } = await jobRow(db(), jobId);
+      expect(await jobRow(db(), jobId)).toMatchObject({ state: "starting", started_at: expect.any(String) });
       expect(await workOrderState(db(), workOrderId)).toBe("claimed");
       await jobApply(db(), agent.agentId, started(jobId, 2));
       expect(await workOrderState(db(), workOrderId)).toBe("running");
+      expect((await jobRow(db(), jobId)).started_at).toBe(began);
       expect((await eventsOf(db(), workOrderId)).map((e) => e.to_state)).toEqual(["pending", "claimed", "running"]);
     });
 

@@ -102,6 +102,23 @@ forEachDatabase("the reaper", (kind) => {
     expect(await stateOf("work_orders", job.workOrderId)).toBe("timed_out");
   });
 
+  it("ends a job still starting far past its run timeout, counted from when its agent said it began, as a running one", async () => {
+    const { agent, job } = await agentWithJob({ timeoutSeconds: 10 });
+    const startedAt = async () => (await db().query<{ at: string }>(`SELECT started_at::text AS at FROM jobs WHERE id = $1`, [job.jobId]))[0]!.at;
+    await db().query(`UPDATE jobs SET created_at = now() - interval '1 hour' WHERE id = $1`, [job.jobId]);
+    await jobApply(db(), agent.agentId, { type: "job.starting", jobId: job.jobId, seq: 1 });
+    expect((await reapOverdue(db(), 30)).reaped).toEqual([]);
+    await db().query(`UPDATE jobs SET started_at = now() - interval '41 seconds' WHERE id = $1`, [job.jobId]);
+    const began = await startedAt();
+    const other = await agentWithJob({ timeoutSeconds: 10 });
+    await jobApply(db(), other.agent.agentId, { type: "job.starting", jobId: other.job.jobId, seq: 1 });
+    await db().query(`UPDATE jobs SET started_at = now() - interval '41 seconds' WHERE id = $1`, [other.job.jobId]);
+    await jobApply(db(), other.agent.agentId, { type: "job.started", jobId: other.job.jobId, seq: 2 });
+    expect((await reapOverdue(db(), 30)).reaped.map((r) => r.jobId).sort()).toEqual([job.jobId, other.job.jobId].sort());
+    expect(await stateOf("jobs", job.jobId)).toBe("timed_out");
+    expect(await startedAt()).toBe(began);
+  });
+
   it("finds the retries that became due in a window, reaching back 5 s before it for settles that committed late", async () => {
     const { agent, job } = await agentWithJob({ maxAttempts: 2, retryBackoffSeconds: 0 });
     await jobApply(db(), agent.agentId, { type: "job.starting", jobId: job.jobId, seq: 1 });
