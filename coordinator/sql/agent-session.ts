@@ -42,13 +42,13 @@ export type PendingCancel = { jobId: string; agentId: string; reason: string };
 export type HeldJob = { jobId: string; agentId: string; claimed: boolean; cancelReason: string | null };
 
 /**
- * Whether the row names another session than the renewing one, whose coordinator has let it pass
- * its due renewal. A replica from before migration 0012 writes no `session_due` (the row may hold
- * an earlier session's): its session must also have gone unrenewed since it registered for as long
- * as the renewing replica's own promise. Drop this, and `session_since`, once no such replica runs.
+ * Whether the row names no session, or another than the renewing one whose coordinator has let it
+ * pass its due renewal. A replica from before migration 0012 writes no `session_due` (the row may
+ * hold an earlier session's): its session must also have gone unrenewed since it registered for as
+ * long as the renewing replica's own promise. Drop that, and `session_since`, once none runs.
  */
-const RETAKE = `(a.session_id IS DISTINCT FROM x.session_id AND coalesce(a.session_due, '-infinity') < now()
-  AND coalesce(a.session_seen_at, a.session_since, '-infinity') < now() - make_interval(secs => $4))`;
+const RETAKE = `(a.session_id IS DISTINCT FROM x.session_id AND (a.session_id IS NULL
+  OR coalesce(a.session_due, '-infinity') < now() AND coalesce(a.session_seen_at, a.session_since, '-infinity') < now() - make_interval(secs => $4)))`;
 
 export type Renewal = { agentId: string; sessionId: string };
 

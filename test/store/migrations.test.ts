@@ -148,6 +148,8 @@ const REPLICA_0011 = {
       session_seen_at = CASE WHEN ${RETAKE_0011} OR a.session_id = x.session_id THEN now() ELSE a.session_seen_at END
     FROM input x WHERE a.id = x.id
     RETURNING a.id::text AS id, a.session_id IS DISTINCT FROM x.session_id AND a.session_seen_at IS NOT NULL AS replaced`,
+  disconnect: `UPDATE agents SET session_id = NULL, session_since = NULL, session_seen_at = NULL, last_seen_at = now(),
+    lease_expires_at = now() + make_interval(secs => 30) WHERE id = $1 AND session_id = $2`,
 };
 
 describePostgres("a rolling upgrade from migration 0011's release", () => {
@@ -177,6 +179,21 @@ describePostgres("a rolling upgrade from migration 0011's release", () => {
       const renewed = await agentsSeen(db, [{ agentId: id, sessionId: "new-older" }], 30, 1);
       expect(renewed.replaced).toEqual(new Set([id]));
       expect(await db.query(`SELECT session_id FROM agents`)).toEqual([{ session_id: "old-newer" }]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("has a live connection take back at once a name that a replica still on it let go of, leaving an earlier session's renewal due", async () => {
+    const db = await upgraded("postgres", async () => {}, SESSION_SEEN);
+    try {
+      const id = (await agentConnect(db, hello, "new-live", 30, 6))!;
+      await agentsSeen(db, [{ agentId: id, sessionId: "new-live" }], 30, 6);
+      // A hello on the old replica whose socket had closed lands now, and is let go of at once.
+      await db.query(REPLICA_0011.connect, ["both", "old-gone"]);
+      await db.query(REPLICA_0011.disconnect, [id, "old-gone"]);
+      await agentsSeen(db, [{ agentId: id, sessionId: "new-live" }], 30, 6);
+      expect(await db.query(`SELECT session_id FROM agents`)).toEqual([{ session_id: "new-live" }]);
     } finally {
       await db.close();
     }
