@@ -34,7 +34,8 @@ export class JobRunner {
   private run?: Run;
   private ended = false;
   private stopReason?: "cancelled" | "timed_out" | "handed_back";
-  private graceMs: number;
+  /** When a stop's grace runs out (`performance.now()`): a run that starts after the stop gets only what is left. */
+  private stopDeadline = Infinity;
   private giveUp!: () => void;
   /** Resolves a grace after a stop that came while the adapter was still starting the run. */
   private readonly gaveUp = new Promise<void>((resolve) => (this.giveUp = resolve));
@@ -59,7 +60,6 @@ export class JobRunner {
     this.timeoutGraceMs = timeoutGraceMs;
     this.warn = warn;
     this.maxLogBytes = maxLogBytes;
-    this.graceMs = cancelGraceMs;
     this.done = this.execute();
   }
 
@@ -92,17 +92,18 @@ export class JobRunner {
   }
 
   private stop(reason: "cancelled" | "timed_out" | "handed_back", graceMs = this.cancelGraceMs): void {
+    const deadline = performance.now() + graceMs;
     if (this.stopReason) {
-      // Stopped already: a later deadline that comes sooner (a fence after a drain) still holds.
-      if (graceMs < this.graceMs) {
-        this.graceMs = graceMs;
+      // Stopped already: a later stop whose deadline comes sooner (a fence after a drain) still holds.
+      if (deadline < this.stopDeadline) {
+        this.stopDeadline = deadline;
         if (!this.run) this.giveUpAfter(graceMs);
         else if (!this.detaches(this.run)) this.halt(this.run);
       }
       return;
     }
     this.stopReason = reason;
-    this.graceMs = graceMs;
+    this.stopDeadline = deadline;
     this.release();
     if (this.run) this.halt(this.run);
     else this.giveUpAfter(graceMs);
@@ -113,12 +114,13 @@ export class JobRunner {
   }
 
   /**
-   * Stops the run; one handed back that can live on without us is only let go, for the next attempt
-   * to adopt. An adapter that cannot (its system refused) is warned of, not fatal to the agent: the
+   * Stops the run within what is left of the stop's grace (a run that started late gets no fresh
+   * one: the coordinator counts from the stop too); one handed back that can live on without us is
+   * only let go, for the next attempt to adopt. An adapter that cannot (its system refused) is warned of, not fatal to the agent: the
    * run's result still ends the job.
    */
   private halt(run: Run): void {
-    const { graceMs } = this;
+    const graceMs = Math.max(0, Math.ceil(this.stopDeadline - performance.now()));
     const stopping = attempted(() => (this.detaches(run) ? run.detach!() : run.cancel(graceMs)));
     stopping.catch((error) => this.warn("the adapter could not stop the run", { job: this.job.jobId, error: String(error) }));
   }

@@ -43,6 +43,30 @@ describe("the job runner", () => {
     startLate();
     await vi.waitFor(() => expect(cancelled).toBe(true));
   });
+
+  test("a run that starts within the grace after the timeout is stopped within what is left of it, not a fresh grace", async () => {
+    const graces: number[] = [];
+    const startsIn = (ms: number): Adapter<unknown> => ({
+      name: "exec",
+      spec: z.unknown(),
+      start: async () => {
+        await new Promise((resolve) => setTimeout(resolve, ms));
+        let end!: (result: RunResult) => void;
+        const result = new Promise<RunResult>((resolve) => (end = resolve));
+        return { result, cancel: async (graceMs) => void (graces.push(graceMs), end({ outcome: "cancelled", exitCode: null })) };
+      },
+    });
+    // The timeout fires at 1 s; one start returns 0.6 s into its 1 s grace (0.4 s left), the other 0.6 s after the give-up.
+    for (const startMs of [1_600, 2_600]) {
+      const runner = new JobRunner(job(1), () => {}, () => startsIn(startMs), { cancelGraceMs: 1_000, timeoutGraceMs: 1_000, warn: () => {} });
+      runner.begin();
+      await expect(runner.done).resolves.toMatchObject({ outcome: "timed_out" });
+    }
+    await vi.waitFor(() => expect(graces).toHaveLength(2));
+    expect(graces[0]).toBeGreaterThan(0);
+    expect(graces[0]).toBeLessThan(700);
+    expect(graces[1]).toBe(0);
+  });
 });
 
 describe("through a coordinator", () => {
