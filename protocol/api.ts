@@ -140,7 +140,7 @@ export type JobView = {
   externalUrl: string | null;
   logBytes: number;
   createdAt: string;
-  /** When the agent began it: said `job.starting`, or `job.started` without one. The run timeout counts from here. */
+  /** When its run started (`job.started`); while the job is `starting`, when the agent said so. */
   startedAt: string | null;
   finishedAt: string | null;
 };

@@ -160,7 +160,11 @@ export const jobs = pgTable(
     logBytes: bigintText("log_bytes").notNull().default("0"),
     cancelReason: text("cancel_reason"),
     createdAt: createdAt(),
-    /** When the agent began the job (`job.starting`, or `job.started` without one): the run timeout counts from it. */
+    /**
+     * When the run started, or while the job is starting, when its agent began to start it: the
+     * reaper's run timeout counts from it. The agent's counts from just before `job.starting`, so a
+     * slow start only makes the reaper's later, which it may be: it is the agent's backstop.
+     */
     startedAt: at("started_at"),
     finishedAt: at("finished_at"),
   },

@@ -52,7 +52,7 @@ WITH job_input AS (
     external_id = coalesce(x.external_id, j.external_id),
     external_url = coalesce(x.external_url, j.external_url),
     log_bytes = j.log_bytes + x.log_added,
-    started_at = CASE WHEN x.started THEN coalesce(j.started_at, now()) ELSE j.started_at END,
+    started_at = CASE WHEN x.started THEN now() ELSE j.started_at END,
     finished_at = CASE WHEN x.finished THEN now() ELSE j.finished_at END,
     exit_code = CASE WHEN x.finished THEN x.exit_code ELSE j.exit_code END,
     error = CASE WHEN x.finished THEN x.error ELSE j.error END,

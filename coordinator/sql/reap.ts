@@ -54,8 +54,8 @@ export function reapLost(db: Database): Promise<Reaping> {
 
 /**
  * Jobs begun (starting or running) past their run timeout by more than `graceSeconds`, counted from
- * when the agent said it began, as the agent counts it: the agent should have stopped
- * them itself, so it is not answering; they end timed_out and the agent is told to cancel.
+ * `started_at` (never before the agent's own count): the agent should have stopped them itself, so
+ * it is not answering; they end timed_out and the agent is told to cancel.
  */
 export function reapOverdue(db: Database, graceSeconds: number): Promise<Reaping> {
   return settleAll(db, OVERDUE, [graceSeconds], "timed_out", "run timeout: the agent did not end the job in time");

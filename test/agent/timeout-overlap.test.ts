@@ -1,7 +1,8 @@
 // A run timeout that fires while the adapter is still starting, whose start then returns within the
-// grace: the agent stops that run within what is left of the grace, as the coordinator counts it
-// from the same start. With a fresh grace the agent took up to the timeout and two graces, the
-// reaper ended the job first, and its retry ran beside the first attempt still being stopped.
+// grace: the agent stops that run within what is left of the grace, and the reaper, the agent's
+// backstop, must not end the job and retry it before then. Both once went wrong together: the
+// agent gave the late run a fresh grace while the reaper counted from job.starting, and the retry
+// ran beside the first attempt still being stopped.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

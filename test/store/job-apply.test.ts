@@ -173,7 +173,7 @@ forEachDatabase("jobApply", (kind) => {
       ]);
     });
 
-    it("starting marks the job begun without moving its work order", async () => {
+    it("starting marks the job begun without moving its work order; its run's start is when it started", async () => {
       const { agent, jobId, workOrderId } = await claimedJob(db());
       expect(await jobApply(db(), agent.agentId, { type: "job.starting", jobId, seq: 1 })).toEqual({ kind: "applied", workOrderId });
       const { started_at: began } = await jobRow(db(), jobId);
@@ -181,7 +181,7 @@ forEachDatabase("jobApply", (kind) => {
       expect(await workOrderState(db(), workOrderId)).toBe("claimed");
       await jobApply(db(), agent.agentId, started(jobId, 2));
       expect(await workOrderState(db(), workOrderId)).toBe("running");
-      expect((await jobRow(db(), jobId)).started_at).toBe(began);
+      expect((await jobRow(db(), jobId)).started_at).not.toBe(began);
       expect((await eventsOf(db(), workOrderId)).map((e) => e.to_state)).toEqual(["pending", "claimed", "running"]);
     });
 
