@@ -114,10 +114,10 @@ export class JobRunner {
   }
 
   /**
-   * Stops the run within what is left of the stop's grace (a run that started late gets no fresh
-   * one: the coordinator counts from the stop too); one handed back that can live on without us is
-   * only let go, for the next attempt to adopt. An adapter that cannot (its system refused) is warned of, not fatal to the agent: the
-   * run's result still ends the job.
+   * Stops the run within what is left of the stop's grace, so that one that starts late does not
+   * outlive the deadline the stop set; one handed back that can live on without us is only let go,
+   * for the next attempt to adopt. An adapter that cannot (its system refused) is warned of, not
+   * fatal to the agent: the run's result still ends the job.
    */
   private halt(run: Run): void {
     const graceMs = Math.max(0, Math.ceil(this.stopDeadline - performance.now()));
