@@ -76,15 +76,17 @@ async function coordinatorFrom(flags: Flags, log: Logger): Promise<Coordinator> 
   });
 }
 
-/** Resolves on the first SIGINT or SIGTERM; a second one calls `again`. */
+/** Resolves on the first SIGINT or SIGTERM; a second one calls `again`, and a third ends the process. */
 function signalled(again: () => void): Promise<string> {
   return new Promise((resolve) => {
-    const first = (signal: string) => {
-      process.off("SIGINT", first).off("SIGTERM", first);
-      process.once("SIGINT", again).once("SIGTERM", again);
-      resolve(signal);
+    let heard = 0;
+    const on = (signal: string) => {
+      if (++heard === 1) return resolve(signal);
+      // Of either kind, in any order: a third signal then meets the default action.
+      process.off("SIGINT", on).off("SIGTERM", on);
+      again();
     };
-    process.on("SIGINT", first).on("SIGTERM", first);
+    process.on("SIGINT", on).on("SIGTERM", on);
   });
 }
 
