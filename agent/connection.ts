@@ -92,7 +92,8 @@ export class Connection {
    * running: their fence counts from the last word heard), and otherwise every `IDLE_PINGS`th beat
    * is one, so a vanished coordinator is still noticed. The other beats are unsolicited pongs, the
    * one-way heartbeat of RFC 6455 (5.5.3): an idle fleet costs the coordinator a read per beat, not
-   * a read and a write. A ping not answered by the next ping cuts the socket.
+   * a read and a write. A ping that has heard nothing back (a pong or any message) by the next ping
+   * cuts the socket.
    */
   established(beatMs: number, wantAnswer: () => boolean): void {
     this.backoff.reset();
@@ -148,6 +149,9 @@ export class Connection {
       this.lastHeard = Date.now();
     });
     socket.on("message", (data) => {
+      // A coordinator that reads slowly answers a ping queued behind all the agent sent before it,
+      // maybe past the next beat; that it says anything shows it is there.
+      this.unanswered = false;
       this.lastHeard = Date.now();
       this.receive(data.toString());
     });
