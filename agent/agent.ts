@@ -133,6 +133,8 @@ export class Agent {
     if (!this.draining) {
       this.draining = true;
       this.connection.send({ type: "drain" });
+      this.connection.urgent();
+      this.resends.urgent();
       this.log.info({ running: this.begun, returning: this.queued.length, timeoutMs }, "draining");
       for (const runner of this.queued) runner.handBack();
     }

@@ -5,7 +5,7 @@ import WebSocket from "ws";
 import { MAX_MESSAGE_BYTES } from "../protocol/limits.ts";
 import { TurnCork } from "../protocol/turn-cork.ts";
 import { type AgentMessage, type CoordinatorMessage, coordinatorMessage } from "../protocol/messages.ts";
-import { Backoff } from "./backoff.ts";
+import { Backoff, URGENT_MS } from "./backoff.ts";
 
 export type ConnectionEvents = {
   open(): void;
@@ -34,6 +34,8 @@ export class Connection {
   private stopped = false;
   private readonly backoff = new Backoff();
   private redial?: NodeJS.Timeout;
+  /** When the pending redial goes (`Date.now()`). */
+  private redialAt = 0;
   private pinger?: NodeJS.Timeout;
   private next = 0;
   private lastHeard = 0;
@@ -112,6 +114,15 @@ export class Connection {
     }, beatMs);
   }
 
+  /**
+   * From now on redials within `URGENT_MS`, the one pending too: a drain has reports to deliver
+   * before its deadline, and an outage may have stretched the backoff to half a minute.
+   */
+  urgent(): void {
+    this.backoff.cap(URGENT_MS);
+    if (this.redial && this.redialAt - Date.now() > URGENT_MS) this.schedule(this.backoff.next());
+  }
+
   /** After this loss, redials at once rather than after a backoff step. */
   hurry(): void {
     this.hurried = true;
@@ -133,6 +144,15 @@ export class Connection {
     const timer = setTimeout(() => socket.terminate(), 2_000);
     await closed;
     clearTimeout(timer);
+  }
+
+  private schedule(delayMs: number): void {
+    clearTimeout(this.redial);
+    this.redialAt = Date.now() + delayMs;
+    this.redial = setTimeout(() => {
+      this.redial = undefined;
+      this.dial();
+    }, delayMs);
   }
 
   private dial(): void {
@@ -163,7 +183,7 @@ export class Connection {
       const delay = this.hurried ? 0 : this.backoff.next();
       this.hurried = false;
       this.events.warn("disconnected; redialling", { url, code, delayMs: Math.round(delay) });
-      this.redial = setTimeout(() => this.dial(), delay);
+      this.schedule(delay);
     });
   }
 

@@ -2,18 +2,19 @@
 // a read-only database) are sent again later, each job's on a backoff of its own, until the
 // coordinator takes them. Nothing else would send them again while the socket stays open, and a
 // job whose last message was refused would stay running there for good.
-import { Backoff } from "./backoff.ts";
+import { Backoff, URGENT_MS } from "./backoff.ts";
 import type { Outbox } from "./outbox.ts";
 
 /** The first step of a job's backoff: its first resend comes 0.5-1 s after the refusal. */
 const BASE_MS = 1000;
 
 /** `resent`: sent again, and not answered yet. */
-type Job = { backoff: Backoff; timer?: NodeJS.Timeout; resent: boolean };
+type Job = { backoff: Backoff; timer?: NodeJS.Timeout; due?: number; resent: boolean };
 
 export class Resends {
   private readonly jobs = new Map<string, Job>();
   private stopped = false;
+  private urgently = false;
 
   constructor(private readonly outbox: Pick<Outbox, "has" | "resend">) {}
 
@@ -22,13 +23,29 @@ export class Resends {
     if (this.stopped) return;
     let job = this.jobs.get(jobId);
     if (!job) this.jobs.set(jobId, (job = { backoff: new Backoff(BASE_MS), resent: false }));
+    if (this.urgently) job.backoff.cap(URGENT_MS);
     job.resent = false;
-    if (job.timer) return;
+    if (!job.timer) this.schedule(jobId, job);
+  }
+
+  /** From now on resends within `URGENT_MS`, those pending too (a drain, before its deadline). */
+  urgent(): void {
+    this.urgently = true;
+    for (const [jobId, job] of this.jobs) {
+      job.backoff.cap(URGENT_MS);
+      if (job.timer && job.due! - Date.now() > URGENT_MS) this.schedule(jobId, job);
+    }
+  }
+
+  private schedule(jobId: string, job: Job): void {
+    clearTimeout(job.timer);
+    const delay = job.backoff.next();
+    job.due = Date.now() + delay;
     job.timer = setTimeout(() => {
       job.timer = undefined;
       if (!this.outbox.has(jobId)) return void this.jobs.delete(jobId);
       job.resent = this.outbox.resend(jobId) > 0;
-    }, job.backoff.next());
+    }, delay);
   }
 
   /**

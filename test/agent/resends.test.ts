@@ -110,3 +110,20 @@ test("a welcome forgets every job's delay, and a stopped one starts none: no tim
   vi.advanceTimersByTime(60_000);
   expect(sent).toEqual([]);
 });
+
+test("once urgent (a drain), a resend waits a second at most, the one already pending too", () => {
+  const { sent, resends } = setup();
+  // Refused five times over: the next step is 30 s, so the resend would come 15-30 s on.
+  for (let i = 0; i < 5; i++) {
+    resends.later("1");
+    vi.advanceTimersByTime(16_000);
+  }
+  sent.length = 0;
+  resends.later("1");
+  resends.urgent();
+  vi.advanceTimersByTime(1000);
+  expect(sent.map((m) => m.seq)).toEqual([1, 2]);
+  resends.later("1");
+  vi.advanceTimersByTime(1000);
+  expect(sent.map((m) => m.seq)).toEqual([1, 2, 1, 2]);
+});
