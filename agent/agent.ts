@@ -187,7 +187,8 @@ export class Agent {
       case "error":
         this.log.warn({ code: message.code, job: message.jobId }, message.message);
         if (message.fatal) this.refusal = message.message;
-        if (message.code === "sequence_gap" && message.jobId && !this.resends.waiting(message.jobId)) this.outbox.resend(message.jobId);
+        // On the job's backoff: a coordinator that lost what it acknowledged gaps every resend too.
+        if (message.code === "sequence_gap" && message.jobId && !this.resends.waiting(message.jobId)) this.resends.later(message.jobId);
         if (message.code === NOT_APPLIED && message.jobId) this.resends.later(message.jobId);
         if (NOT_OURS.has(message.code) && message.jobId) this.notOurs(message.jobId, message.code);
     }

@@ -1,7 +1,7 @@
 // Job messages the coordinator took but could not apply (its database refused them: a full disk,
-// a read-only database) are sent again later, each job's on a backoff of its own, until the
-// coordinator takes them. Nothing else would send them again while the socket stays open, and a
-// job whose last message was refused would stay running there for good.
+// a read-only database), or answered with a gap, are sent again later, each job's on a backoff of
+// its own, until the coordinator takes them. Nothing else would send them again while the socket
+// stays open, and a job whose last message was refused would stay running there for good.
 import { Backoff, URGENT_MS } from "./backoff.ts";
 import type { Outbox } from "./outbox.ts";
 
