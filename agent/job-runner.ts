@@ -98,14 +98,14 @@ export class JobRunner {
       if (deadline < this.stopDeadline) {
         this.stopDeadline = deadline;
         if (!this.run) this.giveUpAfter(graceMs);
-        else if (!this.detaches(this.run)) this.halt(this.run);
+        else if (!this.detaches(this.run)) this.halt(this.run, graceMs);
       }
       return;
     }
     this.stopReason = reason;
     this.stopDeadline = deadline;
     this.release();
-    if (this.run) this.halt(this.run);
+    if (this.run) this.halt(this.run, graceMs);
     else this.giveUpAfter(graceMs);
   }
 
@@ -119,8 +119,7 @@ export class JobRunner {
    * for the next attempt to adopt. An adapter that cannot (its system refused) is warned of, not
    * fatal to the agent: the run's result still ends the job.
    */
-  private halt(run: Run): void {
-    const graceMs = Math.max(0, Math.ceil(this.stopDeadline - performance.now()));
+  private halt(run: Run, graceMs = Math.max(0, Math.ceil(this.stopDeadline - performance.now()))): void {
     const stopping = attempted(() => (this.detaches(run) ? run.detach!() : run.cancel(graceMs)));
     stopping.catch((error) => this.warn("the adapter could not stop the run", { job: this.job.jobId, error: String(error) }));
   }
