@@ -1,6 +1,6 @@
 // A TCP proxy on loopback between a client and a server, to break the connections between them the
 // ways networks do: cut (both ends see the close), refused for a while, or silent (a half-open
-// connection: nothing more arrives, and nobody is told).
+// connection: nothing more arrives, and nobody is told), or slow the client's bytes down.
 import { connect, createServer, type Server, type Socket } from "node:net";
 
 export class Proxy {
@@ -11,13 +11,15 @@ export class Proxy {
     private readonly server: Server,
     readonly port: number,
     private target: { host: string; port: number },
+    private readonly clientBytesPerSecond?: number,
   ) {}
 
-  static async to(target: { host: string; port: number }): Promise<Proxy> {
+  /** `clientBytesPerSecond`: the client's bytes are passed on no faster (a slow link, a server that reads slowly). */
+  static async to(target: { host: string; port: number }, { clientBytesPerSecond }: { clientBytesPerSecond?: number } = {}): Promise<Proxy> {
     const server = createServer();
     server.listen(0, "127.0.0.1");
     await new Promise((resolve) => server.once("listening", resolve));
-    const proxy = new Proxy(server, (server.address() as { port: number }).port, target);
+    const proxy = new Proxy(server, (server.address() as { port: number }).port, target, clientBytesPerSecond);
     server.on("connection", (client) => proxy.accept(client));
     return proxy;
   }
@@ -41,7 +43,7 @@ export class Proxy {
     const server = connect(this.target.port, this.target.host);
     const pair: [Socket, Socket] = [client, server];
     this.pairs.add(pair);
-    client.pipe(server);
+    this.forward(client, server);
     server.pipe(client);
     const close = () => {
       this.pairs.delete(pair);
@@ -50,6 +52,16 @@ export class Proxy {
     };
     client.on("close", close).on("error", close);
     server.on("close", close).on("error", close);
+  }
+
+  private forward(client: Socket, server: Socket): void {
+    const rate = this.clientBytesPerSecond;
+    if (rate === undefined) return void client.pipe(server);
+    client.on("data", (chunk: Buffer) => {
+      server.write(chunk);
+      client.pause();
+      setTimeout(() => client.resume(), (chunk.length / rate) * 1000);
+    });
   }
 
   /** Closes every open connection; with `refuse`, new ones are closed at once until `allow`. */
