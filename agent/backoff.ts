@@ -25,3 +25,46 @@ export class Backoff {
     this.attempt = 0;
   }
 }
+
+/**
+ * A call put off by a backoff step, one pending at a time; once `urgent`, it and every later one
+ * come within `URGENT_MS`.
+ */
+export class Retry {
+  readonly backoff: Backoff;
+  private timer?: NodeJS.Timeout;
+  /** When the pending call goes (`Date.now()`). */
+  private due = 0;
+
+  constructor(
+    private readonly call: () => void,
+    baseMs?: number,
+  ) {
+    this.backoff = new Backoff(baseMs);
+  }
+
+  get pending(): boolean {
+    return this.timer !== undefined;
+  }
+
+  /** Makes the call after `delayMs` (by default the next backoff step), in place of one pending; returns the delay. */
+  schedule(delayMs = this.backoff.next()): number {
+    clearTimeout(this.timer);
+    this.due = Date.now() + delayMs;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.call();
+    }, delayMs);
+    return delayMs;
+  }
+
+  urgent(): void {
+    this.backoff.cap(URGENT_MS);
+    if (this.timer && this.due - Date.now() > URGENT_MS) this.schedule();
+  }
+
+  cancel(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}

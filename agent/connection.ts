@@ -5,7 +5,7 @@ import WebSocket from "ws";
 import { MAX_MESSAGE_BYTES } from "../protocol/limits.ts";
 import { TurnCork } from "../protocol/turn-cork.ts";
 import { type AgentMessage, type CoordinatorMessage, coordinatorMessage } from "../protocol/messages.ts";
-import { Backoff, URGENT_MS } from "./backoff.ts";
+import { Retry } from "./backoff.ts";
 
 export type ConnectionEvents = {
   open(): void;
@@ -32,10 +32,7 @@ const LOW_WATER_BYTES = 256 * 1024;
 export class Connection {
   private socket?: WebSocket;
   private stopped = false;
-  private readonly backoff = new Backoff();
-  private redial?: NodeJS.Timeout;
-  /** When the pending redial goes (`Date.now()`). */
-  private redialAt = 0;
+  private readonly redial = new Retry(() => this.dial());
   private pinger?: NodeJS.Timeout;
   private next = 0;
   private lastHeard = 0;
@@ -98,7 +95,7 @@ export class Connection {
    * cuts the socket.
    */
   established(beatMs: number, wantAnswer: () => boolean): void {
-    this.backoff.reset();
+    this.redial.backoff.reset();
     this.beat(beatMs, wantAnswer);
   }
 
@@ -119,8 +116,7 @@ export class Connection {
    * before its deadline, and an outage may have stretched the backoff to half a minute.
    */
   urgent(): void {
-    this.backoff.cap(URGENT_MS);
-    if (this.redial && this.redialAt - Date.now() > URGENT_MS) this.schedule(this.backoff.next());
+    this.redial.urgent();
   }
 
   /** After this loss, redials at once rather than after a backoff step. */
@@ -135,7 +131,7 @@ export class Connection {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.redial);
+    this.redial.cancel();
     clearInterval(this.pinger);
     const socket = this.socket;
     if (!socket || socket.readyState === WebSocket.CLOSED) return;
@@ -144,15 +140,6 @@ export class Connection {
     const timer = setTimeout(() => socket.terminate(), 2_000);
     await closed;
     clearTimeout(timer);
-  }
-
-  private schedule(delayMs: number): void {
-    clearTimeout(this.redial);
-    this.redialAt = Date.now() + delayMs;
-    this.redial = setTimeout(() => {
-      this.redial = undefined;
-      this.dial();
-    }, delayMs);
   }
 
   private dial(): void {
@@ -180,10 +167,9 @@ export class Connection {
       clearInterval(this.pinger);
       this.events.close(code, reason.toString());
       if (this.stopped) return;
-      const delay = this.hurried ? 0 : this.backoff.next();
+      const delay = this.redial.schedule(this.hurried ? 0 : undefined);
       this.hurried = false;
       this.events.warn("disconnected; redialling", { url, code, delayMs: Math.round(delay) });
-      this.schedule(delay);
     });
   }
 

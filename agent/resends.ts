@@ -2,14 +2,14 @@
 // a read-only database), or answered with a gap, are sent again later, each job's on a backoff of
 // its own, until the coordinator takes them. Nothing else would send them again while the socket
 // stays open, and a job whose last message was refused would stay running there for good.
-import { Backoff, URGENT_MS } from "./backoff.ts";
+import { Retry } from "./backoff.ts";
 import type { Outbox } from "./outbox.ts";
 
 /** The first step of a job's backoff: its first resend comes 0.5-1 s after the refusal. */
 const BASE_MS = 1000;
 
 /** `resent`: sent again, and not answered yet. */
-type Job = { backoff: Backoff; timer?: NodeJS.Timeout; due?: number; resent: boolean };
+type Job = { retry: Retry; resent: boolean };
 
 export class Resends {
   private readonly jobs = new Map<string, Job>();
@@ -22,30 +22,27 @@ export class Resends {
   later(jobId: string): void {
     if (this.stopped) return;
     let job = this.jobs.get(jobId);
-    if (!job) this.jobs.set(jobId, (job = { backoff: new Backoff(BASE_MS), resent: false }));
-    if (this.urgently) job.backoff.cap(URGENT_MS);
+    if (!job) this.jobs.set(jobId, (job = this.job(jobId)));
+    if (this.urgently) job.retry.urgent();
     job.resent = false;
-    if (!job.timer) this.schedule(jobId, job);
+    if (!job.retry.pending) job.retry.schedule();
   }
 
   /** From now on resends within `URGENT_MS`, those pending too (a drain, before its deadline). */
   urgent(): void {
     this.urgently = true;
-    for (const [jobId, job] of this.jobs) {
-      job.backoff.cap(URGENT_MS);
-      if (job.timer && job.due! - Date.now() > URGENT_MS) this.schedule(jobId, job);
-    }
+    for (const job of this.jobs.values()) job.retry.urgent();
   }
 
-  private schedule(jobId: string, job: Job): void {
-    clearTimeout(job.timer);
-    const delay = job.backoff.next();
-    job.due = Date.now() + delay;
-    job.timer = setTimeout(() => {
-      job.timer = undefined;
-      if (!this.outbox.has(jobId)) return void this.jobs.delete(jobId);
-      job.resent = this.outbox.resend(jobId) > 0;
-    }, delay);
+  private job(jobId: string): Job {
+    const job: Job = {
+      retry: new Retry(() => {
+        if (!this.outbox.has(jobId)) return void this.jobs.delete(jobId);
+        job.resent = this.outbox.resend(jobId) > 0;
+      }, BASE_MS),
+      resent: false,
+    };
+    return job;
   }
 
   /**
@@ -54,7 +51,7 @@ export class Resends {
    */
   waiting(jobId: string): boolean {
     const job = this.jobs.get(jobId);
-    return job !== undefined && (job.timer !== undefined || job.resent);
+    return job !== undefined && (job.retry.pending || job.resent);
   }
 
   /** The coordinator took a message of the job, or gave the job up: a later refusal waits the shortest delay again. */
@@ -62,14 +59,14 @@ export class Resends {
     const job = this.jobs.get(jobId);
     if (!job) return;
     job.resent = false;
-    if (this.outbox.has(jobId)) return job.backoff.reset();
-    clearTimeout(job.timer);
+    if (this.outbox.has(jobId)) return job.retry.backoff.reset();
+    job.retry.cancel();
     this.jobs.delete(jobId);
   }
 
   /** Forgets every job's delay: a welcome sends everything again anyway. */
   reset(): void {
-    for (const job of this.jobs.values()) clearTimeout(job.timer);
+    for (const job of this.jobs.values()) job.retry.cancel();
     this.jobs.clear();
   }
 
