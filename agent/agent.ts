@@ -59,6 +59,9 @@ const HAND_BACK_MARGIN_MS = 5_000;
 /** How long past its jobs' end a drain waits at least for the coordinator to acknowledge their reports. */
 const SETTLE_MS = 5_000;
 
+/** Redials to mend gaps come no more often than this; gaps between go through the job's resends. */
+const GAP_REDIAL_MS = 30_000;
+
 /** Error codes by which the coordinator refuses a job's message because the job is not this agent's (any more). */
 const NOT_OURS = new Set(["illegal_transition", "unknown_job"]);
 
@@ -78,6 +81,8 @@ export class Agent {
   private readonly resends: Resends;
   private readonly log: Logger;
   private draining = false;
+  /** When the agent last dialled again to learn where a gap's job stands (`Date.now()`). */
+  private redialedForGap = 0;
   private welcomed = false;
   /** Set while out of touch: when it fires, the coordinator is about to give our jobs away. */
   private fence?: NodeJS.Timeout;
@@ -187,11 +192,24 @@ export class Agent {
       case "error":
         this.log.warn({ code: message.code, job: message.jobId }, message.message);
         if (message.fatal) this.refusal = message.message;
-        // On the job's backoff: a coordinator that lost what it acknowledged gaps every resend too.
-        if (message.code === "sequence_gap" && message.jobId && !this.resends.waiting(message.jobId)) this.resends.later(message.jobId);
+        if (message.code === "sequence_gap" && message.jobId) this.gap(message.jobId);
         if (message.code === NOT_APPLIED && message.jobId) this.resends.later(message.jobId);
         if (NOT_OURS.has(message.code) && message.jobId) this.notOurs(message.jobId, message.code);
     }
+  }
+
+  /**
+   * A gap after a refusal waits for the refused message's resend. Any other means the coordinator
+   * expects a message before those it acknowledged (its database lost commits): only a welcome says
+   * from where, so the agent dials again, and its welcome tells the coordinator what it lost.
+   */
+  private gap(jobId: string): void {
+    if (this.resends.waiting(jobId)) return;
+    // A coordinator that gaps whatever it is told would otherwise have the agent redial without end.
+    if (Date.now() - this.redialedForGap < GAP_REDIAL_MS) return this.resends.later(jobId);
+    this.redialedForGap = Date.now();
+    this.log.warn({ job: jobId }, "the coordinator expects a message it had acknowledged; reconnecting to tell it again");
+    this.connection.drop();
   }
 
   /**
@@ -216,8 +234,7 @@ export class Agent {
     this.connection.established(beatInterval(message.heartbeatSeconds, message.leaseSeconds), () => this.runners.size > 0);
     this.watch(message.leaseSeconds);
     for (const { jobId, seq } of message.jobs) {
-      if (this.outbox.has(jobId)) this.outbox.ack(jobId, seq);
-      else if (!this.runners.has(jobId)) this.disown(jobId, seq);
+      if (!this.outbox.resume(jobId, seq) && !this.runners.has(jobId)) this.disown(jobId, seq);
     }
     const ours = new Set(message.jobs.map((j) => j.jobId));
     for (const [jobId, runner] of this.runners) {

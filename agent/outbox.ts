@@ -10,7 +10,9 @@
 // backlog that stays above the budget holds the disk its messages take, not all that passed.
 // Messages go out only while the wire takes them (`ready`); the rest wait here, in order, until
 // `pump()`, so output faster than the coordinator takes it waits in the budget and the spill files,
-// never unbounded in the socket's own buffer.
+// never unbounded in the socket's own buffer. What the coordinator acknowledged of a job's state
+// (its start, last status and end) is remembered, and a recent ended job's too, to be told again
+// should its database lose what it acknowledged (`resume`).
 import { randomUUID } from "node:crypto";
 import { closeSync, ftruncateSync, openSync, readSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
@@ -19,7 +21,8 @@ import type { JobMessage } from "../protocol/messages.ts";
 type Distribute<T> = T extends unknown ? Omit<T, "seq"> : never;
 export type JobMessageBody = Distribute<JobMessage>;
 
-type Entry = { jobId: string; seq: number; type: JobMessage["type"]; released: boolean } & (
+/** `said`: a message about the job's state (not its output), kept to be told again (`resume`). */
+type Entry = { jobId: string; seq: number; type: JobMessage["type"]; released: boolean; said?: JobMessageBody } & (
   | { text: string; bytes: number }
   | { spilled: { segment: Segment; position: number; length: number } }
 );
@@ -27,7 +30,15 @@ type Entry = { jobId: string; seq: number; type: JobMessage["type"]; released: b
 /** An open spill file: its size, and how many of its messages are not yet acknowledged. */
 type Segment = { fd: number; size: number; entries: number };
 
-type Stream = { next: number; unacked: Entry[]; finished: boolean };
+/**
+ * `acked`: the highest number the coordinator acknowledged; `told`: its last acknowledged message
+ * of each kind about the job's state, with its number.
+ */
+type Stream = { next: number; unacked: Entry[]; finished: boolean; acked: number; told: Map<JobMessage["type"], Told> };
+type Told = { seq: number; body: JobMessageBody };
+
+/** Ended jobs whose state is remembered, most recent kept. */
+const ENDED_KEPT = 1024;
 
 export type OutboxOptions = {
   memoryBytes: number;
@@ -40,6 +51,8 @@ export type OutboxOptions = {
 
 export class Outbox {
   private readonly streams = new Map<string, Stream>();
+  /** Jobs whose end the coordinator acknowledged, oldest first. */
+  private readonly ended = new Map<string, Stream>();
   private readonly waiters = new Set<() => void>();
   private memory = 0;
   /** The spill files open, the last the one written to. */
@@ -62,7 +75,7 @@ export class Outbox {
 
   /** Starts a job's stream after `seq`, the last number the coordinator holds. */
   open(jobId: string, seq = 0): void {
-    if (!this.streams.has(jobId)) this.streams.set(jobId, { next: seq + 1, unacked: [], finished: false });
+    if (!this.streams.has(jobId)) this.streams.set(jobId, { next: seq + 1, unacked: [], finished: false, acked: seq, told: new Map() });
   }
 
   has(jobId: string): boolean {
@@ -84,11 +97,15 @@ export class Outbox {
   push(body: JobMessageBody): void {
     const stream = this.streams.get(body.jobId);
     if (!stream) throw new Error(`job ${body.jobId} has no open stream`);
-    const message = { ...body, seq: stream.next++ } as JobMessage;
-    const entry = this.keep(message);
+    this.append(stream, body);
+    this.pump();
+  }
+
+  private append(stream: Stream, body: JobMessageBody): void {
+    const entry = this.keep({ ...body, seq: stream.next++ } as JobMessage);
+    if (body.type !== "job.log") entry.said = body;
     stream.unacked.push(entry);
     this.waiting.push(entry);
-    this.pump();
   }
 
   /** Sends what waits, in order, for as long as the wire takes it. */
@@ -181,14 +198,61 @@ export class Outbox {
     while (stream.unacked.length > 0 && stream.unacked[0]!.seq <= seq) {
       const entry = stream.unacked.shift()!;
       this.release(entry);
+      stream.acked = entry.seq;
+      if (entry.said) stream.told.set(entry.type, { seq: entry.seq, body: entry.said });
       if (entry.type === "job.finished") stream.finished = true;
     }
-    if (stream.finished && stream.unacked.length === 0) this.streams.delete(jobId);
+    if (stream.finished && stream.unacked.length === 0) this.end(jobId, stream);
     this.wake();
+  }
+
+  private end(jobId: string, stream: Stream): void {
+    this.streams.delete(jobId);
+    this.ended.set(jobId, stream);
+    if (this.ended.size > ENDED_KEPT) this.ended.delete(this.ended.keys().next().value!);
+  }
+
+  /**
+   * The coordinator holds the job's messages up to `seq` (its welcome says so); whether the job is
+   * known here. Less than it acknowledged means its database lost commits (PGlite after a power
+   * loss, a failover to a lagging replica): the job is numbered on from `seq`, with a line in its
+   * log for the output lost, the state messages lost told again, then what was never acknowledged.
+   * A recent job whose end was acknowledged is told again too, rather than disowned and run again.
+   */
+  resume(jobId: string, seq: number): boolean {
+    const stream = this.streams.get(jobId) ?? this.ended.get(jobId);
+    if (!stream) return false;
+    if (seq >= stream.acked) {
+      this.ack(jobId, seq);
+      return this.streams.has(jobId);
+    }
+    this.ended.delete(jobId);
+    this.streams.set(jobId, stream);
+    this.renumber(jobId, stream, seq);
+    return true;
+  }
+
+  private renumber(jobId: string, stream: Stream, seq: number): void {
+    const lost = [...stream.told.values()].filter((told) => told.seq > seq).sort((a, b) => a.seq - b.seq);
+    const lostLines = stream.acked - seq - lost.length;
+    const unacked = stream.unacked.map((entry) => {
+      const { seq: _, ...body } = JSON.parse(this.text(entry)) as JobMessage;
+      this.release(entry);
+      return body;
+    });
+    this.options.warn?.("the coordinator lost messages it had acknowledged; telling it again", { job: jobId, holds: seq, acknowledged: stream.acked });
+    Object.assign(stream, { next: seq + 1, unacked: [], finished: false, acked: seq });
+    for (const told of lost) stream.told.delete(told.body.type);
+    const again = lost.map((told) => told.body);
+    // Where among them the output was lost is not known; said before the end, which nothing may follow.
+    const end = again.at(-1)?.type === "job.finished" ? again.pop() : undefined;
+    if (lostLines > 0) again.push({ type: "job.log", jobId, data: lostOutput(lostLines) });
+    for (const body of [...again, ...(end ? [end] : []), ...unacked]) this.append(stream, body);
   }
 
   /** Drops a job's stream with what it holds: the coordinator will never take its messages. */
   forget(jobId: string): void {
+    this.ended.delete(jobId);
     const stream = this.streams.get(jobId);
     if (!stream) return;
     for (const entry of stream.unacked) this.release(entry);
@@ -238,4 +302,8 @@ export class Outbox {
     this.segments.clear();
     this.spill = undefined;
   }
+}
+
+function lostOutput(messages: number): string {
+  return `[jobfleet] ${messages} message${messages === 1 ? " of this job was" : "s of this job were"} lost here (the coordinator's database lost them after acknowledging them); output may be missing\n`;
 }

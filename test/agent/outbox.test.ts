@@ -245,5 +245,99 @@ describe("Outbox past its memory budget", () => {
     expect(spillFiles(spillDir)).toEqual([0]);
     box.close();
   });
+});
 
+describe("Outbox when the coordinator holds less than it acknowledged (its database lost commits)", () => {
+  const summary = (m: JobMessage) => (m.type === "job.log" ? `${m.seq} log ${m.data.startsWith("[jobfleet]") ? "(lost)" : m.data}` : `${m.seq} ${m.type}`);
+
+  test("a welcome at or past what was acknowledged only acknowledges", () => {
+    const { sent, box } = outbox();
+    box.open("1");
+    box.push({ type: "job.starting", jobId: "1" });
+    box.push({ type: "job.log", jobId: "1", data: "a" });
+    box.ack("1", 1);
+    expect(box.resume("1", 2)).toBe(true);
+    sent.length = 0;
+    box.resend();
+    expect(sent).toEqual([]);
+    expect(box.resume("2", 0)).toBe(false);
+  });
+
+  test("numbers the job on from what it holds: the state messages it lost, a line for the output lost, then what it never acknowledged", () => {
+    const { sent, box } = outbox();
+    box.open("1");
+    box.push({ type: "job.starting", jobId: "1" });
+    box.push({ type: "job.started", jobId: "1", externalId: "run-9" });
+    box.push({ type: "job.log", jobId: "1", data: "a" });
+    box.push({ type: "job.status", jobId: "1", status: "building" });
+    box.push({ type: "job.status", jobId: "1", status: "testing" });
+    box.push({ type: "job.log", jobId: "1", data: "b" });
+    box.push({ type: "job.log", jobId: "1", data: "c" });
+    box.ack("1", 6);
+    sent.length = 0;
+    expect(box.resume("1", 1)).toBe(true);
+    box.resend();
+    expect(sent.map(summary)).toEqual(["2 job.started", "3 job.status", "4 log (lost)", "5 log c"]);
+    expect(sent[0]).toMatchObject({ externalId: "run-9" });
+    expect(sent[1]).toMatchObject({ status: "testing" });
+    // "a", "b" and the first status.
+    expect(sent[2]).toMatchObject({ data: expect.stringMatching(/^\[jobfleet\] 3 messages of this job were lost here/) });
+    box.push({ type: "job.log", jobId: "1", data: "d" });
+    expect(sent.at(-1)).toMatchObject({ seq: 6, data: "d" });
+
+    // Acknowledged in their new numbers, they are what a later loss tells again.
+    box.ack("1", 6);
+    sent.length = 0;
+    box.resume("1", 2);
+    box.resend();
+    expect(sent.map(summary)).toEqual(["3 job.status", "4 log (lost)"]);
+  });
+
+  test("renumbers spilled messages too, and frees what they took", () => {
+    const { sent, box } = outbox(256);
+    box.open("1");
+    box.push({ type: "job.started", jobId: "1" });
+    box.ack("1", 1);
+    for (let i = 0; i < 20; i++) box.push({ type: "job.log", jobId: "1", data: `line ${i} ${"x".repeat(40)}` });
+    expect(box.spilledBytes).toBeGreaterThan(0);
+    sent.length = 0;
+    box.resume("1", 0);
+    box.resend();
+    expect(sent.map((m) => m.seq)).toEqual(Array.from({ length: 21 }, (_, i) => i + 1));
+    expect(sent.slice(1).map((m) => m.type === "job.log" && m.data.split(" ", 2).join(" "))).toEqual(Array.from({ length: 20 }, (_, i) => `line ${i}`));
+    box.ack("1", 21);
+    expect(box.memoryBytes).toBe(0);
+    expect(box.spilledBytes).toBe(0);
+  });
+
+  test("a job whose end was acknowledged is told its end again, and closes again once that is", () => {
+    const { sent, box } = outbox();
+    box.open("1");
+    box.push({ type: "job.starting", jobId: "1" });
+    box.push({ type: "job.started", jobId: "1" });
+    box.push({ type: "job.log", jobId: "1", data: "a" });
+    box.push({ type: "job.finished", jobId: "1", outcome: "failed", exitCode: 3 });
+    box.ack("1", 4);
+    expect(box.has("1")).toBe(false);
+    sent.length = 0;
+    expect(box.resume("1", 2)).toBe(true);
+    box.resend();
+    expect(sent.map(summary)).toEqual(["3 log (lost)", "4 job.finished"]);
+    expect(sent[1]).toMatchObject({ outcome: "failed", exitCode: 3 });
+    box.ack("1", 4);
+    expect(box.has("1")).toBe(false);
+  });
+
+  test("remembers the ends of the last 1,024 jobs, and none it was told to forget", () => {
+    const { box } = outbox();
+    for (let job = 1; job <= 1025; job++) {
+      box.open(String(job));
+      box.push({ type: "job.finished", jobId: String(job), outcome: "succeeded", exitCode: 0 });
+      box.ack(String(job), 1);
+    }
+    box.forget("1025");
+    expect(box.resume("1", 0)).toBe(false);
+    expect(box.resume("1025", 0)).toBe(false);
+    expect(box.resume("2", 0)).toBe(true);
+  });
 });

@@ -11,8 +11,11 @@ import type { Labels } from "../../protocol/selector.ts";
 
 export type InProcess = {
   coordinator: Coordinator;
-  /** A started queue-mode agent of capacity 1 whose every work order runs through `adapter`; stopped after the suite (its jobs get 1 s to end). */
-  agent(options: { name: string; labels: Labels; adapter: Adapter<unknown>; prefetch?: number }): Agent;
+  /**
+   * A started queue-mode agent of capacity 1 whose every work order runs through `adapter`, dialling
+   * `url` (the coordinator's own by default); stopped after the suite (its jobs get 1 s to end).
+   */
+  agent(options: { name: string; labels: Labels; adapter: Adapter<unknown>; prefetch?: number; url?: string }): Agent;
   ciToken: string;
   /** The API with a ci token; the parsed JSON answer. */
   api<T>(method: string, path: string, body?: unknown): Promise<T>;
@@ -36,9 +39,9 @@ export function useInProcessCoordinator(): () => InProcess {
     ready = {
       coordinator,
       ciToken,
-      agent: ({ name, labels, adapter, prefetch }) => {
+      agent: ({ name, labels, adapter, prefetch, url = coordinator.agentUrl }) => {
         const agent = new Agent({
-          urls: [coordinator.agentUrl],
+          urls: [url],
           token: agentToken,
           name,
           labels,
