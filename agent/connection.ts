@@ -17,8 +17,10 @@ export type ConnectionEvents = {
   warn(message: string, fields?: Record<string, unknown>): void;
 };
 
-/** An idle agent asks for an answer every this many beats. */
-export const IDLE_PINGS = 3;
+/** An idle agent beats every this many beats of a busy one. */
+export const IDLE_BEAT_TICKS = 2;
+/** An idle agent asks for an answer every this many of its beats. */
+export const IDLE_PINGS = 2;
 /**
  * Until the welcome, a ping every this long (default): a coordinator that took the socket and then
  * froze, or whose host vanished, is left for the next once a ping goes a beat unanswered (20 s in),
@@ -86,13 +88,14 @@ export class Connection {
   };
 
   /**
-   * The coordinator accepted us: later losses start their backoff afresh. Beats every `beatMs`.
-   * A beat the coordinator must answer is a ping; `wantAnswer` says when that is needed (jobs
-   * running: their fence counts from the last word heard), and otherwise every `IDLE_PINGS`th beat
-   * is one, so a vanished coordinator is still noticed. The other beats are unsolicited pongs, the
-   * one-way heartbeat of RFC 6455 (5.5.3): an idle fleet costs the coordinator a read per beat, not
-   * a read and a write. A ping that has heard nothing back (a pong or any message) by the next ping
-   * cuts the socket.
+   * The coordinator accepted us: later losses start their backoff afresh. Beats every `beatMs`
+   * while `wantAnswer` (jobs running: their fence counts from the last word heard), each beat a
+   * ping the coordinator must answer. Idle, every `IDLE_BEAT_TICKS`th `beatMs`, well within the
+   * three heartbeats after which the coordinator closes a silent agent: an idle fleet's beats were
+   * most of the coordinator's CPU. Every `IDLE_PINGS`th of those is a ping, so a vanished
+   * coordinator is still noticed; the others are unsolicited pongs, the one-way heartbeat of RFC
+   * 6455 (5.5.3), which cost the coordinator a read, not a read and a write. A ping that has heard
+   * nothing back (a pong or any message) by the next ping cuts the socket.
    */
   established(beatMs: number, wantAnswer: () => boolean): void {
     this.redial.backoff.reset();
@@ -102,9 +105,13 @@ export class Connection {
   private beat(beatMs: number, wantAnswer: () => boolean): void {
     clearInterval(this.pinger);
     this.unanswered = false;
+    let ticks = 0;
     let beats = 0;
     this.pinger = setInterval(() => {
-      if (!wantAnswer() && ++beats % IDLE_PINGS !== 0) return this.socket?.pong();
+      if (!wantAnswer()) {
+        if (++ticks % IDLE_BEAT_TICKS !== 0) return;
+        if (++beats % IDLE_PINGS !== 0) return this.socket?.pong();
+      }
       if (this.unanswered) return this.socket?.terminate();
       this.unanswered = true;
       this.socket?.ping();

@@ -1,7 +1,8 @@
-// The agent's heartbeat on the wire: an idle agent sends unsolicited pongs (one-way beats) and asks
-// for an answer with a ping every third beat; an agent with jobs running pings every beat; a ping
-// left unanswered until the next one cuts the socket, before the welcome as after it.
-import { afterEach, expect, test } from "vitest";
+// The agent's heartbeat on the wire: an idle agent beats every other beat of a busy one, sending
+// unsolicited pongs (one-way beats) and asking for an answer with a ping every second beat; an
+// agent with jobs running pings every beat; a ping left unanswered until the next one cuts the
+// socket, before the welcome as after it.
+import { afterEach, expect, test, vi } from "vitest";
 import { type AddressInfo, WebSocketServer } from "ws";
 import { Connection, IDLE_PINGS } from "../../agent/connection.ts";
 
@@ -16,11 +17,12 @@ async function server(answer: boolean) {
   const wss = new WebSocketServer({ port: 0, host: "127.0.0.1", autoPong: answer });
   await new Promise((resolve) => wss.once("listening", resolve));
   cleanups.push(() => new Promise<void>((resolve) => wss.close(() => resolve())));
-  const frames: ("ping" | "pong")[] = [];
+  const frames: ("ping" | "pong" | "message")[] = [];
   const closed = new Promise<void>((resolve) =>
     wss.on("connection", (socket) => {
       socket.on("ping", () => frames.push("ping"));
       socket.on("pong", () => frames.push("pong"));
+      socket.on("message", () => frames.push("message"));
       socket.on("close", () => resolve());
     }),
   );
@@ -48,7 +50,7 @@ const until = async (check: () => boolean) => {
   while (!check()) await new Promise((r) => setTimeout(r, 5));
 };
 
-test("idle, two one-way beats to each ping; busy, a ping every beat", { timeout: 10_000 }, async () => {
+test("idle, one-way beats and a ping every IDLE_PINGS beats; busy, a ping every beat", { timeout: 10_000 }, async () => {
   const { url, frames } = await server(true);
   let busy = false;
   await connect(url, () => busy);
@@ -61,8 +63,30 @@ test("idle, two one-way beats to each ping; busy, a ping every beat", { timeout:
   expect(frames.slice(mark + 1, mark + 4)).toEqual(["ping", "ping", "ping"]);
 });
 
+test("idle, a beat every other beat of a busy agent's", { timeout: 10_000 }, async () => {
+  const { url, frames } = await server(true);
+  vi.useFakeTimers({ toFake: ["setInterval"] });
+  cleanups.push(() => void vi.useRealTimers());
+  const connection = await connect(url, () => false);
+  const sent = async (ticks: number) => {
+    const before = frames.length;
+    // A tick at a time, each ping's answer in before the next beat.
+    for (let tick = 0; tick < ticks; tick++) {
+      vi.advanceTimersByTime(BEAT_MS);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    // What the beats sent has reached the server once a message sent after them has.
+    connection.send({ type: "heartbeat" });
+    await until(() => frames.at(-1) === "message");
+    frames.pop();
+    return frames.length - before;
+  };
+  expect(await sent(1)).toBe(0);
+  expect(await sent(6)).toBe(3);
+});
+
 test.each([
-  // Idle: two beats, the ping, two more beats, then the next ping is due and finds it unanswered.
+  // Idle: the beats, the ping, the beats, then the next ping is due and finds it unanswered.
   ["idle", false, 2 * (IDLE_PINGS - 1)],
   ["busy", true, 0],
 ])("%s, a ping unanswered by the next one cuts the socket", { timeout: 10_000 }, async (_, busy, pongs) => {
