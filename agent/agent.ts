@@ -83,6 +83,8 @@ export class Agent {
   private draining = false;
   /** When the agent last dialled again to learn where a gap's job stands (`Date.now()`). */
   private redialedForGap = 0;
+  /** A redial put off to the end of the 30 s since the last one. */
+  private gapRedial?: NodeJS.Timeout;
   private welcomed = false;
   /** Set while out of touch: when it fires, the coordinator is about to give our jobs away. */
   private fence?: NodeJS.Timeout;
@@ -157,6 +159,7 @@ export class Agent {
     // end: a coordinator away meanwhile (its database restarting) is still told how they ended.
     await within(this.outbox.settled(), Math.max(deadline - Date.now(), SETTLE_MS));
     this.resends.stop();
+    clearTimeout(this.gapRedial);
     clearTimeout(this.fence);
     clearInterval(this.watchdog);
     await this.connection.stop();
@@ -206,7 +209,18 @@ export class Agent {
   private gap(jobId: string): void {
     if (this.resends.waiting(jobId)) return;
     // A coordinator that gaps whatever it is told would otherwise have the agent redial without end.
-    if (Date.now() - this.redialedForGap < GAP_REDIAL_MS) return this.resends.later(jobId);
+    const wait = this.redialedForGap + GAP_REDIAL_MS - Date.now();
+    if (wait > 0) {
+      this.gapRedial ??= setTimeout(() => this.redialForGap(jobId), wait);
+      this.gapRedial.unref();
+      return;
+    }
+    this.redialForGap(jobId);
+  }
+
+  private redialForGap(jobId: string): void {
+    clearTimeout(this.gapRedial);
+    this.gapRedial = undefined;
     this.redialedForGap = Date.now();
     this.log.warn({ job: jobId }, "the coordinator expects a message it had acknowledged; reconnecting to tell it again");
     this.connection.drop();
@@ -243,6 +257,8 @@ export class Agent {
       this.log.warn({ job: jobId }, "the coordinator gave this job up while we were away; stopping it");
       runner.handBack(0);
     }
+    clearTimeout(this.gapRedial);
+    this.gapRedial = undefined;
     this.resends.reset();
     this.outbox.resend();
     this.log.info({ agentId: message.agentId, running: this.begun, held: this.queued.length }, "connected");

@@ -21,7 +21,7 @@ import type { JobMessage } from "../protocol/messages.ts";
 type Distribute<T> = T extends unknown ? Omit<T, "seq"> : never;
 export type JobMessageBody = Distribute<JobMessage>;
 
-/** `said`: a message about the job's state (not its output), kept to be told again (`resume`). */
+/** `said`: a message about the job's state (not its output) held in memory, kept to be told again (`resume`). */
 type Entry = { jobId: string; seq: number; type: JobMessage["type"]; released: boolean; said?: JobMessageBody } & (
   | { text: string; bytes: number }
   | { spilled: { segment: Segment; position: number; length: number } }
@@ -102,10 +102,16 @@ export class Outbox {
   }
 
   private append(stream: Stream, body: JobMessageBody): void {
-    const entry = this.keep({ ...body, seq: stream.next++ } as JobMessage);
-    if (body.type !== "job.log") entry.said = body;
+    const entry = this.entry(body, stream.next++);
     stream.unacked.push(entry);
     this.waiting.push(entry);
+  }
+
+  /** Keeps the message; one about the job's state held in memory keeps its body too (a spilled one's is read back at its acknowledgement). */
+  private entry(body: JobMessageBody, seq: number): Entry {
+    const entry = this.keep({ ...body, seq } as JobMessage);
+    if (body.type !== "job.log" && "text" in entry) entry.said = body;
+    return entry;
   }
 
   /** Sends what waits, in order, for as long as the wire takes it. */
@@ -165,6 +171,11 @@ export class Outbox {
     return segment;
   }
 
+  private body(entry: Entry): JobMessageBody {
+    const { seq: _, ...body } = JSON.parse(this.text(entry)) as JobMessage;
+    return body;
+  }
+
   private text(entry: Entry): string {
     if ("text" in entry) return entry.text;
     const { segment, position, length } = entry.spilled;
@@ -197,9 +208,9 @@ export class Outbox {
     if (!stream) return;
     while (stream.unacked.length > 0 && stream.unacked[0]!.seq <= seq) {
       const entry = stream.unacked.shift()!;
+      if (entry.type !== "job.log") stream.told.set(entry.type, { seq: entry.seq, body: entry.said ?? this.body(entry) });
       this.release(entry);
       stream.acked = entry.seq;
-      if (entry.said) stream.told.set(entry.type, { seq: entry.seq, body: entry.said });
       if (entry.type === "job.finished") stream.finished = true;
     }
     if (stream.finished && stream.unacked.length === 0) this.end(jobId, stream);
@@ -208,6 +219,7 @@ export class Outbox {
 
   private end(jobId: string, stream: Stream): void {
     this.streams.delete(jobId);
+    this.ended.delete(jobId);
     this.ended.set(jobId, stream);
     if (this.ended.size > ENDED_KEPT) this.ended.delete(this.ended.keys().next().value!);
   }
@@ -215,9 +227,9 @@ export class Outbox {
   /**
    * The coordinator holds the job's messages up to `seq` (its welcome says so); whether the job is
    * known here. Less than it acknowledged means its database lost commits (PGlite after a power
-   * loss, a failover to a lagging replica): the job is numbered on from `seq`, with a line in its
-   * log for the output lost, the state messages lost told again, then what was never acknowledged.
-   * A recent job whose end was acknowledged is told again too, rather than disowned and run again.
+   * loss, a failover to a lagging replica): what it lost is told again (`refill`), before what it
+   * never acknowledged. A recent job whose end was acknowledged is told again too, rather than
+   * disowned and run again.
    */
   resume(jobId: string, seq: number): boolean {
     const stream = this.streams.get(jobId) ?? this.ended.get(jobId);
@@ -228,26 +240,32 @@ export class Outbox {
     }
     this.ended.delete(jobId);
     this.streams.set(jobId, stream);
-    this.renumber(jobId, stream, seq);
+    this.refill(jobId, stream, seq);
     return true;
   }
 
-  private renumber(jobId: string, stream: Stream, seq: number): void {
+  /**
+   * Fills the numbers the coordinator lost (after `seq`, up to what it acknowledged) with the state
+   * messages among them, a log line for the output among them, and the job's last status again for
+   * any number left; the unacknowledged keep theirs. Copies of them still on their way from an
+   * earlier connection are then repeats, which the coordinator ignores, not messages out of place.
+   */
+  private refill(jobId: string, stream: Stream, seq: number): void {
     const lost = [...stream.told.values()].filter((told) => told.seq > seq).sort((a, b) => a.seq - b.seq);
-    const lostLines = stream.acked - seq - lost.length;
-    const unacked = stream.unacked.map((entry) => {
-      const { seq: _, ...body } = JSON.parse(this.text(entry)) as JobMessage;
-      this.release(entry);
-      return body;
-    });
+    const missing = stream.acked - seq;
+    const output = missing - lost.length;
     this.options.warn?.("the coordinator lost messages it had acknowledged; telling it again", { job: jobId, holds: seq, acknowledged: stream.acked });
-    Object.assign(stream, { next: seq + 1, unacked: [], finished: false, acked: seq });
+    const again: JobMessageBody[] = lost.map((told) => told.body).filter((body) => body.type !== "job.status" && body.type !== "job.finished");
+    if (output > 0) again.push({ type: "job.log", jobId, data: lostOutput(output) });
+    const finish = lost.find((told) => told.body.type === "job.finished");
+    const status = stream.told.get("job.status")?.body ?? { type: "job.status", jobId, status: LOST_STATUS };
+    while (again.length < missing - (finish ? 1 : 0)) again.push(status);
+    if (finish) again.push(finish.body);
     for (const told of lost) stream.told.delete(told.body.type);
-    const again = lost.map((told) => told.body);
-    // Where among them the output was lost is not known; said before the end, which nothing may follow.
-    const end = again.at(-1)?.type === "job.finished" ? again.pop() : undefined;
-    if (lostLines > 0) again.push({ type: "job.log", jobId, data: lostOutput(lostLines) });
-    for (const body of [...again, ...(end ? [end] : []), ...unacked]) this.append(stream, body);
+    const filled = again.map((body, i) => this.entry(body, seq + 1 + i));
+    stream.unacked = [...filled, ...stream.unacked];
+    stream.acked = seq;
+    stream.finished = false;
   }
 
   /** Drops a job's stream with what it holds: the coordinator will never take its messages. */
@@ -303,6 +321,9 @@ export class Outbox {
     this.spill = undefined;
   }
 }
+
+/** The job's status where it had none to tell again (see `refill`). */
+const LOST_STATUS = "[jobfleet] messages lost by the coordinator's database";
 
 function lostOutput(messages: number): string {
   return `[jobfleet] ${messages} message${messages === 1 ? " of this job was" : "s of this job were"} lost here (the coordinator's database lost them after acknowledging them); output may be missing\n`;

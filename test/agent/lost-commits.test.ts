@@ -1,9 +1,9 @@
 // A coordinator whose database lost commits it had acknowledged (PGlite after a power loss, a
 // failover to a lagging replica) holds an earlier record of a job than its agent was told. The
 // agent tells it again what it lost: the job's state messages, a line in the log where output was
-// lost, then what was never acknowledged; a job whose end was lost is told its end again, not run
-// again. Real coordinator and agent over loopback; the loss is put into the database by the test,
-// which puts the job's rows back as a snapshot had them.
+// lost, then what was never acknowledged, each under the number it had; a job whose end was lost
+// is told its end again, not run again. Real coordinator and agent over loopback; the loss is put
+// into the database by the test, which puts the job's rows back as a snapshot had them.
 import { afterAll, beforeAll, expect, test, vi } from "vitest";
 import { z } from "zod";
 import type { Adapter, RunResult } from "../../adapters/adapter.ts";
@@ -153,4 +153,39 @@ test("a database that loses commits under an open connection: the gap has the ag
   await vi.waitFor(async () => expect(await fleet().stateOf(order.id)).toBe("succeeded"), { timeout: 10_000 });
   expect(await logOf(order.id)).toMatch(/^one\n\[jobfleet\] 1 message of this job was lost here .*\nthree\n$/);
   expect((await api<View>("GET", `/v1/work-orders/${order.id}`)).attempts).toBe(1);
+}, 30_000);
+
+test("copies of unacknowledged messages the coordinator reads late from the connection the agent left are repeats, not output out of place", async () => {
+  const { order, run } = await started("stale");
+  run.begin();
+  const say = async (line: string) => {
+    run.log(line);
+    await vi.waitFor(async () => expect(await logOf(order.id)).toMatch(new RegExp(`${line}$`)));
+  };
+  await say("a\n");
+  await acknowledged();
+  const rewind = await snapshot(order.id);
+  for (const line of ["b\n", "c\n", "d\n"]) await say(line);
+  await acknowledged();
+
+  // The coordinator stops reading the connection while the agent says three more lines.
+  proxy.hold();
+  for (const line of ["e\n", "f\n", "g\n"]) {
+    run.log(line);
+    await sleep(150);
+  }
+  // Its database loses "b" to "d"; the agent loses the connection and dials again.
+  await rewind();
+  proxy.dropHeldClients();
+  await vi.waitFor(async () => expect(await logOf(order.id)).toMatch(/g\n$/), { timeout: 10_000 });
+  // The old connection's bytes are read at last, its session replaced.
+  proxy.release();
+  await sleep(500);
+  for (const line of ["h\n", "i\n"]) {
+    run.log(line);
+    await sleep(300);
+  }
+  run.end({ outcome: "succeeded", exitCode: 0 });
+  await vi.waitFor(async () => expect(await fleet().stateOf(order.id)).toBe("succeeded"), { timeout: 10_000 });
+  expect(await logOf(order.id)).toMatch(/^a\n\[jobfleet\] 3 messages of this job were lost here .*\ne\nf\ng\nh\ni\n$/);
 }, 30_000);

@@ -1,10 +1,15 @@
 // A TCP proxy on loopback between a client and a server, to break the connections between them the
-// ways networks do: cut (both ends see the close), refused for a while, or silent (a half-open
-// connection: nothing more arrives, and nobody is told), or slow the client's bytes down.
+// ways networks do: cut (both ends see the close), refused for a while, silent (a half-open
+// connection: nothing more arrives, and nobody is told), partitioned (silent both ways, each end's
+// close kept from the other), or held (the client's bytes kept from the server until released, as
+// by a server that stopped reading), or slow the client's bytes down.
 import { connect, createServer, type Server, type Socket } from "node:net";
 
 export class Proxy {
   private readonly pairs = new Set<[Socket, Socket]>();
+  private readonly partitioned = new WeakSet<[Socket, Socket]>();
+  /** The client's bytes kept from the server, by connection. */
+  private readonly held = new Map<[Socket, Socket], Buffer[]>();
   private refusing = false;
 
   private constructor(
@@ -46,6 +51,7 @@ export class Proxy {
     this.forward(client, server);
     server.pipe(client);
     const close = () => {
+      if (this.partitioned.has(pair) || this.held.has(pair)) return;
       this.pairs.delete(pair);
       client.destroy();
       server.destroy();
@@ -70,6 +76,52 @@ export class Proxy {
     for (const [client, server] of this.pairs) {
       client.destroy();
       server.destroy();
+    }
+    this.pairs.clear();
+  }
+
+  /**
+   * A network partition: no byte passes either way on open connections, and neither end is told
+   * of the other's close; new connections are refused until `allow`. `cut` ends it.
+   */
+  partition(): void {
+    this.refusing = true;
+    for (const pair of this.pairs) {
+      const [client, server] = pair;
+      this.partitioned.add(pair);
+      client.unpipe(server);
+      client.removeAllListeners("data");
+      server.unpipe(client);
+      client.pause();
+      server.pause();
+    }
+  }
+
+  /** Keeps the client's bytes on open connections from the server until `release`; a close at either end is not passed on meanwhile. */
+  hold(): void {
+    for (const pair of this.pairs) {
+      const [client, server] = pair;
+      const kept: Buffer[] = [];
+      this.held.set(pair, kept);
+      client.unpipe(server);
+      client.removeAllListeners("data");
+      client.on("data", (chunk: Buffer) => kept.push(chunk)).resume();
+    }
+  }
+
+  /** Closes the client end of the held connections; the server's stays open, with the bytes kept for it. */
+  dropHeldClients(): void {
+    for (const [client] of this.held.keys()) client.destroy();
+  }
+
+  /** Passes on what was kept, and closes the server end of a connection whose client is gone. */
+  release(): void {
+    for (const [pair, kept] of this.held) {
+      const [client, server] = pair;
+      for (const chunk of kept) server.write(chunk);
+      this.held.delete(pair);
+      if (client.destroyed) server.end();
+      else client.removeAllListeners("data").pipe(server);
     }
   }
 
