@@ -49,8 +49,9 @@ export class Completer {
     this.lanes = Array.from({ length: lanes }, () => new Batcher(run, { ...DEFAULTS, ...options }));
   }
 
-  apply(agentId: string, message: JobMessage): Promise<Applied> {
-    return this.lanes[Number(BigInt(agentId) % BigInt(this.lanes.length))]!.submit({ agentId, message });
+  /** `holdSeconds`: see `Incoming`. */
+  apply(agentId: string, message: JobMessage, holdSeconds = 0): Promise<Applied> {
+    return this.lanes[Number(BigInt(agentId) % BigInt(this.lanes.length))]!.submit({ agentId, message, holdSeconds });
   }
 
   get congested(): boolean {

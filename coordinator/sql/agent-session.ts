@@ -7,23 +7,30 @@ import { ACTIVE_JOB_STATES } from "./active-jobs.ts";
 export type AgentHello = { name: string; labels: Labels; capacity: number; prefetch?: number; mode: AgentMode; version: string; tokenId?: string };
 
 /**
+ * `heldSeconds`: how long the lease of the name's previous holder had left, which may be another
+ * process cut off from its coordinator and still running its jobs until its fence.
+ */
+export type Registered = { id: string; heldSeconds: number };
+
+/**
  * Registers (or updates) the agent and starts its lease; its open jobs are its own again. Undefined
  * when the name was let in with another token that is still good: the name is that token's until
  * it is revoked (a rotation: the agent comes back with the new one once the old is revoked).
  */
-export async function agentConnect(db: Queryable, agent: AgentHello, sessionId: string, leaseSeconds = 30, dueSeconds = leaseSeconds): Promise<string | undefined> {
-  const [row] = await db.query<{ id: string }>(
-    `INSERT INTO agents (name, labels, capacity, prefetch, mode, version, session_id, session_since, session_due, lease_expires_at, token_id)
+export async function agentConnect(db: Queryable, agent: AgentHello, sessionId: string, leaseSeconds = 30, dueSeconds = leaseSeconds): Promise<Registered | undefined> {
+  const [row] = await db.query<Registered>(
+    `WITH previous AS (SELECT lease_expires_at FROM agents WHERE name = $1)
+     INSERT INTO agents (name, labels, capacity, prefetch, mode, version, session_id, session_since, session_due, lease_expires_at, token_id)
      VALUES ($1, $2::jsonb, $3, $8, $4, $5, $6, now(), now() + make_interval(secs => $10), now() + make_interval(secs => $7), $9)
      ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, capacity = excluded.capacity, prefetch = excluded.prefetch,
        mode = excluded.mode, version = excluded.version, session_id = excluded.session_id, session_since = now(), session_due = excluded.session_due,
        session_seen_at = NULL, last_seen_at = now(), lease_expires_at = excluded.lease_expires_at, token_id = excluded.token_id
      WHERE agents.token_id IS NULL OR agents.token_id = excluded.token_id
        OR NOT EXISTS (SELECT 1 FROM tokens WHERE tokens.id = agents.token_id AND tokens.revoked_at IS NULL)
-     RETURNING id::text AS id`,
+     RETURNING id::text AS id, greatest(0, extract(epoch FROM (SELECT lease_expires_at FROM previous) - now()))::float8 AS "heldSeconds"`,
     [agent.name, JSON.stringify(agent.labels), agent.capacity, agent.mode, agent.version, sessionId, leaseSeconds, agent.prefetch ?? 0, agent.tokenId ?? null, dueSeconds],
   );
-  return row?.id;
+  return row;
 }
 
 /** The agent's socket closed: its lease runs out after the grace unless it reconnects. */

@@ -19,7 +19,8 @@ export type Applied =
   | { kind: "unknown" }
   | { kind: "rejected"; reason: string; ended: boolean };
 
-export type Incoming = { agentId: string; message: JobMessage };
+/** `holdSeconds`: a retry of the job, should its message end it, waits at least this long. */
+export type Incoming = { agentId: string; message: JobMessage; holdSeconds?: number };
 
 type LockedJob = Settling & { agent_id: string; seq: number; log_bytes: string };
 
@@ -66,7 +67,7 @@ class Batch {
     for (const row of rows) this.orderStates.set(row.work_order_id, row.order_state);
   }
 
-  decide({ agentId, message: msg }: Incoming): Applied {
+  decide({ agentId, message: msg, holdSeconds }: Incoming): Applied {
     const locked = this.jobs.get(msg.jobId);
     if (!locked || locked.agent_id !== agentId) return { kind: "unknown" };
     const job = { ...locked, order_state: this.orderStates.get(locked.work_order_id)! };
@@ -78,11 +79,11 @@ class Batch {
       this.writes.job(msg.jobId, { seq: locked.seq });
       return { kind: "rejected", reason: refused, ended: jobMachine.isTerminal(job.state) };
     }
-    this.apply(locked, job, msg);
+    this.apply(locked, job, msg, holdSeconds);
     return { kind: "applied", workOrderId: job.work_order_id };
   }
 
-  private apply(locked: LockedJob, job: LockedJob, msg: JobMessage): void {
+  private apply(locked: LockedJob, job: LockedJob, msg: JobMessage, holdSeconds = 0): void {
     const { jobId } = msg;
     const { seq } = locked;
     switch (msg.type) {
@@ -104,7 +105,7 @@ class Batch {
         return;
       case "job.finished": {
         const { outcome, exitCode } = msg;
-        const end = { outcome, exitCode, seq, error: msg.error ?? null, infrastructure: msg.infrastructure ?? false };
+        const end = { outcome, exitCode, seq, error: msg.error ?? null, infrastructure: msg.infrastructure ?? false, holdSeconds };
         const settled = jobSettle(this.writes, job, end);
         locked.state = settled.job;
         this.orderStates.set(job.work_order_id, settled.order);

@@ -112,6 +112,8 @@ export class AgentSession implements Claimer {
   private listed = false;
   /** A hello came: until then the client has shown no sign of being an agent. */
   private greeted = false;
+  /** When the lease of the name's previous holder ran out, as it stood at this session's registration (`Date.now()`). */
+  private heldUntil = 0;
   lastSeen = Date.now();
   /** When the lease the database holds for this agent was last set, at the latest (this process's clock). */
   leaseFrom = 0;
@@ -362,15 +364,17 @@ export class AgentSession implements Claimer {
     this.tokenId = principal.tokenId;
     const { name, labels, capacity, prefetch, mode, version } = message;
     const leaseFrom = Date.now();
-    const agentId = await agentConnect(this.ctx.db, { name, labels, capacity, prefetch, mode, version, tokenId: principal.tokenId }, this.sessionId, this.ctx.leaseSeconds, renewalDue(this.ctx.heartbeatSeconds));
-    if (agentId === undefined) {
+    const registered = await agentConnect(this.ctx.db, { name, labels, capacity, prefetch, mode, version, tokenId: principal.tokenId }, this.sessionId, this.ctx.leaseSeconds, renewalDue(this.ctx.heartbeatSeconds));
+    if (registered === undefined) {
       this.error("name_taken", `the name ${name} was let in with another token, which is still good: revoke that one first, or take another name`);
       return this.close(CloseCode.nameTaken, "the name is another token's");
     }
     // Gone while it was registered: `closed()` found no agent to let go of, so it is let go here,
     // never registered with the hub (whose lease renewals would keep its jobs its own for good).
+    const agentId = registered.id;
     if (!this.open) return this.disconnect(agentId, name);
     this.claimant = { agentId, name, labels, queueMode: mode === "queue" };
+    this.heldUntil = leaseFrom + registered.heldSeconds * 1000;
     this.leaseFrom = leaseFrom;
     this.holdings = new Holdings(capacity + prefetch);
     this.lastSeen = Date.now();
@@ -414,12 +418,22 @@ export class AgentSession implements Claimer {
     this.apply(message, finishing ? (ended) => grant(this.holdings.settled(jobId, ended)) : () => {});
   }
 
+  /**
+   * A job the agent disowns may still run on the name's previous holder, cut off from its
+   * coordinator rather than gone (nothing tells the two apart): it is not run again before that
+   * holder's lease ends, by which its fence has stopped it.
+   */
+  private holdFor(message: JobMessage): number {
+    const disowned = message.type === "job.finished" && message.outcome === "lost";
+    return disowned ? Math.max(0, (this.heldUntil - Date.now()) / 1000) : 0;
+  }
+
   /** Job messages go to the completer, which batches them; answers come back in order. */
   private apply(message: JobMessage, settled: (ended: boolean) => void = () => {}): void {
     this.queued++;
     const finish = message.type === "job.finished" ? count(this.ctx.finishing, message.jobId) : () => {};
     this.ctx.completer
-      .apply(this.claimant.agentId, message)
+      .apply(this.claimant.agentId, message, this.holdFor(message))
       .then((result) => {
         settled(!runsOn(result));
         this.answer(message, result);

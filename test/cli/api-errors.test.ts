@@ -88,7 +88,7 @@ describe("against a coordinator", () => {
     const env = { JOBFLEET_URL: fleet().coordinator.url, JOBFLEET_TOKEN: fleet().ciToken };
     const db = fleet().coordinator.db;
     const name = "cancel-ended";
-    const agentId = (await agentConnect(db, { name, labels: {}, capacity: 1, mode: "work-order", version: "test" }, `session-${name}`))!;
+    const agentId = (await agentConnect(db, { name, labels: {}, capacity: 1, mode: "work-order", version: "test" }, `session-${name}`))!.id;
     await fleet().api("POST", "/v1/work-orders", { agent: name, maxAttempts: 2, retryOn: ["failed"], retryBackoffSeconds: 0, spec: { command: ["true"] } });
     const claim = async () => (await workOrderClaim(db, { agentId, name, labels: {}, queueMode: false }, 1))[0]!.jobId;
     const first = await claim();

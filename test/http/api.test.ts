@@ -231,7 +231,7 @@ describe("health and agents", () => {
       h.services.db,
       { name: "builder-7", labels: { os: "linux", arch: "arm64" }, capacity: 3, prefetch: 2, mode: "queue", version: "1.2.3" },
       "session-7",
-    ))!;
+    ))!.id;
     const response = await h.request("/v1/agents", { token: h.tokens.ci });
     expect(response.status).toBe(200);
     const { items } = (await response.json()) as { items: AgentView[] };
@@ -261,7 +261,7 @@ describe("GET /v1/agents, a page at a time", () => {
 
   it("in name order, `limit` at a time, each page's `next` the `after` of the one after; filtered by connection and labels", async () => {
     for (const [i, arch] of ["amd64", "arm64", "amd64", "arm64", "amd64"].entries()) {
-      const id = (await agentConnect(h.services.db, { name: `paged-${i}`, labels: { pool: "paged", arch }, capacity: 1, mode: "queue", version: "t" }, `s-paged-${i}`))!;
+      const id = (await agentConnect(h.services.db, { name: `paged-${i}`, labels: { pool: "paged", arch }, capacity: 1, mode: "queue", version: "t" }, `s-paged-${i}`))!.id;
       if (i === 4) await agentDisconnect(h.services.db, id, `s-paged-${i}`, 30);
     }
     const first = await page("?labels=pool%3Dpaged&limit=2");

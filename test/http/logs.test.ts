@@ -33,7 +33,7 @@ async function claimedJob(order: Record<string, unknown> = {}): Promise<Job & { 
     h.services.db,
     { name, labels: {}, capacity: 1, mode: "work-order", version: "test" },
     `session-${name}`,
-  ))!;
+  ))!.id;
   const response = await h.request("/v1/work-orders", { token: h.tokens.ci, json: execOrder({ agent: name, ...order }) });
   expect(response.status).toBe(201);
   const { id: workOrderId } = (await response.json()) as WorkOrderView;
@@ -222,7 +222,7 @@ describe("followed logs", () => {
         h.services.db,
         { name: "late-agent", labels: {}, capacity: 1, mode: "work-order", version: "test" },
         "session-late",
-      ))!;
+      ))!.id;
       const [assignment] = await workOrderClaim(h.services.db, { agentId, name: "late-agent", labels: {}, queueMode: false }, 1);
       const jobId = String(assignment!.jobId);
       h.services.bus.emit("changed", workOrderId);

@@ -41,7 +41,7 @@ describe("the last page says there is no more", () => {
 });
 
 it("an agent whose lease lapsed, its coordinator killed before it wrote the disconnect, is not listed as connected", async () => {
-  const id = (await connect("orphan-1", "orphan"))!;
+  const id = (await connect("orphan-1", "orphan"))!.id;
   await h.services.db.query(`UPDATE agents SET lease_expires_at = now() - interval '1 hour', last_seen_at = now() - interval '1 hour' WHERE id = $1`, [id]);
   expect((await get<AgentView>("/v1/agents?labels=pool%3Dorphan")).items.map((a) => [a.name, a.connected])).toEqual([["orphan-1", false]]);
   expect((await get<AgentView>("/v1/agents?labels=pool%3Dorphan&connected=false")).items.map((a) => a.name)).toEqual(["orphan-1"]);

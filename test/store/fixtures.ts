@@ -39,7 +39,7 @@ export async function connectAgent(
   labels: Labels = {},
   mode: AgentMode = "queue",
 ): Promise<Claimant> {
-  const agentId = (await agentConnect(db, { name, labels, capacity: 100, mode, version: "test" }, `session-${name}`))!;
+  const agentId = (await agentConnect(db, { name, labels, capacity: 100, mode, version: "test" }, `session-${name}`))!.id;
   return { agentId, name, labels, queueMode: mode === "queue" };
 }
 

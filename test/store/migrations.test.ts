@@ -172,7 +172,7 @@ describePostgres("a rolling upgrade from migration 0011's release", () => {
     try {
       // The older connection, here, promised its next renewal within a second; the newer one then
       // registered on the old replica, which leaves that promise in the row.
-      const id = (await agentConnect(db, hello, "new-older", 30, 1))!;
+      const id = (await agentConnect(db, hello, "new-older", 30, 1))!.id;
       await new Promise((resolve) => setTimeout(resolve, 1_100));
       await db.query(REPLICA_0011.connect, ["both", "old-newer"]);
       await db.query(REPLICA_0011.seen, [[id], ["old-newer"]]);
@@ -187,7 +187,7 @@ describePostgres("a rolling upgrade from migration 0011's release", () => {
   it("has a live connection take back at once a name that a replica still on it let go of, leaving an earlier session's renewal due", async () => {
     const db = await upgraded("postgres", async () => {}, SESSION_SEEN);
     try {
-      const id = (await agentConnect(db, hello, "new-live", 30, 6))!;
+      const id = (await agentConnect(db, hello, "new-live", 30, 6))!.id;
       await agentsSeen(db, [{ agentId: id, sessionId: "new-live" }], 30, 6);
       // A hello on the old replica whose socket had closed lands now, and is let go of at once.
       await db.query(REPLICA_0011.connect, ["both", "old-gone"]);
@@ -202,7 +202,7 @@ describePostgres("a rolling upgrade from migration 0011's release", () => {
   it("gives the column back to a database where the first 0012, which dropped it, ran", async () => {
     const db = await upgraded("postgres", async (old) => void (await old.query(`ALTER TABLE agents DROP COLUMN session_since`)), SESSION_SEEN);
     try {
-      expect(await agentConnect(db, hello, "new-1", 30, 6)).toMatch(/^\d+$/);
+      expect((await agentConnect(db, hello, "new-1", 30, 6))?.id).toMatch(/^\d+$/);
       expect(await db.query(`SELECT session_since IS NOT NULL AS since FROM agents`)).toEqual([{ since: true }]);
     } finally {
       await db.close();
