@@ -125,8 +125,7 @@ export const workOrders = pgTable(
     // The reaper's sweeps, every second: without these they would scan the whole backlog. Both hold
     // only the few rows they serve, so the common work order adds no entry to either.
     index("work_orders_queue_timeout").on(t.id).where(sql`state = 'pending' AND queue_timeout_seconds IS NOT NULL`),
-    // Retries, and orders returned unbegun but held back (`run_after` put off: see job-settle.ts).
-    index("work_orders_retry_due").on(t.runAfter).where(sql`state = 'pending' AND (attempts > 0 OR run_after > created_at)`),
+    index("work_orders_retry_due").on(t.runAfter).where(sql`state = 'pending' AND attempts > 0`),
     // Retention's: ended work orders by when they ended. An ended row is never updated again, so
     // this costs one entry per work order.
     index("work_orders_ended").on(t.updatedAt).where(sql`state IN ('succeeded', 'failed', 'cancelled', 'timed_out')`),

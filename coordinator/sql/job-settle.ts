@@ -1,7 +1,7 @@
 // Ends a job and moves its work order on, by the retry policy of protocol/retry.ts: the one place a
 // job's ending becomes its work order's state, for endings reported by agents and found by the reaper.
 // A job lost before it began (its agent never said `starting`) is returned instead: nothing ran.
-// A job its agent disowned is held back while it may still run where it was (`holdSeconds`).
+// A begun job its agent disowned is held back while it may still run where it was (`holdSeconds`).
 import { type JobState, type Outcome, type WorkOrderState, workOrderMachine } from "../../protocol/states.ts";
 import { type RetryableEnding, settle } from "../../protocol/retry.ts";
 import type { JobWrites } from "./job-writes.ts";
@@ -25,7 +25,11 @@ export type Settling = {
 export const SETTLING_COLUMNS = `j.id::text AS job_id, j.state, j.work_order_id::text AS work_order_id, wo.state AS order_state,
   wo.latest_job_id = j.id AS latest, wo.attempts, wo.max_attempts, wo.retry_on, wo.retry_backoff_seconds, j.cancel_reason`;
 
-/** `holdSeconds`: the work order is not claimable again before this (its job may still run where it was). */
+/**
+ * `holdSeconds`: a job begun is not run again before this (it may still run where it was). One
+ * returned unbegun is not held: an agent that only reconnected returns the jobs it was never told
+ * of, and nothing runs them.
+ */
 export type JobEnd = { outcome: Outcome; exitCode: number | null; error: string | null; infrastructure: boolean; seq: number | null; holdSeconds?: number };
 
 /** Records in `writes` the ending of a job the caller has locked; returns how the job and its work order stand. */
@@ -47,9 +51,9 @@ export function jobSettle(writes: JobWrites, job: Settling, end: JobEnd): { job:
     infrastructure: end.infrastructure,
   });
   if (!job.latest || !workOrderMachine.can(job.order_state, next.state)) return { job: outcome, order: job.order_state };
-  const hold = end.holdSeconds ?? 0;
-  // Returned and not held, it keeps its place in time: only held or retried ones are looked for when due.
-  const delay = next.state !== "pending" ? 0 : next.refund && hold === 0 ? null : Math.max(next.delaySeconds, hold);
+  // A job returned unbegun is not held: see `JobEnd`.
+  const hold = outcome === "returned" ? 0 : (end.holdSeconds ?? 0);
+  const delay = next.state === "pending" ? Math.max(next.delaySeconds, hold) : 0;
   writes.order(job.work_order_id, job.job_id, job.order_state, next.state, next.reason, delay, next.refund ?? false);
   return { job: outcome, order: next.state };
 }

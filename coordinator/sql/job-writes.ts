@@ -115,7 +115,7 @@ export class JobWrites {
     if (this.jobs.size === 0 && this.orders.size === 0) return [];
     await tx.query(WRITE, this.columns());
     // Claimable at once, so woken now: the reaper's look for retries whose backoff ran out is for later ones.
-    const requeued = [...this.orders.values()].filter((o) => o.state === "pending" && !o.delay).map((o) => o.id);
+    const requeued = [...this.orders.values()].filter((o) => o.state === "pending" && (o.refund || o.delay === 0)).map((o) => o.id);
     return requeued.length === 0 ? [] : tx.query<Enqueued>(REQUEUED, [requeued]);
   }
 

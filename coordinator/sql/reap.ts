@@ -89,12 +89,12 @@ const DUE_OVERLAP = "5 seconds";
 
 const DUE = `
 SELECT ${ENQUEUED_COLUMNS} FROM work_orders
-WHERE state = 'pending' AND (attempts > 0 OR run_after > created_at)
+WHERE state = 'pending' AND attempts > 0
   AND run_after >= $1::timestamptz - interval '${DUE_OVERLAP}' AND run_after <= $2::timestamptz`;
 
 /**
  * Pending work orders that became claimable in [since, until], reaching back `DUE_OVERLAP` before
- * `since`: retries whose backoff is over, and jobs returned unbegun that were held back. One is woken more than once, which costs a claim at most;
+ * `since`: retries whose backoff is over. One is woken more than once, which costs a claim at most;
  * a gap could leave it waiting for an unrelated wake-up while agents sit idle.
  */
 export async function dueRetries(db: Database, since: string, until: string): Promise<Enqueued[]> {

@@ -374,7 +374,7 @@ export class AgentSession implements Claimer {
     const agentId = registered.id;
     if (!this.open) return this.disconnect(agentId, name);
     this.claimant = { agentId, name, labels, queueMode: mode === "queue" };
-    this.heldUntil = leaseFrom + registered.heldSeconds * 1000;
+    this.heldUntil = Date.now() + registered.heldSeconds * 1000;
     this.leaseFrom = leaseFrom;
     this.holdings = new Holdings(capacity + prefetch);
     this.lastSeen = Date.now();

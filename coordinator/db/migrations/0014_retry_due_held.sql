@@ -1,2 +1,0 @@
-DROP INDEX "work_orders_retry_due";--> statement-breakpoint
-CREATE INDEX "work_orders_retry_due" ON "work_orders" USING btree ("run_after") WHERE state = 'pending' AND (attempts > 0 OR run_after > created_at);
