@@ -59,7 +59,7 @@ const HAND_BACK_MARGIN_MS = 5_000;
 /** How long past its jobs' end a drain waits at least for the coordinator to acknowledge their reports. */
 const SETTLE_MS = 5_000;
 
-/** Redials to mend gaps come no more often than this; gaps between go through the job's resends. */
+/** Redials to mend gaps come no more often than this; a gap sooner sets one for when it has passed. */
 const GAP_REDIAL_MS = 30_000;
 
 /** Error codes by which the coordinator refuses a job's message because the job is not this agent's (any more). */
