@@ -45,8 +45,8 @@ export async function agentDisconnect(db: Queryable, agentId: string, sessionId:
 
 export type PendingCancel = { jobId: string; agentId: string; reason: string };
 
-/** `claimed`: not begun, so possibly never heard of by its agent (a claim whose answer was lost). */
-export type HeldJob = { jobId: string; agentId: string; claimed: boolean; cancelReason: string | null };
+/** A job the database says an agent holds. */
+export type HeldJob = { jobId: string; agentId: string; cancelReason: string | null };
 
 /**
  * Whether the row names no session, or another than the renewing one whose coordinator has let it
@@ -64,8 +64,9 @@ export type Renewed = { held: HeldJob[]; replaced: Set<string> };
 
 /**
  * Renews the leases of the agents connected here and records that they were seen; answers their
- * jobs not yet begun, and those with a cancel asked and not yet confirmed, to be sent again (a
- * cancel travels to the coordinator holding the agent by a notification, which can be lost).
+ * open jobs, to be checked against what their sessions hold, and with the cancels asked and not
+ * yet confirmed, to be sent again (a cancel travels to the coordinator holding the agent by a
+ * notification, which can be lost).
  * A lease is renewed by agent, whichever session the row names: a registration that landed after
  * its socket closed must not cost the live one its jobs. The name is that session's once it has
  * been renewed where it is held; until then it may be such a registration, and the session renewing
@@ -73,7 +74,7 @@ export type Renewed = { held: HeldJob[]; replaced: Set<string> };
  * registration, by that coordinator's heartbeat), then takes the name back.
  */
 export async function agentsSeen(db: Queryable, renewals: Renewal[], leaseSeconds: number, dueSeconds: number): Promise<Renewed> {
-  const rows = await db.query<{ jobId: string | null; agentId: string; claimed: boolean; cancelReason: string | null }>(
+  const rows = await db.query<{ jobId: string | null; agentId: string; cancelReason: string | null }>(
     `WITH input AS (
        SELECT * FROM unnest($1::bigint[], $3::text[]) AS x(id, session_id)
      ), seen AS (
@@ -85,10 +86,10 @@ export async function agentsSeen(db: Queryable, renewals: Renewal[], leaseSecond
        FROM input x WHERE a.id = x.id
        RETURNING a.id, a.session_id IS DISTINCT FROM x.session_id AND a.session_seen_at IS NOT NULL AS replaced
      )
-     SELECT id::text AS "jobId", agent_id::text AS "agentId", state = 'claimed' AS claimed, cancel_reason AS "cancelReason" FROM jobs
-     WHERE agent_id = ANY($1::bigint[]) AND state IN (${ACTIVE_JOB_STATES}) AND (state = 'claimed' OR cancel_reason IS NOT NULL)
+     SELECT id::text AS "jobId", agent_id::text AS "agentId", cancel_reason AS "cancelReason" FROM jobs
+     WHERE agent_id = ANY($1::bigint[]) AND state IN (${ACTIVE_JOB_STATES})
      UNION ALL
-     SELECT NULL, id::text, false, NULL FROM seen WHERE replaced`,
+     SELECT NULL, id::text, NULL FROM seen WHERE replaced`,
     [renewals.map((r) => r.agentId), leaseSeconds, renewals.map((r) => r.sessionId), dueSeconds],
   );
   const held = rows.filter((row): row is HeldJob => row.jobId !== null);

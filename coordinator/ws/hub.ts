@@ -172,20 +172,21 @@ export class Hub {
   }
 
   /**
-   * A session whose agent the database says holds a job not begun that the session does not
-   * know, at two renewals in a row a quarter of a heartbeat apart or more, is closed so that the agent
-   * reconnects: its welcome lists the job, and the agent takes it up or disowns it. A claim that
-   * committed with its answer lost, here or on another replica, is so settled. One renewal alone
-   * may fall between a claim's commit and its assignment; a finish on its way to the database from
-   * here is not counted.
+   * A session whose agent the database says holds a job that the session does not know, at two
+   * renewals in a row a quarter of a heartbeat apart or more, is closed so that the agent
+   * reconnects: its welcome lists the job, and the agent takes it up, tells its end again, or
+   * disowns it. A claim that committed with its answer lost, here or on another replica, is so
+   * settled, and so is a job whose end the database lost after it was acknowledged. One renewal
+   * alone may fall between a claim's commit and its assignment; a finish on its way to the
+   * database from here is not counted.
    */
   private reconcile(held: HeldJob[]): void {
     const now = Date.now();
     this.reconciledAt = now;
     const unknown = new Map<string, number>();
-    for (const { jobId, agentId, claimed } of held) {
+    for (const { jobId, agentId } of held) {
       const session = this.agents.get(agentId);
-      if (!claimed || !session || session.holds(jobId) || this.finishing.has(jobId)) continue;
+      if (!session || session.holds(jobId) || this.finishing.has(jobId)) continue;
       const key = `${session.sessionId}/${jobId}`;
       const since = this.unknown.get(key) ?? now;
       if (now - since < this.ctx.heartbeatSeconds * 250) unknown.set(key, since);

@@ -135,6 +135,26 @@ test("a job whose end was acknowledged and then lost is told its end again, not 
   expect(await logOf(order.id)).toBe("done\n");
 }, 30_000);
 
+test("an end lost under an open connection is found by the lease renewals, and told again once the agent reconnects", async () => {
+  const { order, run } = await started("unended-open");
+  run.begin();
+  run.log("done\n");
+  await vi.waitFor(async () => expect(await logOf(order.id)).toBe("done\n"));
+  await acknowledged();
+  const rewind = await snapshot(order.id);
+  run.end({ outcome: "failed", exitCode: 3 });
+  await vi.waitFor(async () => expect(await fleet().stateOf(order.id)).toBe("failed"));
+  await acknowledged();
+
+  await rewind();
+  expect(await fleet().stateOf(order.id)).toBe("running");
+  // Two renewals a quarter of a heartbeat apart or more (10 s by default) find the job unknown to the session.
+  await vi.waitFor(async () => expect(await fleet().stateOf(order.id)).toBe("failed"), { timeout: 25_000 });
+  const view = await api<View & { latestJob: { state: string; exitCode: number | null } }>("GET", `/v1/work-orders/${order.id}`);
+  expect(view.attempts).toBe(1);
+  expect(view.latestJob).toMatchObject({ state: "failed", exitCode: 3 });
+}, 40_000);
+
 test("a database that loses commits under an open connection: the gap has the agent dial again, and the job goes on", async () => {
   const { order, run } = await started("gapped");
   run.begin();
