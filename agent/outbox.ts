@@ -30,11 +30,8 @@ type Entry = { jobId: string; seq: number; type: JobMessage["type"]; released: b
 /** An open spill file: its size, and how many of its messages are not yet acknowledged. */
 type Segment = { fd: number; size: number; entries: number };
 
-/**
- * `acked`: the highest number the coordinator acknowledged; `told`: its last acknowledged message
- * of each kind about the job's state, with its number.
- */
-type Stream = { next: number; unacked: Entry[]; finished: boolean; acked: number; told: Map<JobMessage["type"], Told> };
+/** `told`: the last acknowledged message of each kind about the job's state, with its number. */
+type Stream = { next: number; unacked: Entry[]; told: Map<JobMessage["type"], Told> };
 type Told = { seq: number; body: JobMessageBody };
 
 /** Ended jobs whose state is remembered, most recent kept. */
@@ -75,7 +72,7 @@ export class Outbox {
 
   /** Starts a job's stream after `seq`, the last number the coordinator holds. */
   open(jobId: string, seq = 0): void {
-    if (!this.streams.has(jobId)) this.streams.set(jobId, { next: seq + 1, unacked: [], finished: false, acked: seq, told: new Map() });
+    if (!this.streams.has(jobId)) this.streams.set(jobId, { next: seq + 1, unacked: [], told: new Map() });
   }
 
   has(jobId: string): boolean {
@@ -210,10 +207,8 @@ export class Outbox {
       const entry = stream.unacked.shift()!;
       if (entry.type !== "job.log") stream.told.set(entry.type, { seq: entry.seq, body: entry.said ?? this.body(entry) });
       this.release(entry);
-      stream.acked = entry.seq;
-      if (entry.type === "job.finished") stream.finished = true;
     }
-    if (stream.finished && stream.unacked.length === 0) this.end(jobId, stream);
+    if (stream.unacked.length === 0 && stream.told.has("job.finished")) this.end(jobId, stream);
     this.wake();
   }
 
@@ -234,7 +229,7 @@ export class Outbox {
   resume(jobId: string, seq: number): boolean {
     const stream = this.streams.get(jobId) ?? this.ended.get(jobId);
     if (!stream) return false;
-    if (seq >= stream.acked) {
+    if (seq >= acked(stream)) {
       this.ack(jobId, seq);
       return this.streams.has(jobId);
     }
@@ -252,9 +247,10 @@ export class Outbox {
    */
   private refill(jobId: string, stream: Stream, seq: number): void {
     const lost = [...stream.told.values()].filter((told) => told.seq > seq).sort((a, b) => a.seq - b.seq);
-    const missing = stream.acked - seq;
+    const acknowledged = acked(stream);
+    const missing = acknowledged - seq;
     const output = missing - lost.length;
-    this.options.warn?.("the coordinator lost messages it had acknowledged; telling it again", { job: jobId, holds: seq, acknowledged: stream.acked });
+    this.options.warn?.("the coordinator lost messages it had acknowledged; telling it again", { job: jobId, holds: seq, acknowledged });
     const again: JobMessageBody[] = lost.map((told) => told.body).filter((body) => body.type !== "job.status" && body.type !== "job.finished");
     if (output > 0) again.push({ type: "job.log", jobId, data: lostOutput(output) });
     const finish = lost.find((told) => told.body.type === "job.finished");
@@ -264,8 +260,6 @@ export class Outbox {
     for (const told of lost) stream.told.delete(told.body.type);
     const filled = again.map((body, i) => this.entry(body, seq + 1 + i));
     stream.unacked = [...filled, ...stream.unacked];
-    stream.acked = seq;
-    stream.finished = false;
   }
 
   /** Drops a job's stream with what it holds: the coordinator will never take its messages. */
@@ -320,6 +314,11 @@ export class Outbox {
     this.segments.clear();
     this.spill = undefined;
   }
+}
+
+/** The highest number the coordinator acknowledged: each job's are numbered one after another. */
+function acked(stream: Stream): number {
+  return (stream.unacked[0]?.seq ?? stream.next) - 1;
 }
 
 /** The job's status where it had none to tell again (see `refill`). */
