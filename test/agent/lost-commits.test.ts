@@ -111,8 +111,9 @@ test("a running job whose record went back to its start is told its start and th
   expect(view.events.map((e) => `${e.from}->${e.to}`)).toEqual(["null->pending", "pending->claimed", "claimed->running", "running->succeeded"]);
 }, 30_000);
 
-test("a job whose end was acknowledged and then lost is told its end again, not disowned and run again", async () => {
-  const { order, run } = await started("unended");
+/** A work order whose job said "done" and failed with exit 3, both acknowledged; and what puts its rows back to before the end. */
+async function ended(name: string): Promise<{ order: WorkOrderView; rewind: () => Promise<void> }> {
+  const { order, run } = await started(name);
   run.begin();
   run.log("done\n");
   await vi.waitFor(async () => expect(await logOf(order.id)).toBe("done\n"));
@@ -121,7 +122,18 @@ test("a job whose end was acknowledged and then lost is told its end again, not 
   run.end({ outcome: "failed", exitCode: 3 });
   await vi.waitFor(async () => expect(await fleet().stateOf(order.id)).toBe("failed"));
   await acknowledged();
+  return { order, rewind };
+}
 
+/** The job's end, told again, was taken as it was: one attempt, failed with exit 3. */
+async function expectEndedOnce(orderId: string): Promise<void> {
+  const view = await api<View & { latestJob: { state: string; exitCode: number | null } }>("GET", `/v1/work-orders/${orderId}`);
+  expect(view.attempts).toBe(1);
+  expect(view.latestJob).toMatchObject({ state: "failed", exitCode: 3 });
+}
+
+test("a job whose end was acknowledged and then lost is told its end again, not disowned and run again", async () => {
+  const { order, rewind } = await ended("unended");
   proxy.cut({ refuse: true });
   await sleep(200);
   await rewind();
@@ -129,30 +141,17 @@ test("a job whose end was acknowledged and then lost is told its end again, not 
   proxy.allow();
 
   await vi.waitFor(async () => expect(await fleet().stateOf(order.id)).toBe("failed"), { timeout: 10_000 });
-  const view = await api<View & { latestJob: { state: string; exitCode: number | null } }>("GET", `/v1/work-orders/${order.id}`);
-  expect(view.attempts).toBe(1);
-  expect(view.latestJob).toMatchObject({ state: "failed", exitCode: 3 });
+  await expectEndedOnce(order.id);
   expect(await logOf(order.id)).toBe("done\n");
 }, 30_000);
 
 test("an end lost under an open connection is found by the lease renewals, and told again once the agent reconnects", async () => {
-  const { order, run } = await started("unended-open");
-  run.begin();
-  run.log("done\n");
-  await vi.waitFor(async () => expect(await logOf(order.id)).toBe("done\n"));
-  await acknowledged();
-  const rewind = await snapshot(order.id);
-  run.end({ outcome: "failed", exitCode: 3 });
-  await vi.waitFor(async () => expect(await fleet().stateOf(order.id)).toBe("failed"));
-  await acknowledged();
-
+  const { order, rewind } = await ended("unended-open");
   await rewind();
   expect(await fleet().stateOf(order.id)).toBe("running");
   // Two renewals a quarter of a heartbeat apart or more (10 s by default) find the job unknown to the session.
   await vi.waitFor(async () => expect(await fleet().stateOf(order.id)).toBe("failed"), { timeout: 25_000 });
-  const view = await api<View & { latestJob: { state: string; exitCode: number | null } }>("GET", `/v1/work-orders/${order.id}`);
-  expect(view.attempts).toBe(1);
-  expect(view.latestJob).toMatchObject({ state: "failed", exitCode: 3 });
+  await expectEndedOnce(order.id);
 }, 40_000);
 
 test("a database that loses commits under an open connection: the gap has the agent dial again, and the job goes on", async () => {
