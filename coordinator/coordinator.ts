@@ -15,6 +15,7 @@ import type { Rate } from "./rate/token-bucket.ts";
 import { Reaper } from "./reaper.ts";
 import { Relay } from "./relay/relay.ts";
 import { Statistics } from "./statistics.ts";
+import { Vacuum, type VacuumOptions, vacuumNeeded } from "./vacuum.ts";
 import { createApp } from "./http/app.ts";
 import { withoutData } from "./loggable.ts";
 import { DEFAULT_MAX_FOLLOWERS, Followers } from "./logs/followers.ts";
@@ -43,6 +44,8 @@ export type CoordinatorOptions = {
   maxAwaitingHello?: number;
   /** Days an ended work order (with its jobs and logs), or an agent unseen, is kept (default 30); 0 keeps them. */
   retainDays?: number;
+  /** When the coordinator vacuums its tables, where nothing else does (PGlite, or a server with autovacuum off); false: never. */
+  vacuum?: VacuumOptions | false;
   logger: Logger;
 };
 
@@ -87,12 +90,15 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   const requestRate = requestsPerSecond > 0 ? new RateLimits({ perSecond: requestsPerSecond, burst: requestsPerSecond * 10 }) : undefined;
   const app = createApp({ db, bus, verifier, followers, dispatcher, requestRate, closing: closing.signal }, onError);
   let server: Server;
+  let vacuum: Vacuum | undefined;
   try {
+    if (options.vacuum !== false && (await vacuumNeeded(db))) vacuum = new Vacuum(db, bus, onError, options.vacuum);
     await relay?.start();
     server = await listen(app.fetch, options.host ?? "127.0.0.1", options.port ?? 7700);
   } catch (error) {
     await relay?.stop();
     await statistics.stop();
+    await vacuum?.stop();
     await db.close();
     throw error;
   }
@@ -127,6 +133,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
       await relay?.stop();
       dispatcher.stop();
       await statistics.stop();
+      await vacuum?.stop();
       await db.close();
     })());
   const { address, port } = server.address() as AddressInfo;

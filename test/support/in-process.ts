@@ -6,7 +6,7 @@ import type { Adapter } from "../../adapters/adapter.ts";
 import { Agent } from "../../agent/agent.ts";
 import type { WorkOrderView } from "../../protocol/api.ts";
 import { tokenCreate } from "../../coordinator/auth/tokens.ts";
-import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
+import { type Coordinator, type CoordinatorOptions, startCoordinator } from "../../coordinator/coordinator.ts";
 import type { Labels } from "../../protocol/selector.ts";
 
 export type InProcess = {
@@ -26,14 +26,14 @@ export type InProcess = {
 const logger = pino({ level: "silent" });
 
 /**
- * Starts the coordinator before the suite's tests and stops it, with the agents it started, after
+ * Starts the coordinator (with `options` over the defaults) before the suite's tests and stops it, with the agents it started, after
  * the suite's own `afterAll`s (which may end the runs its agents hold); the getter returns it.
  */
-export function useInProcessCoordinator(): () => InProcess {
+export function useInProcessCoordinator(options: Partial<CoordinatorOptions> = {}): () => InProcess {
   let ready: InProcess | undefined;
   const agents: Agent[] = [];
   beforeAll(async () => {
-    const coordinator = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, logger });
+    const coordinator = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, logger, ...options });
     const agentToken = (await tokenCreate(coordinator.db, "agents", "agent")).token;
     const ciToken = (await tokenCreate(coordinator.db, "ci", "ci")).token;
     ready = {

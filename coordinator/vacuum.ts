@@ -1,0 +1,52 @@
+// Vacuums the coordinator's tables where nothing else would: PGlite has no autovacuum (it runs no
+// background process), nor has a server with `autovacuum = off`. Unvacuumed, every row version a
+// claim or an ending replaces stays where it was. The pending index keeps an entry for each work
+// order ever claimed, which every claim walks past: with 200,000 ended work orders behind it a
+// claim on PGlite cost 1.7× what it did with none. The space retention frees is never used again,
+// and transaction ids are never frozen. A run is due once the work orders changed here come to a
+// tenth of the table (and a floor), so that its cost, which grows with the table, stays in
+// proportion to what it cleans; `SKIP_LOCKED` passes over a table another replica is vacuuming.
+import type { Bus } from "./bus.ts";
+import type { Database, Queryable } from "./db/database.ts";
+import { Upkeep, type UpkeepOptions } from "./upkeep.ts";
+
+const TABLES = ["work_orders", "jobs", "work_order_events", "job_logs", "agents", "tokens"];
+// A table under ten pages is left alone: vacuumed, the planner would know it as that small, and a
+// plan made then (a prepared statement's, kept) would scan it however large it grew. Never
+// vacuumed, it is taken for ten pages at least, and reached through its indexes.
+const GROWN = `SELECT relname AS name FROM pg_class
+WHERE oid = ANY($1::regclass[]) AND pg_relation_size(oid) >= 10 * current_setting('block_size')::int`;
+const WORK_ORDERS = "SELECT greatest(reltuples, 0)::float8 AS n FROM pg_class WHERE oid = 'work_orders'::regclass";
+
+/** `scale`: the share of the table's rows that must change, past `threshold`, before the next run. */
+export type VacuumOptions = UpkeepOptions & { scale: number };
+
+export const DEFAULT_VACUUM: VacuumOptions = { threshold: 10_000, scale: 0.1, minIntervalMs: 10_000 };
+
+/** Whether the coordinator must vacuum: nothing else will. */
+export async function vacuumNeeded(db: Database): Promise<boolean> {
+  if (db.kind === "pglite") return true;
+  const [row] = await db.query<{ setting: string }>("SELECT current_setting('autovacuum') AS setting");
+  return row?.setting === "off";
+}
+
+export class Vacuum {
+  private readonly upkeep: Upkeep;
+  private readonly unsubscribe: (() => void)[];
+
+  constructor(db: Queryable, bus: Bus, onError: (error: unknown) => void, options: VacuumOptions = DEFAULT_VACUUM) {
+    const run = async () => {
+      const grown = await db.query<{ name: string }>(GROWN, [TABLES]);
+      if (grown.length > 0) await db.query(`VACUUM (SKIP_LOCKED) ${grown.map((t) => t.name).join(", ")}`);
+      const [table] = await db.query<{ n: number }>(WORK_ORDERS);
+      return options.threshold + options.scale * (table?.n ?? 0);
+    };
+    this.upkeep = new Upkeep(run, onError, options);
+    this.unsubscribe = [bus.on("enqueued", (orders) => this.upkeep.add(orders.length)), bus.on("changed", () => this.upkeep.add(1))];
+  }
+
+  async stop(): Promise<void> {
+    for (const unsubscribe of this.unsubscribe) unsubscribe();
+    await this.upkeep.stop();
+  }
+}

@@ -1,0 +1,108 @@
+// The coordinator vacuums its tables where nothing else does (PGlite; a server with autovacuum
+// off) once enough work orders changed, and the next run waits for a share of the table to change.
+// Vacuumed, a claim no longer walks past the index entries of the work orders claimed before it.
+import { expect, test, vi } from "vitest";
+import { Bus } from "../../coordinator/bus.ts";
+import type { Queryable } from "../../coordinator/db/database.ts";
+import { workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
+import { workOrdersClaim } from "../../coordinator/sql/work-order-claim.ts";
+import { Vacuum, vacuumNeeded } from "../../coordinator/vacuum.ts";
+import { forEachDatabase } from "../support/databases.ts";
+import { connectAgent, order, useDatabase } from "../store/fixtures.ts";
+
+const fail = (error: unknown) => expect.unreachable(String(error));
+
+forEachDatabase("vacuum", (kind) => {
+  const db = useDatabase(kind);
+
+  /** Pages the pending index's scan reads to find the first pending work order, as a claim's does. */
+  async function pagesToFirstPending(): Promise<number> {
+    return db().transaction(async (tx) => {
+      await tx.query("SET LOCAL enable_seqscan = off");
+      await tx.query("SET LOCAL enable_bitmapscan = off");
+      const [row] = await tx.query<Record<string, unknown>>(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT id FROM work_orders WHERE state = 'pending' ORDER BY priority DESC NULLS LAST, id LIMIT 1",
+      );
+      const output = Object.values(row!)[0];
+      const [{ Plan: plan }] = (typeof output === "string" ? JSON.parse(output) : output) as [{ Plan: Record<string, number> }];
+      return plan["Shared Hit Blocks"]! + plan["Shared Read Blocks"]!;
+    });
+  }
+
+  /** Counts the statements sent through it: a run's first goes as it begins. */
+  function counting(): Queryable & { statements: number } {
+    const spy = {
+      statements: 0,
+      query: <Row>(text: string, params?: unknown[]) => {
+        spy.statements++;
+        return db().query<Row>(text, params);
+      },
+    };
+    return spy;
+  }
+
+  const vacuums = async (table: string) =>
+    (await db().query<{ n: number }>("SELECT vacuum_count::int AS n FROM pg_stat_user_tables WHERE relname = $1", [table]))[0]!.n;
+
+  test("is needed on PGlite, and on a server whose autovacuum is off", async () => {
+    const [server] = await db().query<{ autovacuum: string }>("SHOW autovacuum");
+    expect(await vacuumNeeded(db())).toBe(kind === "pglite" || server!.autovacuum === "off");
+  });
+
+  test("a claim after the vacuum reads a few pages, not one for every few hundred work orders claimed before it", async () => {
+    const agent = await connectAgent(db(), "claimer");
+    await workOrderInsertMany(db(), Array.from({ length: 5000 }, () => order()));
+    for (let claimed = 0; claimed < 4990; ) {
+      const want = Math.min(500, 4990 - claimed);
+      claimed += (await workOrdersClaim(db(), agent, [{ agentId: agent.agentId, name: agent.name, want }])).length;
+    }
+    await pagesToFirstPending(); // marks the dead entries, as the claims that follow would
+    const before = await pagesToFirstPending();
+
+    const bus = new Bus();
+    const vacuum = new Vacuum(db(), bus, fail, { threshold: 100, scale: 0, minIntervalMs: 0 });
+    bus.emit("changed", "1");
+    bus.emit("enqueued", Array.from({ length: 99 }, (_, i) => ({ id: String(i), selector: [], targetAgent: null })));
+    await vacuum.stop();
+
+    const after = await pagesToFirstPending();
+    expect(before).toBeGreaterThanOrEqual(10);
+    expect(after).toBeLessThanOrEqual(4);
+  });
+
+  test("runs once the threshold is reached, and next once a share of the table has changed too", async () => {
+    const [table] = await db().query<{ n: number }>("SELECT count(*)::int AS n FROM work_orders");
+    const spy = counting();
+    const bus = new Bus();
+    const vacuum = new Vacuum(spy, bus, fail, { threshold: 10, scale: 0.5, minIntervalMs: 0 });
+    const before = await vacuums("work_orders");
+    try {
+      for (let i = 0; i < 9; i++) bus.emit("changed", "1");
+      expect(spy.statements).toBe(0);
+      bus.emit("changed", "1");
+      expect(spy.statements).toBe(1);
+      await vi.waitFor(async () => expect(await vacuums("work_orders")).toBe(before + 1));
+      await vi.waitFor(() => expect(spy.statements).toBe(3));
+      // Due again after 10 + half the table's rows, as the vacuum counted them.
+      const due = 10 + table!.n / 2;
+      bus.emit("enqueued", Array.from({ length: due - 1 }, (_, i) => ({ id: String(i), selector: [], targetAgent: null })));
+      expect(spy.statements).toBe(3);
+      bus.emit("changed", "1");
+      expect(spy.statements).toBe(4);
+    } finally {
+      await vacuum.stop();
+    }
+    expect(await vacuums("work_orders")).toBe(before + 2);
+  });
+
+  test("leaves a table under ten pages alone, for the planner to go on taking it for ten at least", async () => {
+    const bus = new Bus();
+    const vacuum = new Vacuum(db(), bus, fail, { threshold: 1, scale: 0, minIntervalMs: 0 });
+    bus.emit("changed", "1");
+    await vacuum.stop();
+    expect(await vacuums("jobs")).toBeGreaterThan(0);
+    expect(await vacuums("tokens")).toBe(0);
+    const [tokens] = await db().query<{ n: number }>("SELECT reltuples::int AS n FROM pg_class WHERE relname = 'tokens'");
+    expect(tokens!.n).toBe(-1);
+  });
+});
