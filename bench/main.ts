@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --only throughput,enqueue,latency,fleet,logs,replicas,embedded,bodies]
+// npm run bench [-- --quick] [-- --only throughput,enqueue,latency,fleet,logs,replicas,embedded,bodies,history]
 // Runs the scenarios in order and prints one table (figures only; nothing is asserted).
 // Every database and child process it starts is dropped or stopped at the end, also on Ctrl-C.
 import { mkdtempSync, rmSync } from "node:fs";
@@ -9,6 +9,7 @@ import { bodyStalls } from "./bodies.ts";
 import { enqueueScenario } from "./enqueue.ts";
 import { graphileThroughput } from "./graphile.ts";
 import { fleetSize } from "./fleet-size.ts";
+import { type History, history } from "./history.ts";
 import { idleLatency } from "./latency.ts";
 import { logScenario } from "./logs.ts";
 import { replicas } from "./replicas.ts";
@@ -23,13 +24,13 @@ const { values } = parseArgs({
   allowPositionals: false,
 });
 const quick = values.quick!;
-const SCENARIOS = ["throughput", "enqueue", "latency", "fleet", "logs", "replicas", "embedded", "bodies"] as const;
+const SCENARIOS = ["throughput", "enqueue", "latency", "fleet", "logs", "replicas", "embedded", "bodies", "history"] as const;
 const only = new Set(values.only ? values.only.split(",") : SCENARIOS);
 for (const name of only) if (!(SCENARIOS as readonly string[]).includes(name)) throw new Error(`unknown scenario ${name}; one of ${SCENARIOS.join(", ")}`);
 
 const sizes = quick
-  ? { throughput: 2_000, embedded: 1_000, singles: 1_000, bulk: 20_000, idleProbes: 100, loadOrders: 1_000 }
-  : { throughput: 50_000, embedded: 50_000, singles: 10_000, bulk: 50_000, idleProbes: 1_000, loadOrders: 50_000 };
+  ? { throughput: 2_000, embedded: 1_000, singles: 1_000, bulk: 20_000, idleProbes: 100, loadOrders: 1_000, historyRounds: 3, historyRound: 2_000 }
+  : { throughput: 50_000, embedded: 50_000, singles: 10_000, bulk: 50_000, idleProbes: 1_000, loadOrders: 50_000, historyRounds: 10, historyRound: 20_000 };
 /** Under load, a probe every this many ms: hundreds of samples in a full run, about 1% of its jobs. */
 const PROBE_EVERY_MS = 10;
 /** 100 agents of capacity 1 over 4 agent processes: total concurrency 100, as graphile-worker's. */
@@ -189,6 +190,33 @@ async function bodies(): Promise<void> {
   table.note(`bodies: answered ${stalls.map((s) => `${s.status} to ${(s.bytes / 2 ** 20).toFixed(1)} MiB`).join(", ")} (0: the connection was reset)`);
 }
 
+/** The last round without the coordinator's vacuum against the first, and with it against without. */
+async function historyScenario(): Promise<void> {
+  const { historyRounds: rounds, historyRound: perRound } = sizes;
+  process.stderr.write(`history: ${rounds} rounds of ${perRound} work orders claimed and ended on PGlite in a data directory, without the coordinator's vacuum and with it\n`);
+  await history(1, perRound / 10, false); // warm-up: the first round measured must not pay for JIT
+  const without = await history(rounds, perRound, false);
+  const vacuumed = await history(rounds, perRound, true);
+  const ended = `after ${(rounds - 1) * perRound} ended`;
+  const rows = [
+    { name: "database µs a job", unit: "µs/job", of: (run: History) => run.rounds },
+    { name: "of which its claim", unit: "µs/job", of: (run: History) => run.claims },
+  ];
+  for (const { name, unit, of } of rows) {
+    const [first, last, lastVacuumed] = [of(without)[0]!, of(without).at(-1)!, of(vacuumed).at(-1)!];
+    table.add({ scenario: `10 ${name}, PGlite, first ${perRound}`, figure: first, unit });
+    table.add({ scenario: `10 ${name}, PGlite, ${ended}, not vacuumed`, figure: last, unit, ratio: ratio(last, first, "the first") });
+    table.add({ scenario: `10 ${name}, PGlite, ${ended}, the coordinator vacuuming`, figure: lastVacuumed, unit, ratio: ratio(lastVacuumed, last, "not vacuumed") });
+  }
+  const mib = (run: History) => run.bytes / 2 ** 20;
+  table.add({ scenario: `10 data directory after ${rounds * perRound} jobs, not vacuumed`, figure: mib(without), unit: "MiB" });
+  table.add({ scenario: `10 data directory after ${rounds * perRound} jobs, the coordinator vacuuming`, figure: mib(vacuumed), unit: "MiB", ratio: ratio(mib(vacuumed), mib(without), "not vacuumed") });
+  for (const [name, run] of [["not vacuumed", without], ["the coordinator vacuuming", vacuumed]] as const) {
+    const by = (values: number[]) => values.map((v) => v.toFixed(1)).join(", ");
+    table.note(`history, ${name}: µs a job by round ${by(run.rounds)}, of which the claim ${by(run.claims)}; work_orders vacuumed ${run.vacuums} times`);
+  }
+}
+
 const cleanup = async () => {
   await killAll();
   await dropAll();
@@ -214,6 +242,7 @@ try {
     replicas: replicaScenario,
     embedded,
     bodies,
+    history: historyScenario,
   };
   for (const name of SCENARIOS) {
     if (!only.has(name)) continue;
