@@ -45,7 +45,7 @@ export type CoordinatorOptions = {
   /** Days an ended work order (with its jobs and logs), or an agent unseen, is kept (default 30); 0 keeps them. */
   retainDays?: number;
   /** When the coordinator vacuums its tables, where nothing else does (PGlite, or a server with autovacuum off); false: never. */
-  vacuum?: VacuumOptions | false;
+  vacuum?: Partial<VacuumOptions> | false;
   logger: Logger;
 };
 

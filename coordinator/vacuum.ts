@@ -3,7 +3,11 @@
 // claim or an ending replaces stays where it was. The pending index keeps an entry for each work
 // order ever claimed, which every claim walks past: with 200,000 ended work orders behind it a
 // claim on PGlite cost 1.7× what it did with none. The space retention frees is never used again,
-// and transaction ids are never frozen. A run is due once the work orders changed here come to a
+// and transaction ids are never frozen: PGlite would stop taking writes some two billion
+// transactions on, to avoid their wraparound. So each run also freezes any table of the database,
+// the catalogs too, whose oldest unfrozen transaction id is `freezeAge` old, as autovacuum would
+// however it is set (Postgres's own defaults: a plain vacuum freezes at 150 million, autovacuum
+// forces one at 200 million). A run is due once the work orders changed here come to a
 // tenth of the table (and a floor), so that its cost, which grows with the table, stays in
 // proportion to what it cleans; `SKIP_LOCKED` passes over a table another replica is vacuuming.
 import type { Bus } from "./bus.ts";
@@ -14,14 +18,20 @@ const TABLES = ["work_orders", "jobs", "work_order_events", "job_logs", "agents"
 // A table under ten pages is left alone: vacuumed, the planner would know it as that small, and a
 // plan made then (a prepared statement's, kept) would scan it however large it grew. Never
 // vacuumed, it is taken for ten pages at least, and reached through its indexes.
-const GROWN = `SELECT relname AS name FROM pg_class
+const GROWN = `SELECT oid::regclass::text AS name FROM pg_class
 WHERE oid = ANY($1::regclass[]) AND pg_relation_size(oid) >= 10 * current_setting('block_size')::int`;
+/** Tables, with their TOAST tables, holding transaction ids older than $1. */
+const AGED = `SELECT c.oid::regclass::text AS name FROM pg_class c LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
+WHERE c.relkind IN ('r', 'm') AND greatest(age(c.relfrozenxid), coalesce(age(t.relfrozenxid), 0)) >= $1`;
 const WORK_ORDERS = "SELECT greatest(reltuples, 0)::float8 AS n FROM pg_class WHERE oid = 'work_orders'::regclass";
 
-/** `scale`: the share of the table's rows that must change, past `threshold`, before the next run. */
-export type VacuumOptions = UpkeepOptions & { scale: number };
+/**
+ * `scale`: the share of the table's rows that must change, past `threshold`, before the next run;
+ * `freezeAge`: the age in transactions at which a table is frozen.
+ */
+export type VacuumOptions = UpkeepOptions & { scale: number; freezeAge: number };
 
-export const DEFAULT_VACUUM: VacuumOptions = { threshold: 10_000, scale: 0.1, minIntervalMs: 10_000 };
+export const DEFAULT_VACUUM: VacuumOptions = { threshold: 10_000, scale: 0.1, minIntervalMs: 10_000, freezeAge: 150_000_000 };
 
 /** Whether the coordinator must vacuum: nothing else will. */
 export async function vacuumNeeded(db: Database): Promise<boolean> {
@@ -34,10 +44,15 @@ export class Vacuum {
   private readonly upkeep: Upkeep;
   private readonly unsubscribe: (() => void)[];
 
-  constructor(db: Queryable, bus: Bus, onError: (error: unknown) => void, options: VacuumOptions = DEFAULT_VACUUM) {
+  constructor(db: Queryable, bus: Bus, onError: (error: unknown) => void, given: Partial<VacuumOptions> = {}) {
+    const options = { ...DEFAULT_VACUUM, ...given };
+    const vacuum = async (how: string, sql: string, params: unknown[]) => {
+      const tables = await db.query<{ name: string }>(sql, params);
+      if (tables.length > 0) await db.query(`VACUUM (${how}) ${tables.map((t) => t.name).join(", ")}`);
+    };
     const run = async () => {
-      const grown = await db.query<{ name: string }>(GROWN, [TABLES]);
-      if (grown.length > 0) await db.query(`VACUUM (SKIP_LOCKED) ${grown.map((t) => t.name).join(", ")}`);
+      await vacuum("SKIP_LOCKED", GROWN, [TABLES]);
+      await vacuum("FREEZE, SKIP_LOCKED", AGED, [options.freezeAge]);
       const [table] = await db.query<{ n: number }>(WORK_ORDERS);
       return options.threshold + options.scale * (table?.n ?? 0);
     };
