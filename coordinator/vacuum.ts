@@ -14,12 +14,25 @@ import type { Bus } from "./bus.ts";
 import type { Database, Queryable } from "./db/database.ts";
 import { Upkeep, type UpkeepOptions } from "./upkeep.ts";
 
-const TABLES = ["work_orders", "jobs", "work_order_events", "job_logs", "agents", "tokens"];
-// A table under ten pages is left alone: vacuumed, the planner would know it as that small, and a
-// plan made then (a prepared statement's, kept) would scan it however large it grew. Never
-// vacuumed, it is taken for ten pages at least, and reached through its indexes.
-const GROWN = `SELECT oid::regclass::text AS name FROM pg_class
+/** The coordinator's tables, each with the order its newest rows come first in, along an index. */
+const TABLES: Record<string, string> = {
+  work_orders: "id DESC",
+  jobs: "id DESC",
+  work_order_events: "work_order_id DESC, id DESC",
+  job_logs: 'job_id DESC, "offset" DESC',
+  agents: "id DESC",
+  tokens: "id DESC",
+};
+// A table is left alone while it is under ten pages, or holds under a hundred live rows (retention
+// may have deleted every one of a table still past ten pages): vacuumed, the planner would know it
+// as that small, and a plan made then (a prepared statement's, kept) would scan it however large it
+// grew. Never vacuumed, it is taken for ten pages at least, and reached through its indexes. The
+// live rows are counted from the newest, which retention deletes last, up to the hundred.
+const GROWN = `SELECT relname AS name FROM pg_class
 WHERE oid = ANY($1::regclass[]) AND pg_relation_size(oid) >= 10 * current_setting('block_size')::int`;
+const LIVE = 100;
+const holding = (tables: string[]) =>
+  tables.map((t) => `SELECT '${t}' AS name FROM (SELECT FROM ${t} ORDER BY ${TABLES[t]} LIMIT ${LIVE}) s HAVING count(*) = ${LIVE}`).join(" UNION ALL ");
 /** Tables, with their TOAST tables, holding transaction ids older than $1. */
 const AGED = `SELECT c.oid::regclass::text AS name FROM pg_class c LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
 WHERE c.relkind IN ('r', 'm') AND greatest(age(c.relfrozenxid), coalesce(age(t.relfrozenxid), 0)) >= $1`;
@@ -46,13 +59,14 @@ export class Vacuum {
 
   constructor(db: Queryable, bus: Bus, onError: (error: unknown) => void, given: Partial<VacuumOptions> = {}) {
     const options = { ...DEFAULT_VACUUM, ...given };
-    const vacuum = async (how: string, sql: string, params: unknown[]) => {
-      const tables = await db.query<{ name: string }>(sql, params);
-      if (tables.length > 0) await db.query(`VACUUM (${how}) ${tables.map((t) => t.name).join(", ")}`);
+    const names = async (sql: string, params?: unknown[]) => (await db.query<{ name: string }>(sql, params)).map((t) => t.name);
+    const vacuum = async (how: string, tables: string[]) => {
+      if (tables.length > 0) await db.query(`VACUUM (${how}) ${tables.join(", ")}`);
     };
     const run = async () => {
-      await vacuum("SKIP_LOCKED", GROWN, [TABLES]);
-      await vacuum("FREEZE, SKIP_LOCKED", AGED, [options.freezeAge]);
+      const grown = await names(GROWN, [Object.keys(TABLES)]);
+      await vacuum("SKIP_LOCKED", grown.length > 0 ? await names(holding(grown)) : []);
+      await vacuum("FREEZE, SKIP_LOCKED", await names(AGED, [options.freezeAge]));
       const [table] = await db.query<{ n: number }>(WORK_ORDERS);
       return options.threshold + options.scale * (table?.n ?? 0);
     };
