@@ -19,6 +19,7 @@ const server = {
   "max-followers": { type: "string" },
   "rate-limit": { type: "string" },
   "retain-days": { type: "string" },
+  vacuum: { type: "string" },
   "log-level": { type: "string" },
 } satisfies Options;
 const agentFlags = {
@@ -48,7 +49,7 @@ Usage:
   jobfleet start                      coordinator on the embedded database + one local agent
   jobfleet coordinator                run the coordinator        [--listen HOST:PORT] [--data-dir DIR] [--database-url URL]
                                                                  [--heartbeat-seconds S] [--lease-seconds S] [--max-followers N]
-                                                                 [--rate-limit N] [--retain-days N]
+                                                                 [--rate-limit N] [--retain-days N] [--vacuum auto|off]
   jobfleet agent --url URL[,URL…] --token-file F | --token T    run an agent
                                                                  [--name N] [--labels K=V,...] [--capacity N] [--prefetch N]
                                                                  [--mode queue|work-order] [--drain-timeout S] [--cancel-grace S]

@@ -58,8 +58,20 @@ async function coordinatorFrom(flags: Flags, log: Logger): Promise<Coordinator> 
   const maxFollowers = integer(flags, "max-followers", DEFAULT_MAX_FOLLOWERS, 1, 1_000_000);
   const requestsPerSecond = integer(flags, "rate-limit", DEFAULT_REQUESTS_PER_SECOND, 0, 1_000_000);
   const retainDays = integer(flags, "retain-days", DEFAULT_RETAIN_DAYS, 0, MAX_RETAIN_DAYS);
+  const vacuum = setting(flags, "vacuum") ?? "auto";
+  if (vacuum !== "auto" && vacuum !== "off") throw CliError.usage(`--vacuum is one of auto, off, not '${vacuum}'`);
   const address = listen(flags);
-  const options = { database: config, ...address, heartbeatSeconds, leaseSeconds, maxFollowers, requestsPerSecond, retainDays, logger: log };
+  const options = {
+    database: config,
+    ...address,
+    heartbeatSeconds,
+    leaseSeconds,
+    maxFollowers,
+    requestsPerSecond,
+    retainDays,
+    vacuum: vacuum === "off" ? (false as const) : undefined,
+    logger: log,
+  };
   return startCoordinator(options).catch((error) => {
     if (error instanceof DataDirInUse) throw new CliError(error.message);
     const { code, message, syscall } = error as NodeJS.ErrnoException;

@@ -55,6 +55,7 @@ const cases: [string[], RegExp][] = [
   [["coordinator", "--max-followers", "0"], /--max-followers must be a whole number from 1 to 1000000, not '0'/],
   [["coordinator", "--rate-limit", "1e3"], /--rate-limit must be a whole number from 0 to 1000000, not '1e3'/],
   [["coordinator", "--retain-days", "2.5"], /--retain-days must be a whole number from 0 to 36500, not '2.5'/],
+  [["coordinator", "--vacuum", "sometimes"], /--vacuum is one of auto, off, not 'sometimes'/],
 ];
 
 // Each its own process, nothing shared: run side by side.
