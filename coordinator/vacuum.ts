@@ -3,8 +3,9 @@
 // claim or an ending replaces stays where it was. The pending index keeps an entry for each work
 // order ever claimed, which every claim walks past: with 200,000 ended work orders behind it a
 // claim on PGlite cost 1.7× what it did with none. The space retention frees is never used again,
-// and transaction ids are never frozen: PGlite would stop taking writes some two billion
-// transactions on, to avoid their wraparound. So each run also freezes any table of the database,
+// and transaction ids are never frozen: some two billion transactions on, rows never frozen would
+// seem written in the future, and vanish (PGlite, a standalone backend, only warns as that nears,
+// where a server stops taking writes). So each run also freezes any table of the database,
 // the catalogs too, whose oldest unfrozen transaction id is `freezeAge` old, as autovacuum would
 // however it is set (Postgres's own defaults: a plain vacuum freezes at 150 million, autovacuum
 // forces one at 200 million). A run is due once the work orders changed here come to a
@@ -33,9 +34,16 @@ WHERE oid = ANY($1::regclass[]) AND pg_relation_size(oid) >= 10 * current_settin
 const LIVE = 100;
 const holding = (tables: string[]) =>
   tables.map((t) => `SELECT '${t}' AS name FROM (SELECT FROM ${t} ORDER BY ${TABLES[t]} LIMIT ${LIVE}) s HAVING count(*) = ${LIVE}`).join(" UNION ALL ");
-/** Tables, with their TOAST tables, holding transaction ids older than $1. */
+/**
+ * Tables, with their TOAST tables, holding transaction ids `$1` old, or twice that for the
+ * coordinator's tables left alone as small (`$2`): frozen, they too are known to the planner as
+ * they are, so not before they must be. Only tables in a schema the role may use, and not another
+ * session's temporary ones (VACUUM passes over those): naming a table in a schema the role has no
+ * USAGE on fails the whole statement, where a table it may not vacuum only draws a warning.
+ */
 const AGED = `SELECT c.oid::regclass::text AS name FROM pg_class c LEFT JOIN pg_class t ON t.oid = c.reltoastrelid
-WHERE c.relkind IN ('r', 'm') AND greatest(age(c.relfrozenxid), coalesce(age(t.relfrozenxid), 0)) >= $1`;
+WHERE c.relkind IN ('r', 'm') AND NOT pg_is_other_temp_schema(c.relnamespace) AND has_schema_privilege(c.relnamespace, 'USAGE')
+  AND greatest(age(c.relfrozenxid), coalesce(age(t.relfrozenxid), 0)) >= $1::bigint * CASE WHEN c.oid = ANY($2::regclass[]) THEN 2 ELSE 1 END`;
 const WORK_ORDERS = "SELECT greatest(reltuples, 0)::float8 AS n FROM pg_class WHERE oid = 'work_orders'::regclass";
 
 /**
@@ -65,8 +73,10 @@ export class Vacuum {
     };
     const run = async () => {
       const grown = await names(GROWN, [Object.keys(TABLES)]);
-      await vacuum("SKIP_LOCKED", grown.length > 0 ? await names(holding(grown)) : []);
-      await vacuum("FREEZE, SKIP_LOCKED", await names(AGED, [options.freezeAge]));
+      const held = grown.length > 0 ? await names(holding(grown)) : [];
+      await vacuum("SKIP_LOCKED", held);
+      const small = Object.keys(TABLES).filter((table) => !held.includes(table));
+      await vacuum("FREEZE, SKIP_LOCKED", await names(AGED, [options.freezeAge, small]));
       const [table] = await db.query<{ n: number }>(WORK_ORDERS);
       return options.threshold + options.scale * (table?.n ?? 0);
     };
