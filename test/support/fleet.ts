@@ -61,6 +61,7 @@ export class Api {
       headers: { authorization: `Bearer ${this.token}` },
       signal: abort.signal,
     });
+    if (!response.ok) throw new Error(`log stream of ${id} answered ${response.status}: ${await response.text()}`);
     const decoder = new TextDecoder();
     let buffer = "";
     const ended: Ended = { state: "pending", exitCode: null, log: "", jobs: [] };
