@@ -6,11 +6,26 @@ import { Bus } from "../../coordinator/bus.ts";
 import { openDatabase, type Queryable } from "../../coordinator/db/database.ts";
 import { workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
 import { workOrdersClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { Vacuum, vacuumNeeded } from "../../coordinator/vacuum.ts";
+import { Vacuum, type VacuumOptions, vacuumNeeded } from "../../coordinator/vacuum.ts";
 import { forEachDatabase, freshDatabase } from "../support/databases.ts";
 import { connectAgent, order, useDatabase } from "../store/fixtures.ts";
 
 const fail = (error: unknown) => expect.unreachable(String(error));
+
+/** One run of a vacuum with `options`: due at the first change, and waited for. */
+async function vacuumOnce(db: Queryable, options: Partial<VacuumOptions>, onError: (error: unknown) => void = fail): Promise<void> {
+  const bus = new Bus();
+  const vacuum = new Vacuum(db, bus, onError, { threshold: 1, ...options });
+  bus.emit("changed", "1");
+  await vacuum.stop();
+}
+
+const vacuumsOf = async (db: Queryable, table: string) =>
+  (await db.query<{ n: number }>("SELECT vacuum_count::int AS n FROM pg_stat_user_tables WHERE relname = $1", [table]))[0]!.n;
+
+/** How old the table's oldest unfrozen transaction id is. */
+const ageOf = async (db: Queryable, table: string) =>
+  (await db.query<{ age: number }>("SELECT age(relfrozenxid)::int AS age FROM pg_class WHERE oid = $1::regclass", [table]))[0]!.age;
 
 forEachDatabase("vacuum", (kind) => {
   const db = useDatabase(kind);
@@ -41,8 +56,7 @@ forEachDatabase("vacuum", (kind) => {
     return spy;
   }
 
-  const vacuums = async (table: string) =>
-    (await db().query<{ n: number }>("SELECT vacuum_count::int AS n FROM pg_stat_user_tables WHERE relname = $1", [table]))[0]!.n;
+  const vacuums = (table: string) => vacuumsOf(db(), table);
 
   test("is needed on PGlite, and on a server whose autovacuum is off", async () => {
     const [server] = await db().query<{ autovacuum: string }>("SHOW autovacuum");
@@ -102,10 +116,7 @@ forEachDatabase("vacuum", (kind) => {
   });
 
   test("leaves a table under ten pages alone, for the planner to go on taking it for ten at least", async () => {
-    const bus = new Bus();
-    const vacuum = new Vacuum(db(), bus, fail, { threshold: 1, scale: 0, minIntervalMs: 0 });
-    bus.emit("changed", "1");
-    await vacuum.stop();
+    await vacuumOnce(db(), { scale: 0, minIntervalMs: 0 });
     expect(await vacuums("jobs")).toBeGreaterThan(0);
     expect(await vacuums("tokens")).toBe(0);
     const [tokens] = await db().query<{ n: number }>("SELECT reltuples::int AS n FROM pg_class WHERE relname = 'tokens'");
@@ -122,17 +133,12 @@ forEachDatabase("vacuum", (kind) => {
       const stats = async () =>
         (await emptied.query<{ pages: number; rows: number }>("SELECT relpages AS pages, reltuples::int AS rows FROM pg_class WHERE relname = 'jobs'"))[0];
       expect(await stats()).toEqual({ pages: 0, rows: -1 });
-      const age = async (table: string) =>
-        (await emptied.query<{ age: number }>("SELECT age(relfrozenxid)::int AS age FROM pg_class WHERE oid = $1::regclass", [table]))[0]!.age;
+      const age = (table: string) => ageOf(emptied, table);
       // Old enough to freeze the catalogs, not twice as old as jobs: a table left alone waits for that.
       const freezeAge = Math.ceil((await age("jobs")) * 0.6);
       expect(await age("pg_class")).toBeGreaterThanOrEqual(2 * freezeAge);
-      const bus = new Bus();
-      const vacuum = new Vacuum(emptied, bus, fail, { threshold: 1, freezeAge });
-      bus.emit("changed", "1");
-      await vacuum.stop();
-      const [{ n }] = (await emptied.query<{ n: number }>("SELECT vacuum_count::int AS n FROM pg_stat_user_tables WHERE relname = 'work_orders'")) as [{ n: number }];
-      expect(n).toBeGreaterThanOrEqual(1);
+      await vacuumOnce(emptied, { freezeAge });
+      expect(await vacuumsOf(emptied, "work_orders")).toBeGreaterThanOrEqual(1);
       expect(await age("pg_class")).toBeLessThan(freezeAge);
       // Still never vacuumed, so taken for ten pages at least: not known as empty.
       expect(await stats()).toEqual({ pages: 0, rows: -1 });
@@ -147,10 +153,7 @@ forEachDatabase("vacuum", (kind) => {
     const before = await oldest();
     const freezeAge = Math.floor(before / 2);
     expect(freezeAge).toBeGreaterThan(5);
-    const bus = new Bus();
-    const vacuum = new Vacuum(db(), bus, fail, { threshold: 1, freezeAge });
-    bus.emit("changed", "1");
-    await vacuum.stop();
+    await vacuumOnce(db(), { freezeAge });
     // Those that old are frozen now; the rest may have aged by the few transactions since.
     expect(await oldest()).toBeLessThan(freezeAge + Math.ceil(freezeAge / 2));
   });
@@ -167,15 +170,12 @@ test("freezing passes over the tables of a schema the coordinator's role may not
     await db.query("CREATE ROLE coordinator");
     for (const table of ["work_orders", "jobs", "work_order_events", "job_logs", "agents", "tokens"]) await db.query(`ALTER TABLE ${table} OWNER TO coordinator`);
     await db.query("SET ROLE coordinator");
-    const age = async (table: string) => (await db.query<{ age: number }>("SELECT age(relfrozenxid)::int AS age FROM pg_class WHERE oid = $1::regclass", [table]))[0]!.age;
+    const age = (table: string) => ageOf(db, table);
     for (let i = 0; i < 10; i++) await db.query("SELECT txid_current()");
     // Past jobs' age, doubled as a table left alone: private.t, made before it, is older.
     const freezeAge = Math.floor(((await age("jobs")) - 2) / 2);
     const errors: unknown[] = [];
-    const bus = new Bus();
-    const vacuum = new Vacuum(db, bus, (error) => errors.push(error), { threshold: 1, freezeAge });
-    bus.emit("changed", "1");
-    await vacuum.stop();
+    await vacuumOnce(db, { freezeAge }, (error) => void errors.push(error));
     expect(errors.map(String)).toEqual([]);
     expect(await age("jobs")).toBeLessThan(freezeAge);
   } finally {
