@@ -17,7 +17,7 @@ import { Relay } from "./relay/relay.ts";
 import { Statistics } from "./statistics.ts";
 import { Vacuum, type VacuumOptions, vacuumNeeded } from "./vacuum.ts";
 import { createApp } from "./http/app.ts";
-import { withoutData } from "./loggable.ts";
+import { errorLogger } from "./loggable.ts";
 import { DEFAULT_MAX_FOLLOWERS, Followers } from "./logs/followers.ts";
 import { AGENT_PATH, Hub } from "./ws/hub.ts";
 import { MAX_LEASE_SECONDS, MIN_BEAT_SECONDS } from "../protocol/limits.ts";
@@ -78,7 +78,7 @@ export async function startCoordinator(options: CoordinatorOptions): Promise<Coo
   });
   const bus = new Bus();
   const verifier = new TokenVerifier(db, { failures: new RateLimits(options.authFailures ?? { perSecond: 1, burst: 30 }) });
-  const onError = (error: unknown) => logger.error({ err: withoutData(error) }, "internal error");
+  const onError = errorLogger(logger);
   const dispatcher = new Dispatcher(db, bus, onError);
   const completer = new Completer(db);
   const statistics = new Statistics(db, bus, onError);

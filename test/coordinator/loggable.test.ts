@@ -1,11 +1,13 @@
 // A database error is logged without the input it quotes, which may be a secret.
 import { Writable } from "node:stream";
 import { pino } from "pino";
+import postgres from "postgres";
 import { afterAll, expect, it } from "vitest";
 import { tokenCreate } from "../../coordinator/auth/tokens.ts";
 import { type Coordinator, startCoordinator } from "../../coordinator/coordinator.ts";
-import { withoutData } from "../../coordinator/loggable.ts";
+import { errorLogger, withoutData } from "../../coordinator/loggable.ts";
 import { forEachDatabase, freshDatabase } from "../support/databases.ts";
+import { freePort } from "../support/ports.ts";
 
 forEachDatabase("errors as logged", (kind) => {
   it("keep the database's message and code, and drop what quotes the input", async () => {
@@ -23,6 +25,30 @@ forEachDatabase("errors as logged", (kind) => {
   });
 });
 
+// A claim round, the relay or the reaper failing while Postgres restarts is tried again; logged as an
+// internal error, it read as a bug in every outage.
+it("the database away is logged as a warning, anything else as an internal error", async () => {
+  const lines: string[] = [];
+  const log = errorLogger(pino({ level: "info" }, sink(lines)));
+  const sql = postgres({ host: "127.0.0.1", port: await freePort(), max: 1, connect_timeout: 5 });
+  const refused = await sql`SELECT 1`.catch((error: unknown) => error);
+  await sql.end();
+  log(refused);
+  log(new TypeError("x is undefined"));
+  const [away, bug] = lines.map((line) => JSON.parse(line));
+  expect(away).toMatchObject({ level: 40, msg: "database unavailable", error: { code: "ECONNREFUSED" } });
+  expect(bug).toMatchObject({ level: 50, msg: "internal error", error: { type: "TypeError", message: "x is undefined" } });
+});
+
+function sink(lines: string[]): Writable {
+  return new Writable({
+    write(chunk, _enc, done) {
+      lines.push(String(chunk));
+      done();
+    },
+  });
+}
+
 let coordinator: Coordinator | undefined;
 afterAll(async () => coordinator?.stop());
 
@@ -32,13 +58,7 @@ afterAll(async () => coordinator?.stop());
 // error in its `params`. Found by a review.
 it("a token whose insert fails is logged without its hash", async () => {
   const lines: string[] = [];
-  const sink = new Writable({
-    write(chunk, _enc, done) {
-      lines.push(String(chunk));
-      done();
-    },
-  });
-  coordinator = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, logger: pino({ level: "info" }, sink), retainDays: 0 });
+  coordinator = await startCoordinator({ database: { kind: "pglite", dataDir: ":memory:" }, port: 0, logger: pino({ level: "info" }, sink(lines)), retainDays: 0 });
   const admin = (await tokenCreate(coordinator.db, "admin", "admin")).token;
   // The database now refuses writes (read-only), as a standby does.
   await coordinator.db.query(`SET default_transaction_read_only = on`);
