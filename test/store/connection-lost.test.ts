@@ -4,12 +4,14 @@
 // one, then begin's ROLLBACK) to the closed connection from a setImmediate, which threw where
 // nothing could catch it: the coordinator's process died (porsager/postgres#1154, #1208). Once the
 // pool had connected again for another caller, it sent them to the new session instead, outside
-// any transaction. patches/postgres+3.4.9.patch fixes both.
+// any transaction. patches/postgres+3.4.9.patch fixes both, and a third: a statement still in the
+// write buffer when its connection closed was sent ahead of the next connection's startup.
+import { connect, type Socket } from "node:net";
 import postgres from "postgres";
 import { afterAll, beforeAll, expect, test } from "vitest";
 import type { Database, Queryable } from "../../coordinator/db/database.ts";
 import { isUnavailable } from "../../coordinator/db/unavailable.ts";
-import { describePostgres, freshDatabase, TEST_DATABASE_URL } from "../support/databases.ts";
+import { createPostgresDatabase, describePostgres, dropPostgresDatabase, freshDatabase, TEST_DATABASE_URL } from "../support/databases.ts";
 import { until } from "../support/until.ts";
 
 describePostgres("a connection lost between its statements", () => {
@@ -66,6 +68,39 @@ describePostgres("a connection lost between its statements", () => {
     expect(isUnavailable(transaction)).toBe(true);
     expect(isUnavailable(late)).toBe(true);
     expect(await db.query("SELECT n FROM marks")).toEqual([]);
+  });
+
+  // postgres-js buffers a statement and writes it from an immediate; one issued from an immediate
+  // waits for the next turn of the loop, after this turn's socket closes.
+  test("a statement still buffered when its connection closes is not sent on the next connection", async () => {
+    const sockets: Socket[] = [];
+    const url = await createPostgresDatabase();
+    // postgres-js takes a `socket` function, though its types leave it out.
+    const dialled = {
+      socket: () =>
+        new Promise<Socket>((resolve, reject) => {
+          const socket = connect(Number(url.port || 5432), url.hostname).once("connect", () => resolve(socket)).once("error", reject);
+          sockets.push(socket);
+        }),
+    };
+    const sql = postgres(url.toString(), { max: 1, connect_timeout: 3, onnotice: () => {}, ...dialled });
+    try {
+      await sql`CREATE TABLE marks (n int)`;
+      const late = await new Promise((resolve) =>
+        setImmediate(async () => {
+          const statement = sql`INSERT INTO marks VALUES (2)`.then(() => "ran", (error: unknown) => error);
+          for (let turn = 0; turn < 10; turn++) await null;
+          sockets[0]!.destroy();
+          resolve(statement);
+        }),
+      );
+      expect(isUnavailable(late)).toBe(true);
+      expect(await sql`SELECT n FROM marks`).toEqual([]);
+      expect(sockets).toHaveLength(2);
+    } finally {
+      await sql.end({ timeout: 1 });
+      await dropPostgresDatabase(url);
+    }
   });
 
   // The coordinator does not reserve connections; a reserved one is the other way to write to a
