@@ -8,7 +8,7 @@
 // write buffer when its connection closed was sent ahead of the next connection's startup.
 import { connect, type Socket } from "node:net";
 import postgres from "postgres";
-import { afterAll, beforeAll, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import type { Database, Queryable } from "../../coordinator/db/database.ts";
 import { isUnavailable } from "../../coordinator/db/unavailable.ts";
 import { createPostgresDatabase, describePostgres, dropPostgresDatabase, freshDatabase, TEST_DATABASE_URL } from "../support/databases.ts";
@@ -106,7 +106,7 @@ describePostgres("a connection lost between its statements", () => {
   // The coordinator does not reserve connections; a reserved one is the other way to write to a
   // connection after it closed, which the patch's guard settles (release() of a closed one is not
   // fixed: it returns the dead connection to the pool).
-  test("a reserved connection's statement fails as unavailable and nothing is thrown past it", async () => {
+  test("a reserved connection's statement fails as unavailable, nothing is thrown past it, and the pool still ends", async () => {
     const sql = postgres(TEST_DATABASE_URL!, { max: 1, onnotice: () => {} });
     try {
       const reserved = await sql.reserve();
@@ -115,8 +115,46 @@ describePostgres("a connection lost between its statements", () => {
       const late = await reserved`SELECT 1`.then(() => "ran", (error: unknown) => error);
       await new Promise(setImmediate);
       expect(isUnavailable(late)).toBe(true);
+      // A failed statement left as the connection's current one kept it busy: end() waited for ever.
+      const ended = await Promise.race([sql.end().then(() => "ended"), new Promise((resolve) => setTimeout(resolve, 5_000, "still ending"))]);
+      expect(ended).toBe("ended");
     } finally {
       await sql.end({ timeout: 1 });
     }
+  });
+
+  // The statement comes as the connection closes, and the pool dials it again for a caller that
+  // waited for it: only the statement fails. (Review's find: the guard failed the waiting caller
+  // too, and with two hosts listed, reported the statement as run though it never was sent.)
+  describe.each([
+    ["one host", 1],
+    ["two hosts", 2],
+  ])("a reserved connection lost while the pool waits for it, %s", (_, hosts) => {
+    test("fails the statement sent on it alone", async () => {
+      const url = await createPostgresDatabase();
+      const host = `${url.hostname}:${url.port || 5432}`;
+      let late: Promise<unknown> | undefined;
+      let reserved!: postgres.ReservedSql;
+      const sql = postgres(`postgres://${url.username}@${Array(hosts).fill(host).join(",")}${url.pathname}`, {
+        max: 1,
+        onnotice: () => {},
+        // The holder of the reserved connection sends its next statement as the close arrives.
+        onclose: () => void (late ??= reserved`INSERT INTO marks VALUES (1)`.then(() => "ran", (error: unknown) => error)),
+      });
+      try {
+        await sql`CREATE TABLE marks (n int)`;
+        reserved = await sql.reserve();
+        const [backend] = await reserved<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
+        const waiting = sql<{ n: number }[]>`SELECT 1 AS n`.then((rows) => [...rows], (error: unknown) => error);
+        await admin`SELECT pg_terminate_backend(${backend!.pid})`;
+        expect(await waiting).toEqual([{ n: 1 }]);
+        await until(async () => late !== undefined, "the statement at the close");
+        expect(isUnavailable(await late)).toBe(true);
+        expect(await sql`SELECT n FROM marks`).toEqual([]);
+      } finally {
+        await sql.end({ timeout: 1 });
+        await dropPostgresDatabase(url);
+      }
+    });
   });
 });
