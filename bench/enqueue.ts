@@ -4,6 +4,8 @@
 // Each way is warmed up (200 singles, one bulk request or call), then timed twice in a row: a
 // fresh process runs its first pass while V8 still compiles its hot code, and the next on code
 // compiled (a coordinator's first 10,000 singles cost it about 1.5 times the CPU of the 10,000 after).
+// graphile-worker runs in this process, which earlier scenarios may have warmed: the next pass is
+// the fair comparison.
 import { Logger, makeWorkerUtils, runMigrations } from "graphile-worker";
 import { BULK_SIZE, CoordinatorProcess, NOOP_ORDER } from "./fleet.ts";
 import { createDatabase, dropDatabase, now } from "./support.ts";
