@@ -146,7 +146,7 @@ describePostgres("a connection lost between its statements", () => {
         reserved = await sql.reserve();
         const [backend] = await reserved<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
         const waiting = sql<{ n: number }[]>`SELECT 1 AS n`.then((rows) => [...rows], (error: unknown) => error);
-        await admin`SELECT pg_terminate_backend(${backend!.pid})`;
+        await terminateBackend(backend!.pid);
         expect(await waiting).toEqual([{ n: 1 }]);
         await until(async () => late !== undefined, "the statement at the close");
         expect(isUnavailable(await late)).toBe(true);
