@@ -31,6 +31,11 @@ export class Child {
   private nextId = 0;
   stderr = "";
 
+  /** Requests sent so far: each is one reply the child writes on its IPC channel. */
+  get requests(): number {
+    return this.nextId;
+  }
+
   constructor(entry: ChildEntry, config: unknown) {
     this.process = fork(childFile(entry), [JSON.stringify(config)], {
       // BENCH_CPU_PROF=dir: every child writes a V8 CPU profile there when it exits.

@@ -7,6 +7,7 @@ import type { CoordinatorConfig, CoordinatorReady } from "./coordinator-process.
 import { processCpuSeconds } from "./cpu.ts";
 import { Child, type ChildEntry } from "./children.ts";
 import { now } from "./support.ts";
+import { processWrites } from "./writes.ts";
 
 /** The work order every scenario enqueues: an ordinary exec work order the bench's agents run as a no-op. */
 export const NOOP_ORDER = { spec: { command: ["true"] }, selector: "pool=bench" };
@@ -82,12 +83,15 @@ async function startAgents({ processes, perProcess, capacity, prefetch = 0 }: Fl
   return new AgentFleet(children);
 }
 
+/** Where agents dial: a coordinator process, or the stand-in for one. */
+export type Dialled = { readonly ready: Pick<CoordinatorReady, "agentUrl" | "agentToken"> };
+
 export class AgentFleet {
   constructor(readonly children: Child[]) {}
 
   /** Every agent dials now. With several coordinators (on one database), agent process p dials coordinator p mod n, and only that one. */
-  go(coordinators: CoordinatorProcess | readonly CoordinatorProcess[]): void {
-    const list: readonly CoordinatorProcess[] = coordinators instanceof CoordinatorProcess ? [coordinators] : coordinators;
+  go(coordinators: Dialled | readonly Dialled[]): void {
+    const list: readonly Dialled[] = "ready" in coordinators ? [coordinators] : coordinators;
     if (list.length === 0) throw new RangeError("go: no coordinator");
     for (const [p, child] of this.children.entries()) {
       const { agentUrl, agentToken } = list[p % list.length]!.ready;
@@ -119,6 +123,11 @@ export class AgentFleet {
   /** CPU seconds of all agent processes so far. */
   cpu(): number {
     return this.children.reduce((sum, child) => sum + processCpuSeconds(child.process.pid), 0);
+  }
+
+  /** Write calls of all agent processes so far, less the replies they wrote to the bench's requests. */
+  writes(): number {
+    return this.children.reduce((sum, child) => sum + processWrites(child.process.pid) - child.requests, 0);
   }
 
   async stop(): Promise<void> {

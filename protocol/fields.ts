@@ -9,7 +9,8 @@ const MAX_ID = 9_223_372_036_854_775_807n;
 export const id = z
   .string()
   .regex(/^[1-9][0-9]{0,18}$/, "expected a numeric id")
-  .refine((s) => !/^[0-9]+$/.test(s) || BigInt(s) <= MAX_ID, "expected a numeric id");
+  // Only a 19-digit id can pass the pattern and still be too large.
+  .refine((s) => s.length < 19 || !/^[0-9]+$/.test(s) || BigInt(s) <= MAX_ID, "expected a numeric id");
 
 export const agentName = z
   .string()
