@@ -5,7 +5,7 @@ import { type ChildProcess, fork } from "node:child_process";
 import { bundled } from "../bin/bundle.js";
 import type { Message } from "./support.ts";
 
-const ENTRIES = ["agents-process", "coordinator-process", "coordinator-gc-process", "graphile-process", "idle-agents-process"] as const;
+const ENTRIES = ["agents-process", "bare-beats-process", "coordinator-process", "coordinator-gc-process", "graphile-process", "idle-agents-process"] as const;
 export type ChildEntry = (typeof ENTRIES)[number];
 
 const files = new Map<ChildEntry, string>();

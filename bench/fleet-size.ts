@@ -20,7 +20,8 @@ import { CoordinatorProcess } from "./fleet.ts";
 import type { IdleAgentsConfig, IdleAgentsStatus } from "./idle-agents-process.ts";
 import { Child } from "./children.ts";
 import { createDatabase, dropDatabase, now, sleep } from "./support.ts";
-import type { Row } from "./table.ts";
+import { type Row, ratio } from "./table.ts";
+import type { BareBeatsConfig, BareBeatsReady } from "./bare-beats-process.ts";
 
 export type FleetSizeOptions = {
   quick: boolean;
@@ -245,6 +246,16 @@ export async function fleetSize(options: FleetSizeOptions): Promise<Row[]> {
         (options.profileDir ? `; the coordinator was being CPU-profiled (figures inflated), profiles in ${options.profileDir}` : ""),
     );
 
+    const perBeat = (((cores - idleCores) * seconds) / Math.max(1, beats)) * 1e6;
+    // The peer needs the loopback ports and the cores to itself.
+    await Promise.all(clients.map((child) => child.stop()));
+    await coordinator.stop();
+    const bare = await bareBeats({ target, shares, inFlight: inFlight || IN_FLIGHT, beatMs: windows.heartbeat * IDLE_BEAT_TICKS * 1000, windows, log });
+    note(
+      `fleet size: the peer, a bare ws server (it notes when each socket was last heard, nothing else) with ${bare.open} sockets beating as idle agents do, ` +
+        `from ${shares.length} processes: ${bare.cpuPercent.toFixed(2)}% of a core over ${windows.cpu} s, ${bare.idlePercent.toFixed(2)}% idle before they dialled`,
+    );
+
     return [
       { scenario: `5 fleet size: idle agents connected, one coordinator (${bound})`, figure: stillConnected, unit: "agents" },
       { scenario: `5 fleet size: time for ${connected} agents to connect, ${dialling}`, figure: connectSeconds, unit: "s" },
@@ -252,13 +263,55 @@ export async function fleetSize(options: FleetSizeOptions): Promise<Row[]> {
       { scenario: "5 fleet size: coordinator memory per idle agent (RSS after GC)", figure: perAgent("rss"), unit: "KiB/agent" },
       { scenario: "5 fleet size: of which V8 heap", figure: perAgent("heapUsed"), unit: "KiB/agent" },
       { scenario: `5 fleet size: coordinator CPU while they heartbeat (every ${windows.heartbeat * IDLE_BEAT_TICKS} s idle)`, figure: cores * 100, unit: "% of a core" },
-      { scenario: "5 fleet size: coordinator CPU per beat (net of idle)", figure: (((cores - idleCores) * seconds) / Math.max(1, beats)) * 1e6, unit: "µs" },
+      { scenario: "5 fleet size: coordinator CPU per beat (net of idle)", figure: perBeat, unit: "µs", ratio: ratio(perBeat, bare.perBeat, "a bare ws server, same beats") },
+      { scenario: "5 fleet size: a bare ws server's CPU per beat, same beats (no coordinator; net of idle)", figure: bare.perBeat, unit: "µs" },
+      { scenario: "5 fleet size: a bare ws server's CPU while they beat, net of idle", figure: bare.cpuPercent - bare.idlePercent, unit: "% of a core" },
     ];
   } finally {
     await Promise.all(clients.map((child) => child.stop()));
     await coordinator?.stop();
     await monitor.end();
     await dropDatabase(url);
+  }
+}
+
+type BareBeatsOptions = {
+  target: number;
+  shares: number[];
+  inFlight: number;
+  beatMs: number;
+  windows: { baseline: number; settle: number; cpu: number };
+  log: (text: string) => void;
+};
+
+/** The same number of sockets beating as the idle agents did, against a bare ws server: its CPU, idle and while they beat, and per beat net of idle. */
+async function bareBeats({ target, shares, inFlight, beatMs, windows, log }: BareBeatsOptions) {
+  const server = new Child("bare-beats-process", { role: "server" } satisfies BareBeatsConfig);
+  const clients: Child[] = [];
+  try {
+    const { url } = await server.next<BareBeatsReady>("ready");
+    const cpu = () => processCpuSeconds(server.process.pid);
+    let cpu0 = cpu();
+    await sleep(windows.baseline * 1000);
+    const idleCores = (cpu() - cpu0) / windows.baseline;
+    for (const share of shares) clients.push(new Child("bare-beats-process", { role: "clients", url: url!, count: share, beatMs, inFlight } satisfies BareBeatsConfig));
+    await Promise.all(clients.map((child) => child.next("ready", 120_000)));
+    const opened = () => Promise.all(clients.map((child) => child.request<number>({ type: "status" }))).then((counts) => counts.reduce((a, b) => a + b, 0));
+    const deadline = Date.now() + 300_000;
+    while ((await opened()) < target && Date.now() < deadline) await sleep(500);
+    log(`bare ws peer: ${await opened()} sockets open`);
+    await sleep(windows.settle * 1000);
+    cpu0 = cpu();
+    const t0 = now();
+    await sleep(windows.cpu * 1000);
+    const seconds = (now() - t0) / 1000;
+    const cores = (cpu() - cpu0) / seconds;
+    const open = await opened();
+    const beats = (open * seconds * 1000) / beatMs;
+    return { open, cpuPercent: cores * 100, idlePercent: idleCores * 100, perBeat: (((cores - idleCores) * seconds) / Math.max(1, beats)) * 1e6 };
+  } finally {
+    await Promise.all(clients.map((child) => child.stop()));
+    await server.stop();
   }
 }
 
