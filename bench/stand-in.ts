@@ -1,11 +1,13 @@
 // Scenario 1's floor: the same agent processes against a stand-in for the coordinator that costs
 // next to nothing. It speaks the agent protocol as the coordinator does on the wire (a welcome, an
-// assignment for each claimed slot, each job's messages acknowledged once a turn, frames corked a
-// turn), but keeps its jobs in memory, checks nothing beyond JSON, and has no database. What the
-// fleet reaches against it bounds what it can reach against a real coordinator on this machine.
-import type { AddressInfo, Socket } from "node:net";
+// assignment for each claimed slot, each job's messages acknowledged with the next assignment or
+// at the end of the turn, frames corked a turn), but keeps its jobs in memory, checks nothing
+// beyond JSON, and has no database. What the fleet reaches against it bounds what it can reach
+// against a real coordinator on this machine.
+import type { AddressInfo } from "node:net";
 import { type WebSocket, WebSocketServer } from "ws";
 import type { AgentMessage, CoordinatorMessage } from "../protocol/messages.ts";
+import { TurnCork } from "../protocol/turn-cork.ts";
 import { type FleetShape, bootAgents, NOOP_ORDER } from "./fleet.ts";
 import { now } from "./support.ts";
 
@@ -18,7 +20,6 @@ export type StandInResult = {
 
 /** Hands out `orders` no-op jobs to whoever claims them; `finished` resolves when all have ended. */
 class StandIn {
-  private readonly server: WebSocketServer;
   private assigned = 0;
   private ended = 0;
   private end!: () => void;
@@ -26,9 +27,8 @@ class StandIn {
 
   private constructor(
     private readonly orders: number,
-    server: WebSocketServer,
+    private readonly server: WebSocketServer,
   ) {
-    this.server = server;
     server.on("connection", (socket) => this.serve(socket));
   }
 
@@ -48,17 +48,9 @@ class StandIn {
   }
 
   private serve(socket: WebSocket): void {
-    const tcp = (socket as unknown as { _socket: Socket })._socket;
-    let corked = false;
+    const cork = new TurnCork();
     const send = (message: CoordinatorMessage) => {
-      if (!corked) {
-        corked = true;
-        tcp.cork();
-        process.nextTick(() => {
-          corked = false;
-          tcp.uncork();
-        });
-      }
+      cork.hold(socket);
       socket.send(JSON.stringify(message));
     };
     const acks = new Map<string, number>();
@@ -69,7 +61,11 @@ class StandIn {
     socket.on("message", (data) => {
       const message = JSON.parse(data.toString()) as AgentMessage;
       if (message.type === "hello") send({ type: "welcome", agentId: "1", heartbeatSeconds: 10, leaseSeconds: 30, jobs: [] });
-      else if (message.type === "claim") for (let i = 0; i < message.slots && this.assigned < this.orders; i++) send(this.assign());
+      else if (message.type === "claim") {
+        // As the coordinator's, acknowledgements leave with the next assignment, in one frame write.
+        acknowledge();
+        for (let i = 0; i < message.slots && this.assigned < this.orders; i++) send(this.assign());
+      }
       else if ("jobId" in message) {
         if (acks.size === 0) setImmediate(acknowledge);
         acks.set(message.jobId, message.seq);
