@@ -58,11 +58,12 @@ function againstGraphile(scenario: string, unit: string, ours: number, defaults:
 async function throughput(): Promise<void> {
   const n = sizes.throughput;
   process.stderr.write(
-    `throughput: ${n} no-op jobs, jobfleet (${FLEET.processes}×${FLEET.perProcess} agents, capacity ${FLEET.capacity}; then ${PREFETCH}; then against a stand-in coordinator) vs graphile-worker (concurrency ${CONCURRENCY})\n`,
+    `throughput: ${n} no-op jobs, jobfleet (${FLEET.processes}×${FLEET.perProcess} agents, capacity ${FLEET.capacity}; then ${PREFETCH}; then both against a stand-in coordinator) vs graphile-worker (concurrency ${CONCURRENCY})\n`,
   );
   const jf = await jobfleetThroughput({ kind: "postgres", orders: n, fleet: FLEET });
   const jfAhead = await jobfleetThroughput({ kind: "postgres", orders: n, fleet: PREFETCH_FLEET });
   const floor = await standInThroughput(n, FLEET);
+  const floorAhead = await standInThroughput(n, PREFETCH_FLEET);
   const gDefault = await graphileThroughput(n, CONCURRENCY, false);
   const gTuned = await graphileThroughput(n, CONCURRENCY, true);
   for (const [label, run] of [["", jf], [`, ${PREFETCH}`, jfAhead]] as const) {
@@ -73,12 +74,14 @@ async function throughput(): Promise<void> {
       ratio: versusGraphile(run.jobsPerSecond, gDefault.jobsPerSecond, gTuned.jobsPerSecond),
     });
   }
-  table.add({
-    scenario: `1 throughput, the same agents against a stand-in coordinator (no database), N=${n}`,
-    figure: floor.jobsPerSecond,
-    unit: "jobs/s",
-    ratio: versusGraphile(floor.jobsPerSecond, gDefault.jobsPerSecond, gTuned.jobsPerSecond),
-  });
+  for (const [label, run] of [["", floor], [`, ${PREFETCH}`, floorAhead]] as const) {
+    table.add({
+      scenario: `1 throughput, the same agents against a stand-in coordinator (no database)${label}, N=${n}`,
+      figure: run.jobsPerSecond,
+      unit: "jobs/s",
+      ratio: versusGraphile(run.jobsPerSecond, gDefault.jobsPerSecond, gTuned.jobsPerSecond),
+    });
+  }
   table.add({ scenario: `1 throughput graphile-worker defaults, N=${n}`, figure: gDefault.jobsPerSecond, unit: "jobs/s" });
   table.add({ scenario: `1 throughput graphile-worker tuned, N=${n}`, figure: gTuned.jobsPerSecond, unit: "jobs/s" });
   againstGraphile("2 commits per job", "commits/job", jf.commitsPerJob!, gDefault.commitsPerJob, gTuned.commitsPerJob);
@@ -94,8 +97,10 @@ async function throughput(): Promise<void> {
       ratio: versusGraphile(run.cpuPerThousand.postgres!, gDefault.cpuPerThousand.postgres, gTuned.cpuPerThousand.postgres),
     });
   }
-  table.add({ scenario: "2 CPU per 1k jobs, agents (4 processes) against the stand-in", figure: floor.cpuPerThousand.agents, unit: "CPU s" });
-  table.add({ scenario: "2 CPU per 1k jobs, the stand-in coordinator", figure: floor.cpuPerThousand.standIn, unit: "CPU s" });
+  for (const [label, run] of [["", floor], [`, ${PREFETCH}`, floorAhead]] as const) {
+    table.add({ scenario: `2 CPU per 1k jobs, agents (4 processes) against the stand-in${label}`, figure: run.cpuPerThousand.agents, unit: "CPU s" });
+    table.add({ scenario: `2 CPU per 1k jobs, the stand-in coordinator${label}`, figure: run.cpuPerThousand.standIn, unit: "CPU s" });
+  }
   table.add({ scenario: "2 CPU per 1k jobs, graphile-worker process (defaults)", figure: gDefault.cpuPerThousand.worker, unit: "CPU s" });
   table.add({ scenario: "2 CPU per 1k jobs, graphile-worker process (tuned)", figure: gTuned.cpuPerThousand.worker, unit: "CPU s" });
   table.add({ scenario: "2 CPU per 1k jobs, Postgres under graphile defaults", figure: gDefault.cpuPerThousand.postgres, unit: "CPU s" });
@@ -106,7 +111,9 @@ async function throughput(): Promise<void> {
   for (const [label, run] of [["", jf], [`, ${PREFETCH}`, jfAhead]] as const) {
     table.add({ scenario: `2 write calls per job, jobfleet agents (4 processes)${label}`, figure: run.agentWritesPerJob, unit: "writes/job" });
   }
-  table.add({ scenario: "2 write calls per job, agents (4 processes) against the stand-in", figure: floor.agentWritesPerJob, unit: "writes/job" });
+  for (const [label, run] of [["", floor], [`, ${PREFETCH}`, floorAhead]] as const) {
+    table.add({ scenario: `2 write calls per job, agents (4 processes) against the stand-in${label}`, figure: run.agentWritesPerJob, unit: "writes/job" });
+  }
   for (const run of [jf, jfAhead]) if (run.unsucceeded > 0) table.note(`throughput: ${run.unsucceeded} jobfleet work orders did not end succeeded`);
   if (!jf.enqueue.bulk) table.note("throughput: the coordinator has no bulk endpoint; enqueued with single POSTs");
   table.note(`throughput: enqueue before the timed phase took ${(jf.enqueue.ms / 1000).toFixed(1)} s for jobfleet (${jf.enqueue.bulk ? "bulk" : "single POSTs"}), graphile addJobs ${(n / gDefault.enqueuePerSecond).toFixed(1)} s`);
