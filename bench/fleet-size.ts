@@ -246,7 +246,7 @@ export async function fleetSize(options: FleetSizeOptions): Promise<Row[]> {
         (options.profileDir ? `; the coordinator was being CPU-profiled (figures inflated), profiles in ${options.profileDir}` : ""),
     );
 
-    const perBeat = (((cores - idleCores) * seconds) / Math.max(1, beats)) * 1e6;
+    const perBeat = microsPerBeat(cores - idleCores, seconds, beats);
     // The peer needs the loopback ports and the cores to itself.
     await Promise.all(clients.map((child) => child.stop()));
     await coordinator.stop();
@@ -273,6 +273,11 @@ export async function fleetSize(options: FleetSizeOptions): Promise<Row[]> {
     await monitor.end();
     await dropDatabase(url);
   }
+}
+
+/** CPU µs a beat, from the cores the beats kept busy (net of idle) over `seconds`. */
+function microsPerBeat(netCores: number, seconds: number, beats: number): number {
+  return ((netCores * seconds) / Math.max(1, beats)) * 1e6;
 }
 
 type BareBeatsOptions = {
@@ -308,7 +313,7 @@ async function bareBeats({ target, shares, inFlight, beatMs, windows, log }: Bar
     const cores = (cpu() - cpu0) / seconds;
     const open = await opened();
     const beats = (open * seconds * 1000) / beatMs;
-    return { open, cpuPercent: cores * 100, idlePercent: idleCores * 100, perBeat: (((cores - idleCores) * seconds) / Math.max(1, beats)) * 1e6 };
+    return { open, cpuPercent: cores * 100, idlePercent: idleCores * 100, perBeat: microsPerBeat(cores - idleCores, seconds, beats) };
   } finally {
     await Promise.all(clients.map((child) => child.stop()));
     await server.stop();

@@ -64,9 +64,11 @@ async function throughput(): Promise<void> {
   const jfAhead = await jobfleetThroughput({ kind: "postgres", orders: n, fleet: PREFETCH_FLEET });
   const floor = await standInThroughput(n, FLEET);
   const floorAhead = await standInThroughput(n, PREFETCH_FLEET);
+  const ours = [["", jf], [`, ${PREFETCH}`, jfAhead]] as const;
+  const floors = [["", floor], [`, ${PREFETCH}`, floorAhead]] as const;
   const gDefault = await graphileThroughput(n, CONCURRENCY, false);
   const gTuned = await graphileThroughput(n, CONCURRENCY, true);
-  for (const [label, run] of [["", jf], [`, ${PREFETCH}`, jfAhead]] as const) {
+  for (const [label, run] of ours) {
     table.add({
       scenario: `1 throughput jobfleet${label}, Postgres, N=${n}`,
       figure: run.jobsPerSecond,
@@ -74,7 +76,7 @@ async function throughput(): Promise<void> {
       ratio: versusGraphile(run.jobsPerSecond, gDefault.jobsPerSecond, gTuned.jobsPerSecond),
     });
   }
-  for (const [label, run] of [["", floor], [`, ${PREFETCH}`, floorAhead]] as const) {
+  for (const [label, run] of floors) {
     table.add({
       scenario: `1 throughput, the same agents against a stand-in coordinator (no database)${label}, N=${n}`,
       figure: run.jobsPerSecond,
@@ -87,7 +89,7 @@ async function throughput(): Promise<void> {
   againstGraphile("2 commits per job", "commits/job", jf.commitsPerJob!, gDefault.commitsPerJob, gTuned.commitsPerJob);
   table.add({ scenario: `2 commits per job, jobfleet ${PREFETCH}`, figure: jfAhead.commitsPerJob!, unit: "commits/job" });
   againstGraphile("2 WAL per job", "bytes/job", jf.walPerJob!, gDefault.walPerJob, gTuned.walPerJob);
-  for (const [label, run] of [["", jf], [`, ${PREFETCH}`, jfAhead]] as const) {
+  for (const [label, run] of ours) {
     table.add({ scenario: `2 CPU per 1k jobs, jobfleet coordinator${label}`, figure: run.cpuPerThousand.coordinator, unit: "CPU s" });
     table.add({ scenario: `2 CPU per 1k jobs, jobfleet agents (4 processes)${label}`, figure: run.cpuPerThousand.agents, unit: "CPU s" });
     table.add({
@@ -97,7 +99,7 @@ async function throughput(): Promise<void> {
       ratio: versusGraphile(run.cpuPerThousand.postgres!, gDefault.cpuPerThousand.postgres, gTuned.cpuPerThousand.postgres),
     });
   }
-  for (const [label, run] of [["", floor], [`, ${PREFETCH}`, floorAhead]] as const) {
+  for (const [label, run] of floors) {
     table.add({ scenario: `2 CPU per 1k jobs, agents (4 processes) against the stand-in${label}`, figure: run.cpuPerThousand.agents, unit: "CPU s" });
     table.add({ scenario: `2 CPU per 1k jobs, the stand-in coordinator${label}`, figure: run.cpuPerThousand.standIn, unit: "CPU s" });
   }
@@ -108,10 +110,10 @@ async function throughput(): Promise<void> {
   // The process that hands out the jobs: jobfleet's coordinator, graphile-worker's worker.
   againstGraphile("2 write calls per job", "writes/job", jf.coordinatorWritesPerJob, gDefault.workerWritesPerJob, gTuned.workerWritesPerJob);
   table.add({ scenario: `2 write calls per job, jobfleet ${PREFETCH}`, figure: jfAhead.coordinatorWritesPerJob, unit: "writes/job" });
-  for (const [label, run] of [["", jf], [`, ${PREFETCH}`, jfAhead]] as const) {
+  for (const [label, run] of ours) {
     table.add({ scenario: `2 write calls per job, jobfleet agents (4 processes)${label}`, figure: run.agentWritesPerJob, unit: "writes/job" });
   }
-  for (const [label, run] of [["", floor], [`, ${PREFETCH}`, floorAhead]] as const) {
+  for (const [label, run] of floors) {
     table.add({ scenario: `2 write calls per job, agents (4 processes) against the stand-in${label}`, figure: run.agentWritesPerJob, unit: "writes/job" });
   }
   for (const run of [jf, jfAhead]) if (run.unsucceeded > 0) table.note(`throughput: ${run.unsucceeded} jobfleet work orders did not end succeeded`);

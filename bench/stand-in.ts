@@ -9,6 +9,7 @@ import { type WebSocket, WebSocketServer } from "ws";
 import type { AgentMessage, CoordinatorMessage } from "../protocol/messages.ts";
 import { TurnCork } from "../protocol/turn-cork.ts";
 import { type FleetShape, bootAgents, NOOP_ORDER } from "./fleet.ts";
+import { processCpuSeconds } from "./cpu.ts";
 import { now } from "./support.ts";
 
 export type StandInResult = {
@@ -86,10 +87,7 @@ export async function standInThroughput(orders: number, shape: FleetShape): Prom
   const standIn = await StandIn.listen(orders);
   try {
     const agents = await booting.fleet;
-    const ownCpu = () => {
-      const { user, system } = process.cpuUsage();
-      return (user + system) / 1e6;
-    };
+    const ownCpu = () => processCpuSeconds(process.pid);
     const before = { agents: agents.cpu(), standIn: ownCpu(), writes: agents.writes() };
     const start = now();
     agents.go(standIn);

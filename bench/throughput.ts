@@ -52,6 +52,9 @@ export type ProbeTimes = { latencies: number[]; answers: number[] };
 export const POLL_MS = 10;
 /** The longest wait between two looks at jobfleet's progress, far from the next mark. */
 const MAX_POLL_MS = 200;
+/** Probes go from when the fleet has started this share of the backlog (connecting is not load) until this one. */
+const PROBES_FROM = 0.01;
+const PROBES_UNTIL = 0.9;
 // Asked only once the agents have started every job: each state's first row, through the (state, id)
 // index for claimed and running (a scan of the pending, which are none by then).
 const OPEN_STATES = ["pending", "claimed", "running"] as const;
@@ -104,11 +107,11 @@ export async function jobfleetThroughput(options: ThroughputOptions): Promise<Th
       const ran = await agents.ran();
       // Probe once the fleet is working (its first 1% started: the connect phase is not load),
       // while most of the backlog is still there; then let the probes drain too.
-      if (probes.active && ran >= orders * 0.01) probes.start();
-      if (probes.active && ran >= orders * 0.9) probes.stop();
+      if (probes.active && ran >= orders * PROBES_FROM) probes.start();
+      if (probes.active && ran >= orders * PROBES_UNTIL) probes.stop();
       if (ran >= orders + probes.sent && !probes.active && (await probes.settled()) && (await count(ANY_OPEN)) === 0) break;
       if (Date.now() > deadline) throw new Error(`throughput: work orders still open after the deadline (${await count(OPEN)})`);
-      const mark = !probes.active ? orders + probes.sent : ran < orders * 0.01 ? orders * 0.01 : orders * 0.9;
+      const mark = !probes.active ? orders + probes.sent : orders * (ran < orders * PROBES_FROM ? PROBES_FROM : PROBES_UNTIL);
       await sleep(untilNextLook(ran, mark, now() - start));
     }
     const seconds = (now() - start) / 1000;
