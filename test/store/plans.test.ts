@@ -10,7 +10,7 @@ import { jobApplyIn } from "../../coordinator/sql/job-apply.ts";
 import { databaseNow, dueRetries, reapLost, reapOverdue, reapQueueTimeouts } from "../../coordinator/sql/reap.ts";
 import { purgeExpired } from "../../coordinator/sql/retention.ts";
 import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
-import { workOrderInsertMany } from "../../coordinator/sql/work-order-insert.ts";
+import { workOrderInsertMany, workOrderInsertRows } from "../../coordinator/sql/work-order-insert.ts";
 import { forEachDatabase } from "../support/databases.ts";
 import { connectAgent, order, useDatabase } from "./fixtures.ts";
 
@@ -146,6 +146,8 @@ forEachDatabase("hot-path query plans", (kind) => {
       const due: Step = ["retention", async (d) => (await ageEnded(1_500), purgeExpired(d, 30))];
       const steps: Step[] = [
         ["claim", (d) => workOrderClaim(d.generic, agent, 5)],
+        ["single enqueue", (d) => workOrderInsertRows(d, [order({ selector: "pool=plans" })])],
+        ["single enqueue, claimed for its agent", (d) => workOrderInsertRows(d, [order({ selector: "pool=plans" })], [agent.agentId])],
         ["job messages", (d) => d.transaction((tx) => jobApplyIn(tx, claimed.slice(0, 10).map((id) => message(id, 1))))],
         ["lost jobs", reapLost],
         ["overdue jobs", (d) => reapOverdue(d, 30)],
@@ -187,5 +189,15 @@ forEachDatabase("the claim's lookup of a run to adopt", (kind) => {
       return explain(tx, statements[0]!);
     });
     expect(wideScans(plan).filter((scan) => / on jobs\b/.test(scan))).toEqual([]);
+  });
+});
+
+forEachDatabase("a single enqueue's plan", (kind) => {
+  const db = useDatabase(kind);
+
+  it("is generic without an idempotency key: a lone order's custom plan was made afresh at every call", async () => {
+    const statements: Statement[] = [];
+    await workOrderInsertRows(recording(db(), statements), [order({ selector: "pool=plans" }), order({ selector: "pool=plans" })]);
+    expect(statements.map((s) => s.generic)).toEqual([true]);
   });
 });
