@@ -9,17 +9,21 @@ export type Queryable = {
   query<Row = Record<string, unknown>>(text: string, params?: unknown[]): Promise<Row[]>;
 };
 
+export type Transactional = Queryable & {
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+};
+
 export type Orm = PgDatabase<PgQueryResultHKT, typeof schema>;
 
-export interface Database extends Queryable {
+export interface Database extends Transactional {
   readonly kind: "pglite" | "postgres";
   /**
-   * Runs statements under a generic plan, made once per connection: for a statement that costs
-   * more to plan afresh each time, as Postgres otherwise does when it expects a custom plan to pay.
+   * Runs statements, alone or in a transaction, under a generic plan, made once per connection:
+   * for a statement that costs more to plan afresh each time, as Postgres otherwise does when it
+   * expects a custom plan to pay.
    */
-  readonly generic: Queryable;
+  readonly generic: Transactional;
   readonly orm: Orm;
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   /** LISTEN/NOTIFY, where other coordinators may share the database (a real server). */
   readonly listener?: Listener;
   close(): Promise<void>;

@@ -7,6 +7,10 @@ import { type PGlite, parse, protocol } from "@electric-sql/pglite";
 import type { Queryable } from "./database.ts";
 
 const GENERIC = "SET plan_cache_mode = force_generic_plan";
+const RESET = "RESET plan_cache_mode";
+
+/** An unnamed statement with no parameters, parsed and run. */
+const unnamed = (text: string) => [protocol.serialize.parse({ text }), protocol.serialize.bind({}), protocol.serialize.execute({})];
 
 /** Distinct texts kept prepared; past that, the oldest is closed (the set is fixed, so this is a guard). */
 const MAX_STATEMENTS = 200;
@@ -42,15 +46,15 @@ export class PreparedStatements {
     return this.client._runExclusiveQuery(async () => {
       const statement = this.statements.get(text) ?? (await this.prepare(text));
       const values = params.map((value, i) => this.serialize(value, statement.paramTypes[i]!));
+      // The SET, the statement and the RESET share a transaction: were the SET refused, the statement
+      // would not run, and should the statement fail, the SET is undone with it.
       const message = Buffer.concat([
-        // Before the same sync as the statement: were the SET refused, the statement would not run.
-        ...(generic ? [protocol.serialize.parse({ text: GENERIC }), protocol.serialize.bind({}), protocol.serialize.execute({})] : []),
+        ...(generic ? unnamed(GENERIC) : []),
         protocol.serialize.bind({ statement: statement.name, values }),
         protocol.serialize.describe({ type: "P" }),
         protocol.serialize.execute({}),
+        ...(generic ? unnamed(RESET) : []),
         protocol.serialize.sync(),
-        // After the sync, so it runs whatever the statement did: an error skips only to the sync.
-        ...(generic ? [protocol.serialize.query("RESET plan_cache_mode")] : []),
       ]);
       const messages = await this.client.execProtocolStream(message, { syncToFs: false });
       return parse.parseResults(messages, this.client.parsers)[generic ? 1 : 0]!.rows as Row[];

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { drizzle } from "drizzle-orm/postgres-js";
 import { migrate } from "drizzle-orm/postgres-js/migrator";
 import postgres from "postgres";
-import type { Database, Orm, Queryable } from "./database.ts";
+import type { Database, Orm, Queryable, Transactional } from "./database.ts";
 import { MIGRATION_LOCK, migrationsFolder, refuseNewer } from "./migrations.ts";
 import * as schema from "./schema.ts";
 
@@ -14,6 +14,10 @@ function queryable(client: Client): Queryable {
       return (await client.unsafe(text, params as postgres.ParameterOrJSON<never>[], { prepare: true })) as Row[];
     },
   };
+}
+
+function transactional(client: postgres.Sql): Transactional {
+  return { ...queryable(client), transaction: (fn) => client.begin((tx) => fn(queryable(tx))) as never };
 }
 
 async function migrateLocked(url: string): Promise<void> {
@@ -64,9 +68,8 @@ export async function openPostgres(url: string, poolSize = 10): Promise<Database
   return {
     kind: "postgres",
     orm,
-    ...queryable(client),
-    generic: queryable(generic),
-    transaction: (fn) => client.begin((tx) => fn(queryable(tx))) as never,
+    ...transactional(client),
+    generic: transactional(generic),
     listener: {
       name,
       async listen(channel, onPayload, onListen) {

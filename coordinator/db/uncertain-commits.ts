@@ -26,7 +26,10 @@ export function afterUncertainCommits(db: Database, onRecovered: () => void): Da
     query: <Row>(text: string, params?: unknown[]) => watched(() => db.query<Row>(text, params)),
     // Claims run here: one lost at its commit may have been rolled back while other groups, which
     // skipped its locked rows, called themselves dry.
-    generic: { query: <Row>(text: string, params?: unknown[]) => watched(() => db.generic.query<Row>(text, params)) },
+    generic: {
+      query: <Row>(text: string, params?: unknown[]) => watched(() => db.generic.query<Row>(text, params)),
+      transaction: (fn) => watched(() => db.generic.transaction(fn)),
+    },
     transaction: (fn) => watched(() => db.transaction(fn)),
   };
 }

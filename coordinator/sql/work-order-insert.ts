@@ -274,12 +274,12 @@ export type Inserted = Result<WorkOrderRow>;
  * Inserts the work orders, answering each with its whole row; one created with an agent in
  * `claimFor` (by index, the agent's id) is claimed for it. Orders with keys take a second
  * statement to find the rows their keys already named, so they go in a transaction: the insert must
- * not commit without an answer, or a retry would insert the unkeyed ones again. Orders without
- * keys go under a generic plan: Postgres planned a lone order's insert afresh at every call, its
- * custom plan priced below the generic one's unknown row count, and the plan took 0.45-1.1 ms of
- * the 0.7-1.5 an idle server spent on it.
+ * not commit without an answer, or a retry would insert the unkeyed ones again. Both go under a
+ * generic plan: Postgres planned a lone order's insert afresh at every call, its custom plan priced
+ * below the generic one's unknown row count, and the plan took 0.45-1.1 ms of the 0.7-1.5 an idle
+ * server spent on it.
  */
 export function workOrderInsertRows(db: Database, orders: WorkOrderCreate[], claimFor: (string | undefined)[] = []): Promise<Inserted[]> {
   const insert = (q: Queryable) => insertAll<WorkOrderRow>(q, statement(orders, claimFor), INSERT_CLAIMED, ROWS_BY_KEYS);
-  return orders.some((o) => o.idempotencyKey !== undefined) ? retryingDeadlocks(() => db.transaction(insert)) : insert(db.generic);
+  return orders.some((o) => o.idempotencyKey !== undefined) ? retryingDeadlocks(() => db.generic.transaction(insert)) : insert(db.generic);
 }

@@ -154,11 +154,13 @@ describe("where the coordinator sees the answer lost", () => {
     const agent = agentIn("born");
     await until(() => agent.welcomes === 1, "the agent");
     await new Promise((resolve) => setTimeout(resolve, 100));
-    const transaction = coordinator.db.transaction;
-    cleanups.push(() => void Object.assign(coordinator.db, { transaction }));
-    Object.assign(coordinator.db, {
+    // Keyed, the enqueue is a transaction under a generic plan.
+    const { generic } = coordinator.db;
+    const transaction = generic.transaction;
+    cleanups.push(() => void Object.assign(generic, { transaction }));
+    Object.assign(generic, {
       transaction: async (fn: Parameters<typeof transaction>[0]) => {
-        Object.assign(coordinator.db, { transaction });
+        Object.assign(generic, { transaction });
         await transaction(fn);
         throw lost();
       },

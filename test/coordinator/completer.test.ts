@@ -42,6 +42,17 @@ test("messages from many jobs share few commits, and each job's messages apply i
   }
 });
 
+test("a batch runs under a generic plan: a small one's custom plan was made afresh each time", async () => {
+  const { agent, jobs } = await claimedJobs("generic", 1);
+  const modes: string[] = [];
+  const mode = "SELECT current_setting('plan_cache_mode') AS mode";
+  const noted = (run: Database["transaction"]): Database["transaction"] => (fn) => run(async (tx) => (modes.push((await tx.query<{ mode: string }>(mode))[0]!.mode), fn(tx)));
+  const watched: Database = { ...db, transaction: noted(db.transaction), generic: { ...db.generic, transaction: noted(db.generic.transaction) } };
+  const result = await new Completer(watched, { delayMs: 1 }).apply(agent.agentId, { type: "job.started", jobId: jobs[0]!.jobId, seq: 1 });
+  expect(result.kind).toBe("applied");
+  expect(modes).toEqual(["force_generic_plan"]);
+});
+
 test("a message that fails does not hold back the others in its batch", async () => {
   const { agent, jobs } = await claimedJobs("poison", 2);
   // A chunk already stored where the next one belongs: the batch's write fails on the log's key.

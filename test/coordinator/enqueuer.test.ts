@@ -54,7 +54,7 @@ test("a batch whose key lookup fails commits nothing, so its one-by-one retry ma
   const failing = (q: Queryable): Queryable => ({
     query: (text, params) => (text.includes("idempotency_key = ANY") && failures-- > 0 ? Promise.reject(new Error("lookup failed")) : q.query(text, params)),
   });
-  const flaky: Database = { ...db, ...failing(db), transaction: (fn) => db.transaction((tx) => fn(failing(tx))) };
+  const flaky: Database = { ...db, generic: { ...failing(db.generic), transaction: (fn) => db.generic.transaction((tx) => fn(failing(tx))) } };
   const enqueuer = new Enqueuer(flaky);
   const results = await Promise.all([enqueuer.enqueue(order({ metadata: { lone: "once" } })), enqueuer.enqueue(order({ idempotencyKey: "taken" }))]);
   expect(results.map((r) => r.created)).toEqual([true, false]);
@@ -66,7 +66,7 @@ test("a batch whose key lookup fails commits nothing, so its one-by-one retry ma
 async function quietGroup(pool: string, n: number) {
   await cancelAllPending(db);
   let claims = 0;
-  const counting: Database = { ...db, generic: { query: (text, params) => (claims++, db.generic.query(text, params)) } };
+  const counting: Database = { ...db, generic: { ...db.generic, query: (text, params) => (claims++, db.generic.query(text, params)) } };
   const dispatcher = new Dispatcher(counting, new Bus(), (e) => expect.unreachable(String(e)));
   const agents: (Claimer & { jobs: Assignment[]; resyncs: number })[] = [];
   for (let i = 0; i < n; i++) {
@@ -113,7 +113,8 @@ test("a held slot is given back when the order was not created (its key named an
   expect(again).toMatchObject({ created: false, row: { id: first.row.id } });
 
   let failures = 1;
-  const failing: Database = { ...db, query: (text, params) => (text.includes("INSERT INTO work_orders") && failures-- > 0 ? Promise.reject(new Error("insert failed")) : db.query(text, params)) };
+  const query: Queryable["query"] = (text, params) => (text.includes("INSERT INTO work_orders") && failures-- > 0 ? Promise.reject(new Error("insert failed")) : db.generic.query(text, params));
+  const failing: Database = { ...db, generic: { ...db.generic, query } };
   await expect(new Enqueuer(failing, dispatcher).enqueue(order({ selector: "pool=held" }))).rejects.toThrow("insert failed");
   // Both times the slot came back: the next order still goes to the second agent.
   const next = await new Enqueuer(db, dispatcher).enqueue(order({ selector: "pool=held" }));
@@ -126,14 +127,12 @@ test("a held slot is given back when the order was not created (its key named an
 test("an insert that may have committed unseen has the agent its slot was held on reconnect, to be told of it", async () => {
   const { dispatcher, agents } = await quietGroup("unseen", 1);
   // The statement runs and commits, and then its connection is lost before the answer.
-  const losing: Database = {
-    ...db,
-    query: async <Row,>(text: string, params?: unknown[]) => {
-      const rows = await db.query<Row>(text, params);
-      if (text.includes("INSERT INTO work_orders")) throw Object.assign(new Error("write CONNECTION_CLOSED"), { code: "CONNECTION_CLOSED" });
-      return rows;
-    },
+  const query = async <Row,>(text: string, params?: unknown[]) => {
+    const rows = await db.generic.query<Row>(text, params);
+    if (text.includes("INSERT INTO work_orders")) throw Object.assign(new Error("write CONNECTION_CLOSED"), { code: "CONNECTION_CLOSED" });
+    return rows;
   };
+  const losing: Database = { ...db, generic: { ...db.generic, query } };
   await expect(new Enqueuer(losing, dispatcher).enqueue(order({ selector: "pool=unseen", metadata: { unseen: true } }))).rejects.toThrow("CONNECTION_CLOSED");
   expect(agents[0]!.resyncs).toBe(1);
   expect(agents[0]!.jobs).toEqual([]);
@@ -147,7 +146,8 @@ describePostgres("batches side by side on Postgres", () => {
     const pg = await freshDatabase("postgres");
     try {
       const errors: unknown[] = [];
-      const watched: Database = { ...pg, transaction: (fn) => pg.transaction(fn).catch((error: unknown) => (errors.push((error as { code?: string }).code), Promise.reject(error))) };
+      const transaction: Database["transaction"] = (fn) => pg.generic.transaction(fn).catch((error: unknown) => (errors.push((error as { code?: string }).code), Promise.reject(error)));
+      const watched: Database = { ...pg, generic: { ...pg.generic, transaction } };
       const enqueuer = new Enqueuer(watched);
       // Another session inserts the middle key and holds it uncommitted, so both batches wait there.
       const holding = pg.transaction(async (tx) => {
@@ -175,17 +175,15 @@ describePostgres("batches side by side on Postgres", () => {
     try {
       let running = 0;
       let most = 0;
-      const counted: Database = {
-        ...pg,
-        transaction: async (fn) => {
-          most = Math.max(most, ++running);
-          try {
-            return await pg.transaction(fn);
-          } finally {
-            running--;
-          }
-        },
+      const transaction: Database["transaction"] = async (fn) => {
+        most = Math.max(most, ++running);
+        try {
+          return await pg.generic.transaction(fn);
+        } finally {
+          running--;
+        }
       };
+      const counted: Database = { ...pg, generic: { ...pg.generic, transaction } };
       const enqueuer = new Enqueuer(counted);
       const send = (keys: string[]) => keys.map((key) => enqueuer.enqueue(order({ idempotencyKey: key })));
       const first = send(["k1", "k2"]);

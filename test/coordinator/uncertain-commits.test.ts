@@ -40,14 +40,23 @@ test("the first success after a write that may have committed unanswered looks a
   expect(recovered).toBe(2);
 });
 
-test("so does a claim, which runs under a generic plan", async () => {
+test("so do a claim and a batch of job messages, which run under a generic plan", async () => {
   let recovered = 0;
   let lost = true;
-  const claims = { query: <Row>(text: string) => (lost ? Promise.reject(failure("CONNECTION_ENDED")) : raw.generic.query<Row>(text)) };
-  const db = afterUncertainCommits({ ...raw, generic: claims } as Database, () => recovered++);
+  const ended = () => Promise.reject(failure("CONNECTION_ENDED"));
+  const generic: Database["generic"] = {
+    query: <Row>(text: string) => (lost ? ended() : raw.generic.query<Row>(text)),
+    transaction: (fn) => (lost ? ended() : raw.generic.transaction(fn)),
+  };
+  const db = afterUncertainCommits({ ...raw, generic }, () => recovered++);
   await expect(db.generic.query("SELECT 1")).rejects.toThrow("CONNECTION_ENDED");
   lost = false;
   expect(await db.generic.query<{ n: number }>("SELECT 5 AS n")).toEqual([{ n: 5 }]);
   expect(recovered).toBe(1);
+  lost = true;
+  await expect(db.generic.transaction((tx) => tx.query("SELECT 6"))).rejects.toThrow("CONNECTION_ENDED");
+  lost = false;
+  expect(await db.generic.transaction((tx) => tx.query<{ n: number }>("SELECT 7 AS n"))).toEqual([{ n: 7 }]);
+  expect(recovered).toBe(2);
 });
 

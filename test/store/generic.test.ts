@@ -1,4 +1,4 @@
-// `Database.generic` runs a statement under a generic plan, and leaves every other statement to
+// `Database.generic` runs a statement, or a transaction's, under a generic plan, and leaves every other statement to
 // Postgres' own choice, also after a statement that failed (PGlite has one connection for both).
 import { expect, it } from "vitest";
 import { forEachDatabase } from "../support/databases.ts";
@@ -15,5 +15,14 @@ forEachDatabase("generic plans", (kind) => {
     await expect(db().generic.query("SELECT 1 / $1::int AS n", [0])).rejects.toThrow(/division by zero/);
     expect(await db().query(MODE, [3])).toEqual([{ mode: "auto", n: 3 }]);
     expect(await db().generic.query(MODE, [4])).toEqual([{ mode: "force_generic_plan", n: 4 }]);
+  });
+
+  it("are what a generic transaction's statements run under, and the setting ends with it", async () => {
+    const inside = await db().generic.transaction(async (tx) => [await tx.query(MODE, [1]), await tx.query(MODE, [2])]);
+    expect(inside).toEqual([[{ mode: "force_generic_plan", n: 1 }], [{ mode: "force_generic_plan", n: 2 }]]);
+    expect(await db().query(MODE, [3])).toEqual([{ mode: "auto", n: 3 }]);
+    await expect(db().generic.transaction((tx) => tx.query("SELECT 1 / $1::int AS n", [0]))).rejects.toThrow(/division by zero/);
+    expect(await db().query(MODE, [4])).toEqual([{ mode: "auto", n: 4 }]);
+    expect(await db().transaction((tx) => tx.query(MODE, [5]))).toEqual([{ mode: "auto", n: 5 }]);
   });
 });

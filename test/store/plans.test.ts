@@ -9,6 +9,7 @@ import type { Database, Queryable } from "../../coordinator/db/database.ts";
 import { jobApplyIn } from "../../coordinator/sql/job-apply.ts";
 import { databaseNow, dueRetries, reapLost, reapOverdue, reapQueueTimeouts } from "../../coordinator/sql/reap.ts";
 import { purgeExpired } from "../../coordinator/sql/retention.ts";
+import { arrayLiteral } from "../../coordinator/sql/array-literal.ts";
 import { workOrderClaim } from "../../coordinator/sql/work-order-claim.ts";
 import { workOrderInsertMany, workOrderInsertRows } from "../../coordinator/sql/work-order-insert.ts";
 import { forEachDatabase } from "../support/databases.ts";
@@ -43,7 +44,7 @@ function recording(db: Database, into: Statement[]): Database {
   });
   return {
     ...record(db),
-    generic: record(db.generic, true),
+    generic: { ...record(db.generic, true), transaction: (fn) => db.generic.transaction((tx) => fn(record(tx, true))) },
     kind: db.kind,
     orm: db.orm,
     transaction: (fn) => db.transaction((tx) => fn(record(tx))),
@@ -53,8 +54,9 @@ function recording(db: Database, into: Statement[]): Database {
 
 let prepared = 0;
 
-/** A parameter as an SQL literal, for EXECUTE. */
-const literal = (value: unknown) => (typeof value === "string" ? `'${value.replaceAll("'", "''")}'` : String(value));
+/** A parameter as an SQL literal, for EXECUTE: an array as the drivers send one. */
+const literal = (value: unknown): string =>
+  Array.isArray(value) ? literal(arrayLiteral(value)) : typeof value === "string" ? `'${value.replaceAll("'", "''")}'` : String(value);
 
 /** EXPLAIN ANALYZE of the statement as it runs: with its parameters known, or under its generic plan. */
 async function explain(tx: Queryable, { text, params, generic }: Statement): Promise<unknown> {
@@ -148,7 +150,7 @@ forEachDatabase("hot-path query plans", (kind) => {
         ["claim", (d) => workOrderClaim(d.generic, agent, 5)],
         ["single enqueue", (d) => workOrderInsertRows(d, [order({ selector: "pool=plans" })])],
         ["single enqueue, claimed for its agent", (d) => workOrderInsertRows(d, [order({ selector: "pool=plans" })], [agent.agentId])],
-        ["job messages", (d) => d.transaction((tx) => jobApplyIn(tx, claimed.slice(0, 10).map((id) => message(id, 1))))],
+        ["job messages", (d) => d.generic.transaction((tx) => jobApplyIn(tx, claimed.slice(0, 10).map((id) => message(id, 1))))],
         ["lost jobs", reapLost],
         ["overdue jobs", (d) => reapOverdue(d, 30)],
         ["queue timeouts", reapQueueTimeouts],
@@ -195,9 +197,11 @@ forEachDatabase("the claim's lookup of a run to adopt", (kind) => {
 forEachDatabase("a single enqueue's plan", (kind) => {
   const db = useDatabase(kind);
 
-  it("is generic without an idempotency key: a lone order's custom plan was made afresh at every call", async () => {
+  it("is generic, with an idempotency key or without: a lone order's custom plan was made afresh at every call", async () => {
     const statements: Statement[] = [];
     await workOrderInsertRows(recording(db(), statements), [order({ selector: "pool=plans" }), order({ selector: "pool=plans" })]);
-    expect(statements.map((s) => s.generic)).toEqual([true]);
+    await workOrderInsertRows(recording(db(), statements), [order({ selector: "pool=plans", idempotencyKey: "plans-1" })]);
+    await workOrderInsertRows(recording(db(), statements), [order({ selector: "pool=plans", idempotencyKey: "plans-1" })]);
+    expect(statements.map((s) => s.generic)).toEqual([true, true, true, true]);
   });
 });
