@@ -4,9 +4,10 @@
 // one crossing: bind, describe, execute and sync in one buffer. Postgres replans a statement by
 // itself after DDL or ANALYZE, and may settle on a generic plan that skips planning altogether.
 import { type PGlite, parse, protocol } from "@electric-sql/pglite";
-import type { Queryable } from "./database.ts";
+import type { Queryable, Transactional } from "./database.ts";
 
-const GENERIC = "SET plan_cache_mode = force_generic_plan";
+const GENERIC_MODE = "plan_cache_mode = force_generic_plan";
+const GENERIC = `SET ${GENERIC_MODE}`;
 const RESET = "RESET plan_cache_mode";
 
 /** An unnamed statement with no parameters, parsed and run. */
@@ -23,22 +24,33 @@ export class PreparedStatements {
 
   constructor(private readonly client: PGlite) {}
 
-  /** Queries run alone: each takes PGlite's transaction lock and syncs to disk, as `PGlite.query` does. */
-  readonly queryable: Queryable = this.alone(false);
+  /**
+   * Queries run alone (each takes PGlite's transaction lock and syncs to disk, as `PGlite.query`
+   * does), and transactions.
+   */
+  readonly queryable: Transactional = this.transactional(false);
 
-  /** Queries run alone under a generic plan: the one connection is set for it around each, in the same crossing. */
-  readonly generic: Queryable = this.alone(true);
+  /**
+   * The same under a generic plan: the one connection is set for it around each query, in the same
+   * crossing, and for the length of each transaction.
+   */
+  readonly generic: Transactional = this.transactional(true);
 
   /** Queries inside a transaction, which already holds the transaction lock. */
-  readonly inTransaction: Queryable = { query: (text, params) => this.run(text, params, false) };
+  private readonly inTransaction: Queryable = { query: (text, params) => this.run(text, params, false) };
 
-  private alone(generic: boolean): Queryable {
+  private transactional(generic: boolean): Transactional {
     return {
       query: async <Row>(text: string, params?: unknown[]) => {
         const rows = await this.client._runExclusiveTransaction(() => this.run<Row>(text, params, generic));
         await this.client.syncToFs();
         return rows;
       },
+      transaction: (fn) =>
+        this.client.transaction(async (tx) => {
+          if (generic) await tx.exec(`SET LOCAL ${GENERIC_MODE}`);
+          return fn(this.inTransaction);
+        }),
     };
   }
 

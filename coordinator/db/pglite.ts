@@ -66,15 +66,7 @@ async function ready(client: PGlite, release: () => void): Promise<Database> {
     kind: "pglite",
     orm,
     ...prepared.queryable,
-    generic: {
-      ...prepared.generic,
-      transaction: (fn) =>
-        client.transaction(async (tx) => {
-          await tx.exec("SET LOCAL plan_cache_mode = force_generic_plan");
-          return fn(prepared.inTransaction);
-        }),
-    },
-    transaction: (fn) => client.transaction(() => fn(prepared.inTransaction)),
+    generic: prepared.generic,
     close: async () => {
       await client.close();
       release();
