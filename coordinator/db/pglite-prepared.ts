@@ -4,11 +4,10 @@
 // one crossing: bind, describe, execute and sync in one buffer. Postgres replans a statement by
 // itself after DDL or ANALYZE, and may settle on a generic plan that skips planning altogether.
 import { type PGlite, parse, protocol } from "@electric-sql/pglite";
-import type { Queryable, Transactional } from "./database.ts";
+import { GENERIC_SETTINGS, type Queryable, type Transactional } from "./database.ts";
 
-const GENERIC_MODE = "plan_cache_mode = force_generic_plan";
-const GENERIC = `SET ${GENERIC_MODE}`;
-const RESET = "RESET plan_cache_mode";
+const SETTINGS = Object.entries(GENERIC_SETTINGS).map(([name, value]) => `${name} = ${value}`);
+const RESETS = Object.keys(GENERIC_SETTINGS).map((name) => `RESET ${name}`);
 
 /** An unnamed statement with no parameters, parsed and run. */
 const unnamed = (text: string) => [protocol.serialize.parse({ text }), protocol.serialize.bind({}), protocol.serialize.execute({})];
@@ -48,7 +47,7 @@ export class PreparedStatements {
       },
       transaction: (fn) =>
         this.client.transaction(async (tx) => {
-          if (generic) await tx.exec(`SET LOCAL ${GENERIC_MODE}`);
+          if (generic) await tx.exec(SETTINGS.map((setting) => `SET LOCAL ${setting};`).join(" "));
           return fn(this.inTransaction);
         }),
     };
@@ -58,18 +57,18 @@ export class PreparedStatements {
     return this.client._runExclusiveQuery(async () => {
       const statement = this.statements.get(text) ?? (await this.prepare(text));
       const values = params.map((value, i) => this.serialize(value, statement.paramTypes[i]!));
-      // The SET, the statement and the RESET share a transaction: were the SET refused, the statement
-      // would not run, and should the statement fail, the SET is undone with it.
+      // The SETs, the statement and the RESETs share a transaction: were a SET refused, the statement
+      // would not run, and should the statement fail, the SETs are undone with it.
       const message = Buffer.concat([
-        ...(generic ? unnamed(GENERIC) : []),
+        ...(generic ? SETTINGS.flatMap((setting) => unnamed(`SET ${setting}`)) : []),
         protocol.serialize.bind({ statement: statement.name, values }),
         protocol.serialize.describe({ type: "P" }),
         protocol.serialize.execute({}),
-        ...(generic ? unnamed(RESET) : []),
+        ...(generic ? RESETS.flatMap((reset) => unnamed(reset)) : []),
         protocol.serialize.sync(),
       ]);
       const messages = await this.client.execProtocolStream(message, { syncToFs: false });
-      return parse.parseResults(messages, this.client.parsers)[generic ? 1 : 0]!.rows as Row[];
+      return parse.parseResults(messages, this.client.parsers)[generic ? SETTINGS.length : 0]!.rows as Row[];
     });
   }
 

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { drizzle } from "drizzle-orm/postgres-js";
 import { migrate } from "drizzle-orm/postgres-js/migrator";
 import postgres from "postgres";
-import type { Database, Orm, Queryable, Transactional } from "./database.ts";
+import { type Database, GENERIC_SETTINGS, type Orm, type Queryable, type Transactional } from "./database.ts";
 import { MIGRATION_LOCK, migrationsFolder, refuseNewer } from "./migrations.ts";
 import * as schema from "./schema.ts";
 
@@ -64,7 +64,7 @@ export async function openPostgres(url: string, poolSize = 10): Promise<Database
   const name = `jobfleet-coordinator/${randomUUID()}`;
   const { client, orm } = pool(url, poolSize, { application_name: name });
   // Connections of their own, since the setting is a connection's; as many as the claims shared before.
-  const generic = pool(url, poolSize, { application_name: name, plan_cache_mode: "force_generic_plan" }).client;
+  const generic = pool(url, poolSize, { application_name: name, ...GENERIC_SETTINGS }).client;
   return {
     kind: "postgres",
     orm,

@@ -17,6 +17,14 @@ forEachDatabase("generic plans", (kind) => {
     expect(await db().generic.query(MODE, [4])).toEqual([{ mode: "force_generic_plan", n: 4 }]);
   });
 
+  it("are made with no sequential scan, and only they", async () => {
+    const SCANS = "SELECT current_setting('enable_seqscan') AS scans";
+    expect(await db().generic.query(SCANS)).toEqual([{ scans: "off" }]);
+    expect(await db().generic.transaction((tx) => tx.query(SCANS))).toEqual([{ scans: "off" }]);
+    expect(await db().query(SCANS)).toEqual([{ scans: "on" }]);
+    expect(await db().transaction((tx) => tx.query(SCANS))).toEqual([{ scans: "on" }]);
+  });
+
   it("are what a generic transaction's statements run under, and the setting ends with it", async () => {
     const inside = await db().generic.transaction(async (tx) => [await tx.query(MODE, [1]), await tx.query(MODE, [2])]);
     expect(inside).toEqual([[{ mode: "force_generic_plan", n: 1 }], [{ mode: "force_generic_plan", n: 2 }]]);
