@@ -24,8 +24,7 @@ if (FROM !== "pending" || others.length > 0) throw new Error("claim assumes pend
 // concurrent claim, which could then find the group's pool empty while it is not. The update and
 // the adoption lookup go by key (`= ANY(ARRAY(...))`, a correlated subquery): the planner cannot
 // estimate the dealt rows, and a hash join over the whole table would cost more than the claim.
-// Only a retry looks for a run to adopt: the generic plan is made once per connection, and one
-// made while `jobs` was analyzed empty scans the table for each lookup, however large it grew.
+// Only a retry looks for a run to adopt, so a first attempt's claim never reads `jobs`.
 const CLAIM = `
 WITH member AS (
   SELECT agent_id, name, want, (n - 1)::int AS ord
