@@ -6,11 +6,14 @@
 import { type PGlite, parse, protocol } from "@electric-sql/pglite";
 import { GENERIC_SETTINGS, type Queryable, type Transactional } from "./database.ts";
 
-const SETTINGS = Object.entries(GENERIC_SETTINGS).map(([name, value]) => `${name} = ${value}`);
-const RESETS = Object.keys(GENERIC_SETTINGS).map((name) => `RESET ${name}`);
-
 /** An unnamed statement with no parameters, parsed and run. */
 const unnamed = (text: string) => [protocol.serialize.parse({ text }), protocol.serialize.bind({}), protocol.serialize.execute({})];
+
+const SETTINGS = Object.entries(GENERIC_SETTINGS).map(([name, value]) => `${name} = ${value}`);
+const SET_LOCAL = SETTINGS.map((setting) => `SET LOCAL ${setting};`).join(" ");
+// What goes before and after each generic statement on the wire, serialized once.
+const SET = Buffer.concat(SETTINGS.flatMap((setting) => unnamed(`SET ${setting}`)));
+const RESET = Buffer.concat(Object.keys(GENERIC_SETTINGS).flatMap((name) => unnamed(`RESET ${name}`)));
 
 /** Distinct texts kept prepared; past that, the oldest is closed (the set is fixed, so this is a guard). */
 const MAX_STATEMENTS = 200;
@@ -47,7 +50,7 @@ export class PreparedStatements {
       },
       transaction: (fn) =>
         this.client.transaction(async (tx) => {
-          if (generic) await tx.exec(SETTINGS.map((setting) => `SET LOCAL ${setting};`).join(" "));
+          if (generic) await tx.exec(SET_LOCAL);
           return fn(this.inTransaction);
         }),
     };
@@ -60,11 +63,11 @@ export class PreparedStatements {
       // The SETs, the statement and the RESETs share a transaction: were a SET refused, the statement
       // would not run, and should the statement fail, the SETs are undone with it.
       const message = Buffer.concat([
-        ...(generic ? SETTINGS.flatMap((setting) => unnamed(`SET ${setting}`)) : []),
+        ...(generic ? [SET] : []),
         protocol.serialize.bind({ statement: statement.name, values }),
         protocol.serialize.describe({ type: "P" }),
         protocol.serialize.execute({}),
-        ...(generic ? RESETS.flatMap((reset) => unnamed(reset)) : []),
+        ...(generic ? [RESET] : []),
         protocol.serialize.sync(),
       ]);
       const messages = await this.client.execProtocolStream(message, { syncToFs: false });

@@ -63,7 +63,7 @@ export async function openPostgres(url: string, poolSize = 10): Promise<Database
   await migrateLocked(url);
   const name = `jobfleet-coordinator/${randomUUID()}`;
   const { client, orm } = pool(url, poolSize, { application_name: name });
-  // Connections of their own, since the setting is a connection's; as many as the claims shared before.
+  // Connections of their own, since the settings are a connection's; as many as the claims shared before.
   const generic = pool(url, poolSize, { application_name: name, ...GENERIC_SETTINGS }).client;
   return {
     kind: "postgres",
