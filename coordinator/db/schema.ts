@@ -80,6 +80,7 @@ export const agents = pgTable("agents", {
   createdAt: createdAt(),
 });
 
+// fillfactor 50, set by migration 0014 (drizzle has no table storage parameters): see it for why.
 export const workOrders = pgTable(
   "work_orders",
   {
