@@ -1,10 +1,10 @@
 // The claim: one statement serves a group of waiting agents that share labels and mode. It gives
 // each member the work orders addressed to it, up to its want, then deals queue work they may run
 // over the free slots left in turn, in priority then age order, skipping rows another claim holds
-// (FOR UPDATE SKIP LOCKED, so no two claims get the same one); it creates a job for each and
-// records the transition. When the previous attempt started an external run and then lost hold of
-// it (agent lost, or handed back), the assignment says so, and the new attempt adopts that run
-// instead of starting another.
+// (FOR UPDATE SKIP LOCKED, so no two claims get the same one), and creates a job for each, which is
+// also the claim's event (see work-order-read.ts). When the previous attempt started an external
+// run and then lost hold of it (agent lost, or handed back), the assignment says so, and the new
+// attempt adopts that run instead of starting another.
 import type { Assignment } from "../../protocol/messages.ts";
 import type { Labels } from "../../protocol/selector.ts";
 import { workOrderMachine } from "../../protocol/states.ts";
@@ -66,9 +66,6 @@ WITH member AS (
 ), job AS (
   INSERT INTO jobs (id, work_order_id, attempt, agent_id, agent_name)
   SELECT c.latest_job_id, c.id, c.attempts, a.agent_id, a.name FROM claimed c JOIN assigned a ON a.id = c.id
-), event AS (
-  INSERT INTO work_order_events (work_order_id, job_id, from_state, to_state)
-  SELECT id, latest_job_id, '${FROM}', 'claimed' FROM claimed
 )
 SELECT a.agent_id::text AS "agentId", a.ord AS member, c.latest_job_id AS "jobId", c.id AS "workOrderId", c.attempts AS attempt,
   c.priority, c.adapter, c.spec, c.timeout_seconds AS "timeoutSeconds",

@@ -5,7 +5,8 @@
 // enqueues, gathered by the Enqueuer, with whole rows. A single enqueue may name an agent that
 // waits for it (`claimFor`): the work order is then created claimed, with its first job for it.
 // A work order's creation is not written as an event: it is its row's `created_at`, and reads of
-// its events begin with it (workOrderEvents), half the rows an enqueue would write otherwise.
+// its events begin with it (workOrderEvents), half the rows an enqueue would write otherwise. Nor
+// is the claim of one created claimed: its job is that event.
 import { setImmediate } from "node:timers/promises";
 import type { WorkOrderCreate } from "../../protocol/api.ts";
 import { formatSelector, type Selector } from "../../protocol/selector.ts";
@@ -61,9 +62,6 @@ WITH input AS MATERIALIZED (
   SELECT wo.latest_job_id, wo.id, 1, input.claim_agent, (SELECT name FROM agents WHERE id = input.claim_agent)
   FROM wo JOIN input ON input.job_id = wo.latest_job_id
   RETURNING *
-), event AS (
-  INSERT INTO work_order_events (work_order_id, job_id, from_state, to_state)
-  SELECT id, latest_job_id, 'pending', 'claimed' FROM wo WHERE latest_job_id IS NOT NULL
 )
 SELECT ${workOrderColumns("job")} FROM wo ORDER BY wo.id`;
 

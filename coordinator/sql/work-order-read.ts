@@ -33,17 +33,27 @@ export async function workOrderList(db: Queryable, filter: z.output<typeof workO
 
 export type EventRow = { at: Date | string; job_id: string | null; from_state: string | null; to_state: string; reason: string | null };
 
-// The creation event is the work order's own row (see work-order-insert.ts). Work orders enqueued
-// before that have it written, as the one event with no state before it.
+// Two events are not stored, being rows of their own already: a work order's creation is its row
+// (see work-order-insert.ts), and each claim is its job's (see work-order-claim.ts). Histories
+// written before keep theirs stored, and are read as they were. A claim leads its job's events,
+// which all come before the next job's claim: only a work order's latest job moves it, and a job
+// is the latest until the next claim. The events of no job that follow creation end the work order.
 const EVENTS = `
 SELECT at, job_id, from_state, to_state, reason FROM (
-  SELECT 0::bigint AS id, wo.created_at AS at, NULL::bigint AS job_id, NULL::work_order_state AS from_state,
-    'pending'::work_order_state AS to_state, NULL::text AS reason
+  SELECT 0::bigint AS job_key, 0 AS kind, 0::bigint AS id, wo.created_at AS at, NULL::bigint AS job_id,
+    NULL::work_order_state AS from_state, 'pending'::work_order_state AS to_state, NULL::text AS reason
   FROM work_orders wo
   WHERE wo.id = $1 AND NOT EXISTS (SELECT 1 FROM work_order_events WHERE work_order_id = $1 AND from_state IS NULL)
   UNION ALL
-  SELECT id, created_at, job_id, from_state, to_state, reason FROM work_order_events WHERE work_order_id = $1
-) e ORDER BY id`;
+  SELECT j.id, 0, 0, j.created_at, j.id, 'pending', 'claimed', NULL
+  FROM jobs j
+  WHERE j.work_order_id = $1
+    AND NOT EXISTS (SELECT 1 FROM work_order_events WHERE work_order_id = $1 AND job_id = j.id AND to_state = 'claimed')
+  UNION ALL
+  SELECT CASE WHEN from_state IS NULL THEN 0 ELSE coalesce(job_id, 9223372036854775807) END, 1, id,
+    created_at, job_id, from_state, to_state, reason
+  FROM work_order_events WHERE work_order_id = $1
+) e ORDER BY job_key, kind, id`;
 
 export async function workOrderEvents(db: Queryable, id: string): Promise<EventRow[]> {
   return db.query<EventRow>(EVENTS, [id]);

@@ -70,7 +70,9 @@ forEachDatabase("retention", (kind) => {
     await age("work_orders", [recent.id], 1, ["created_at", "updated_at"]);
 
     const before = await rowsOf([old.id, twiceId], [old.jobId, returnedJob, again!.jobId]);
-    expect(before).toEqual({ workOrders: 2, jobs: 3, logs: 2, events: 6 + 2 });
+    // Stored events: each job's claim is its job, so the old one's are running and succeeded; the
+    // other's, returned (to pending), then running and succeeded.
+    expect(before).toEqual({ workOrders: 2, jobs: 3, logs: 2, events: 2 + 3 });
     const kept = [recent, stillRunning, longLived];
     const keptBefore = await rowsOf([...kept.map((o) => o.id), pending!], kept.map((o) => o.jobId));
 

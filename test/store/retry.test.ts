@@ -96,5 +96,45 @@ forEachDatabase("retries", (kind) => {
     expect(await orderRow(db(), job.workOrderId)).toMatchObject({ state: "failed" });
     expect((await eventsOf(db(), job.workOrderId)).at(-1)).toMatchObject({ reason: "the agent was lost" });
   });
+  it("a history of three attempts reads in order, whether an older version stored its claims or not", async () => {
+    // Older versions stored each claim as an event, in the claim's statement; a rolling upgrade
+    // leaves histories with the first claims stored and the later ones not.
+    const storeClaim = (jobId: string) =>
+      db().query(
+        `INSERT INTO work_order_events (work_order_id, job_id, from_state, to_state, created_at)
+         SELECT work_order_id, id, 'pending', 'claimed', created_at FROM jobs WHERE id = $1`,
+        [jobId],
+      );
+    const history = async (stored: number) => {
+      const first = await claimed({ maxAttempts: 3, retryBackoffSeconds: 0 });
+      if (stored > 0) await storeClaim(first.jobId);
+      const jobs = [first.jobId];
+      const next = async () => {
+        const [job] = await workOrderClaim(db(), agent, 1);
+        jobs.push(job!.jobId);
+        if (jobs.length <= stored) await storeClaim(job!.jobId);
+        await jobApply(db(), agent.agentId, { type: "job.started", jobId: job!.jobId, seq: 1 });
+        return job!.jobId;
+      };
+      await jobApply(db(), agent.agentId, finish(first.jobId, { outcome: "lost" }));
+      await jobApply(db(), agent.agentId, finish(await next(), { outcome: "failed", infrastructure: true }));
+      await jobApply(db(), agent.agentId, finish(await next(), { outcome: "succeeded", exitCode: 0 }));
+      return { jobs, events: await eventsOf(db(), first.workOrderId) };
+    };
+    const event = (job: string | null, from: string | null, to: string, reason: string | null = null) => ({ job_id: job, from_state: from, to_state: to, reason });
+    for (const stored of [0, 1, 3]) {
+      const { jobs, events } = await history(stored);
+      expect(events, `${stored} claims stored`).toEqual([
+        event(null, null, "pending"),
+        event(jobs[0]!, "pending", "claimed"),
+        event(jobs[0]!, "claimed", "pending", "retry after lost (attempt 1 of 3)"),
+        event(jobs[1]!, "pending", "claimed"),
+        event(jobs[1]!, "claimed", "running"),
+        event(jobs[1]!, "running", "pending", "retry after infrastructure (attempt 2 of 3)"),
+        event(jobs[2]!, "pending", "claimed"),
+        event(jobs[2]!, "claimed", "running"),
+        event(jobs[2]!, "running", "succeeded"),
+      ]);
+    }
+  });
 });
-
