@@ -75,6 +75,27 @@ forEachDatabase("workOrderInsertMany", (kind) => {
     expect(new Set(rows.map((r) => JSON.stringify([r.selector_text, r.retry_on]))).size).toBe(9);
   });
 
+  it("stores orders that differ in their keys alone, sent once as templates, as it stores each sent on its own", async () => {
+    const kinds = [
+      order({ selector: "os=linux", labels: { team: "web" }, metadata: { shard: [1, 2] }, priority: 3, timeoutSeconds: 60 }),
+      order({ agent: "builder-7", spec: { command: ["make"], env: { A: "1" } }, maxAttempts: 3, retryOn: ["failed"], retryBackoffSeconds: 5 }),
+      order({ selector: "gpu", queueTimeoutSeconds: 30, adapter: "exec" }),
+    ];
+    const orders = Array.from({ length: 9 }, (_, i) => ({ ...kinds[i % 3]!, ...(i % 2 === 0 && { idempotencyKey: `template-${i}` }) }));
+    const statements: string[] = [];
+    const recording: Queryable = { query: (text, params) => (statements.push(text), db().query(text, params)) };
+    const together = (await workOrderInsertMany(recording, orders)).ids;
+    const alone = [];
+    for (const [i, o] of orders.entries()) alone.push(...(await workOrderInsertMany(recording, [{ ...o, idempotencyKey: `alone-${i}` }])).ids);
+    expect(statements.filter((text) => text.includes("template AS")).length).toBe(1);
+    const stored = async (ids: string[]) =>
+      (await db().query<Record<string, unknown>>(`SELECT * FROM work_orders WHERE id = ANY($1::bigint[]) ORDER BY id`, [ids])).map(
+        ({ id: _, idempotency_key: __, created_at: ___, updated_at: ____, run_after: _____, ...columns }) => columns,
+      );
+    expect(await stored(together)).toEqual(await stored(alone));
+    expect((await stored(together)).map((row) => row.target_agent)).toEqual(orders.map((o) => o.agent ?? null));
+  });
+
   it("inserts anew a key whose work order was deleted between the insert and the look-up", async () => {
     const { ids: old } = await workOrderInsertMany(db(), [order({ idempotencyKey: "vanish-1" }), order({ idempotencyKey: "vanish-2" })]);
     // Retention's delete lands right after the insert met the key.
