@@ -33,7 +33,8 @@ const ROWS = `unnest(${SHARED}, $14::text[], $15::bigint[]) WITH ORDINALITY
 
 // Orders that differ in their keys alone share a template (`templates()`), whose documents are
 // parsed once: a bulk request's orders mostly do, and the casts were two fifths of Postgres' time
-// in its insert. Where none share, the rows go as they are: the join would cost 1.1-1.2 times as much.
+// in its insert. Where most differ, the rows go as they are: with none shared the join would cost
+// 1.1-1.2 times as much.
 const TEMPLATE = `template AS MATERIALIZED (
   SELECT ${CAST}, n FROM unnest(${SHARED}) WITH ORDINALITY AS t(${SHARED_NAMES}, n)
 )`;
@@ -125,16 +126,27 @@ function shared(rows: unknown[][]): string[] {
   return Array.from({ length: SHARED_WIDTH }, (_, column) => arrayLiteral(rows.map((row) => row[column]), quoted));
 }
 
+/** Orders looked at before `templates` may judge that too few repeat. */
+const TEMPLATE_SAMPLE = 64;
+
 /**
- * The distinct rows, and the number (from 1) of each row's among them. Joined with NUL, which no
- * column holds (JSON escapes it; names and selectors are validated), rows are equal only if alike.
+ * The distinct rows, and the number (from 1) of each row's among them; undefined where more than
+ * half the rows are distinct, judged as soon as `TEMPLATE_SAMPLE` are in: templates would cost
+ * Postgres more than rows, and their keys the coordinator a third more for a chunk's input. Joined
+ * with NUL, which no column holds (JSON escapes it; names and selectors are validated), rows are
+ * equal only if alike.
  */
-function templates(rows: unknown[][]): { distinct: unknown[][]; of: number[] } {
+function templates(rows: unknown[][]): { distinct: unknown[][]; of: number[] } | undefined {
   const numbers = new Map<string, number>();
   const distinct: unknown[][] = [];
-  // The new length: the template's number.
-  const of = rows.map((row) => once(numbers, row.join("\0"), () => distinct.push(row)));
-  return { distinct, of };
+  const of: number[] = [];
+  const tooFew = (seen: number) => distinct.length * 2 > seen;
+  for (const row of rows) {
+    // The new length: the template's number.
+    of.push(once(numbers, row.join("\0"), () => distinct.push(row)));
+    if (of.length >= TEMPLATE_SAMPLE && tooFew(of.length)) return undefined;
+  }
+  return tooFew(rows.length) ? undefined : { distinct, of };
 }
 
 /** What `make` gives for `key`, made the first time only. */
@@ -168,7 +180,7 @@ function statement(orders: WorkOrderCreate[], claimFor: (string | undefined)[] =
   const perOrder = [arrayLiteral(keys), arrayLiteral(orders.map((_, i) => claimFor[i]))];
   const rows = orders.map(sharedRows());
   const kinds = templatable ? templates(rows) : undefined;
-  if (kinds && kinds.distinct.length < rows.length) {
+  if (kinds) {
     return { params: [...shared(kinds.distinct), arrayLiteral(kinds.of), ...perOrder], templated: true, keys, keyed };
   }
   return { params: [...shared(rows), ...perOrder], templated: false, keys, keyed };

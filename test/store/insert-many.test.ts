@@ -94,6 +94,12 @@ forEachDatabase("workOrderInsertMany", (kind) => {
       );
     expect(await stored(together)).toEqual(await stored(alone));
     expect((await stored(together)).map((row) => row.target_agent)).toEqual(orders.map((o) => o.agent ?? null));
+
+    // Where most orders differ, they go a row each: templates would cost more than they save.
+    const mostlyDistinct = Array.from({ length: 100 }, (_, i) => order({ metadata: { shard: i % 70 } }));
+    const { ids } = await workOrderInsertMany(recording, mostlyDistinct);
+    expect(statements.filter((text) => text.includes("template AS")).length).toBe(1);
+    expect((await stored(ids)).map((row) => row.metadata)).toEqual(mostlyDistinct.map((o) => o.metadata));
   });
 
   it("inserts anew a key whose work order was deleted between the insert and the look-up", async () => {
