@@ -47,10 +47,12 @@ const ON_KEY_CONFLICT = `ON CONFLICT (idempotency_key) WHERE idempotency_key IS 
 
 // Without keys, no conflict clause: with one, Postgres inserts each row speculatively, which costs
 // a bulk insert of keyless orders about 5% of its time.
+const FROM_ROWS_IN_ORDER = `SELECT ${CAST}, idempotency_key FROM ${ROWS} ORDER BY ord`;
+const FROM_TEMPLATES_IN_ORDER = `SELECT ${SHARED_NAMES}, r.idempotency_key FROM ${FROM_TEMPLATES} ORDER BY r.ord`;
 const insertBrief = (onConflict: string, templated: boolean) => `
 WITH ${templated ? `${TEMPLATE},` : ""} wo AS (
   INSERT INTO work_orders (${COLUMNS})
-  ${templated ? `SELECT ${SHARED_NAMES}, r.idempotency_key FROM ${FROM_TEMPLATES} ORDER BY r.ord` : `SELECT ${CAST}, idempotency_key FROM ${ROWS} ORDER BY ord`}
+  ${templated ? FROM_TEMPLATES_IN_ORDER : FROM_ROWS_IN_ORDER}
   ${onConflict}
   RETURNING id, idempotency_key
 )
@@ -165,6 +167,8 @@ const VANISHED_ATTEMPTS = 3;
  * together, and its orders, held by each, outlived young-generation collections that then copied them.
  */
 type Statement = {
+  /** Its SQL, and the look-up of the rows its keys name. */
+  how: Insertion;
   params: string[];
   /** Whether the orders go as templates (`TEMPLATE`), or a row each (`ROWS`). */
   templated: boolean;
@@ -173,17 +177,17 @@ type Statement = {
   keyed?: { orders: WorkOrderCreate[]; claimFor: (string | undefined)[] };
 };
 
-/** `templatable`: the statement may take templates (`INSERT_BRIEF`'s may, `INSERT_CLAIMED` not). */
-function statement(orders: WorkOrderCreate[], claimFor: (string | undefined)[] = [], templatable = false): Statement {
+/** The statement `how` inserts `orders` with: as templates where `how` allows them and the orders repeat. */
+function statement(how: Insertion, orders: WorkOrderCreate[], claimFor: (string | undefined)[] = []): Statement {
   const keys = orders.map((o) => o.idempotencyKey);
   const keyed = keys.some((key) => key !== undefined) ? { orders, claimFor } : undefined;
   const perOrder = [arrayLiteral(keys), arrayLiteral(orders.map((_, i) => claimFor[i]))];
   const rows = orders.map(sharedRows());
-  const kinds = templatable ? templates(rows) : undefined;
+  const kinds = how.templatable ? templates(rows) : undefined;
   if (kinds) {
-    return { params: [...shared(kinds.distinct), arrayLiteral(kinds.of), ...perOrder], templated: true, keys, keyed };
+    return { how, params: [...shared(kinds.distinct), arrayLiteral(kinds.of), ...perOrder], templated: true, keys, keyed };
   }
-  return { params: [...shared(rows), ...perOrder], templated: false, keys, keyed };
+  return { how, params: [...shared(rows), ...perOrder], templated: false, keys, keyed };
 }
 
 /** A key that names a work order asked for otherwise: `field` is the first that differs. */
@@ -195,8 +199,8 @@ export const describeReuse = ({ key, workOrderId, field }: KeyReuse) =>
 type Result<Row> = { row: Row; created: boolean; reused?: KeyReuse };
 
 /** Each order's row (created now, or found under its key), whether this call created it, and how a key was reused. */
-async function insertAll<Row extends Brief>(db: Queryable, made: Statement, how: Insertion, attempts = VANISHED_ATTEMPTS): Promise<Result<Row>[]> {
-  const { params, keys, keyed } = made;
+async function insertAll<Row extends Brief>(db: Queryable, made: Statement, attempts = VANISHED_ATTEMPTS): Promise<Result<Row>[]> {
+  const { how, params, keys, keyed } = made;
   const created = await db.query<Row>(how.sql(made), params);
   const byKey = new Map(created.filter((c) => c.idempotency_key !== null).map((c) => [c.idempotency_key!, c]));
   const taken = [...new Set(keys.filter((key): key is string => key !== undefined && !byKey.has(key)))];
@@ -224,11 +228,11 @@ async function insertAll<Row extends Brief>(db: Queryable, made: Statement, how:
   if (vanished.length > 0) {
     if (attempts === 1) throw new Error("work orders kept vanishing while their idempotency keys were looked up");
     const again = statement(
+      how,
       vanished.map((i) => keyed!.orders[i]!),
       vanished.map((i) => keyed!.claimFor[i]),
-      how.templatable,
     );
-    const inserted = await insertAll<Row>(db, again, how, attempts - 1);
+    const inserted = await insertAll<Row>(db, again, attempts - 1);
     for (const [n, i] of vanished.entries()) results[i] = inserted[n];
   }
   return results.map((result) => result!);
@@ -239,7 +243,7 @@ export type InsertedMany = { ids: string[]; created: Enqueued[]; reused: Map<num
 
 /** Inserts the work orders; `ids` answers each one in the order given (an existing one for a repeated key). */
 export function workOrderInsertMany(db: Queryable, orders: WorkOrderCreate[]): Promise<InsertedMany> {
-  const inserting = insertAll<Brief>(db, statement(orders, [], true), BRIEFLY);
+  const inserting = insertAll<Brief>(db, statement(BRIEFLY, orders));
   return answer(inserting, orders.map((o) => o.selector), orders.map((o) => o.agent ?? null));
 }
 
@@ -332,6 +336,6 @@ export type Inserted = Result<WorkOrderRow>;
  * server spent on it.
  */
 export function workOrderInsertRows(db: Database, orders: WorkOrderCreate[], claimFor: (string | undefined)[] = []): Promise<Inserted[]> {
-  const insert = (q: Queryable) => insertAll<WorkOrderRow>(q, statement(orders, claimFor), WHOLLY);
+  const insert = (q: Queryable) => insertAll<WorkOrderRow>(q, statement(WHOLLY, orders, claimFor));
   return orders.some((o) => o.idempotencyKey !== undefined) ? retryingDeadlocks(() => db.generic.transaction(insert)) : insert(db.generic);
 }
