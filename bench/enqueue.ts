@@ -8,10 +8,17 @@
 // the fair comparison.
 import { Logger, makeWorkerUtils, runMigrations } from "graphile-worker";
 import { BULK_SIZE, CoordinatorProcess, NOOP_ORDER } from "./fleet.ts";
+import { postgresCpuSeconds, processCpuSeconds } from "./cpu.ts";
 import { createDatabase, dropDatabase, now } from "./support.ts";
 
-/** Rates of one way of enqueueing: its first timed pass after the warm-up, and the pass after it. */
-export type Passes = { first: number; next: number };
+/** CPU µs an order of the coordinator process and of the whole Postgres server, in a pass. */
+export type OrderCpu = { coordinator: number; postgres: number };
+
+/**
+ * Rates of one way of enqueueing: its first timed pass after the warm-up, and the pass after it;
+ * for jobfleet's, what the next pass cost the coordinator and Postgres.
+ */
+export type Passes = { first: number; next: number; nextCpu?: OrderCpu };
 
 export type EnqueueResult = { singles: Passes; bulk?: Passes; graphileSingles: Passes; graphileBulk: Passes };
 
@@ -21,15 +28,20 @@ export async function enqueueScenario(singles: number, bulk: number, clients: nu
   return { ...jobfleet, graphileSingles: graphile.singles, graphileBulk: graphile.bulk };
 }
 
-/** `count` per second through `pass`, twice in a row. */
-async function timedPasses(count: number, pass: (count: number) => Promise<unknown>): Promise<Passes> {
+/** `count` per second through `pass`, twice in a row; with `coordinatorPid`, the next pass's CPU too. */
+async function timedPasses(count: number, pass: (count: number) => Promise<unknown>, coordinatorPid?: number): Promise<Passes> {
   const rate = async () => {
     const start = now();
     await pass(count);
     return count / ((now() - start) / 1000);
   };
   const first = await rate();
-  return { first, next: await rate() };
+  if (coordinatorPid === undefined) return { first, next: await rate() };
+  const before = { coordinator: processCpuSeconds(coordinatorPid), postgres: postgresCpuSeconds() };
+  const next = await rate();
+  const perOrder = (seconds: number) => (seconds * 1e6) / count;
+  const nextCpu = { coordinator: perOrder(processCpuSeconds(coordinatorPid) - before.coordinator), postgres: perOrder(postgresCpuSeconds() - before.postgres) };
+  return { first, next, nextCpu };
 }
 
 async function jobfleetEnqueue(singles: number, bulk: number, clients: number): Promise<Pick<EnqueueResult, "singles" | "bulk">> {
@@ -38,10 +50,11 @@ async function jobfleetEnqueue(singles: number, bulk: number, clients: number): 
   try {
     const api = coordinator.api;
     await api.enqueueConcurrently(NOOP_ORDER, 200, clients); // warm-up: connections
-    const singlesPasses = await timedPasses(singles, (n) => api.enqueueConcurrently(NOOP_ORDER, n, clients));
+    const pid = coordinator.child.process.pid;
+    const singlesPasses = await timedPasses(singles, (n) => api.enqueueConcurrently(NOOP_ORDER, n, clients), pid);
     if (!(await api.hasBulk())) return { singles: singlesPasses };
     await api.enqueueBulk(NOOP_ORDER, BULK_SIZE);
-    return { singles: singlesPasses, bulk: await timedPasses(bulk, (n) => api.enqueueBulk(NOOP_ORDER, n)) };
+    return { singles: singlesPasses, bulk: await timedPasses(bulk, (n) => api.enqueueBulk(NOOP_ORDER, n), pid) };
   } finally {
     await coordinator.stop();
     await dropDatabase(url);

@@ -130,6 +130,10 @@ async function enqueue(): Promise<void> {
       table.add({ scenario: `3 enqueue ${what}, ${label(pass)}`, figure: ours[pass], unit: "orders/s", ratio: ratio(ours[pass], theirs[pass], peer.ratio) });
     }
     for (const pass of ["first", "next"] as const) table.add({ scenario: `3 enqueue ${peer.row}, ${label(pass)}`, figure: theirs[pass], unit: "jobs/s" });
+    if (!ours.nextCpu) return;
+    const { coordinator, postgres } = ours.nextCpu;
+    table.add({ scenario: `3 CPU an order, ${what}, next pass, coordinator`, figure: coordinator, unit: "µs" });
+    table.add({ scenario: `3 CPU an order, ${what}, next pass, Postgres`, figure: postgres, unit: "µs", ratio: ratio(postgres, coordinator, "the coordinator") });
   };
   const addJob = { row: "graphile addJob, 64 clients (pool 64)", ratio: "graphile addJob, 64 clients, same pass" };
   passes("single POST, 64 clients", addJob, sizes.singles, result.singles, result.graphileSingles);
