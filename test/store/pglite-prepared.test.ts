@@ -1,5 +1,6 @@
 // PGlite runs the coordinator's statements prepared under names: a failed statement must leave the
-// session usable, inside a transaction and out, and texts past the cache's size still run.
+// session usable, inside a transaction and out, and texts past the cache's size still run. Its
+// reading of rows is patched (patches/): every field decodes as it was stored.
 import { afterAll, beforeAll, expect, test } from "vitest";
 import { type Database, openDatabase } from "../../coordinator/db/database.ts";
 
@@ -18,6 +19,24 @@ test("parameters of every kind round-trip, and one text runs with new values eac
     { id: 1, tags: ["a", "b,c"], doc: { k: [1] }, note: null },
   ]);
   expect(await db.query(insert, [2, [], JSON.stringify("s"), "two"])).toEqual([{ id: 2, tags: [], doc: "s", note: "two" }]);
+});
+
+test("every field of every row reads back as stored, however the answer is cut", async () => {
+  const notes = ["", "ascii", "héllo wörld", "日本語のテキスト", "🚀 emoji", "x".repeat(70_000)];
+  await db.query(`INSERT INTO prepared_probe (id, tags, doc, note) SELECT 1000 + n, $1::text[], $2::jsonb, ($3::text[])[(n % $4) + 1] FROM generate_series(0, 2999) n`, [
+    ["ä", ""],
+    JSON.stringify({ ünïcode: "✓", nested: [null, ""] }),
+    notes,
+    notes.length,
+  ]);
+  const rows = await db.query<{ id: number; tags: string[]; doc: unknown; note: string; none: null; id2: number }>(
+    `SELECT id, tags, doc, note, NULL::text AS none, id + 1 AS id2, id + 2 AS id2 FROM prepared_probe WHERE id >= 1000 ORDER BY id`,
+  );
+  expect(rows).toHaveLength(3000);
+  for (const [n, row] of rows.entries()) {
+    // Of two columns of one name, the later one's value stands.
+    expect(row).toEqual({ id: 1000 + n, tags: ["ä", ""], doc: { ünïcode: "✓", nested: [null, ""] }, note: notes[n % notes.length], none: null, id2: 1002 + n });
+  }
 });
 
 test("a statement that fails throws Postgres's error and leaves the session usable", async () => {
